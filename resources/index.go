@@ -1,0 +1,113 @@
+package resources
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/anodyne-fhir/anodyne/fhir/fhirpath"
+	"github.com/anodyne-fhir/anodyne/storage"
+)
+
+// evaluator is a parsed FHIRPath expression; Load parses each one once.
+type evaluator = *fhirpath.Expression
+
+func compileExpr(src string) (evaluator, error) {
+	e, err := fhirpath.Parse(src)
+	if err != nil {
+		return nil, fmt.Errorf("parse FHIRPath %q: %w", src, err)
+	}
+	return e, nil
+}
+
+// node is one FHIRPath result as the converters see it: the JSON value and
+// its FHIR type name.
+type node struct {
+	v   any
+	typ string
+}
+
+// Index extracts the search index entries of a resource: every parameter of
+// its type is evaluated and each resulting value converted by the
+// parameter's type (see the index* function of each type's file). The
+// resource is JSON decoded with UseNumber (numbers as json.Number keep
+// their written precision). Values of the wrong shape for a parameter are
+// skipped, not errors: validation reports them, indexing only finds what it
+// can search.
+func (r *Registry) Index(resourceType string, res map[string]any) ([]storage.Entry, error) {
+	if res == nil {
+		return nil, invalid("nil resource")
+	}
+	if rt, _ := res["resourceType"].(string); rt != resourceType {
+		return nil, invalid("resource has resourceType %q, want %q", rt, resourceType)
+	}
+	params := r.Params(resourceType)
+	var out []storage.Entry
+	var errs []error
+	for _, p := range params {
+		if p.compiled == nil {
+			continue
+		}
+		col, err := p.compiled.Evaluate(res)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("index %s.%s: %w", resourceType, p.Code, err))
+			continue
+		}
+		for _, n := range col {
+			out = r.appendEntries(out, p, n)
+		}
+	}
+	if len(errs) > 0 {
+		return out, errors.Join(errs...)
+	}
+	return out, nil
+}
+
+func (r *Registry) appendEntries(out []storage.Entry, p *Param, fn fhirpath.Node) []storage.Entry {
+	n := node{v: fn.Value(), typ: fn.Type()}
+	if n.v == nil {
+		return out
+	}
+	switch p.Type {
+	case storage.KindString:
+		return append(out, indexString(p, n)...)
+	case storage.KindToken:
+		return append(out, indexToken(p, n)...)
+	case storage.KindReference:
+		return append(out, r.indexReference(p, n)...)
+	case storage.KindDate:
+		if t, ok := n.v.(fhirpath.Temporal); ok {
+			n.v = t.String()
+		}
+		return append(out, indexDate(p, n)...)
+	case storage.KindNumber:
+		return append(out, indexNumber(p, n)...)
+	case storage.KindQuantity:
+		return append(out, indexQuantity(p, n)...)
+	case storage.KindURI:
+		return append(out, indexURI(p, n)...)
+	case storage.KindComposite:
+		return append(out, r.indexComposite(p, fn)...)
+	}
+	return out
+}
+
+// indexComposite evaluates each component relative to the composite's node.
+func (r *Registry) indexComposite(p *Param, fn fhirpath.Node) []storage.Entry {
+	parts := make([][]storage.Entry, len(p.Components))
+	for i, c := range p.Components {
+		if c.compiled == nil || c.param == nil {
+			return nil
+		}
+		col, err := c.compiled.Evaluate(fn)
+		if err != nil {
+			return nil
+		}
+		for _, cn := range col {
+			parts[i] = r.appendEntries(parts[i], c.param, cn)
+		}
+		for j := range parts[i] {
+			parts[i][j].Param = ""
+		}
+	}
+	return compositeEntries(p, parts)
+}
