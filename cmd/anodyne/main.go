@@ -1,0 +1,241 @@
+// Command anodyne runs the Anodyne FHIR R4 server.
+//
+// It owns configuration (flags and ANODYNE_* environment variables), the
+// choice of storage backend (a plain switch: embedded SQLite by default,
+// MongoDB when a URI is given) and the process lifecycle (listen, drain on
+// SIGTERM, close the database). It must not contain FHIR logic: that lives
+// in package fhir and below.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/anodyne-fhir/anodyne/fhir"
+	"github.com/anodyne-fhir/anodyne/storage"
+	"github.com/anodyne-fhir/anodyne/storage/mongo"
+	"github.com/anodyne-fhir/anodyne/storage/sqlite"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv, nil); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "anodyne:", err)
+		}
+		stop()
+		os.Exit(2)
+	}
+}
+
+const usage = `Anodyne, a FHIR R4 server.
+
+Usage:
+  anodyne serve [flags]    run the server (anodyne serve --help for its flags)
+`
+
+// run dispatches the subcommand. ready, when not nil, receives the bound
+// address once the server listens (tests use it with --listen 127.0.0.1:0).
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string, ready chan<- string) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stdout, usage)
+		if len(args) == 0 {
+			return errors.New("missing command")
+		}
+		return nil
+	}
+	switch args[0] {
+	case "serve":
+		cfg, err := parseServe(args[1:], stderr, getenv)
+		if err != nil {
+			return err
+		}
+		return serve(ctx, cfg, stderr, ready)
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("unknown command %q", args[0])
+	}
+}
+
+// serveConfig is the configuration of "anodyne serve".
+type serveConfig struct {
+	Listen     string
+	BaseURL    string
+	DataDir    string
+	MongoURI   string
+	MongoDB    string
+	Auth       string
+	MaxBody    int64
+	LogFormat  string
+	LogLevel   string
+	ShutdownIn time.Duration
+}
+
+// parseServe reads flags, each of which may also come from ANODYNE_<NAME>
+// (upper case, dashes as underscores); a flag on the command line wins.
+func parseServe(args []string, stderr io.Writer, getenv func(string) string) (serveConfig, error) {
+	var cfg serveConfig
+	fs := flag.NewFlagSet("anodyne serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "address to listen on (host:port)")
+	fs.StringVar(&cfg.BaseURL, "base-url", "", "public URL of the server root used in every absolute URL; the FHIR base is <base-url>/fhir (default http://<listen>)")
+	fs.StringVar(&cfg.DataDir, "data-dir", "./anodyne-data", "directory of the embedded SQLite database (ignored with --mongodb-uri)")
+	fs.StringVar(&cfg.MongoURI, "mongodb-uri", "", "store everything in MongoDB at this URI instead of the embedded SQLite")
+	fs.StringVar(&cfg.MongoDB, "mongodb-database", "anodyne", "MongoDB database name (with --mongodb-uri)")
+	fs.StringVar(&cfg.Auth, "auth", "off", "authorization: on or off (off is for development only; SMART authorization is not wired into this build yet)")
+	fs.Int64Var(&cfg.MaxBody, "max-body", 16<<20, "largest accepted request body in bytes (413 beyond)")
+	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&cfg.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.DurationVar(&cfg.ShutdownIn, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight requests")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: anodyne serve [flags]\n\nRuns the FHIR R4 server. Every flag can also be set with an environment\nvariable ANODYNE_<FLAG> (for example ANODYNE_MONGODB_URI); flags win.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := "ANODYNE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(name); v != "" && envErr == nil {
+			if err := f.Value.Set(v); err != nil {
+				envErr = fmt.Errorf("%s=%q: %w", name, v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return cfg, envErr
+	}
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	switch cfg.Auth {
+	case "off":
+	case "on":
+		return cfg, errors.New("--auth=on: SMART authorization is not available in this build yet; run with --auth=off for development")
+	default:
+		return cfg, fmt.Errorf("--auth must be on or off, not %q", cfg.Auth)
+	}
+	if cfg.MaxBody <= 0 {
+		return cfg, errors.New("--max-body must be positive")
+	}
+	return cfg, nil
+}
+
+func newLogger(cfg serveConfig, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch cfg.LogFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format must be text or json, not %q", cfg.LogFormat)
+}
+
+// openBackend picks the database.
+func openBackend(ctx context.Context, cfg serveConfig) (storage.Backend, string, error) {
+	switch {
+	case cfg.MongoURI != "":
+		b, err := mongo.Open(ctx, cfg.MongoURI, cfg.MongoDB)
+		if err != nil {
+			return nil, "", fmt.Errorf("opening MongoDB database %q: %w", cfg.MongoDB, err)
+		}
+		return b, "mongodb", nil
+	default:
+		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+			return nil, "", fmt.Errorf("creating data directory: %w", err)
+		}
+		b, err := sqlite.Open(ctx, cfg.DataDir)
+		if err != nil {
+			return nil, "", fmt.Errorf("opening SQLite store in %s: %w", cfg.DataDir, err)
+		}
+		return b, "sqlite", nil
+	}
+}
+
+// serve runs the server until ctx is cancelled (SIGTERM/SIGINT), then
+// drains in-flight requests and closes the database.
+func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- string) (err error) {
+	log, err := newLogger(cfg, logOut)
+	if err != nil {
+		return err
+	}
+	backend, kind, err := openBackend(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := backend.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("closing database: %w", cerr)
+		}
+	}()
+	if d, ok := backend.(storage.Describer); ok {
+		caps := d.Capabilities(ctx)
+		for _, n := range caps.Notes {
+			log.Warn("database capability", "backend", caps.Name, "note", n)
+		}
+	}
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
+	}
+	addr := ln.Addr().String()
+	base := cfg.BaseURL
+	if base == "" {
+		base = "http://" + addr
+	}
+	log.Warn("AUTHORIZATION IS OFF: every client can read and write every resource. Use only for development, never with real patient data.")
+	srv, err := fhir.New(fhir.Config{
+		BaseURL:      base,
+		Backend:      backend,
+		Logger:       log,
+		MaxBodyBytes: cfg.MaxBody,
+	})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	hs := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+	log.Info("anodyne listening", "addr", addr, "fhir_base", strings.TrimRight(base, "/")+"/fhir", "backend", kind)
+	if ready != nil {
+		ready <- addr
+	}
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("http server: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: draining in-flight requests", "timeout", cfg.ShutdownIn)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownIn)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		return fmt.Errorf("draining requests: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}

@@ -1,0 +1,111 @@
+package fhir
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/anodyne-fhir/anodyne/conformance"
+)
+
+// capabilities handles GET [base]/metadata.
+func (s *Server) capabilities(c echo.Context) error {
+	return writeRaw(c, http.StatusOK, s.capability)
+}
+
+// capabilityStatement generates the CapabilityStatement from the route
+// table (which interactions have handlers), the R4 type list (which types
+// the routes accept) and the search-parameter registry (what search
+// understands), so that it claims nothing the server does not do.
+func (s *Server) capabilityStatement() ([]byte, error) {
+	var typeCodes, systemCodes, typeOps []string
+	for _, r := range routeTable() {
+		switch {
+		case strings.HasPrefix(r.code, "$"):
+			if r.level != levelSystem && !contains(typeOps, r.code) {
+				typeOps = append(typeOps, r.code)
+			}
+		case r.level == levelSystem:
+			if r.code != "capabilities" && !contains(systemCodes, r.code) {
+				systemCodes = append(systemCodes, r.code)
+			}
+		default:
+			if !contains(typeCodes, r.code) {
+				typeCodes = append(typeCodes, r.code)
+			}
+		}
+	}
+	interactions := func(codes []string) []any {
+		out := make([]any, len(codes))
+		for i, c := range codes {
+			out[i] = map[string]any{"code": c}
+		}
+		return out
+	}
+	var ops []any
+	for _, op := range typeOps {
+		name := strings.TrimPrefix(op, "$")
+		ops = append(ops, map[string]any{
+			"name":       name,
+			"definition": "http://hl7.org/fhir/OperationDefinition/Resource-" + name,
+		})
+	}
+	var resources []any
+	for _, typ := range conformance.ResourceTypes() {
+		var params []any
+		for _, p := range s.registry.Params(typ) {
+			if p.Type == 0 {
+				continue // special parameters have no stored values to search
+			}
+			sp := map[string]any{"name": p.Code, "type": p.TypeName}
+			if p.URL != "" {
+				sp["definition"] = p.URL
+			}
+			params = append(params, sp)
+		}
+		r := map[string]any{
+			"type":              typ,
+			"profile":           "http://hl7.org/fhir/StructureDefinition/" + typ,
+			"interaction":       interactions(typeCodes),
+			"versioning":        "versioned-update",
+			"readHistory":       true,
+			"updateCreate":      true,
+			"conditionalCreate": false,
+			"conditionalRead":   "full-support",
+			"conditionalUpdate": false,
+			"conditionalDelete": "not-supported",
+			"operation":         ops,
+		}
+		if len(params) > 0 {
+			r["searchParam"] = params
+		}
+		resources = append(resources, r)
+	}
+	cs := map[string]any{
+		"resourceType": "CapabilityStatement",
+		"status":       "active",
+		"date":         formatInstant(now()),
+		"publisher":    "Anodyne",
+		"kind":         "instance",
+		"software":     map[string]any{"name": "Anodyne"},
+		"implementation": map[string]any{
+			"description": "Anodyne FHIR R4 server",
+			"url":         s.base,
+		},
+		"fhirVersion": "4.0.1",
+		"format":      []any{mimeFHIRJSON, "json"},
+		"patchFormat": []any{mimeJSONPatch},
+		"rest": []any{map[string]any{
+			"mode":        "server",
+			"resource":    resources,
+			"interaction": interactions(systemCodes),
+			"searchParam": []any{
+				map[string]any{"name": "_count", "type": "number"},
+				map[string]any{"name": "_sort", "type": "string"},
+				map[string]any{"name": "_total", "type": "token"},
+			},
+		}},
+	}
+	return encodeResource(cs)
+}

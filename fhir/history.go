@@ -1,0 +1,200 @@
+package fhir
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/anodyne-fhir/anodyne/storage"
+)
+
+// Page sizes for history and search: the default when _count is absent,
+// and the cap the server applies to any _count.
+const (
+	defaultCount = 50
+	maxCount     = 1000
+)
+
+// historyInstance handles GET [base]/[type]/[id]/_history.
+func (s *Server) historyInstance(c echo.Context) error {
+	typ, err := resourceType(c)
+	if err != nil {
+		return err
+	}
+	id, err := pathID(c, http.StatusNotFound)
+	if err != nil {
+		return err
+	}
+	return s.history(c, storage.HistoryRequest{Type: typ, ID: id}, ActionRead, "/"+typ+"/"+id+"/_history")
+}
+
+// historyType handles GET [base]/[type]/_history.
+func (s *Server) historyType(c echo.Context) error {
+	typ, err := resourceType(c)
+	if err != nil {
+		return err
+	}
+	return s.history(c, storage.HistoryRequest{Type: typ}, ActionSearch, "/"+typ+"/_history")
+}
+
+// historySystem handles GET [base]/_history.
+func (s *Server) historySystem(c echo.Context) error {
+	return s.history(c, storage.HistoryRequest{}, ActionSearch, "/_history")
+}
+
+// history serves one page of a history Bundle. Every version is checked
+// against the caller's authorization for its type; with a filter, a
+// version is shown only if its own content is inside the filter (a deleted
+// version, having no content, is then left out).
+func (s *Server) history(c echo.Context, req storage.HistoryRequest, action, path string) error {
+	ctx := c.Request().Context()
+	q := c.QueryParams()
+	for k := range q {
+		switch k {
+		case "_since", "_at", "_count", cursorParam, "_format", "_pretty":
+		default:
+			if preferToken(c, "handling") == "strict" {
+				return errBadRequest("unknown history parameter %q", k)
+			}
+			delete(q, k)
+		}
+	}
+	var err error
+	if req.Since, err = timeParam(q, "_since"); err != nil {
+		return err
+	}
+	if req.At, err = timeParam(q, "_at"); err != nil {
+		return err
+	}
+	if req.Count, err = countParam(q); err != nil {
+		return err
+	}
+	if req.Count == 0 {
+		req.Count = 1 // history has no total-only form; _count=0 still pages
+	}
+	query := canonicalQuery(q)
+	binding := "history " + path + "?" + query
+	if tok := q.Get(cursorParam); tok != "" {
+		if req.Cursor, err = s.openCursor(binding, tok); err != nil {
+			return err
+		}
+	}
+	// Fail before reading anything when the caller may not see this type.
+	if req.Type != "" {
+		if _, err := s.decide(ctx, action, req.Type); err != nil {
+			return err
+		}
+	}
+	page, err := s.backend.History(ctx, req)
+	if err != nil {
+		return fmt.Errorf("history %s: %w", path, err)
+	}
+	b := newBundle("history", s.pageLinks(path, binding, query, page.Next))
+	guard := s.newGuard(action)
+	for _, rec := range page.Records {
+		ok, err := guard.allows(ctx, rec)
+		if err != nil {
+			return err
+		}
+		if ok {
+			addEntry(b, s.historyEntry(rec))
+		}
+	}
+	return writeResource(c, http.StatusOK, b)
+}
+
+// guard applies authorization to records leaving by a multi-resource
+// path, asking the decision point once per type.
+type guard struct {
+	s         *Server
+	action    string
+	decisions map[string]*Decision // nil entry: type refused
+}
+
+func (s *Server) newGuard(action string) *guard {
+	return &guard{s: s, action: action, decisions: map[string]*Decision{}}
+}
+
+func (g *guard) allows(ctx context.Context, rec storage.Record) (bool, error) {
+	if g.s.authz == nil {
+		return true, nil
+	}
+	d, seen := g.decisions[rec.Type]
+	if !seen {
+		dec, err := g.s.authz.Decide(ctx, g.action, rec.Type)
+		if err != nil {
+			return false, fmt.Errorf("authorizing %s on %s: %w", g.action, rec.Type, err)
+		}
+		if dec.Allowed {
+			d = &dec
+		}
+		g.decisions[rec.Type] = d
+	}
+	if d == nil {
+		return false, nil
+	}
+	if d.Filter == nil {
+		return true, nil
+	}
+	if rec.Deleted {
+		return false, nil
+	}
+	res, err := decodeRecord(rec)
+	if err != nil {
+		return false, err
+	}
+	entries, err := g.s.registry.Index(rec.Type, res)
+	if err != nil {
+		return false, fmt.Errorf("indexing %s/%s for authorization: %w", rec.Type, rec.ID, err)
+	}
+	return permitted(*d, rec.ID, entries)
+}
+
+// countParam reads _count, capped at maxCount; absent gives defaultCount.
+func countParam(q url.Values) (int, error) {
+	v := q.Get("_count")
+	if v == "" {
+		return defaultCount, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, errBadRequest("_count must be a non-negative integer, not %q", v)
+	}
+	if n > maxCount {
+		n = maxCount
+		q.Set("_count", strconv.Itoa(n))
+	}
+	return n, nil
+}
+
+// timeParam reads an instant or a partial dateTime (2024, 2024-03,
+// 2024-03-01, with or without time); partial dates start at their first
+// instant in UTC.
+func timeParam(q url.Values, name string) (time.Time, error) {
+	v := q.Get(name)
+	if v == "" {
+		return time.Time{}, nil
+	}
+	t, err := parseDateTime(v)
+	if err != nil {
+		return time.Time{}, errBadRequest("%s: %q is not a FHIR instant or dateTime", name, v)
+	}
+	return t, nil
+}
+
+func parseDateTime(v string) (time.Time, error) {
+	layouts := []string{time.RFC3339Nano, "2006-01-02T15:04Z07:00", "2006-01-02", "2006-01", "2006"}
+	var err error
+	for _, l := range layouts {
+		var t time.Time
+		if t, err = time.Parse(l, v); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, err
+}

@@ -1,0 +1,149 @@
+package fhir
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+)
+
+// encodeResource serializes decoded FHIR JSON compactly with "resourceType"
+// first in every object (readers and humans expect it there; encoding/json
+// would sort it among the other keys). Numbers are json.Number and are
+// written exactly as they were read, so 1.50 stays 1.50.
+func encodeResource(v any) ([]byte, error) {
+	var b bytes.Buffer
+	b.Grow(1024)
+	if err := encodeValue(&b, v); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+func encodeValue(b *bytes.Buffer, v any) error {
+	switch x := v.(type) {
+	case nil:
+		b.WriteString("null")
+	case bool:
+		b.WriteString(strconv.FormatBool(x))
+	case string:
+		encodeString(b, x)
+	case json.Number:
+		if !json.Valid([]byte(x)) {
+			return fmt.Errorf("invalid number %q", string(x))
+		}
+		b.WriteString(string(x))
+	case float64:
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return fmt.Errorf("unsupported number %v", x)
+		}
+		b.WriteString(strconv.FormatFloat(x, 'f', -1, 64))
+	case int:
+		b.WriteString(strconv.Itoa(x))
+	case int64:
+		b.WriteString(strconv.FormatInt(x, 10))
+	case json.RawMessage:
+		// Stored resources embedded in Bundles: written as stored, already
+		// in this encoder's form.
+		b.Write(x)
+	case []any:
+		b.WriteByte('[')
+		for i, e := range x {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			if err := encodeValue(b, e); err != nil {
+				return err
+			}
+		}
+		b.WriteByte(']')
+	case map[string]any:
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			if k != "resourceType" {
+				keys = append(keys, k)
+			}
+		}
+		slices.Sort(keys)
+		b.WriteByte('{')
+		first := true
+		if rt, ok := x["resourceType"]; ok {
+			b.WriteString(`"resourceType":`)
+			if err := encodeValue(b, rt); err != nil {
+				return err
+			}
+			first = false
+		}
+		for _, k := range keys {
+			if !first {
+				b.WriteByte(',')
+			}
+			first = false
+			encodeString(b, k)
+			b.WriteByte(':')
+			if err := encodeValue(b, x[k]); err != nil {
+				return fmt.Errorf("%s: %w", k, err)
+			}
+		}
+		b.WriteByte('}')
+	default:
+		// Values built by this package (Bundles, outcomes) only use the
+		// cases above; anything else goes through encoding/json.
+		raw, err := json.Marshal(x)
+		if err != nil {
+			return fmt.Errorf("encoding %T: %w", x, err)
+		}
+		b.Write(raw)
+	}
+	return nil
+}
+
+const hexDigits = "0123456789abcdef"
+
+// encodeString writes a JSON string without encoding/json's HTML escaping,
+// so that narrative XHTML stays readable.
+func encodeString(b *bytes.Buffer, s string) {
+	b.WriteByte('"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
+		}
+		b.WriteString(s[start:i])
+		switch c {
+		case '"', '\\':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case '\n':
+			b.WriteString(`\n`)
+		case '\r':
+			b.WriteString(`\r`)
+		case '\t':
+			b.WriteString(`\t`)
+		default:
+			b.WriteString(`\u00`)
+			b.WriteByte(hexDigits[c>>4])
+			b.WriteByte(hexDigits[c&0xf])
+		}
+		start = i + 1
+	}
+	b.WriteString(s[start:])
+	b.WriteByte('"')
+}
+
+// decodeJSON decodes one JSON value keeping numbers as json.Number.
+func decodeJSON(raw []byte) (any, error) {
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	var v any
+	if err := d.Decode(&v); err != nil {
+		return nil, err
+	}
+	if d.More() {
+		return nil, fmt.Errorf("trailing data after the JSON value")
+	}
+	return v, nil
+}

@@ -1,0 +1,182 @@
+package fhir
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/anodyne-fhir/anodyne/conformance"
+	"github.com/anodyne-fhir/anodyne/storage"
+)
+
+// This file is the one place where failures become HTTP statuses and
+// OperationOutcome bodies. Handlers return *Error values (or storage
+// sentinels, which are translated here); nothing else writes an error
+// response.
+
+// Error is a failure with the HTTP status and OperationOutcome issues the
+// client should see.
+type Error struct {
+	Status int
+	Issues []conformance.Issue
+	// Header holds extra response headers (ETag of the current version on 412…).
+	Header http.Header
+	cause  error
+}
+
+func (e *Error) Error() string {
+	if len(e.Issues) == 0 {
+		return fmt.Sprintf("fhir: status %d", e.Status)
+	}
+	return fmt.Sprintf("fhir: status %d: %s", e.Status, e.Issues[0].Diagnostics)
+}
+
+func (e *Error) Unwrap() error { return e.cause }
+
+// IssueType codes of the R4 issue-type value set used by this package.
+const (
+	codeInvalid    = "invalid"
+	codeStructure  = "structure"
+	codeNotFound   = "not-found"
+	codeDeleted    = "deleted"
+	codeConflict   = "conflict"
+	codeNotSupp    = "not-supported"
+	codeForbidden  = "forbidden"
+	codeTooCostly  = "too-costly"
+	codeException  = "exception"
+	codeInfo       = "informational"
+	codeBusiness   = "business-rule"
+	codeInvariant  = "invariant"
+	codeProcessing = "processing"
+)
+
+func newError(status int, code, format string, args ...any) *Error {
+	return &Error{Status: status, Issues: []conformance.Issue{{
+		Severity: "error", Code: code, Diagnostics: fmt.Sprintf(format, args...),
+	}}}
+}
+
+func errBadRequest(format string, args ...any) *Error {
+	return newError(http.StatusBadRequest, codeInvalid, format, args...)
+}
+
+func errNotFound(format string, args ...any) *Error {
+	return newError(http.StatusNotFound, codeNotFound, format, args...)
+}
+
+// validationError turns validator issues into a response. Following R4
+// http.html, a body that cannot be parsed or breaks the base specification's
+// structural rules is 400; a resource that is well-formed but violates an
+// invariant, a profile or a business rule is 422.
+func validationError(issues []conformance.Issue) *Error {
+	status := http.StatusBadRequest
+	for _, is := range issues {
+		if isErrorIssue(is) && (is.Code == codeBusiness || is.Code == codeInvariant) {
+			status = http.StatusUnprocessableEntity
+		}
+	}
+	return &Error{Status: status, Issues: issues}
+}
+
+func isErrorIssue(is conformance.Issue) bool {
+	return is.Severity == "error" || is.Severity == "fatal"
+}
+
+// asError maps any error from a handler to an *Error. Storage sentinels
+// that reach this point without a more specific handling keep a safe,
+// generic meaning; anything unknown is a server fault (500) and is logged.
+func asError(ctx context.Context, log *slog.Logger, err error) *Error {
+	var fe *Error
+	if errors.As(err, &fe) {
+		return fe
+	}
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		return fromEchoError(he)
+	}
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		return errNotFound("resource not found")
+	case errors.Is(err, storage.ErrVersionConflict):
+		return newError(http.StatusConflict, codeConflict, "the resource was changed concurrently; retry")
+	case errors.Is(err, storage.ErrDuplicateClaim):
+		return newError(http.StatusConflict, codeConflict, "a matching resource already exists")
+	case errors.Is(err, storage.ErrBadCursor):
+		return errBadRequest("invalid or expired paging link")
+	case errors.Is(err, storage.ErrUnsupported):
+		return newError(http.StatusNotImplemented, codeNotSupp, "this request is not supported by the configured database: %v", err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return newError(http.StatusServiceUnavailable, codeTooCostly, "the request took too long")
+	}
+	log.ErrorContext(ctx, "request failed", "err", err)
+	return &Error{Status: http.StatusInternalServerError, cause: err, Issues: []conformance.Issue{{
+		Severity: "fatal", Code: codeException, Diagnostics: "internal server error",
+	}}}
+}
+
+func fromEchoError(he *echo.HTTPError) *Error {
+	msg := fmt.Sprint(he.Message)
+	switch he.Code {
+	case http.StatusNotFound:
+		return newError(he.Code, codeNotFound, "no such route")
+	case http.StatusMethodNotAllowed:
+		return newError(he.Code, codeNotSupp, "method not allowed on this route")
+	case http.StatusRequestEntityTooLarge:
+		return newError(he.Code, codeTooCostly, "request body too large")
+	case http.StatusUnsupportedMediaType:
+		return newError(he.Code, codeNotSupp, "unsupported media type")
+	case http.StatusUnauthorized:
+		return newError(he.Code, "login", "%s", msg)
+	case http.StatusForbidden:
+		return newError(he.Code, codeForbidden, "%s", msg)
+	}
+	if he.Code >= 500 {
+		return newError(he.Code, codeException, "%s", msg)
+	}
+	return newError(he.Code, codeProcessing, "%s", msg)
+}
+
+// outcome builds an OperationOutcome resource from issues.
+func outcome(issues []conformance.Issue) map[string]any {
+	list := make([]any, 0, len(issues))
+	for _, is := range issues {
+		m := map[string]any{"severity": is.Severity, "code": is.Code}
+		if m["severity"] == "" {
+			m["severity"] = "error"
+		}
+		if m["code"] == "" {
+			m["code"] = codeProcessing
+		}
+		if is.Diagnostics != "" {
+			m["diagnostics"] = is.Diagnostics
+		}
+		if is.Expression != "" {
+			m["expression"] = []any{is.Expression}
+		}
+		list = append(list, m)
+	}
+	if len(list) == 0 {
+		list = append(list, map[string]any{"severity": "information", "code": codeInfo, "diagnostics": "All OK"})
+	}
+	return map[string]any{"resourceType": "OperationOutcome", "issue": list}
+}
+
+// errorHandler is Echo's HTTPErrorHandler: every error response, including
+// Echo's own 404/405, leaves as an OperationOutcome.
+func (s *Server) errorHandler(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	fe := asError(c.Request().Context(), s.log, err)
+	h := c.Response().Header()
+	for k, vs := range fe.Header {
+		h[k] = vs
+	}
+	if werr := writeResource(c, fe.Status, outcome(fe.Issues)); werr != nil {
+		s.log.ErrorContext(c.Request().Context(), "writing error response", "err", werr)
+	}
+}

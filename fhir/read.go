@@ -1,0 +1,113 @@
+package fhir
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/anodyne-fhir/anodyne/storage"
+)
+
+// read handles GET [base]/[type]/[id]: the current version, 410 when it is
+// deleted, 304 when the client's copy is current (If-None-Match,
+// If-Modified-Since).
+func (s *Server) read(c echo.Context) error {
+	typ, err := resourceType(c)
+	if err != nil {
+		return err
+	}
+	id, err := pathID(c, http.StatusNotFound)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	rec, err := s.backend.Read(ctx, typ, id)
+	if err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return errNotFound("%s/%s is not known", typ, id)
+		}
+		return err
+	}
+	return s.serveRecord(ctx, c, rec)
+}
+
+// vread handles GET [base]/[type]/[id]/_history/[vid].
+func (s *Server) vread(c echo.Context) error {
+	typ, err := resourceType(c)
+	if err != nil {
+		return err
+	}
+	id, err := pathID(c, http.StatusNotFound)
+	if err != nil {
+		return err
+	}
+	vid, err := strconv.ParseInt(c.Param("vid"), 10, 64)
+	if err != nil || vid < 1 {
+		return errNotFound("%s/%s has no version %q", typ, id, c.Param("vid"))
+	}
+	ctx := c.Request().Context()
+	rec, err := s.backend.ReadVersion(ctx, typ, id, vid)
+	if err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return errNotFound("%s/%s has no version %d", typ, id, vid)
+		}
+		return err
+	}
+	return s.serveRecord(ctx, c, rec)
+}
+
+// serveRecord answers with one stored version after the authorization
+// check, honouring conditional-read headers.
+func (s *Server) serveRecord(ctx context.Context, c echo.Context, rec storage.Record) error {
+	if rec.Deleted {
+		// The type-level decision alone guards a deleted version: it has no
+		// content to match a filter against and reveals only that it existed.
+		if _, err := s.decide(ctx, ActionRead, rec.Type); err != nil {
+			return err
+		}
+		e := newError(http.StatusGone, codeDeleted, "%s/%s was deleted (version %d)", rec.Type, rec.ID, rec.VersionID)
+		e.Header = http.Header{"Etag": {etag(rec.VersionID)}}
+		return e
+	}
+	res, err := decodeRecord(rec)
+	if err != nil {
+		return err
+	}
+	if err := s.checkResource(ctx, ActionRead, rec.Type, rec.ID, res); err != nil {
+		return err
+	}
+	s.setVersionHeaders(c, rec, false)
+	if notModified(c.Request(), rec) {
+		return c.NoContent(http.StatusNotModified)
+	}
+	return writeRaw(c, http.StatusOK, rec.JSON)
+}
+
+// notModified applies If-None-Match (preferred when present) and
+// If-Modified-Since (second precision, as HTTP dates have).
+func notModified(r *http.Request, rec storage.Record) bool {
+	if inm := r.Header.Get("If-None-Match"); inm != "" {
+		for _, tag := range strings.Split(inm, ",") {
+			if strings.TrimSpace(tag) == "*" {
+				return true
+			}
+			if v, ok := parseETag(tag); ok && v == rec.VersionID {
+				return true
+			}
+		}
+		return false
+	}
+	if ims := r.Header.Get("If-Modified-Since"); ims != "" {
+		t, err := http.ParseTime(ims)
+		if err != nil {
+			return false
+		}
+		return !rec.LastUpdated.Truncate(time.Second).After(t)
+	}
+	return false
+}

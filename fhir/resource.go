@@ -1,0 +1,232 @@
+package fhir
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/anodyne-fhir/anodyne/conformance"
+	"github.com/anodyne-fhir/anodyne/storage"
+)
+
+// Helpers shared by the interactions: path checks, the write pipeline
+// (validate, set meta, index, commit) and version headers.
+
+// resourceType returns the :type path parameter, 404 when it is not an R4
+// resource type (http.html: "resource type not supported").
+func resourceType(c echo.Context) (string, error) {
+	t := c.Param("type")
+	if !conformance.IsResourceType(t) {
+		return "", errNotFound("unknown resource type %q", t)
+	}
+	return t, nil
+}
+
+// validID checks the R4 id rule: [A-Za-z0-9\-\.]{1,64}.
+func validID(id string) bool {
+	if len(id) == 0 || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c == '-' || c == '.' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+// pathID returns the :id path parameter. A malformed id cannot name a
+// stored resource, so reads answer 404 and writes 400.
+func pathID(c echo.Context, status int) (string, error) {
+	id := c.Param("id")
+	if !validID(id) {
+		return "", newError(status, codeInvalid, "invalid resource id %q: R4 ids are 1-64 of [A-Za-z0-9-.]", id)
+	}
+	return id, nil
+}
+
+// parseResource validates a body and checks that it is a resource of typ.
+func (s *Server) parseResource(ctx context.Context, typ string, body []byte) (conformance.Parsed, error) {
+	parsed, issues := s.validator.Validate(ctx, body)
+	if conformance.HasErrors(issues) {
+		return parsed, validationError(issues)
+	}
+	if parsed.Resource == nil {
+		return parsed, newError(http.StatusBadRequest, codeStructure, "the body is not a FHIR resource")
+	}
+	if parsed.Type != typ {
+		return parsed, errBadRequest("the body is a %s but the URL names %s", parsed.Type, typ)
+	}
+	return parsed, nil
+}
+
+// formatInstant writes lastUpdated as FHIR instant with milliseconds, the
+// precision every backend keeps.
+func formatInstant(t time.Time) string {
+	return t.UTC().Format("2006-01-02T15:04:05.000Z07:00")
+}
+
+// now returns the write time truncated to what storage keeps, so that the
+// served meta.lastUpdated and Last-Modified never disagree with a re-read.
+func now() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }
+
+// prepare stamps id and meta on a validated resource (client versionId and
+// lastUpdated are overwritten; profile, tag, security are kept) and builds
+// the storage write with the resource's index entries.
+func (s *Server) prepare(typ, id string, res map[string]any, expect int64, at time.Time, method string) (storage.Write, error) {
+	res["id"] = id
+	meta, _ := res["meta"].(map[string]any)
+	if meta == nil {
+		meta = map[string]any{}
+	}
+	meta["versionId"] = strconv.FormatInt(expect+1, 10)
+	meta["lastUpdated"] = formatInstant(at)
+	res["meta"] = meta
+	raw, err := encodeResource(res)
+	if err != nil {
+		return storage.Write{}, fmt.Errorf("encoding %s/%s: %w", typ, id, err)
+	}
+	entries, err := s.registry.Index(typ, res)
+	if err != nil {
+		return storage.Write{}, fmt.Errorf("indexing %s/%s: %w", typ, id, err)
+	}
+	return storage.Write{
+		Record: storage.Record{
+			Type: typ, ID: id, VersionID: expect + 1, LastUpdated: at, Method: method, JSON: raw,
+		},
+		ExpectVersion: expect,
+		Index:         entries,
+	}, nil
+}
+
+// commitOne commits a single write and returns the stored record.
+func (s *Server) commitOne(ctx context.Context, w storage.Write) (storage.Record, error) {
+	recs, err := s.backend.Commit(ctx, w)
+	if err != nil {
+		return storage.Record{}, fmt.Errorf("storing %s/%s version %d: %w", w.Type, w.ID, w.VersionID, err)
+	}
+	if len(recs) != 1 {
+		return storage.Record{}, fmt.Errorf("storing %s/%s: backend returned %d records for one write", w.Type, w.ID, len(recs))
+	}
+	return recs[0], nil
+}
+
+// current reads the current version; a never-written resource is
+// (zero record, false, nil).
+func (s *Server) current(ctx context.Context, typ, id string) (storage.Record, bool, error) {
+	rec, err := s.backend.Read(ctx, typ, id)
+	if errors.Is(err, storage.ErrNotFound) {
+		return storage.Record{}, false, nil
+	}
+	if err != nil {
+		return storage.Record{}, false, fmt.Errorf("reading %s/%s: %w", typ, id, err)
+	}
+	return rec, true, nil
+}
+
+// decodeRecord decodes stored JSON for a check that needs the resource
+// (authorization filter, patch).
+func decodeRecord(rec storage.Record) (map[string]any, error) {
+	v, err := decodeJSON(rec.JSON)
+	if err != nil {
+		return nil, fmt.Errorf("decoding stored %s/%s version %d: %w", rec.Type, rec.ID, rec.VersionID, err)
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("stored %s/%s version %d is not a JSON object", rec.Type, rec.ID, rec.VersionID)
+	}
+	return m, nil
+}
+
+func etag(version int64) string { return `W/"` + strconv.FormatInt(version, 10) + `"` }
+
+// parseETag reads W/"3", "3" or 3 as version 3.
+func parseETag(v string) (int64, bool) {
+	v = strings.TrimSpace(v)
+	v = strings.TrimPrefix(v, "W/")
+	v = strings.Trim(v, `"`)
+	n, err := strconv.ParseInt(v, 10, 64)
+	return n, err == nil && n > 0
+}
+
+// ifMatch returns the version required by If-Match (0 when absent); a
+// header that names no version is a 400.
+func ifMatch(c echo.Context) (int64, error) {
+	h := c.Request().Header.Get("If-Match")
+	if h == "" {
+		return 0, nil
+	}
+	n, ok := parseETag(h)
+	if !ok {
+		return 0, errBadRequest("If-Match %q is not a version ETag such as W/\"3\"", h)
+	}
+	return n, nil
+}
+
+func preconditionFailed(want int64, cur storage.Record, exists bool) *Error {
+	e := newError(http.StatusPreconditionFailed, codeConflict, "If-Match requires version %d", want)
+	if exists {
+		e.Issues[0].Diagnostics += fmt.Sprintf(", the current version is %d", cur.VersionID)
+		e.Header = http.Header{"Etag": {etag(cur.VersionID)}}
+	} else {
+		e.Issues[0].Diagnostics += ", and the resource does not exist"
+	}
+	return e
+}
+
+// setVersionHeaders sets ETag, Last-Modified and, for writes, Location.
+func (s *Server) setVersionHeaders(c echo.Context, rec storage.Record, location bool) {
+	h := c.Response().Header()
+	h.Set("ETag", etag(rec.VersionID))
+	h.Set(echo.HeaderLastModified, rec.LastUpdated.UTC().Format(http.TimeFormat))
+	if location {
+		h.Set(echo.HeaderLocation, s.versionURL(rec))
+	}
+}
+
+func (s *Server) resourceURL(typ, id string) string { return s.base + "/" + typ + "/" + id }
+
+func (s *Server) versionURL(rec storage.Record) string {
+	return s.resourceURL(rec.Type, rec.ID) + "/_history/" + strconv.FormatInt(rec.VersionID, 10)
+}
+
+// respondWrite answers a successful write according to Prefer: return=
+// (representation by default, minimal, or OperationOutcome).
+func (s *Server) respondWrite(c echo.Context, status int, rec storage.Record, diagnostics string) error {
+	s.setVersionHeaders(c, rec, true)
+	switch preferReturn(c) {
+	case "minimal":
+		return c.NoContent(status)
+	case "OperationOutcome":
+		return writeResource(c, status, outcome([]conformance.Issue{{
+			Severity: "information", Code: codeInfo, Diagnostics: diagnostics,
+		}}))
+	}
+	return writeRaw(c, status, rec.JSON)
+}
+
+// preferReturn reads the return= token of the Prefer header.
+func preferReturn(c echo.Context) string {
+	return preferToken(c, "return")
+}
+
+func preferToken(c echo.Context, name string) string {
+	for _, h := range c.Request().Header.Values("Prefer") {
+		for _, part := range strings.Split(h, ",") {
+			for _, kv := range strings.Split(part, ";") {
+				k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+				if ok && strings.EqualFold(strings.TrimSpace(k), name) {
+					return strings.Trim(strings.TrimSpace(v), `"`)
+				}
+			}
+		}
+	}
+	return ""
+}

@@ -1,0 +1,290 @@
+// Package fhir is Anodyne's FHIR R4 RESTful API: routing, the interactions
+// (create, read, vread, update, patch, delete, history, search, $validate,
+// capabilities), content negotiation, Bundles and OperationOutcomes, and
+// the FHIR meaning of versions (meta, ETag, If-Match, conditional reads).
+//
+// It talks to the database only through storage.Backend and must not know
+// which backend it has; it asks the conformance package whether a body is
+// valid and the resources package what a type's search parameters are, and
+// must not re-implement either. Authorization is an injected decision
+// (Authorizer) applied on every path a resource leaves by; this package
+// does not know how tokens or scopes work.
+package fhir
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/anodyne-fhir/anodyne/conformance"
+	"github.com/anodyne-fhir/anodyne/resources"
+	"github.com/anodyne-fhir/anodyne/storage"
+)
+
+// Config configures a Server.
+type Config struct {
+	// BaseURL is the public URL of the server root (scheme://host[:port][/prefix]),
+	// used for every absolute URL the server writes; the FHIR base is
+	// BaseURL + "/fhir". It is never derived from the Host header.
+	BaseURL string
+	// Backend stores everything. Required.
+	Backend storage.Backend
+	// Validator checks request bodies; nil loads conformance.NewValidator().
+	Validator *conformance.Validator
+	// Registry knows search parameters and index extraction; nil loads resources.Load().
+	Registry *resources.Registry
+	// Authorizer decides every access; nil means authorization is off.
+	Authorizer Authorizer
+	// Middleware, when set, runs before every /fhir handler except
+	// /fhir/metadata (which is public, as SMART discovery requires); it is
+	// where the auth package authenticates the request.
+	Middleware echo.MiddlewareFunc
+	// Logger receives structured logs; nil uses slog.Default().
+	Logger *slog.Logger
+	// MaxBodyBytes caps request bodies (413 beyond); 0 means 16 MiB.
+	MaxBodyBytes int64
+	// CursorKey signs paging cursors. Replicas behind one load balancer
+	// must share it; nil draws a random key, so links die with the process.
+	CursorKey []byte
+}
+
+// Server serves the FHIR REST API.
+type Server struct {
+	base      string // FHIR base, no trailing slash
+	backend   storage.Backend
+	validator *conformance.Validator
+	registry  *resources.Registry
+	authz     Authorizer
+	log       *slog.Logger
+	maxBody   int64
+	cursorKey []byte
+	echo      *echo.Echo
+	// capability is generated once: the routes and registry do not change
+	// while the server runs.
+	capability []byte
+}
+
+const defaultMaxBody = 16 << 20
+
+// New builds a Server and its routes.
+func New(cfg Config) (*Server, error) {
+	if cfg.Backend == nil {
+		return nil, errors.New("fhir: Config.Backend is required")
+	}
+	base := strings.TrimRight(cfg.BaseURL, "/")
+	if !strings.HasPrefix(base, "http://") && !strings.HasPrefix(base, "https://") {
+		return nil, fmt.Errorf("fhir: BaseURL %q must be an absolute http(s) URL", cfg.BaseURL)
+	}
+	s := &Server{
+		base:      base + "/fhir",
+		backend:   cfg.Backend,
+		validator: cfg.Validator,
+		registry:  cfg.Registry,
+		authz:     cfg.Authorizer,
+		log:       cfg.Logger,
+		maxBody:   cfg.MaxBodyBytes,
+		cursorKey: cfg.CursorKey,
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.maxBody <= 0 {
+		s.maxBody = defaultMaxBody
+	}
+	var err error
+	if s.validator == nil {
+		if s.validator, err = conformance.NewValidator(); err != nil {
+			return nil, fmt.Errorf("fhir: loading validator: %w", err)
+		}
+	}
+	if s.registry == nil {
+		if s.registry, err = resources.Load(); err != nil {
+			return nil, fmt.Errorf("fhir: loading search parameter registry: %w", err)
+		}
+	}
+	if len(s.cursorKey) == 0 {
+		s.cursorKey = make([]byte, 32)
+		if _, err := rand.Read(s.cursorKey); err != nil {
+			return nil, fmt.Errorf("fhir: drawing cursor key: %w", err)
+		}
+	}
+	if s.capability, err = s.capabilityStatement(); err != nil {
+		return nil, fmt.Errorf("fhir: building CapabilityStatement: %w", err)
+	}
+	s.echo = s.routes(cfg.Middleware)
+	return s, nil
+}
+
+// Handler returns the HTTP handler: the FHIR API under /fhir, /healthz and /readyz.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// Echo returns the underlying router so that other packages (auth) can
+// mount their own endpoints next to the FHIR API.
+func (s *Server) Echo() *echo.Echo { return s.echo }
+
+// level is where an interaction applies (CapabilityStatement rest.resource
+// vs rest.interaction).
+type level uint8
+
+const (
+	levelInstance level = iota + 1
+	levelType
+	levelSystem
+)
+
+// route is one row of the table that both routes requests and generates
+// the CapabilityStatement, so the statement cannot claim an interaction
+// that has no handler.
+type route struct {
+	method string
+	path   string // under /fhir
+	level  level
+	// code is the R4 interaction code (restful-interaction), or "$name"
+	// for an operation, or "" for routes that are not interactions.
+	code    string
+	handler func(*Server, echo.Context) error
+}
+
+func routeTable() []route {
+	return []route{
+		{http.MethodGet, "/metadata", levelSystem, "capabilities", (*Server).capabilities},
+		{http.MethodGet, "/_history", levelSystem, "history-system", (*Server).historySystem},
+		{http.MethodPost, "/:type", levelType, "create", (*Server).create},
+		{http.MethodGet, "/:type", levelType, "search-type", (*Server).searchType},
+		{http.MethodPost, "/:type/_search", levelType, "search-type", (*Server).searchType},
+		{http.MethodGet, "/:type/_history", levelType, "history-type", (*Server).historyType},
+		{http.MethodPost, "/:type/$validate", levelType, "$validate", (*Server).validateType},
+		{http.MethodGet, "/:type/:id", levelInstance, "read", (*Server).read},
+		{http.MethodGet, "/:type/:id/_history/:vid", levelInstance, "vread", (*Server).vread},
+		{http.MethodPut, "/:type/:id", levelInstance, "update", (*Server).update},
+		{http.MethodPatch, "/:type/:id", levelInstance, "patch", (*Server).patch},
+		{http.MethodDelete, "/:type/:id", levelInstance, "delete", (*Server).delete},
+		{http.MethodGet, "/:type/:id/_history", levelInstance, "history-instance", (*Server).historyInstance},
+		{http.MethodPost, "/:type/:id/$validate", levelInstance, "$validate", (*Server).validateInstance},
+	}
+}
+
+func (s *Server) routes(authMW echo.MiddlewareFunc) *echo.Echo {
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	e.HTTPErrorHandler = s.errorHandler
+	e.Use(s.logRequests, s.recoverPanic)
+	e.GET("/healthz", s.healthz)
+	e.GET("/readyz", s.readyz)
+
+	g := e.Group("/fhir", negotiate)
+	for _, r := range routeTable() {
+		h := r.handler
+		var mws []echo.MiddlewareFunc
+		if authMW != nil && r.code != "capabilities" {
+			mws = append(mws, authMW)
+		}
+		g.Add(r.method, r.path, func(c echo.Context) error { return h(s, c) }, mws...)
+	}
+	return e
+}
+
+// logRequests gives each request an id and logs it once, after the
+// response (including error responses) is written.
+func (s *Server) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		req := c.Request()
+		id := req.Header.Get(echo.HeaderXRequestID)
+		if !validRequestID(id) {
+			id = randomID()
+		}
+		c.Response().Header().Set(echo.HeaderXRequestID, id)
+		if err := next(c); err != nil {
+			c.Error(err)
+		}
+		status := c.Response().Status
+		lvl := slog.LevelInfo
+		if status >= 500 {
+			lvl = slog.LevelError
+		}
+		s.log.Log(req.Context(), lvl, "http request",
+			"request_id", id, "method", req.Method, "path", req.URL.Path,
+			"status", status, "duration_ms", float64(time.Since(start).Microseconds())/1000)
+		return nil
+	}
+}
+
+func validRequestID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, r := range id {
+		if !(r == '-' || r == '_' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+// recoverPanic turns a panic, always a server bug, into a logged 500
+// OperationOutcome instead of a dropped connection.
+func (s *Server) recoverPanic(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				if r == http.ErrAbortHandler {
+					panic(r)
+				}
+				s.log.ErrorContext(c.Request().Context(), "panic in handler", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+				err = &Error{Status: http.StatusInternalServerError, Issues: []conformance.Issue{{
+					Severity: "fatal", Code: codeException, Diagnostics: "internal server error",
+				}}}
+			}
+		}()
+		return next(c)
+	}
+}
+
+func (s *Server) healthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 3*time.Second)
+	defer cancel()
+	if err := s.backend.Ping(ctx); err != nil {
+		s.log.WarnContext(ctx, "readiness check failed", "err", err)
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "database unreachable"})
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// randomID returns a random UUID (version 4), used for server-assigned
+// resource ids and request ids.
+func randomID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		// crypto/rand does not fail on supported platforms (Go 1.24+ panics
+		// inside Read instead of returning an error).
+		panic(fmt.Sprintf("crypto/rand: %v", err))
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	var out [36]byte
+	hex.Encode(out[0:8], b[0:4])
+	out[8] = '-'
+	hex.Encode(out[9:13], b[4:6])
+	out[13] = '-'
+	hex.Encode(out[14:18], b[6:8])
+	out[18] = '-'
+	hex.Encode(out[19:23], b[8:10])
+	out[23] = '-'
+	hex.Encode(out[24:], b[10:])
+	return string(out[:])
+}

@@ -1,0 +1,96 @@
+package fhir
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/anodyne-fhir/anodyne/storage"
+)
+
+// maxWriteAttempts bounds the read-modify-commit loop of writes without
+// If-Match: each retry re-reads the current version, so a concurrent write
+// is never lost, only ordered before ours.
+const maxWriteAttempts = 5
+
+// update handles PUT [base]/[type]/[id]: a new version, or the first one
+// when the client chooses the id (update-as-create, 201). If-Match turns
+// it into a compare-and-set on that version (412 otherwise).
+func (s *Server) update(c echo.Context) error {
+	typ, err := resourceType(c)
+	if err != nil {
+		return err
+	}
+	id, err := pathID(c, http.StatusBadRequest)
+	if err != nil {
+		return err
+	}
+	want, err := ifMatch(c)
+	if err != nil {
+		return err
+	}
+	body, err := s.readBody(c, mimeFHIRJSON, mimeJSON)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	parsed, err := s.parseResource(ctx, typ, body)
+	if err != nil {
+		return err
+	}
+	switch parsed.ID {
+	case id:
+	case "":
+		return errBadRequest("the resource has no id; update requires it to equal the URL id %q", id)
+	default:
+		return errBadRequest("the resource id %q does not match the URL id %q", parsed.ID, id)
+	}
+	for attempt := 0; attempt < maxWriteAttempts; attempt++ {
+		cur, exists, err := s.current(ctx, typ, id)
+		if err != nil {
+			return err
+		}
+		if want != 0 && (!exists || cur.VersionID != want) {
+			return preconditionFailed(want, cur, exists)
+		}
+		live := exists && !cur.Deleted
+		action := ActionCreate
+		if live {
+			// Both the version replaced and the new one must be inside the
+			// caller's access: a write cannot move a resource out of reach.
+			old, err := decodeRecord(cur)
+			if err != nil {
+				return err
+			}
+			if err := s.checkResource(ctx, ActionUpdate, typ, id, old); err != nil {
+				return err
+			}
+			action = ActionUpdate
+		}
+		w, err := s.prepare(typ, id, parsed.Resource, cur.VersionID, now(), http.MethodPut)
+		if err != nil {
+			return err
+		}
+		if err := s.checkEntries(ctx, action, typ, id, w.Index); err != nil {
+			return err
+		}
+		rec, err := s.commitOne(ctx, w)
+		if errors.Is(err, storage.ErrVersionConflict) {
+			if want != 0 {
+				return preconditionFailed(want, cur, exists)
+			}
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("update: %w", err)
+		}
+		status := http.StatusOK
+		if !live {
+			status = http.StatusCreated
+		}
+		return s.respondWrite(c, status, rec, fmt.Sprintf("stored %s/%s version %d", typ, id, rec.VersionID))
+	}
+	return newError(http.StatusConflict, codeConflict, "%s/%s is being changed concurrently; retry", typ, id)
+}
