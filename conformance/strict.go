@@ -69,6 +69,9 @@ type strictDecoder struct {
 	dec      *json.Decoder
 	maxDepth int
 	issues   []located
+	// rootType is the top-level resourceType as soon as it has been read,
+	// so that a body that breaks off later still gets rooted expressions.
+	rootType string
 }
 
 // errAbort stops decoding after an issue that makes the rest unreadable
@@ -77,27 +80,27 @@ var errAbort = errors.New("conformance: decoding aborted")
 
 // decodeStrict decodes body into a JSON object (numbers as json.Number).
 // It returns nil when the body cannot be read as one object at all.
-func decodeStrict(body []byte, maxDepth int) (map[string]any, []located) {
+func decodeStrict(body []byte, maxDepth int) (obj map[string]any, issues []located, rootType string) {
 	d := &strictDecoder{dec: json.NewDecoder(bytes.NewReader(body)), maxDepth: maxDepth}
 	d.dec.UseNumber()
 	tok, err := d.dec.Token()
 	if err != nil {
 		d.syntax(nil, err)
-		return nil, d.issues
+		return nil, d.issues, ""
 	}
 	if delim, ok := tok.(json.Delim); !ok || delim != '{' {
 		d.add("structure", fmt.Sprintf("a resource must be a JSON object, found %s", describe(tok)), nil)
-		return nil, d.issues
+		return nil, d.issues, ""
 	}
-	obj, err := d.object(nil, 1)
+	obj, err = d.object(nil, 1)
 	if err != nil {
-		return nil, d.issues
+		return nil, d.issues, d.rootType
 	}
 	if _, err := d.dec.Token(); !errors.Is(err, io.EOF) {
 		d.add("structure", "unexpected data after the resource's closing brace", nil)
-		return nil, d.issues
+		return nil, d.issues, d.rootType
 	}
-	return obj, d.issues
+	return obj, d.issues, d.rootType
 }
 
 func (d *strictDecoder) add(code, diag string, at path) {
@@ -121,7 +124,9 @@ func (d *strictDecoder) value(tok json.Token, at path, depth int) (any, error) {
 	switch t := tok.(type) {
 	case json.Delim:
 		if depth+1 > d.maxDepth {
-			d.add("too-costly", fmt.Sprintf("JSON nesting deeper than %d levels", d.maxDepth), at)
+			// Reported on the whole body: the path itself would be the
+			// hundred-level monster.
+			d.add("too-costly", fmt.Sprintf("JSON nesting deeper than %d levels", d.maxDepth), nil)
 			return nil, errAbort
 		}
 		if t == '{' {
@@ -167,6 +172,9 @@ func (d *strictDecoder) object(at path, depth int) (map[string]any, error) {
 		v, err := d.value(tok, child, depth)
 		if err != nil {
 			return nil, err
+		}
+		if depth == 1 && key == "resourceType" {
+			d.rootType, _ = v.(string)
 		}
 		if _, dup := obj[key]; dup {
 			d.add("structure", fmt.Sprintf("duplicate key %q", key), child)

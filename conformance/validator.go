@@ -95,11 +95,9 @@ func (v *Validator) Validate(ctx context.Context, body []byte) (Parsed, []Issue)
 		return Parsed{}, []Issue{{Severity: "error", Code: "too-costly",
 			Diagnostics: fmt.Sprintf("body of %d bytes exceeds the limit of %d", len(body), v.maxBytes)}}
 	}
-	res, strict := decodeStrict(body, v.maxDepth)
-	var parsed Parsed
+	res, strict, rootType := decodeStrict(body, v.maxDepth)
+	parsed := Parsed{Type: rootType, Resource: res}
 	if res != nil {
-		parsed.Resource = res
-		parsed.Type, _ = res["resourceType"].(string)
 		parsed.ID, _ = res["id"].(string)
 	}
 	rs := &run{v: v, ctx: ctx, seen: map[string]bool{}}
