@@ -1,0 +1,147 @@
+package mongo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/anodyne-fhir/anodyne/storage"
+)
+
+// kvStore is the KV view of a Backend. Expiry is the x field (absent: no
+// expiry); every read checks it, whether or not a TTL index removes
+// expired documents in the background.
+type kvStore struct{ b *Backend }
+
+// KV returns the keyed store with expiry.
+func (b *Backend) KV() storage.KV { return kvStore{b} }
+
+type kvDoc struct {
+	Key     string     `bson:"_id"`
+	Value   []byte     `bson:"v"`
+	Expires *time.Time `bson:"x,omitempty"`
+}
+
+func (d *kvDoc) live(now time.Time) bool { return d.Expires == nil || d.Expires.After(now) }
+
+func newKVDoc(key string, value []byte, ttl time.Duration, now time.Time) kvDoc {
+	d := kvDoc{Key: key, Value: value}
+	if d.Value == nil {
+		d.Value = []byte{}
+	}
+	if ttl > 0 {
+		x := now.Add(ttl)
+		d.Expires = &x
+	}
+	return d
+}
+
+func (s kvStore) Put(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	d := newKVDoc(key, value, ttl, time.Now())
+	if _, err := s.b.kv.ReplaceOne(ctx, bson.D{{Key: "_id", Value: key}}, d, options.Replace().SetUpsert(true)); err != nil {
+		return fmt.Errorf("mongo: kv put %q: %w", key, err)
+	}
+	return nil
+}
+
+// PutIfAbsent inserts, or replaces a record that has expired; the unique
+// _id and the conditional replace make one caller the winner.
+func (s kvStore) PutIfAbsent(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	now := time.Now()
+	d := newKVDoc(key, value, ttl, now)
+	_, err := s.b.kv.InsertOne(ctx, d)
+	if err == nil {
+		return true, nil
+	}
+	if !mongo.IsDuplicateKeyError(err) {
+		return false, fmt.Errorf("mongo: kv put-if-absent %q: %w", key, err)
+	}
+	r, err := s.b.kv.ReplaceOne(ctx, bson.D{{Key: "_id", Value: key}, {Key: "x", Value: bson.D{{Key: "$lte", Value: now}}}}, d)
+	if err != nil {
+		return false, fmt.Errorf("mongo: kv put-if-absent %q over expired: %w", key, err)
+	}
+	return r.ModifiedCount == 1 || r.MatchedCount == 1, nil
+}
+
+func (s kvStore) Get(ctx context.Context, key string) ([]byte, error) {
+	var d kvDoc
+	err := s.b.kv.FindOne(ctx, bson.D{{Key: "_id", Value: key}}).Decode(&d)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, fmt.Errorf("mongo: kv get %q: %w", key, storage.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("mongo: kv get %q: %w", key, err)
+	}
+	now := time.Now()
+	if !d.live(now) {
+		s.removeExpired(ctx, key, now)
+		return nil, fmt.Errorf("mongo: kv get %q: expired: %w", key, storage.ErrNotFound)
+	}
+	return d.Value, nil
+}
+
+// removeExpired deletes key if it is still expired; failure only delays
+// the cleanup, so it is logged rather than returned.
+func (s kvStore) removeExpired(ctx context.Context, key string, now time.Time) {
+	_, err := s.b.kv.DeleteOne(ctx, bson.D{{Key: "_id", Value: key}, {Key: "x", Value: bson.D{{Key: "$lte", Value: now}}}})
+	if err != nil {
+		s.b.log.DebugContext(ctx, "kv: remove expired record", "key", key, "err", err)
+	}
+}
+
+func (s kvStore) Take(ctx context.Context, key string) ([]byte, error) {
+	var d kvDoc
+	err := s.b.kv.FindOneAndDelete(ctx, bson.D{{Key: "_id", Value: key}}).Decode(&d)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, fmt.Errorf("mongo: kv take %q: %w", key, storage.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("mongo: kv take %q: %w", key, err)
+	}
+	if !d.live(time.Now()) {
+		return nil, fmt.Errorf("mongo: kv take %q: expired: %w", key, storage.ErrNotFound)
+	}
+	return d.Value, nil
+}
+
+func (s kvStore) Delete(ctx context.Context, key string) error {
+	if _, err := s.b.kv.DeleteOne(ctx, bson.D{{Key: "_id", Value: key}}); err != nil {
+		return fmt.Errorf("mongo: kv delete %q: %w", key, err)
+	}
+	return nil
+}
+
+// List scans _id from prefix upwards and stops at the first key without
+// it, which needs no regular expression and uses the _id index.
+func (s kvStore) List(ctx context.Context, prefix string) ([]string, error) {
+	cur, err := s.b.kv.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$gte", Value: prefix}}}},
+		options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}).SetProjection(bson.D{{Key: "_id", Value: 1}, {Key: "x", Value: 1}}))
+	if err != nil {
+		return nil, fmt.Errorf("mongo: kv list %q: %w", prefix, err)
+	}
+	defer cur.Close(ctx)
+	now := time.Now()
+	keys := []string{}
+	for cur.Next(ctx) {
+		var d kvDoc
+		if err := cur.Decode(&d); err != nil {
+			return nil, fmt.Errorf("mongo: kv list %q: %w", prefix, err)
+		}
+		if !strings.HasPrefix(d.Key, prefix) {
+			break
+		}
+		if d.live(now) {
+			keys = append(keys, d.Key)
+		}
+	}
+	if err := cur.Err(); err != nil {
+		return nil, fmt.Errorf("mongo: kv list %q: %w", prefix, err)
+	}
+	return keys, nil
+}

@@ -1,0 +1,313 @@
+// Package mongo is the MongoDB backend of Anodyne: it implements
+// storage.Backend and storage.Describer with the official driver
+// (go.mongodb.org/mongo-driver/v2). It owns the collection layout, the
+// translation of storage.Expr into MongoDB filters, and the detection of
+// what a deployment can do (transactions, $elemMatch). It knows nothing of
+// FHIR: it stores the records, entries and claims the fhir and resources
+// packages hand it, and must never depend on them or on a test server.
+//
+// # Layout
+//
+// Five collections in the configured database:
+//
+//   - resources: one document per resource, _id "Type/id", holding the
+//     current version: t (type), i (id), v (versionId), u (lastUpdated as a
+//     BSON date, for ranges) and un (the same in Unix nanoseconds, so that
+//     the caller's instant round-trips exactly), d (deleted), m (method), j
+//     (the raw JSON as BSON binary, byte-exact), s (Seq), c (the claim) and
+//     the search index in two shapes:
+//   - e: the entries as sub-documents with the storage.Entry field names
+//     (p, k, t, x, s, c, rt, ri, ru, lo, hi, nl, nh, n, parts). Zero values
+//     are omitted; the query translation treats a missing field as its zero
+//     value, as storage.Matches does. On a real MongoDB, $elemMatch on e
+//     makes several conditions hold on one entry, and multikey indexes on
+//     e.p + e.lo / e.nl serve range searches.
+//   - k: keys as composite strings "param␟kind" (the resource has an entry
+//     of that parameter), "param␟kind␟field␟value" for every non-empty
+//     string field of an entry and "param␟kind␟ref␟Type/id" for local
+//     references. Equality on an array element needs no $elemMatch, so k is
+//     the part of a filter that FerretDB can evaluate and that a multikey
+//     index {t, k} serves on MongoDB.
+//   - history: one document per version (_id "Type/id/version"), with s.
+//   - counters: the Seq counter ({_id: "seq", n}).
+//   - claims: _id is the claim (unique by construction), r the holder.
+//   - kv: _id the key, v the value, x the expiry (TTL index where the server
+//     has one; every read also checks x, because TTL monitors are lazy).
+//
+// All indexes are created at Open; creating an existing index is a no-op.
+//
+// # Queries
+//
+// A Query becomes one filter on resources. Where $elemMatch works (probed
+// at Open with a known document: FerretDB either rejects it or silently
+// matches nothing) the filter is exact and paging runs in the database by
+// keyset on _id ("Type/id" orders like type then id, because '/' sorts
+// before every character of a type name). Otherwise the filter is a
+// superset built from k, and the candidates are re-checked in Go with
+// storage.Matches against their stored entries before sorting and paging.
+// A Sort is always applied in Go over the matching ids and entries (a
+// projection, not the JSON), so its cost grows with the number of matches;
+// beyond maxCandidates the search fails with ErrUnsupported instead of
+// answering partially.
+//
+// Chain and Has run without $lookup, in two phases: the inner query is
+// evaluated to ids (at most maxJoin, else ErrUnsupported), then the outer
+// filter uses $in.
+//
+// # Writes
+//
+// Writes use write concern majority with journaling. Compare-and-set is a
+// conditional replace on {_id, v: expect}, or an insert for ExpectVersion 0
+// (a duplicate key is a version conflict). On a replica set or sharded
+// cluster (detected with hello) every Commit runs in a multi-document
+// transaction, so it is atomic and Seq follows commit order. On a deployment
+// without transactions (a standalone server, FerretDB) Capabilities reports
+// AtomicCommit=false and a Commit of several writes returns ErrUnsupported
+// before writing anything; a single write is then a short sequence (claim,
+// resource, history) in which a crash can lose that version's history
+// document while the resource itself stays consistent.
+package mongo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
+
+	"github.com/anodyne-fhir/anodyne/storage"
+)
+
+// Limits that keep a single request bounded in memory and round trips.
+const (
+	maxCount      = 1000   // largest page
+	defaultCount  = 100    // page size when the caller gives none (history)
+	maxCandidates = 100000 // matches a Go-side sort or re-check may hold
+	maxJoin       = 1000   // ids an inner Chain/Has query may produce
+)
+
+// Collection names.
+const (
+	colResources = "resources"
+	colHistory   = "history"
+	colCounters  = "counters"
+	colClaims    = "claims"
+	colKV        = "kv"
+	colProbe     = "probe"
+)
+
+// Backend is a storage.Backend over one MongoDB database.
+type Backend struct {
+	client *mongo.Client
+	db     *mongo.Database
+	log    *slog.Logger
+
+	res, hist, counters, claims, kv *mongo.Collection
+
+	// Detected at Open; never changed afterwards.
+	name         string
+	transactions bool
+	elemMatch    bool
+	ttl          bool
+	notes        []string
+}
+
+var (
+	_ storage.Backend   = (*Backend)(nil)
+	_ storage.Describer = (*Backend)(nil)
+)
+
+// Option configures Open.
+type Option func(*config)
+
+type config struct {
+	log *slog.Logger
+}
+
+// WithLogger sets the logger (default slog.Default()).
+func WithLogger(l *slog.Logger) Option { return func(c *config) { c.log = l } }
+
+// Open connects to uri, uses database, probes what the deployment can do
+// and creates the indexes.
+func Open(ctx context.Context, uri, database string, opts ...Option) (*Backend, error) {
+	cfg := config{log: slog.Default()}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if database == "" {
+		return nil, errors.New("mongo: open: empty database name")
+	}
+	wc := writeconcern.Majority()
+	journal := true
+	wc.Journal = &journal
+	client, err := mongo.Connect(options.Client().ApplyURI(uri).SetWriteConcern(wc))
+	if err != nil {
+		return nil, fmt.Errorf("mongo: connect: %w", err)
+	}
+	db := client.Database(database)
+	b := &Backend{
+		client:   client,
+		db:       db,
+		log:      cfg.log,
+		res:      db.Collection(colResources),
+		hist:     db.Collection(colHistory),
+		counters: db.Collection(colCounters),
+		claims:   db.Collection(colClaims),
+		kv:       db.Collection(colKV),
+	}
+	if err := b.setup(ctx); err != nil {
+		_ = client.Disconnect(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	for _, n := range b.notes {
+		b.log.InfoContext(ctx, "mongo backend capability", "database", database, "note", n)
+	}
+	return b, nil
+}
+
+func (b *Backend) setup(ctx context.Context) error {
+	var hello bson.M
+	if err := b.db.RunCommand(ctx, bson.D{{Key: "hello", Value: 1}}).Decode(&hello); err != nil {
+		return fmt.Errorf("mongo: hello: %w", err)
+	}
+	_, replSet := hello["setName"]
+	b.transactions = replSet || hello["msg"] == "isdbgrid"
+
+	var info bson.M
+	if err := b.db.RunCommand(ctx, bson.D{{Key: "buildInfo", Value: 1}}).Decode(&info); err != nil {
+		return fmt.Errorf("mongo: buildInfo: %w", err)
+	}
+	b.name = "mongodb"
+	if _, ok := info["ferretdbVersion"]; ok {
+		b.name = "ferretdb"
+	}
+	if err := b.createIndexes(ctx); err != nil {
+		return err
+	}
+	em, err := b.probeElemMatch(ctx)
+	if err != nil {
+		return err
+	}
+	b.elemMatch = em
+	if !b.transactions {
+		b.notes = append(b.notes, "no multi-document transactions: Commit of several writes is unsupported")
+	}
+	if !b.elemMatch {
+		b.notes = append(b.notes, "$elemMatch unavailable: searches use a superset filter re-checked in Go, paging in Go")
+	}
+	if !b.ttl {
+		b.notes = append(b.notes, "no TTL index: expired KV records are removed when read")
+	}
+	return nil
+}
+
+func (b *Backend) createIndexes(ctx context.Context) error {
+	type spec struct {
+		col    *mongo.Collection
+		models []mongo.IndexModel
+	}
+	specs := []spec{
+		{b.res, []mongo.IndexModel{
+			{Keys: bson.D{{Key: "t", Value: 1}, {Key: "k", Value: 1}}},
+			{Keys: bson.D{{Key: "k", Value: 1}}},
+			{Keys: bson.D{{Key: "t", Value: 1}, {Key: "e.p", Value: 1}, {Key: "e.lo", Value: 1}}},
+			{Keys: bson.D{{Key: "t", Value: 1}, {Key: "e.p", Value: 1}, {Key: "e.nl", Value: 1}}},
+			{Keys: bson.D{{Key: "t", Value: 1}, {Key: "_id", Value: 1}}},
+			{Keys: bson.D{{Key: "i", Value: 1}}},
+		}},
+		{b.hist, []mongo.IndexModel{
+			{Keys: bson.D{{Key: "s", Value: -1}}, Options: options.Index().SetUnique(true)},
+			{Keys: bson.D{{Key: "t", Value: 1}, {Key: "s", Value: -1}}},
+			{Keys: bson.D{{Key: "t", Value: 1}, {Key: "i", Value: 1}, {Key: "s", Value: -1}}},
+		}},
+	}
+	for _, s := range specs {
+		if _, err := s.col.Indexes().CreateMany(ctx, s.models); err != nil {
+			return fmt.Errorf("mongo: create indexes on %s: %w", s.col.Name(), err)
+		}
+	}
+	_, err := b.kv.Indexes().CreateOne(ctx, mongo.IndexModel{
+		Keys:    bson.D{{Key: "x", Value: 1}},
+		Options: options.Index().SetExpireAfterSeconds(0),
+	})
+	if err == nil {
+		b.ttl = true
+		return nil
+	}
+	// FerretDB answers NotImplemented for TTL; reads check expiry anyway.
+	var ce mongo.CommandError
+	if !errors.As(err, &ce) {
+		return fmt.Errorf("mongo: create TTL index on kv: %w", err)
+	}
+	b.log.DebugContext(ctx, "TTL index unavailable", "err", err)
+	if _, err := b.kv.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: "x", Value: 1}}}); err != nil {
+		return fmt.Errorf("mongo: create expiry index on kv: %w", err)
+	}
+	return nil
+}
+
+// probeElemMatch checks $elemMatch against a known document, because
+// FerretDB either rejects it or silently matches nothing.
+func (b *Backend) probeElemMatch(ctx context.Context) (bool, error) {
+	col := b.db.Collection(colProbe)
+	doc := bson.D{{Key: "_id", Value: "elemMatch"}, {Key: "e", Value: bson.A{
+		bson.D{{Key: "p", Value: "a"}, {Key: "n", Value: 1.0}},
+		bson.D{{Key: "p", Value: "b"}, {Key: "n", Value: 5.0}},
+	}}}
+	if _, err := col.ReplaceOne(ctx, bson.D{{Key: "_id", Value: "elemMatch"}}, doc, options.Replace().SetUpsert(true)); err != nil {
+		return false, fmt.Errorf("mongo: write $elemMatch probe: %w", err)
+	}
+	n, err := col.CountDocuments(ctx, bson.D{{Key: "_id", Value: "elemMatch"}, {Key: "e", Value: bson.D{{Key: "$elemMatch", Value: bson.D{
+		{Key: "p", Value: "a"}, {Key: "n", Value: bson.D{{Key: "$lt", Value: 2.0}}},
+	}}}}})
+	if err != nil {
+		var ce mongo.CommandError
+		if errors.As(err, &ce) {
+			return false, nil
+		}
+		return false, fmt.Errorf("mongo: $elemMatch probe: %w", err)
+	}
+	if n != 1 {
+		return false, nil
+	}
+	// A second, negative probe: conditions on different entries must not match.
+	n, err = col.CountDocuments(ctx, bson.D{{Key: "_id", Value: "elemMatch"}, {Key: "e", Value: bson.D{{Key: "$elemMatch", Value: bson.D{
+		{Key: "p", Value: "a"}, {Key: "n", Value: bson.D{{Key: "$gt", Value: 2.0}}},
+	}}}}})
+	if err != nil {
+		return false, fmt.Errorf("mongo: $elemMatch probe: %w", err)
+	}
+	return n == 0, nil
+}
+
+// Capabilities reports what was detected at Open.
+func (b *Backend) Capabilities(context.Context) storage.Capabilities {
+	return storage.Capabilities{
+		Name:         b.name,
+		AtomicCommit: b.transactions,
+		Notes:        append([]string(nil), b.notes...),
+	}
+}
+
+// Ping checks that the primary answers.
+func (b *Backend) Ping(ctx context.Context) error {
+	if err := b.client.Ping(ctx, nil); err != nil {
+		return fmt.Errorf("mongo: ping: %w", err)
+	}
+	return nil
+}
+
+// Close disconnects. Acknowledged writes were journaled on a majority.
+func (b *Backend) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.client.Disconnect(ctx); err != nil {
+		return fmt.Errorf("mongo: disconnect: %w", err)
+	}
+	return nil
+}
