@@ -1,0 +1,365 @@
+package smart
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+
+	"github.com/anodyne-fhir/anodyne/auth"
+	"github.com/labstack/echo/v4"
+)
+
+// authzRequest is an authorize request in progress, between the first
+// redirect and the code: validated parameters, then the user, the patient
+// and the consent as the pages collect them.
+type authzRequest struct {
+	ClientID    string        `json:"client_id"`
+	RedirectURI string        `json:"redirect_uri"`
+	State       string        `json:"state"`
+	Scope       string        `json:"scope"` // requested ∩ allowed for the client
+	Challenge   string        `json:"code_challenge"`
+	Nonce       string        `json:"nonce,omitempty"`
+	EHR         bool          `json:"ehr,omitempty"`
+	Context     LaunchContext `json:"context"`
+	NeedPatient bool          `json:"need_patient,omitempty"`
+	CSRF        string        `json:"csrf"`
+	Subject     string        `json:"sub,omitempty"`
+	FHIRUser    string        `json:"fhirUser,omitempty"`
+	Choices     []string      `json:"choices,omitempty"`
+}
+
+// authorize validates the request (RFC 6749 4.1.1 plus SMART: aud, PKCE
+// S256) and starts the login. Until client_id and redirect_uri are known
+// good, errors are shown to the user and never redirected.
+func (s *Server) authorize(c echo.Context) error {
+	ctx := c.Request().Context()
+	get := func(k string) string { return c.FormValue(k) }
+	client, err := s.clients.Get(ctx, get("client_id"))
+	if err != nil {
+		if notFound(err) {
+			return s.errorPage(c, http.StatusBadRequest, "Unknown application (client_id).")
+		}
+		return s.errorPage(c, http.StatusInternalServerError, "The authorization server could not load the application.")
+	}
+	redirect := get("redirect_uri")
+	if redirect == "" || !slices.Contains(client.RedirectURIs, redirect) {
+		return s.errorPage(c, http.StatusBadRequest, "The redirect_uri is not registered for this application.")
+	}
+	state := get("state")
+	fail := func(e *OAuthError, desc string) error {
+		return redirectError(c, redirect, state, e.WithDescription(desc))
+	}
+	if get("response_type") != "code" {
+		return fail(ErrUnsupportedRespType, "response_type must be code")
+	}
+	if m := get("code_challenge_method"); m != "S256" {
+		return fail(ErrInvalidRequest, "PKCE with code_challenge_method=S256 is required")
+	}
+	if ch := get("code_challenge"); len(ch) != 43 || strings.Trim(ch, base64URLAlphabet) != "" {
+		return fail(ErrInvalidRequest, "code_challenge must be a base64url SHA-256 digest")
+	}
+	aud := get("aud")
+	if aud == "" {
+		aud = get("resource")
+	}
+	if strings.TrimRight(aud, "/") != s.cfg.FHIRBase {
+		return fail(ErrInvalidRequest, "aud must be this server's FHIR base URL")
+	}
+	scope := grantable(client, get("scope"))
+	if scope == "" {
+		return fail(ErrInvalidScope, "none of the requested scopes may be granted to this application")
+	}
+	sc := auth.ParseScopes(scope)
+	req := &authzRequest{
+		ClientID: client.ID, RedirectURI: redirect, State: state, Scope: scope,
+		Challenge: get("code_challenge"), Nonce: get("nonce"), CSRF: randomToken(24),
+	}
+	if launch := get("launch"); launch != "" {
+		var lc LaunchContext
+		if err := s.kv.getJSON(ctx, hashKey(pfxLaunch, launch), &lc); err != nil {
+			if notFound(err) {
+				return fail(ErrInvalidRequest, "unknown or expired launch")
+			}
+			return fail(ErrServerError, "could not load the launch context")
+		}
+		if !sc.Has("launch") {
+			return fail(ErrInvalidScope, "an EHR launch needs the launch scope")
+		}
+		req.EHR, req.Context = true, lc
+	}
+	if req.Context.Patient == "" && (sc.Has("launch/patient") || hasContext(sc, auth.ContextPatient)) {
+		req.NeedPatient = true
+	}
+	id := randomToken(24)
+	if err := s.kv.putJSON(ctx, hashKey(pfxRequest, id), req, requestTTL); err != nil {
+		s.log.ErrorContext(ctx, "store authorize request", "err", err)
+		return fail(ErrServerError, "could not store the request")
+	}
+	s.setCSRFCookie(c, id, req.CSRF)
+	return c.Redirect(http.StatusFound, pathLogin+"?req="+url.QueryEscape(id))
+}
+
+const base64URLAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+func hasContext(sc auth.Scopes, ctx auth.Context) bool {
+	for _, r := range sc.Resource {
+		if r.Context == ctx {
+			return true
+		}
+	}
+	return false
+}
+
+// grantable keeps the requested scopes that the client is registered for:
+// malformed resource scopes are dropped, never reinterpreted.
+func grantable(c *Client, requested string) string {
+	allowed := auth.ParseScopes(c.Scopes)
+	req := auth.ParseScopes(requested)
+	var out []string
+	for _, o := range req.Other {
+		if slices.Contains(allowed.Other, o) && !slices.Contains(out, o) {
+			out = append(out, o)
+		}
+	}
+	for _, r := range req.Resource {
+		for _, a := range allowed.Resource {
+			if a.Covers(r) {
+				if !slices.Contains(out, r.Raw) {
+					out = append(out, r.Raw)
+				}
+				break
+			}
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+func redirectError(c echo.Context, redirect, state string, e *OAuthError) error {
+	q := url.Values{"error": {e.Code}}
+	if e.Description != "" {
+		q.Set("error_description", e.Description)
+	}
+	if state != "" {
+		q.Set("state", state)
+	}
+	return c.Redirect(http.StatusFound, appendQuery(redirect, q))
+}
+
+func appendQuery(u string, q url.Values) string {
+	sep := "?"
+	if strings.Contains(u, "?") {
+		sep = "&"
+	}
+	return u + sep + q.Encode()
+}
+
+func csrfCookieName(id string) string { return "anodyne_csrf_" + hashKey("", id)[:12] }
+
+func (s *Server) setCSRFCookie(c echo.Context, id, value string) {
+	c.SetCookie(&http.Cookie{
+		Name: csrfCookieName(id), Value: value, Path: "/auth/", HttpOnly: true,
+		SameSite: http.SameSiteLaxMode, Secure: strings.HasPrefix(s.cfg.BaseURL, "https://"),
+		MaxAge: int(requestTTL.Seconds()),
+	})
+}
+
+var errBadCSRF = errors.New("the form has expired or was not sent by this browser")
+
+// loadRequest finds the pending request of a page. For form posts it also
+// checks the CSRF token: the hidden field must equal both the server-side
+// value and the cookie set on this browser at /authorize.
+func (s *Server) loadRequest(c echo.Context, post bool) (string, *authzRequest, error) {
+	id := c.FormValue("req")
+	if id == "" {
+		return "", nil, errBadCSRF
+	}
+	var req authzRequest
+	if err := s.kv.getJSON(c.Request().Context(), hashKey(pfxRequest, id), &req); err != nil {
+		if notFound(err) {
+			return "", nil, errBadCSRF
+		}
+		return "", nil, err
+	}
+	if post {
+		ck, err := c.Cookie(csrfCookieName(id))
+		form := c.FormValue("csrf")
+		if err != nil || subtle.ConstantTimeCompare([]byte(ck.Value), []byte(req.CSRF)) != 1 ||
+			subtle.ConstantTimeCompare([]byte(form), []byte(req.CSRF)) != 1 {
+			return "", nil, errBadCSRF
+		}
+	}
+	return id, &req, nil
+}
+
+func (s *Server) saveRequest(ctx context.Context, id string, req *authzRequest) error {
+	return s.kv.putJSON(ctx, hashKey(pfxRequest, id), req, requestTTL)
+}
+
+func (s *Server) pageError(c echo.Context, err error) error {
+	if errors.Is(err, errBadCSRF) {
+		return s.errorPage(c, http.StatusBadRequest, "This sign-in form has expired. Please start again from the application.")
+	}
+	s.log.ErrorContext(c.Request().Context(), "authorize page", "err", err)
+	return s.errorPage(c, http.StatusInternalServerError, "The authorization server failed. Please try again.")
+}
+
+func (s *Server) loginPage(c echo.Context) error {
+	id, req, err := s.loadRequest(c, false)
+	if err != nil {
+		return s.pageError(c, err)
+	}
+	return s.renderLogin(c, id, req, "")
+}
+
+func (s *Server) loginSubmit(c echo.Context) error {
+	ctx := c.Request().Context()
+	id, req, err := s.loadRequest(c, true)
+	if err != nil {
+		return s.pageError(c, err)
+	}
+	var acct Account
+	err = s.kv.getJSON(ctx, pfxAccount+strings.ToLower(c.FormValue("username")), &acct)
+	if err != nil && !notFound(err) {
+		return s.pageError(c, err)
+	}
+	ok := false
+	if err == nil && acct.PasswordHash != "" {
+		if ok, err = CheckPassword(acct.PasswordHash, c.FormValue("password")); err != nil {
+			return s.pageError(c, fmt.Errorf("account %s: %w", acct.Username, err))
+		}
+	} else {
+		// Same cost for unknown users, so timing does not reveal accounts.
+		_, _ = CheckPassword(dummyHash, c.FormValue("password"))
+	}
+	if !ok {
+		return s.renderLogin(c, id, req, "Unknown user name or wrong password.")
+	}
+	return s.signedIn(c, id, req, acct.Username, &acct)
+}
+
+// dummyHash is a valid argon2id hash of a random string, used to spend
+// the same time on unknown users.
+const dummyHash = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2CPHfuzjUFz7eyBkjSK0KX5v5gRtafkG3CSr0ZN0rEc"
+
+// signedIn continues after login (local or federated): patient picker if
+// needed, then consent.
+func (s *Server) signedIn(c echo.Context, id string, req *authzRequest, subject string, acct *Account) error {
+	ctx := c.Request().Context()
+	req.Subject, req.FHIRUser = subject, acct.FHIRUser
+	if req.NeedPatient {
+		req.Choices = acct.patientChoices()
+		switch len(req.Choices) {
+		case 0:
+			_ = s.kv.Delete(ctx, hashKey(pfxRequest, id))
+			return redirectError(c, req.RedirectURI, req.State, ErrAccessDenied.WithDescription("the user may not see any patient"))
+		case 1:
+			req.Context.Patient = req.Choices[0]
+		}
+	}
+	if err := s.saveRequest(ctx, id, req); err != nil {
+		return s.pageError(c, err)
+	}
+	if req.NeedPatient && req.Context.Patient == "" {
+		return c.Redirect(http.StatusSeeOther, pathPick+"?req="+url.QueryEscape(id))
+	}
+	return c.Redirect(http.StatusSeeOther, pathConsent+"?req="+url.QueryEscape(id))
+}
+
+func (s *Server) pickPage(c echo.Context) error {
+	id, req, err := s.loadRequest(c, false)
+	if err != nil || req.Subject == "" {
+		return s.pageError(c, errBadCSRF)
+	}
+	return render(c, http.StatusOK, pickTmpl, map[string]any{"Req": id, "CSRF": req.CSRF, "Choices": req.Choices, "Action": pathPick})
+}
+
+func (s *Server) pickSubmit(c echo.Context) error {
+	id, req, err := s.loadRequest(c, true)
+	if err != nil || req.Subject == "" {
+		return s.pageError(c, errBadCSRF)
+	}
+	p := c.FormValue("patient")
+	if !slices.Contains(req.Choices, p) {
+		return s.errorPage(c, http.StatusBadRequest, "Please choose one of the listed patients.")
+	}
+	req.Context.Patient = p
+	if err := s.saveRequest(c.Request().Context(), id, req); err != nil {
+		return s.pageError(c, err)
+	}
+	return c.Redirect(http.StatusSeeOther, pathConsent+"?req="+url.QueryEscape(id))
+}
+
+func (s *Server) consentPage(c echo.Context) error {
+	id, req, err := s.loadRequest(c, false)
+	if err != nil || req.Subject == "" || (req.NeedPatient && req.Context.Patient == "") {
+		return s.pageError(c, errBadCSRF)
+	}
+	client, err := s.clients.Get(c.Request().Context(), req.ClientID)
+	if err != nil {
+		return s.pageError(c, err)
+	}
+	return render(c, http.StatusOK, consentTmpl, map[string]any{
+		"Req": id, "CSRF": req.CSRF, "Client": clientLabel(client), "Scopes": strings.Fields(req.Scope),
+		"Patient": req.Context.Patient, "User": req.FHIRUser, "Action": pathConsent,
+	})
+}
+
+func clientLabel(c *Client) string {
+	if c.Name != "" {
+		return c.Name
+	}
+	return c.ID
+}
+
+// consentSubmit issues the code for the scopes the user kept ticked.
+func (s *Server) consentSubmit(c echo.Context) error {
+	ctx := c.Request().Context()
+	id, req, err := s.loadRequest(c, true)
+	if err != nil || req.Subject == "" || (req.NeedPatient && req.Context.Patient == "") {
+		return s.pageError(c, errBadCSRF)
+	}
+	// The request is single-use from here on, whatever the answer.
+	if _, err := s.kv.Take(ctx, hashKey(pfxRequest, id)); err != nil {
+		return s.pageError(c, errBadCSRF)
+	}
+	if c.FormValue("decision") != "allow" {
+		return redirectError(c, req.RedirectURI, req.State, ErrAccessDenied.WithDescription("the user declined"))
+	}
+	form, err := c.FormParams()
+	if err != nil {
+		return s.pageError(c, err)
+	}
+	ticked := form["scope"]
+	var kept []string
+	for _, sc := range strings.Fields(req.Scope) {
+		if slices.Contains(ticked, sc) {
+			kept = append(kept, sc)
+		}
+	}
+	granted := auth.ParseScopes(strings.Join(kept, " "))
+	if req.Context.Patient == "" && hasContext(granted, auth.ContextPatient) {
+		// A patient/ scope is meaningless without a patient in context.
+		return redirectError(c, req.RedirectURI, req.State, ErrInvalidScope.WithDescription("patient scopes need a patient in context"))
+	}
+	if len(kept) == 0 {
+		return redirectError(c, req.RedirectURI, req.State, ErrAccessDenied.WithDescription("no scope was granted"))
+	}
+	g := grant{
+		ClientID: req.ClientID, Subject: req.Subject, FHIRUser: req.FHIRUser, Scope: strings.Join(kept, " "),
+		Context: req.Context, EHR: req.EHR, Nonce: req.Nonce, RedirectURI: req.RedirectURI, Challenge: req.Challenge,
+	}
+	code := randomToken(32)
+	if err := s.kv.putJSON(ctx, hashKey(pfxCode, code), g, codeTTL); err != nil {
+		return s.pageError(c, err)
+	}
+	q := url.Values{"code": {code}}
+	if req.State != "" {
+		q.Set("state", req.State)
+	}
+	return c.Redirect(http.StatusFound, appendQuery(req.RedirectURI, q))
+}
