@@ -219,8 +219,12 @@ func (r *Registry) compileDate(v string) (storage.Expr, error) {
 	if err != nil {
 		return nil, err
 	}
-	lo := func(op storage.Op, x int64) storage.Expr { return storage.Cmp{Field: storage.FieldLow, Op: op, Value: x} }
-	hi := func(op storage.Op, x int64) storage.Expr { return storage.Cmp{Field: storage.FieldHigh, Op: op, Value: x} }
+	lo := func(op storage.Op, x int64) storage.Expr {
+		return storage.Cmp{Field: storage.FieldLow, Op: op, Value: x}
+	}
+	hi := func(op storage.Op, x int64) storage.Expr {
+		return storage.Cmp{Field: storage.FieldHigh, Op: op, Value: x}
+	}
 	and := func(es ...storage.Expr) storage.Expr { return storage.And{Exprs: es} }
 	or := func(es ...storage.Expr) storage.Expr { return storage.Or{Exprs: es} }
 	eq := and(lo(storage.OpGe, a), hi(storage.OpLe, b))

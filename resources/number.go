@@ -89,7 +89,9 @@ func compileNumber(v string) (storage.Expr, error) {
 }
 
 func numberCond(pfx prefix, d decimal) storage.Expr {
-	num := func(op storage.Op, x float64) storage.Expr { return storage.Cmp{Field: storage.FieldNum, Op: op, Value: x} }
+	num := func(op storage.Op, x float64) storage.Expr {
+		return storage.Cmp{Field: storage.FieldNum, Op: op, Value: x}
+	}
 	switch pfx {
 	case pfxNe:
 		return storage.Or{Exprs: []storage.Expr{num(storage.OpLt, d.lo), num(storage.OpGe, d.hi)}}
