@@ -30,6 +30,9 @@ type Node struct {
 	value any
 	typ   string
 	ext   map[string]any
+	// text is the source text of a decimal literal, so that toString()
+	// keeps its precision ("1.0", not "1").
+	text string
 }
 
 // Value returns the node's value (see Node).
@@ -255,6 +258,13 @@ type varNode struct{ name string }
 func (n *varNode) eval(c *evalCtx, _ Collection, _ *frame) (Collection, error) {
 	v, ok := c.vars[n.name]
 	if !ok {
+		// FHIR defines these two families of constants by name.
+		if name, found := strings.CutPrefix(n.name, "vs-"); found {
+			return Collection{sysNode("http://hl7.org/fhir/ValueSet/"+name, TypeString)}, nil
+		}
+		if name, found := strings.CutPrefix(n.name, "ext-"); found {
+			return Collection{sysNode("http://hl7.org/fhir/StructureDefinition/"+name, TypeString)}, nil
+		}
 		return nil, evalErr("undefined environment variable %%%s", n.name)
 	}
 	return v, nil
@@ -332,6 +342,12 @@ func (c *evalCtx) children(out Collection, it Node, name string) Collection {
 			return out
 		}
 		return appendJSON(out, m[name], m["_"+name], types[0])
+	}
+	if it.typ == "System.TypeInfo" {
+		if s, ok := m[name].(string); ok {
+			return append(out, sysNode(s, TypeString))
+		}
+		return out
 	}
 	v, ok := m[name]
 	if !ok && m["_"+name] == nil {
@@ -478,6 +494,17 @@ func parseTypeName(s string) typeSpec {
 	return typeSpec{name: s}
 }
 
+// checkType rejects type names that are neither FHIR nor System types.
+func (c *evalCtx) checkType(ts typeSpec) error {
+	if ts.ns != "" || systemTypes[ts.name] || ts.name == "Any" {
+		return nil // a qualified name that does not exist simply never matches
+	}
+	if ts.ns != "System" && (c.model.HasType(ts.name) || ts.name == "Base") {
+		return nil
+	}
+	return evalErr("unknown type %s", ts.name)
+}
+
 var systemTypes = map[string]bool{"String": true, "Boolean": true, "Integer": true, "Decimal": true, "Date": true, "DateTime": true, "Time": true, "Quantity": true}
 
 // isOfType implements `is`: a FHIR node matches its own type and its bases;
@@ -545,6 +572,9 @@ func (n *typeOpNode) eval(c *evalCtx, focus Collection, fr *frame) (Collection, 
 	}
 	if len(in) > 1 {
 		return nil, evalErr("'%s' needs a single item, got %d", n.op, len(in))
+	}
+	if err := c.checkType(n.typ); err != nil {
+		return nil, err
 	}
 	ok := c.isOfType(in[0], n.typ)
 	if n.op == "is" {

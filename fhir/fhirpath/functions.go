@@ -105,6 +105,7 @@ var functionTable = map[string]fnSpec{
 	"replace":        {2, 2, strFn(fnReplace), false},
 	"matches":        {1, 1, strFn(fnMatches), false},
 	"replaceMatches": {2, 2, strFn(fnReplaceMatches), false},
+	"matchesFull":    {1, 1, strFn(fnMatchesFull), false},
 	"length": {0, 0, strFn(func(_ *evalCtx, s string, _ *callNode, _ *frame) (Collection, error) {
 		return Collection{sysNode(int64(utf8.RuneCountInString(s)), TypeInteger)}, nil
 	}), false},
@@ -127,6 +128,7 @@ var functionTable = map[string]fnSpec{
 	"now":       {0, 0, fnNow(KindDateTime), false},
 	"today":     {0, 0, fnNow(KindDate), false},
 	"timeOfDay": {0, 0, fnNow(KindTime), false},
+	"type": {0, 0, fnType, false},
 	"htmlChecks": {0, 0, func(_ *evalCtx, _ Collection, _ *callNode, _ *frame) (Collection, error) {
 		// Narrative safety is the validator's job; FHIRPath invariants only
 		// need a Boolean here.
@@ -303,8 +305,19 @@ func fnRepeat(c *evalCtx, in Collection, call *callNode, fr *frame) (Collection,
 }
 
 func fnOfType(c *evalCtx, in Collection, call *callNode, _ *frame) (Collection, error) {
+	if err := c.checkType(call.typ); err != nil {
+		return nil, err
+	}
 	var out Collection
 	for _, it := range in {
+		// FHIR primitives cast only to their exact type: a code is a
+		// string for is(), but as(string) must not re-type it.
+		if c.model.IsPrimitive(it.typ) && call.typ.ns != "System" {
+			if it.typ == call.typ.name {
+				out = append(out, it)
+			}
+			continue
+		}
 		if c.isOfType(it, call.typ) {
 			out = append(out, it)
 		}
@@ -325,6 +338,9 @@ func fnIs(c *evalCtx, in Collection, call *callNode, _ *frame) (Collection, erro
 	}
 	if len(in) > 1 {
 		return nil, evalErr("is() needs a single item, got %d", len(in))
+	}
+	if err := c.checkType(call.typ); err != nil {
+		return nil, err
 	}
 	return boolColl(c.isOfType(in[0], call.typ)), nil
 }
@@ -691,6 +707,9 @@ func stringOf(c *evalCtx, n Node) (string, bool) {
 	if jn, ok := n.value.(json.Number); ok {
 		return string(jn), true
 	}
+	if n.text != "" {
+		return n.text, true
+	}
 	switch v := sysVal(c, n).(type) {
 	case string:
 		return v, true
@@ -703,7 +722,7 @@ func stringOf(c *evalCtx, n Node) (string, bool) {
 	case Temporal:
 		return v.String(), true
 	case Quantity:
-		return formatDecimal(v.Value) + " '" + v.Unit + "'", true
+		return v.String(), true
 	}
 	return "", false
 }
@@ -760,6 +779,8 @@ func fnToQuantity(test bool) fnImpl {
 			q, ok = Quantity{Value: float64(v), Unit: "1"}, true
 		case float64:
 			q, ok = Quantity{Value: v, Unit: "1"}, true
+		case bool:
+			q, ok = Quantity{Value: map[bool]float64{true: 1}[v], Unit: "1"}, true
 		case string:
 			if m := quantityRE.FindStringSubmatch(strings.TrimSpace(v)); m != nil {
 				f, err := strconv.ParseFloat(m[1], 64)
@@ -929,6 +950,18 @@ func fnMatches(c *evalCtx, s string, call *callNode, fr *frame) (Collection, err
 	return boolColl(re.MatchString(s)), nil
 }
 
+func fnMatchesFull(c *evalCtx, s string, call *callNode, fr *frame) (Collection, error) {
+	pat, ok, err := strArg(c, call, 0, fr)
+	if err != nil || !ok {
+		return nil, err
+	}
+	re, err := compileRegex("^(?:" + pat + ")$")
+	if err != nil {
+		return nil, err
+	}
+	return boolColl(re.MatchString(s)), nil
+}
+
 func fnReplaceMatches(c *evalCtx, s string, call *callNode, fr *frame) (Collection, error) {
 	pat, ok1, err := strArg(c, call, 0, fr)
 	if err != nil {
@@ -937,6 +970,9 @@ func fnReplaceMatches(c *evalCtx, s string, call *callNode, fr *frame) (Collecti
 	rep, ok2, err := strArg(c, call, 1, fr)
 	if err != nil || !ok1 || !ok2 {
 		return nil, err
+	}
+	if pat == "" {
+		return Collection{sysNode(s, TypeString)}, nil
 	}
 	re, err := compileRegex(pat)
 	if err != nil {
@@ -1142,4 +1178,25 @@ func fnNow(kind TemporalKind) fnImpl {
 		t.Prec = PrecMillisecond
 		return Collection{sysNode(t, TypeDateTime)}, nil
 	}
+}
+
+// fnType returns a SimpleTypeInfo / ClassInfo-like object with namespace
+// and name, as type() does.
+func fnType(c *evalCtx, in Collection, _ *callNode, _ *frame) (Collection, error) {
+	var out Collection
+	for _, it := range in {
+		typ := it.typ
+		if typ == "" {
+			typ = inferType(it.value)
+		}
+		if typ == "" {
+			continue
+		}
+		ns, name := "FHIR", typ
+		if n, found := strings.CutPrefix(typ, "System."); found {
+			ns, name = "System", n
+		}
+		out = append(out, Node{value: map[string]any{"namespace": ns, "name": name}, typ: "System.TypeInfo"})
+	}
+	return out, nil
 }

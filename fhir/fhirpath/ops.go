@@ -162,7 +162,7 @@ func nodeEqual(c *evalCtx, a, b Node) (eq, known bool) {
 		return ok && floatEqual(fx, fy), true
 	case Temporal:
 		y, ok := bv.(Temporal)
-		if !ok {
+		if !ok || (x.Kind == KindTime) != (y.Kind == KindTime) {
 			return false, true
 		}
 		cmp, ok := compareTemporal(x, y)
@@ -291,8 +291,13 @@ func nodeEquivalent(c *evalCtx, a, b Node) bool {
 		if !ok {
 			return false
 		}
-		cmp, ok := compareQuantity(x, y)
-		return ok && cmp == 0
+		vx, ux := normQuantity(x)
+		vy, uy := normQuantity(y)
+		if ux != uy {
+			return false
+		}
+		p := min(decimals(vx), decimals(vy))
+		return roundTo(vx, p) == roundTo(vy, p)
 	case nil:
 		return bv == nil
 	case map[string]any:
@@ -593,6 +598,11 @@ func floatArith(op string, x float64, b any) (Collection, error) {
 // that precision, as the specification requires.
 func addDuration(t Temporal, q Quantity, subtract bool) (Temporal, error) {
 	unit, ok := calendarUnits[q.Unit]
+	if q.Unit == "a" || q.Unit == "mo" {
+		// UCUM years and months are fixed lengths, not calendar units:
+		// adding them to a date is ambiguous and therefore an error.
+		ok = false
+	}
 	if !ok {
 		return t, evalErr("cannot add %s to a date/time", q)
 	}
@@ -611,6 +621,11 @@ func addDuration(t Temporal, q Quantity, subtract bool) (Temporal, error) {
 		g = g.AddDate(0, 0, 7*whole)
 	case "day":
 		g = g.AddDate(0, 0, whole)
+	case "second":
+		if t.Kind == KindDate {
+			break
+		}
+		g = g.Add(time.Duration(whole) * time.Second)
 	default:
 		d := map[string]time.Duration{"hour": time.Hour, "minute": time.Minute, "second": time.Second, "millisecond": time.Millisecond}[unit]
 		if t.Kind == KindDate {

@@ -569,7 +569,7 @@ func (p *parser) term() (node, error) {
 			if err != nil {
 				return nil, p.errf("bad number %q", t.text)
 			}
-			return &literalNode{val: Collection{sysNode(v, TypeDecimal)}}, nil
+			return &literalNode{val: Collection{{value: v, typ: TypeDecimal, text: t.text}}}, nil
 		}
 		v, err := strconv.ParseInt(t.text, 10, 64)
 		if err != nil {

@@ -314,8 +314,11 @@ func compareTemporal(a, b Temporal) (int, bool) {
 	if pb == PrecMillisecond {
 		pb = PrecSecond
 	}
-	// An unzoned dateTime is compared as if it were UTC, which is what a
-	// server stores when the writer gave no zone.
+	// A zoned and an unzoned time of day cannot be ordered: the answer is
+	// unknown, as the specification requires.
+	if a.HasTZ != b.HasTZ && a.Prec >= PrecHour && b.Prec >= PrecHour {
+		return 0, false
+	}
 	ga, gb := a, b
 	if a.HasTZ || b.HasTZ {
 		if a.Prec >= PrecHour && b.Prec >= PrecHour {
