@@ -218,7 +218,7 @@ func (p *Policy) compileQuery(sc Scope, resourceType string) (storage.Expr, erro
 	for _, k := range keys {
 		code, mod, _ := strings.Cut(k, ":")
 		for _, v := range sc.Query[k] {
-			e, err := p.reg.Compile(resourceType, code, mod, strings.Split(v, ","))
+			e, err := p.reg.Compile(resourceType, code, mod, splitValues(v))
 			if err != nil {
 				return nil, fmt.Errorf("scope query %s=%s: %w", k, v, err)
 			}
@@ -229,4 +229,21 @@ func (p *Policy) compileQuery(sc Scope, resourceType string) (storage.Expr, erro
 		return ands[0], nil
 	}
 	return storage.And{Exprs: ands}, nil
+}
+
+// splitValues splits a search value on the commas that are not escaped
+// with a backslash (search.html#escaping); unescaping is Compile's job.
+func splitValues(v string) []string {
+	var out []string
+	start := 0
+	for i := 0; i < len(v); i++ {
+		switch v[i] {
+		case '\\':
+			i++
+		case ',':
+			out = append(out, v[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, v[start:])
 }
