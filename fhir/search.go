@@ -217,17 +217,15 @@ func (s *Server) parseSearch(typ string, params url.Values, strict bool) (search
 			}
 			continue
 		}
-		for _, v := range values {
-			e, err := s.registry.Compile(typ, code, modifier, []string{v})
-			if err != nil {
-				if !strict && errors.Is(err, resources.ErrUnsupported) {
-					break
-				}
-				return req, errBadRequest("search parameter %s=%s: %v", name, v, err)
+		e, err := s.registry.Compile(typ, code, modifier, values)
+		if err != nil {
+			if !strict && errors.Is(err, resources.ErrUnsupported) {
+				continue
 			}
-			req.Filters = append(req.Filters, e)
-			req.Kept.Add(name, v)
+			return req, errBadRequest("search parameter %s: %v", name, err)
 		}
+		req.Filters = append(req.Filters, e)
+		req.Kept[name] = values
 	}
 	return req, nil
 }
