@@ -3,6 +3,7 @@ package resources
 import (
 	"errors"
 	"fmt"
+	"regexp"
 
 	"github.com/anodyne-fhir/anodyne/fhir/fhirpath"
 	"github.com/anodyne-fhir/anodyne/storage"
@@ -11,8 +12,23 @@ import (
 // evaluator is a parsed FHIRPath expression; Load parses each one once.
 type evaluator = *fhirpath.Expression
 
+// R4 search expressions use "as" on collections ("(Observation.component.value
+// as Quantity)", "value.as(Range)"), which FHIRPath defines only for a single
+// item and which the engine rightly rejects. Every server treats them as
+// type filters, which is what ofType() is (R5 rewrote its definitions the
+// same way), so they are rewritten before parsing.
+var (
+	asOperator = regexp.MustCompile(`\(([A-Za-z][\w.]*) as ([A-Za-z]\w*)\)`)
+	asFunction = regexp.MustCompile(`\.as\(([A-Za-z]\w*)\)`)
+)
+
+func lenientAs(src string) string {
+	src = asOperator.ReplaceAllString(src, "($1.ofType($2))")
+	return asFunction.ReplaceAllString(src, ".ofType($1)")
+}
+
 func compileExpr(src string) (evaluator, error) {
-	e, err := fhirpath.Parse(src)
+	e, err := fhirpath.Parse(lenientAs(src))
 	if err != nil {
 		return nil, fmt.Errorf("parse FHIRPath %q: %w", src, err)
 	}

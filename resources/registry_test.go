@@ -191,3 +191,17 @@ func TestConcurrentAdd(t *testing.T) {
 		}
 	}
 }
+
+func TestLenientAs(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"(Observation.value as Quantity) | (Observation.component.value as SampledData)", "(Observation.value.ofType(Quantity)) | (Observation.component.value.ofType(SampledData))"},
+		{"value.as(Quantity) | value.as(Range)", "value.ofType(Quantity) | value.ofType(Range)"},
+		{"Observation.subject.where(resolve() is Patient)", "Observation.subject.where(resolve() is Patient)"},
+		{"(Observation.value as CodeableConcept).text", "(Observation.value.ofType(CodeableConcept)).text"},
+	}
+	for _, tt := range tests {
+		if got := lenientAs(tt.in); got != tt.want {
+			t.Errorf("lenientAs(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
