@@ -505,6 +505,16 @@ func (c *evalCtx) checkType(ts typeSpec) error {
 	return evalErr("unknown type %s", ts.name)
 }
 
+// castable implements as/ofType. FHIR primitives cast only to their exact
+// type: a code is a string for is(), but as(string) must not re-type it
+// (the official suite requires Patient.gender.as(string) to be empty).
+func (c *evalCtx) castable(n Node, ts typeSpec) bool {
+	if c.model.IsPrimitive(n.typ) && ts.ns != "System" {
+		return n.typ == ts.name
+	}
+	return c.isOfType(n, ts)
+}
+
 var systemTypes = map[string]bool{"String": true, "Boolean": true, "Integer": true, "Decimal": true, "Date": true, "DateTime": true, "Time": true, "Quantity": true}
 
 // isOfType implements `is`: a FHIR node matches its own type and its bases;
@@ -570,17 +580,28 @@ func (n *typeOpNode) eval(c *evalCtx, focus Collection, fr *frame) (Collection, 
 	if err != nil || len(in) == 0 {
 		return nil, err
 	}
-	if len(in) > 1 {
-		return nil, evalErr("'%s' needs a single item, got %d", n.op, len(in))
-	}
 	if err := c.checkType(n.typ); err != nil {
 		return nil, err
 	}
-	ok := c.isOfType(in[0], n.typ)
-	if n.op == "is" {
-		return boolColl(ok), nil
+	if len(in) > 1 {
+		if n.op == "as" {
+			// The R4 search parameters apply 'as' to collections
+			// (Observation.component.value as Quantity); every engine
+			// used with them filters, so 'as' on many items is ofType.
+			var out Collection
+			for _, it := range in {
+				if c.castable(it, n.typ) {
+					out = append(out, it)
+				}
+			}
+			return out, nil
+		}
+		return nil, evalErr("'%s' needs a single item, got %d", n.op, len(in))
 	}
-	if ok {
+	if n.op == "is" {
+		return boolColl(c.isOfType(in[0], n.typ)), nil
+	}
+	if c.castable(in[0], n.typ) {
 		return in, nil
 	}
 	return nil, nil

@@ -310,15 +310,7 @@ func fnOfType(c *evalCtx, in Collection, call *callNode, _ *frame) (Collection, 
 	}
 	var out Collection
 	for _, it := range in {
-		// FHIR primitives cast only to their exact type: a code is a
-		// string for is(), but as(string) must not re-type it.
-		if c.model.IsPrimitive(it.typ) && call.typ.ns != "System" {
-			if it.typ == call.typ.name {
-				out = append(out, it)
-			}
-			continue
-		}
-		if c.isOfType(it, call.typ) {
+		if c.castable(it, call.typ) {
 			out = append(out, it)
 		}
 	}
