@@ -1,6 +1,7 @@
 package storagetest
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/anodyne-fhir/anodyne/storage"
@@ -249,7 +250,7 @@ var searchCases = []testCase{
 					e.unsupported(t, err, "%v", c.filter)
 					t.Fatalf("Search(%v): %v", c.filter, err)
 				}
-				wantList(t, refs(p.Records), c.want, c.filter.String())
+				wantList(t, refs(p.Records), c.want, fmt.Sprintf("types %v filter %v", c.types, c.filter))
 				if p.Total != int64(len(c.want)) {
 					t.Errorf("Total = %d, want %d", p.Total, len(c.want))
 				}

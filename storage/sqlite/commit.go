@@ -1,0 +1,334 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/anodyne-fhir/anodyne/storage"
+)
+
+// kindTable describes where entries of one kind live and which Entry field
+// each column holds.
+type kindTable struct {
+	name string
+	cols map[storage.Field]string
+}
+
+var (
+	stringTable    = kindTable{"idx_string", map[storage.Field]string{storage.FieldText: "text", storage.FieldExact: "exact"}}
+	tokenTable     = kindTable{"idx_token", map[storage.Field]string{storage.FieldSystem: "system", storage.FieldCode: "code", storage.FieldText: "text"}}
+	referenceTable = kindTable{"idx_reference", map[storage.Field]string{
+		storage.FieldRefType: "ref_type", storage.FieldRefID: "ref_id", storage.FieldRefURL: "ref_url",
+		storage.FieldSystem: "system", storage.FieldCode: "code"}}
+	dateTable     = kindTable{"idx_date", map[storage.Field]string{storage.FieldLow: "low", storage.FieldHigh: "high"}}
+	numberTable   = kindTable{"idx_number", map[storage.Field]string{storage.FieldNumLow: "num_low", storage.FieldNumHigh: "num_high", storage.FieldNum: "num"}}
+	quantityTable = kindTable{"idx_quantity", map[storage.Field]string{
+		storage.FieldNumLow: "num_low", storage.FieldNumHigh: "num_high", storage.FieldNum: "num",
+		storage.FieldSystem: "system", storage.FieldCode: "code"}}
+	uriTable       = kindTable{"idx_uri", map[storage.Field]string{storage.FieldExact: "exact"}}
+	compositeTable = kindTable{"idx_composite", nil}
+	partTable      = kindTable{"idx_composite_part", map[storage.Field]string{
+		storage.FieldText: "text", storage.FieldExact: "exact", storage.FieldSystem: "system", storage.FieldCode: "code",
+		storage.FieldRefType: "ref_type", storage.FieldRefID: "ref_id", storage.FieldRefURL: "ref_url",
+		storage.FieldLow: "low", storage.FieldHigh: "high",
+		storage.FieldNumLow: "num_low", storage.FieldNumHigh: "num_high", storage.FieldNum: "num"}}
+)
+
+func tableOf(k storage.Kind) (kindTable, bool) {
+	switch k {
+	case storage.KindString:
+		return stringTable, true
+	case storage.KindToken:
+		return tokenTable, true
+	case storage.KindReference:
+		return referenceTable, true
+	case storage.KindDate:
+		return dateTable, true
+	case storage.KindNumber:
+		return numberTable, true
+	case storage.KindQuantity:
+		return quantityTable, true
+	case storage.KindURI:
+		return uriTable, true
+	case storage.KindComposite:
+		return compositeTable, true
+	}
+	return kindTable{}, false
+}
+
+// deleteIndex removes every index row of a resource (its previous version's entries).
+var deleteIndex = []string{
+	`DELETE FROM idx_string WHERE res_pk = ?`,
+	`DELETE FROM idx_token WHERE res_pk = ?`,
+	`DELETE FROM idx_reference WHERE res_pk = ?`,
+	`DELETE FROM idx_date WHERE res_pk = ?`,
+	`DELETE FROM idx_number WHERE res_pk = ?`,
+	`DELETE FROM idx_quantity WHERE res_pk = ?`,
+	`DELETE FROM idx_uri WHERE res_pk = ?`,
+	`DELETE FROM idx_composite_part WHERE cid IN (SELECT cid FROM idx_composite WHERE res_pk = ?)`,
+	`DELETE FROM idx_composite WHERE res_pk = ?`,
+}
+
+const insertPart = `INSERT INTO idx_composite_part (cid, idx, text, exact, system, code, ref_type, ref_id, ref_url, low, high, num_low, num_high, num)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+// stmts are the statements of one Commit transaction, prepared on first use.
+type stmts struct {
+	tx    *sql.Tx
+	cache map[string]*sql.Stmt
+}
+
+func (s *stmts) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	st, ok := s.cache[query]
+	if !ok {
+		var err error
+		if st, err = s.tx.PrepareContext(ctx, query); err != nil {
+			return nil, fmt.Errorf("prepare: %w", err)
+		}
+		s.cache[query] = st
+	}
+	return st.ExecContext(ctx, args...)
+}
+
+func (s *stmts) close() {
+	for _, st := range s.cache {
+		st.Close()
+	}
+}
+
+// Commit implements storage.Backend: all writes in one transaction.
+func (b *Backend) Commit(ctx context.Context, writes ...storage.Write) ([]storage.Record, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: commit: %w", err)
+	}
+	if len(writes) == 0 {
+		return nil, nil
+	}
+	for i := range writes {
+		if err := validateWrite(&writes[i]); err != nil {
+			return nil, fmt.Errorf("sqlite: commit: write %d: %w", i, err)
+		}
+	}
+	tx, err := b.w.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: commit: begin: %w", err)
+	}
+	defer tx.Rollback()
+	st := &stmts{tx: tx, cache: map[string]*sql.Stmt{}}
+	defer st.close()
+	out := make([]storage.Record, len(writes))
+	for i := range writes {
+		rec, err := apply(ctx, st, &writes[i])
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: commit %s/%s: %w", writes[i].Type, writes[i].ID, err)
+		}
+		out[i] = rec
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("sqlite: commit: %w", err)
+	}
+	return out, nil
+}
+
+func validateWrite(w *storage.Write) error {
+	switch {
+	case w.Type == "" || w.ID == "":
+		return errors.New("type and id are required")
+	case w.ExpectVersion < 0:
+		return fmt.Errorf("negative ExpectVersion %d", w.ExpectVersion)
+	case w.VersionID != w.ExpectVersion+1:
+		return fmt.Errorf("VersionID %d is not ExpectVersion+1 (%d)", w.VersionID, w.ExpectVersion+1)
+	case w.LastUpdated.IsZero():
+		return errors.New("LastUpdated is required")
+	case w.Deleted && len(w.JSON) > 0:
+		return errors.New("a delete carries no JSON")
+	case w.Deleted && len(w.Index) > 0:
+		return errors.New("a delete carries no index entries")
+	case !w.Deleted && len(w.JSON) == 0:
+		return errors.New("JSON is required")
+	}
+	for i, e := range w.Index {
+		if e.Param == "" {
+			return fmt.Errorf("index entry %d: empty param", i)
+		}
+		if _, ok := tableOf(e.Kind); !ok {
+			return fmt.Errorf("index entry %d (%s): unknown kind %v", i, e.Param, e.Kind)
+		}
+		for j, p := range e.Parts {
+			if e.Kind != storage.KindComposite {
+				return fmt.Errorf("index entry %d (%s): parts on a %v entry", i, e.Param, e.Kind)
+			}
+			if len(p.Parts) > 0 {
+				return fmt.Errorf("index entry %d (%s) part %d: nested composite", i, e.Param, j)
+			}
+		}
+	}
+	return nil
+}
+
+// apply writes one version inside the Commit transaction.
+func apply(ctx context.Context, st *stmts, w *storage.Write) (storage.Record, error) {
+	var pk, cur int64
+	var deleted bool
+	err := st.tx.QueryRowContext(ctx, `SELECT pk, version, deleted FROM resources WHERE type = ? AND id = ?`, w.Type, w.ID).
+		Scan(&pk, &cur, &deleted)
+	exists := err == nil
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return storage.Record{}, fmt.Errorf("read current version: %w", err)
+	}
+	if cur != w.ExpectVersion {
+		return storage.Record{}, fmt.Errorf("expected version %d, current %d: %w", w.ExpectVersion, cur, storage.ErrVersionConflict)
+	}
+	if w.Claim != "" && !w.Deleted {
+		var holder int64
+		err := st.tx.QueryRowContext(ctx, `SELECT res_pk FROM claims WHERE claim = ?`, w.Claim).Scan(&holder)
+		switch {
+		case err == nil && (!exists || holder != pk):
+			return storage.Record{}, fmt.Errorf("claim %q: %w", w.Claim, storage.ErrDuplicateClaim)
+		case err != nil && !errors.Is(err, sql.ErrNoRows):
+			return storage.Record{}, fmt.Errorf("read claim: %w", err)
+		}
+	}
+
+	var body any // NULL for deletes
+	if !w.Deleted {
+		body = w.JSON
+	}
+	res, err := st.exec(ctx, `INSERT INTO versions (type, id, version, last_updated, deleted, method, json) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		w.Type, w.ID, w.VersionID, w.LastUpdated.UnixMilli(), w.Deleted, w.Method, body)
+	if err != nil {
+		return storage.Record{}, fmt.Errorf("insert version: %w", err)
+	}
+	seq, err := res.LastInsertId()
+	if err != nil {
+		return storage.Record{}, fmt.Errorf("version seq: %w", err)
+	}
+
+	if exists {
+		if _, err := st.exec(ctx, `UPDATE resources SET version = ?, seq = ?, deleted = ? WHERE pk = ?`, w.VersionID, seq, w.Deleted, pk); err != nil {
+			return storage.Record{}, fmt.Errorf("update resource: %w", err)
+		}
+		if !deleted {
+			for _, q := range deleteIndex {
+				if _, err := st.exec(ctx, q, pk); err != nil {
+					return storage.Record{}, fmt.Errorf("replace index: %w", err)
+				}
+			}
+		}
+	} else {
+		res, err := st.exec(ctx, `INSERT INTO resources (type, id, version, seq, deleted) VALUES (?, ?, ?, ?, ?)`, w.Type, w.ID, w.VersionID, seq, w.Deleted)
+		if err != nil {
+			return storage.Record{}, fmt.Errorf("insert resource: %w", err)
+		}
+		if pk, err = res.LastInsertId(); err != nil {
+			return storage.Record{}, fmt.Errorf("resource pk: %w", err)
+		}
+	}
+
+	if w.Deleted {
+		if _, err := st.exec(ctx, `DELETE FROM claims WHERE res_pk = ?`, pk); err != nil {
+			return storage.Record{}, fmt.Errorf("release claims: %w", err)
+		}
+	} else if w.Claim != "" {
+		if _, err := st.exec(ctx, `INSERT OR IGNORE INTO claims (claim, res_pk) VALUES (?, ?)`, w.Claim, pk); err != nil {
+			return storage.Record{}, fmt.Errorf("claim: %w", err)
+		}
+	}
+	for i := range w.Index {
+		if err := insertEntry(ctx, st, pk, &w.Index[i]); err != nil {
+			return storage.Record{}, fmt.Errorf("index %s: %w", w.Index[i].Param, err)
+		}
+	}
+	rec := w.Record
+	rec.Seq = seq
+	if w.Deleted {
+		rec.JSON = nil
+	}
+	return rec, nil
+}
+
+func insertEntry(ctx context.Context, st *stmts, pk int64, e *storage.Entry) error {
+	var err error
+	switch e.Kind {
+	case storage.KindString:
+		_, err = st.exec(ctx, `INSERT INTO idx_string (res_pk, param, text, exact) VALUES (?, ?, ?, ?)`, pk, e.Param, e.Text, e.Exact)
+	case storage.KindToken:
+		_, err = st.exec(ctx, `INSERT INTO idx_token (res_pk, param, system, code, text) VALUES (?, ?, ?, ?, ?)`, pk, e.Param, e.System, e.Code, e.Text)
+	case storage.KindReference:
+		_, err = st.exec(ctx, `INSERT INTO idx_reference (res_pk, param, ref_type, ref_id, ref_url, system, code) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			pk, e.Param, e.RefType, e.RefID, e.RefURL, e.System, e.Code)
+	case storage.KindDate:
+		_, err = st.exec(ctx, `INSERT INTO idx_date (res_pk, param, low, high) VALUES (?, ?, ?, ?)`, pk, e.Param, e.Low, e.High)
+	case storage.KindNumber:
+		_, err = st.exec(ctx, `INSERT INTO idx_number (res_pk, param, num_low, num_high, num) VALUES (?, ?, ?, ?, ?)`, pk, e.Param, e.NumLow, e.NumHigh, e.Num)
+	case storage.KindQuantity:
+		_, err = st.exec(ctx, `INSERT INTO idx_quantity (res_pk, param, num_low, num_high, num, system, code) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			pk, e.Param, e.NumLow, e.NumHigh, e.Num, e.System, e.Code)
+	case storage.KindURI:
+		_, err = st.exec(ctx, `INSERT INTO idx_uri (res_pk, param, exact) VALUES (?, ?, ?)`, pk, e.Param, e.Exact)
+	case storage.KindComposite:
+		res, err := st.exec(ctx, `INSERT INTO idx_composite (res_pk, param) VALUES (?, ?)`, pk, e.Param)
+		if err != nil {
+			return err
+		}
+		cid, err := res.LastInsertId()
+		if err != nil {
+			return err
+		}
+		for i, p := range e.Parts {
+			if _, err := st.exec(ctx, insertPart, cid, i, p.Text, p.Exact, p.System, p.Code, p.RefType, p.RefID, p.RefURL,
+				p.Low, p.High, p.NumLow, p.NumHigh, p.Num); err != nil {
+				return err
+			}
+		}
+	default:
+		return fmt.Errorf("unknown kind %v", e.Kind)
+	}
+	return err
+}
+
+const recordColumns = `v.seq, v.type, v.id, v.version, v.last_updated, v.deleted, v.method, v.json`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanRecord(s scanner, extra ...any) (storage.Record, error) {
+	var r storage.Record
+	var ms int64
+	var method sql.NullString
+	dest := append([]any{&r.Seq, &r.Type, &r.ID, &r.VersionID, &ms, &r.Deleted, &method, &r.JSON}, extra...)
+	if err := s.Scan(dest...); err != nil {
+		return storage.Record{}, err
+	}
+	r.LastUpdated = time.UnixMilli(ms).UTC()
+	r.Method = method.String
+	return r, nil
+}
+
+// Read implements storage.Backend.
+func (b *Backend) Read(ctx context.Context, typ, id string) (storage.Record, error) {
+	row := b.r.QueryRowContext(ctx, `SELECT `+recordColumns+` FROM resources r JOIN versions v ON v.seq = r.seq WHERE r.type = ? AND r.id = ?`, typ, id)
+	r, err := scanRecord(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return storage.Record{}, fmt.Errorf("sqlite: read %s/%s: %w", typ, id, storage.ErrNotFound)
+	}
+	if err != nil {
+		return storage.Record{}, fmt.Errorf("sqlite: read %s/%s: %w", typ, id, err)
+	}
+	return r, nil
+}
+
+// ReadVersion implements storage.Backend.
+func (b *Backend) ReadVersion(ctx context.Context, typ, id string, version int64) (storage.Record, error) {
+	row := b.r.QueryRowContext(ctx, `SELECT `+recordColumns+` FROM versions v WHERE v.type = ? AND v.id = ? AND v.version = ?`, typ, id, version)
+	r, err := scanRecord(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return storage.Record{}, fmt.Errorf("sqlite: read %s/%s/_history/%d: %w", typ, id, version, storage.ErrNotFound)
+	}
+	if err != nil {
+		return storage.Record{}, fmt.Errorf("sqlite: read %s/%s/_history/%d: %w", typ, id, version, err)
+	}
+	return r, nil
+}

@@ -1,0 +1,114 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/anodyne-fhir/anodyne/storage"
+)
+
+// kv is the storage.KV of a Backend. Expiry is evaluated against the Go
+// clock passed as a parameter, so that every query agrees on "now".
+type kv struct{ b *Backend }
+
+// KV implements storage.Backend.
+func (b *Backend) KV() storage.KV { return kv{b} }
+
+func expiry(ttl time.Duration) any {
+	if ttl <= 0 {
+		return nil
+	}
+	return time.Now().Add(ttl).UnixMilli()
+}
+
+const live = "(expires_at IS NULL OR expires_at > ?)"
+
+func (k kv) Put(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	if value == nil {
+		value = []byte{}
+	}
+	_, err := k.b.w.ExecContext(ctx, `INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?)
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at`, key, value, expiry(ttl))
+	if err != nil {
+		return fmt.Errorf("sqlite: kv put %q: %w", key, err)
+	}
+	return nil
+}
+
+func (k kv) PutIfAbsent(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	if value == nil {
+		value = []byte{}
+	}
+	// One statement on the single writer connection: the conflict clause
+	// replaces only an expired record, so two callers cannot both win.
+	res, err := k.b.w.ExecContext(ctx, `INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?)
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+		WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= ?`, key, value, expiry(ttl), time.Now().UnixMilli())
+	if err != nil {
+		return false, fmt.Errorf("sqlite: kv put-if-absent %q: %w", key, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("sqlite: kv put-if-absent %q: %w", key, err)
+	}
+	return n == 1, nil
+}
+
+func (k kv) Get(ctx context.Context, key string) ([]byte, error) {
+	var v []byte
+	err := k.b.r.QueryRowContext(ctx, `SELECT value FROM kv WHERE key = ? AND `+live, key, time.Now().UnixMilli()).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("sqlite: kv get %q: %w", key, storage.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: kv get %q: %w", key, err)
+	}
+	return v, nil
+}
+
+func (k kv) Take(ctx context.Context, key string) ([]byte, error) {
+	var v []byte
+	var exp sql.NullInt64
+	now := time.Now().UnixMilli()
+	// DELETE ... RETURNING reads and removes in one statement; an expired
+	// record is removed too but reported absent.
+	err := k.b.w.QueryRowContext(ctx, `DELETE FROM kv WHERE key = ? RETURNING value, expires_at`, key).Scan(&v, &exp)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && exp.Valid && exp.Int64 <= now) {
+		return nil, fmt.Errorf("sqlite: kv take %q: %w", key, storage.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: kv take %q: %w", key, err)
+	}
+	return v, nil
+}
+
+func (k kv) Delete(ctx context.Context, key string) error {
+	if _, err := k.b.w.ExecContext(ctx, `DELETE FROM kv WHERE key = ?`, key); err != nil {
+		return fmt.Errorf("sqlite: kv delete %q: %w", key, err)
+	}
+	return nil
+}
+
+func (k kv) List(ctx context.Context, prefix string) ([]string, error) {
+	rows, err := k.b.r.QueryContext(ctx, `SELECT key FROM kv WHERE key GLOB ? AND `+live+` ORDER BY key`,
+		globEscape(prefix)+"*", time.Now().UnixMilli())
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: kv list %q: %w", prefix, err)
+	}
+	defer rows.Close()
+	var keys []string
+	for rows.Next() {
+		var key string
+		if err := rows.Scan(&key); err != nil {
+			return nil, fmt.Errorf("sqlite: kv list %q: %w", prefix, err)
+		}
+		keys = append(keys, key)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: kv list %q: %w", prefix, err)
+	}
+	return keys, nil
+}

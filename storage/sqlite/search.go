@@ -1,0 +1,507 @@
+package sqlite
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+
+	"github.com/anodyne-fhir/anodyne/storage"
+)
+
+// sqlb accumulates SQL text and its bound arguments in the same order.
+// Values only ever reach SQLite as arguments, never as SQL text.
+type sqlb struct {
+	sb   strings.Builder
+	args []any
+	n    *int // alias counter shared by the builders of one statement
+}
+
+func newSQLB(n *int) *sqlb { return &sqlb{n: n} }
+
+func (b *sqlb) w(s string, args ...any) {
+	b.sb.WriteString(s)
+	b.args = append(b.args, args...)
+}
+
+func (b *sqlb) alias(prefix string) string {
+	*b.n++
+	return prefix + strconv.Itoa(*b.n)
+}
+
+func (b *sqlb) String() string { return b.sb.String() }
+
+func unsupported(format string, args ...any) error {
+	return fmt.Errorf("sqlite: "+format+": %w", append(args, storage.ErrUnsupported)...)
+}
+
+// resource writes a condition that holds for the resources row aliased r.
+func (b *sqlb) resource(e storage.Expr, r string) error {
+	switch x := e.(type) {
+	case storage.And:
+		return b.list(x.Exprs, " AND ", "1", func(s storage.Expr) error { return b.resource(s, r) })
+	case storage.Or:
+		return b.list(x.Exprs, " OR ", "0", func(s storage.Expr) error { return b.resource(s, r) })
+	case storage.Not:
+		if x.Expr == nil {
+			return unsupported("Not without an expression")
+		}
+		b.w("NOT (")
+		if err := b.resource(x.Expr, r); err != nil {
+			return err
+		}
+		b.w(")")
+	case storage.Match:
+		t, ok := tableOf(x.Kind)
+		if !ok {
+			return unsupported("match %q: kind %v", x.Param, x.Kind)
+		}
+		e := b.alias("e")
+		b.w(r+".pk IN (SELECT "+e+".res_pk FROM "+t.name+" "+e+" WHERE "+e+".param = ?", x.Param)
+		if x.Cond != nil {
+			b.w(" AND ")
+			if err := b.entry(x.Cond, t, e, x.Kind == storage.KindComposite); err != nil {
+				return fmt.Errorf("match %q: %w", x.Param, err)
+			}
+		}
+		b.w(")")
+	case storage.IDs:
+		if len(x.IDs) == 0 {
+			b.w("0")
+			return nil
+		}
+		b.w(r + ".id IN (" + placeholders(len(x.IDs)) + ")")
+		for _, id := range x.IDs {
+			b.args = append(b.args, id)
+		}
+	case storage.Chain:
+		e, t := b.alias("e"), b.alias("t")
+		b.w(r+".pk IN (SELECT "+e+".res_pk FROM idx_reference "+e+" JOIN resources "+t+
+			" ON "+t+".type = "+e+".ref_type AND "+t+".id = "+e+".ref_id WHERE "+
+			e+".param = ? AND "+e+".ref_type = ? AND "+t+".deleted = 0", x.Param, x.Target)
+		if x.Where != nil {
+			b.w(" AND ")
+			if err := b.resource(x.Where, t); err != nil {
+				return fmt.Errorf("chain %s:%s: %w", x.Param, x.Target, err)
+			}
+		}
+		b.w(")")
+	case storage.Has:
+		e, s, t := b.alias("e"), b.alias("s"), b.alias("t")
+		b.w(r+".pk IN (SELECT "+t+".pk FROM resources "+s+" JOIN idx_reference "+e+" ON "+e+".res_pk = "+s+".pk JOIN resources "+t+
+			" ON "+t+".type = "+e+".ref_type AND "+t+".id = "+e+".ref_id WHERE "+
+			s+".type = ? AND "+s+".deleted = 0 AND "+e+".param = ?", x.Type, x.Param)
+		if x.Where != nil {
+			b.w(" AND ")
+			if err := b.resource(x.Where, s); err != nil {
+				return fmt.Errorf("_has %s:%s: %w", x.Type, x.Param, err)
+			}
+		}
+		b.w(")")
+	case nil:
+		return unsupported("nil expression")
+	default:
+		return unsupported("%T is not a resource-level expression", e)
+	}
+	return nil
+}
+
+// entry writes a condition on the one index row aliased a of table t.
+func (b *sqlb) entry(e storage.Expr, t kindTable, a string, composite bool) error {
+	switch x := e.(type) {
+	case storage.And:
+		return b.list(x.Exprs, " AND ", "1", func(s storage.Expr) error { return b.entry(s, t, a, composite) })
+	case storage.Or:
+		return b.list(x.Exprs, " OR ", "0", func(s storage.Expr) error { return b.entry(s, t, a, composite) })
+	case storage.Not:
+		if x.Expr == nil {
+			return unsupported("Not without an expression")
+		}
+		b.w("NOT (")
+		if err := b.entry(x.Expr, t, a, composite); err != nil {
+			return err
+		}
+		b.w(")")
+	case storage.Cmp:
+		if composite {
+			return unsupported("Cmp on a composite entry (use Part)")
+		}
+		col, ok := t.cols[x.Field]
+		if !ok {
+			return unsupported("field %v is not stored in %s", x.Field, t.name)
+		}
+		return b.cmp(a+"."+col, x)
+	case storage.Part:
+		if !composite {
+			return unsupported("Part outside a composite")
+		}
+		if x.Index < 0 {
+			return unsupported("Part index %d", x.Index)
+		}
+		p := b.alias("p")
+		b.w("EXISTS (SELECT 1 FROM idx_composite_part "+p+" WHERE "+p+".cid = "+a+".cid AND "+p+".idx = ?", x.Index)
+		if x.Cond != nil {
+			b.w(" AND ")
+			if err := b.entry(x.Cond, partTable, p, false); err != nil {
+				return fmt.Errorf("part %d: %w", x.Index, err)
+			}
+		}
+		b.w(")")
+	case nil:
+		return unsupported("nil condition")
+	default:
+		return unsupported("%T is not an entry-level expression", e)
+	}
+	return nil
+}
+
+func (b *sqlb) list(es []storage.Expr, sep, empty string, f func(storage.Expr) error) error {
+	if len(es) == 0 {
+		b.w(empty)
+		return nil
+	}
+	b.w("(")
+	for i, e := range es {
+		if i > 0 {
+			b.w(sep)
+		}
+		if err := f(e); err != nil {
+			return err
+		}
+	}
+	b.w(")")
+	return nil
+}
+
+// fieldType is the Go type of a field's query values: 's', 'i' or 'f'.
+func fieldType(f storage.Field) byte {
+	switch f {
+	case storage.FieldLow, storage.FieldHigh:
+		return 'i'
+	case storage.FieldNumLow, storage.FieldNumHigh, storage.FieldNum:
+		return 'f'
+	}
+	return 's'
+}
+
+var sqlOps = map[storage.Op]string{
+	storage.OpEq: "=", storage.OpNe: "<>", storage.OpLt: "<", storage.OpLe: "<=", storage.OpGt: ">", storage.OpGe: ">=",
+}
+
+func (b *sqlb) cmp(col string, c storage.Cmp) error {
+	var v any
+	switch fieldType(c.Field) {
+	case 's':
+		s, ok := c.Value.(string)
+		if !ok {
+			return unsupported("%v needs a string value, got %T", c.Field, c.Value)
+		}
+		v = s
+	case 'i':
+		switch n := c.Value.(type) {
+		case int64:
+			v = n
+		case int:
+			v = int64(n)
+		default:
+			return unsupported("%v needs an int64 value, got %T", c.Field, c.Value)
+		}
+	case 'f':
+		switch n := c.Value.(type) {
+		case float64:
+			if math.IsNaN(n) {
+				return unsupported("%v compared with NaN", c.Field)
+			}
+			v = n
+		case int64:
+			v = float64(n)
+		case int:
+			v = float64(n)
+		default:
+			return unsupported("%v needs a float64 value, got %T", c.Field, c.Value)
+		}
+	}
+	if op, ok := sqlOps[c.Op]; ok {
+		b.w(col+" "+op+" ?", v)
+		return nil
+	}
+	s, isString := v.(string)
+	switch {
+	case c.Op == storage.OpPrefix && isString:
+		// GLOB is case-sensitive (LIKE is not) and can use the (param, value) index.
+		b.w(col+" GLOB ?", globEscape(s)+"*")
+	case c.Op == storage.OpContains && isString:
+		b.w("instr("+col+", ?) > 0", s)
+	default:
+		return unsupported("operator %v on %v", c.Op, c.Field)
+	}
+	return nil
+}
+
+// globEscape makes every GLOB metacharacter literal.
+func globEscape(s string) string {
+	var sb strings.Builder
+	for _, r := range s {
+		switch r {
+		case '*', '?', '[':
+			sb.WriteString("[" + string(r) + "]")
+		default:
+			sb.WriteRune(r)
+		}
+	}
+	return sb.String()
+}
+
+func placeholders(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
+}
+
+// sortSource says where the sort key of a kind comes from and what type it has.
+func sortSource(s storage.Sort) (table, col string, typ byte, err error) {
+	switch s.Kind {
+	case storage.KindDate:
+		if s.Desc {
+			return "idx_date", "high", 'i', nil
+		}
+		return "idx_date", "low", 'i', nil
+	case storage.KindNumber:
+		return "idx_number", "num", 'f', nil
+	case storage.KindQuantity:
+		return "idx_quantity", "num", 'f', nil
+	case storage.KindString:
+		return "idx_string", "text", 's', nil
+	case storage.KindToken:
+		return "idx_token", "code", 's', nil
+	case storage.KindURI:
+		return "idx_uri", "exact", 's', nil
+	}
+	return "", "", 0, unsupported("sort by %q of kind %v", s.Param, s.Kind)
+}
+
+// keyCol is one column of the keyset order.
+type keyCol struct {
+	col      string
+	desc     bool
+	nullable bool
+	val      any // the cursor's value; nil is NULL
+}
+
+// keyset writes "the row comes after the cursor" for a lexicographic order
+// over cols, with NULLs last in both directions.
+func (b *sqlb) keyset(cols []keyCol) {
+	b.w("(")
+	first := true
+	for i, k := range cols {
+		if k.val == nil {
+			continue // nothing sorts after NULL in this column; ties go on to later columns
+		}
+		if !first {
+			b.w(" OR ")
+		}
+		first = false
+		b.w("(")
+		for _, e := range cols[:i] {
+			if e.val == nil {
+				b.w(e.col + " IS NULL AND ")
+			} else {
+				b.w(e.col+" = ? AND ", e.val)
+			}
+		}
+		op := ">"
+		if k.desc {
+			op = "<"
+		}
+		if k.nullable {
+			b.w("("+k.col+" IS NULL OR "+k.col+" "+op+" ?)", k.val)
+		} else {
+			b.w(k.col+" "+op+" ?", k.val)
+		}
+		b.w(")")
+	}
+	if first {
+		b.w("0")
+	}
+	b.w(")")
+}
+
+// Search implements storage.Backend.
+func (b *Backend) Search(ctx context.Context, q storage.Query) (storage.Page, error) {
+	if q.Count < 0 {
+		return storage.Page{}, fmt.Errorf("sqlite: search: negative count %d", q.Count)
+	}
+	count := min(q.Count, maxCount)
+	filterText := "nil"
+	if q.Filter != nil {
+		filterText = q.Filter.String()
+	}
+	fp := fingerprint("search", strings.Join(q.Types, "\x01"), filterText, fmt.Sprint(q.Sort))
+
+	n := 0
+	where := newSQLB(&n)
+	where.w("r.deleted = 0")
+	if len(q.Types) > 0 {
+		where.w(" AND r.type IN (" + placeholders(len(q.Types)) + ")")
+		for _, t := range q.Types {
+			where.args = append(where.args, t)
+		}
+	}
+	if q.Filter != nil {
+		where.w(" AND ")
+		if err := where.resource(q.Filter, "r"); err != nil {
+			return storage.Page{}, fmt.Errorf("sqlite: search %v: %w", q.Filter, err)
+		}
+	}
+
+	page := storage.Page{Total: -1}
+	if q.Total {
+		if err := b.r.QueryRowContext(ctx, "SELECT COUNT(*) FROM resources r WHERE "+where.String(), where.args...).Scan(&page.Total); err != nil {
+			return storage.Page{}, fmt.Errorf("sqlite: search total: %w", err)
+		}
+	}
+	if count == 0 {
+		if err := ctx.Err(); err != nil {
+			return storage.Page{}, fmt.Errorf("sqlite: search: %w", err)
+		}
+		return page, nil
+	}
+
+	sel := newSQLB(&n)
+	types := make([]byte, len(q.Sort))
+	keys := make([]keyCol, 0, len(q.Sort)+2)
+	for i, s := range q.Sort {
+		table, col, typ, err := sortSource(s)
+		if err != nil {
+			return storage.Page{}, err
+		}
+		agg := "MIN"
+		if s.Desc {
+			agg = "MAX"
+		}
+		x := sel.alias("x")
+		sel.w(fmt.Sprintf(", (SELECT %s(%s.%s) FROM %s %s WHERE %s.res_pk = r.pk AND %s.param = ?) AS s%d", agg, x, col, table, x, x, x, i), s.Param)
+		types[i] = typ
+		keys = append(keys, keyCol{col: "q.s" + strconv.Itoa(i), desc: s.Desc, nullable: true})
+	}
+	keys = append(keys, keyCol{col: "q.type"}, keyCol{col: "q.id"})
+
+	outer := newSQLB(&n)
+	outer.w("SELECT " + recordColumns)
+	for i := range q.Sort {
+		outer.w(", q.s" + strconv.Itoa(i))
+	}
+	outer.w(" FROM (SELECT r.pk AS pk, r.type AS type, r.id AS id, r.seq AS seq" + sel.String() + " FROM resources r WHERE " + where.String() + ") q")
+	outer.args = append(append(outer.args, sel.args...), where.args...)
+	outer.w(" JOIN versions v ON v.seq = q.seq")
+	if q.Cursor != "" {
+		c, err := decodeCursor(q.Cursor, fp)
+		if err != nil {
+			return storage.Page{}, err
+		}
+		if len(c.K) != len(q.Sort) || c.T == "" || c.I == "" {
+			return storage.Page{}, fmt.Errorf("sqlite: search cursor shape: %w", storage.ErrBadCursor)
+		}
+		for i, v := range c.K {
+			val, err := cursorValue(v, types[i])
+			if err != nil {
+				return storage.Page{}, err
+			}
+			keys[i].val = val
+		}
+		keys[len(keys)-2].val, keys[len(keys)-1].val = c.T, c.I
+		outer.w(" WHERE ")
+		outer.keyset(keys)
+	}
+	outer.w(" ORDER BY ")
+	for i, s := range q.Sort {
+		dir := ""
+		if s.Desc {
+			dir = " DESC"
+		}
+		fmt.Fprintf(&outer.sb, "(q.s%d IS NULL), q.s%d%s, ", i, i, dir)
+	}
+	outer.w("q.type, q.id LIMIT ?", count+1)
+
+	rows, err := b.r.QueryContext(ctx, outer.String(), outer.args...)
+	if err != nil {
+		return storage.Page{}, fmt.Errorf("sqlite: search: %w", err)
+	}
+	defer rows.Close()
+	var lastKeys []any
+	for rows.Next() {
+		vals := make([]any, len(q.Sort))
+		ptrs := make([]any, len(vals))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		r, err := scanRecord(rows, ptrs...)
+		if err != nil {
+			return storage.Page{}, fmt.Errorf("sqlite: search: %w", err)
+		}
+		if len(page.Records) == count {
+			// One row past the page: there is a next page.
+			c := cursor{Q: fp, T: page.Records[count-1].Type, I: page.Records[count-1].ID}
+			for _, v := range lastKeys {
+				cv, err := toCursorVal(v)
+				if err != nil {
+					return storage.Page{}, err
+				}
+				c.K = append(c.K, cv)
+			}
+			if page.Next, err = encodeCursor(c); err != nil {
+				return storage.Page{}, err
+			}
+			break
+		}
+		page.Records = append(page.Records, r)
+		lastKeys = vals
+	}
+	if err := rows.Err(); err != nil {
+		return storage.Page{}, fmt.Errorf("sqlite: search: %w", err)
+	}
+	return page, nil
+}
+
+func toCursorVal(v any) (cursorVal, error) {
+	switch x := v.(type) {
+	case nil:
+		return cursorVal{Null: true}, nil
+	case int64:
+		return cursorVal{I: &x}, nil
+	case float64:
+		return cursorVal{F: &x}, nil
+	case string:
+		return cursorVal{S: &x}, nil
+	case []byte:
+		s := string(x)
+		return cursorVal{S: &s}, nil
+	}
+	return cursorVal{}, fmt.Errorf("sqlite: sort value of type %T", v)
+}
+
+// cursorValue checks a decoded sort value against the key's type.
+func cursorValue(v cursorVal, typ byte) (any, error) {
+	set := 0
+	for _, ok := range []bool{v.Null, v.I != nil, v.F != nil, v.S != nil} {
+		if ok {
+			set++
+		}
+	}
+	bad := errors.New("sort value of the wrong type")
+	switch {
+	case set != 1:
+		bad = errors.New("malformed sort value")
+	case v.Null:
+		return nil, nil
+	case typ == 's' && v.S != nil:
+		return *v.S, nil
+	case typ == 'i' && v.I != nil:
+		return *v.I, nil
+	case typ == 'f' && v.F != nil:
+		return *v.F, nil
+	case typ == 'f' && v.I != nil:
+		return float64(*v.I), nil
+	}
+	return nil, fmt.Errorf("sqlite: search cursor: %v: %w", bad, storage.ErrBadCursor)
+}

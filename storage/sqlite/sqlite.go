@@ -1,0 +1,293 @@
+// Package sqlite is Anodyne's embedded storage backend: the storage.Backend
+// contract over one SQLite database file (modernc.org/sqlite, pure Go),
+// reached through database/sql.
+//
+// It owns the SQL schema and the translation of storage expressions into
+// parameterised SQL. It must not know FHIR: it stores the JSON bytes and
+// index entries it is handed and never looks inside them.
+//
+// # Files and connections
+//
+// Open creates dir/anodyne.db (plus its -wal and -shm files). The database
+// runs in WAL mode with synchronous=FULL, so a Commit that returned nil
+// survives a process or power failure. Writes go through a single
+// connection (SQLite has one writer; serialising them in the pool avoids
+// SQLITE_BUSY storms) with BEGIN IMMEDIATE transactions, one per Commit.
+// Reads use a separate pool of query_only connections that see the last
+// committed state without blocking the writer.
+//
+// # Tables
+//
+//	schema_version(version)                    one row; the layout version for future migrations
+//	versions(seq PK AUTOINCREMENT, type, id, version, last_updated, deleted, method, json)
+//	                                           every version ever written; seq is the global commit
+//	                                           order (AUTOINCREMENT: never reused, even after deletes)
+//	resources(pk PK, type, id, version, seq, deleted)
+//	                                           one row per logical resource: its current version
+//	claims(claim PK, res_pk)                   conditional-create keys held by live resources
+//	idx_string(res_pk, param, text, exact)
+//	idx_token(res_pk, param, system, code, text)
+//	idx_reference(res_pk, param, ref_type, ref_id, ref_url, system, code)
+//	idx_date(res_pk, param, low, high)         Unix milliseconds, both inclusive
+//	idx_number(res_pk, param, num_low, num_high, num)
+//	idx_quantity(res_pk, param, num_low, num_high, num, system, code)
+//	idx_uri(res_pk, param, exact)
+//	idx_composite(cid PK, res_pk, param)       one row per composite entry...
+//	idx_composite_part(cid, idx, <every field column>)
+//	                                           ...and one row per part, so Part conditions hold on one entry
+//	kv(key PK, value, expires_at)              expires_at in Unix ms, NULL for no expiry
+//
+// The index tables hold the entries of current, non-deleted versions only:
+// an update replaces a resource's rows, a delete removes them. Each has an
+// index led by (param, value) for lookups and one on (res_pk, param) for
+// replacement and for the MIN/MAX sort subqueries.
+//
+// # Queries
+//
+// A Match becomes "r.pk IN (SELECT res_pk FROM idx_<kind> WHERE param = ? AND
+// <condition on one row>)", so SQLite can drive the query from the value
+// index; Chain and Has join idx_reference with resources. Sorting uses
+// MIN (ascending) or MAX (descending) subqueries per resource, NULLs last,
+// ties by type and id; paging is a keyset cursor over (sort keys, type, id)
+// bound to the query it came from. Values are always bound parameters.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/anodyne-fhir/anodyne/storage"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+// schemaVersion is the layout this code writes and reads.
+const schemaVersion = 1
+
+// Backend is a storage.Backend over one SQLite database.
+type Backend struct {
+	w      *sql.DB // the single writer connection
+	r      *sql.DB // read-only pool
+	log    *slog.Logger
+	path   string
+	closer sync.Once
+	cerr   error
+}
+
+var (
+	_ storage.Backend   = (*Backend)(nil)
+	_ storage.Describer = (*Backend)(nil)
+)
+
+type config struct {
+	readers     int
+	busyTimeout int // milliseconds
+	log         *slog.Logger
+}
+
+// Option configures Open.
+type Option func(*config)
+
+// WithReaders sets the size of the read connection pool (default 4).
+func WithReaders(n int) Option {
+	return func(c *config) {
+		if n > 0 {
+			c.readers = n
+		}
+	}
+}
+
+// WithBusyTimeoutMillis sets how long a connection waits on a lock held by
+// another process before failing (default 10000).
+func WithBusyTimeoutMillis(ms int) Option {
+	return func(c *config) {
+		if ms > 0 {
+			c.busyTimeout = ms
+		}
+	}
+}
+
+// WithLogger sets the logger (default slog.Default()).
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) {
+		if l != nil {
+			c.log = l
+		}
+	}
+}
+
+// Open opens (creating when needed) the database under dir.
+func Open(ctx context.Context, dir string, opts ...Option) (*Backend, error) {
+	cfg := config{readers: 4, busyTimeout: 10000, log: slog.Default()}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if dir == "" {
+		return nil, errors.New("sqlite: open: empty directory")
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
+	path := filepath.Join(dir, "anodyne.db")
+	common := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=synchronous(FULL)&_pragma=foreign_keys(0)", cfg.busyTimeout)
+
+	w, err := sql.Open("sqlite", path+"?"+common+"&_pragma=journal_mode(WAL)&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open writer %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+	if err := migrate(ctx, w); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+
+	r, err := sql.Open("sqlite", path+"?"+common+"&_pragma=query_only(1)")
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("sqlite: open readers %s: %w", path, err)
+	}
+	r.SetMaxOpenConns(cfg.readers)
+	r.SetMaxIdleConns(cfg.readers)
+	b := &Backend{w: w, r: r, log: cfg.log, path: path}
+	if err := b.Ping(ctx); err != nil {
+		b.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	cfg.log.DebugContext(ctx, "sqlite storage opened", "path", path, "readers", cfg.readers)
+	return b, nil
+}
+
+// Path is the database file.
+func (b *Backend) Path() string { return b.path }
+
+// Capabilities implements storage.Describer.
+func (b *Backend) Capabilities(context.Context) storage.Capabilities {
+	return storage.Capabilities{Name: "sqlite", AtomicCommit: true}
+}
+
+// Ping checks both pools.
+func (b *Backend) Ping(ctx context.Context) error {
+	if err := b.w.PingContext(ctx); err != nil {
+		return fmt.Errorf("sqlite: ping writer: %w", err)
+	}
+	var one int
+	if err := b.r.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+		return fmt.Errorf("sqlite: ping reader: %w", err)
+	}
+	return nil
+}
+
+// Close closes both pools. It is safe to call more than once.
+func (b *Backend) Close() error {
+	b.closer.Do(func() {
+		b.cerr = errors.Join(b.r.Close(), b.w.Close())
+		if b.cerr != nil {
+			b.cerr = fmt.Errorf("sqlite: close: %w", b.cerr)
+		}
+	})
+	return b.cerr
+}
+
+// partColumns are the field columns of a composite part row (every field,
+// since a part may be of any kind).
+const partColumns = `text TEXT NOT NULL, exact TEXT NOT NULL, system TEXT NOT NULL, code TEXT NOT NULL,
+	ref_type TEXT NOT NULL, ref_id TEXT NOT NULL, ref_url TEXT NOT NULL,
+	low INTEGER NOT NULL, high INTEGER NOT NULL, num_low REAL NOT NULL, num_high REAL NOT NULL, num REAL NOT NULL`
+
+var schema = []string{
+	`CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL) STRICT`,
+	`CREATE TABLE IF NOT EXISTS versions (
+		seq INTEGER PRIMARY KEY AUTOINCREMENT,
+		type TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL,
+		last_updated INTEGER NOT NULL, deleted INTEGER NOT NULL, method TEXT NOT NULL, json BLOB,
+		UNIQUE (type, id, version)) STRICT`,
+	`CREATE INDEX IF NOT EXISTS versions_type_seq ON versions (type, seq)`,
+	`CREATE INDEX IF NOT EXISTS versions_updated ON versions (last_updated)`,
+	`CREATE TABLE IF NOT EXISTS resources (
+		pk INTEGER PRIMARY KEY,
+		type TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL,
+		seq INTEGER NOT NULL, deleted INTEGER NOT NULL,
+		UNIQUE (type, id)) STRICT`,
+	`CREATE TABLE IF NOT EXISTS claims (claim TEXT PRIMARY KEY, res_pk INTEGER NOT NULL) STRICT`,
+	`CREATE INDEX IF NOT EXISTS claims_res ON claims (res_pk)`,
+
+	`CREATE TABLE IF NOT EXISTS idx_string (res_pk INTEGER NOT NULL, param TEXT NOT NULL, text TEXT NOT NULL, exact TEXT NOT NULL) STRICT`,
+	`CREATE INDEX IF NOT EXISTS idx_string_text ON idx_string (param, text)`,
+	`CREATE INDEX IF NOT EXISTS idx_string_exact ON idx_string (param, exact)`,
+	`CREATE INDEX IF NOT EXISTS idx_string_res ON idx_string (res_pk, param)`,
+
+	`CREATE TABLE IF NOT EXISTS idx_token (res_pk INTEGER NOT NULL, param TEXT NOT NULL, system TEXT NOT NULL, code TEXT NOT NULL, text TEXT NOT NULL) STRICT`,
+	`CREATE INDEX IF NOT EXISTS idx_token_code ON idx_token (param, code, system)`,
+	`CREATE INDEX IF NOT EXISTS idx_token_res ON idx_token (res_pk, param)`,
+
+	`CREATE TABLE IF NOT EXISTS idx_reference (res_pk INTEGER NOT NULL, param TEXT NOT NULL,
+		ref_type TEXT NOT NULL, ref_id TEXT NOT NULL, ref_url TEXT NOT NULL, system TEXT NOT NULL, code TEXT NOT NULL) STRICT`,
+	`CREATE INDEX IF NOT EXISTS idx_reference_target ON idx_reference (param, ref_id, ref_type)`,
+	`CREATE INDEX IF NOT EXISTS idx_reference_url ON idx_reference (param, ref_url)`,
+	`CREATE INDEX IF NOT EXISTS idx_reference_res ON idx_reference (res_pk, param)`,
+
+	`CREATE TABLE IF NOT EXISTS idx_date (res_pk INTEGER NOT NULL, param TEXT NOT NULL, low INTEGER NOT NULL, high INTEGER NOT NULL) STRICT`,
+	`CREATE INDEX IF NOT EXISTS idx_date_low ON idx_date (param, low)`,
+	`CREATE INDEX IF NOT EXISTS idx_date_high ON idx_date (param, high)`,
+	`CREATE INDEX IF NOT EXISTS idx_date_res ON idx_date (res_pk, param)`,
+
+	`CREATE TABLE IF NOT EXISTS idx_number (res_pk INTEGER NOT NULL, param TEXT NOT NULL, num_low REAL NOT NULL, num_high REAL NOT NULL, num REAL NOT NULL) STRICT`,
+	`CREATE INDEX IF NOT EXISTS idx_number_num ON idx_number (param, num)`,
+	`CREATE INDEX IF NOT EXISTS idx_number_res ON idx_number (res_pk, param)`,
+
+	`CREATE TABLE IF NOT EXISTS idx_quantity (res_pk INTEGER NOT NULL, param TEXT NOT NULL, num_low REAL NOT NULL, num_high REAL NOT NULL, num REAL NOT NULL,
+		system TEXT NOT NULL, code TEXT NOT NULL) STRICT`,
+	`CREATE INDEX IF NOT EXISTS idx_quantity_num ON idx_quantity (param, num)`,
+	`CREATE INDEX IF NOT EXISTS idx_quantity_res ON idx_quantity (res_pk, param)`,
+
+	`CREATE TABLE IF NOT EXISTS idx_uri (res_pk INTEGER NOT NULL, param TEXT NOT NULL, exact TEXT NOT NULL) STRICT`,
+	`CREATE INDEX IF NOT EXISTS idx_uri_exact ON idx_uri (param, exact)`,
+	`CREATE INDEX IF NOT EXISTS idx_uri_res ON idx_uri (res_pk, param)`,
+
+	`CREATE TABLE IF NOT EXISTS idx_composite (cid INTEGER PRIMARY KEY, res_pk INTEGER NOT NULL, param TEXT NOT NULL) STRICT`,
+	`CREATE INDEX IF NOT EXISTS idx_composite_param ON idx_composite (param)`,
+	`CREATE INDEX IF NOT EXISTS idx_composite_res ON idx_composite (res_pk, param)`,
+	`CREATE TABLE IF NOT EXISTS idx_composite_part (cid INTEGER NOT NULL, idx INTEGER NOT NULL, ` + partColumns + `) STRICT`,
+	`CREATE INDEX IF NOT EXISTS idx_composite_part_cid ON idx_composite_part (cid, idx)`,
+
+	`CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at INTEGER) STRICT`,
+}
+
+// migrate creates the schema (idempotent) and checks its version.
+func migrate(ctx context.Context, w *sql.DB) error {
+	tx, err := w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin schema: %w", err)
+	}
+	defer tx.Rollback()
+	for _, s := range schema {
+		if _, err := tx.ExecContext(ctx, s); err != nil {
+			return fmt.Errorf("create schema (%s): %w", strings.SplitN(s, "(", 2)[0], err)
+		}
+	}
+	var v int
+	switch err := tx.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&v); {
+	case errors.Is(err, sql.ErrNoRows):
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (?)`, schemaVersion); err != nil {
+			return fmt.Errorf("record schema version: %w", err)
+		}
+	case err != nil:
+		return fmt.Errorf("read schema version: %w", err)
+	case v > schemaVersion:
+		return fmt.Errorf("database schema version %d is newer than this program's %d", v, schemaVersion)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit schema: %w", err)
+	}
+	return nil
+}
