@@ -85,11 +85,18 @@ func (b *Backend) nextSeq(ctx context.Context, n int64) (int64, error) {
 	var c struct {
 		N int64 `bson:"n"`
 	}
-	err := b.counters.FindOneAndUpdate(ctx,
-		bson.D{{Key: "_id", Value: "seq"}},
-		bson.D{{Key: "$inc", Value: bson.D{{Key: "n", Value: n}}}},
-		options.FindOneAndUpdate().SetUpsert(true).SetReturnDocument(options.After),
-	).Decode(&c)
+	var err error
+	for range 5 {
+		err = b.counters.FindOneAndUpdate(ctx,
+			bson.D{{Key: "_id", Value: "seq"}},
+			bson.D{{Key: "$inc", Value: bson.D{{Key: "n", Value: n}}}},
+			options.FindOneAndUpdate().SetUpsert(true).SetReturnDocument(options.After),
+		).Decode(&c)
+		// Two first upserts race to insert the counter; the loser retries.
+		if !mongo.IsDuplicateKeyError(err) {
+			break
+		}
+	}
 	if err != nil {
 		return 0, fmt.Errorf("mongo: next seq: %w", err)
 	}
@@ -97,22 +104,18 @@ func (b *Backend) nextSeq(ctx context.Context, n int64) (int64, error) {
 }
 
 // apply performs one write. In a transaction (inTxn) seq is given and any
-// error aborts everything; outside one, apply reserves its own seq and
-// undoes its claim when the compare-and-set fails.
+// error aborts everything. Outside one, the history document is inserted
+// first: its unique _id "Type/id/version" is the lock that lets exactly one
+// of several racing writers of the same version proceed (FerretDB's
+// findAndModify is not atomic against concurrent writers), and the unique
+// index on s catches two writers that drew the same Seq. A failed write
+// removes what it inserted.
 func (b *Backend) apply(ctx context.Context, w *storage.Write, seq int64, inTxn bool) (storage.Record, error) {
 	key := resourceKey(w.Type, w.ID)
 	rec := w.Record
 	if rec.Deleted {
 		rec.JSON = nil
 	}
-	if !inTxn {
-		s, err := b.nextSeq(ctx, 1)
-		if err != nil {
-			return storage.Record{}, err
-		}
-		seq = s
-	}
-	rec.Seq = seq
 	claim := w.Claim
 	if rec.Deleted {
 		claim = ""
@@ -124,14 +127,33 @@ func (b *Backend) apply(ctx context.Context, w *storage.Write, seq int64, inTxn 
 			return storage.Record{}, err
 		}
 	}
-	releaseNew := func() {
-		if acquired && !inTxn {
-			// A failed write must not keep the claim it took.
-			if _, err := b.claims.DeleteOne(context.WithoutCancel(ctx), bson.D{{Key: "_id", Value: claim}, {Key: "r", Value: key}}); err != nil {
+	undo := func(histID string) {
+		if inTxn {
+			return // the aborted transaction removes everything
+		}
+		bg := context.WithoutCancel(ctx)
+		if histID != "" {
+			if _, err := b.hist.DeleteOne(bg, bson.D{{Key: "_id", Value: histID}, {Key: "s", Value: rec.Seq}}); err != nil {
+				b.log.WarnContext(ctx, "remove history of failed write", "id", histID, "err", err)
+			}
+		}
+		if acquired {
+			if _, err := b.claims.DeleteOne(bg, bson.D{{Key: "_id", Value: claim}, {Key: "r", Value: key}}); err != nil {
 				b.log.WarnContext(ctx, "release claim after failed write", "claim", claim, "err", err)
 			}
 		}
 	}
+
+	h := historyDoc{
+		ID: historyKey(rec.Type, rec.ID, rec.VersionID), Type: rec.Type, LID: rec.ID, Version: rec.VersionID,
+		Updated: rec.LastUpdated, Nanos: rec.LastUpdated.UnixNano(), Deleted: rec.Deleted,
+		Method: rec.Method, JSON: rec.JSON, Wall: time.Now(),
+	}
+	if err := b.insertHistory(ctx, &h, seq, inTxn, w.ExpectVersion); err != nil {
+		undo("")
+		return storage.Record{}, err
+	}
+	rec.Seq = h.Seq
 
 	entries := w.Index
 	if rec.Deleted {
@@ -140,7 +162,7 @@ func (b *Backend) apply(ctx context.Context, w *storage.Write, seq int64, inTxn 
 	doc := resourceDoc{
 		ID: key, Type: rec.Type, LID: rec.ID, Version: rec.VersionID,
 		Updated: rec.LastUpdated, Nanos: rec.LastUpdated.UnixNano(), Deleted: rec.Deleted,
-		Method: rec.Method, JSON: rec.JSON, Seq: seq, Claim: claim,
+		Method: rec.Method, JSON: rec.JSON, Seq: rec.Seq, Claim: claim,
 		Keys: keysOf(entries), Entries: toEntryDocs(entries),
 	}
 	if doc.Keys == nil {
@@ -149,7 +171,7 @@ func (b *Backend) apply(ctx context.Context, w *storage.Write, seq int64, inTxn 
 	oldClaim := ""
 	if w.ExpectVersion == 0 {
 		if _, err := b.res.InsertOne(ctx, doc); err != nil {
-			releaseNew()
+			undo(h.ID)
 			if mongo.IsDuplicateKeyError(err) {
 				return storage.Record{}, fmt.Errorf("mongo: create %s: %w", key, storage.ErrVersionConflict)
 			}
@@ -161,10 +183,11 @@ func (b *Backend) apply(ctx context.Context, w *storage.Write, seq int64, inTxn 
 		}
 		err := b.res.FindOneAndReplace(ctx,
 			bson.D{{Key: "_id", Value: key}, {Key: "v", Value: w.ExpectVersion}}, doc,
-			options.FindOneAndReplace().SetProjection(bson.D{{Key: "c", Value: 1}}).SetReturnDocument(options.Before),
+			// No projection: FerretDB does not implement one on findAndModify.
+			options.FindOneAndReplace().SetReturnDocument(options.Before),
 		).Decode(&old)
 		if err != nil {
-			releaseNew()
+			undo(h.ID)
 			if errors.Is(err, mongo.ErrNoDocuments) {
 				return storage.Record{}, fmt.Errorf("mongo: update %s from version %d: %w", key, w.ExpectVersion, storage.ErrVersionConflict)
 			}
@@ -172,20 +195,71 @@ func (b *Backend) apply(ctx context.Context, w *storage.Write, seq int64, inTxn 
 		}
 		oldClaim = old.Claim
 	}
-	h := historyDoc{
-		ID: historyKey(rec.Type, rec.ID, rec.VersionID), Type: rec.Type, LID: rec.ID, Version: rec.VersionID,
-		Updated: rec.LastUpdated, Nanos: rec.LastUpdated.UnixNano(), Deleted: rec.Deleted,
-		Method: rec.Method, JSON: rec.JSON, Seq: seq,
-	}
-	if _, err := b.hist.InsertOne(ctx, h); err != nil {
-		return storage.Record{}, fmt.Errorf("mongo: history of %s v%d: %w", key, rec.VersionID, err)
-	}
 	if oldClaim != "" && oldClaim != claim {
 		if _, err := b.claims.DeleteOne(ctx, bson.D{{Key: "_id", Value: oldClaim}, {Key: "r", Value: key}}); err != nil {
 			return storage.Record{}, fmt.Errorf("mongo: release claim of %s: %w", key, err)
 		}
 	}
 	return rec, nil
+}
+
+// insertHistory inserts h with a Seq (seq when given by a transaction,
+// else drawn from the counter, again on a collision). A duplicate _id is a
+// version conflict, unless it is the leftover of a writer that died before
+// updating the resource, which it removes once it is old enough.
+func (b *Backend) insertHistory(ctx context.Context, h *historyDoc, seq int64, inTxn bool, expect int64) error {
+	for attempt := 0; ; attempt++ {
+		if !inTxn {
+			s, err := b.nextSeq(ctx, 1)
+			if err != nil {
+				return err
+			}
+			seq = s
+		}
+		h.Seq = seq
+		_, err := b.hist.InsertOne(ctx, h)
+		if err == nil {
+			return nil
+		}
+		if !mongo.IsDuplicateKeyError(err) || inTxn || attempt >= 10 {
+			return fmt.Errorf("mongo: history of %s: %w", h.ID, err)
+		}
+		var other historyDoc
+		err = b.hist.FindOne(ctx, bson.D{{Key: "_id", Value: h.ID}}).Decode(&other)
+		if errors.Is(err, mongo.ErrNoDocuments) {
+			continue // a Seq collision: draw another
+		}
+		if err != nil {
+			return fmt.Errorf("mongo: history of %s: %w", h.ID, err)
+		}
+		if !b.orphan(ctx, &other, expect) {
+			return fmt.Errorf("mongo: %s already written: %w", h.ID, storage.ErrVersionConflict)
+		}
+		if _, err := b.hist.DeleteOne(ctx, bson.D{{Key: "_id", Value: other.ID}, {Key: "s", Value: other.Seq}}); err != nil {
+			return fmt.Errorf("mongo: remove orphan history %s: %w", other.ID, err)
+		}
+		b.log.InfoContext(ctx, "removed history of an interrupted write", "id", other.ID)
+	}
+}
+
+// orphan reports whether a history document was left by a writer that
+// never updated the resource: the resource is still at the previous
+// version and the document is older than any write in flight.
+func (b *Backend) orphan(ctx context.Context, h *historyDoc, expect int64) bool {
+	if time.Since(h.Wall) < staleClaimAge {
+		return false
+	}
+	var cur struct {
+		V int64 `bson:"v"`
+	}
+	err := b.res.FindOne(ctx, bson.D{{Key: "_id", Value: resourceKey(h.Type, h.LID)}}).Decode(&cur)
+	switch {
+	case errors.Is(err, mongo.ErrNoDocuments):
+		return expect == 0
+	case err != nil:
+		return false
+	}
+	return cur.V == expect && cur.V == h.Version-1
 }
 
 // acquireClaim makes key the holder of claim. It reports whether it

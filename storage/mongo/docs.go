@@ -37,6 +37,9 @@ type historyDoc struct {
 	Method  string    `bson:"m"`
 	JSON    []byte    `bson:"j"`
 	Seq     int64     `bson:"s"`
+	// Wall is when the document was written, to recognise the leftover
+	// of an interrupted write (see orphan).
+	Wall time.Time `bson:"w"`
 }
 
 // entryDoc is storage.Entry as stored; the field names are the ones the

@@ -62,11 +62,19 @@ func (s kvStore) PutIfAbsent(ctx context.Context, key string, value []byte, ttl 
 	if !mongo.IsDuplicateKeyError(err) {
 		return false, fmt.Errorf("mongo: kv put-if-absent %q: %w", key, err)
 	}
-	r, err := s.b.kv.ReplaceOne(ctx, bson.D{{Key: "_id", Value: key}, {Key: "x", Value: bson.D{{Key: "$lte", Value: now}}}}, d)
-	if err != nil {
-		return false, fmt.Errorf("mongo: kv put-if-absent %q over expired: %w", key, err)
+	// Remove an expired record, then race for the insert again: the unique
+	// _id makes exactly one inserter win, even where (FerretDB) a
+	// conditional replace is not atomic against concurrent writers.
+	if _, err := s.b.kv.DeleteOne(ctx, bson.D{{Key: "_id", Value: key}, {Key: "x", Value: bson.D{{Key: "$lte", Value: now}}}}); err != nil {
+		return false, fmt.Errorf("mongo: kv put-if-absent %q, remove expired: %w", key, err)
 	}
-	return r.ModifiedCount == 1 || r.MatchedCount == 1, nil
+	if _, err := s.b.kv.InsertOne(ctx, d); err != nil {
+		if mongo.IsDuplicateKeyError(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("mongo: kv put-if-absent %q: %w", key, err)
+	}
+	return true, nil
 }
 
 func (s kvStore) Get(ctx context.Context, key string) ([]byte, error) {
@@ -95,14 +103,23 @@ func (s kvStore) removeExpired(ctx context.Context, key string, now time.Time) {
 	}
 }
 
+// Take reads, then deletes; only the caller whose delete removed the
+// document gets the value (findOneAndDelete is not atomic on FerretDB).
 func (s kvStore) Take(ctx context.Context, key string) ([]byte, error) {
 	var d kvDoc
-	err := s.b.kv.FindOneAndDelete(ctx, bson.D{{Key: "_id", Value: key}}).Decode(&d)
+	err := s.b.kv.FindOne(ctx, bson.D{{Key: "_id", Value: key}}).Decode(&d)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return nil, fmt.Errorf("mongo: kv take %q: %w", key, storage.ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("mongo: kv take %q: %w", key, err)
+	}
+	r, err := s.b.kv.DeleteOne(ctx, bson.D{{Key: "_id", Value: key}})
+	if err != nil {
+		return nil, fmt.Errorf("mongo: kv take %q: %w", key, err)
+	}
+	if r.DeletedCount != 1 {
+		return nil, fmt.Errorf("mongo: kv take %q: taken concurrently: %w", key, storage.ErrNotFound)
 	}
 	if !d.live(time.Now()) {
 		return nil, fmt.Errorf("mongo: kv take %q: expired: %w", key, storage.ErrNotFound)

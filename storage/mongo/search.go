@@ -507,6 +507,9 @@ func nonNil(s []string) []string {
 // The k keys narrow the search through the {t, k} index on every server;
 // $elemMatch, where it works, makes the filter exact.
 func (b *Backend) matchFilter(m storage.Match) (bson.D, bool, error) {
+	if m.Kind < storage.KindString || m.Kind > storage.KindComposite {
+		return nil, false, fmt.Errorf("mongo: %v: unknown kind: %w", m, storage.ErrUnsupported)
+	}
 	keys := append([]string{markerKey(m.Param, m.Kind)}, eqKeys(m.Param, m.Kind, m.Cond)...)
 	var f bson.D
 	if len(keys) == 1 {
@@ -517,12 +520,12 @@ func (b *Backend) matchFilter(m storage.Match) (bson.D, bool, error) {
 	if !b.elemMatch {
 		// Validate the condition even though the server cannot use it, so
 		// that a malformed Cmp is an error on every backend.
-		if _, err := entryCond(m.Cond, ""); err != nil {
+		if _, err := entryCond(m.Cond, "", m.Kind == storage.KindComposite); err != nil {
 			return nil, false, err
 		}
 		return f, singleEq(m.Cond), nil
 	}
-	cond, err := entryCond(m.Cond, "")
+	cond, err := entryCond(m.Cond, "", m.Kind == storage.KindComposite)
 	if err != nil {
 		return nil, false, err
 	}
@@ -568,7 +571,7 @@ func isStringField(f storage.Field) bool { return slices.Contains(stringFields[:
 
 // entryCond translates an entry-level condition into an $elemMatch body
 // (fields relative to the entry, under prefix for composite parts).
-func entryCond(cond storage.Expr, prefix string) (bson.D, error) {
+func entryCond(cond storage.Expr, prefix string, parts bool) (bson.D, error) {
 	never := bson.D{{Key: prefix + "k", Value: bson.D{{Key: "$in", Value: bson.A{}}}}}
 	switch x := cond.(type) {
 	case nil:
@@ -576,7 +579,7 @@ func entryCond(cond storage.Expr, prefix string) (bson.D, error) {
 	case storage.And:
 		var subs bson.A
 		for _, s := range x.Exprs {
-			d, err := entryCond(s, prefix)
+			d, err := entryCond(s, prefix, parts)
 			if err != nil {
 				return nil, err
 			}
@@ -594,7 +597,7 @@ func entryCond(cond storage.Expr, prefix string) (bson.D, error) {
 		}
 		var subs bson.A
 		for _, s := range x.Exprs {
-			d, err := entryCond(s, prefix)
+			d, err := entryCond(s, prefix, parts)
 			if err != nil {
 				return nil, err
 			}
@@ -605,7 +608,7 @@ func entryCond(cond storage.Expr, prefix string) (bson.D, error) {
 		}
 		return bson.D{{Key: "$or", Value: subs}}, nil
 	case storage.Not:
-		d, err := entryCond(x.Expr, prefix)
+		d, err := entryCond(x.Expr, prefix, parts)
 		if err != nil {
 			return nil, err
 		}
@@ -614,11 +617,14 @@ func entryCond(cond storage.Expr, prefix string) (bson.D, error) {
 		}
 		return bson.D{{Key: "$nor", Value: bson.A{d}}}, nil
 	case storage.Part:
+		if !parts {
+			return nil, fmt.Errorf("mongo: %v outside a composite: %w", x, storage.ErrUnsupported)
+		}
 		if x.Index < 0 {
 			return never, nil
 		}
 		path := prefix + "parts." + strconv.Itoa(x.Index)
-		d, err := entryCond(x.Cond, path+".")
+		d, err := entryCond(x.Cond, path+".", false)
 		if err != nil {
 			return nil, err
 		}
