@@ -1,8 +1,13 @@
 package sqlite
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/anodyne-fhir/anodyne/storage"
 	"github.com/anodyne-fhir/anodyne/storage/storagetest"
@@ -24,4 +29,168 @@ func TestConformance(t *testing.T) {
 			return openT(t, filepath.Dir(old.(*Backend).Path()))
 		},
 	})
+}
+
+func put(t *testing.T, b *Backend, typ, id string, expect int64, idx ...storage.Entry) storage.Record {
+	t.Helper()
+	recs, err := b.Commit(t.Context(), storage.Write{
+		Record: storage.Record{Type: typ, ID: id, VersionID: expect + 1, LastUpdated: time.Now(), Method: "PUT",
+			JSON: fmt.Appendf(nil, `{"resourceType":%q,"id":%q}`, typ, id)},
+		ExpectVersion: expect,
+		Index:         idx,
+	})
+	if err != nil {
+		t.Fatalf("Commit %s/%s: %v", typ, id, err)
+	}
+	return recs[0]
+}
+
+func TestReopenKeepsSchemaAndRefusesNewer(t *testing.T) {
+	dir := t.TempDir()
+	b := openT(t, dir)
+	put(t, b, "Patient", "p1", 0)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	b = openT(t, dir) // schema creation is idempotent
+	if _, err := b.Read(t.Context(), "Patient", "p1"); err != nil {
+		t.Fatalf("Read after reopen: %v", err)
+	}
+	if _, err := b.w.ExecContext(t.Context(), `UPDATE schema_version SET version = ?`, schemaVersion+1); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	if b2, err := Open(t.Context(), dir); err == nil {
+		b2.Close()
+		t.Fatal("Open of a database with a newer schema succeeded")
+	}
+}
+
+func TestConcurrentWriters(t *testing.T) {
+	b := openT(t, t.TempDir())
+	defer b.Close()
+	const writers, each = 8, 25
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	seqs := make(chan int64, writers*each)
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				recs, err := b.Commit(t.Context(), storage.Write{
+					Record: storage.Record{Type: "Basic", ID: fmt.Sprintf("w%d-%d", w, i), VersionID: 1, LastUpdated: time.Now(),
+						Method: "POST", JSON: []byte(`{}`)},
+					Index: []storage.Entry{{Param: "code", Kind: storage.KindToken, Code: fmt.Sprint(w)}},
+				})
+				if err != nil {
+					errs <- err
+					return
+				}
+				seqs <- recs[0].Seq
+			}
+		})
+	}
+	// Readers run alongside the writers and must never fail.
+	ctx, cancel := context.WithCancel(t.Context())
+	var rg sync.WaitGroup
+	rg.Go(func() {
+		for ctx.Err() == nil {
+			if _, err := b.Search(ctx, storage.Query{Filter: storage.Match{Param: "code", Kind: storage.KindToken}, Count: 10, Total: true}); err != nil && ctx.Err() == nil {
+				errs <- fmt.Errorf("concurrent search: %w", err)
+				return
+			}
+		}
+	})
+	wg.Wait()
+	cancel()
+	rg.Wait()
+	close(errs)
+	close(seqs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	seen := map[int64]bool{}
+	for s := range seqs {
+		if seen[s] {
+			t.Fatalf("Seq %d assigned twice", s)
+		}
+		seen[s] = true
+	}
+	p, err := b.Search(t.Context(), storage.Query{Types: []string{"Basic"}, Total: true})
+	if err != nil || p.Total != writers*each {
+		t.Fatalf("Total = %d, %v; want %d", p.Total, err, writers*each)
+	}
+}
+
+func TestCursorBoundToQuery(t *testing.T) {
+	b := openT(t, t.TempDir())
+	defer b.Close()
+	for i := range 5 {
+		put(t, b, "Basic", fmt.Sprint(i), 0, storage.Entry{Param: "date", Kind: storage.KindDate, Low: int64(i), High: int64(i)})
+	}
+	sorted := storage.Query{Sort: []storage.Sort{{Param: "date", Kind: storage.KindDate}}, Count: 2}
+	p, err := b.Search(t.Context(), sorted)
+	if err != nil || p.Next == "" {
+		t.Fatalf("first page: %v, next %q", err, p.Next)
+	}
+	h, err := b.History(t.Context(), storage.HistoryRequest{Count: 2})
+	if err != nil || h.Next == "" {
+		t.Fatalf("history first page: %v, next %q", err, h.Next)
+	}
+	forged := func(c cursor) string {
+		s, err := encodeCursor(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	str := "x"
+	fp := fingerprint("search", "", "nil", fmt.Sprint(sorted.Sort))
+	for name, c := range map[string]struct {
+		q      storage.Query
+		cursor string
+	}{
+		"unsorted query":   {storage.Query{Count: 2}, p.Next},
+		"other filter":     {storage.Query{Sort: sorted.Sort, Count: 2, Filter: storage.IDs{IDs: []string{"1"}}}, p.Next},
+		"history cursor":   {sorted, h.Next},
+		"wrong value type": {sorted, forged(cursor{Q: fp, K: []cursorVal{{S: &str}}, T: "Basic", I: "1"})},
+		"missing key":      {sorted, forged(cursor{Q: fp, T: "Basic", I: "1"})},
+		"two values":       {sorted, forged(cursor{Q: fp, K: []cursorVal{{S: &str, Null: true}}, T: "Basic", I: "1"})},
+	} {
+		if _, err := b.Search(t.Context(), storage.Query{Types: c.q.Types, Filter: c.q.Filter, Sort: c.q.Sort, Count: c.q.Count, Cursor: c.cursor}); !errors.Is(err, storage.ErrBadCursor) {
+			t.Errorf("%s: got %v, want ErrBadCursor", name, err)
+		}
+	}
+	if _, err := b.History(t.Context(), storage.HistoryRequest{Type: "Basic", Count: 2, Cursor: h.Next}); !errors.Is(err, storage.ErrBadCursor) {
+		t.Errorf("history cursor on another request: got %v", err)
+	}
+}
+
+func TestValuesAreNeverSQL(t *testing.T) {
+	b := openT(t, t.TempDir())
+	defer b.Close()
+	evil := `x' OR 1=1; DROP TABLE resources; --`
+	put(t, b, "Basic", "a", 0, storage.Entry{Param: "name", Kind: storage.KindString, Text: evil, Exact: evil})
+	put(t, b, "Basic", "b", 0, storage.Entry{Param: "name", Kind: storage.KindString, Text: "other", Exact: "other"})
+	for _, c := range []struct {
+		op   storage.Op
+		val  string
+		want int
+	}{
+		{storage.OpEq, evil, 1},
+		{storage.OpEq, `' OR '1'='1`, 0},
+		{storage.OpPrefix, `x'`, 1},
+		{storage.OpPrefix, `*`, 0},
+		{storage.OpContains, `DROP`, 1},
+	} {
+		p, err := b.Search(t.Context(), storage.Query{
+			Filter: storage.Match{Param: "name", Kind: storage.KindString, Cond: storage.Cmp{Field: storage.FieldText, Op: c.op, Value: c.val}},
+			Count:  10,
+		})
+		if err != nil || len(p.Records) != c.want {
+			t.Errorf("%v %q: %d records, %v; want %d", c.op, c.val, len(p.Records), err, c.want)
+		}
+	}
 }
