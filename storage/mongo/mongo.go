@@ -207,34 +207,30 @@ func (b *Backend) setup(ctx context.Context) error {
 }
 
 func (b *Backend) createIndexes(ctx context.Context) error {
-	type spec struct {
+	specs := []struct {
 		col    *mongo.Collection
 		models []mongo.IndexModel
-	}
-	specs := []spec{
+	}{
 		{b.res, []mongo.IndexModel{
-			{Keys: bson.D{{Key: "t", Value: 1}, {Key: "k", Value: 1}}},
-			{Keys: bson.D{{Key: "k", Value: 1}}},
-			{Keys: bson.D{{Key: "t", Value: 1}, {Key: "e.p", Value: 1}, {Key: "e.lo", Value: 1}}},
-			{Keys: bson.D{{Key: "t", Value: 1}, {Key: "e.p", Value: 1}, {Key: "e.nl", Value: 1}}},
-			{Keys: bson.D{{Key: "t", Value: 1}, {Key: "_id", Value: 1}}},
-			{Keys: bson.D{{Key: "i", Value: 1}}},
+			index("t_k", nil, "t", "k"),
+			index("k", nil, "k"),
+			index("t_ep_elo", nil, "t", "e.p", "e.lo"),
+			index("t_ep_enl", nil, "t", "e.p", "e.nl"),
+			index("t_id", nil, "t", "_id"),
+			index("i", nil, "i"),
 		}},
 		{b.hist, []mongo.IndexModel{
-			{Keys: bson.D{{Key: "s", Value: -1}}, Options: options.Index().SetUnique(true)},
-			{Keys: bson.D{{Key: "t", Value: 1}, {Key: "s", Value: -1}}},
-			{Keys: bson.D{{Key: "t", Value: 1}, {Key: "i", Value: 1}, {Key: "s", Value: -1}}},
+			index("s", options.Index().SetUnique(true), "-s"),
+			index("t_s", nil, "t", "-s"),
+			index("t_i_s", nil, "t", "i", "-s"),
 		}},
 	}
 	for _, s := range specs {
-		if _, err := s.col.Indexes().CreateMany(ctx, s.models); err != nil {
-			return fmt.Errorf("mongo: create indexes on %s: %w", s.col.Name(), err)
+		if err := ensureIndexes(ctx, s.col, s.models); err != nil {
+			return err
 		}
 	}
-	_, err := b.kv.Indexes().CreateOne(ctx, mongo.IndexModel{
-		Keys:    bson.D{{Key: "x", Value: 1}},
-		Options: options.Index().SetExpireAfterSeconds(0),
-	})
+	err := ensureIndexes(ctx, b.kv, []mongo.IndexModel{index("x_ttl", options.Index().SetExpireAfterSeconds(0), "x")})
 	if err == nil {
 		b.ttl = true
 		return nil
@@ -242,11 +238,63 @@ func (b *Backend) createIndexes(ctx context.Context) error {
 	// FerretDB answers NotImplemented for TTL; reads check expiry anyway.
 	var ce mongo.CommandError
 	if !errors.As(err, &ce) {
-		return fmt.Errorf("mongo: create TTL index on kv: %w", err)
+		return err
 	}
 	b.log.DebugContext(ctx, "TTL index unavailable", "err", err)
-	if _, err := b.kv.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: "x", Value: 1}}}); err != nil {
-		return fmt.Errorf("mongo: create expiry index on kv: %w", err)
+	return ensureIndexes(ctx, b.kv, []mongo.IndexModel{index("x", nil, "x")})
+}
+
+// index builds an index model named name on fields ("-f" for descending).
+func index(name string, opts *options.IndexOptionsBuilder, fields ...string) mongo.IndexModel {
+	keys := bson.D{}
+	for _, f := range fields {
+		dir := 1
+		if f[0] == '-' {
+			f, dir = f[1:], -1
+		}
+		keys = append(keys, bson.E{Key: f, Value: dir})
+	}
+	if opts == nil {
+		opts = options.Index()
+	}
+	return mongo.IndexModel{Keys: keys, Options: opts.SetName(name)}
+}
+
+// ensureIndexes creates the indexes that do not exist yet. Asking for an
+// existing one is a no-op on MongoDB, but FerretDB v1.24 drops the
+// connection (a panic in its handler), so existing names are skipped.
+func ensureIndexes(ctx context.Context, col *mongo.Collection, models []mongo.IndexModel) error {
+	have := map[string]bool{}
+	cur, err := col.Indexes().List(ctx)
+	if err != nil {
+		return fmt.Errorf("mongo: list indexes of %s: %w", col.Name(), err)
+	}
+	var specs []struct {
+		Name string `bson:"name"`
+	}
+	if err := cur.All(ctx, &specs); err != nil {
+		return fmt.Errorf("mongo: list indexes of %s: %w", col.Name(), err)
+	}
+	for _, s := range specs {
+		have[s.Name] = true
+	}
+	var missing []mongo.IndexModel
+	for _, m := range models {
+		var o options.IndexOptions
+		for _, set := range m.Options.List() {
+			if err := set(&o); err != nil {
+				return fmt.Errorf("mongo: index options: %w", err)
+			}
+		}
+		if o.Name == nil || !have[*o.Name] {
+			missing = append(missing, m)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	if _, err := col.Indexes().CreateMany(ctx, missing); err != nil {
+		return fmt.Errorf("mongo: create indexes on %s: %w", col.Name(), err)
 	}
 	return nil
 }
