@@ -26,20 +26,20 @@ var scopesSupported = []string{
 func (s *Server) smartConfiguration(c echo.Context) error {
 	openCORS(c.Response())
 	return c.JSON(http.StatusOK, map[string]any{
-		"issuer":                                s.cfg.BaseURL,
-		"jwks_uri":                              s.url(pathJWKS),
-		"authorization_endpoint":                s.url(pathAuthorize),
-		"token_endpoint":                        s.url(pathToken),
-		"introspection_endpoint":                s.url(pathIntrospect),
-		"revocation_endpoint":                   s.url(pathRevoke),
-		"management_endpoint":                   s.url(pathManage),
-		"grant_types_supported":                 []string{"authorization_code", "client_credentials", "refresh_token"},
-		"response_types_supported":              []string{"code"},
-		"code_challenge_methods_supported":      []string{"S256"},
-		"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "private_key_jwt"},
+		"issuer":                                           s.cfg.BaseURL,
+		"jwks_uri":                                         s.url(pathJWKS),
+		"authorization_endpoint":                           s.url(pathAuthorize),
+		"token_endpoint":                                   s.url(pathToken),
+		"introspection_endpoint":                           s.url(pathIntrospect),
+		"revocation_endpoint":                              s.url(pathRevoke),
+		"management_endpoint":                              s.url(pathManage),
+		"grant_types_supported":                            []string{"authorization_code", "client_credentials", "refresh_token"},
+		"response_types_supported":                         []string{"code"},
+		"code_challenge_methods_supported":                 []string{"S256"},
+		"token_endpoint_auth_methods_supported":            []string{"client_secret_basic", "private_key_jwt"},
 		"token_endpoint_auth_signing_alg_values_supported": []string{"RS384", "ES384"},
-		"scopes_supported": scopesSupported,
-		"capabilities":     capabilities,
+		"scopes_supported":                                 scopesSupported,
+		"capabilities":                                     capabilities,
 	})
 }
 
