@@ -61,6 +61,9 @@ func (s *Server) delete(c echo.Context) error {
 			if want != 0 {
 				return preconditionFailed(want, cur, exists)
 			}
+			if err := backoff(ctx, attempt); err != nil {
+				return err
+			}
 			continue
 		}
 		if err != nil {

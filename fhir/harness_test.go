@@ -50,7 +50,7 @@ type backend struct {
 func backends() []backend {
 	return []backend{
 		{"sqlite", func(t testing.TB) storage.Backend {
-			b, err := sqlite.Open(context.Background(), t.TempDir())
+			b, err := sqliteOpen(t.TempDir())
 			if err != nil {
 				t.Fatalf("open sqlite: %v", err)
 			}
@@ -72,6 +72,10 @@ func backends() []backend {
 			return b
 		}},
 	}
+}
+
+func sqliteOpen(dir string) (storage.Backend, error) {
+	return sqlite.Open(context.Background(), dir)
 }
 
 // shared parts that are expensive to build and immutable once built.

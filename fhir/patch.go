@@ -86,6 +86,9 @@ func (s *Server) patch(c echo.Context) error {
 			if want != 0 {
 				return preconditionFailed(want, cur, exists)
 			}
+			if err := backoff(ctx, attempt); err != nil {
+				return err
+			}
 			continue
 		}
 		if err != nil {

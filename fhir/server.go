@@ -182,10 +182,13 @@ func (s *Server) routes(authMW echo.MiddlewareFunc) *echo.Echo {
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
 
-	g := e.Group("/fhir", negotiate)
+	// Middleware goes on each route rather than on the group: Echo answers
+	// a group's unmatched methods with 404 instead of 405 once the group
+	// has middleware.
+	g := e.Group("/fhir")
 	for _, r := range routeTable() {
 		h := r.handler
-		var mws []echo.MiddlewareFunc
+		mws := []echo.MiddlewareFunc{negotiate}
 		if authMW != nil && r.code != "capabilities" {
 			mws = append(mws, authMW)
 		}

@@ -1,9 +1,12 @@
 package fhir
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net/http"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -13,7 +16,19 @@ import (
 // maxWriteAttempts bounds the read-modify-commit loop of writes without
 // If-Match: each retry re-reads the current version, so a concurrent write
 // is never lost, only ordered before ours.
-const maxWriteAttempts = 5
+const maxWriteAttempts = 20
+
+// backoff waits a little before retrying a write that lost a race, so that
+// writers contending on one resource spread out instead of colliding again.
+func backoff(ctx context.Context, attempt int) error {
+	d := time.Duration(1+mrand.IntN(1<<min(attempt, 6))) * time.Millisecond
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("retrying write: %w", ctx.Err())
+	case <-time.After(d):
+		return nil
+	}
+}
 
 // update handles PUT [base]/[type]/[id]: a new version, or the first one
 // when the client chooses the id (update-as-create, 201). If-Match turns
@@ -80,6 +95,9 @@ func (s *Server) update(c echo.Context) error {
 		if errors.Is(err, storage.ErrVersionConflict) {
 			if want != 0 {
 				return preconditionFailed(want, cur, exists)
+			}
+			if err := backoff(ctx, attempt); err != nil {
+				return err
 			}
 			continue
 		}

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseServe(t *testing.T) {
+	cases := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		check   func(serveConfig) bool
+		wantErr bool
+	}{
+		{"defaults", nil, nil, func(c serveConfig) bool {
+			return c.Listen == "127.0.0.1:8080" && c.DataDir == "./anodyne-data" && c.Auth == "off" && c.MongoURI == "" && c.BaseURL == ""
+		}, false},
+		{"flags", []string{"--listen", ":9000", "--base-url", "https://fhir.example.org", "--data-dir", "/tmp/x"}, nil, func(c serveConfig) bool {
+			return c.Listen == ":9000" && c.BaseURL == "https://fhir.example.org" && c.DataDir == "/tmp/x"
+		}, false},
+		{"env", nil, map[string]string{"ANODYNE_MONGODB_URI": "mongodb://db:27017", "ANODYNE_MAX_BODY": "1000", "ANODYNE_MONGODB_DATABASE": "prod"}, func(c serveConfig) bool {
+			return c.MongoURI == "mongodb://db:27017" && c.MaxBody == 1000 && c.MongoDB == "prod"
+		}, false},
+		{"flag beats env", []string{"--listen", "127.0.0.1:1"}, map[string]string{"ANODYNE_LISTEN": "127.0.0.1:2"}, func(c serveConfig) bool {
+			return c.Listen == "127.0.0.1:1"
+		}, false},
+		{"bad env value", nil, map[string]string{"ANODYNE_MAX_BODY": "lots"}, nil, true},
+		{"auth on not available yet", []string{"--auth=on"}, nil, nil, true},
+		{"auth junk", []string{"--auth=maybe"}, nil, nil, true},
+		{"unknown flag", []string{"--nope"}, nil, nil, true},
+		{"stray argument", []string{"extra"}, nil, nil, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			getenv := func(k string) string { return tc.env[k] }
+			cfg, err := parseServe(tc.args, io.Discard, getenv)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err %v, wantErr %v", err, tc.wantErr)
+			}
+			if err == nil && !tc.check(cfg) {
+				t.Errorf("config %+v", cfg)
+			}
+		})
+	}
+}
+
+func TestServeHelp(t *testing.T) {
+	var out bytes.Buffer
+	_, err := parseServe([]string{"--help"}, &out, func(string) string { return "" })
+	if err != flag.ErrHelp {
+		t.Fatalf("err %v, want flag.ErrHelp", err)
+	}
+	for _, f := range []string{"-listen", "-base-url", "-data-dir", "-mongodb-uri", "-mongodb-database", "-auth", "-max-body", "ANODYNE_"} {
+		if !strings.Contains(out.String(), f) {
+			t.Errorf("--help does not document %s:\n%s", f, out.String())
+		}
+	}
+}
+
+// TestServeLifecycle runs "anodyne serve" on SQLite, writes a resource,
+// stops it as SIGTERM would, starts it again on the same data directory
+// and reads the resource back.
+func TestServeLifecycle(t *testing.T) {
+	dir := t.TempDir()
+	start := func() (string, context.CancelFunc, chan error) {
+		ctx, cancel := context.WithCancel(context.Background())
+		ready := make(chan string, 1)
+		done := make(chan error, 1)
+		var logs bytes.Buffer
+		go func() {
+			done <- run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--data-dir", dir}, io.Discard, &logs, func(string) string { return "" }, ready)
+		}()
+		select {
+		case addr := <-ready:
+			if !strings.Contains(logs.String(), "AUTHORIZATION IS OFF") {
+				t.Errorf("no loud warning about auth being off in the logs:\n%s", logs.String())
+			}
+			return "http://" + addr, cancel, done
+		case err := <-done:
+			t.Fatalf("serve exited: %v", err)
+		case <-time.After(60 * time.Second):
+			t.Fatal("serve did not start")
+		}
+		return "", cancel, done
+	}
+	stop := func(cancel context.CancelFunc, done chan error) {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("serve returned %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("serve did not stop")
+		}
+	}
+
+	base, cancel, done := start()
+	for _, p := range []string{"/healthz", "/readyz", "/fhir/metadata"} {
+		res, err := http.Get(base + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			t.Errorf("GET %s: %d", p, res.StatusCode)
+		}
+	}
+	req, _ := http.NewRequest(http.MethodPut, base+"/fhir/Patient/life", strings.NewReader(`{"resourceType":"Patient","id":"life","active":true}`))
+	req.Header.Set("Content-Type", "application/fhir+json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusCreated {
+		t.Fatalf("PUT: %d", res.StatusCode)
+	}
+	if loc := res.Header.Get("Location"); !strings.HasPrefix(loc, base+"/fhir/Patient/life/_history/1") {
+		t.Errorf("Location %q does not use the default base URL %s", loc, base)
+	}
+	stop(cancel, done)
+
+	base, cancel, done = start()
+	defer stop(cancel, done)
+	res, err = http.Get(base + "/fhir/Patient/life")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || !strings.Contains(string(body), `"id":"life"`) {
+		t.Errorf("after restart: %d %s", res.StatusCode, body)
+	}
+}
