@@ -56,7 +56,7 @@ func (r *Registry) Index(resourceType string, res map[string]any) ([]storage.Ent
 	if rt, _ := res["resourceType"].(string); rt != resourceType {
 		return nil, invalid("resource has resourceType %q, want %q", rt, resourceType)
 	}
-	params := r.Params(resourceType)
+	params := r.params(resourceType)
 	var out []storage.Entry
 	var errs []error
 	for _, p := range params {
@@ -69,7 +69,9 @@ func (r *Registry) Index(resourceType string, res map[string]any) ([]storage.Ent
 			continue
 		}
 		for _, n := range col {
-			out = r.appendEntries(out, p, n)
+			if out, err = r.appendEntries(out, p, n); err != nil {
+				errs = append(errs, fmt.Errorf("index %s.%s: %w", resourceType, p.Code, err))
+			}
 		}
 	}
 	if len(errs) > 0 {
@@ -78,52 +80,55 @@ func (r *Registry) Index(resourceType string, res map[string]any) ([]storage.Ent
 	return out, nil
 }
 
-func (r *Registry) appendEntries(out []storage.Entry, p *Param, fn fhirpath.Node) []storage.Entry {
+func (r *Registry) appendEntries(out []storage.Entry, p *Param, fn fhirpath.Node) ([]storage.Entry, error) {
 	n := node{v: fn.Value(), typ: fn.Type()}
 	if n.v == nil {
-		return out
+		return out, nil
 	}
 	switch p.Type {
 	case storage.KindString:
-		return append(out, indexString(p, n)...)
+		return append(out, indexString(p, n)...), nil
 	case storage.KindToken:
-		return append(out, indexToken(p, n)...)
+		return append(out, indexToken(p, n)...), nil
 	case storage.KindReference:
-		return append(out, r.indexReference(p, n)...)
+		return append(out, r.indexReference(p, n)...), nil
 	case storage.KindDate:
 		if t, ok := n.v.(fhirpath.Temporal); ok {
 			n.v = t.String()
 		}
-		return append(out, indexDate(p, n)...)
+		return append(out, indexDate(p, n)...), nil
 	case storage.KindNumber:
-		return append(out, indexNumber(p, n)...)
+		return append(out, indexNumber(p, n)...), nil
 	case storage.KindQuantity:
-		return append(out, indexQuantity(p, n)...)
+		return append(out, indexQuantity(p, n)...), nil
 	case storage.KindURI:
-		return append(out, indexURI(p, n)...)
+		return append(out, indexURI(p, n)...), nil
 	case storage.KindComposite:
-		return append(out, r.indexComposite(p, fn)...)
+		parts, err := r.indexComposite(p, fn)
+		return append(out, parts...), err
 	}
-	return out
+	return out, nil
 }
 
 // indexComposite evaluates each component relative to the composite's node.
-func (r *Registry) indexComposite(p *Param, fn fhirpath.Node) []storage.Entry {
+func (r *Registry) indexComposite(p *Param, fn fhirpath.Node) ([]storage.Entry, error) {
 	parts := make([][]storage.Entry, len(p.Components))
 	for i, c := range p.Components {
 		if c.compiled == nil || c.param == nil {
-			return nil
+			return nil, nil
 		}
 		col, err := c.compiled.Evaluate(fn)
 		if err != nil {
-			return nil
+			return nil, fmt.Errorf("component %s: %w", c.Definition, err)
 		}
 		for _, cn := range col {
-			parts[i] = r.appendEntries(parts[i], c.param, cn)
+			if parts[i], err = r.appendEntries(parts[i], c.param, cn); err != nil {
+				return nil, err
+			}
 		}
 		for j := range parts[i] {
 			parts[i][j].Param = ""
 		}
 	}
-	return compositeEntries(p, parts)
+	return compositeEntries(p, parts), nil
 }

@@ -59,6 +59,9 @@ type Registry struct {
 	mu sync.RWMutex
 	// byType maps resource type -> code -> param.
 	byType map[string]map[string]*Param
+	// sorted caches byType's params per type ordered by code; a slice is
+	// never modified once stored (replaced whole), so readers may keep it.
+	sorted map[string][]*Param
 	// byURL maps a definition's canonical URL to its param as defined (full
 	// expression, all bases).
 	byURL map[string]*Param
@@ -100,6 +103,7 @@ func WithLogger(l *slog.Logger) Option {
 func Load(opts ...Option) (*Registry, error) {
 	r := &Registry{
 		byType:       map[string]map[string]*Param{},
+		sorted:       map[string][]*Param{},
 		byURL:        map[string]*Param{},
 		compartments: map[string]map[string][]string{},
 		unsupported:  map[string]string{},
@@ -334,6 +338,7 @@ func (r *Registry) addLocked(def *Param) error {
 		}
 		r.byType[x.typ][def.Code] = x.p
 	}
+	clear(r.sorted)
 	if generic {
 		r.common = slices.DeleteFunc(r.common, func(c *Param) bool { return c.Code == def.Code })
 		r.common = append(r.common, def)
@@ -439,6 +444,7 @@ func (r *Registry) resolveComponentsLocked() error {
 }
 
 func (r *Registry) removeLocked(def *Param) {
+	clear(r.sorted)
 	delete(r.byURL, def.URL)
 	for _, m := range r.byType {
 		if p, ok := m[def.Code]; ok && p.URL == def.URL {
@@ -477,15 +483,32 @@ func (r *Registry) Add(sp map[string]any) error {
 
 // Params lists the parameters of a resource type, sorted by code.
 func (r *Registry) Params(resourceType string) []*Param {
+	return slices.Clone(r.params(resourceType))
+}
+
+// params returns the shared sorted list (read only), building it on first use.
+func (r *Registry) params(resourceType string) []*Param {
 	r.mu.RLock()
-	defer r.mu.RUnlock()
-	m := r.byType[resourceType]
-	out := make([]*Param, 0, len(m))
-	for _, p := range m {
-		out = append(out, p)
+	list, ok := r.sorted[resourceType]
+	r.mu.RUnlock()
+	if ok {
+		return list
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Code < out[j].Code })
-	return out
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if list, ok := r.sorted[resourceType]; ok {
+		return list
+	}
+	m := r.byType[resourceType]
+	list = make([]*Param, 0, len(m))
+	for _, p := range m {
+		list = append(list, p)
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].Code < list[j].Code })
+	if m != nil {
+		r.sorted[resourceType] = list
+	}
+	return list
 }
 
 // Param returns one parameter of a resource type by code.

@@ -1,0 +1,76 @@
+package resources
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"testing"
+
+	"github.com/anodyne-fhir/anodyne/storage"
+)
+
+func TestCompositeEntries(t *testing.T) {
+	p := param("code-value-quantity", storage.KindComposite)
+	tok := func(c string) storage.Entry { return storage.Entry{Kind: storage.KindToken, Code: c} }
+	num := func(v float64) storage.Entry { return storage.Entry{Kind: storage.KindQuantity, Num: v} }
+	tests := []struct {
+		name  string
+		parts [][]storage.Entry
+		want  int
+	}{
+		{"one each", [][]storage.Entry{{tok("a")}, {num(1)}}, 1},
+		{"cross product", [][]storage.Entry{{tok("a"), tok("b")}, {num(1), num(2)}}, 4},
+		{"missing component", [][]storage.Entry{{tok("a")}, nil}, 0},
+	}
+	for _, tt := range tests {
+		got := compositeEntries(p, tt.parts)
+		if len(got) != tt.want {
+			t.Errorf("%s: %d entries, want %d", tt.name, len(got), tt.want)
+		}
+		for _, e := range got {
+			if len(e.Parts) != len(tt.parts) || e.Param != p.Code || e.Kind != storage.KindComposite {
+				t.Errorf("%s: entry %+v", tt.name, e)
+			}
+		}
+	}
+	var many []storage.Entry
+	for i := range 20 {
+		many = append(many, tok(fmt.Sprint(i)))
+	}
+	if got := compositeEntries(p, [][]storage.Entry{many, many}); len(got) != maxCompositeEntries {
+		t.Errorf("cap: %d entries, want %d", len(got), maxCompositeEntries)
+	}
+}
+
+func TestCompileCompositeGolden(t *testing.T) {
+	r := registry(t)
+	e := compileOne(t, r, "Observation", "code-value-quantity", "", `http://loinc.org|8480-6$gt100|http://unitsofmeasure.org|mm[Hg]`)
+	// mm[Hg] is converted to the canonical Pa: 100 * 133.322387415.
+	hundred := 100.0 // a variable, so the product is rounded at run time like the compiler's
+	pa := strconv.FormatFloat(hundred*ucumFactor["mm[Hg]"].factor, 'g', -1, 64)
+	want := `(Match code-value-quantity composite (And (Part 0 (And (Cmp System Eq "http://loinc.org") (Cmp Code Eq "8480-6"))) (Part 1 (And (Cmp Num Gt ` + pa + `) (Cmp Code Eq "Pa") (Cmp System Eq "http://unitsofmeasure.org")))))`
+	if e.String() != want {
+		t.Errorf("composite = %s\nwant        %s", e, want)
+	}
+}
+
+// TestCompileNeverPanics feeds hostile values to every parameter of a few
+// types: each must compile or fail with one of the documented sentinels.
+func TestCompileNeverPanics(t *testing.T) {
+	r := registry(t)
+	values := []string{"", ",", "|", "||", "$", "$$", `\`, `\\`, "a|b|c|d", "gt", "ap", "eq-", "1e400", "2020-02-30T25:61",
+		"Patient/", "/1", "http://", "%00", "\x00", "é", "ne2020,lt", "1|http://unitsofmeasure.org|", "x$y$z", "true"}
+	mods := []string{"", "missing", "not", "exact", "contains", "text", "of-type", "above", "below", "identifier", "Patient", "in", "bogus"}
+	for _, typ := range []string{"Observation", "Patient", "ValueSet"} {
+		for _, p := range r.Params(typ) {
+			for _, m := range mods {
+				for _, v := range values {
+					_, err := r.Compile(typ, p.Code, m, []string{v})
+					if err != nil && !errors.Is(err, ErrInvalidValue) && !errors.Is(err, ErrUnsupported) && !errors.Is(err, ErrValueSet) {
+						t.Errorf("Compile(%s.%s:%s=%q): unexpected error %v", typ, p.Code, m, v, err)
+					}
+				}
+			}
+		}
+	}
+}
