@@ -1,10 +1,9 @@
-package mongo_test
+package mongo
 
 import (
 	"testing"
 
 	"github.com/anodyne-fhir/anodyne/storage"
-	"github.com/anodyne-fhir/anodyne/storage/mongo"
 	"github.com/anodyne-fhir/anodyne/storage/mongo/mongotest"
 	"github.com/anodyne-fhir/anodyne/storage/storagetest"
 )
@@ -25,7 +24,7 @@ func TestConformance(t *testing.T) {
 			return b
 		},
 		Reopen: func(t *testing.T, old storage.Backend) storage.Backend {
-			name := names.get(old.(*mongo.Backend))
+			name := names.get(old.(*Backend))
 			if name == "" {
 				t.Fatal("reopen: unknown backend")
 			}

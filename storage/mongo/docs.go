@@ -45,20 +45,24 @@ type historyDoc struct {
 // entryDoc is storage.Entry as stored; the field names are the ones the
 // query translation uses (see fieldName).
 type entryDoc struct {
-	Param   string     `bson:"p"`
-	Kind    int32      `bson:"k"`
-	Text    string     `bson:"t,omitempty"`
-	Exact   string     `bson:"x,omitempty"`
-	System  string     `bson:"s,omitempty"`
-	Code    string     `bson:"c,omitempty"`
-	RefType string     `bson:"rt,omitempty"`
-	RefID   string     `bson:"ri,omitempty"`
-	RefURL  string     `bson:"ru,omitempty"`
-	Low     int64      `bson:"lo,omitempty"`
-	High    int64      `bson:"hi,omitempty"`
-	NumLow  float64    `bson:"nl,omitempty"`
-	NumHigh float64    `bson:"nh,omitempty"`
-	Num     float64    `bson:"n,omitempty"`
+	Param   string `bson:"p"`
+	Kind    int32  `bson:"k"`
+	Text    string `bson:"t,omitempty"`
+	Exact   string `bson:"x,omitempty"`
+	System  string `bson:"s,omitempty"`
+	Code    string `bson:"c,omitempty"`
+	RefType string `bson:"rt,omitempty"`
+	RefID   string `bson:"ri,omitempty"`
+	RefURL  string `bson:"ru,omitempty"`
+	// The range fields are always present on the kinds they belong to
+	// (see alwaysNumeric), so that a range condition needs no "or missing"
+	// clause and stays bounded on the e.lo / e.nl indexes; elsewhere a
+	// zero is omitted.
+	Low     *int64     `bson:"lo,omitempty"`
+	High    *int64     `bson:"hi,omitempty"`
+	NumLow  *float64   `bson:"nl,omitempty"`
+	NumHigh *float64   `bson:"nh,omitempty"`
+	Num     *float64   `bson:"n,omitempty"`
 	Parts   []entryDoc `bson:"parts,omitempty"`
 }
 
@@ -102,8 +106,10 @@ func toEntryDocs(es []storage.Entry) []entryDoc {
 		out[i] = entryDoc{
 			Param: e.Param, Kind: int32(e.Kind), Text: e.Text, Exact: e.Exact,
 			System: e.System, Code: e.Code, RefType: e.RefType, RefID: e.RefID, RefURL: e.RefURL,
-			Low: e.Low, High: e.High, NumLow: e.NumLow, NumHigh: e.NumHigh, Num: e.Num,
 		}
+		dates, nums := alwaysNumeric(e.Kind)
+		out[i].Low, out[i].High = optional(e.Low, dates), optional(e.High, dates)
+		out[i].NumLow, out[i].NumHigh, out[i].Num = optional(e.NumLow, nums), optional(e.NumHigh, nums), optional(e.Num, nums)
 		if len(e.Parts) > 0 {
 			out[i].Parts = toEntryDocs(e.Parts)
 		}
@@ -120,11 +126,36 @@ func fromEntryDocs(ds []entryDoc) []storage.Entry {
 		out[i] = storage.Entry{
 			Param: d.Param, Kind: storage.Kind(d.Kind), Text: d.Text, Exact: d.Exact,
 			System: d.System, Code: d.Code, RefType: d.RefType, RefID: d.RefID, RefURL: d.RefURL,
-			Low: d.Low, High: d.High, NumLow: d.NumLow, NumHigh: d.NumHigh, Num: d.Num,
+			Low: deref(d.Low), High: deref(d.High), NumLow: deref(d.NumLow), NumHigh: deref(d.NumHigh), Num: deref(d.Num),
 			Parts: fromEntryDocs(d.Parts),
 		}
 	}
 	return out
+}
+
+// alwaysNumeric tells which range fields a kind always stores.
+func alwaysNumeric(k storage.Kind) (dates, nums bool) {
+	switch k {
+	case storage.KindDate:
+		return true, false
+	case storage.KindNumber, storage.KindQuantity:
+		return false, true
+	}
+	return false, false
+}
+
+func optional[T int64 | float64](v T, always bool) *T {
+	if v == 0 && !always {
+		return nil
+	}
+	return &v
+}
+
+func deref[T int64 | float64](p *T) T {
+	if p == nil {
+		return 0
+	}
+	return *p
 }
 
 // The k key vocabulary. The unit separator cannot occur in parameter names

@@ -1,4 +1,4 @@
-package mongo_test
+package mongo
 
 import (
 	"context"
@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/anodyne-fhir/anodyne/storage/mongo"
 	"github.com/anodyne-fhir/anodyne/storage/mongo/mongotest"
 )
 
@@ -37,26 +36,26 @@ func TestMain(m *testing.M) {
 // dbs remembers which database each opened backend uses, for reopening.
 type dbs struct {
 	mu sync.Mutex
-	m  map[*mongo.Backend]string
+	m  map[*Backend]string
 }
 
-func (d *dbs) put(b *mongo.Backend, name string) {
+func (d *dbs) put(b *Backend, name string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.m == nil {
-		d.m = map[*mongo.Backend]string{}
+		d.m = map[*Backend]string{}
 	}
 	d.m[b] = name
 }
 
-func (d *dbs) get(b *mongo.Backend) string {
+func (d *dbs) get(b *Backend) string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.m[b]
 }
 
 // open opens a backend on database name of the shared server.
-func open(t testing.TB, name string) *mongo.Backend {
+func open(t testing.TB, name string) *Backend {
 	t.Helper()
 	srv := server.Get(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -64,7 +63,7 @@ func open(t testing.TB, name string) *mongo.Backend {
 	// The capability notes are logged once per Open; tests check them
 	// through Capabilities instead of reading them on stderr.
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	b, err := mongo.Open(ctx, srv.URI, name, mongo.WithLogger(quiet))
+	b, err := Open(ctx, srv.URI, name, WithLogger(quiet))
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -72,7 +71,7 @@ func open(t testing.TB, name string) *mongo.Backend {
 }
 
 // fresh opens a backend on a new, empty database and closes it at the end.
-func fresh(t testing.TB) *mongo.Backend {
+func fresh(t testing.TB) *Backend {
 	t.Helper()
 	b := open(t, mongotest.Database(t))
 	t.Cleanup(func() { _ = b.Close() })

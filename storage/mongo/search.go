@@ -520,12 +520,12 @@ func (b *Backend) matchFilter(m storage.Match) (bson.D, bool, error) {
 	if !b.elemMatch {
 		// Validate the condition even though the server cannot use it, so
 		// that a malformed Cmp is an error on every backend.
-		if _, err := entryCond(m.Cond, "", m.Kind == storage.KindComposite); err != nil {
+		if _, err := entryCond(m.Cond, "", m.Kind); err != nil {
 			return nil, false, err
 		}
 		return f, singleEq(m.Cond), nil
 	}
-	cond, err := entryCond(m.Cond, "", m.Kind == storage.KindComposite)
+	cond, err := entryCond(m.Cond, "", m.Kind)
 	if err != nil {
 		return nil, false, err
 	}
@@ -571,7 +571,10 @@ func isStringField(f storage.Field) bool { return slices.Contains(stringFields[:
 
 // entryCond translates an entry-level condition into an $elemMatch body
 // (fields relative to the entry, under prefix for composite parts).
-func entryCond(cond storage.Expr, prefix string, parts bool) (bson.D, error) {
+//
+// kind is the kind of the entry the condition applies to, 0 inside a
+// composite part (whose kind the condition does not say).
+func entryCond(cond storage.Expr, prefix string, kind storage.Kind) (bson.D, error) {
 	never := bson.D{{Key: prefix + "k", Value: bson.D{{Key: "$in", Value: bson.A{}}}}}
 	switch x := cond.(type) {
 	case nil:
@@ -579,7 +582,7 @@ func entryCond(cond storage.Expr, prefix string, parts bool) (bson.D, error) {
 	case storage.And:
 		var subs bson.A
 		for _, s := range x.Exprs {
-			d, err := entryCond(s, prefix, parts)
+			d, err := entryCond(s, prefix, kind)
 			if err != nil {
 				return nil, err
 			}
@@ -597,7 +600,7 @@ func entryCond(cond storage.Expr, prefix string, parts bool) (bson.D, error) {
 		}
 		var subs bson.A
 		for _, s := range x.Exprs {
-			d, err := entryCond(s, prefix, parts)
+			d, err := entryCond(s, prefix, kind)
 			if err != nil {
 				return nil, err
 			}
@@ -608,7 +611,7 @@ func entryCond(cond storage.Expr, prefix string, parts bool) (bson.D, error) {
 		}
 		return bson.D{{Key: "$or", Value: subs}}, nil
 	case storage.Not:
-		d, err := entryCond(x.Expr, prefix, parts)
+		d, err := entryCond(x.Expr, prefix, kind)
 		if err != nil {
 			return nil, err
 		}
@@ -617,14 +620,14 @@ func entryCond(cond storage.Expr, prefix string, parts bool) (bson.D, error) {
 		}
 		return bson.D{{Key: "$nor", Value: bson.A{d}}}, nil
 	case storage.Part:
-		if !parts {
+		if kind != storage.KindComposite {
 			return nil, fmt.Errorf("mongo: %v outside a composite: %w", x, storage.ErrUnsupported)
 		}
 		if x.Index < 0 {
 			return never, nil
 		}
 		path := prefix + "parts." + strconv.Itoa(x.Index)
-		d, err := entryCond(x.Cond, path+".", false)
+		d, err := entryCond(x.Cond, path+".", 0)
 		if err != nil {
 			return nil, err
 		}
@@ -634,7 +637,7 @@ func entryCond(cond storage.Expr, prefix string, parts bool) (bson.D, error) {
 		}
 		return bson.D{{Key: "$and", Value: bson.A{exists, d}}}, nil
 	case storage.Cmp:
-		return cmpCond(x, prefix)
+		return cmpCond(x, prefix, kind)
 	}
 	return nil, fmt.Errorf("mongo: entry-level expression %v: %w", cond, storage.ErrUnsupported)
 }
@@ -644,7 +647,7 @@ var mongoOps = map[storage.Op]string{
 	storage.OpLe: "$lte", storage.OpGt: "$gt", storage.OpGe: "$gte",
 }
 
-func cmpCond(c storage.Cmp, prefix string) (bson.D, error) {
+func cmpCond(c storage.Cmp, prefix string, kind storage.Kind) (bson.D, error) {
 	name, ok := fieldName(c.Field)
 	if !ok {
 		return nil, fmt.Errorf("mongo: unknown field in %v: %w", c, storage.ErrUnsupported)
@@ -674,6 +677,13 @@ func cmpCond(c storage.Cmp, prefix string) (bson.D, error) {
 			return nil, fmt.Errorf("mongo: operator in %v: %w", c, storage.ErrUnsupported)
 		}
 		cond = bson.D{{Key: path, Value: bson.D{{Key: op, Value: c.Value}}}}
+	}
+	dates, nums := alwaysNumeric(kind)
+	switch c.Field {
+	case storage.FieldLow, storage.FieldHigh:
+		zero = zero && !dates
+	case storage.FieldNumLow, storage.FieldNumHigh, storage.FieldNum:
+		zero = zero && !nums
 	}
 	if zero {
 		return bson.D{{Key: "$or", Value: bson.A{cond, bson.D{{Key: path, Value: bson.D{{Key: "$exists", Value: false}}}}}}}, nil
