@@ -104,6 +104,9 @@ func decodeStrict(body []byte, maxDepth int) (obj map[string]any, issues []locat
 }
 
 func (d *strictDecoder) add(code, diag string, at path) {
+	if len(d.issues) >= maxIssues {
+		return
+	}
 	d.issues = append(d.issues, located{severity: "error", code: code, diagnostics: diag, at: at})
 }
 

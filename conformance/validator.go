@@ -17,6 +17,9 @@ const (
 	// DefaultMaxDepth: real R4 resources nest fewer than 20 levels; a
 	// Bundle of resources with contained resources and extensions stays far below 100.
 	DefaultMaxDepth = 100
+	// maxIssues bounds the report: a body with a million faults gets the
+	// first ones and a note, not a response larger than itself.
+	maxIssues = 500
 )
 
 // Issue is one finding, shaped like an OperationOutcome.issue.
@@ -91,6 +94,9 @@ var idPattern = regexp.MustCompile(`^[A-Za-z0-9\-\.]{1,64}$`)
 // once over every resource of the body, and their findings are merged,
 // one issue per expression.
 func (v *Validator) Validate(ctx context.Context, body []byte) (Parsed, []Issue) {
+	if err := ctx.Err(); err != nil {
+		return Parsed{}, []Issue{{Severity: "error", Code: "timeout", Diagnostics: fmt.Sprintf("validation not started: %v", err)}}
+	}
 	if len(body) > v.maxBytes {
 		return Parsed{}, []Issue{{Severity: "error", Code: "too-costly",
 			Diagnostics: fmt.Sprintf("body of %d bytes exceeds the limit of %d", len(body), v.maxBytes)}}
@@ -155,6 +161,14 @@ type run struct {
 // the same expression: the schema and google/fhir/go often see the same
 // fault, and one clear issue per location serves the client better.
 func (r *run) add(is Issue) {
+	if len(r.issues) > maxIssues {
+		return
+	}
+	if len(r.issues) == maxIssues {
+		r.issues = append(r.issues, Issue{Severity: "error", Code: "too-costly",
+			Diagnostics: fmt.Sprintf("more than %d issues; the rest are not reported", maxIssues)})
+		return
+	}
 	isErr := is.Severity == "error" || is.Severity == "fatal"
 	if isErr && r.seen[is.Expression] {
 		return
@@ -280,10 +294,20 @@ func (r *run) checkNested(v any, rootType string, at path) (map[string]any, bool
 	return res, true
 }
 
-// quoteJSON renders a decoded JSON value for a diagnostic.
+// quoteJSON renders a decoded resourceType for a diagnostic; anything but a
+// string is named by its kind, so that a huge object is never echoed back.
 func quoteJSON(v any) string {
-	if s, ok := v.(string); ok {
-		return fmt.Sprintf("%q", s)
+	switch t := v.(type) {
+	case string:
+		if len(t) > 64 {
+			t = t[:64] + "..."
+		}
+		return fmt.Sprintf("%q", t)
+	case map[string]any:
+		return "(an object)"
+	case []any:
+		return "(an array)"
+	default:
+		return fmt.Sprintf("%v", t)
 	}
-	return fmt.Sprintf("%v", v)
 }

@@ -1,0 +1,81 @@
+package conformance
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"testing"
+)
+
+// Run with: go test -run '^$' -bench . -benchmem ./conformance
+// Each Validate benchmark has a Decode twin: encoding/json decoding the
+// same bytes into map[string]any, the least any handler does with a body.
+
+var benchInputs = []struct{ name, file string }{
+	{"ObservationPain", "testdata/valid/observation-pain.json"},
+	{"ObservationVitals", "testdata/examples/Observation-vitals-panel.json"},
+	{"SyntheaBundle", "testdata/synthea/Malcolm_Dach_281f4a03-57e9-4b22-a322-68890ff22172.json"},
+}
+
+func BenchmarkValidate(b *testing.B) {
+	v := newTestValidator(b)
+	for _, in := range benchInputs {
+		body := readFile(b, in.file)
+		if _, issues := v.Validate(context.Background(), body); HasErrors(issues) {
+			b.Fatalf("%s is invalid:%s", in.file, formatIssues(issues))
+		}
+		b.Run(in.name, func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, issues := v.Validate(context.Background(), body); len(issues) != 0 {
+					b.Fatal("issues on a valid body")
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkDecode(b *testing.B) {
+	for _, in := range benchInputs {
+		body := readFile(b, in.file)
+		b.Run(in.name, func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				var m map[string]any
+				d := json.NewDecoder(bytes.NewReader(body))
+				d.UseNumber()
+				if err := d.Decode(&m); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkStrict isolates the strict token pass (which also decodes).
+func BenchmarkStrict(b *testing.B) {
+	for _, in := range benchInputs {
+		body := readFile(b, in.file)
+		b.Run(in.name, func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, issues, _ := decodeStrict(body, DefaultMaxDepth); len(issues) != 0 {
+					b.Fatal("issues on a valid body")
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkNewValidator measures start-up: loading and patching the
+// embedded schema, without compiling any resource type.
+func BenchmarkNewValidator(b *testing.B) {
+	for b.Loop() {
+		if _, err := NewValidator(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
