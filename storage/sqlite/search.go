@@ -342,7 +342,14 @@ func (b *Backend) Search(ctx context.Context, q storage.Query) (storage.Page, er
 	where := newSQLB(&n)
 	where.w("r.deleted = 0")
 	if len(q.Types) > 0 {
-		where.w(" AND r.type IN (" + placeholders(len(q.Types)) + ")")
+		// With a filter, the unary + leaves the (type, id) index alone so
+		// that SQLite drives the query from the filter's value index
+		// instead of scanning every resource of the type.
+		plus := ""
+		if q.Filter != nil {
+			plus = "+"
+		}
+		where.w(" AND " + plus + "r.type IN (" + placeholders(len(q.Types)) + ")")
 		for _, t := range q.Types {
 			where.args = append(where.args, t)
 		}
@@ -380,7 +387,10 @@ func (b *Backend) Search(ctx context.Context, q storage.Query) (storage.Page, er
 			agg = "MAX"
 		}
 		x := sel.alias("x")
-		sel.w(fmt.Sprintf(", (SELECT %s(%s.%s) FROM %s %s WHERE %s.res_pk = r.pk AND %s.param = ?) AS s%d", agg, x, col, table, x, x, x, i), s.Param)
+		// The unary + keeps SQLite from walking the (param, value) index for
+		// MIN/MAX over every row of the parameter; (res_pk, param) finds the
+		// few entries of this resource.
+		sel.w(fmt.Sprintf(", (SELECT %s(%s.%s) FROM %s %s WHERE %s.res_pk = r.pk AND +%s.param = ?) AS s%d", agg, x, col, table, x, x, x, i), s.Param)
 		types[i] = typ
 		keys = append(keys, keyCol{col: "q.s" + strconv.Itoa(i), desc: s.Desc, nullable: true})
 	}
