@@ -35,8 +35,8 @@ func (r *Registry) Compile(resourceType, code, modifier string, values []string)
 
 func (r *Registry) compile(resourceType string, p *Param, modifier string, values []string) (storage.Expr, error) {
 	if modifier != "" && !contains(p.Modifiers, modifier) && !(p.Type == storage.KindReference && len(p.Targets) == 0 && isTypeName(modifier)) {
-		if (modifier == "above" || modifier == "below") && p.Type == storage.KindReference {
-			return nil, fmt.Errorf("modifier :%s on a reference: %w", modifier, ErrUnsupported)
+		if (modifier == "above" || modifier == "below") && (p.Type == storage.KindReference || p.Type == storage.KindToken) {
+			return nil, fmt.Errorf("modifier :%s on a %s parameter needs hierarchies or subsumption: %w", modifier, p.TypeName, ErrUnsupported)
 		}
 		return nil, invalid("modifier :%s is not valid on %s parameter %s", modifier, p.TypeName, p.Code)
 	}
@@ -56,10 +56,6 @@ func (r *Registry) compile(resourceType string, p *Param, modifier string, value
 			return nil, fmt.Errorf(":%s repeated (AND of value sets): %w", modifier, ErrUnsupported)
 		}
 		return nil, &ValueSetError{ResourceType: resourceType, Param: p.Code, Not: modifier == "not-in", ValueSets: urls}
-	case "above", "below":
-		if p.Type == storage.KindToken {
-			return nil, fmt.Errorf("token :%s needs code system subsumption: %w", modifier, ErrUnsupported)
-		}
 	}
 	if p.Code == "_id" && modifier == "" {
 		return compileIDs(values)

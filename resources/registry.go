@@ -201,11 +201,14 @@ var kinds = map[string]storage.Kind{
 	"uri": storage.KindURI, "composite": storage.KindComposite,
 }
 
-// modifiers lists the modifiers search.html allows per type; reference
-// parameters also accept their target types (":Patient").
+// modifiers lists the modifiers Compile implements per type (the
+// CapabilityStatement may publish them); reference parameters also accept
+// their target types (":Patient"). :above/:below on tokens and references
+// (subsumption, hierarchies) are valid FHIR but not implemented: Compile
+// answers ErrUnsupported for them.
 var modifiers = map[storage.Kind][]string{
 	storage.KindString:    {"missing", "exact", "contains"},
-	storage.KindToken:     {"missing", "not", "text", "of-type", "in", "not-in", "above", "below"},
+	storage.KindToken:     {"missing", "not", "text", "of-type", "in", "not-in"},
 	storage.KindReference: {"missing", "identifier"},
 	storage.KindDate:      {"missing"},
 	storage.KindNumber:    {"missing"},
