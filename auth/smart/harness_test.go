@@ -15,10 +15,12 @@ import (
 	"fmt"
 	"html"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -73,6 +75,9 @@ func registry(t testing.TB) *resources.Registry {
 
 type envOption func(*smart.Config)
 
+// quiet keeps warnings and errors only, so that test output stays readable.
+var quiet = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+
 func newEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
 	ctx := context.Background()
@@ -89,6 +94,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	for _, o := range opts {
 		o(&cfg)
 	}
+	cfg.Logger = quiet
 	as, err := smart.New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -103,6 +109,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 		Registry:   registry(t),
 		Authorizer: fhirAuthorizer{auth.NewPolicy(registry(t))},
 		Middleware: ver.Middleware(base, nil),
+		Logger:     quiet,
 	})
 	if err != nil {
 		t.Fatal(err)
