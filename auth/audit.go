@@ -37,7 +37,7 @@ func NewAuditEvent(ctx context.Context, interaction, action, typ string) AuditEv
 	if p := FromContext(ctx); p != nil {
 		ev.ClientID = p.ClientID
 		ev.User = p.FHIRUser
-		if ev.User == "" {
+		if ev.User == "" && p.Subject != p.ClientID {
 			ev.User = p.Subject
 		}
 		if p.Patient != "" {

@@ -93,6 +93,11 @@ func (p *Policy) Decide(ctx context.Context, action, resourceType string) (Decis
 		if strings.IndexByte(sc.Letters, letter) < 0 {
 			continue
 		}
+		// The audit trail is for administrators: only a user/ or system/
+		// scope naming AuditEvent opens it, never a wildcard or patient/.
+		if resourceType == "AuditEvent" && (sc.Type != "AuditEvent" || sc.Context == ContextPatient) {
+			continue
+		}
 		f, unrestricted, why := p.scopeFilter(pr, sc, resourceType)
 		if why != "" {
 			reasons = append(reasons, sc.Raw+": "+why)

@@ -119,6 +119,9 @@ func TestPolicyDecide(t *testing.T) {
 		{"system-level search with wildcard", "system/*.rs", "", "", "search", "", []string{}},
 		{"patient wildcard cannot open system-level search", "patient/*.rs", "a", "", "search", "", nil},
 		{"malformed scope grants nothing", "patient/Observation.sr", "a", "", "search", "Observation", nil},
+		{"audit trail closed to wildcards", "system/*.*", "", "", "search", "AuditEvent", nil},
+		{"audit trail closed to patient scopes", "patient/AuditEvent.rs", "a", "", "search", "AuditEvent", nil},
+		{"audit trail open to an explicit admin scope", "system/AuditEvent.rs", "", "", "search", "AuditEvent", []string{}},
 		{"system query-limited", "system/Observation.rs?code=http://loinc.org|2345-7", "", "", "search", "Observation", []string{"a-lab"}},
 	}
 	for _, tt := range tests {

@@ -28,9 +28,11 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"github.com/labstack/echo/v4"
 	"golang.org/x/oauth2"
 
 	"github.com/anodyne-fhir/anodyne/auth"
+	"github.com/anodyne-fhir/anodyne/auth/audit"
 	"github.com/anodyne-fhir/anodyne/auth/smart"
 	"github.com/anodyne-fhir/anodyne/fhir"
 	"github.com/anodyne-fhir/anodyne/resources"
@@ -99,7 +101,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ver, err := auth.NewVerifier(ctx, nil, as.TrustedIssuer())
+	ver, err := auth.NewVerifier(ctx, quiet, as.TrustedIssuer())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +110,10 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 		Backend:    be,
 		Registry:   registry(t),
 		Authorizer: fhirAuthorizer{auth.NewPolicy(registry(t))},
-		Middleware: ver.Middleware(base, nil),
+		Middleware: func(next echo.HandlerFunc) echo.HandlerFunc {
+			// Verify first, so that the audit record knows who called.
+			return ver.Middleware(base, nil)(auth.AuditMiddleware(audit.New(be, registry(t)), base+"/fhir", "/fhir", quiet)(next))
+		},
 		Logger:     quiet,
 	})
 	if err != nil {

@@ -1,0 +1,80 @@
+// Package audit stores the auth package's AuditEvents as FHIR R4
+// AuditEvent resources in the same backend, with the same durability and
+// index, as the clinical data, so that administrators find them with an
+// ordinary AuditEvent search. Reading them is governed by the decision
+// point like any other type (auth.Policy opens AuditEvent only to scopes
+// that name it explicitly).
+//
+// It must not know about HTTP or tokens: it receives finished
+// auth.AuditEvent values.
+package audit
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/anodyne-fhir/anodyne/auth"
+	"github.com/anodyne-fhir/anodyne/storage"
+)
+
+// Indexer extracts search index entries (*resources.Registry satisfies it).
+type Indexer interface {
+	Index(resourceType string, res map[string]any) ([]storage.Entry, error)
+}
+
+// Store writes audit events to a backend.
+type Store struct {
+	backend storage.Backend
+	index   Indexer
+}
+
+// New returns an AuditSink writing to backend.
+func New(backend storage.Backend, index Indexer) *Store { return &Store{backend: backend, index: index} }
+
+var _ auth.AuditSink = (*Store)(nil)
+
+// RecordAudit stores ev as a new AuditEvent resource.
+func (s *Store) RecordAudit(ctx context.Context, ev auth.AuditEvent) error {
+	res := ev.Resource()
+	id := newID()
+	at := time.Now().UTC().Truncate(time.Millisecond)
+	res["id"] = id
+	res["meta"] = map[string]any{"versionId": "1", "lastUpdated": at.Format("2006-01-02T15:04:05.000Z07:00")}
+	body, err := json.Marshal(res)
+	if err != nil {
+		return fmt.Errorf("audit: encode: %w", err)
+	}
+	// Index the JSON as the FHIR layer would see it (numbers as json.Number).
+	var decoded map[string]any
+	dec := json.NewDecoder(bytesReader(body))
+	dec.UseNumber()
+	if err := dec.Decode(&decoded); err != nil {
+		return fmt.Errorf("audit: decode: %w", err)
+	}
+	entries, err := s.index.Index("AuditEvent", decoded)
+	if err != nil {
+		return fmt.Errorf("audit: index: %w", err)
+	}
+	_, err = s.backend.Commit(ctx, storage.Write{
+		Record: storage.Record{Type: "AuditEvent", ID: id, VersionID: 1, LastUpdated: at, Method: http.MethodPost, JSON: body},
+		Index:  entries,
+	})
+	if err != nil {
+		return fmt.Errorf("audit: store AuditEvent/%s: %w", id, err)
+	}
+	return nil
+}
+
+func newID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
