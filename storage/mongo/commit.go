@@ -221,6 +221,11 @@ func (b *Backend) insertHistory(ctx context.Context, h *historyDoc, seq int64, i
 		if err == nil {
 			return nil
 		}
+		if inTxn && mongo.IsDuplicateKeyError(err) {
+			// Seq comes from the transaction's counter, so only the
+			// version can collide.
+			return fmt.Errorf("mongo: %s already written: %w", h.ID, storage.ErrVersionConflict)
+		}
 		if !mongo.IsDuplicateKeyError(err) || inTxn || attempt >= 10 {
 			return fmt.Errorf("mongo: history of %s: %w", h.ID, err)
 		}

@@ -63,9 +63,18 @@
 // transaction, so it is atomic and Seq follows commit order. On a deployment
 // without transactions (a standalone server, FerretDB) Capabilities reports
 // AtomicCommit=false and a Commit of several writes returns ErrUnsupported
-// before writing anything; a single write is then a short sequence (claim,
-// resource, history) in which a crash can lose that version's history
-// document while the resource itself stays consistent.
+// before writing anything. A single write is then a short sequence: the
+// claim, the history document (whose unique _id "Type/id/version" is the
+// lock that lets one of several racing writers proceed, because FerretDB's
+// findAndModify is not atomic against concurrent writers), then the
+// conditional replace of the resource; a failed step removes what the
+// earlier ones wrote. A crash between the history insert and the resource
+// leaves a history document for a version that never became current; the
+// next writer of that version removes it once it is a minute old. History
+// readers may briefly see a version before Read does. Seq is drawn from a
+// counter before the write, so without transactions it is unique and
+// increasing per resource but concurrent writers may become visible out of
+// Seq order.
 package mongo
 
 import (
@@ -90,6 +99,9 @@ const (
 	maxCandidates = 100000 // matches a Go-side sort or re-check may hold
 	maxJoin       = 1000   // ids an inner Chain/Has query may produce
 )
+
+// codeNamespaceExists is the server's error code for creating an existing collection.
+const codeNamespaceExists = 48
 
 // Collection names.
 const (
@@ -185,6 +197,15 @@ func (b *Backend) setup(ctx context.Context) error {
 	b.name = "mongodb"
 	if _, ok := info["ferretdbVersion"]; ok {
 		b.name = "ferretdb"
+	}
+	// Collections used inside transactions must exist beforehand on
+	// servers older than 4.4; the others are created with their indexes.
+	for _, name := range []string{colCounters, colClaims} {
+		err := b.db.CreateCollection(ctx, name)
+		var ce mongo.CommandError
+		if err != nil && !(errors.As(err, &ce) && ce.Code == codeNamespaceExists) {
+			return fmt.Errorf("mongo: create collection %s: %w", name, err)
+		}
 	}
 	if err := b.createIndexes(ctx); err != nil {
 		return err
