@@ -128,7 +128,7 @@ var functionTable = map[string]fnSpec{
 	"now":       {0, 0, fnNow(KindDateTime), false},
 	"today":     {0, 0, fnNow(KindDate), false},
 	"timeOfDay": {0, 0, fnNow(KindTime), false},
-	"type": {0, 0, fnType, false},
+	"type":      {0, 0, fnType, false},
 	"htmlChecks": {0, 0, func(_ *evalCtx, _ Collection, _ *callNode, _ *frame) (Collection, error) {
 		// Narrative safety is the validator's job; FHIRPath invariants only
 		// need a Boolean here.
