@@ -8,12 +8,38 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/anodyne-fhir/anodyne/storage"
 )
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
 
+// AccountStore keeps local accounts; the server, the admin tools and the
+// CLI share it.
+type AccountStore struct{ kv kv }
+
+// NewAccountStore returns the account store kept in store.
+func NewAccountStore(store storage.KV) *AccountStore { return &AccountStore{kv: kv{store}} }
+
 // PutAccount creates or replaces a local account with a password.
 func (s *Server) PutAccount(ctx context.Context, a Account, password string) error {
+	return (&AccountStore{kv: s.kv}).Put(ctx, a, password)
+}
+
+// Delete removes a local account.
+func (as *AccountStore) Delete(ctx context.Context, username string) error {
+	key := pfxAccount + strings.ToLower(strings.TrimSpace(username))
+	if _, err := as.kv.Get(ctx, key); err != nil {
+		return fmt.Errorf("account %s: %w", username, err)
+	}
+	if err := as.kv.KV.Delete(ctx, key); err != nil {
+		return fmt.Errorf("delete account %s: %w", username, err)
+	}
+	return nil
+}
+
+// Put creates or replaces a local account, hashing password with argon2id.
+func (as *AccountStore) Put(ctx context.Context, a Account, password string) error {
 	a.Username = strings.ToLower(strings.TrimSpace(a.Username))
 	if a.Username == "" || strings.Contains(a.Username, "/") {
 		return fmt.Errorf("smart: bad user name %q", a.Username)
@@ -29,7 +55,7 @@ func (s *Server) PutAccount(ctx context.Context, a Account, password string) err
 		return err
 	}
 	a.PasswordHash = h
-	return s.kv.putJSON(ctx, pfxAccount+a.Username, a, 0)
+	return as.kv.putJSON(ctx, pfxAccount+a.Username, a, 0)
 }
 
 func checkFHIRUser(u string) error {

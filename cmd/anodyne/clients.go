@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/anodyne-fhir/anodyne/auth/smart"
+)
+
+// listFlag collects a repeatable string flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// clientsCommand is "anodyne clients add|list|remove": it edits the SMART
+// client registry directly in the store the server uses (the server reads
+// clients on every request, so no restart is needed). "anodyne users add"
+// (usersCommand) does the same for local accounts.
+func clientsCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return errors.New("usage: anodyne clients add|list|remove [flags]")
+	}
+	fs := flag.NewFlagSet("anodyne clients "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var store serveConfig
+	fs.StringVar(&store.DataDir, "data-dir", "./anodyne-data", "directory of the embedded SQLite database")
+	fs.StringVar(&store.MongoURI, "mongodb-uri", "", "MongoDB URI (instead of SQLite)")
+	fs.StringVar(&store.MongoDB, "mongodb-database", "anodyne", "MongoDB database name")
+	var c smart.Client
+	var typ, jwksFile, secret string
+	var redirects, origins listFlag
+	if args[0] == "add" {
+		fs.StringVar(&c.ID, "id", "", "client_id (required)")
+		fs.StringVar(&c.Name, "name", "", "name shown on the consent page")
+		fs.StringVar(&typ, "type", "public", "public, confidential-symmetric or confidential-asymmetric")
+		fs.Var(&redirects, "redirect-uri", "registered redirect URI (repeatable)")
+		fs.Var(&origins, "origin", "browser origin allowed by CORS (repeatable)")
+		fs.StringVar(&c.Scopes, "scope", "", "scopes the client may be granted (space-separated)")
+		fs.StringVar(&jwksFile, "jwks-file", "", "file holding the client's public JWKS (asymmetric clients)")
+		fs.StringVar(&c.JWKSURL, "jwks-uri", "", "URL of the client's JWKS (asymmetric clients)")
+		fs.StringVar(&secret, "secret", "", "client secret for a symmetric client (generated and printed when empty)")
+		fs.BoolVar(&c.LaunchEHR, "launch-ehr", false, "the client is an EHR and may create launch contexts")
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	be, _, err := openBackend(ctx, store)
+	if err != nil {
+		return err
+	}
+	defer be.Close()
+	cs := smart.NewClientStore(be.KV())
+	switch args[0] {
+	case "add":
+		c.Type = smart.ClientType(typ)
+		c.RedirectURIs, c.Origins = redirects, origins
+		if jwksFile != "" {
+			b, err := os.ReadFile(jwksFile)
+			if err != nil {
+				return fmt.Errorf("reading --jwks-file: %w", err)
+			}
+			c.JWKS = b
+		}
+		generated, err := smart.RegisterClient(ctx, cs, &c, secret)
+		if err != nil {
+			return fmt.Errorf("registering client: %w", err)
+		}
+		fmt.Fprintf(stdout, "registered %s (%s)\n", c.ID, c.Type)
+		if generated != "" && secret == "" {
+			fmt.Fprintf(stdout, "client_secret: %s\n(shown once; only its hash is stored)\n", generated)
+		}
+		return nil
+	case "list":
+		list, err := cs.List(ctx)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "CLIENT_ID\tTYPE\tSCOPE\tREDIRECT_URIS")
+		for _, x := range list {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", x.ID, x.Type, x.Scopes, strings.Join(x.RedirectURIs, " "))
+		}
+		return tw.Flush()
+	case "remove":
+		if fs.NArg() != 1 {
+			return errors.New("usage: anodyne clients remove [flags] CLIENT_ID")
+		}
+		if err := cs.Delete(ctx, fs.Arg(0)); err != nil {
+			return fmt.Errorf("removing client: %w", err)
+		}
+		fmt.Fprintf(stdout, "removed %s\n", fs.Arg(0))
+		return nil
+	}
+	return fmt.Errorf("unknown clients command %q (add, list, remove)", args[0])
+}
+
+// usersCommand is "anodyne users add --username U --fhir-user Practitioner/1
+// [--patient ID]..." with the password read from the first line of stdin,
+// so that it never appears in the process list or shell history.
+func usersCommand(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 || (args[0] != "add" && args[0] != "remove") {
+		return errors.New("usage: anodyne users add|remove [flags]")
+	}
+	fs := flag.NewFlagSet("anodyne users "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var store serveConfig
+	fs.StringVar(&store.DataDir, "data-dir", "./anodyne-data", "directory of the embedded SQLite database")
+	fs.StringVar(&store.MongoURI, "mongodb-uri", "", "MongoDB URI (instead of SQLite)")
+	fs.StringVar(&store.MongoDB, "mongodb-database", "anodyne", "MongoDB database name")
+	var a smart.Account
+	var patients listFlag
+	fs.StringVar(&a.Username, "username", "", "user name (required)")
+	fs.StringVar(&a.FHIRUser, "fhir-user", "", "the FHIR user: Practitioner/<id>, Patient/<id>, RelatedPerson/<id>...")
+	fs.Var(&patients, "patient", "a patient id the user may pick in a standalone launch (repeatable)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	be, _, err := openBackend(ctx, store)
+	if err != nil {
+		return err
+	}
+	defer be.Close()
+	as := smart.NewAccountStore(be.KV())
+	if args[0] == "remove" {
+		if err := as.Delete(ctx, a.Username); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "removed %s\n", a.Username)
+		return nil
+	}
+	line, err := readLine(stdin)
+	if err != nil {
+		return fmt.Errorf("reading the password from stdin: %w", err)
+	}
+	a.Patients = patients
+	if err := as.Put(ctx, a, line); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "added %s as %s\n", strings.ToLower(a.Username), a.FHIRUser)
+	return nil
+}
+
+func readLine(r io.Reader) (string, error) {
+	var b strings.Builder
+	buf := make([]byte, 1)
+	for b.Len() < 1024 {
+		n, err := r.Read(buf)
+		if n == 1 {
+			if buf[0] == '\n' {
+				break
+			}
+			b.WriteByte(buf[0])
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return "", err
+		}
+	}
+	return strings.TrimRight(b.String(), "\r"), nil
+}
