@@ -251,7 +251,7 @@ func (b *Backend) insertHistory(ctx context.Context, h *historyDoc, seq int64, i
 // never updated the resource: the resource is still at the previous
 // version and the document is older than any write in flight.
 func (b *Backend) orphan(ctx context.Context, h *historyDoc, expect int64) bool {
-	if time.Since(h.Wall) < staleClaimAge {
+	if time.Since(h.Wall) < b.staleAfter {
 		return false
 	}
 	var cur struct {
@@ -299,7 +299,7 @@ func (b *Backend) acquireClaim(ctx context.Context, claim, key string) (bool, er
 	if err != nil {
 		return false, fmt.Errorf("mongo: check holder of claim %q: %w", claim, err)
 	}
-	if n > 0 || (!b.transactions && now.Sub(held.At) < staleClaimAge) {
+	if n > 0 || (!b.transactions && now.Sub(held.At) < b.staleAfter) {
 		return false, fmt.Errorf("mongo: claim %q held by %s: %w", claim, held.Holder, storage.ErrDuplicateClaim)
 	}
 	ur, err := b.claims.UpdateOne(ctx,

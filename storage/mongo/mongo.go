@@ -127,6 +127,11 @@ type Backend struct {
 	elemMatch    bool
 	ttl          bool
 	notes        []string
+
+	// staleAfter is how old the leftovers of an interrupted write (a claim
+	// or a history document) must be before another writer removes them;
+	// staleClaimAge, except in tests that simulate a crash.
+	staleAfter time.Duration
 }
 
 var (
@@ -171,6 +176,8 @@ func Open(ctx context.Context, uri, database string, opts ...Option) (*Backend, 
 		counters: db.Collection(colCounters),
 		claims:   db.Collection(colClaims),
 		kv:       db.Collection(colKV),
+
+		staleAfter: staleClaimAge,
 	}
 	if err := b.setup(ctx); err != nil {
 		_ = client.Disconnect(context.WithoutCancel(ctx))
