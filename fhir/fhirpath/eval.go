@@ -125,6 +125,7 @@ func evalErr(format string, args ...any) error {
 type evalCtx struct {
 	ctx      context.Context
 	model    *Model
+	input    Collection
 	vars     map[string]Collection
 	resolver Resolver
 	now      time.Time
@@ -158,24 +159,13 @@ func (e *Expression) Evaluate(input any, opts ...Option) (Collection, error) {
 	if cfg.ctx == nil {
 		cfg.ctx = context.Background()
 	}
-	if cfg.now.IsZero() {
-		cfg.now = time.Now()
-	}
 	if cfg.logger == nil {
 		cfg.logger = slog.Default()
 	}
 	in := toCollection(input)
-	vars := make(map[string]Collection, len(cfg.vars)+6)
-	vars["ucum"] = Collection{sysNode("http://unitsofmeasure.org", TypeString)}
-	vars["sct"] = Collection{sysNode("http://snomed.info/sct", TypeString)}
-	vars["loinc"] = Collection{sysNode("http://loinc.org", TypeString)}
-	vars["context"] = in
-	vars["resource"] = in
-	vars["rootResource"] = in
-	for k, v := range cfg.vars {
-		vars[k] = v
-	}
-	c := &evalCtx{ctx: cfg.ctx, model: m, vars: vars, resolver: cfg.resolver, now: cfg.now, logger: cfg.logger, budget: evalBudget}
+	// Default variables are answered by lookupVar rather than copied into
+	// a map, because extraction evaluates on every write.
+	c := &evalCtx{ctx: cfg.ctx, model: m, input: in, vars: cfg.vars, resolver: cfg.resolver, now: cfg.now, logger: cfg.logger, budget: evalBudget}
 	out, err := e.root.eval(c, in, &frame{this: in})
 	if err != nil {
 		return nil, fmt.Errorf("fhirpath: evaluate %q: %w", e.src, err)
@@ -255,8 +245,26 @@ func (n *literalNode) eval(*evalCtx, Collection, *frame) (Collection, error) { r
 
 type varNode struct{ name string }
 
+// lookupVar answers %name: caller-set variables first, then the defaults.
+func (c *evalCtx) lookupVar(name string) (Collection, bool) {
+	if v, ok := c.vars[name]; ok {
+		return v, true
+	}
+	switch name {
+	case "context", "resource", "rootResource":
+		return c.input, true
+	case "ucum":
+		return Collection{sysNode("http://unitsofmeasure.org", TypeString)}, true
+	case "sct":
+		return Collection{sysNode("http://snomed.info/sct", TypeString)}, true
+	case "loinc":
+		return Collection{sysNode("http://loinc.org", TypeString)}, true
+	}
+	return nil, false
+}
+
 func (n *varNode) eval(c *evalCtx, _ Collection, _ *frame) (Collection, error) {
-	v, ok := c.vars[n.name]
+	v, ok := c.lookupVar(n.name)
 	if !ok {
 		// FHIR defines these two families of constants by name.
 		if name, found := strings.CutPrefix(n.name, "vs-"); found {

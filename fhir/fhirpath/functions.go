@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
@@ -401,7 +402,8 @@ func fnResolve(c *evalCtx, in Collection, _ *callNode, _ *frame) (Collection, er
 }
 
 func (c *evalCtx) findContained(id string) (Node, bool) {
-	for _, r := range c.vars["resource"] {
+	res, _ := c.lookupVar("resource")
+	for _, r := range res {
 		m, ok := r.value.(map[string]any)
 		if !ok {
 			continue
@@ -1154,6 +1156,10 @@ func fnTrace(c *evalCtx, in Collection, call *callNode, fr *frame) (Collection, 
 
 func fnNow(kind TemporalKind) fnImpl {
 	return func(c *evalCtx, _ Collection, _ *callNode, _ *frame) (Collection, error) {
+		if c.now.IsZero() {
+			// One instant per evaluation: now() = now() must hold.
+			c.now = time.Now()
+		}
 		g := c.now
 		_, off := g.Zone()
 		t := Temporal{Kind: kind, Year: g.Year(), Month: int(g.Month()), Day: g.Day(), Hour: g.Hour(), Minute: g.Minute(), Second: g.Second(), Milli: g.Nanosecond() / 1e6, HasTZ: true, TZ: off / 60}
