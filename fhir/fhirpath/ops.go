@@ -614,9 +614,9 @@ func addDuration(t Temporal, q Quantity, subtract bool) (Temporal, error) {
 	whole := int(math.Trunc(v))
 	switch unit {
 	case "year":
-		g = g.AddDate(whole, 0, 0)
+		g = addMonths(g, 12*whole)
 	case "month":
-		g = g.AddDate(0, whole, 0)
+		g = addMonths(g, whole)
 	case "week":
 		g = g.AddDate(0, 0, 7*whole)
 	case "day":
@@ -637,4 +637,20 @@ func addDuration(t Temporal, q Quantity, subtract bool) (Temporal, error) {
 		}
 	}
 	return t.fromGoTime(g), nil
+}
+
+// addMonths moves by calendar months, clamping the day to the end of the
+// target month (Jan 31 + 1 month = Feb 28/29) as FHIRPath requires, where
+// time.AddDate would overflow into the next month.
+func addMonths(g time.Time, months int) time.Time {
+	y, m, d := g.Date()
+	total := int(m) - 1 + months
+	ty := y + total/12
+	tm := total % 12
+	if tm < 0 {
+		tm += 12
+		ty--
+	}
+	last := time.Date(ty, time.Month(tm+2), 0, 0, 0, 0, 0, g.Location()).Day()
+	return time.Date(ty, time.Month(tm+1), min(d, last), g.Hour(), g.Minute(), g.Second(), g.Nanosecond(), g.Location())
 }
