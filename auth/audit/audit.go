@@ -35,7 +35,9 @@ type Store struct {
 }
 
 // New returns an AuditSink writing to backend.
-func New(backend storage.Backend, index Indexer) *Store { return &Store{backend: backend, index: index} }
+func New(backend storage.Backend, index Indexer) *Store {
+	return &Store{backend: backend, index: index}
+}
 
 var _ auth.AuditSink = (*Store)(nil)
 

@@ -20,7 +20,7 @@ const redirect = "https://app.example/callback"
 
 // loginAs drives the pages: login, then the picker (choosing pick when it
 // is shown), then consent. It returns the final page.
-func loginAs(t *testing.T, b *browser, authURL, user, pick string) page {
+func loginAs(t testing.TB, b *browser, authURL, user, pick string) page {
 	t.Helper()
 	p := b.get(authURL)
 	if p.loc != "" {

@@ -44,10 +44,11 @@ import (
 // auth middleware and decision point, with the built-in SMART server
 // mounted on the same Echo, over real HTTP.
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	srv      *httptest.Server
 	as       *smart.Server
 	kv       storage.KV
+	be       storage.Backend
 	base     string
 	fhirBase string
 }
@@ -75,12 +76,19 @@ func registry(t testing.TB) *resources.Registry {
 	return reg
 }
 
-type envOption func(*smart.Config)
+type envOption func(*envConfig)
+
+// envConfig is what options may change: the SMART server's configuration
+// and whether FHIR requests are audited.
+type envConfig struct {
+	smart.Config
+	noAudit bool
+}
 
 // quiet keeps warnings and errors only, so that test output stays readable.
 var quiet = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
-func newEnv(t *testing.T, opts ...envOption) *env {
+func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
 	ctx := context.Background()
 	be, err := sqlite.Open(ctx, t.TempDir())
@@ -92,10 +100,11 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	// listener first, then install the handler.
 	srv := httptest.NewUnstartedServer(nil)
 	base := "http://" + srv.Listener.Addr().String()
-	cfg := smart.Config{BaseURL: base, FHIRBase: base + "/fhir", KV: be.KV(), AdminToken: "admin-secret-token"}
+	ec := envConfig{Config: smart.Config{BaseURL: base, FHIRBase: base + "/fhir", KV: be.KV(), AdminToken: "admin-secret-token"}}
 	for _, o := range opts {
-		o(&cfg)
+		o(&ec)
 	}
+	cfg := ec.Config
 	cfg.Logger = quiet
 	as, err := smart.New(ctx, cfg)
 	if err != nil {
@@ -111,10 +120,13 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 		Registry:   registry(t),
 		Authorizer: fhirAuthorizer{auth.NewPolicy(registry(t))},
 		Middleware: func(next echo.HandlerFunc) echo.HandlerFunc {
+			if ec.noAudit {
+				return ver.Middleware(base, nil)(next)
+			}
 			// Verify first, so that the audit record knows who called.
 			return ver.Middleware(base, nil)(auth.AuditMiddleware(audit.New(be, registry(t)), base+"/fhir", "/fhir", quiet)(next))
 		},
-		Logger:     quiet,
+		Logger: quiet,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -125,7 +137,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	srv.Config.Handler = e
 	srv.Start()
 	t.Cleanup(srv.Close)
-	return &env{t: t, srv: srv, as: as, kv: be.KV(), base: base, fhirBase: base + "/fhir"}
+	return &env{t: t, srv: srv, as: as, kv: be.KV(), be: be, base: base, fhirBase: base + "/fhir"}
 }
 
 func (e *env) addClient(c smart.Client, secret string) string {
@@ -315,12 +327,12 @@ func (e *env) seed() {
 // browser is a user agent without JavaScript: it follows redirects inside
 // the server, fills the forms, and stops at the app's redirect URI.
 type browser struct {
-	t      *testing.T
+	t      testing.TB
 	c      *http.Client
 	stopAt string
 }
 
-func newBrowser(t *testing.T, redirectURI string) *browser {
+func newBrowser(t testing.TB, redirectURI string) *browser {
 	jar, _ := cookiejar.New(nil)
 	b := &browser{t: t, stopAt: redirectURI}
 	b.c = &http.Client{Jar: jar, CheckRedirect: func(req *http.Request, via []*http.Request) error {
@@ -400,7 +412,7 @@ func (b *browser) approve(p page) page {
 }
 
 // codeFrom reads code and state from the final redirect to the app.
-func codeFrom(t *testing.T, p page) (url.Values, error) {
+func codeFrom(t testing.TB, p page) (url.Values, error) {
 	t.Helper()
 	if p.loc == "" {
 		return nil, fmt.Errorf("no redirect to the app: %d %s %s", p.status, p.url, p.body)

@@ -16,7 +16,7 @@ import (
 )
 
 // userToken runs a standalone launch for user with scopes and returns the access token.
-func (e *env) userToken(t *testing.T, user string, scopes ...string) string {
+func (e *env) userToken(t testing.TB, user string, scopes ...string) string {
 	t.Helper()
 	app := e.app("matrix", redirect, scopes...)
 	v := oauth2.GenerateVerifier()

@@ -33,7 +33,7 @@ func TestUpstreamEnterpriseLogin(t *testing.T) {
 	up.Start()
 	defer up.Close()
 
-	e := newEnv(t, func(c *smart.Config) {
+	e := newEnv(t, func(c *envConfig) {
 		clients["anodyne"] = opstorage.WebClient("anodyne", "upstream-secret", c.BaseURL+"/auth/upstream/callback")
 		c.Upstream = &smart.UpstreamOIDC{Name: "Hospital IdP", Issuer: issuer, ClientID: "anodyne", ClientSecret: "upstream-secret"}
 	})
