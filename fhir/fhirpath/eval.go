@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"sort"
 	"strings"
 	"time"
@@ -561,14 +560,14 @@ func inferType(v any) string {
 	case float64:
 		return TypeDecimal
 	case json.Number:
-		if _, ok := parseNumber(v.(json.Number)); ok {
-			if x, _ := parseNumber(v.(json.Number)); x != nil {
-				if _, isInt := x.(int64); isInt {
-					return TypeInteger
-				}
-			}
-			return TypeDecimal
+		x, ok := parseNumber(v.(json.Number))
+		if !ok {
+			return ""
 		}
+		if _, isInt := x.(int64); isInt {
+			return TypeInteger
+		}
+		return TypeDecimal
 	case Temporal:
 		return map[TemporalKind]string{KindDate: TypeDate, KindDateTime: TypeDateTime, KindTime: TypeTime}[v.(Temporal).Kind]
 	case Quantity:
@@ -715,15 +714,6 @@ func singletonBool(c *evalCtx, col Collection) (val, known bool, err error) {
 	}
 	return false, false, evalErr("expected a single boolean, got %d items", len(col))
 }
-
-func (c *evalCtx) checkDeadline() error {
-	if err := c.ctx.Err(); err != nil {
-		return fmt.Errorf("fhirpath: evaluation cancelled: %w", err)
-	}
-	return nil
-}
-
-var _ = math.Abs
 
 func sortedKeys(m map[string]any) []string {
 	keys := make([]string, 0, len(m))

@@ -277,3 +277,32 @@ func BenchmarkParse(b *testing.B) {
 		}
 	}
 }
+
+// TestConcurrentEvaluate shares one Expression between goroutines, as the
+// index extractor does; run with -race to check it stays read-only.
+func TestConcurrentEvaluate(t *testing.T) {
+	obs := mustJSON(t, obsJSON)
+	e := MustParse("Observation.note.where(text.startsWith('t')).text | (Observation.value as Quantity).value.toString()")
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() {
+			for range 200 {
+				got, err := e.Evaluate(obs)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if r := render(got); r != "two@markdown 72@System.String" {
+					errs <- fmt.Errorf("got %q", r)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
