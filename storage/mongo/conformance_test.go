@@ -16,21 +16,31 @@ func TestConformance(t *testing.T) {
 	if srv.FerretDB {
 		t.Log("running on embedded FerretDB: no transactions (AtomicCommit=false), no $elemMatch (Go-side re-check)")
 	}
-	storagetest.Run(t, storagetest.Harness{
-		New: func(t *testing.T) storage.Backend {
-			name := mongotest.Database(t)
-			b := open(t, name)
-			names.put(b, name)
-			return b
-		},
-		Reopen: func(t *testing.T, old storage.Backend) storage.Backend {
-			name := names.get(old.(*Backend))
-			if name == "" {
-				t.Fatal("reopen: unknown backend")
-			}
-			b := open(t, name)
-			names.put(b, name)
-			return b
-		},
-	})
+	harness := func(dbPaging bool) storagetest.Harness {
+		return storagetest.Harness{
+			New: func(t *testing.T) storage.Backend {
+				name := mongotest.Database(t)
+				b := open(t, name)
+				b.dbPaging = b.dbPaging || dbPaging
+				names.put(b, name)
+				return b
+			},
+			Reopen: func(t *testing.T, old storage.Backend) storage.Backend {
+				name := names.get(old.(*Backend))
+				if name == "" {
+					t.Fatal("reopen: unknown backend")
+				}
+				b := open(t, name)
+				b.dbPaging = b.dbPaging || dbPaging
+				names.put(b, name)
+				return b
+			},
+		}
+	}
+	t.Run("Default", func(t *testing.T) { storagetest.Run(t, harness(false)) })
+	if srv.FerretDB {
+		// The server-side paging path is the default on MongoDB; run it on
+		// FerretDB too so that it is exercised without a MongoDB at hand.
+		t.Run("DBPaging", func(t *testing.T) { storagetest.Run(t, harness(true)) })
+	}
 }

@@ -48,7 +48,9 @@
 // A Sort is always applied in Go over the matching ids and entries (a
 // projection, not the JSON), so its cost grows with the number of matches;
 // beyond maxCandidates the search fails with ErrUnsupported instead of
-// answering partially.
+// answering partially. On FerretDB, where every find is a full scan, all
+// searches take the Go path with whole documents in a single find (see
+// Backend.dbPaging).
 //
 // Chain and Has run without $lookup, in two phases: the inner query is
 // evaluated to ids (at most maxJoin, else ErrUnsupported), then the outer
@@ -127,6 +129,13 @@ type Backend struct {
 	elemMatch    bool
 	ttl          bool
 	notes        []string
+
+	// dbPaging: exact searches without a sort are paged by the server
+	// (keyset on _id, limit, count). Off on FerretDB, where every find and
+	// count is a full scan, so one Go-side pass over a single find is
+	// cheaper than a count plus a sorted find (measured: 132 ms against
+	// 385 ms for 300 documents).
+	dbPaging bool
 
 	// staleAfter is how old the leftovers of an interrupted write (a claim
 	// or a history document) must be before another writer removes them;
@@ -214,6 +223,7 @@ func (b *Backend) setup(ctx context.Context) error {
 			return fmt.Errorf("mongo: create collection %s: %w", name, err)
 		}
 	}
+	b.dbPaging = b.name != "ferretdb"
 	if err := b.createIndexes(ctx); err != nil {
 		return err
 	}

@@ -47,6 +47,7 @@ type candidate struct {
 	key     string
 	entries []storage.Entry
 	sortKey []sortVal
+	rec     *storage.Record // set when the candidate pass read whole documents
 }
 
 // sortVal is one sort key of a candidate; Has is false when it has no value.
@@ -93,7 +94,7 @@ func (b *Backend) Search(ctx context.Context, q storage.Query) (storage.Page, er
 		return storage.Page{}, err
 	}
 	full := and(baseFilter(q.Types), f)
-	if exact && len(q.Sort) == 0 {
+	if exact && len(q.Sort) == 0 && b.dbPaging {
 		return b.searchInDB(ctx, full, q, count, qh, after)
 	}
 	return b.searchInGo(ctx, full, exact, root, q, count, qh, after)
@@ -146,7 +147,10 @@ func (b *Backend) searchInDB(ctx context.Context, full bson.D, q storage.Query, 
 // searchInGo re-checks (when the filter is a superset), sorts and pages the
 // candidates in Go, then reads the page's documents.
 func (b *Backend) searchInGo(ctx context.Context, full bson.D, exact bool, root *node, q storage.Query, count int, qh string, after *searchCursor) (storage.Page, error) {
-	cands, err := b.candidates(ctx, full, exact, root, maxCandidates)
+	// Where every find is a full scan (!dbPaging), a second find for the
+	// page's documents would double the cost, so the candidate pass reads
+	// whole documents; elsewhere the page is fetched through the _id index.
+	cands, err := b.candidates(ctx, full, exact, root, maxCandidates, !b.dbPaging)
 	if err != nil {
 		return storage.Page{}, err
 	}
@@ -183,6 +187,12 @@ func (b *Backend) searchInGo(ctx context.Context, full bson.D, exact bool, root 
 	if len(sel) == 0 {
 		return page, nil
 	}
+	if sel[0].rec != nil {
+		for _, c := range sel {
+			page.Records = append(page.Records, *c.rec)
+		}
+		return page, nil
+	}
 	keys := make([]string, len(sel))
 	for i, c := range sel {
 		keys[i] = c.key
@@ -212,22 +222,27 @@ func (b *Backend) searchInGo(ctx context.Context, full bson.D, exact bool, root 
 // candidates reads the ids and entries of the resources matching full and
 // keeps those for which root holds. More than limit matches is an error:
 // the caller would otherwise answer from a partial set.
-func (b *Backend) candidates(ctx context.Context, full bson.D, exact bool, root *node, limit int) ([]candidate, error) {
-	cur, err := b.res.Find(ctx, full, options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}, {Key: "e", Value: 1}}))
+func (b *Backend) candidates(ctx context.Context, full bson.D, exact bool, root *node, limit int, whole bool) ([]candidate, error) {
+	proj := bson.D{{Key: "_id", Value: 1}, {Key: "e", Value: 1}}
+	if whole {
+		proj = bson.D{{Key: "k", Value: 0}}
+	}
+	cur, err := b.res.Find(ctx, full, options.Find().SetProjection(proj))
 	if err != nil {
 		return nil, fmt.Errorf("mongo: search candidates: %w", err)
 	}
 	defer cur.Close(ctx)
 	var out []candidate
 	for cur.Next(ctx) {
-		var d struct {
-			ID      string     `bson:"_id"`
-			Entries []entryDoc `bson:"e"`
-		}
+		var d resourceDoc
 		if err := cur.Decode(&d); err != nil {
 			return nil, fmt.Errorf("mongo: search candidates: %w", err)
 		}
 		c := candidate{key: d.ID, entries: fromEntryDocs(d.Entries)}
+		if whole {
+			r := d.record()
+			c.rec = &r
+		}
 		if !exact {
 			ok, err := eval(root, &c)
 			if err != nil {
@@ -258,7 +273,7 @@ func (b *Backend) matching(ctx context.Context, types []string, expr storage.Exp
 	if err != nil {
 		return nil, err
 	}
-	return b.candidates(ctx, and(baseFilter(types), f), exact, root, limit)
+	return b.candidates(ctx, and(baseFilter(types), f), exact, root, limit, false)
 }
 
 // resolve turns expr into a node tree, running the inner queries of Chain
