@@ -32,7 +32,6 @@ func (s *Server) smartConfiguration(c echo.Context) error {
 		"token_endpoint":                                   s.url(pathToken),
 		"introspection_endpoint":                           s.url(pathIntrospect),
 		"revocation_endpoint":                              s.url(pathRevoke),
-		"management_endpoint":                              s.url(pathManage),
 		"grant_types_supported":                            []string{"authorization_code", "client_credentials", "refresh_token"},
 		"response_types_supported":                         []string{"code"},
 		"code_challenge_methods_supported":                 []string{"S256"},
@@ -90,7 +89,6 @@ func (s *Server) SecurityComponent() map[string]any {
 				ext("token", s.url(pathToken)),
 				ext("introspect", s.url(pathIntrospect)),
 				ext("revoke", s.url(pathRevoke)),
-				ext("manage", s.url(pathManage)),
 			},
 		}},
 	}

@@ -47,11 +47,14 @@ func TestDiscovery(t *testing.T) {
 	if st != 200 || !strings.HasPrefix(hdr.Get("Content-Type"), "application/json") || hdr.Get("Access-Control-Allow-Origin") != "*" {
 		t.Fatalf("smart-configuration = %d %v", st, hdr)
 	}
-	for _, k := range []string{"token_endpoint", "authorization_endpoint", "issuer", "jwks_uri", "introspection_endpoint", "revocation_endpoint", "management_endpoint"} {
+	for _, k := range []string{"token_endpoint", "authorization_endpoint", "issuer", "jwks_uri", "introspection_endpoint", "revocation_endpoint"} {
 		u, _ := sc[k].(string)
 		if pu, err := url.Parse(u); err != nil || !pu.IsAbs() || !strings.HasPrefix(u, e.base) {
 			t.Errorf("%s = %q, want an absolute URL on our base", k, u)
 		}
+	}
+	if sc["management_endpoint"] != nil || sc["registration_endpoint"] != nil {
+		t.Error("advertises endpoints that do not exist")
 	}
 	ccm := strs(sc["code_challenge_methods_supported"])
 	if !slices.Contains(ccm, "S256") || slices.Contains(ccm, "plain") {

@@ -174,7 +174,6 @@ const (
 	pathUpstream   = "/auth/upstream"
 	pathUpCallback = "/auth/upstream/callback"
 	pathAdmin      = "/auth/admin/clients"
-	pathManage     = "/auth/manage"
 )
 
 func (s *Server) url(path string) string { return s.cfg.BaseURL + path }
