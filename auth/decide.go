@@ -146,15 +146,27 @@ func (p *Policy) scopeFilter(pr *Principal, sc Scope, resourceType string) (stor
 		}
 		parts = append(parts, f)
 	case ContextUser:
-		// A user who is a Patient sees their own compartment; other users
-		// (practitioners) see what the scope names: Anodyne has no
-		// finer-grained care-team policy yet.
-		if typ, id, ok := strings.Cut(pr.FHIRUser, "/"); ok && typ == "Patient" {
+		// What a user may see: a Patient their own compartment; a
+		// practitioner what the scope names (Anodyne has no care-team
+		// policy yet); anyone else (RelatedPerson, Person, or a token
+		// without fhirUser) only the patient in context, if any.
+		typ, id, _ := strings.Cut(pr.FHIRUser, "/")
+		switch {
+		case typ == "Practitioner" || typ == "PractitionerRole":
+		case typ == "Patient" && id != "":
 			f, why := p.compartment(id, resourceType)
 			if why != "" {
 				return nil, false, why
 			}
 			parts = append(parts, f)
+		case pr.Patient != "":
+			f, why := p.compartment(pr.Patient, resourceType)
+			if why != "" {
+				return nil, false, why
+			}
+			parts = append(parts, f)
+		default:
+			return nil, false, "the user's access cannot be established (no fhirUser or patient)"
 		}
 	case ContextSystem:
 	}

@@ -112,6 +112,8 @@ func TestPolicyDecide(t *testing.T) {
 		{"query-limited search does not widen by read", vital + " patient/Observation.r", "a", "", "search", "Observation", []string{"a-vital"}},
 		{"user scope for practitioner sees all", "user/Observation.rs", "", "Practitioner/p1", "search", "Observation", []string{"a-lab", "a-vital", "b-vital"}},
 		{"user scope for patient user sees own", "user/*.cruds", "", "Patient/b", "search", "Observation", []string{"b-vital"}},
+		{"user scope without fhirUser grants nothing", "user/*.rs", "", "", "search", "Observation", nil},
+		{"user scope for related person is limited to the patient in context", "user/*.rs", "b", "RelatedPerson/r1", "search", "Observation", []string{"b-vital"}},
 		{"user v1 write denies read", "user/*.write", "", "Practitioner/p1", "read", "Observation", nil},
 		{"system wildcard", "system/*.*", "", "", "search", "Condition", []string{"a-cond", "b-cond"}},
 		{"system read denies delete", "system/*.read", "", "", "delete", "Condition", nil},
