@@ -72,8 +72,16 @@ func permitted(d Decision, id string, entries []storage.Entry) (bool, error) {
 // resource outside the filter is reported as 403 without revealing it.
 func (s *Server) checkResource(ctx context.Context, action, typ, id string, res map[string]any) error {
 	d, err := s.decide(ctx, action, typ)
-	if err != nil || d.Filter == nil {
+	if err != nil {
 		return err
+	}
+	return s.within(d, action, typ, id, res)
+}
+
+// within checks a decoded resource against a decision's filter.
+func (s *Server) within(d Decision, action, typ, id string, res map[string]any) error {
+	if d.Filter == nil {
+		return nil
 	}
 	entries, err := s.registry.Index(typ, res)
 	if err != nil {

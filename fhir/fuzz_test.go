@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/anodyne-fhir/anodyne/fhir"
 )
@@ -52,7 +53,14 @@ func FuzzRequestBody(f *testing.F) {
 			req := httptest.NewRequest(http.MethodPost, target, strings.NewReader(string(body)))
 			req.Header.Set("Content-Type", "application/fhir+json")
 			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, req)
+			done := make(chan struct{})
+			go func() { h.ServeHTTP(rec, req); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				// A body that stalls the server is a denial of service.
+				t.Fatalf("%s: no answer within 10s for %q", target, body)
+			}
 			if rec.Code >= 500 {
 				t.Fatalf("%s: status %d for %q: %s", target, rec.Code, body, rec.Body.Bytes())
 			}

@@ -2,6 +2,7 @@ package fhir
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -148,11 +149,12 @@ func (g *guard) allows(ctx context.Context, rec storage.Record) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	entries, err := g.s.registry.Index(rec.Type, res)
-	if err != nil {
-		return false, fmt.Errorf("indexing %s/%s for authorization: %w", rec.Type, rec.ID, err)
+	err = g.s.within(*d, g.action, rec.Type, rec.ID, res)
+	var fe *Error
+	if errors.As(err, &fe) && fe.Status == http.StatusForbidden {
+		return false, nil
 	}
-	return permitted(*d, rec.ID, entries)
+	return err == nil, err
 }
 
 // countParam reads _count, capped at maxCount; absent gives defaultCount.

@@ -1,7 +1,6 @@
 package fhir
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"strconv"
@@ -26,6 +25,12 @@ func (s *Server) read(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
+	// Decide before touching storage, so that a caller without access to
+	// the type cannot even learn which ids exist.
+	d, err := s.decide(ctx, ActionRead, typ)
+	if err != nil {
+		return err
+	}
 	rec, err := s.backend.Read(ctx, typ, id)
 	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
@@ -33,7 +38,7 @@ func (s *Server) read(c echo.Context) error {
 		}
 		return err
 	}
-	return s.serveRecord(ctx, c, rec)
+	return s.serveRecord(c, d, rec)
 }
 
 // vread handles GET [base]/[type]/[id]/_history/[vid].
@@ -51,6 +56,10 @@ func (s *Server) vread(c echo.Context) error {
 		return errNotFound("%s/%s has no version %q", typ, id, c.Param("vid"))
 	}
 	ctx := c.Request().Context()
+	d, err := s.decide(ctx, ActionRead, typ)
+	if err != nil {
+		return err
+	}
 	rec, err := s.backend.ReadVersion(ctx, typ, id, vid)
 	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
@@ -58,28 +67,28 @@ func (s *Server) vread(c echo.Context) error {
 		}
 		return err
 	}
-	return s.serveRecord(ctx, c, rec)
+	return s.serveRecord(c, d, rec)
 }
 
-// serveRecord answers with one stored version after the authorization
-// check, honouring conditional-read headers.
-func (s *Server) serveRecord(ctx context.Context, c echo.Context, rec storage.Record) error {
+// serveRecord answers with one stored version the caller is allowed to
+// read (d), honouring conditional-read headers.
+func (s *Server) serveRecord(c echo.Context, d Decision, rec storage.Record) error {
 	if rec.Deleted {
-		// The type-level decision alone guards a deleted version: it has no
-		// content to match a filter against and reveals only that it existed.
-		if _, err := s.decide(ctx, ActionRead, rec.Type); err != nil {
-			return err
-		}
+		// A deleted version has no content to match a filter against; the
+		// type-level decision already passed, and 410 reveals only that
+		// the id once existed.
 		e := newError(http.StatusGone, codeDeleted, "%s/%s was deleted (version %d)", rec.Type, rec.ID, rec.VersionID)
 		e.Header = http.Header{"Etag": {etag(rec.VersionID)}}
 		return e
 	}
-	res, err := decodeRecord(rec)
-	if err != nil {
-		return err
-	}
-	if err := s.checkResource(ctx, ActionRead, rec.Type, rec.ID, res); err != nil {
-		return err
+	if d.Filter != nil {
+		res, err := decodeRecord(rec)
+		if err != nil {
+			return err
+		}
+		if err := s.within(d, ActionRead, rec.Type, rec.ID, res); err != nil {
+			return err
+		}
 	}
 	s.setVersionHeaders(c, rec, false)
 	if notModified(c.Request(), rec) {

@@ -1,0 +1,118 @@
+package fhir_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/anodyne-fhir/anodyne/auth"
+	"github.com/anodyne-fhir/anodyne/fhir"
+)
+
+// policy adapts the real SMART decision point to fhir.Authorizer.
+type policy struct{ p *auth.Policy }
+
+func (a policy) Decide(ctx context.Context, action, typ string) (fhir.Decision, error) {
+	d, err := a.p.Decide(ctx, action, typ)
+	return fhir.Decision{Allowed: d.Allowed, Filter: d.Filter, Reason: d.Reason}, err
+}
+
+// withPrincipal stands in for token verification (tested in package auth):
+// it gives every request the principal of a patient-context launch.
+func withPrincipal(p *auth.Principal) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			r := c.Request()
+			c.SetRequest(r.WithContext(auth.WithPrincipal(r.Context(), p)))
+			return next(c)
+		}
+	}
+}
+
+func obsFor(id, patient string) string {
+	return fmt.Sprintf(`{"resourceType":"Observation","id":%q,"status":"final","code":{"text":"pain"},"subject":{"reference":"Patient/%s"},"valueInteger":3}`, id, patient)
+}
+
+// TestAuthorization checks that with a patient/*.rs token no resource of
+// another patient leaves by any path, and that writes need their scope.
+func TestAuthorization(t *testing.T) {
+	for _, be := range backends() {
+		t.Run(be.name, func(t *testing.T) {
+			b := be.open(t)
+			admin := newServer(t, b, nil)
+			for _, p := range []string{"pa", "pb"} {
+				admin.do("PUT", "/Patient/"+p, patientJSON(p, "Fam"+p)).expect(t, http.StatusCreated)
+				admin.do("PUT", "/Observation/o-"+p, obsFor("o-"+p, p)).expect(t, http.StatusCreated)
+			}
+			_, reg := parts(t)
+			pr := &auth.Principal{Patient: "pa", Scopes: auth.ParseScopes("patient/Patient.rs patient/Observation.rs patient/Observation.u")}
+			c := newServer(t, b, func(cfg *fhir.Config) {
+				cfg.Authorizer = policy{auth.NewPolicy(reg)}
+				cfg.Middleware = withPrincipal(pr)
+			})
+			cases := []struct {
+				name   string
+				method string
+				path   string
+				body   string
+				want   int
+			}{
+				{"own observation", "GET", "/Observation/o-pa", "", 200},
+				{"other observation", "GET", "/Observation/o-pb", "", 403},
+				{"other observation vread", "GET", "/Observation/o-pb/_history/1", "", 403},
+				{"own patient", "GET", "/Patient/pa", "", 200},
+				{"other patient", "GET", "/Patient/pb", "", 403},
+				{"type without scope", "GET", "/Condition/x", "", 403},
+				{"update own", "PUT", "/Observation/o-pa", obsFor("o-pa", "pa"), 200},
+				{"update other", "PUT", "/Observation/o-pb", obsFor("o-pb", "pb"), 403},
+				{"move own out of reach", "PUT", "/Observation/o-pa", obsFor("o-pa", "pb"), 403},
+				{"create without c", "POST", "/Observation", obsFor("new", "pa"), 403},
+				{"delete without d", "DELETE", "/Observation/o-pa", "", 403},
+				{"patch other", "PATCH", "/Observation/o-pb", "", 403},
+				{"validate other", "POST", "/Observation/o-pb/$validate", "", 403},
+				{"metadata is public", "GET", "/metadata", "", 200},
+			}
+			for _, tc := range cases {
+				t.Run(tc.name, func(t *testing.T) {
+					var hdr []string
+					body := tc.body
+					if tc.method == "PATCH" {
+						body = `[{"op":"replace","path":"/status","value":"amended"}]`
+						hdr = append(hdr, "Content-Type: application/json-patch+json")
+					}
+					r := c.do(tc.method, tc.path, body, hdr...).expect(t, tc.want)
+					if tc.want == 403 {
+						if r.outcome(t) != "forbidden" || strings.Contains(string(r.body), "Fampb") {
+							t.Errorf("403 body: %s", r.body)
+						}
+					}
+				})
+			}
+			// Multi-resource paths: only patient pa's data comes back.
+			for _, path := range []string{"/Observation", "/Observation?status=final", "/Observation/_history", "/Observation/o-pb/_history", "/Patient", "/_history"} {
+				t.Run("list "+path, func(t *testing.T) {
+					r := c.do("GET", path, "")
+					if r.status == http.StatusForbidden {
+						return // refusing the whole request reveals nothing either
+					}
+					r.expect(t, http.StatusOK)
+					entries, err := json.Marshal(get(r.json(t), "entry"))
+					if err != nil {
+						t.Fatal(err)
+					}
+					if strings.Contains(string(entries), "pb") {
+						t.Errorf("%s leaks patient pb: %s", path, entries)
+					}
+				})
+			}
+			if n := len(get(c.do("GET", "/Observation", "").expect(t, http.StatusOK).json(t), "entry").([]any)); n != 1 {
+				t.Errorf("search returned %d observations, want 1 (o-pa)", n)
+			}
+		})
+	}
+}
