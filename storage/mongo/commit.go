@@ -25,20 +25,14 @@ func (b *Backend) Commit(ctx context.Context, writes ...storage.Write) ([]storag
 	if len(writes) == 0 {
 		return nil, nil
 	}
-	seen := make(map[string]bool, len(writes))
 	for i := range writes {
 		if err := validateWrite(&writes[i]); err != nil {
 			return nil, err
 		}
-		key := resourceKey(writes[i].Type, writes[i].ID)
-		if seen[key] {
-			return nil, fmt.Errorf("mongo: commit: %s written twice in one commit", key)
-		}
-		seen[key] = true
 	}
 	if !b.transactions {
 		if len(writes) > 1 {
-			return nil, fmt.Errorf("mongo: commit of %d writes without transactions: %w", len(writes), storage.ErrUnsupported)
+			return b.commitRecord(ctx, writes)
 		}
 		rec, err := b.apply(ctx, &writes[0], 0, false)
 		if err != nil {
@@ -123,7 +117,7 @@ func (b *Backend) apply(ctx context.Context, w *storage.Write, seq int64, inTxn 
 	acquired := false
 	if claim != "" {
 		var err error
-		if acquired, err = b.acquireClaim(ctx, claim, key); err != nil {
+		if acquired, err = b.acquireClaim(ctx, claim, key, ""); err != nil {
 			return storage.Record{}, err
 		}
 	}
@@ -182,7 +176,7 @@ func (b *Backend) apply(ctx context.Context, w *storage.Write, seq int64, inTxn 
 			Claim string `bson:"c"`
 		}
 		err := b.res.FindOneAndReplace(ctx,
-			bson.D{{Key: "_id", Value: key}, {Key: "v", Value: w.ExpectVersion}}, doc,
+			bson.D{{Key: "_id", Value: key}, {Key: "v", Value: w.ExpectVersion}, {Key: "pc", Value: bson.D{{Key: "$exists", Value: false}}}}, doc,
 			// No projection: FerretDB does not implement one on findAndModify.
 			options.FindOneAndReplace().SetReturnDocument(options.Before),
 		).Decode(&old)
@@ -254,6 +248,13 @@ func (b *Backend) orphan(ctx context.Context, h *historyDoc, expect int64) bool 
 	if time.Since(h.Wall) < b.staleAfter {
 		return false
 	}
+	if h.Pending != "" {
+		// Part of a commit record: recovery decides, never this writer.
+		if err := b.recover(ctx); err != nil {
+			b.log.WarnContext(ctx, "recover commits", "err", err)
+		}
+		return false
+	}
 	var cur struct {
 		V int64 `bson:"v"`
 	}
@@ -270,15 +271,23 @@ func (b *Backend) orphan(ctx context.Context, h *historyDoc, expect int64) bool 
 // acquireClaim makes key the holder of claim. It reports whether it
 // created or took the claim (false: key already held it). It reads before
 // inserting because a duplicate-key error would abort a transaction.
-func (b *Backend) acquireClaim(ctx context.Context, claim, key string) (bool, error) {
+//
+// commit, when set, marks the claim as taken by a pending commit record,
+// so that aborting the commit can release it.
+func (b *Backend) acquireClaim(ctx context.Context, claim, key, commit string) (bool, error) {
 	now := time.Now()
 	var held struct {
 		Holder string    `bson:"r"`
 		At     time.Time `bson:"at"`
+		Commit string    `bson:"cm"`
+	}
+	doc := bson.D{{Key: "_id", Value: claim}, {Key: "r", Value: key}, {Key: "at", Value: now}}
+	if commit != "" {
+		doc = append(doc, bson.E{Key: "cm", Value: commit})
 	}
 	err := b.claims.FindOne(ctx, bson.D{{Key: "_id", Value: claim}}).Decode(&held)
 	if errors.Is(err, mongo.ErrNoDocuments) {
-		_, err := b.claims.InsertOne(ctx, bson.D{{Key: "_id", Value: claim}, {Key: "r", Value: key}, {Key: "at", Value: now}})
+		_, err := b.claims.InsertOne(ctx, doc)
 		if mongo.IsDuplicateKeyError(err) {
 			return false, fmt.Errorf("mongo: claim %q taken concurrently: %w", claim, storage.ErrDuplicateClaim)
 		}
@@ -293,6 +302,10 @@ func (b *Backend) acquireClaim(ctx context.Context, claim, key string) (bool, er
 	if held.Holder == key {
 		return false, nil
 	}
+	if held.Commit != "" {
+		// Taken by a commit in progress; recovery releases it if it died.
+		return false, fmt.Errorf("mongo: claim %q held by a pending commit: %w", claim, storage.ErrDuplicateClaim)
+	}
 	// The holder may have been deleted or changed its claim without the
 	// release reaching the database (a crash between two writes).
 	n, err := b.res.CountDocuments(ctx, bson.D{{Key: "_id", Value: held.Holder}, {Key: "c", Value: claim}, {Key: "d", Value: false}})
@@ -304,7 +317,7 @@ func (b *Backend) acquireClaim(ctx context.Context, claim, key string) (bool, er
 	}
 	ur, err := b.claims.UpdateOne(ctx,
 		bson.D{{Key: "_id", Value: claim}, {Key: "r", Value: held.Holder}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "r", Value: key}, {Key: "at", Value: now}}}})
+		bson.D{{Key: "$set", Value: doc[1:]}})
 	if err != nil {
 		return false, fmt.Errorf("mongo: take over stale claim %q: %w", claim, err)
 	}

@@ -23,6 +23,11 @@ type resourceDoc struct {
 	Claim   string     `bson:"c,omitempty"`
 	Keys    []string   `bson:"k"`
 	Entries []entryDoc `bson:"e"`
+	// Pending names the commit record that has locked this resource; the
+	// document still holds the version before that commit (see atomic.go).
+	Pending string `bson:"pc,omitempty"`
+	// Placeholder marks the lock of a resource a pending commit creates.
+	Placeholder bool `bson:"ph,omitempty"`
 }
 
 // historyDoc is a document of the history collection (one version).
@@ -40,6 +45,9 @@ type historyDoc struct {
 	// Wall is when the document was written, to recognise the leftover
 	// of an interrupted write (see orphan).
 	Wall time.Time `bson:"w"`
+	// Pending names the commit record that wrote this version; it is
+	// visible only once that commit is decided (see atomic.go).
+	Pending string `bson:"pc,omitempty"`
 }
 
 // entryDoc is storage.Entry as stored; the field names are the ones the

@@ -216,7 +216,7 @@ func (b *Backend) setup(ctx context.Context) error {
 	}
 	// Collections used inside transactions must exist beforehand on
 	// servers older than 4.4; the others are created with their indexes.
-	for _, name := range []string{colCounters, colClaims} {
+	for _, name := range []string{colCounters, colClaims, colCommits} {
 		err := b.db.CreateCollection(ctx, name)
 		var ce mongo.CommandError
 		if err != nil && !(errors.As(err, &ce) && ce.Code == codeNamespaceExists) {
@@ -233,7 +233,10 @@ func (b *Backend) setup(ctx context.Context) error {
 	}
 	b.elemMatch = em
 	if !b.transactions {
-		b.notes = append(b.notes, "no multi-document transactions: Commit of several writes is unsupported")
+		b.notes = append(b.notes, "no multi-document transactions: Commit of several writes uses a commit record, searches re-run when a commit lands during them")
+		if err := b.recover(ctx); err != nil {
+			return err
+		}
 	}
 	if !b.elemMatch {
 		b.notes = append(b.notes, "$elemMatch unavailable: searches use a superset filter re-checked in Go, paging in Go")
@@ -375,7 +378,7 @@ func (b *Backend) probeElemMatch(ctx context.Context) (bool, error) {
 func (b *Backend) Capabilities(context.Context) storage.Capabilities {
 	return storage.Capabilities{
 		Name:         b.name,
-		AtomicCommit: b.transactions,
+		AtomicCommit: true, // transactions, or commit records without them
 		Notes:        append([]string(nil), b.notes...),
 	}
 }

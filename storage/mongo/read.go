@@ -29,7 +29,16 @@ func (b *Backend) Read(ctx context.Context, typ, id string) (storage.Record, err
 	if err != nil {
 		return storage.Record{}, fmt.Errorf("mongo: read %s/%s: %w", typ, id, err)
 	}
-	return d.record(), nil
+	cur := &d
+	if d.Pending != "" {
+		if cur, err = b.pendingResource(ctx, &d); err != nil {
+			return storage.Record{}, err
+		}
+	}
+	if cur.Placeholder {
+		return storage.Record{}, fmt.Errorf("mongo: read %s/%s: %w", typ, id, storage.ErrNotFound)
+	}
+	return cur.record(), nil
 }
 
 // ReadVersion returns one version of typ/id.
@@ -41,6 +50,15 @@ func (b *Backend) ReadVersion(ctx context.Context, typ, id string, version int64
 	}
 	if err != nil {
 		return storage.Record{}, fmt.Errorf("mongo: read %s/%s version %d: %w", typ, id, version, err)
+	}
+	if d.Pending != "" {
+		st, err := b.commitState(ctx, d.Pending)
+		if err != nil {
+			return storage.Record{}, err
+		}
+		if !visible(st) {
+			return storage.Record{}, fmt.Errorf("mongo: read %s/%s version %d: not committed: %w", typ, id, version, storage.ErrNotFound)
+		}
 	}
 	return d.record(), nil
 }
@@ -93,12 +111,17 @@ func (b *Backend) History(ctx context.Context, req storage.HistoryRequest) (stor
 	}
 	page := storage.Page{Total: -1}
 	if len(docs) > count {
+		// The cursor continues after the last version examined, even
+		// when that one is dropped below as not yet committed.
 		docs = docs[:count]
 		next, err := encodeCursor(historyCursor{Q: qh, S: docs[count-1].Seq})
 		if err != nil {
 			return storage.Page{}, err
 		}
 		page.Next = next
+	}
+	if docs, err = b.visibleHistory(ctx, docs); err != nil {
+		return storage.Page{}, err
 	}
 	page.Records = make([]storage.Record, len(docs))
 	for i := range docs {
@@ -139,6 +162,30 @@ func (b *Backend) findHistory(ctx context.Context, filter bson.D, limit int64) (
 	return docs, nil
 }
 
+// visibleHistory drops versions of commit records not yet decided.
+func (b *Backend) visibleHistory(ctx context.Context, docs []historyDoc) ([]historyDoc, error) {
+	states := map[string]bool{}
+	out := docs[:0]
+	for _, d := range docs {
+		if d.Pending != "" {
+			vis, ok := states[d.Pending]
+			if !ok {
+				st, err := b.commitState(ctx, d.Pending)
+				if err != nil {
+					return nil, err
+				}
+				vis = visible(st)
+				states[d.Pending] = vis
+			}
+			if !vis {
+				continue
+			}
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
 // historyAt selects, per resource, the newest version with lastUpdated <=
 // At, then applies Since/Before and paging. The selection needs every
 // version up to At, so it runs in two passes: ids and versions first, then
@@ -146,28 +193,27 @@ func (b *Backend) findHistory(ctx context.Context, filter bson.D, limit int64) (
 func (b *Backend) historyAt(ctx context.Context, filter bson.D, req storage.HistoryRequest, after int64, count int) ([]historyDoc, error) {
 	f := append(slices.Clone(filter), bson.E{Key: "un", Value: bson.D{{Key: "$lte", Value: req.At.UnixNano()}}})
 	cur, err := b.hist.Find(ctx, f, options.Find().SetProjection(bson.D{
-		{Key: "t", Value: 1}, {Key: "i", Value: 1}, {Key: "v", Value: 1}, {Key: "s", Value: 1}, {Key: "un", Value: 1}, {Key: "u", Value: 1},
+		{Key: "t", Value: 1}, {Key: "i", Value: 1}, {Key: "v", Value: 1}, {Key: "s", Value: 1}, {Key: "un", Value: 1}, {Key: "u", Value: 1}, {Key: "pc", Value: 1},
 	}))
 	if err != nil {
 		return nil, fmt.Errorf("mongo: history at: %w", err)
 	}
-	defer cur.Close(ctx)
+	var all []historyDoc
+	if err := cur.All(ctx, &all); err != nil {
+		return nil, fmt.Errorf("mongo: history at: %w", err)
+	}
+	if len(all) > maxCandidates {
+		return nil, fmt.Errorf("mongo: history at: more than %d versions: %w", maxCandidates, storage.ErrUnsupported)
+	}
+	if all, err = b.visibleHistory(ctx, all); err != nil {
+		return nil, err
+	}
 	newest := map[string]historyDoc{}
-	for n := 0; cur.Next(ctx); n++ {
-		if n >= maxCandidates {
-			return nil, fmt.Errorf("mongo: history at: more than %d versions: %w", maxCandidates, storage.ErrUnsupported)
-		}
-		var d historyDoc
-		if err := cur.Decode(&d); err != nil {
-			return nil, fmt.Errorf("mongo: history at: %w", err)
-		}
+	for _, d := range all {
 		k := resourceKey(d.Type, d.LID)
 		if old, ok := newest[k]; !ok || d.Version > old.Version {
 			newest[k] = d
 		}
-	}
-	if err := cur.Err(); err != nil {
-		return nil, fmt.Errorf("mongo: history at: %w", err)
 	}
 	var sel []historyDoc
 	for _, d := range newest {

@@ -85,19 +85,23 @@ func (b *Backend) Search(ctx context.Context, q storage.Query) (storage.Page, er
 		}
 		after = &c
 	}
-	root, err := b.resolve(ctx, q.Filter, 0)
-	if err != nil {
-		return storage.Page{}, err
-	}
-	f, exact, err := b.filter(root)
-	if err != nil {
-		return storage.Page{}, err
-	}
-	full := and(baseFilter(q.Types), f)
-	if exact && len(q.Sort) == 0 && b.dbPaging {
-		return b.searchInDB(ctx, full, q, count, qh, after)
-	}
-	return b.searchInGo(ctx, full, exact, root, q, count, qh, after)
+	// A search reads many documents; isolated makes it see commit records
+	// whole (see atomic.go).
+	return isolated(ctx, b, func() (storage.Page, error) {
+		root, err := b.resolve(ctx, q.Filter, 0)
+		if err != nil {
+			return storage.Page{}, err
+		}
+		f, exact, err := b.filter(root)
+		if err != nil {
+			return storage.Page{}, err
+		}
+		full := and(baseFilter(q.Types), f)
+		if exact && len(q.Sort) == 0 && b.dbPaging {
+			return b.searchInDB(ctx, full, q, count, qh, after)
+		}
+		return b.searchInGo(ctx, full, exact, root, q, count, qh, after)
+	})
 }
 
 // searchInDB pages in the database by keyset on _id: the filter is exact
