@@ -373,6 +373,12 @@ func testSearch(t *testing.T, c *client) {
 	if strings.Join(all, ",") != "s0,s1,s2" {
 		t.Errorf("paged search %v", all)
 	}
+	if got := ids(c.do("GET", "/Patient?_id=s0,s1,s2&_lastUpdated=gt2000-01-01&_sort=-_lastUpdated", "").expect(t, http.StatusOK).json(t)); len(got) != 3 || got[0] != "s2" {
+		t.Errorf("_lastUpdated=gt2000 sorted newest first: %v", got)
+	}
+	if got := ids(c.do("GET", "/Patient?_id=s0,s1,s2&_lastUpdated=lt2000-01-01", "").expect(t, http.StatusOK).json(t)); len(got) != 0 {
+		t.Errorf("_lastUpdated=lt2000: %v", got)
+	}
 	cnt := c.do("GET", "/Patient?_id=s0,s1&_summary=count", "").expect(t, http.StatusOK).json(t)
 	if fmt.Sprint(cnt["total"]) != "2" || len(get(cnt, "entry").([]any)) != 0 {
 		t.Errorf("_summary=count: %v", cnt)
