@@ -100,7 +100,7 @@ func (b *Backend) tryCommitRecord(ctx context.Context, writes []storage.Write) (
 		return nil, fmt.Errorf("mongo: write commit record: %w", err)
 	}
 	if err := b.lockAll(ctx, &doc); err != nil {
-		if aerr := b.abort(context.WithoutCancel(ctx), id); aerr != nil {
+		if aerr := b.abort(context.WithoutCancel(ctx), &doc); aerr != nil {
 			b.log.WarnContext(ctx, "abort commit record", "id", id, "err", aerr)
 		}
 		return nil, err
@@ -224,8 +224,10 @@ func (b *Backend) lockAll(ctx context.Context, doc *commitDoc) error {
 	return nil
 }
 
-// abort undoes the locks of a prepared record and removes it.
-func (b *Backend) abort(ctx context.Context, id string) error {
+// abort undoes the locks of a prepared record and removes it. Every step
+// addresses documents by _id (pc and cm have no index), and is idempotent.
+func (b *Backend) abort(ctx context.Context, doc *commitDoc) error {
+	id := doc.ID
 	r, err := b.commits().UpdateOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "st", Value: bson.D{{Key: "$in", Value: bson.A{stPrepared, stAborted}}}}},
 		bson.D{{Key: "$set", Value: bson.D{{Key: "st", Value: stAborted}}}})
 	if err != nil {
@@ -234,25 +236,33 @@ func (b *Backend) abort(ctx context.Context, id string) error {
 	if r.MatchedCount == 0 {
 		return fmt.Errorf("mongo: abort %s: record is no longer prepared", id)
 	}
-	steps := []func() error{
-		func() error { _, err := b.hist.DeleteMany(ctx, bson.D{{Key: "pc", Value: id}}); return err },
-		func() error {
-			_, err := b.res.DeleteMany(ctx, bson.D{{Key: "pc", Value: id}, {Key: "ph", Value: true}})
-			return err
-		},
-		func() error {
-			_, err := b.res.UpdateMany(ctx, bson.D{{Key: "pc", Value: id}}, bson.D{{Key: "$unset", Value: bson.D{{Key: "pc", Value: ""}}}})
-			return err
-		},
-		func() error { _, err := b.claims.DeleteMany(ctx, bson.D{{Key: "cm", Value: id}}); return err },
-		func() error { _, err := b.commits().DeleteOne(ctx, bson.D{{Key: "_id", Value: id}}); return err },
-	}
-	for _, step := range steps {
-		if err := step(); err != nil {
+	for i := range doc.Writes {
+		w := &doc.Writes[i]
+		if _, err := b.hist.DeleteOne(ctx, bson.D{{Key: "_id", Value: w.Hist.ID}, {Key: "pc", Value: id}}); err != nil {
 			return fmt.Errorf("mongo: abort %s: %w", id, err)
 		}
+		if w.First {
+			if _, err := b.res.DeleteOne(ctx, bson.D{{Key: "_id", Value: w.Key}, {Key: "pc", Value: id}, {Key: "ph", Value: true}}); err != nil {
+				return fmt.Errorf("mongo: abort %s: %w", id, err)
+			}
+			if _, err := b.res.UpdateOne(ctx, bson.D{{Key: "_id", Value: w.Key}, {Key: "pc", Value: id}}, unset("pc")); err != nil {
+				return fmt.Errorf("mongo: abort %s: %w", id, err)
+			}
+		}
+		if w.Last && w.Claim != "" {
+			if _, err := b.claims.DeleteOne(ctx, bson.D{{Key: "_id", Value: w.Claim}, {Key: "cm", Value: id}}); err != nil {
+				return fmt.Errorf("mongo: abort %s: %w", id, err)
+			}
+		}
+	}
+	if _, err := b.commits().DeleteOne(ctx, bson.D{{Key: "_id", Value: id}}); err != nil {
+		return fmt.Errorf("mongo: abort %s: %w", id, err)
 	}
 	return nil
+}
+
+func unset(field string) bson.D {
+	return bson.D{{Key: "$unset", Value: bson.D{{Key: field, Value: ""}}}}
 }
 
 // rollForward applies a committed record (step 4); it is idempotent, so
@@ -278,12 +288,16 @@ func (b *Backend) rollForward(ctx context.Context, doc *commitDoc) error {
 			}
 		}
 	}
-	unset := func(field string) bson.D { return bson.D{{Key: "$unset", Value: bson.D{{Key: field, Value: ""}}}} }
-	if _, err := b.hist.UpdateMany(ctx, bson.D{{Key: "pc", Value: doc.ID}}, unset("pc")); err != nil {
-		return fmt.Errorf("mongo: apply %s: %w", doc.ID, err)
-	}
-	if _, err := b.claims.UpdateMany(ctx, bson.D{{Key: "cm", Value: doc.ID}}, unset("cm")); err != nil {
-		return fmt.Errorf("mongo: apply %s: %w", doc.ID, err)
+	for i := range doc.Writes {
+		w := &doc.Writes[i]
+		if _, err := b.hist.UpdateOne(ctx, bson.D{{Key: "_id", Value: w.Hist.ID}, {Key: "pc", Value: doc.ID}}, unset("pc")); err != nil {
+			return fmt.Errorf("mongo: apply %s: %w", doc.ID, err)
+		}
+		if w.Last && w.Claim != "" {
+			if _, err := b.claims.UpdateOne(ctx, bson.D{{Key: "_id", Value: w.Claim}, {Key: "cm", Value: doc.ID}}, unset("cm")); err != nil {
+				return fmt.Errorf("mongo: apply %s: %w", doc.ID, err)
+			}
+		}
 	}
 	if _, err := b.commits().UpdateOne(ctx, bson.D{{Key: "_id", Value: doc.ID}},
 		bson.D{{Key: "$set", Value: bson.D{{Key: "st", Value: stDone}, {Key: "at", Value: time.Now()}}}}); err != nil {
@@ -320,7 +334,7 @@ func (b *Backend) recover(ctx context.Context) error {
 		if d.State == stCommitted {
 			err = b.rollForward(ctx, d)
 		} else {
-			err = b.abort(ctx, d.ID)
+			err = b.abort(ctx, d)
 		}
 		if err != nil {
 			return err

@@ -52,6 +52,17 @@ func BenchmarkBackend(b *testing.B) {
 			}
 		}
 	})
+	b.Run("Commit3Writes", func(b *testing.B) {
+		for i := 0; b.Loop(); i++ {
+			ws := make([]storage.Write, 3)
+			for j := range ws {
+				ws[j] = storage.Write{Record: storage.Record{Type: "Patient", ID: fmt.Sprintf("m%d-%d", i, j), VersionID: 1, LastUpdated: time.Now(), Method: "POST", JSON: []byte(`{}`)}}
+			}
+			if _, err := be.Commit(ctx, ws...); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("Read", func(b *testing.B) {
 		for b.Loop() {
 			if _, err := be.Read(ctx, "Observation", "o0150"); err != nil {

@@ -30,7 +30,12 @@
 //     index {t, k} serves on MongoDB.
 //   - history: one document per version (_id "Type/id/version"), with s.
 //   - counters: the Seq counter ({_id: "seq", n}).
-//   - claims: _id is the claim (unique by construction), r the holder.
+//   - claims: _id is the claim (unique by construction), r the holder, cm
+//     the commit record that took it while that commit is pending.
+//   - commits: the commit records of multi-write commits on deployments
+//     without transactions (see Writes); pc on resources and history
+//     documents names the record that locked or wrote them, ph marks the
+//     placeholder that locks a resource a pending commit creates.
 //   - kv: _id the key, v the value, x the expiry (TTL index where the server
 //     has one; every read also checks x, because TTL monitors are lazy).
 //
@@ -63,20 +68,25 @@
 // (a duplicate key is a version conflict). On a replica set or sharded
 // cluster (detected with hello) every Commit runs in a multi-document
 // transaction, so it is atomic and Seq follows commit order. On a deployment
-// without transactions (a standalone server, FerretDB) Capabilities reports
-// AtomicCommit=false and a Commit of several writes returns ErrUnsupported
-// before writing anything. A single write is then a short sequence: the
-// claim, the history document (whose unique _id "Type/id/version" is the
-// lock that lets one of several racing writers proceed, because FerretDB's
-// findAndModify is not atomic against concurrent writers), then the
-// conditional replace of the resource; a failed step removes what the
-// earlier ones wrote. A crash between the history insert and the resource
-// leaves a history document for a version that never became current; the
-// next writer of that version removes it once it is a minute old. History
-// readers may briefly see a version before Read does. Seq is drawn from a
-// counter before the write, so without transactions it is unique and
-// increasing per resource but concurrent writers may become visible out of
-// Seq order.
+// without transactions (a standalone server, FerretDB):
+//
+//   - a single write is a short sequence: the claim, the history document
+//     (whose unique _id "Type/id/version" is the lock that lets one of
+//     several racing writers proceed, because FerretDB's findAndModify is
+//     not atomic against concurrent writers), then the conditional replace
+//     of the resource; a failed step removes what the earlier ones wrote. A
+//     crash between the history insert and the resource leaves a history
+//     document for a version that never became current; the next writer of
+//     that version removes it once it is a minute old. History readers may
+//     briefly see a version before Read does.
+//   - several writes go through a durable commit record (atomic.go): lock,
+//     commit point, apply; readers decide by the record's state, searches
+//     re-run when a commit is decided during their scan, and Open rolls
+//     unfinished records forward or back. Capabilities therefore reports
+//     AtomicCommit=true on every deployment.
+//   - Seq is drawn from a counter before the write, so it is unique and
+//     increasing per resource, but concurrent writers may become visible out
+//     of Seq order.
 package mongo
 
 import (
