@@ -68,12 +68,12 @@ var deleteIndex = []string{
 	`DELETE FROM idx_number WHERE res_pk = ?`,
 	`DELETE FROM idx_quantity WHERE res_pk = ?`,
 	`DELETE FROM idx_uri WHERE res_pk = ?`,
-	`DELETE FROM idx_composite_part WHERE cid IN (SELECT cid FROM idx_composite WHERE res_pk = ?)`,
+	`DELETE FROM idx_composite_part WHERE res_pk = ?`,
 	`DELETE FROM idx_composite WHERE res_pk = ?`,
 }
 
-const insertPart = `INSERT INTO idx_composite_part (cid, idx, text, exact, system, code, ref_type, ref_id, ref_url, low, high, num_low, num_high, num)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+const insertPart = `INSERT INTO idx_composite_part (cid, res_pk, param, part, text, exact, system, code, ref_type, ref_id, ref_url, low, high, num_low, num_high, num)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 
 // stmts are the statements of one Commit transaction, prepared on first use.
 type stmts struct {
@@ -279,7 +279,7 @@ func insertEntry(ctx context.Context, st *stmts, pk int64, e *storage.Entry) err
 			return err
 		}
 		for i, p := range e.Parts {
-			if _, err := st.exec(ctx, insertPart, cid, i, p.Text, p.Exact, p.System, p.Code, p.RefType, p.RefID, p.RefURL,
+			if _, err := st.exec(ctx, insertPart, cid, pk, e.Param, i, p.Text, p.Exact, p.System, p.Code, p.RefType, p.RefID, p.RefURL,
 				p.Low, p.High, p.NumLow, p.NumHigh, p.Num); err != nil {
 				return err
 			}

@@ -58,6 +58,11 @@ func (b *sqlb) resource(e storage.Expr, r string) error {
 		if !ok {
 			return unsupported("match %q: kind %v", x.Param, x.Kind)
 		}
+		if x.Kind == storage.KindComposite && x.Cond != nil {
+			if done, err := b.compositeParts(x, r); done || err != nil {
+				return err
+			}
+		}
 		e := b.alias("e")
 		b.w(r+".pk IN (SELECT "+e+".res_pk FROM "+t.name+" "+e+" WHERE "+e+".param = ?", x.Param)
 		if x.Cond != nil {
@@ -108,6 +113,83 @@ func (b *sqlb) resource(e storage.Expr, r string) error {
 	return nil
 }
 
+// compositeParts writes a composite Match whose condition requires some
+// Part (a Part among the top-level conjuncts) as a join of part rows on
+// one cid, each constrained by (param, part, its condition), so that SQLite
+// can drive the query from whichever part's value index is most selective
+// instead of visiting every composite entry of the parameter. It reports
+// false, writing nothing, when no Part is required (an Or or Not of
+// parts), which the generic EXISTS form handles.
+func (b *sqlb) compositeParts(x storage.Match, r string) (bool, error) {
+	var conj []storage.Expr
+	var flatten func(e storage.Expr)
+	flatten = func(e storage.Expr) {
+		if a, ok := e.(storage.And); ok {
+			for _, s := range a.Exprs {
+				flatten(s)
+			}
+			return
+		}
+		conj = append(conj, e)
+	}
+	flatten(x.Cond)
+	var order []int                   // part indexes in first-seen order
+	conds := map[int][]storage.Expr{} // the conditions on each required part
+	var rest []storage.Expr
+	for _, c := range conj {
+		p, ok := c.(storage.Part)
+		if !ok || p.Index < 0 {
+			rest = append(rest, c)
+			continue
+		}
+		if _, seen := conds[p.Index]; !seen {
+			order = append(order, p.Index)
+			conds[p.Index] = nil
+		}
+		if p.Cond != nil {
+			conds[p.Index] = append(conds[p.Index], p.Cond)
+		}
+	}
+	if len(order) == 0 {
+		return false, nil
+	}
+	// Each part index has exactly one row per composite entry, so several
+	// conditions on the same index all apply to that one row.
+	aliases := make([]string, len(order))
+	for i := range order {
+		aliases[i] = b.alias("p")
+	}
+	a0 := aliases[0]
+	b.w(r + ".pk IN (SELECT " + a0 + ".res_pk FROM idx_composite_part " + a0)
+	for _, a := range aliases[1:] {
+		b.w(" JOIN idx_composite_part " + a + " ON " + a + ".cid = " + a0 + ".cid")
+	}
+	b.w(" WHERE ")
+	for i, idx := range order {
+		a := aliases[i]
+		if i > 0 {
+			b.w(" AND ")
+		}
+		b.w(a+".param = ? AND "+a+".part = ?", x.Param, idx)
+		for _, c := range conds[idx] {
+			b.w(" AND ")
+			if err := b.entry(c, partTable, a, false); err != nil {
+				return true, fmt.Errorf("match %q: part %d: %w", x.Param, idx, err)
+			}
+		}
+	}
+	// Other conjuncts (Or/Not of parts) refer to the same entry through
+	// a0.cid, which the part table carries like idx_composite does.
+	for _, c := range rest {
+		b.w(" AND ")
+		if err := b.entry(c, compositeTable, a0, true); err != nil {
+			return true, fmt.Errorf("match %q: %w", x.Param, err)
+		}
+	}
+	b.w(")")
+	return true, nil
+}
+
 // entry writes a condition on the one index row aliased a of table t.
 func (b *sqlb) entry(e storage.Expr, t kindTable, a string, composite bool) error {
 	switch x := e.(type) {
@@ -141,7 +223,7 @@ func (b *sqlb) entry(e storage.Expr, t kindTable, a string, composite bool) erro
 			return unsupported("Part index %d", x.Index)
 		}
 		p := b.alias("p")
-		b.w("EXISTS (SELECT 1 FROM idx_composite_part "+p+" WHERE "+p+".cid = "+a+".cid AND "+p+".idx = ?", x.Index)
+		b.w("EXISTS (SELECT 1 FROM idx_composite_part "+p+" WHERE "+p+".cid = "+a+".cid AND "+p+".part = ?", x.Index)
 		if x.Cond != nil {
 			b.w(" AND ")
 			if err := b.entry(x.Cond, partTable, p, false); err != nil {

@@ -33,8 +33,8 @@
 //	idx_quantity(res_pk, param, num_low, num_high, num, system, code)
 //	idx_uri(res_pk, param, exact)
 //	idx_composite(cid PK, res_pk, param)       one row per composite entry...
-//	idx_composite_part(cid, idx, <every field column>)
-//	                                           ...and one row per part, so Part conditions hold on one entry
+//	idx_composite_part(cid, res_pk, param, part, <every field column>)
+//	                                           ...and one row per part, indexed by (param, part, value)
 //	kv(key PK, value, expires_at)              expires_at in Unix ms, NULL for no expiry
 //
 // The index tables hold the entries of current, non-deleted versions only:
@@ -68,8 +68,9 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 )
 
-// schemaVersion is the layout this code writes and reads.
-const schemaVersion = 1
+// schemaVersion is the layout this code writes and reads. Version 2 added
+// res_pk, param and part to idx_composite_part (migrated on Open).
+const schemaVersion = 2
 
 // Backend is a storage.Backend over one SQLite database.
 type Backend struct {
@@ -257,34 +258,77 @@ var schema = []string{
 	`CREATE TABLE IF NOT EXISTS idx_composite (cid INTEGER PRIMARY KEY, res_pk INTEGER NOT NULL, param TEXT NOT NULL) STRICT`,
 	`CREATE INDEX IF NOT EXISTS idx_composite_param ON idx_composite (param)`,
 	`CREATE INDEX IF NOT EXISTS idx_composite_res ON idx_composite (res_pk, param)`,
-	`CREATE TABLE IF NOT EXISTS idx_composite_part (cid INTEGER NOT NULL, idx INTEGER NOT NULL, ` + partColumns + `) STRICT`,
-	`CREATE INDEX IF NOT EXISTS idx_composite_part_cid ON idx_composite_part (cid, idx)`,
+	// Part rows repeat res_pk and param so that a query on one part's value
+	// is answered from a (param, part, value) index without visiting every
+	// composite entry of the parameter.
+	`CREATE TABLE IF NOT EXISTS idx_composite_part (cid INTEGER NOT NULL, res_pk INTEGER NOT NULL, param TEXT NOT NULL, part INTEGER NOT NULL, ` + partColumns + `) STRICT`,
+	`CREATE UNIQUE INDEX IF NOT EXISTS idx_composite_part_cid ON idx_composite_part (cid, part)`,
+	`CREATE INDEX IF NOT EXISTS idx_composite_part_res ON idx_composite_part (res_pk)`,
+	`CREATE INDEX IF NOT EXISTS idx_composite_part_code ON idx_composite_part (param, part, code, system)`,
+	`CREATE INDEX IF NOT EXISTS idx_composite_part_num ON idx_composite_part (param, part, num)`,
+	`CREATE INDEX IF NOT EXISTS idx_composite_part_low ON idx_composite_part (param, part, low)`,
+	`CREATE INDEX IF NOT EXISTS idx_composite_part_text ON idx_composite_part (param, part, text)`,
+	`CREATE INDEX IF NOT EXISTS idx_composite_part_ref ON idx_composite_part (param, part, ref_id, ref_type)`,
 
 	`CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at INTEGER) STRICT`,
 }
 
-// migrate creates the schema (idempotent) and checks its version.
+// migrate brings the schema to schemaVersion (idempotent) in one transaction.
 func migrate(ctx context.Context, w *sql.DB) error {
 	tx, err := w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin schema: %w", err)
 	}
 	defer tx.Rollback()
-	for _, s := range schema {
-		if _, err := tx.ExecContext(ctx, s); err != nil {
-			return fmt.Errorf("create schema (%s): %w", strings.SplitN(s, "(", 2)[0], err)
-		}
+	if _, err := tx.ExecContext(ctx, schema[0]); err != nil {
+		return fmt.Errorf("create schema_version: %w", err)
 	}
-	var v int
+	v := 0 // a new database
 	switch err := tx.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&v); {
 	case errors.Is(err, sql.ErrNoRows):
-		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (?)`, schemaVersion); err != nil {
-			return fmt.Errorf("record schema version: %w", err)
-		}
 	case err != nil:
 		return fmt.Errorf("read schema version: %w", err)
 	case v > schemaVersion:
 		return fmt.Errorf("database schema version %d is newer than this program's %d", v, schemaVersion)
+	}
+	if v == 1 {
+		// Version 1 kept part rows without res_pk and param; the new table
+		// is created by the schema below and filled from the old one.
+		for _, s := range []string{
+			`DROP INDEX IF EXISTS idx_composite_part_cid`,
+			`ALTER TABLE idx_composite_part RENAME TO idx_composite_part_v1`,
+		} {
+			if _, err := tx.ExecContext(ctx, s); err != nil {
+				return fmt.Errorf("migrate schema 1 to 2 (%s): %w", s, err)
+			}
+		}
+	}
+	for _, s := range schema[1:] {
+		if _, err := tx.ExecContext(ctx, s); err != nil {
+			return fmt.Errorf("create schema (%s): %w", strings.SplitN(s, "(", 2)[0], err)
+		}
+	}
+	if v == 1 {
+		for _, s := range []string{
+			`INSERT INTO idx_composite_part (cid, res_pk, param, part, text, exact, system, code, ref_type, ref_id, ref_url, low, high, num_low, num_high, num)
+				SELECT p.cid, c.res_pk, c.param, p.idx, p.text, p.exact, p.system, p.code, p.ref_type, p.ref_id, p.ref_url, p.low, p.high, p.num_low, p.num_high, p.num
+				FROM idx_composite_part_v1 p JOIN idx_composite c ON c.cid = p.cid`,
+			`DROP TABLE idx_composite_part_v1`,
+		} {
+			if _, err := tx.ExecContext(ctx, s); err != nil {
+				return fmt.Errorf("migrate schema 1 to 2: %w", err)
+			}
+		}
+	}
+	switch {
+	case v == 0:
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (?)`, schemaVersion); err != nil {
+			return fmt.Errorf("record schema version: %w", err)
+		}
+	case v < schemaVersion:
+		if _, err := tx.ExecContext(ctx, `UPDATE schema_version SET version = ?`, schemaVersion); err != nil {
+			return fmt.Errorf("record schema version: %w", err)
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit schema: %w", err)

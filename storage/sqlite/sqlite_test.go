@@ -194,3 +194,68 @@ func TestValuesAreNeverSQL(t *testing.T) {
 		}
 	}
 }
+
+// TestMigrateFromVersion1 rewrites a database into the version 1 layout
+// (composite part rows without res_pk and param) and checks that Open
+// migrates it and composite searches find the same resources.
+func TestMigrateFromVersion1(t *testing.T) {
+	dir := t.TempDir()
+	b := openT(t, dir)
+	comp := func(code string, v float64) storage.Entry {
+		return storage.Entry{Param: "ccq", Kind: storage.KindComposite, Parts: []storage.Entry{
+			{Kind: storage.KindToken, Code: code}, {Kind: storage.KindQuantity, Num: v}}}
+	}
+	put(t, b, "Observation", "o1", 0, comp("a", 1), comp("b", 9))
+	put(t, b, "Observation", "o2", 0, comp("a", 9))
+	for _, s := range []string{
+		`CREATE TABLE old_part (cid INTEGER NOT NULL, idx INTEGER NOT NULL, ` + partColumns + `) STRICT`,
+		`INSERT INTO old_part SELECT cid, part, text, exact, system, code, ref_type, ref_id, ref_url, low, high, num_low, num_high, num FROM idx_composite_part`,
+		`DROP TABLE idx_composite_part`,
+		`ALTER TABLE old_part RENAME TO idx_composite_part`,
+		`CREATE INDEX idx_composite_part_cid ON idx_composite_part (cid, idx)`,
+		`UPDATE schema_version SET version = 1`,
+	} {
+		if _, err := b.w.ExecContext(t.Context(), s); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+	}
+	b.Close()
+
+	b = openT(t, dir)
+	defer b.Close()
+	var v int
+	if err := b.r.QueryRowContext(t.Context(), `SELECT version FROM schema_version`).Scan(&v); err != nil || v != schemaVersion {
+		t.Fatalf("schema version after migration = %d, %v; want %d", v, err, schemaVersion)
+	}
+	for _, c := range []struct {
+		code string
+		min  float64
+		want []string
+	}{
+		{"a", 5, []string{"o2"}},
+		{"a", 0, []string{"o1", "o2"}},
+		{"b", 5, []string{"o1"}},
+		{"b", 10, nil},
+	} {
+		p, err := b.Search(t.Context(), storage.Query{Count: 10, Filter: storage.Match{Param: "ccq", Kind: storage.KindComposite, Cond: storage.And{Exprs: []storage.Expr{
+			storage.Part{Index: 0, Cond: storage.Cmp{Field: storage.FieldCode, Op: storage.OpEq, Value: c.code}},
+			storage.Part{Index: 1, Cond: storage.Cmp{Field: storage.FieldNum, Op: storage.OpGt, Value: c.min}},
+		}}}})
+		if err != nil {
+			t.Fatalf("search %s > %v: %v", c.code, c.min, err)
+		}
+		var got []string
+		for _, r := range p.Records {
+			got = append(got, r.ID)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(c.want) {
+			t.Errorf("%s > %v: got %v, want %v", c.code, c.min, got, c.want)
+		}
+	}
+	// The migrated rows are replaced like new ones on update.
+	put(t, b, "Observation", "o2", 1, comp("b", 20))
+	var n int
+	if err := b.r.QueryRowContext(t.Context(), `SELECT COUNT(*) FROM idx_composite_part WHERE res_pk = (SELECT pk FROM resources WHERE id = 'o2')`).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("part rows of o2 after update = %d, %v; want 2", n, err)
+	}
+}

@@ -194,6 +194,28 @@ var searchTable = []searchCase{
 		storage.Part{Index: 1, Cond: cmp(storage.FieldCode, storage.OpEq, "1234-5")}), nil},
 	{"CompositeSinglePart", nil, match("code-value-quantity", ck,
 		storage.Part{Index: 1, Cond: cmp(storage.FieldCode, storage.OpEq, "mmol/L")}), []string{"Observation/o1", "Observation/o2"}},
+	{"CompositeTwoConditionsOnOnePart", nil, match("code-value-quantity", ck, and(
+		storage.Part{Index: 1, Cond: cmp(storage.FieldNum, storage.OpGt, 5.0)},
+		storage.Part{Index: 1, Cond: cmp(storage.FieldNum, storage.OpLt, 6.0)})), []string{"Observation/o1"}},
+	{"CompositeValueFirstSameEntry", nil, match("component-code-value-quantity", ck, and(
+		storage.Part{Index: 1, Cond: cmp(storage.FieldNum, storage.OpLt, 10.0)},
+		storage.Part{Index: 0, Cond: cmp(storage.FieldCode, storage.OpEq, "8867-4")})), nil},
+	{"CompositeNestedAnd", nil, match("component-code-value-quantity", ck, and(
+		storage.Part{Index: 0, Cond: cmp(storage.FieldCode, storage.OpEq, "1111-1")},
+		and(storage.Part{Index: 1, Cond: cmp(storage.FieldNum, storage.OpLt, 10.0)}))), []string{"Observation/o3"}},
+	{"CompositeOrOfParts", nil, match("component-code-value-quantity", ck, or(
+		storage.Part{Index: 0, Cond: cmp(storage.FieldCode, storage.OpEq, "1111-1")},
+		storage.Part{Index: 1, Cond: cmp(storage.FieldNum, storage.OpGt, 1000.0)})), []string{"Observation/o3"}},
+	{"CompositePartAndNotPartSameEntry", nil, match("component-code-value-quantity", ck, and(
+		storage.Part{Index: 0, Cond: cmp(storage.FieldCode, storage.OpEq, "8867-4")},
+		storage.Not{Expr: storage.Part{Index: 1, Cond: cmp(storage.FieldNum, storage.OpGt, 50.0)}})), nil},
+	{"CompositePartAndNotPart", nil, match("component-code-value-quantity", ck, and(
+		storage.Part{Index: 0, Cond: cmp(storage.FieldCode, storage.OpEq, "1111-1")},
+		storage.Not{Expr: storage.Part{Index: 1, Cond: cmp(storage.FieldNum, storage.OpGt, 50.0)}})), []string{"Observation/o3"}},
+	{"CompositePartPresence", nil, match("code-value-quantity", ck, and(
+		storage.Part{Index: 1}, storage.Part{Index: 0, Cond: cmp(storage.FieldCode, storage.OpEq, "1234-5")})),
+		[]string{"Observation/o1", "Observation/o2"}},
+	{"CompositeMissingPart", nil, match("code-value-quantity", ck, storage.Part{Index: 2}), nil},
 
 	// IDs.
 	{"IDs", nil, storage.IDs{IDs: []string{"p1", "o2", "missing"}}, []string{"Observation/o2", "Patient/p1"}},
