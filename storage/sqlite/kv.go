@@ -59,14 +59,70 @@ func (k kv) PutIfAbsent(ctx context.Context, key string, value []byte, ttl time.
 
 func (k kv) Get(ctx context.Context, key string) ([]byte, error) {
 	var v []byte
-	err := k.b.r.QueryRowContext(ctx, `SELECT value FROM kv WHERE key = ? AND `+live, key, time.Now().UnixMilli()).Scan(&v)
+	var exp sql.NullInt64
+	now := time.Now().UnixMilli()
+	err := k.b.r.QueryRowContext(ctx, `SELECT value, expires_at FROM kv WHERE key = ?`, key).Scan(&v, &exp)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("sqlite: kv get %q: %w", key, storage.ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: kv get %q: %w", key, err)
 	}
+	if exp.Valid && exp.Int64 <= now {
+		// The record is absent to the caller whatever happens here; the
+		// delete only reclaims space. Its condition spares a record that
+		// a concurrent Put has just renewed.
+		if _, err := k.b.w.ExecContext(ctx, `DELETE FROM kv WHERE key = ? AND expires_at <= ?`, key, now); err != nil {
+			k.b.log.WarnContext(ctx, "sqlite: kv: deleting an expired record", "key", key, "err", err)
+		}
+		return nil, fmt.Errorf("sqlite: kv get %q: expired: %w", key, storage.ErrNotFound)
+	}
 	return v, nil
+}
+
+// sweepBatch bounds one sweep transaction, so that a large backlog of
+// expired records never holds the single writer for long.
+const sweepBatch = 500
+
+// SweepExpiredKV deletes every expired KV record and reports how many.
+// Open runs it periodically (WithKVSweepInterval).
+func (b *Backend) SweepExpiredKV(ctx context.Context) (int64, error) {
+	var total int64
+	now := time.Now().UnixMilli()
+	for {
+		res, err := b.w.ExecContext(ctx, `DELETE FROM kv WHERE rowid IN
+			(SELECT rowid FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT ?)`, now, sweepBatch)
+		if err != nil {
+			return total, fmt.Errorf("sqlite: kv sweep: %w", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return total, fmt.Errorf("sqlite: kv sweep: %w", err)
+		}
+		total += n
+		if n < sweepBatch {
+			return total, nil
+		}
+	}
+}
+
+func (b *Backend) sweepLoop(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := b.SweepExpiredKV(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			b.log.WarnContext(ctx, "sqlite: kv sweep failed", "err", err)
+		case n > 0:
+			b.log.DebugContext(ctx, "sqlite: kv sweep", "deleted", n)
+		}
+	}
 }
 
 func (k kv) Take(ctx context.Context, key string) ([]byte, error) {

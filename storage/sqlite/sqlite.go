@@ -35,7 +35,8 @@
 //	idx_composite(cid PK, res_pk, param)       one row per composite entry...
 //	idx_composite_part(cid, res_pk, param, part, <every field column>)
 //	                                           ...and one row per part, indexed by (param, part, value)
-//	kv(key PK, value, expires_at)              expires_at in Unix ms, NULL for no expiry
+//	kv(key PK, value, expires_at)              expires_at in Unix ms, NULL for no expiry; expired
+//	                                           rows are deleted by Get, Take and a periodic sweep
 //
 // The index tables hold the entries of current, non-deleted versions only:
 // an update replaces a resource's rows, a delete removes them. Each has an
@@ -62,6 +63,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/anodyne-fhir/anodyne/storage"
 
@@ -80,6 +82,9 @@ type Backend struct {
 	path   string
 	closer sync.Once
 	cerr   error
+
+	stopSweep context.CancelFunc // stops the expired-KV sweeper
+	swept     sync.WaitGroup     // the sweeper goroutine
 }
 
 var (
@@ -91,6 +96,7 @@ type config struct {
 	readers     int
 	busyTimeout int // milliseconds
 	log         *slog.Logger
+	sweepEvery  time.Duration
 }
 
 // Option configures Open.
@@ -115,6 +121,13 @@ func WithBusyTimeoutMillis(ms int) Option {
 	}
 }
 
+// WithKVSweepInterval sets how often expired KV records are deleted
+// (default 10 minutes; d <= 0 turns the sweep off). Expired records are
+// invisible either way; the sweep only keeps the table from growing.
+func WithKVSweepInterval(d time.Duration) Option {
+	return func(c *config) { c.sweepEvery = d }
+}
+
 // WithLogger sets the logger (default slog.Default()).
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) {
@@ -126,7 +139,7 @@ func WithLogger(l *slog.Logger) Option {
 
 // Open opens (creating when needed) the database under dir.
 func Open(ctx context.Context, dir string, opts ...Option) (*Backend, error) {
-	cfg := config{readers: 4, busyTimeout: 10000, log: slog.Default()}
+	cfg := config{readers: 4, busyTimeout: 10000, log: slog.Default(), sweepEvery: 10 * time.Minute}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -164,7 +177,14 @@ func Open(ctx context.Context, dir string, opts ...Option) (*Backend, error) {
 		b.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
-	cfg.log.DebugContext(ctx, "sqlite storage opened", "path", path, "readers", cfg.readers)
+	if cfg.sweepEvery > 0 {
+		// The sweeper outlives Open's ctx (a request or start-up context);
+		// Close ends it.
+		sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		b.stopSweep = cancel
+		b.swept.Go(func() { b.sweepLoop(sctx, cfg.sweepEvery) })
+	}
+	cfg.log.DebugContext(ctx, "sqlite storage opened", "path", path, "readers", cfg.readers, "kv_sweep", cfg.sweepEvery)
 	return b, nil
 }
 
@@ -191,6 +211,10 @@ func (b *Backend) Ping(ctx context.Context) error {
 // Close closes both pools. It is safe to call more than once.
 func (b *Backend) Close() error {
 	b.closer.Do(func() {
+		if b.stopSweep != nil {
+			b.stopSweep()
+			b.swept.Wait()
+		}
 		b.cerr = errors.Join(b.r.Close(), b.w.Close())
 		if b.cerr != nil {
 			b.cerr = fmt.Errorf("sqlite: close: %w", b.cerr)
@@ -271,6 +295,7 @@ var schema = []string{
 	`CREATE INDEX IF NOT EXISTS idx_composite_part_ref ON idx_composite_part (param, part, ref_id, ref_type)`,
 
 	`CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at INTEGER) STRICT`,
+	`CREATE INDEX IF NOT EXISTS kv_expires ON kv (expires_at) WHERE expires_at IS NOT NULL`,
 }
 
 // migrate brings the schema to schemaVersion (idempotent) in one transaction.

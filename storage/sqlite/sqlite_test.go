@@ -259,3 +259,94 @@ func TestMigrateFromVersion1(t *testing.T) {
 		t.Fatalf("part rows of o2 after update = %d, %v; want 2", n, err)
 	}
 }
+
+func kvRows(t *testing.T, b *Backend) int {
+	t.Helper()
+	var n int
+	if err := b.r.QueryRowContext(t.Context(), `SELECT COUNT(*) FROM kv`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestKVExpiredRecordsAreDeleted(t *testing.T) {
+	const ttl = 30 * time.Millisecond
+	t.Run("GetDeletesExpired", func(t *testing.T) {
+		b, err := Open(t.Context(), t.TempDir(), WithKVSweepInterval(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		kv := b.KV()
+		for k, d := range map[string]time.Duration{"short": ttl, "forever": 0, "hour": time.Hour} {
+			if err := kv.Put(t.Context(), k, []byte(k), d); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(2 * ttl)
+		if n := kvRows(t, b); n != 3 {
+			t.Fatalf("%d rows before Get, want 3 (no sweep running)", n)
+		}
+		if _, err := kv.Get(t.Context(), "short"); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("Get of expired key: %v, want ErrNotFound", err)
+		}
+		if n := kvRows(t, b); n != 2 {
+			t.Fatalf("%d rows after Get of the expired key, want 2", n)
+		}
+		for _, k := range []string{"forever", "hour"} {
+			if v, err := kv.Get(t.Context(), k); err != nil || string(v) != k {
+				t.Fatalf("Get(%s) = %q, %v", k, v, err)
+			}
+		}
+	})
+	t.Run("SweepInBatches", func(t *testing.T) {
+		b, err := Open(t.Context(), t.TempDir(), WithKVSweepInterval(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		const expired = 3*sweepBatch + 7
+		if _, err := b.w.ExecContext(t.Context(), `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+			INSERT INTO kv (key, value, expires_at) SELECT 'old/' || i, x'00', 1 FROM n`, expired); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.KV().Put(t.Context(), "live", []byte("v"), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		n, err := b.SweepExpiredKV(t.Context())
+		if err != nil || n != expired {
+			t.Fatalf("SweepExpiredKV = %d, %v; want %d", n, err, expired)
+		}
+		if rows := kvRows(t, b); rows != 1 {
+			t.Fatalf("%d rows after sweep, want 1", rows)
+		}
+		if n, err := b.SweepExpiredKV(t.Context()); err != nil || n != 0 {
+			t.Fatalf("second sweep = %d, %v; want 0", n, err)
+		}
+	})
+	t.Run("PeriodicSweep", func(t *testing.T) {
+		b, err := Open(t.Context(), t.TempDir(), WithKVSweepInterval(20*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []string{"a", "b", "c"} {
+			if err := b.KV().Put(t.Context(), k, []byte("v"), ttl); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := b.KV().Put(t.Context(), "live", []byte("v"), 0); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for kvRows(t, b) != 1 {
+			if time.Now().After(deadline) {
+				t.Fatalf("expired records still stored after 5s: %d rows", kvRows(t, b))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		// Close waits for the sweeper to stop before closing the pools.
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
