@@ -373,7 +373,10 @@ func testSearch(t *testing.T, c *client) {
 	if strings.Join(all, ",") != "s0,s1,s2" {
 		t.Errorf("paged search %v", all)
 	}
-	if got := ids(c.do("GET", "/Patient?_id=s0,s1,s2&_lastUpdated=gt2000-01-01&_sort=-_lastUpdated", "").expect(t, http.StatusOK).json(t)); len(got) != 3 || got[0] != "s2" {
+	// lastUpdated has millisecond precision: make s0 clearly the newest.
+	time.Sleep(5 * time.Millisecond)
+	c.do("PUT", "/Patient/s0", patientJSON("s0", "Searchalpha")).expect(t, http.StatusOK)
+	if got := ids(c.do("GET", "/Patient?_id=s0,s1,s2&_lastUpdated=gt2000-01-01&_sort=-_lastUpdated", "").expect(t, http.StatusOK).json(t)); len(got) != 3 || got[0] != "s0" {
 		t.Errorf("_lastUpdated=gt2000 sorted newest first: %v", got)
 	}
 	if got := ids(c.do("GET", "/Patient?_id=s0,s1,s2&_lastUpdated=lt2000-01-01", "").expect(t, http.StatusOK).json(t)); len(got) != 0 {
