@@ -2,6 +2,7 @@ package fhir
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -23,15 +24,15 @@ func (s *Server) capabilityStatement() ([]byte, error) {
 	for _, r := range routeTable() {
 		switch {
 		case strings.HasPrefix(r.code, "$"):
-			if r.level != levelSystem && !contains(typeOps, r.code) {
+			if r.level != levelSystem && !slices.Contains(typeOps, r.code) {
 				typeOps = append(typeOps, r.code)
 			}
 		case r.level == levelSystem:
-			if r.code != "capabilities" && !contains(systemCodes, r.code) {
+			if r.code != "capabilities" && !slices.Contains(systemCodes, r.code) {
 				systemCodes = append(systemCodes, r.code)
 			}
 		default:
-			if !contains(typeCodes, r.code) {
+			if !slices.Contains(typeCodes, r.code) {
 				typeCodes = append(typeCodes, r.code)
 			}
 		}

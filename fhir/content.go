@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -94,7 +95,7 @@ func (s *Server) readBody(c echo.Context, allowed ...string) ([]byte, error) {
 	r := c.Request()
 	if ct := r.Header.Get(echo.HeaderContentType); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || !contains(allowed, mt) {
+		if err != nil || !slices.Contains(allowed, mt) {
 			return nil, newError(http.StatusUnsupportedMediaType, codeNotSupp,
 				"Content-Type %q is not accepted here; use %s", ct, strings.Join(allowed, " or "))
 		}
@@ -111,15 +112,6 @@ func (s *Server) readBody(c echo.Context, allowed ...string) ([]byte, error) {
 		return nil, newError(http.StatusBadRequest, codeStructure, "the request body is empty")
 	}
 	return body, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func responseType(c echo.Context) string {
