@@ -112,7 +112,7 @@ func asError(ctx context.Context, log *slog.Logger, err error) *Error {
 	case errors.Is(err, context.DeadlineExceeded):
 		return newError(http.StatusServiceUnavailable, codeTooCostly, "the request took too long")
 	}
-	log.ErrorContext(ctx, "request failed", "err", err)
+	log.ErrorContext(ctx, "request failed", "request_id", requestID(ctx), "err", err)
 	return &Error{Status: http.StatusInternalServerError, cause: err, Issues: []conformance.Issue{{
 		Severity: "fatal", Code: codeException, Diagnostics: "internal server error",
 	}}}

@@ -208,6 +208,7 @@ func (s *Server) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
 			id = randomID()
 		}
 		c.Response().Header().Set(echo.HeaderXRequestID, id)
+		c.SetRequest(req.WithContext(context.WithValue(req.Context(), requestIDKey{}, id)))
 		if err := next(c); err != nil {
 			c.Error(err)
 		}
@@ -221,6 +222,14 @@ func (s *Server) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
 			"status", status, "duration_ms", float64(time.Since(start).Microseconds())/1000)
 		return nil
 	}
+}
+
+type requestIDKey struct{}
+
+// requestID returns the id logRequests gave the request, for fault logs.
+func requestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
 }
 
 func validRequestID(id string) bool {
@@ -244,7 +253,7 @@ func (s *Server) recoverPanic(next echo.HandlerFunc) echo.HandlerFunc {
 				if r == http.ErrAbortHandler {
 					panic(r)
 				}
-				s.log.ErrorContext(c.Request().Context(), "panic in handler", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+				s.log.ErrorContext(c.Request().Context(), "panic in handler", "request_id", requestID(c.Request().Context()), "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 				err = &Error{Status: http.StatusInternalServerError, Issues: []conformance.Issue{{
 					Severity: "fatal", Code: codeException, Diagnostics: "internal server error",
 				}}}
