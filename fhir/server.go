@@ -40,7 +40,8 @@ type Config struct {
 	Backend storage.Backend
 	// Validator checks request bodies; nil loads conformance.NewValidator().
 	Validator *conformance.Validator
-	// Registry knows search parameters and index extraction; nil loads resources.Load().
+	// Registry knows search parameters and index extraction; nil loads
+	// resources.Load with this server's base URL and logger.
 	Registry *resources.Registry
 	// Authorizer decides every access; nil means authorization is off.
 	Authorizer Authorizer
@@ -107,7 +108,9 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	if s.registry == nil {
-		if s.registry, err = resources.Load(); err != nil {
+		// The registry must know our base so that absolute references to
+		// this server are indexed like relative ones.
+		if s.registry, err = resources.Load(resources.WithBaseURL(s.base), resources.WithLogger(s.log)); err != nil {
 			return nil, fmt.Errorf("fhir: loading search parameter registry: %w", err)
 		}
 	}
