@@ -340,26 +340,33 @@ func placeholders(n int) string {
 	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
 }
 
-// sortSource says where the sort key of a kind comes from and what type it has.
-func sortSource(s storage.Sort) (table, col string, typ byte, err error) {
+// sortSource says where the sort key of a kind comes from (key gives the
+// key expression over the entry row aliased a) and what type it has.
+func sortSource(s storage.Sort) (table string, key func(a string) string, typ byte, err error) {
+	col := func(c string) func(string) string { return func(a string) string { return a + "." + c } }
 	switch s.Kind {
 	case storage.KindDate:
 		if s.Desc {
-			return "idx_date", "high", 'i', nil
+			return "idx_date", col("high"), 'i', nil
 		}
-		return "idx_date", "low", 'i', nil
+		return "idx_date", col("low"), 'i', nil
 	case storage.KindNumber:
-		return "idx_number", "num", 'f', nil
+		return "idx_number", col("num"), 'f', nil
 	case storage.KindQuantity:
-		return "idx_quantity", "num", 'f', nil
+		return "idx_quantity", col("num"), 'f', nil
 	case storage.KindString:
-		return "idx_string", "text", 's', nil
+		return "idx_string", col("text"), 's', nil
 	case storage.KindToken:
-		return "idx_token", "code", 's', nil
+		return "idx_token", col("code"), 's', nil
 	case storage.KindURI:
-		return "idx_uri", "exact", 's', nil
+		return "idx_uri", col("exact"), 's', nil
+	case storage.KindReference:
+		// "Type/id" for a reference to a resource here, else the URL.
+		return "idx_reference", func(a string) string {
+			return "CASE WHEN " + a + ".ref_type <> '' THEN " + a + ".ref_type || '/' || " + a + ".ref_id ELSE " + a + ".ref_url END"
+		}, 's', nil
 	}
-	return "", "", 0, unsupported("sort by %q of kind %v", s.Param, s.Kind)
+	return "", nil, 0, unsupported("sort by %q of kind %v", s.Param, s.Kind)
 }
 
 // keyCol is one column of the keyset order.
@@ -460,7 +467,7 @@ func (b *Backend) Search(ctx context.Context, q storage.Query) (storage.Page, er
 	types := make([]byte, len(q.Sort))
 	keys := make([]keyCol, 0, len(q.Sort)+2)
 	for i, s := range q.Sort {
-		table, col, typ, err := sortSource(s)
+		table, key, typ, err := sortSource(s)
 		if err != nil {
 			return storage.Page{}, err
 		}
@@ -472,7 +479,7 @@ func (b *Backend) Search(ctx context.Context, q storage.Query) (storage.Page, er
 		// The unary + keeps SQLite from walking the (param, value) index for
 		// MIN/MAX over every row of the parameter; (res_pk, param) finds the
 		// few entries of this resource.
-		sel.w(fmt.Sprintf(", (SELECT %s(%s.%s) FROM %s %s WHERE %s.res_pk = r.pk AND +%s.param = ?) AS s%d", agg, x, col, table, x, x, x, i), s.Param)
+		sel.w(fmt.Sprintf(", (SELECT %s(%s) FROM %s %s WHERE %s.res_pk = r.pk AND +%s.param = ?) AS s%d", agg, key(x), table, x, x, x, i), s.Param)
 		types[i] = typ
 		keys = append(keys, keyCol{col: "q.s" + strconv.Itoa(i), desc: s.Desc, nullable: true})
 	}

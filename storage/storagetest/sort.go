@@ -36,6 +36,13 @@ func sortFixture(e *env) {
 	e.put("Observation", "o4", tok("status", "", "A", ""))
 	e.put("Observation", "o5", day("2022-01-01"))
 
+	// References sort by "Type/id", or by URL when they have no type.
+	e.put("Communication", "c1", ref("subject", "Patient", "p2"))
+	e.put("Communication", "c2", ref("subject", "Patient", "p1"), ref("subject", "Group", "g9"))
+	e.put("Communication", "c3", storage.Entry{Param: "subject", Kind: storage.KindReference, RefURL: "http://other.org/fhir/Patient/1"})
+	e.put("Communication", "c4")
+	e.put("Communication", "c5", ref("subject", "Patient", "p10"))
+
 	e.put("ValueSet", "v1", uri("url", "urn:b"))
 	e.put("ValueSet", "v2", uri("url", "urn:a"))
 	e.put("ValueSet", "v3")
@@ -68,6 +75,10 @@ var sortTable = []struct {
 		[]string{"Observation/o3", "Observation/o1", "Observation/o2", "Observation/o4", "Observation/o5"}},
 	{"URIAsc", []string{"ValueSet"}, nil, []storage.Sort{{Param: "url", Kind: uk}},
 		[]string{"ValueSet/v2", "ValueSet/v1", "ValueSet/v3"}},
+	{"ReferenceAsc", []string{"Communication"}, nil, []storage.Sort{{Param: "subject", Kind: rk}},
+		[]string{"Communication/c2", "Communication/c5", "Communication/c1", "Communication/c3", "Communication/c4"}},
+	{"ReferenceDesc", []string{"Communication"}, nil, []storage.Sort{{Param: "subject", Kind: rk, Desc: true}},
+		[]string{"Communication/c3", "Communication/c1", "Communication/c5", "Communication/c2", "Communication/c4"}},
 	{"TwoKeys", []string{"Observation"}, nil, []storage.Sort{{Param: "status", Kind: tk}, {Param: "date", Kind: dk, Desc: true}},
 		[]string{"Observation/o2", "Observation/o1", "Observation/o4", "Observation/o3", "Observation/o5"}},
 	{"NoSortIsTypeThenID", []string{"Procedure", "Encounter"}, nil, nil,

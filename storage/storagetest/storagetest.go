@@ -14,7 +14,8 @@
 //   - Cmp on string fields compares bytes (no collation, case-sensitive);
 //     Prefix and Contains are byte-wise too. Text is already normalized by
 //     the indexer, so the backend must not fold case itself.
-//   - Sort keys by kind: string Text, token Code, uri Exact, date Low
+//   - Sort keys by kind: string Text, token Code, uri Exact, reference
+//     "RefType/RefID" (or RefURL when RefType is empty), date Low
 //     (ascending, lowest value) / High (descending, highest value), number
 //     and quantity Num. Resources with no value sort last in both
 //     directions; ties are broken by type then id, ascending.
