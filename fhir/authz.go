@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/anodyne-fhir/anodyne/auth"
 	"github.com/anodyne-fhir/anodyne/storage"
 )
 
@@ -19,22 +20,15 @@ const (
 	ActionSearch = "search"
 )
 
-// Decision is the answer of an Authorizer.
-type Decision struct {
-	Allowed bool
-	// Filter, when non-nil, restricts the resources the caller may see or
-	// write (a patient compartment): searches add it to the query, single
-	// resources are checked against it with storage.Matches.
-	Filter storage.Expr
-	// Reason explains a refusal (sent to the client in the OperationOutcome).
-	Reason string
-}
+// Decision is the answer of an Authorizer. It is auth's type, not a copy:
+// the decision point (auth.Policy) plugs in without an adapter, and a
+// field added there cannot be silently dropped by a conversion here.
+type Decision = auth.Decision
 
 // Authorizer is the one authorization decision point the FHIR layer calls
-// on every path a resource enters or leaves by.
-type Authorizer interface {
-	Decide(ctx context.Context, action, resourceType string) (Decision, error)
-}
+// on every path a resource enters or leaves by (auth.Policy, or
+// auth.AllowAll for a server run without authorization).
+type Authorizer = auth.Authorizer
 
 // decide asks the Authorizer; with none configured, everything is allowed.
 func (s *Server) decide(ctx context.Context, action, typ string) (Decision, error) {

@@ -83,6 +83,19 @@ func (s *Server) capabilityStatement() ([]byte, error) {
 		}
 		resources = append(resources, r)
 	}
+	rest := map[string]any{
+		"mode":        "server",
+		"resource":    resources,
+		"interaction": interactions(systemCodes),
+		"searchParam": []any{
+			map[string]any{"name": "_count", "type": "number"},
+			map[string]any{"name": "_sort", "type": "string"},
+			map[string]any{"name": "_total", "type": "token"},
+		},
+	}
+	if s.security != nil {
+		rest["security"] = s.security
+	}
 	cs := map[string]any{
 		"resourceType": "CapabilityStatement",
 		"status":       "active",
@@ -97,16 +110,7 @@ func (s *Server) capabilityStatement() ([]byte, error) {
 		"fhirVersion": "4.0.1",
 		"format":      []any{mimeFHIRJSON, "json"},
 		"patchFormat": []any{mimeJSONPatch},
-		"rest": []any{map[string]any{
-			"mode":        "server",
-			"resource":    resources,
-			"interaction": interactions(systemCodes),
-			"searchParam": []any{
-				map[string]any{"name": "_count", "type": "number"},
-				map[string]any{"name": "_sort", "type": "string"},
-				map[string]any{"name": "_total", "type": "token"},
-			},
-		}},
+		"rest":        []any{rest},
 	}
 	return encodeResource(cs)
 }

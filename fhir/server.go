@@ -53,6 +53,9 @@ type Config struct {
 	Logger *slog.Logger
 	// MaxBodyBytes caps request bodies (413 beyond); 0 means 16 MiB.
 	MaxBodyBytes int64
+	// Security, when set, is the CapabilityStatement rest.security element
+	// (the SMART authorization server's description of itself).
+	Security map[string]any
 	// CursorKey signs paging cursors. Replicas behind one load balancer
 	// must share it; nil draws a random key, so links die with the process.
 	CursorKey []byte
@@ -68,6 +71,7 @@ type Server struct {
 	log       *slog.Logger
 	maxBody   int64
 	cursorKey []byte
+	security  map[string]any
 	echo      *echo.Echo
 	// capability is generated once: the routes and registry do not change
 	// while the server runs.
@@ -94,6 +98,7 @@ func New(cfg Config) (*Server, error) {
 		log:       cfg.Logger,
 		maxBody:   cfg.MaxBodyBytes,
 		cursorKey: cfg.CursorKey,
+		security:  cfg.Security,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
