@@ -41,8 +41,21 @@ func New(backend storage.Backend, index Indexer) *Store {
 
 var _ auth.AuditSink = (*Store)(nil)
 
-// RecordAudit stores ev as a new AuditEvent resource.
+// RecordAudit stores ev as a new AuditEvent resource, in a Commit of its
+// own. GroupCommit does the same for many concurrent requests at once.
 func (s *Store) RecordAudit(ctx context.Context, ev auth.AuditEvent) error {
+	w, err := prepare(s.index, ev)
+	if err != nil {
+		return err
+	}
+	if _, err := s.backend.Commit(ctx, w); err != nil {
+		return fmt.Errorf("audit: store AuditEvent/%s: %w", w.ID, err)
+	}
+	return nil
+}
+
+// prepare turns ev into the storage write of a new AuditEvent resource.
+func prepare(index Indexer, ev auth.AuditEvent) (storage.Write, error) {
 	res := ev.Resource()
 	id := newID()
 	at := time.Now().UTC().Truncate(time.Millisecond)
@@ -50,27 +63,23 @@ func (s *Store) RecordAudit(ctx context.Context, ev auth.AuditEvent) error {
 	res["meta"] = map[string]any{"versionId": "1", "lastUpdated": at.Format("2006-01-02T15:04:05.000Z07:00")}
 	body, err := json.Marshal(res)
 	if err != nil {
-		return fmt.Errorf("audit: encode: %w", err)
+		return storage.Write{}, fmt.Errorf("audit: encode: %w", err)
 	}
 	// Index the JSON as the FHIR layer would see it (numbers as json.Number).
 	var decoded map[string]any
-	dec := json.NewDecoder(bytesReader(body))
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	if err := dec.Decode(&decoded); err != nil {
-		return fmt.Errorf("audit: decode: %w", err)
+		return storage.Write{}, fmt.Errorf("audit: decode: %w", err)
 	}
-	entries, err := s.index.Index("AuditEvent", decoded)
+	entries, err := index.Index("AuditEvent", decoded)
 	if err != nil {
-		return fmt.Errorf("audit: index: %w", err)
+		return storage.Write{}, fmt.Errorf("audit: index: %w", err)
 	}
-	_, err = s.backend.Commit(ctx, storage.Write{
+	return storage.Write{
 		Record: storage.Record{Type: "AuditEvent", ID: id, VersionID: 1, LastUpdated: at, Method: http.MethodPost, JSON: body},
 		Index:  entries,
-	})
-	if err != nil {
-		return fmt.Errorf("audit: store AuditEvent/%s: %w", id, err)
-	}
-	return nil
+	}, nil
 }
 
 func newID() string {
@@ -78,5 +87,3 @@ func newID() string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
-
-func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
