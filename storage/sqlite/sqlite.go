@@ -33,7 +33,7 @@
 //	idx_quantity(res_pk, param, num_low, num_high, num, system, code)
 //	idx_uri(res_pk, param, exact)
 //	idx_composite(cid PK, res_pk, param)       one row per composite entry...
-//	idx_composite_part(cid, res_pk, param, part, <every field column>)
+//	idx_composite_part(cid, part, res_pk, param, <every field column>)  WITHOUT ROWID, PK (cid, part)
 //	                                           ...and one row per part, indexed by (param, part, value)
 //	kv(key PK, value, expires_at)              expires_at in Unix ms, NULL for no expiry; expired
 //	                                           rows are deleted by Get, Take and a periodic sweep
@@ -285,8 +285,10 @@ var schema = []string{
 	// Part rows repeat res_pk and param so that a query on one part's value
 	// is answered from a (param, part, value) index without visiting every
 	// composite entry of the parameter.
-	`CREATE TABLE IF NOT EXISTS idx_composite_part (cid INTEGER NOT NULL, res_pk INTEGER NOT NULL, param TEXT NOT NULL, part INTEGER NOT NULL, ` + partColumns + `) STRICT`,
-	`CREATE UNIQUE INDEX IF NOT EXISTS idx_composite_part_cid ON idx_composite_part (cid, part)`,
+	// Clustered on (cid, part): the value indexes carry the key, and the
+	// join from one part to the others of its entry is one lookup.
+	`CREATE TABLE IF NOT EXISTS idx_composite_part (cid INTEGER NOT NULL, part INTEGER NOT NULL, res_pk INTEGER NOT NULL, param TEXT NOT NULL, ` + partColumns + `,
+		PRIMARY KEY (cid, part)) STRICT, WITHOUT ROWID`,
 	`CREATE INDEX IF NOT EXISTS idx_composite_part_res ON idx_composite_part (res_pk)`,
 	`CREATE INDEX IF NOT EXISTS idx_composite_part_code ON idx_composite_part (param, part, code, system)`,
 	`CREATE INDEX IF NOT EXISTS idx_composite_part_num ON idx_composite_part (param, part, num)`,
