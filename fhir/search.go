@@ -1,32 +1,59 @@
 package fhir
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/anodyne-fhir/anodyne/resources"
+	"github.com/anodyne-fhir/anodyne/conformance"
 	"github.com/anodyne-fhir/anodyne/storage"
 )
 
-// searchRequest is a parsed search: what selects (Filter), what orders and
-// pages, and the parameters that were understood (for the self link).
-// Result parameters that are not implemented yet (_include, _revinclude,
-// _summary other than count, _elements) are treated as unknown parameters;
-// they will become fields here, filled by parseSearch and honoured by
-// searchType, without changing the pipeline.
+// Search is one pipeline for the three places a search can be asked
+// (type, system with _type, compartment): a scope says which types and
+// which extra restriction apply, parseSearch turns parameters into storage
+// expressions (chains, _has, :in, _list included), the backend pages, and
+// the fhir layer adds includes and shapes entries (_summary, _elements).
+//
+// Authorization composes with the query rather than filtering afterwards,
+// so that neither results, totals, chains nor _has reveal what the caller
+// may not read: the Decision.Filter of every type a search touches is
+// ANDed into the expression that selects that type.
+
+// searchScope is where a search runs.
+type searchScope struct {
+	// path is the request path under the FHIR base, for links and cursor binding.
+	path string
+	// types are the resource types searched; for a system search without
+	// _type, every type the caller may search.
+	types []string
+	// restrict, per type, is ANDed to the query for that type (compartment
+	// membership); nil means no restriction.
+	restrict map[string]storage.Expr
+}
+
+// searchRequest is a parsed search.
 type searchRequest struct {
 	Filters []storage.Expr
 	Sort    []storage.Sort
 	Count   int
 	Total   bool
 	Cursor  string
+	// Includes are the _include and _revinclude directives.
+	Includes []includeSpec
+	// Summary is the _summary mode ("" when absent; "count" is turned
+	// into Count=0 and never reaches the shaping step).
+	Summary string
+	// Elements lists the _elements names.
+	Elements []string
 	// Kept holds the parameters that were applied, as they go in links.
 	Kept url.Values
 }
@@ -37,74 +64,262 @@ func (s *Server) searchType(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	return s.search(c, searchScope{path: "/" + typ, types: []string{typ}})
+}
+
+// searchSystem handles GET [base]?_type=… and POST [base]/_search.
+func (s *Server) searchSystem(c echo.Context) error {
 	params, err := s.searchParams(c)
 	if err != nil {
 		return err
 	}
+	var types []string
+	for _, v := range params["_type"] {
+		for _, t := range strings.Split(v, ",") {
+			t = strings.TrimSpace(t)
+			if !slices.Contains(conformance.ResourceTypes(), t) {
+				return errBadRequest("_type: %q is not a resource type", t)
+			}
+			if !slices.Contains(types, t) {
+				types = append(types, t)
+			}
+		}
+	}
+	if len(types) == 0 {
+		types = conformance.ResourceTypes()
+	}
+	return s.searchWith(c, searchScope{path: "", types: types}, params)
+}
+
+func (s *Server) search(c echo.Context, sc searchScope) error {
+	params, err := s.searchParams(c)
+	if err != nil {
+		return err
+	}
+	return s.searchWith(c, sc, params)
+}
+
+// typeDecision is the authorization of searching one type.
+type typeDecision struct {
+	allowed bool
+	filter  storage.Expr
+}
+
+// searchDecisions asks the decision point once per type of a search
+// (and of its chains and includes). Refusal is an error only when the
+// client named that single type; types of a wide system search the caller
+// cannot see are simply left out.
+type searchDecisions struct {
+	s     *Server
+	cache map[string]typeDecision
+}
+
+func (s *Server) newSearchDecisions() *searchDecisions {
+	return &searchDecisions{s: s, cache: map[string]typeDecision{}}
+}
+
+func (d *searchDecisions) get(ctx context.Context, typ string) (typeDecision, error) {
+	if td, ok := d.cache[typ]; ok {
+		return td, nil
+	}
+	td := typeDecision{allowed: true}
+	if d.s.authz != nil {
+		dec, err := d.s.authz.Decide(ctx, ActionSearch, typ)
+		if err != nil {
+			return td, fmt.Errorf("authorizing search on %s: %w", typ, err)
+		}
+		td = typeDecision{allowed: dec.Allowed, filter: dec.Filter}
+	}
+	d.cache[typ] = td
+	return td, nil
+}
+
+// require is get for a type the client named: refusal is a 403.
+func (d *searchDecisions) require(ctx context.Context, typ string) (storage.Expr, error) {
+	td, err := d.get(ctx, typ)
+	if err != nil {
+		return nil, err
+	}
+	if !td.allowed {
+		return nil, newError(http.StatusForbidden, codeForbidden, "search %s: access denied", typ)
+	}
+	return td.filter, nil
+}
+
+func (s *Server) searchWith(c echo.Context, sc searchScope, params url.Values) error {
 	ctx := c.Request().Context()
-	dec, err := s.decide(ctx, ActionSearch, typ)
+	decs := s.newSearchDecisions()
+	// Per-type selection: authorization AND scope restriction.
+	var types []string
+	perType := map[string]storage.Expr{}
+	for _, t := range sc.types {
+		var f storage.Expr
+		if len(sc.types) == 1 {
+			var err error
+			if f, err = decs.require(ctx, t); err != nil {
+				return err
+			}
+		} else {
+			td, err := decs.get(ctx, t)
+			if err != nil {
+				return err
+			}
+			if !td.allowed {
+				continue
+			}
+			f = td.filter
+		}
+		perType[t] = and(f, sc.restrict[t])
+		types = append(types, t)
+	}
+	if len(types) == 0 {
+		return newError(http.StatusForbidden, codeForbidden, "search: access denied to every requested type")
+	}
+	req, err := s.compileSearch(ctx, decs, types, params, preferToken(c, "handling") == "strict")
 	if err != nil {
 		return err
 	}
-	req, err := s.parseSearch(typ, params, preferToken(c, "handling") == "strict")
-	if err != nil {
-		return err
-	}
-	path := "/" + typ
 	query := canonicalQuery(req.Kept)
-	binding := "search " + path + "?" + query
+	binding := "search " + sc.path + "?" + query
 	if tok := params.Get(cursorParam); tok != "" {
 		if req.Cursor, err = s.openCursor(binding, tok); err != nil {
 			return err
 		}
 	}
-	filters := req.Filters
-	if dec.Filter != nil {
-		// Authorization composes with the query: the database never
-		// returns what the caller may not see.
-		filters = append(filters, dec.Filter)
+	filters := slices.Clone(req.Filters)
+	// When every type has the same selection it goes into the query as is;
+	// otherwise the query carries their union (a superset) and each record
+	// is checked against its own type's selection below. The total is then
+	// withheld: it would count records the caller cannot see.
+	var post map[string]storage.Expr
+	common, same := sameExpr(perType, types)
+	if same {
+		if common != nil {
+			filters = append(filters, common)
+		}
+	} else {
+		var alts []storage.Expr
+		seen := map[string]bool{}
+		for _, t := range types {
+			e := perType[t]
+			if e == nil {
+				e = storage.And{}
+			}
+			if k := e.String(); !seen[k] {
+				seen[k] = true
+				alts = append(alts, e)
+			}
+		}
+		filters = append(filters, storage.Or{Exprs: alts})
+		post = perType
 	}
-	var filter storage.Expr
-	switch len(filters) {
-	case 0:
-	case 1:
-		filter = filters[0]
-	default:
-		filter = storage.And{Exprs: filters}
+	qTypes := types
+	if len(sc.types) == len(conformance.ResourceTypes()) && len(types) == len(sc.types) && sc.path == "" {
+		qTypes = nil // every type: let the backend skip the type condition
 	}
 	page, err := s.backend.Search(ctx, storage.Query{
-		Types: []string{typ}, Filter: filter, Sort: req.Sort,
-		Count: req.Count, Cursor: req.Cursor, Total: req.Total,
+		Types: qTypes, Filter: and(filters...), Sort: req.Sort,
+		Count: req.Count, Cursor: req.Cursor, Total: req.Total && post == nil,
 	})
 	if err != nil {
-		return fmt.Errorf("search %s: %w", typ, err)
+		if errors.Is(err, storage.ErrUnsupported) {
+			return newError(http.StatusBadRequest, codeNotSupp, "search %s: this database cannot evaluate the query: %v", sc.path, err)
+		}
+		return fmt.Errorf("search %s: %w", sc.path, err)
 	}
-	b := newBundle("searchset", s.pageLinks(path, binding, query, page.Next))
-	if req.Total && page.Total >= 0 {
-		b["total"] = page.Total
-	}
-	for _, rec := range page.Records {
-		addEntry(b, s.searchEntry(rec, "match"))
-	}
-	guard := s.newGuard(ActionSearch)
-	for _, rec := range page.Included {
-		ok, err := guard.allows(ctx, rec)
+	matches := page.Records
+	if post != nil {
+		matches, err = s.postFilter(matches, post)
 		if err != nil {
 			return err
 		}
-		if ok {
-			addEntry(b, s.searchEntry(rec, "include"))
+	}
+	included, err := s.includes(ctx, decs, matches, req.Includes)
+	if err != nil {
+		return err
+	}
+	b := newBundle("searchset", s.pageLinks(sc.path, binding, query, page.Next))
+	if req.Total && page.Total >= 0 && post == nil {
+		b["total"] = page.Total
+	}
+	shape := req.shaper()
+	for _, group := range []struct {
+		recs []storage.Record
+		mode string
+	}{{matches, "match"}, {included, "include"}} {
+		for _, rec := range group.recs {
+			raw, err := shape(rec)
+			if err != nil {
+				return err
+			}
+			addEntry(b, map[string]any{
+				"fullUrl":  s.resourceURL(rec.Type, rec.ID),
+				"resource": json.RawMessage(raw),
+				"search":   map[string]any{"mode": group.mode},
+			})
 		}
 	}
 	return writeResource(c, http.StatusOK, b)
 }
 
-func (s *Server) searchEntry(rec storage.Record, mode string) map[string]any {
-	return map[string]any{
-		"fullUrl":  s.resourceURL(rec.Type, rec.ID),
-		"resource": json.RawMessage(rec.JSON),
-		"search":   map[string]any{"mode": mode},
+// postFilter keeps the records inside their type's selection, checked on
+// their index entries with the storage package's reference semantics.
+func (s *Server) postFilter(recs []storage.Record, perType map[string]storage.Expr) ([]storage.Record, error) {
+	out := recs[:0:0]
+	for _, rec := range recs {
+		e, ok := perType[rec.Type]
+		if !ok {
+			continue
+		}
+		if e != nil {
+			res, err := decodeRecord(rec)
+			if err != nil {
+				return nil, err
+			}
+			entries, err := s.registry.Index(rec.Type, res)
+			if err != nil {
+				return nil, fmt.Errorf("indexing %s/%s: %w", rec.Type, rec.ID, err)
+			}
+			ok, err := storage.Matches(e, rec.ID, entries)
+			if err != nil {
+				return nil, fmt.Errorf("checking %s/%s against its selection: %w", rec.Type, rec.ID, err)
+			}
+			if !ok {
+				continue
+			}
+		}
+		out = append(out, rec)
 	}
+	return out, nil
+}
+
+// sameExpr reports whether every type has the same selection, and returns it.
+func sameExpr(m map[string]storage.Expr, types []string) (storage.Expr, bool) {
+	first := m[types[0]]
+	for _, t := range types[1:] {
+		e := m[t]
+		if (e == nil) != (first == nil) || e != nil && e.String() != first.String() {
+			return nil, false
+		}
+	}
+	return first, true
+}
+
+// and conjoins the non-nil expressions; nil when there are none.
+func and(es ...storage.Expr) storage.Expr {
+	var out []storage.Expr
+	for _, e := range es {
+		if e != nil {
+			out = append(out, e)
+		}
+	}
+	switch len(out) {
+	case 0:
+		return nil
+	case 1:
+		return out[0]
+	}
+	return storage.And{Exprs: out}
 }
 
 // searchParams returns the query parameters, plus for POST _search the
@@ -138,11 +353,19 @@ func (s *Server) searchParams(c echo.Context) (url.Values, error) {
 	return out, nil
 }
 
-// parseSearch compiles the parameters of a type search. Unknown or
+// parseSearch compiles the parameters of a search of one type, for callers
+// that run the query themselves (conditional interactions). It is
+// compileSearch without a request context; prefer compileSearch, which
+// passes the caller's context to the look-ups that chains, :in and _list do.
+func (s *Server) parseSearch(typ string, params url.Values, strict bool) (searchRequest, error) {
+	return s.compileSearch(context.TODO(), s.newSearchDecisions(), []string{typ}, params, strict)
+}
+
+// compileSearch compiles the parameters of a search over types. Unknown or
 // unsupported parameters are dropped (and so absent from the self link,
 // which is how FHIR tells the client they were ignored), or rejected with
-// 400 under Prefer: handling=strict.
-func (s *Server) parseSearch(typ string, params url.Values, strict bool) (searchRequest, error) {
+// 400 under Prefer: handling=strict. Malformed values are always 400.
+func (s *Server) compileSearch(ctx context.Context, decs *searchDecisions, types []string, params url.Values, strict bool) (searchRequest, error) {
 	req := searchRequest{Count: defaultCount, Kept: url.Values{}}
 	ignore := func(name, why string) error {
 		if strict {
@@ -150,9 +373,21 @@ func (s *Server) parseSearch(typ string, params url.Values, strict bool) (search
 		}
 		return nil
 	}
-	for name, values := range params {
+	// Sorted names make error messages and compile order deterministic.
+	names := make([]string, 0, len(params))
+	for name := range params {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		values := params[name]
 		switch name {
 		case cursorParam, "_format", "_pretty":
+			continue
+		case "_type":
+			if len(types) > 0 {
+				req.Kept[name] = values
+			}
 			continue
 		case "_count":
 			n, err := countParam(params)
@@ -176,17 +411,29 @@ func (s *Server) parseSearch(typ string, params url.Values, strict bool) (search
 			req.Kept.Set(name, params.Get(name))
 			continue
 		case "_summary":
-			if params.Get(name) == "count" {
+			switch v := params.Get(name); v {
+			case "count":
 				req.Count, req.Total = 0, true
-				req.Kept.Set(name, "count")
-				continue
+			case "true", "text", "data":
+				req.Summary = v
+			case "false":
+			default:
+				return req, errBadRequest("_summary must be true, text, data, count or false, not %q", v)
 			}
-			if err := ignore(name, "only _summary=count is supported"); err != nil {
-				return req, err
+			req.Kept.Set(name, params.Get(name))
+			continue
+		case "_elements":
+			for _, v := range values {
+				for _, e := range strings.Split(v, ",") {
+					if e = strings.TrimSpace(e); e != "" {
+						req.Elements = append(req.Elements, e)
+					}
+				}
 			}
+			req.Kept[name] = values
 			continue
 		case "_sort":
-			sorts, err := s.parseSort(typ, params.Get(name))
+			sorts, err := s.parseSort(types, params.Get(name))
 			if err != nil {
 				if strict {
 					return req, errBadRequest("%v", err)
@@ -196,33 +443,27 @@ func (s *Server) parseSearch(typ string, params url.Values, strict bool) (search
 			req.Sort = sorts
 			req.Kept.Set(name, params.Get(name))
 			continue
-		}
-		code, modifier, _ := strings.Cut(name, ":")
-		if strings.ContainsAny(code, ".") || strings.HasPrefix(code, "_has") {
-			if err := ignore(name, "chained and reverse-chained parameters are not supported yet"); err != nil {
-				return req, err
-			}
-			continue
-		}
-		if code == "_id" && modifier == "" {
+		case "_include", "_revinclude", "_include:iterate", "_revinclude:iterate", "_include:recurse", "_revinclude:recurse":
 			for _, v := range values {
-				req.Filters = append(req.Filters, storage.IDs{IDs: strings.Split(v, ",")})
+				spec, err := s.parseInclude(name, v, types)
+				if err != nil {
+					return req, err
+				}
+				req.Includes = append(req.Includes, spec)
 			}
 			req.Kept[name] = values
 			continue
 		}
-		if _, ok := s.registry.Param(typ, code); !ok {
-			if err := ignore(name, "not a search parameter of "+typ); err != nil {
-				return req, err
-			}
-			continue
-		}
-		e, err := s.registry.Compile(typ, code, modifier, values)
+		e, err := s.compileForTypes(ctx, decs, types, name, values)
 		if err != nil {
-			if !strict && errors.Is(err, resources.ErrUnsupported) {
+			var ig *ignored
+			if errors.As(err, &ig) {
+				if err := ignore(name, ig.why); err != nil {
+					return req, err
+				}
 				continue
 			}
-			return req, errBadRequest("search parameter %s: %v", name, err)
+			return req, err
 		}
 		req.Filters = append(req.Filters, e)
 		req.Kept[name] = values
@@ -230,18 +471,54 @@ func (s *Server) parseSearch(typ string, params url.Values, strict bool) (search
 	return req, nil
 }
 
+// ignored marks a parameter the server does not understand or support
+// (as opposed to a malformed value): dropped, or 400 when strict.
+type ignored struct{ why string }
+
+func (e *ignored) Error() string { return e.why }
+
+// compileForTypes compiles one parameter for every searched type. A
+// multi-type search needs the parameter to mean the same on each type
+// (search.html#return: common parameters), which is checked on the
+// compiled expressions.
+func (s *Server) compileForTypes(ctx context.Context, decs *searchDecisions, types []string, name string, values []string) (storage.Expr, error) {
+	var first storage.Expr
+	for i, t := range types {
+		e, err := s.compileParam(ctx, decs, t, name, values, 0)
+		if err != nil {
+			if len(types) > 1 {
+				var ig *ignored
+				if errors.As(err, &ig) {
+					return nil, &ignored{why: "not a parameter common to every searched type (" + t + ": " + ig.why + ")"}
+				}
+			}
+			return nil, err
+		}
+		if i == 0 {
+			first = e
+		} else if e.String() != first.String() {
+			return nil, &ignored{why: "its meaning differs between the searched types"}
+		}
+	}
+	return first, nil
+}
+
 // parseSort reads _sort=a,-b (search.html#sort).
-func (s *Server) parseSort(typ, v string) ([]storage.Sort, error) {
+func (s *Server) parseSort(types []string, v string) ([]storage.Sort, error) {
 	var out []storage.Sort
 	for _, f := range strings.Split(v, ",") {
 		f = strings.TrimSpace(f)
 		desc := strings.HasPrefix(f, "-")
 		code := strings.TrimPrefix(f, "-")
-		p, ok := s.registry.Param(typ, code)
-		if !ok || p.Type == 0 {
-			return nil, fmt.Errorf("_sort: %q is not a sortable parameter of %s: %w", code, typ, resources.ErrUnknownParam)
+		var kind storage.Kind
+		for _, t := range types {
+			p, ok := s.registry.Param(t, code)
+			if !ok || p.Type == 0 || p.Type == storage.KindComposite || kind != 0 && p.Type != kind {
+				return nil, fmt.Errorf("_sort: %q is not a sortable parameter of %s", code, t)
+			}
+			kind = p.Type
 		}
-		out = append(out, storage.Sort{Param: code, Kind: p.Type, Desc: desc})
+		out = append(out, storage.Sort{Param: code, Kind: kind, Desc: desc})
 	}
 	return out, nil
 }

@@ -166,6 +166,9 @@ func routeTable() []route {
 	return []route{
 		{http.MethodGet, "/metadata", levelSystem, "capabilities", (*Server).capabilities},
 		{http.MethodGet, "/_history", levelSystem, "history-system", (*Server).historySystem},
+		{http.MethodGet, "", levelSystem, "search-system", (*Server).searchSystem},
+		{http.MethodPost, "/_search", levelSystem, "search-system", (*Server).searchSystem},
+		{http.MethodGet, "/:type/:id/:comp", levelType, "search-type", (*Server).searchCompartment},
 		{http.MethodPost, "/:type", levelType, "create", (*Server).create},
 		{http.MethodGet, "/:type", levelType, "search-type", (*Server).searchType},
 		{http.MethodPost, "/:type/_search", levelType, "search-type", (*Server).searchType},

@@ -1,0 +1,80 @@
+package fhir
+
+import (
+	"net/http"
+	"slices"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/anodyne-fhir/anodyne/storage"
+)
+
+// compartmentTypes are the R4 CompartmentDefinitions (compartmentdefinition.html).
+var compartmentTypes = []string{"Patient", "Encounter", "RelatedPerson", "Practitioner", "Device"}
+
+// searchCompartment handles GET [base]/[Compartment]/[id]/[type]?params and
+// [type] = "*" (http.html#vsearch): a search restricted, per type, to the
+// resources that the compartment definition links to the focal resource.
+func (s *Server) searchCompartment(c echo.Context) error {
+	comp := c.Param("type")
+	if !slices.Contains(compartmentTypes, comp) {
+		return errNotFound("%q is not a compartment type", comp)
+	}
+	id, err := pathID(c, http.StatusNotFound)
+	if err != nil {
+		return err
+	}
+	typ := c.Param("comp")
+	var types []string
+	if typ == "*" {
+		for _, t := range s.registry.ResourceTypes() {
+			if len(s.registry.Compartment(comp, t)) > 0 || t == comp {
+				types = append(types, t)
+			}
+		}
+	} else {
+		if !isResourceType(typ) {
+			return errNotFound("%q is not a resource type", typ)
+		}
+		types = []string{typ}
+	}
+	restrict := map[string]storage.Expr{}
+	var inScope []string
+	for _, t := range types {
+		if e := s.compartmentFilter(comp, id, t); e != nil {
+			restrict[t] = e
+			inScope = append(inScope, t)
+		}
+	}
+	if len(inScope) == 0 {
+		return errBadRequest("%s is not in the %s compartment", typ, comp)
+	}
+	return s.search(c, searchScope{path: "/" + comp + "/" + id + "/" + typ, types: inScope, restrict: restrict})
+}
+
+// compartmentFilter selects the resources of typ in the compartment comp/id:
+// those whose compartment parameters refer to it, and the focal resource
+// itself. nil when typ is not in that compartment.
+func (s *Server) compartmentFilter(comp, id, typ string) storage.Expr {
+	var alts []storage.Expr
+	if typ == comp {
+		alts = append(alts, storage.IDs{IDs: []string{id}})
+	}
+	for _, code := range s.registry.Compartment(comp, typ) {
+		p, ok := s.registry.Param(typ, code)
+		if !ok || p.Type != storage.KindReference {
+			continue
+		}
+		alts = append(alts, storage.Match{Param: code, Kind: storage.KindReference, Cond: storage.And{Exprs: []storage.Expr{
+			storage.Cmp{Field: storage.FieldRefType, Op: storage.OpEq, Value: comp},
+			storage.Cmp{Field: storage.FieldRefID, Op: storage.OpEq, Value: id},
+		}}})
+	}
+	switch len(alts) {
+	case 0:
+		return nil
+	case 1:
+		return alts[0]
+	}
+	return storage.Or{Exprs: alts}
+}

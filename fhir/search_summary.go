@@ -1,0 +1,113 @@
+package fhir
+
+import (
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/anodyne-fhir/anodyne/storage"
+)
+
+// search_elements.json lists, per resource type, the top-level elements
+// marked isSummary and those with min > 0 in the R4 StructureDefinitions
+// (profiles-resources.json); a choice element "value[x]" is written "value*".
+//
+//go:embed search_elements.json
+var elementsJSON []byte
+
+type typeElements struct {
+	Summary   []string `json:"summary"`
+	Mandatory []string `json:"mandatory"`
+}
+
+// elementTable parses the embedded table once; the result is never
+// modified, so it is a constant in all but syntax.
+var elementTable = sync.OnceValues(func() (map[string]typeElements, error) {
+	var m map[string]typeElements
+	if err := json.Unmarshal(elementsJSON, &m); err != nil {
+		return nil, fmt.Errorf("embedded search_elements.json: %w", err)
+	}
+	return m, nil
+})
+
+// subsettedTag marks a resource that is not complete (search.html#summary).
+var subsettedTag = map[string]any{
+	"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+	"code":   "SUBSETTED",
+}
+
+// shaper returns the function that turns a stored record into the JSON of
+// its entry: as stored, or reduced by _summary / _elements.
+func (req searchRequest) shaper() func(storage.Record) ([]byte, error) {
+	if req.Summary == "" && len(req.Elements) == 0 {
+		return func(rec storage.Record) ([]byte, error) { return rec.JSON, nil }
+	}
+	return func(rec storage.Record) ([]byte, error) {
+		table, err := elementTable()
+		if err != nil {
+			return nil, err
+		}
+		res, err := decodeRecord(rec)
+		if err != nil {
+			return nil, err
+		}
+		te := table[rec.Type]
+		var keep func(string) bool
+		switch {
+		case req.Summary == "true":
+			keep = func(k string) bool { return hasElement(te.Summary, k) || hasElement(te.Mandatory, k) }
+		case req.Summary == "text":
+			keep = func(k string) bool { return k == "text" || hasElement(te.Mandatory, k) }
+		case req.Summary == "data":
+			keep = func(k string) bool { return k != "text" }
+		default:
+			keep = func(k string) bool {
+				return hasElement(te.Mandatory, k) || slices.Contains(req.Elements, k) || choiceIn(req.Elements, k)
+			}
+		}
+		for k := range res {
+			switch k {
+			case "resourceType", "id", "meta":
+				continue
+			}
+			if !keep(k) {
+				delete(res, k)
+			}
+		}
+		meta, _ := res["meta"].(map[string]any)
+		if meta == nil {
+			meta = map[string]any{}
+			res["meta"] = meta
+		}
+		tags, _ := meta["tag"].([]any)
+		meta["tag"] = append(tags, subsettedTag)
+		return encodeResource(res)
+	}
+}
+
+// hasElement matches a JSON key against element names, where "value*"
+// stands for every type of a choice element (valueQuantity, valueString…).
+func hasElement(names []string, key string) bool {
+	for _, n := range names {
+		if n == key {
+			return true
+		}
+		if p, ok := strings.CutSuffix(n, "*"); ok && strings.HasPrefix(key, p) && len(key) > len(p) && key[len(p)] >= 'A' && key[len(p)] <= 'Z' {
+			return true
+		}
+	}
+	return false
+}
+
+// choiceIn lets _elements=value select valueQuantity and its siblings.
+func choiceIn(elements []string, key string) bool {
+	for _, e := range elements {
+		if strings.HasPrefix(key, e) && len(key) > len(e) && key[len(e)] >= 'A' && key[len(e)] <= 'Z' {
+			return true
+		}
+	}
+	return false
+}
