@@ -23,16 +23,14 @@ func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 // client registry directly in the store the server uses (the server reads
 // clients on every request, so no restart is needed). "anodyne users add"
 // (usersCommand) does the same for local accounts.
-func clientsCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func clientsCommand(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	if len(args) == 0 {
 		return errors.New("usage: anodyne clients add|list|remove [flags]")
 	}
 	fs := flag.NewFlagSet("anodyne clients "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var store serveConfig
-	fs.StringVar(&store.DataDir, "data-dir", "./anodyne-data", "directory of the embedded SQLite database")
-	fs.StringVar(&store.MongoURI, "mongodb-uri", "", "MongoDB URI (instead of SQLite)")
-	fs.StringVar(&store.MongoDB, "mongodb-database", "anodyne", "MongoDB database name")
+	storeFlags(fs, &store)
 	var c smart.Client
 	var typ, jwksFile, secret string
 	var redirects, origins listFlag
@@ -48,7 +46,7 @@ func clientsCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 		fs.StringVar(&secret, "secret", "", "client secret for a symmetric client (generated and printed when empty)")
 		fs.BoolVar(&c.LaunchEHR, "launch-ehr", false, "the client is an EHR and may create launch contexts")
 	}
-	if err := fs.Parse(args[1:]); err != nil {
+	if err := parseStoreCommand(fs, args[1:], getenv); err != nil {
 		return err
 	}
 	be, _, err := openBackend(ctx, store)
@@ -104,23 +102,28 @@ func clientsCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 // usersCommand is "anodyne users add --username U --fhir-user Practitioner/1
 // [--patient ID]..." with the password read from the first line of stdin,
 // so that it never appears in the process list or shell history.
-func usersCommand(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+func usersCommand(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) error {
 	if len(args) == 0 || (args[0] != "add" && args[0] != "remove") {
 		return errors.New("usage: anodyne users add|remove [flags]")
 	}
 	fs := flag.NewFlagSet("anodyne users "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var store serveConfig
-	fs.StringVar(&store.DataDir, "data-dir", "./anodyne-data", "directory of the embedded SQLite database")
-	fs.StringVar(&store.MongoURI, "mongodb-uri", "", "MongoDB URI (instead of SQLite)")
-	fs.StringVar(&store.MongoDB, "mongodb-database", "anodyne", "MongoDB database name")
+	storeFlags(fs, &store)
 	var a smart.Account
 	var patients listFlag
 	fs.StringVar(&a.Username, "username", "", "user name (required)")
 	fs.StringVar(&a.FHIRUser, "fhir-user", "", "the FHIR user: Practitioner/<id>, Patient/<id>, RelatedPerson/<id>...")
 	fs.Var(&patients, "patient", "a patient id the user may pick in a standalone launch (repeatable)")
-	if err := fs.Parse(args[1:]); err != nil {
+	var passwordFile string
+	if args[0] == "add" {
+		fs.StringVar(&passwordFile, "password-file", "", "read the password from the first line of this file instead of stdin")
+	}
+	if err := parseStoreCommand(fs, args[1:], getenv); err != nil {
 		return err
+	}
+	if a.Username == "" {
+		return errors.New("--username is required")
 	}
 	be, _, err := openBackend(ctx, store)
 	if err != nil {
@@ -135,9 +138,18 @@ func usersCommand(ctx context.Context, args []string, stdin io.Reader, stdout, s
 		fmt.Fprintf(stdout, "removed %s\n", a.Username)
 		return nil
 	}
-	line, err := readLine(stdin)
+	src, from := stdin, "stdin"
+	if passwordFile != "" {
+		f, err := os.Open(passwordFile)
+		if err != nil {
+			return fmt.Errorf("opening --password-file: %w", err)
+		}
+		defer f.Close()
+		src, from = f, passwordFile
+	}
+	line, err := readLine(src)
 	if err != nil {
-		return fmt.Errorf("reading the password from stdin: %w", err)
+		return fmt.Errorf("reading the password from %s: %w", from, err)
 	}
 	a.Patients = patients
 	if err := as.Put(ctx, a, line); err != nil {
@@ -145,6 +157,22 @@ func usersCommand(ctx context.Context, args []string, stdin io.Reader, stdout, s
 	}
 	fmt.Fprintf(stdout, "added %s as %s\n", strings.ToLower(a.Username), a.FHIRUser)
 	return nil
+}
+
+// storeFlags are the flags that pick the store, named as for "anodyne
+// serve" so that ANODYNE_DATA_DIR and ANODYNE_MONGODB_URI apply to both.
+func storeFlags(fs *flag.FlagSet, store *serveConfig) {
+	fs.StringVar(&store.DataDir, "data-dir", "./anodyne-data", "directory of the embedded SQLite database")
+	fs.StringVar(&store.MongoURI, "mongodb-uri", "", "MongoDB URI (instead of SQLite)")
+	fs.StringVar(&store.MongoDB, "mongodb-database", "anodyne", "MongoDB database name")
+}
+
+// parseStoreCommand applies ANODYNE_* variables, then the command line.
+func parseStoreCommand(fs *flag.FlagSet, args []string, getenv func(string) string) error {
+	if err := applyEnv(fs, getenv); err != nil {
+		return err
+	}
+	return fs.Parse(args)
 }
 
 func readLine(r io.Reader) (string, error) {

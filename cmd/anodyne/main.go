@@ -44,6 +44,10 @@ const usage = `Anodyne, a FHIR R4 server.
 
 Usage:
   anodyne serve [flags]    run the server (anodyne serve --help for its flags)
+  anodyne clients add|list|remove [flags]
+                           manage the SMART apps allowed to ask for tokens
+  anodyne users add|remove [flags]
+                           manage local sign-in accounts (password on stdin or --password-file)
 `
 
 // run dispatches the subcommand. ready, when not nil, receives the bound
@@ -63,6 +67,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 			return err
 		}
 		return serve(ctx, cfg, stderr, ready)
+	case "clients":
+		return clientsCommand(ctx, args[1:], stdout, stderr, getenv)
+	case "users":
+		return usersCommand(ctx, args[1:], os.Stdin, stdout, stderr, getenv)
 	default:
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", args[0])
@@ -81,6 +89,7 @@ type serveConfig struct {
 	LogFormat  string
 	LogLevel   string
 	ShutdownIn time.Duration
+	Sec        securityConfig
 }
 
 // parseServe reads flags, each of which may also come from ANODYNE_<NAME>
@@ -94,15 +103,43 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (se
 	fs.StringVar(&cfg.DataDir, "data-dir", "./anodyne-data", "directory of the embedded SQLite database (ignored with --mongodb-uri)")
 	fs.StringVar(&cfg.MongoURI, "mongodb-uri", "", "store everything in MongoDB at this URI instead of the embedded SQLite")
 	fs.StringVar(&cfg.MongoDB, "mongodb-database", "anodyne", "MongoDB database name (with --mongodb-uri)")
-	fs.StringVar(&cfg.Auth, "auth", "off", "authorization: on or off (off is for development only; SMART authorization is not wired into this build yet)")
+	fs.StringVar(&cfg.Auth, "auth", "on", "authorization: on (every FHIR request needs a SMART access token; the built-in SMART server runs under /auth) or off (development only: anyone may read and write everything)")
 	fs.Int64Var(&cfg.MaxBody, "max-body", 16<<20, "largest accepted request body in bytes (413 beyond)")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&cfg.ShutdownIn, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight requests")
+	cfg.Sec.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: anodyne serve [flags]\n\nRuns the FHIR R4 server. Every flag can also be set with an environment\nvariable ANODYNE_<FLAG> (for example ANODYNE_MONGODB_URI); flags win.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
+	if err := applyEnv(fs, getenv); err != nil {
+		return cfg, err
+	}
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	switch cfg.Auth {
+	case "off", "on":
+	default:
+		return cfg, fmt.Errorf("--auth must be on or off, not %q", cfg.Auth)
+	}
+	if err := cfg.Sec.validate(cfg.Auth == "on"); err != nil {
+		return cfg, err
+	}
+	if cfg.MaxBody <= 0 {
+		return cfg, errors.New("--max-body must be positive")
+	}
+	return cfg, nil
+}
+
+// applyEnv sets each flag of fs from ANODYNE_<NAME> (upper case, dashes
+// as underscores) when that variable is set; call it before fs.Parse so
+// that the command line wins.
+func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
 		name := "ANODYNE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
@@ -112,26 +149,7 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (se
 			}
 		}
 	})
-	if envErr != nil {
-		return cfg, envErr
-	}
-	if err := fs.Parse(args); err != nil {
-		return cfg, err
-	}
-	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected arguments: %v", fs.Args())
-	}
-	switch cfg.Auth {
-	case "off":
-	case "on":
-		return cfg, errors.New("--auth=on: SMART authorization is not available in this build yet; run with --auth=off for development")
-	default:
-		return cfg, fmt.Errorf("--auth must be on or off, not %q", cfg.Auth)
-	}
-	if cfg.MaxBody <= 0 {
-		return cfg, errors.New("--max-body must be positive")
-	}
-	return cfg, nil
+	return envErr
 }
 
 func newLogger(cfg serveConfig, w io.Writer) (*slog.Logger, error) {
@@ -202,17 +220,30 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 	if base == "" {
 		base = "http://" + addr
 	}
-	log.Warn("AUTHORIZATION IS OFF: every client can read and write every resource. Use only for development, never with real patient data.")
-	srv, err := fhir.New(fhir.Config{
+	fcfg := fhir.Config{
 		BaseURL:      base,
 		Backend:      backend,
 		Logger:       log,
 		MaxBodyBytes: cfg.MaxBody,
-	})
+	}
+	sec, err := prepareServer(ctx, cfg, base, backend, &fcfg, log)
 	if err != nil {
 		ln.Close()
 		return err
 	}
+	// Runs after the HTTP server drained (deferred later, runs earlier
+	// than the database close): audit events still queued get stored.
+	defer func() {
+		if cerr := sec.close(); cerr != nil && err == nil {
+			err = fmt.Errorf("closing audit writer: %w", cerr)
+		}
+	}()
+	srv, err := fhir.New(fcfg)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	sec.mount(srv.Echo())
 	hs := &http.Server{
 		Handler:           srv.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,

@@ -20,7 +20,7 @@ func TestParseServe(t *testing.T) {
 		wantErr bool
 	}{
 		{"defaults", nil, nil, func(c serveConfig) bool {
-			return c.Listen == "127.0.0.1:8080" && c.DataDir == "./anodyne-data" && c.Auth == "off" && c.MongoURI == "" && c.BaseURL == ""
+			return c.Listen == "127.0.0.1:8080" && c.DataDir == "./anodyne-data" && c.Auth == "on" && c.Sec.Audit == "on" && c.MongoURI == "" && c.BaseURL == ""
 		}, false},
 		{"flags", []string{"--listen", ":9000", "--base-url", "https://fhir.example.org", "--data-dir", "/tmp/x"}, nil, func(c serveConfig) bool {
 			return c.Listen == ":9000" && c.BaseURL == "https://fhir.example.org" && c.DataDir == "/tmp/x"
@@ -32,7 +32,30 @@ func TestParseServe(t *testing.T) {
 			return c.Listen == "127.0.0.1:1"
 		}, false},
 		{"bad env value", nil, map[string]string{"ANODYNE_MAX_BODY": "lots"}, nil, true},
-		{"auth on not available yet", []string{"--auth=on"}, nil, nil, true},
+		{"auth off", []string{"--auth=off"}, nil, func(c serveConfig) bool { return c.Auth == "off" }, false},
+		{"trusted issuers", []string{"--trusted-issuer", "issuer=https://kc.example/realms/a,jwks=https://kc.example/certs,scope-claim=scp,patient-claim=pid",
+			"--trusted-issuer", "issuer=https://b.example,jwks=https://b.example/jwks,aud=https://fhir.example/fhir;issuer=https://c.example,jwks=https://c.example/jwks"}, nil, func(c serveConfig) bool {
+			t := c.Sec.Trusted
+			return len(t) == 3 && t[0].Issuer == "https://kc.example/realms/a" && t[0].JWKSURL == "https://kc.example/certs" &&
+				len(t[0].Claims.Scope) == 1 && t[0].Claims.Scope[0] == "scp" && t[0].Claims.Patient == "pid" && t[0].Audience == "" &&
+				t[1].Audience == "https://fhir.example/fhir" && t[2].Issuer == "https://c.example"
+		}, false},
+		{"trusted issuer from env", nil, map[string]string{"ANODYNE_TRUSTED_ISSUER": "issuer=https://kc.example,jwks=https://kc.example/certs"}, func(c serveConfig) bool {
+			return len(c.Sec.Trusted) == 1 && c.Sec.Trusted[0].Issuer == "https://kc.example"
+		}, false},
+		{"trusted issuer without jwks", []string{"--trusted-issuer", "issuer=https://kc.example"}, nil, nil, true},
+		{"trusted issuer relative URL", []string{"--trusted-issuer", "issuer=kc,jwks=https://kc.example/certs"}, nil, nil, true},
+		{"trusted issuer unknown key", []string{"--trusted-issuer", "issuer=https://kc.example,jwks=https://kc.example/c,colour=red"}, nil, nil, true},
+		{"trusted issuer with auth off", []string{"--auth=off", "--trusted-issuer", "issuer=https://kc.example,jwks=https://kc.example/c"}, nil, nil, true},
+		{"admin token from env", nil, map[string]string{"ANODYNE_ADMIN_TOKEN": "0123456789abcdef0123456789abcdef"}, func(c serveConfig) bool {
+			return c.Sec.AdminToken == "0123456789abcdef0123456789abcdef"
+		}, false},
+		{"admin token too short", []string{"--admin-token", "secret"}, nil, nil, true},
+		{"oidc", []string{"--oidc-issuer", "https://login.example", "--oidc-client-id", "anodyne", "--oidc-fhir-user-claim", "fhirUser"}, map[string]string{"ANODYNE_OIDC_CLIENT_SECRET": "s"}, func(c serveConfig) bool {
+			return c.Sec.OIDC.Issuer == "https://login.example" && c.Sec.OIDC.ClientID == "anodyne" && c.Sec.OIDC.ClientSecret == "s" && c.Sec.OIDC.FHIRUserClaim == "fhirUser"
+		}, false},
+		{"oidc without client id", []string{"--oidc-issuer", "https://login.example"}, nil, nil, true},
+		{"audit junk", []string{"--audit=sometimes"}, nil, nil, true},
 		{"auth junk", []string{"--auth=maybe"}, nil, nil, true},
 		{"unknown flag", []string{"--nope"}, nil, nil, true},
 		{"stray argument", []string{"extra"}, nil, nil, true},
@@ -57,7 +80,7 @@ func TestServeHelp(t *testing.T) {
 	if err != flag.ErrHelp {
 		t.Fatalf("err %v, want flag.ErrHelp", err)
 	}
-	for _, f := range []string{"-listen", "-base-url", "-data-dir", "-mongodb-uri", "-mongodb-database", "-auth", "-max-body", "ANODYNE_"} {
+	for _, f := range []string{"-listen", "-base-url", "-data-dir", "-mongodb-uri", "-mongodb-database", "-auth", "-max-body", "-trusted-issuer", "-admin-token", "-oidc-issuer", "-audit", "ANODYNE_"} {
 		if !strings.Contains(out.String(), f) {
 			t.Errorf("--help does not document %s:\n%s", f, out.String())
 		}
@@ -75,7 +98,7 @@ func TestServeLifecycle(t *testing.T) {
 		done := make(chan error, 1)
 		var logs bytes.Buffer
 		go func() {
-			done <- run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--data-dir", dir}, io.Discard, &logs, func(string) string { return "" }, ready)
+			done <- run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--data-dir", dir, "--auth=off"}, io.Discard, &logs, func(string) string { return "" }, ready)
 		}()
 		select {
 		case addr := <-ready:
