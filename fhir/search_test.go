@@ -11,7 +11,6 @@ import (
 	"sort"
 	"strings"
 	"testing"
-
 )
 
 // entryIDs lists "Type/id" of a searchset's entries with the given mode.
