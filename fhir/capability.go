@@ -1,6 +1,7 @@
 package fhir
 
 import (
+	"context"
 	"net/http"
 	"slices"
 	"strings"
@@ -27,6 +28,13 @@ func (s *Server) capabilityStatement() ([]byte, error) {
 			if r.level != levelSystem && !slices.Contains(typeOps, r.code) {
 				typeOps = append(typeOps, r.code)
 			}
+		case r.code == "transaction":
+			// One route serves both Bundle types; a transaction is claimed
+			// only on a store whose multi-write commit is all-or-nothing.
+			if s.atomicCommit(context.Background()) {
+				systemCodes = append(systemCodes, "transaction")
+			}
+			systemCodes = append(systemCodes, "batch")
 		case r.level == levelSystem:
 			if r.code != "capabilities" && !slices.Contains(systemCodes, r.code) {
 				systemCodes = append(systemCodes, r.code)
@@ -44,9 +52,16 @@ func (s *Server) capabilityStatement() ([]byte, error) {
 		}
 		return out
 	}
-	var ops []any
+	var ops, patientOps []any
 	for _, op := range typeOps {
 		name := strings.TrimPrefix(op, "$")
+		if op == "$everything" {
+			patientOps = append(patientOps, map[string]any{
+				"name":       name,
+				"definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+			})
+			continue
+		}
 		ops = append(ops, map[string]any{
 			"name":       name,
 			"definition": "http://hl7.org/fhir/OperationDefinition/Resource-" + name,
@@ -72,11 +87,14 @@ func (s *Server) capabilityStatement() ([]byte, error) {
 			"versioning":        "versioned-update",
 			"readHistory":       true,
 			"updateCreate":      true,
-			"conditionalCreate": false,
+			"conditionalCreate": true,
 			"conditionalRead":   "full-support",
-			"conditionalUpdate": false,
-			"conditionalDelete": "not-supported",
+			"conditionalUpdate": true,
+			"conditionalDelete": "single",
 			"operation":         ops,
+		}
+		if typ == "Patient" {
+			r["operation"] = append(slices.Clone(ops), patientOps...)
 		}
 		if len(params) > 0 {
 			r["searchParam"] = params

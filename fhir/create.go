@@ -19,6 +19,9 @@ func (s *Server) create(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if criteria := c.Request().Header.Get("If-None-Exist"); criteria != "" {
+		return s.createConditional(c, typ, body, criteria)
+	}
 	ctx := c.Request().Context()
 	parsed, err := s.parseResource(ctx, typ, body)
 	if err != nil {

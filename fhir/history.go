@@ -7,12 +7,20 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/anodyne-fhir/anodyne/storage"
 )
+
+// historyLag is how long a write may take between stamping its
+// lastUpdated and becoming visible (commit, including waiting for the
+// database's write lock) without a client that follows the history feed
+// missing it. Writes slower than this can be missed by a client that
+// trusts Bundle.meta.lastUpdated as its next _since.
+const historyLag = 30 * time.Second
 
 // Page sizes for history and search: the default when _count is absent,
 // and the cap the server applies to any _count.
@@ -30,6 +38,17 @@ func (s *Server) historyInstance(c echo.Context) error {
 	id, err := pathID(c, http.StatusNotFound)
 	if err != nil {
 		return err
+	}
+	ctx := c.Request().Context()
+	if _, err := s.decide(ctx, ActionRead, typ); err != nil {
+		return err
+	}
+	// An instance that was never written has no history: 404, not an
+	// empty Bundle that a client would read as "nothing changed".
+	if _, exists, err := s.current(ctx, typ, id); err != nil {
+		return err
+	} else if !exists {
+		return errNotFound("%s/%s is not known", typ, id)
 	}
 	return s.history(c, storage.HistoryRequest{Type: typ, ID: id}, ActionRead, "/"+typ+"/"+id+"/_history")
 }
@@ -80,10 +99,22 @@ func (s *Server) history(c echo.Context, req storage.HistoryRequest, action, pat
 	}
 	query := canonicalQuery(q)
 	binding := "history " + path + "?" + query
+	// A history pass is pinned to the instant of its first page (Before,
+	// carried in the signed cursor): versions written while the client
+	// pages are newer than the pin, so no page repeats or shifts, and
+	// the next pass (_since = Bundle.meta.lastUpdated) picks them up.
+	req.Before = now()
 	if tok := q.Get(cursorParam); tok != "" {
-		if req.Cursor, err = s.openCursor(binding, tok); err != nil {
+		payload, err := s.openCursor(binding, tok)
+		if err != nil {
 			return err
 		}
+		pin, backendCursor, ok := strings.Cut(payload, "|")
+		ms, perr := strconv.ParseInt(pin, 10, 64)
+		if !ok || perr != nil {
+			return errBadRequest("invalid paging cursor")
+		}
+		req.Before, req.Cursor = time.UnixMilli(ms).UTC(), backendCursor
 	}
 	// Fail before reading anything when the caller may not see this type.
 	if req.Type != "" {
@@ -95,7 +126,17 @@ func (s *Server) history(c echo.Context, req storage.HistoryRequest, action, pat
 	if err != nil {
 		return fmt.Errorf("history %s: %w", path, err)
 	}
-	b := newBundle("history", s.pageLinks(path, binding, query, page.Next))
+	next := ""
+	if page.Next != "" {
+		next = strconv.FormatInt(req.Before.UnixMilli(), 10) + "|" + page.Next
+	}
+	b := newBundle("history", s.pageLinks(path, binding, query, next))
+	// The sync point handed to the client lies historyLag before the pin:
+	// a write stamps its lastUpdated before it commits, so a version
+	// stamped just before the pin may become visible only after this pass
+	// read its page. Re-reading that window costs a few duplicates (same
+	// versionId, easy to skip); not re-reading it could lose a change.
+	b["meta"] = map[string]any{"lastUpdated": formatInstant(req.Before.Add(-historyLag))}
 	guard := s.newGuard(action)
 	for _, rec := range page.Records {
 		ok, err := guard.allows(ctx, rec)

@@ -165,6 +165,7 @@ type route struct {
 func routeTable() []route {
 	return []route{
 		{http.MethodGet, "/metadata", levelSystem, "capabilities", (*Server).capabilities},
+		{http.MethodPost, "", levelSystem, "transaction", (*Server).bundle},
 		{http.MethodGet, "/_history", levelSystem, "history-system", (*Server).historySystem},
 		{http.MethodGet, "", levelSystem, "search-system", (*Server).searchSystem},
 		{http.MethodPost, "/_search", levelSystem, "search-system", (*Server).searchSystem},
@@ -174,6 +175,10 @@ func routeTable() []route {
 		{http.MethodPost, "/:type/_search", levelType, "search-type", (*Server).searchType},
 		{http.MethodGet, "/:type/_history", levelType, "history-type", (*Server).historyType},
 		{http.MethodPost, "/:type/$validate", levelType, "$validate", (*Server).validateType},
+		{http.MethodPut, "/:type", levelType, "update", (*Server).conditionalUpdate},
+		{http.MethodDelete, "/:type", levelType, "delete", (*Server).conditionalDelete},
+		{http.MethodGet, "/:type/$everything", levelType, "$everything", (*Server).everythingType},
+		{http.MethodGet, "/:type/:id/$everything", levelInstance, "$everything", (*Server).everything},
 		{http.MethodGet, "/:type/:id", levelInstance, "read", (*Server).read},
 		{http.MethodGet, "/:type/:id/_history/:vid", levelInstance, "vread", (*Server).vread},
 		{http.MethodPut, "/:type/:id", levelInstance, "update", (*Server).update},

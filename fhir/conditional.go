@@ -1,0 +1,173 @@
+package fhir
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/anodyne-fhir/anodyne/storage"
+)
+
+// Conditional interactions (http.html#ccreate, #cond-update, #cdelete):
+// a search decides which resource a write applies to. The search is the
+// ordinary type search (parseSearch), in strict mode: a criterion the
+// server would silently ignore could otherwise widen the match and make a
+// conditional update overwrite, or a conditional delete remove, the wrong
+// resource.
+//
+// Safety under concurrency comes from storage.Write.Claim: a create
+// decided by "no match for criteria C" claims a key derived from the type
+// and the canonical form of C, and the store lets only one live resource
+// hold a key. Two identical requests racing (an RPM hub retrying a reading
+// after a timeout) therefore create one resource; the loser sees the
+// claim, searches again and finds the winner. The limit, by design: a
+// claim protects identical criteria only. Two different searches that
+// happen to match the same resource ("identifier=a|1" and
+// "identifier=a|1&status=final") hold different keys and can both create.
+// A claim also stays with the resource that took it until that resource is
+// deleted, even if an update later changes what it matches (see
+// createKeyed for how such a stale claim is tolerated).
+
+// conditionalParams parses conditional criteria ("identifier=a|1", with or
+// without a leading "Type?" or "?") and drops the formatting parameters,
+// which do not select anything.
+func conditionalParams(typ, criteria string) (url.Values, error) {
+	criteria = strings.TrimPrefix(criteria, typ)
+	criteria = strings.TrimPrefix(criteria, "?")
+	q, err := url.ParseQuery(criteria)
+	if err != nil {
+		return nil, errBadRequest("conditional criteria %q are not a valid query string: %v", criteria, err)
+	}
+	for _, k := range []string{"_format", "_pretty", cursorParam, "_count", "_sort", "_total", "_summary"} {
+		q.Del(k)
+	}
+	if len(q) == 0 {
+		return nil, errBadRequest("conditional criteria %q select nothing: at least one search parameter is required", criteria)
+	}
+	return q, nil
+}
+
+// claimKey is the Claim a create decided by criteria q holds.
+func claimKey(typ string, q url.Values) string {
+	h := sha256.Sum256([]byte(typ + "?" + canonicalQuery(q)))
+	return "cond:" + hex.EncodeToString(h[:])
+}
+
+// matches runs conditional criteria as a search of typ limited to the
+// caller's access and returns at most limit current resources.
+func (s *Server) matches(ctx context.Context, typ string, q url.Values, limit int) ([]storage.Record, error) {
+	dec, err := s.decide(ctx, ActionSearch, typ)
+	if err != nil {
+		return nil, err
+	}
+	req, err := s.compileSearch(ctx, s.newSearchDecisions(), []string{typ}, q, true)
+	if err != nil {
+		return nil, err
+	}
+	if len(req.Filters) == 0 {
+		return nil, errBadRequest("conditional criteria select nothing")
+	}
+	filters := req.Filters
+	if dec.Filter != nil {
+		filters = append(filters, dec.Filter)
+	}
+	var filter storage.Expr = storage.And{Exprs: filters}
+	if len(filters) == 1 {
+		filter = filters[0]
+	}
+	page, err := s.backend.Search(ctx, storage.Query{Types: []string{typ}, Filter: filter, Count: limit})
+	if err != nil {
+		return nil, fmt.Errorf("conditional search %s?%s: %w", typ, canonicalQuery(q), err)
+	}
+	return page.Records, nil
+}
+
+// tooMany is the answer when criteria match several resources and the
+// interaction needs one (412, as http.html prescribes).
+func tooMany(typ string, q url.Values) *Error {
+	return newError(http.StatusPreconditionFailed, codeConflict,
+		"the criteria %s?%s match more than one resource", typ, canonicalQuery(q))
+}
+
+// conditionalQuery returns the query of a request to a type endpoint
+// without the formatting parameters.
+func conditionalQuery(c echo.Context, typ string) (url.Values, error) {
+	return conditionalParams(typ, c.Request().URL.RawQuery)
+}
+
+// createConditional handles POST [type] with If-None-Exist.
+func (s *Server) createConditional(c echo.Context, typ string, raw []byte, criteria string) error {
+	e := &txEntry{n: -1, method: http.MethodPost, typ: typ, raw: raw, ifNoneExist: criteria}
+	return s.runSingle(c, e)
+}
+
+// conditionalUpdate handles PUT [type]?criteria.
+func (s *Server) conditionalUpdate(c echo.Context) error {
+	typ, err := resourceType(c)
+	if err != nil {
+		return err
+	}
+	q, err := conditionalQuery(c, typ)
+	if err != nil {
+		return err
+	}
+	want, err := ifMatch(c)
+	if err != nil {
+		return err
+	}
+	body, err := s.readBody(c, mimeFHIRJSON, mimeJSON)
+	if err != nil {
+		return err
+	}
+	e := &txEntry{n: -1, method: http.MethodPut, typ: typ, query: q, raw: body, ifMatch: want}
+	return s.runSingle(c, e)
+}
+
+// conditionalDelete handles DELETE [type]?criteria: no match is a
+// successful no-op, one match is deleted, several are refused with 412
+// (the server does not delete several resources at once).
+func (s *Server) conditionalDelete(c echo.Context) error {
+	typ, err := resourceType(c)
+	if err != nil {
+		return err
+	}
+	q, err := conditionalQuery(c, typ)
+	if err != nil {
+		return err
+	}
+	want, err := ifMatch(c)
+	if err != nil {
+		return err
+	}
+	e := &txEntry{n: -1, method: http.MethodDelete, typ: typ, query: q, ifMatch: want}
+	return s.runSingle(c, e)
+}
+
+// runSingle runs one conditional write through the transaction engine (a
+// transaction of one entry) and answers it as a plain interaction.
+func (s *Server) runSingle(c echo.Context, e *txEntry) error {
+	ctx := c.Request().Context()
+	if err := s.parseEntryResource(ctx, e); err != nil {
+		return err
+	}
+	if err := s.runTransaction(ctx, []*txEntry{e}); err != nil {
+		return err
+	}
+	switch {
+	case e.method == http.MethodDelete:
+		if e.wrote {
+			c.Response().Header().Set("ETag", etag(e.rec.VersionID))
+			return s.respondDelete(c, fmt.Sprintf("deleted %s/%s (version %d)", e.rec.Type, e.rec.ID, e.rec.VersionID))
+		}
+		return s.respondDelete(c, "nothing matched the criteria: nothing to delete")
+	case !e.wrote:
+		return s.respondWrite(c, http.StatusOK, e.rec, fmt.Sprintf("%s/%s matches the criteria: nothing created", e.rec.Type, e.rec.ID))
+	}
+	return s.respondWrite(c, e.status, e.rec, fmt.Sprintf("stored %s/%s version %d", e.rec.Type, e.rec.ID, e.rec.VersionID))
+}

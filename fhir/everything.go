@@ -1,0 +1,360 @@
+package fhir
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/anodyne-fhir/anodyne/conformance"
+	"github.com/anodyne-fhir/anodyne/storage"
+)
+
+// Patient $everything (patient-operation-everything.html): the patient,
+// every resource in its compartment (the registry's CompartmentDefinition
+// links), and the resources those point to (Practitioner, Organization,
+// Medication, Location…), all inside the caller's authorization: a type
+// the caller may not search is left out, and every record passes the
+// same filter as a search or read would apply.
+//
+// The result set is computed whole for each page and paged by offset:
+// one patient's record is small enough for that, and it keeps paging
+// exact without server-side state. Populations go through Bulk $export.
+
+const (
+	// maxEverything bounds the resources one $everything may assemble.
+	maxEverything = 50000
+	// maxEverythingPatients bounds the type-level form (all patients the
+	// caller may see); beyond it the caller is sent to $export.
+	maxEverythingPatients = 100
+)
+
+type everythingOpts struct {
+	start, end, since string
+	types             []string // empty: every type
+}
+
+// everything handles GET [base]/Patient/[id]/$everything.
+func (s *Server) everything(c echo.Context) error {
+	typ, err := resourceType(c)
+	if err != nil {
+		return err
+	}
+	if typ != "Patient" {
+		return errNotFound("$everything is defined on Patient, not %s", typ)
+	}
+	id, err := pathID(c, http.StatusNotFound)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	d, err := s.decide(ctx, ActionRead, typ)
+	if err != nil {
+		return err
+	}
+	rec, err := s.backend.Read(ctx, typ, id)
+	if errors.Is(err, storage.ErrNotFound) {
+		return errNotFound("Patient/%s is not known", id)
+	}
+	if err != nil {
+		return fmt.Errorf("reading Patient/%s: %w", id, err)
+	}
+	if rec.Deleted {
+		return newError(http.StatusGone, codeDeleted, "Patient/%s was deleted", id)
+	}
+	res, err := decodeRecord(rec)
+	if err != nil {
+		return err
+	}
+	if err := s.within(d, ActionRead, typ, id, res); err != nil {
+		return err
+	}
+	return s.serveEverything(c, "/Patient/"+id+"/$everything", []storage.Record{rec})
+}
+
+// everythingType handles GET [base]/Patient/$everything: the same for
+// every patient the caller may see.
+func (s *Server) everythingType(c echo.Context) error {
+	typ, err := resourceType(c)
+	if err != nil {
+		return err
+	}
+	if typ != "Patient" {
+		return errNotFound("$everything is defined on Patient, not %s", typ)
+	}
+	ctx := c.Request().Context()
+	d, err := s.decide(ctx, ActionSearch, typ)
+	if err != nil {
+		return err
+	}
+	page, err := s.backend.Search(ctx, storage.Query{Types: []string{typ}, Filter: d.Filter, Count: maxEverythingPatients + 1})
+	if err != nil {
+		return fmt.Errorf("$everything: listing patients: %w", err)
+	}
+	if len(page.Records) > maxEverythingPatients {
+		return newError(http.StatusRequestEntityTooLarge, codeTooCostly,
+			"$everything over more than %d patients: use Bulk Data $export", maxEverythingPatients)
+	}
+	return s.serveEverything(c, "/Patient/$everything", page.Records)
+}
+
+func (s *Server) serveEverything(c echo.Context, path string, patients []storage.Record) error {
+	ctx := c.Request().Context()
+	q := c.QueryParams()
+	var o everythingOpts
+	for k := range q {
+		switch k {
+		case "start", "end", "_since":
+			v := q.Get(k)
+			if _, err := parseDateTime(v); err != nil {
+				return errBadRequest("%s: %q is not a FHIR date or instant", k, v)
+			}
+		case "_type":
+			for _, v := range q[k] {
+				for _, t := range strings.Split(v, ",") {
+					if !slices.Contains(s.registry.ResourceTypes(), t) {
+						return errBadRequest("_type: %q is not a resource type", t)
+					}
+					o.types = append(o.types, t)
+				}
+			}
+		case "_count", cursorParam, "_format", "_pretty":
+		default:
+			if preferToken(c, "handling") == "strict" {
+				return errBadRequest("unknown $everything parameter %q", k)
+			}
+			delete(q, k)
+		}
+	}
+	o.start, o.end, o.since = q.Get("start"), q.Get("end"), q.Get("_since")
+	count, err := countParam(q)
+	if err != nil {
+		return err
+	}
+	if count == 0 {
+		count = defaultCount
+	}
+	query := canonicalQuery(q)
+	binding := "everything " + path + "?" + query
+	offset := 0
+	if tok := q.Get(cursorParam); tok != "" {
+		raw, err := s.openCursor(binding, tok)
+		if err != nil {
+			return err
+		}
+		if offset, err = strconv.Atoi(raw); err != nil || offset < 0 {
+			return errBadRequest("invalid paging cursor")
+		}
+	}
+	all, err := s.collectEverything(ctx, patients, o)
+	if err != nil {
+		return err
+	}
+	next := ""
+	end := min(offset+count, len(all))
+	if end < len(all) {
+		next = strconv.Itoa(end)
+	}
+	b := newBundle("searchset", s.pageLinks(path, binding, query, next))
+	b["total"] = len(all)
+	for _, rec := range all[min(offset, len(all)):end] {
+		addEntry(b, map[string]any{
+			"fullUrl":  s.resourceURL(rec.Type, rec.ID),
+			"resource": json.RawMessage(rec.JSON),
+			"search":   map[string]any{"mode": "match"},
+		})
+	}
+	return writeResource(c, http.StatusOK, b)
+}
+
+// collectEverything assembles the patients, their compartments and the
+// resources those reference, each once, in that order.
+func (s *Server) collectEverything(ctx context.Context, patients []storage.Record, o everythingOpts) ([]storage.Record, error) {
+	wanted := func(t string) bool { return len(o.types) == 0 || slices.Contains(o.types, t) }
+	seen := map[string]bool{}
+	var out []storage.Record
+	add := func(rec storage.Record) error {
+		key := rec.Type + "/" + rec.ID
+		if seen[key] {
+			return nil
+		}
+		seen[key] = true
+		if len(out) >= maxEverything {
+			return newError(http.StatusRequestEntityTooLarge, codeTooCostly, "$everything exceeds %d resources: use Bulk Data $export", maxEverything)
+		}
+		out = append(out, rec)
+		return nil
+	}
+	refs := make([]string, 0, len(patients))
+	for _, p := range patients {
+		seen["Patient/"+p.ID] = true
+		refs = append(refs, "Patient/"+p.ID)
+		if wanted("Patient") && (o.since == "" || !p.LastUpdated.Before(mustTime(o.since))) {
+			out = append(out, p)
+		}
+	}
+	if len(refs) == 0 {
+		return out, nil
+	}
+	var compartment []storage.Record
+	for _, typ := range s.registry.ResourceTypes() {
+		links := s.registry.Compartment("Patient", typ)
+		if typ == "Patient" || len(links) == 0 || !wanted(typ) {
+			continue
+		}
+		recs, err := s.compartmentOf(ctx, typ, links, refs, o)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range recs {
+			if err := add(r); err != nil {
+				return nil, err
+			}
+			compartment = append(compartment, r)
+		}
+	}
+	// One level of referenced resources outside the compartment. Other
+	// patients are never pulled in this way.
+	guard := s.newGuard(ActionRead)
+	tried := map[string]bool{}
+	for _, rec := range compartment {
+		res, err := decodeRecord(rec)
+		if err != nil {
+			return nil, err
+		}
+		for _, ref := range s.localRefs(res, nil) {
+			typ, id, _ := strings.Cut(ref, "/")
+			if seen[ref] || tried[ref] || typ == "Patient" || !wanted(typ) {
+				continue
+			}
+			tried[ref] = true
+			r, err := s.backend.Read(ctx, typ, id)
+			if errors.Is(err, storage.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("$everything: reading %s: %w", ref, err)
+			}
+			if r.Deleted {
+				continue
+			}
+			ok, err := guard.allows(ctx, r)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				if err := add(r); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// compartmentOf searches one type for resources linked to the patients,
+// inside the caller's access; a type the caller may not search is empty.
+func (s *Server) compartmentOf(ctx context.Context, typ string, links, patients []string, o everythingOpts) ([]storage.Record, error) {
+	d, err := s.decide(ctx, ActionSearch, typ)
+	var fe *Error
+	if errors.As(err, &fe) && fe.Status == http.StatusForbidden {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	value := strings.Join(patients, ",")
+	var ors []storage.Expr
+	for _, code := range links {
+		p, ok := s.registry.Param(typ, code)
+		if !ok || p.Type != storage.KindReference {
+			continue
+		}
+		e, err := s.registry.Compile(typ, code, "", []string{value})
+		if err != nil {
+			return nil, fmt.Errorf("$everything: %s.%s: %w", typ, code, err)
+		}
+		ors = append(ors, e)
+	}
+	if len(ors) == 0 {
+		return nil, nil
+	}
+	filters := []storage.Expr{storage.Or{Exprs: ors}}
+	if dp, ok := s.registry.Param(typ, "date"); ok && dp.Type == storage.KindDate {
+		// start and end are about care dates (patient-operation-everything):
+		// they filter the types that have one; the others are all included.
+		for _, b := range []struct{ v, prefix string }{{o.start, "ge"}, {o.end, "le"}} {
+			if b.v == "" {
+				continue
+			}
+			e, err := s.registry.Compile(typ, "date", "", []string{b.prefix + b.v})
+			if err != nil {
+				return nil, errBadRequest("start/end: %v", err)
+			}
+			filters = append(filters, e)
+		}
+	}
+	if o.since != "" {
+		if _, ok := s.registry.Param(typ, "_lastUpdated"); !ok {
+			return nil, fmt.Errorf("$everything: %s has no _lastUpdated parameter", typ)
+		}
+		e, err := s.registry.Compile(typ, "_lastUpdated", "", []string{"ge" + o.since})
+		if err != nil {
+			return nil, errBadRequest("_since: %v", err)
+		}
+		filters = append(filters, e)
+	}
+	if d.Filter != nil {
+		filters = append(filters, d.Filter)
+	}
+	var out []storage.Record
+	cursor := ""
+	for {
+		page, err := s.backend.Search(ctx, storage.Query{
+			Types: []string{typ}, Filter: storage.And{Exprs: filters}, Count: maxCount, Cursor: cursor,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("$everything: searching %s: %w", typ, err)
+		}
+		out = append(out, page.Records...)
+		if page.Next == "" || len(out) > maxEverything {
+			return out, nil
+		}
+		cursor = page.Next
+	}
+}
+
+// localRefs lists the "Type/id" references to this server in a resource.
+func (s *Server) localRefs(v any, out []string) []string {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, val := range x {
+			if str, ok := val.(string); ok && k == "reference" {
+				ref := strings.TrimPrefix(str, s.base+"/")
+				if typ, id, ok := strings.Cut(ref, "/"); ok && validID(id) && conformance.IsResourceType(typ) {
+					out = append(out, ref)
+				}
+				continue
+			}
+			out = s.localRefs(val, out)
+		}
+	case []any:
+		for _, val := range x {
+			out = s.localRefs(val, out)
+		}
+	}
+	return out
+}
+
+// mustTime parses a date already checked by serveEverything.
+func mustTime(v string) time.Time {
+	t, _ := parseDateTime(v)
+	return t
+}

@@ -1,0 +1,749 @@
+package fhir
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	jsonpatch "github.com/evanphx/json-patch/v5"
+	"github.com/labstack/echo/v4"
+
+	"github.com/anodyne-fhir/anodyne/conformance"
+	"github.com/anodyne-fhir/anodyne/storage"
+)
+
+// The transaction engine (http.html#transaction). A transaction is
+// planned completely before anything is written: every resource is
+// validated, every conditional is resolved by search, every urn:uuid and
+// conditional reference is rewritten, every entry is authorized, and the
+// resulting writes go to the database in ONE storage Commit, which is
+// all-or-nothing on every backend (storage.Backend.Commit). Any failure
+// before or during that commit fails the whole transaction and leaves
+// nothing behind. GET entries are evaluated after the commit, so that they
+// read the transaction's own writes.
+//
+// The single-resource conditional interactions (If-None-Exist, PUT and
+// DELETE by search) run through the same engine as transactions of one
+// entry, so that the 0/1/many rules and the claim that makes conditional
+// creates safe under concurrency exist once.
+
+// txEntry is one entry of a transaction (or one conditional interaction).
+type txEntry struct {
+	n      int    // position in the Bundle; -1 for a plain interaction
+	method string // GET, HEAD, POST, PUT, PATCH, DELETE
+	url    string // request.url as written, for messages
+	typ    string
+	id     string     // from "Type/id"
+	query  url.Values // conditional criteria of PUT/DELETE "Type?…"
+	target string     // GET/HEAD: the relative URL to evaluate
+	// fullURL identifies the entry's resource inside the Bundle.
+	fullURL string
+	raw     []byte // the resource as posted (POST/PUT; Binary for PATCH)
+
+	ifMatch         int64
+	ifNoneExist     string
+	ifNoneMatch     string
+	ifModifiedSince string
+
+	res   map[string]any // validated resource, rewritten in place
+	resID string         // id in the body
+	patch jsonpatch.Patch
+	// dirty: res was rewritten by a previous attempt and must be decoded
+	// again from raw before the next one.
+	dirty bool
+	newID string // server-assigned id, stable across attempts
+
+	// Decided by plan.
+	claim  string
+	write  *storage.Write
+	wrote  bool
+	status int
+	rec    storage.Record // the version written, or the one matched or deleted
+}
+
+func (e *txEntry) label() string {
+	if e.n < 0 {
+		return ""
+	}
+	return fmt.Sprintf("entry %d (%s %s)", e.n, e.method, e.url)
+}
+
+// entryError attributes a failure to a Bundle entry, keeping its status.
+func entryError(e *txEntry, err error) error {
+	if e.n < 0 || err == nil {
+		return err
+	}
+	var fe *Error
+	if errors.As(err, &fe) {
+		out := &Error{Status: fe.Status, Header: fe.Header, cause: fe.cause}
+		for _, is := range fe.Issues {
+			is.Diagnostics = e.label() + ": " + is.Diagnostics
+			if is.Expression == "" {
+				is.Expression = fmt.Sprintf("Bundle.entry[%d]", e.n)
+			}
+			out.Issues = append(out.Issues, is)
+		}
+		return out
+	}
+	return fmt.Errorf("%s: %w", e.label(), err)
+}
+
+// bundleRequest is the part of a posted Bundle the engine reads; resources
+// stay raw so that each is validated exactly once, by the validator.
+type bundleRequest struct {
+	ResourceType string `json:"resourceType"`
+	Type         string `json:"type"`
+	Entry        []struct {
+		FullURL  string          `json:"fullUrl"`
+		Resource json.RawMessage `json:"resource"`
+		Request  *struct {
+			Method          string `json:"method"`
+			URL             string `json:"url"`
+			IfNoneMatch     string `json:"ifNoneMatch"`
+			IfModifiedSince string `json:"ifModifiedSince"`
+			IfMatch         string `json:"ifMatch"`
+			IfNoneExist     string `json:"ifNoneExist"`
+		} `json:"request"`
+	} `json:"entry"`
+}
+
+// maxBundleEntries bounds the work one request can ask for; the body cap
+// bounds the bytes, this bounds the per-entry overhead of tiny entries.
+const maxBundleEntries = 20000
+
+// bundle handles POST [base] with a batch or transaction Bundle.
+func (s *Server) bundle(c echo.Context) error {
+	body, err := s.readBody(c, mimeFHIRJSON, mimeJSON)
+	if err != nil {
+		return err
+	}
+	var b bundleRequest
+	if err := json.Unmarshal(body, &b); err != nil {
+		return newError(http.StatusBadRequest, codeStructure, "the body is not a FHIR JSON Bundle: %v", err)
+	}
+	if b.ResourceType != "Bundle" {
+		return errBadRequest("POST to the base takes a Bundle, not %q", b.ResourceType)
+	}
+	if len(b.Entry) > maxBundleEntries {
+		return newError(http.StatusRequestEntityTooLarge, codeTooCostly, "the Bundle has %d entries; at most %d are accepted", len(b.Entry), maxBundleEntries)
+	}
+	entries := make([]*txEntry, len(b.Entry))
+	errs := make([]error, len(b.Entry))
+	for i, be := range b.Entry {
+		e := &txEntry{n: i, fullURL: be.FullURL, raw: be.Resource}
+		entries[i] = e
+		if be.Request == nil {
+			errs[i] = entryError(e, errBadRequest("entry.request is required in a %s", b.Type))
+			continue
+		}
+		r := be.Request
+		e.method, e.url = strings.ToUpper(r.Method), r.URL
+		e.ifNoneExist, e.ifNoneMatch, e.ifModifiedSince = r.IfNoneExist, r.IfNoneMatch, r.IfModifiedSince
+		if r.IfMatch != "" {
+			v, ok := parseETag(r.IfMatch)
+			if !ok {
+				errs[i] = entryError(e, errBadRequest("ifMatch %q is not a version ETag such as W/\"3\"", r.IfMatch))
+				continue
+			}
+			e.ifMatch = v
+		}
+		errs[i] = entryError(e, s.parseEntryURL(e))
+	}
+	switch b.Type {
+	case "transaction":
+		for _, err := range errs {
+			if err != nil {
+				return err
+			}
+		}
+		return s.transaction(c, entries)
+	case "batch":
+		return s.batch(c, entries, errs)
+	}
+	return errBadRequest("POST to the base takes a batch or transaction Bundle, not type %q", b.Type)
+}
+
+// parseEntryURL reads request.method and request.url of an entry.
+func (s *Server) parseEntryURL(e *txEntry) error {
+	u := e.url
+	if strings.HasPrefix(u, s.base+"/") {
+		u = strings.TrimPrefix(u, s.base+"/")
+	}
+	u = strings.TrimPrefix(u, "/")
+	if u == "" || strings.Contains(u, "://") {
+		return errBadRequest("request.url %q must be relative to this server's base", e.url)
+	}
+	path, rawQuery, hasQuery := strings.Cut(u, "?")
+	seg := strings.Split(path, "/")
+	for _, sg := range seg {
+		if sg == "" || sg == "." || sg == ".." {
+			return errBadRequest("request.url %q is not a FHIR URL", e.url)
+		}
+	}
+	switch e.method {
+	case http.MethodGet, http.MethodHead:
+		e.target = u
+		return nil
+	case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
+	default:
+		return errBadRequest("request.method %q is not an HTTP verb of FHIR", e.method)
+	}
+	e.typ = seg[0]
+	if !conformance.IsResourceType(e.typ) {
+		return errNotFound("unknown resource type %q", e.typ)
+	}
+	switch {
+	case e.method == http.MethodPost && len(seg) == 1 && !hasQuery:
+	case (e.method == http.MethodPut || e.method == http.MethodDelete) && len(seg) == 1 && hasQuery:
+		q, err := conditionalParams(e.typ, rawQuery)
+		if err != nil {
+			return err
+		}
+		e.query = q
+	case e.method != http.MethodPost && len(seg) == 2 && !hasQuery:
+		if !validID(seg[1]) {
+			return errBadRequest("invalid resource id %q: R4 ids are 1-64 of [A-Za-z0-9-.]", seg[1])
+		}
+		e.id = seg[1]
+	default:
+		return errBadRequest("request.url %q does not fit %s", e.url, e.method)
+	}
+	return nil
+}
+
+// parseEntryResource validates the resource of a write entry.
+func (s *Server) parseEntryResource(ctx context.Context, e *txEntry) error {
+	switch e.method {
+	case http.MethodPost, http.MethodPut:
+		if len(e.raw) == 0 {
+			return entryError(e, errBadRequest("%s needs a resource", e.method))
+		}
+		parsed, err := s.parseResource(ctx, e.typ, e.raw)
+		if err != nil {
+			return entryError(e, err)
+		}
+		e.res, e.resID = parsed.Resource, parsed.ID
+		if e.method == http.MethodPut && e.id != "" && parsed.ID != e.id {
+			if parsed.ID == "" {
+				return entryError(e, errBadRequest("the resource has no id; update requires it to equal the URL id %q", e.id))
+			}
+			return entryError(e, errBadRequest("the resource id %q does not match the URL id %q", parsed.ID, e.id))
+		}
+	case http.MethodPatch:
+		ops, err := binaryPatch(e.raw)
+		if err != nil {
+			return entryError(e, err)
+		}
+		e.patch = ops
+	}
+	return nil
+}
+
+// binaryPatch reads the JSON Patch of a transaction PATCH entry, carried
+// (as http.html#transaction says) in a Binary resource.
+func binaryPatch(raw []byte) (jsonpatch.Patch, error) {
+	var bin struct {
+		ResourceType string `json:"resourceType"`
+		ContentType  string `json:"contentType"`
+		Data         string `json:"data"`
+	}
+	if err := json.Unmarshal(raw, &bin); err != nil || bin.ResourceType != "Binary" {
+		return nil, errBadRequest("a PATCH entry carries its JSON Patch in a Binary resource")
+	}
+	if bin.ContentType != mimeJSONPatch {
+		return nil, newError(http.StatusUnsupportedMediaType, codeNotSupp, "PATCH entries take %s, not %q", mimeJSONPatch, bin.ContentType)
+	}
+	data, err := base64.StdEncoding.DecodeString(bin.Data)
+	if err != nil {
+		return nil, errBadRequest("Binary.data is not base64: %v", err)
+	}
+	ops, err := jsonpatch.DecodePatch(data)
+	if err != nil {
+		return nil, newError(http.StatusBadRequest, codeStructure, "invalid JSON Patch document: %v", err)
+	}
+	return ops, nil
+}
+
+// transaction runs a transaction Bundle and answers the transaction-response.
+func (s *Server) transaction(c echo.Context, entries []*txEntry) error {
+	ctx := c.Request().Context()
+	if !s.atomicCommit(ctx) {
+		return newError(http.StatusNotImplemented, codeNotSupp,
+			"this database deployment cannot commit several writes atomically, so transaction Bundles are refused; send a batch instead")
+	}
+	for _, e := range entries {
+		if err := s.parseEntryResource(ctx, e); err != nil {
+			return err
+		}
+	}
+	if err := s.runTransaction(ctx, entries); err != nil {
+		s.logTransaction(ctx, len(entries), err)
+		return err
+	}
+	ret := bundleReturn(c)
+	out := newBundle("transaction-response", nil)
+	delete(out, "link")
+	for _, e := range entries {
+		if e.method == http.MethodGet || e.method == http.MethodHead {
+			addEntry(out, s.subEntry(c, e, ret))
+			continue
+		}
+		addEntry(out, s.writeEntry(e, ret))
+	}
+	return writeResource(c, http.StatusOK, out)
+}
+
+// runTransaction plans and commits the write entries, retrying the whole
+// plan when a concurrent writer got in between (version conflict, claim
+// taken): every decision is then taken again on fresh state, so an
+// If-Match that no longer holds becomes a 412 and a conditional create
+// that lost a race finds the winner.
+func (s *Server) runTransaction(ctx context.Context, entries []*txEntry) error {
+	for attempt := 0; attempt < maxWriteAttempts; attempt++ {
+		// A claim still refused after many fresh searches found nothing is
+		// held by a resource that no longer matches its criteria (see
+		// conditional.go); creating without it is then the only way forward.
+		useClaims := attempt < maxWriteAttempts/2
+		writes, err := s.plan(ctx, entries, useClaims)
+		if err != nil {
+			return err
+		}
+		if len(writes) == 0 {
+			return nil
+		}
+		recs, err := s.backend.Commit(ctx, writes...)
+		if errors.Is(err, storage.ErrVersionConflict) || errors.Is(err, storage.ErrDuplicateClaim) {
+			if err := backoff(ctx, attempt); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("committing %d writes: %w", len(writes), err)
+		}
+		if len(recs) != len(writes) {
+			return fmt.Errorf("committing %d writes: backend returned %d records", len(writes), len(recs))
+		}
+		i := 0
+		for _, e := range entries {
+			if e.write != nil {
+				e.rec, e.wrote = recs[i], true
+				i++
+			}
+		}
+		return nil
+	}
+	return newError(http.StatusConflict, codeConflict, "the resources are being changed concurrently; retry")
+}
+
+// processing order of http.html#transaction: DELETE, POST, PUT/PATCH, GET.
+func methodRank(m string) int {
+	switch m {
+	case http.MethodDelete:
+		return 0
+	case http.MethodPost:
+		return 1
+	case http.MethodPut, http.MethodPatch:
+		return 2
+	}
+	return 3
+}
+
+// plan decides every write entry on the current state of the database
+// and returns the writes to commit, in processing order.
+func (s *Server) plan(ctx context.Context, entries []*txEntry, useClaims bool) ([]storage.Write, error) {
+	order := make([]*txEntry, 0, len(entries))
+	for _, e := range entries {
+		if methodRank(e.method) < 3 {
+			order = append(order, e)
+		}
+	}
+	slices.SortStableFunc(order, func(a, b *txEntry) int { return methodRank(a.method) - methodRank(b.method) })
+
+	// Identities first: references anywhere in the Bundle may point to
+	// any entry, whatever its processing order.
+	refs := map[string]string{}
+	owner := map[string]*txEntry{}
+	for _, e := range order {
+		e.claim, e.write, e.wrote, e.status, e.rec = "", nil, false, 0, storage.Record{}
+		if e.method == http.MethodPatch {
+			e.res = nil // the patched version of the previous attempt
+		}
+		if e.dirty {
+			if err := s.redecode(e); err != nil {
+				return nil, err
+			}
+		}
+		if err := s.resolveIdentity(ctx, e, useClaims); err != nil {
+			return nil, entryError(e, err)
+		}
+		if e.id == "" {
+			continue
+		}
+		key := e.typ + "/" + e.id
+		if o, dup := owner[key]; dup {
+			return nil, entryError(e, errBadRequest("%s is also the target of %s; a transaction may touch each resource once", key, o.label()))
+		}
+		owner[key] = e
+		if e.fullURL != "" {
+			refs[e.fullURL] = key
+			// A fullUrl such as http://other/fhir/Patient/123 makes
+			// "Patient/123" inside the Bundle mean this entry.
+			if i := strings.LastIndex(e.fullURL, "/"+e.typ+"/"); i >= 0 && !strings.HasPrefix(e.fullURL, "urn:") {
+				if alias := e.fullURL[i+1:]; alias != key {
+					refs[alias] = key
+				}
+			}
+		}
+	}
+	cond := map[string]string{} // conditional reference -> "Type/id"
+	for _, e := range order {
+		if e.res == nil || e.status != 0 {
+			continue
+		}
+		e.dirty = true
+		if err := s.rewriteRefs(ctx, e.res, refs, cond); err != nil {
+			return nil, entryError(e, err)
+		}
+	}
+
+	at := now()
+	var writes []storage.Write
+	for _, e := range order {
+		if e.status != 0 { // decided without a write (matched, nothing to delete)
+			continue
+		}
+		w, err := s.planWrite(ctx, e, at)
+		if err != nil {
+			return nil, entryError(e, err)
+		}
+		if w != nil {
+			e.write = w
+			writes = append(writes, *w)
+		}
+	}
+	return writes, nil
+}
+
+// redecode restores an entry's resource as posted before a retry.
+func (s *Server) redecode(e *txEntry) error {
+	v, err := decodeJSON(e.raw)
+	if err != nil {
+		return entryError(e, fmt.Errorf("decoding the resource again: %w", err))
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return entryError(e, errBadRequest("the resource is not a JSON object"))
+	}
+	e.res, e.dirty = m, false
+	return nil
+}
+
+// resolveIdentity decides which resource an entry writes (e.id), or that
+// it writes nothing (e.status set, e.rec the matched resource).
+func (s *Server) resolveIdentity(ctx context.Context, e *txEntry, useClaims bool) error {
+	switch e.method {
+	case http.MethodPost:
+		if e.ifNoneExist != "" {
+			q, err := conditionalParams(e.typ, e.ifNoneExist)
+			if err != nil {
+				return err
+			}
+			ms, err := s.matches(ctx, e.typ, q, 2)
+			if err != nil {
+				return err
+			}
+			switch len(ms) {
+			case 0:
+				if useClaims {
+					e.claim = claimKey(e.typ, q)
+				}
+			case 1:
+				e.status, e.rec, e.id = http.StatusOK, ms[0], ms[0].ID
+				return nil
+			default:
+				return tooMany(e.typ, q)
+			}
+		}
+		if e.newID == "" {
+			e.newID = randomID()
+		}
+		e.id = e.newID
+	case http.MethodPut, http.MethodDelete:
+		if e.query == nil {
+			return nil
+		}
+		ms, err := s.matches(ctx, e.typ, e.query, 2)
+		if err != nil {
+			return err
+		}
+		switch len(ms) {
+		case 0:
+			if e.method == http.MethodDelete {
+				if _, err := s.decide(ctx, ActionDelete, e.typ); err != nil {
+					return err
+				}
+				e.status, e.id = http.StatusNoContent, ""
+				return nil
+			}
+			if useClaims {
+				e.claim = claimKey(e.typ, e.query)
+			}
+			if e.resID == "" {
+				if e.newID == "" {
+					e.newID = randomID()
+				}
+				e.id = e.newID
+				return nil
+			}
+			// http.html#cond-update: no match and an id in the body is an
+			// update-as-create, unless that id is a live resource that
+			// does not match the criteria.
+			cur, exists, err := s.current(ctx, e.typ, e.resID)
+			if err != nil {
+				return err
+			}
+			if exists && !cur.Deleted {
+				return newError(http.StatusConflict, codeConflict, "%s/%s exists but does not match the criteria", e.typ, e.resID)
+			}
+			e.id = e.resID
+		case 1:
+			if e.resID != "" && e.resID != ms[0].ID {
+				return errBadRequest("the resource id %q differs from the id %q of the resource the criteria match", e.resID, ms[0].ID)
+			}
+			e.id = ms[0].ID
+		default:
+			return tooMany(e.typ, e.query)
+		}
+	}
+	return nil
+}
+
+// planWrite builds the write of one entry whose target is decided, after
+// the If-Match and authorization checks; nil when nothing is to be written.
+func (s *Server) planWrite(ctx context.Context, e *txEntry, at time.Time) (*storage.Write, error) {
+	var cur storage.Record
+	exists := false
+	if e.method != http.MethodPost {
+		var err error
+		if cur, exists, err = s.current(ctx, e.typ, e.id); err != nil {
+			return nil, err
+		}
+		if e.ifMatch != 0 && (!exists || cur.VersionID != e.ifMatch) {
+			return nil, preconditionFailed(e.ifMatch, cur, exists)
+		}
+	}
+	live := exists && !cur.Deleted
+	var old map[string]any
+	if live {
+		var err error
+		if old, err = decodeRecord(cur); err != nil {
+			return nil, err
+		}
+	}
+	switch e.method {
+	case http.MethodDelete:
+		if !live {
+			if _, err := s.decide(ctx, ActionDelete, e.typ); err != nil {
+				return nil, err
+			}
+			e.status, e.rec = http.StatusNoContent, cur
+			return nil, nil
+		}
+		if err := s.checkResource(ctx, ActionDelete, e.typ, e.id, old); err != nil {
+			return nil, err
+		}
+		e.status = http.StatusNoContent
+		return &storage.Write{
+			Record: storage.Record{
+				Type: e.typ, ID: e.id, VersionID: cur.VersionID + 1, LastUpdated: at,
+				Deleted: true, Method: http.MethodDelete,
+			},
+			ExpectVersion: cur.VersionID,
+		}, nil
+	case http.MethodPatch:
+		if !exists {
+			return nil, errNotFound("%s/%s is not known", e.typ, e.id)
+		}
+		if cur.Deleted {
+			return nil, newError(http.StatusGone, codeDeleted, "%s/%s was deleted (version %d)", e.typ, e.id, cur.VersionID)
+		}
+		patched, err := e.patch.Apply(cur.JSON)
+		if err != nil {
+			return nil, newError(http.StatusUnprocessableEntity, codeProcessing, "the patch cannot be applied: %v", err)
+		}
+		parsed, err := s.parseResource(ctx, e.typ, patched)
+		if err != nil {
+			var fe *Error
+			if errors.As(err, &fe) && fe.Status == http.StatusBadRequest {
+				fe.Status = http.StatusUnprocessableEntity
+			}
+			return nil, err
+		}
+		if parsed.ID != e.id {
+			return nil, newError(http.StatusUnprocessableEntity, codeProcessing, "a patch must not change the resource id")
+		}
+		e.res = parsed.Resource
+	}
+	action := ActionCreate
+	if live {
+		// Both the version replaced and the new one must be inside the
+		// caller's access: a write cannot move a resource out of reach.
+		if err := s.checkResource(ctx, ActionUpdate, e.typ, e.id, old); err != nil {
+			return nil, err
+		}
+		action = ActionUpdate
+	}
+	w, err := s.prepare(e.typ, e.id, e.res, cur.VersionID, at, e.method)
+	if err != nil {
+		return nil, err
+	}
+	w.Claim = e.claim
+	if err := s.checkEntries(ctx, action, e.typ, e.id, w.Index); err != nil {
+		return nil, err
+	}
+	e.status = http.StatusCreated
+	if live {
+		e.status = http.StatusOK
+	}
+	return &w, nil
+}
+
+// rewriteRefs replaces, everywhere in a resource, references to Bundle
+// entries (their fullUrl) by the resource's "Type/id", and conditional
+// references ("Patient?identifier=…") by the one resource they match.
+// A urn:uuid that is not the fullUrl of an entry cannot mean anything and
+// is refused. urn:uuid values outside Reference.reference (uri fields
+// naming an entry) become the entry's absolute URL.
+func (s *Server) rewriteRefs(ctx context.Context, v any, refs, cond map[string]string) error {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, val := range x {
+			str, ok := val.(string)
+			if !ok {
+				if err := s.rewriteRefs(ctx, val, refs, cond); err != nil {
+					return err
+				}
+				continue
+			}
+			if k == "reference" {
+				to, err := s.resolveRef(ctx, str, refs, cond)
+				if err != nil {
+					return err
+				}
+				if to != "" {
+					x[k] = to
+				}
+			} else if strings.HasPrefix(str, "urn:uuid:") {
+				if to, ok := refs[str]; ok {
+					x[k] = s.base + "/" + to
+				}
+			}
+		}
+	case []any:
+		for i, val := range x {
+			if str, ok := val.(string); ok {
+				if to, ok := refs[str]; ok && strings.HasPrefix(str, "urn:uuid:") {
+					x[i] = s.base + "/" + to
+				}
+				continue
+			}
+			if err := s.rewriteRefs(ctx, val, refs, cond); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// resolveRef returns what a Reference.reference must become ("" to keep it).
+func (s *Server) resolveRef(ctx context.Context, ref string, refs, cond map[string]string) (string, error) {
+	if to, ok := refs[ref]; ok {
+		return to, nil
+	}
+	if strings.HasPrefix(ref, "urn:uuid:") || strings.HasPrefix(ref, "urn:oid:") {
+		return "", errBadRequest("reference %q names no entry of the Bundle", ref)
+	}
+	typ, query, ok := strings.Cut(ref, "?")
+	if !ok || !conformance.IsResourceType(typ) {
+		return "", nil
+	}
+	if to, ok := cond[ref]; ok {
+		return to, nil
+	}
+	q, err := conditionalParams(typ, query)
+	if err != nil {
+		return "", err
+	}
+	ms, err := s.matches(ctx, typ, q, 2)
+	if err != nil {
+		return "", err
+	}
+	if len(ms) != 1 {
+		return "", newError(http.StatusPreconditionFailed, codeNotFound,
+			"conditional reference %q matches %d resources; it must match exactly one", ref, len(ms))
+	}
+	to := typ + "/" + ms[0].ID
+	cond[ref] = to
+	return to, nil
+}
+
+// bundleReturn is the Prefer return= of a batch or transaction: the
+// entries carry their resource only when asked for (representation), an
+// OperationOutcome when asked for, and otherwise only the response
+// metadata, which keeps the answer to a large ingest small.
+func bundleReturn(c echo.Context) string {
+	return preferReturn(c)
+}
+
+// writeEntry is the response entry of a write entry after the commit.
+func (s *Server) writeEntry(e *txEntry, ret string) map[string]any {
+	resp := map[string]any{"status": statusLine(e.status)}
+	out := map[string]any{"response": resp}
+	if e.rec.ID != "" && e.rec.VersionID > 0 {
+		resp["location"] = s.versionURL(e.rec)
+		resp["etag"] = etag(e.rec.VersionID)
+		resp["lastModified"] = formatInstant(e.rec.LastUpdated)
+		if !e.rec.Deleted {
+			out["fullUrl"] = s.resourceURL(e.rec.Type, e.rec.ID)
+			if ret == "representation" {
+				out["resource"] = json.RawMessage(e.rec.JSON)
+			}
+		}
+	}
+	if ret == "OperationOutcome" {
+		msg := "stored"
+		if !e.wrote {
+			msg = "nothing written"
+		}
+		resp["outcome"] = outcome([]conformance.Issue{{Severity: "information", Code: codeInfo, Diagnostics: msg}})
+	}
+	return out
+}
+
+func statusLine(code int) string {
+	return fmt.Sprintf("%d %s", code, http.StatusText(code))
+}
+
+// logTransaction notes a refused transaction at debug level: the client
+// gets the full OperationOutcome, operators only need the trace.
+func (s *Server) logTransaction(ctx context.Context, entries int, err error) {
+	s.log.DebugContext(ctx, "transaction refused", slog.Int("entries", entries), slog.Any("err", err))
+}
+
+// atomicCommit reports whether the backend makes a multi-write Commit
+// all-or-nothing (a backend that does not say is assumed not to).
+func (s *Server) atomicCommit(ctx context.Context) bool {
+	if d, ok := s.backend.(storage.Describer); ok {
+		return d.Capabilities(ctx).AtomicCommit
+	}
+	return false
+}
