@@ -59,6 +59,12 @@ type Config struct {
 	// CursorKey signs paging cursors. Replicas behind one load balancer
 	// must share it; nil draws a random key, so links die with the process.
 	CursorKey []byte
+	// ExportDir holds Bulk Data export files (one directory per job);
+	// empty disables $export. Job state lives in the Backend's KV.
+	ExportDir string
+	// ExportWorkers is how many export jobs run at once in this process:
+	// 0 means 1; negative means none (another replica runs the jobs).
+	ExportWorkers int
 }
 
 // Server serves the FHIR REST API.
@@ -76,6 +82,7 @@ type Server struct {
 	// capability is generated once: the routes and registry do not change
 	// while the server runs.
 	capability []byte
+	bulk       *bulkRunner // nil when bulk export is disabled
 }
 
 const defaultMaxBody = 16 << 20
@@ -129,6 +136,10 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("fhir: building CapabilityStatement: %w", err)
 	}
 	s.echo = s.routes(cfg.Middleware)
+	s.mountBulk(s.echo, cfg.Middleware)
+	if cfg.ExportDir != "" {
+		s.bulk = newBulkRunner(s, cfg.ExportDir, bulkWorkers(cfg.ExportWorkers))
+	}
 	return s, nil
 }
 
