@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -35,7 +36,7 @@ func open(t testing.TB) (*countingBackend, *resources.Registry) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { be.Close() })
-	reg, err := resources.Load()
+	reg, err := resources.Load(resources.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		t.Fatal(err)
 	}

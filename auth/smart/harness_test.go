@@ -53,15 +53,6 @@ type env struct {
 	fhirBase string
 }
 
-// fhirAuthorizer adapts auth.Policy to the fhir package's interface (the
-// two Decision types have the same fields).
-type fhirAuthorizer struct{ p *auth.Policy }
-
-func (a fhirAuthorizer) Decide(ctx context.Context, action, typ string) (fhir.Decision, error) {
-	d, err := a.p.Decide(ctx, action, typ)
-	return fhir.Decision(d), err
-}
-
 var (
 	regOnce sync.Once
 	reg     *resources.Registry
@@ -79,10 +70,13 @@ func registry(t testing.TB) *resources.Registry {
 type envOption func(*envConfig)
 
 // envConfig is what options may change: the SMART server's configuration
-// and whether FHIR requests are audited.
+// and whether (and how) FHIR requests are audited.
 type envConfig struct {
 	smart.Config
 	noAudit bool
+	// groupAudit stores audit events through audit.GroupCommit (as the
+	// real server does) instead of one Commit per request.
+	groupAudit bool
 }
 
 // quiet keeps warnings and errors only, so that test output stays readable.
@@ -114,17 +108,23 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var sink auth.AuditSink = audit.New(be, registry(t))
+	if ec.groupAudit {
+		g := audit.NewGroupCommit(be, registry(t), quiet)
+		t.Cleanup(func() { g.Close() })
+		sink = g
+	}
 	fs, err := fhir.New(fhir.Config{
 		BaseURL:    base,
 		Backend:    be,
 		Registry:   registry(t),
-		Authorizer: fhirAuthorizer{auth.NewPolicy(registry(t))},
+		Authorizer: auth.NewPolicy(registry(t)),
 		Middleware: func(next echo.HandlerFunc) echo.HandlerFunc {
 			if ec.noAudit {
 				return ver.Middleware(base, nil)(next)
 			}
 			// Verify first, so that the audit record knows who called.
-			return ver.Middleware(base, nil)(auth.AuditMiddleware(audit.New(be, registry(t)), base+"/fhir", "/fhir", quiet)(next))
+			return ver.Middleware(base, nil)(auth.AuditMiddleware(sink, base+"/fhir", "/fhir", quiet)(next))
 		},
 		Logger: quiet,
 	})
