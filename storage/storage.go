@@ -143,8 +143,6 @@ type Page struct {
 	Next string
 	// Total is the number of matches when the query asked for it, else -1.
 	Total int64
-	// Included holds records added by Include expressions (search.mode=include).
-	Included []Record
 }
 
 // KV is a small keyed store with expiry. Keys are namespaced by the caller
