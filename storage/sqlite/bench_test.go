@@ -2,6 +2,8 @@ package sqlite
 
 import (
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -70,6 +72,52 @@ func BenchmarkCommit(b *testing.B) {
 		i++
 	}
 	b.ReportMetric(float64(len(observation(0, 0).JSON)), "json-bytes")
+}
+
+// BenchmarkCommitConcurrent measures durable Commit throughput with 1, 4
+// and 16 concurrent writers, each Commit its own transaction ("alone") or
+// grouped with the Commits waiting at the same time ("group").
+func BenchmarkCommitConcurrent(b *testing.B) {
+	for _, mode := range []struct {
+		name  string
+		group int
+	}{{"alone", 1}, {"group", 64}} {
+		for _, writers := range []int{1, 4, 16} {
+			b.Run(fmt.Sprintf("%s/writers-%d", mode.name, writers), func(b *testing.B) {
+				be, err := Open(b.Context(), b.TempDir(), WithGroupCommit(mode.group))
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer be.Close()
+				var next atomic.Int64
+				var wg sync.WaitGroup
+				errs := make(chan error, writers)
+				b.ResetTimer()
+				for range writers {
+					wg.Go(func() {
+						for {
+							i := int(next.Add(1)) - 1
+							if i >= b.N {
+								return
+							}
+							if _, err := be.Commit(b.Context(), observation(i, i%1000)); err != nil {
+								errs <- err
+								return
+							}
+						}
+					})
+				}
+				wg.Wait()
+				b.StopTimer()
+				close(errs)
+				for err := range errs {
+					b.Fatal(err)
+				}
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "commits/s")
+				b.ReportMetric(float64(b.N)/float64(be.groups.Load()), "commits/tx")
+			})
+		}
+	}
 }
 
 // BenchmarkAt100k loads 100,000 Observations of 1,000 patients once (1,000

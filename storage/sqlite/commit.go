@@ -99,7 +99,11 @@ func (s *stmts) close() {
 	}
 }
 
-// Commit implements storage.Backend: all writes in one transaction.
+// Commit implements storage.Backend: all writes in one transaction. With
+// group commit (the default) the transaction is shared with the Commits
+// that were waiting at the same time, each inside its own SAVEPOINT, so
+// that one fsync makes all of them durable while a failed compare-and-set
+// or claim in one of them rolls back only that one.
 func (b *Backend) Commit(ctx context.Context, writes ...storage.Write) ([]storage.Record, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("sqlite: commit: %w", err)
@@ -112,6 +116,25 @@ func (b *Backend) Commit(ctx context.Context, writes ...storage.Write) ([]storag
 			return nil, fmt.Errorf("sqlite: commit: write %d: %w", i, err)
 		}
 	}
+	if b.queue == nil {
+		return b.commitAlone(ctx, writes)
+	}
+	req := &commitReq{ctx: ctx, writes: writes, done: make(chan commitRes, 1)}
+	select {
+	case b.queue <- req:
+	case <-b.closing:
+		return nil, errors.New("sqlite: commit: backend closed")
+	case <-ctx.Done():
+		return nil, fmt.Errorf("sqlite: commit: %w", ctx.Err())
+	}
+	// Once the writer holds the request, the answer must be awaited even if
+	// ctx ends: the write may already be part of the group transaction.
+	res := <-req.done
+	return res.recs, res.err
+}
+
+// commitAlone runs one Commit in its own transaction (group commit off).
+func (b *Backend) commitAlone(ctx context.Context, writes []storage.Write) ([]storage.Record, error) {
 	tx, err := b.w.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: commit: begin: %w", err)
@@ -119,6 +142,18 @@ func (b *Backend) Commit(ctx context.Context, writes ...storage.Write) ([]storag
 	defer tx.Rollback()
 	st := &stmts{tx: tx, cache: map[string]*sql.Stmt{}}
 	defer st.close()
+	out, err := applyAll(ctx, st, writes)
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("sqlite: commit: %w", err)
+	}
+	b.groups.Add(1)
+	return out, nil
+}
+
+func applyAll(ctx context.Context, st *stmts, writes []storage.Write) ([]storage.Record, error) {
 	out := make([]storage.Record, len(writes))
 	for i := range writes {
 		rec, err := apply(ctx, st, &writes[i])
@@ -127,10 +162,110 @@ func (b *Backend) Commit(ctx context.Context, writes ...storage.Write) ([]storag
 		}
 		out[i] = rec
 	}
-	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("sqlite: commit: %w", err)
-	}
 	return out, nil
+}
+
+// commitReq is one Commit waiting for the writer goroutine.
+type commitReq struct {
+	ctx    context.Context
+	writes []storage.Write
+	done   chan commitRes // buffered: the writer never blocks on a reply
+}
+
+type commitRes struct {
+	recs []storage.Record
+	err  error
+}
+
+// writeLoop is the writer goroutine of group commit. It takes one request,
+// then every request already waiting (up to max), and commits them in one
+// transaction. It adds no delay of its own: groups form from the Commits
+// that arrive while the previous group is being written and synced.
+func (b *Backend) writeLoop(ctx context.Context, max int) {
+	for {
+		var first *commitReq
+		select {
+		case first = <-b.queue:
+		case <-b.closing:
+			return
+		}
+		group := []*commitReq{first}
+	drain:
+		for len(group) < max {
+			select {
+			case r := <-b.queue:
+				group = append(group, r)
+			default:
+				break drain
+			}
+		}
+		b.commitGroup(ctx, group)
+	}
+}
+
+// commitGroup writes a group in one transaction and answers every request.
+// Statements run under the writer's own context, never a caller's: a
+// cancelled statement interrupts the connection, which would roll back the
+// whole transaction and with it the other callers' writes.
+func (b *Backend) commitGroup(ctx context.Context, group []*commitReq) {
+	res := make([]commitRes, len(group))
+	reply := func() {
+		for i, r := range group {
+			r.done <- res[i]
+		}
+	}
+	defer reply()
+	fail := func(err error) {
+		for i := range res {
+			if res[i].err == nil {
+				res[i] = commitRes{err: err}
+			}
+		}
+	}
+	tx, err := b.w.BeginTx(ctx, nil)
+	if err != nil {
+		fail(fmt.Errorf("sqlite: commit: begin: %w", err))
+		return
+	}
+	defer tx.Rollback()
+	st := &stmts{tx: tx, cache: map[string]*sql.Stmt{}}
+	defer st.close()
+	for i, r := range group {
+		if err := r.ctx.Err(); err != nil {
+			res[i].err = fmt.Errorf("sqlite: commit: %w", err)
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `SAVEPOINT w`); err != nil {
+			fail(fmt.Errorf("sqlite: commit: savepoint: %w", err))
+			return
+		}
+		recs, err := applyAll(ctx, st, r.writes)
+		if err != nil {
+			res[i].err = err
+			if _, err := tx.ExecContext(ctx, `ROLLBACK TO w`); err != nil {
+				fail(fmt.Errorf("sqlite: commit: rollback to savepoint: %w", err))
+				return
+			}
+		} else {
+			res[i].recs = recs
+		}
+		if _, err := tx.ExecContext(ctx, `RELEASE w`); err != nil {
+			fail(fmt.Errorf("sqlite: commit: release savepoint: %w", err))
+			return
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		// Nothing of the group is durable: the callers whose writes had
+		// succeeded get the error too.
+		err = fmt.Errorf("sqlite: commit: %w", err)
+		for i := range res {
+			if res[i].err == nil {
+				res[i] = commitRes{err: err}
+			}
+		}
+		return
+	}
+	b.groups.Add(1)
 }
 
 func validateWrite(w *storage.Write) error {

@@ -350,3 +350,78 @@ func TestKVExpiredRecordsAreDeleted(t *testing.T) {
 		}
 	})
 }
+
+// TestGroupCommitIsolatesFailures holds the writer connection so that
+// concurrent Commits pile up into groups, and checks that a failed
+// compare-and-set or claim in a group affects only its own Commit.
+func TestGroupCommitIsolatesFailures(t *testing.T) {
+	b, err := Open(t.Context(), t.TempDir(), WithGroupCommit(64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	write := func(id string, expect int64, claim, body string) storage.Write {
+		return storage.Write{
+			Record:        storage.Record{Type: "Basic", ID: id, VersionID: expect + 1, LastUpdated: time.Now(), Method: "PUT", JSON: []byte(body)},
+			ExpectVersion: expect, Claim: claim,
+			Index: []storage.Entry{{Param: "code", Kind: storage.KindToken, Code: body}},
+		}
+	}
+	put(t, b, "Basic", "existing", 0)
+	before := b.groups.Load()
+
+	conn, err := b.w.Conn(t.Context()) // the only writer connection
+	if err != nil {
+		t.Fatal(err)
+	}
+	type call struct {
+		name   string
+		writes []storage.Write
+		want   error // nil, ErrVersionConflict or ErrDuplicateClaim
+	}
+	var calls []call
+	for i := range 10 {
+		calls = append(calls, call{fmt.Sprintf("new-%d", i), []storage.Write{write(fmt.Sprintf("n%d", i), 0, "", fmt.Sprint(i))}, nil})
+	}
+	calls = append(calls,
+		call{"stale", []storage.Write{write("existing", 0, "", "stale")}, storage.ErrVersionConflict},
+		call{"claim-a", []storage.Write{write("c1", 0, "same-claim", "ca")}, nil},
+		// A multi-write Commit whose second write fails leaves nothing.
+		call{"partial", []storage.Write{write("p1", 0, "", "p1"), write("existing", 5, "", "p2")}, storage.ErrVersionConflict},
+	)
+	results := make([]error, len(calls))
+	var wg sync.WaitGroup
+	for i, c := range calls {
+		wg.Go(func() { _, results[i] = b.Commit(t.Context(), c.writes...) })
+	}
+	time.Sleep(100 * time.Millisecond) // let every Commit reach the writer
+	conn.Close()
+	wg.Wait()
+	// The claim is taken by c1 (same group or earlier); a second holder must fail.
+	if _, err := b.Commit(t.Context(), write("c2", 0, "same-claim", "cb")); !errors.Is(err, storage.ErrDuplicateClaim) {
+		t.Errorf("second claim: %v, want ErrDuplicateClaim", err)
+	}
+	for i, c := range calls {
+		if c.want == nil && results[i] != nil || c.want != nil && !errors.Is(results[i], c.want) {
+			t.Errorf("%s: got %v, want %v", c.name, results[i], c.want)
+		}
+	}
+	if n := b.groups.Load() - before; n >= int64(len(calls)) {
+		t.Errorf("%d transactions for %d concurrent Commits: nothing was grouped", n, len(calls))
+	}
+	p, err := b.Search(t.Context(), storage.Query{Types: []string{"Basic"}, Count: 100, Total: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, r := range p.Records {
+		ids = append(ids, r.ID)
+	}
+	want := "[c1 existing n0 n1 n2 n3 n4 n5 n6 n7 n8 n9]"
+	if fmt.Sprint(ids) != want {
+		t.Errorf("stored %v, want %s", ids, want)
+	}
+	if r, err := b.Read(t.Context(), "Basic", "existing"); err != nil || r.VersionID != 1 {
+		t.Errorf("existing = v%d, %v; want untouched v1", r.VersionID, err)
+	}
+}
