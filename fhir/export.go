@@ -209,6 +209,15 @@ func (s *Server) planExport(ctx context.Context, scope string, cohort []string, 
 			parts = append(parts, f)
 		}
 		if !since.IsZero() {
+			if _, ok := s.registry.Param(typ, "_lastUpdated"); !ok {
+				// Not indexed by lastUpdated (Parameters): _since cannot
+				// be applied, so the type cannot be exported with it.
+				if explicit {
+					return exportJob{}, errBadRequest("_since cannot be applied to %s", typ)
+				}
+				allowedTypes--
+				continue
+			}
 			f, err := s.registry.Compile(typ, "_lastUpdated", "", []string{"ge" + formatInstant(since)})
 			if err != nil {
 				return exportJob{}, fmt.Errorf("compiling _since for %s: %w", typ, err)

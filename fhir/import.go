@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -257,10 +258,23 @@ func (im *Importer) importFile(ctx context.Context, path string, opts ImportOpti
 		}
 	}
 	src := &importSource{name: path, skip: cp.Done}
-	if strings.HasSuffix(path, ".ndjson") {
+	switch {
+	case strings.HasSuffix(path, ".ndjson"):
 		err = im.run(ctx, src, ndjsonUnits(f), opts, rep, save, progress)
-	} else {
-		err = im.run(ctx, src, bundleUnits(f), opts, rep, save, progress)
+	default:
+		raw, rerr := io.ReadAll(f)
+		if rerr != nil {
+			return fmt.Errorf("reading %s: %w", path, rerr)
+		}
+		done, terr := im.importTransaction(ctx, path, raw, rep)
+		if terr != nil {
+			return terr
+		}
+		if done {
+			progress(info.Size())
+			break
+		}
+		err = im.run(ctx, src, bundleUnits(bytes.NewReader(raw)), opts, rep, save, progress)
 	}
 	if err != nil {
 		return err
@@ -295,6 +309,83 @@ func ReadImportFile(path string, fn func(line, entry int, raw []byte) error) err
 			return err
 		}
 	}
+}
+
+// importTransaction posts a transaction or batch Bundle to this server's
+// own Bundle endpoint, in process, so that it is processed exactly as a
+// client's would be (urn:uuid and conditional references, ifNoneExist,
+// all-or-nothing for a transaction). It reports false, leaving the file to
+// the resource-by-resource path, when the file is not such a Bundle or
+// the database cannot run transactions.
+func (im *Importer) importTransaction(ctx context.Context, path string, raw []byte, rep *ImportReport) (bool, error) {
+	var probe struct {
+		ResourceType string            `json:"resourceType"`
+		Type         string            `json:"type"`
+		Entry        []json.RawMessage `json:"entry"`
+	}
+	if json.Unmarshal(raw, &probe) != nil || probe.ResourceType != "Bundle" || (probe.Type != "transaction" && probe.Type != "batch") {
+		return false, nil
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "/fhir", bytes.NewReader(raw))
+	if err != nil {
+		return false, fmt.Errorf("building the %s request for %s: %w", probe.Type, path, err)
+	}
+	req.Header.Set(echo.HeaderContentType, mimeFHIRJSON)
+	req.Header.Set("Prefer", "return=minimal")
+	rec := httptest.NewRecorder()
+	im.s.echo.ServeHTTP(rec, req)
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	body := rec.Body.Bytes()
+	if rec.Code == http.StatusNotImplemented && probe.Type == "transaction" {
+		im.s.log.WarnContext(ctx, "import: the database cannot run transactions; importing the Bundle's resources one by one", "file", path, "reason", outcomeText(body))
+		return false, nil
+	}
+	if rec.Code != http.StatusOK {
+		rep.Failed += int64(len(probe.Entry)) - 1
+		im.fail(rep, ImportFailure{File: path, Entry: -1, Reason: fmt.Sprintf("%s rejected (%d entries not imported): %s", probe.Type, len(probe.Entry), outcomeText(body))})
+		return true, nil
+	}
+	var resp struct {
+		Entry []struct {
+			Response struct {
+				Status  string          `json:"status"`
+				Outcome json.RawMessage `json:"outcome"`
+			} `json:"response"`
+		} `json:"entry"`
+	}
+	if err := json.Unmarshal(body, &resp); err != nil {
+		return false, fmt.Errorf("decoding the %s response for %s: %w", probe.Type, path, err)
+	}
+	for i, e := range resp.Entry {
+		if strings.HasPrefix(e.Response.Status, "2") {
+			rep.Stored++
+			continue
+		}
+		im.fail(rep, ImportFailure{File: path, Entry: i, Reason: e.Response.Status + ": " + outcomeText(e.Response.Outcome)})
+	}
+	return true, nil
+}
+
+// outcomeText is the diagnostics of an OperationOutcome, for reports.
+func outcomeText(raw []byte) string {
+	var oo struct {
+		Issue []struct {
+			Severity    string   `json:"severity"`
+			Code        string   `json:"code"`
+			Diagnostics string   `json:"diagnostics"`
+			Expression  []string `json:"expression"`
+		} `json:"issue"`
+	}
+	if json.Unmarshal(raw, &oo) != nil || len(oo.Issue) == 0 {
+		return strings.TrimSpace(string(raw))
+	}
+	issues := make([]conformance.Issue, len(oo.Issue))
+	for i, is := range oo.Issue {
+		issues[i] = conformance.Issue{Severity: is.Severity, Code: is.Code, Diagnostics: is.Diagnostics, Expression: strings.Join(is.Expression, ", ")}
+	}
+	return issuesText(issues)
 }
 
 // importSource tracks the position in one input.
