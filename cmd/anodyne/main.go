@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -48,6 +49,10 @@ Usage:
                            manage the SMART apps allowed to ask for tokens
   anodyne users add|remove [flags]
                            manage local sign-in accounts (password on stdin or --password-file)
+  anodyne import [flags] PATH...
+                           load NDJSON files, Bundles or folders (directly or via --server)
+  anodyne export [flags] OUTDIR
+                           Bulk Data export to NDJSON files (directly or via --server)
 `
 
 // run dispatches the subcommand. ready, when not nil, receives the bound
@@ -71,6 +76,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return clientsCommand(ctx, args[1:], stdout, stderr, getenv)
 	case "users":
 		return usersCommand(ctx, args[1:], os.Stdin, stdout, stderr, getenv)
+	case "import":
+		return importCommand(ctx, args[1:], stdout, stderr, getenv)
+	case "export":
+		return exportCommand(ctx, args[1:], stdout, stderr, getenv)
 	default:
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", args[0])
@@ -225,6 +234,9 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 		Backend:      backend,
 		Logger:       log,
 		MaxBodyBytes: cfg.MaxBody,
+		// Export files sit next to the database (with MongoDB, in the
+		// data directory of this host).
+		ExportDir: filepath.Join(cfg.DataDir, "exports"),
 	}
 	sec, err := prepareServer(ctx, cfg, base, backend, &fcfg, log)
 	if err != nil {
@@ -243,6 +255,7 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 		ln.Close()
 		return err
 	}
+	defer srv.Close()
 	sec.mount(srv.Echo())
 	hs := &http.Server{
 		Handler:           srv.Handler(),

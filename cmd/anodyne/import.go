@@ -1,0 +1,489 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/anodyne-fhir/anodyne/fhir"
+)
+
+// importConfig is the configuration of "anodyne import".
+type importConfig struct {
+	store   serveConfig
+	server  string // FHIR base of a running server; empty: the database directly
+	token   string
+	baseURL string
+	batch   int
+	restart bool
+	report  string
+	state   string
+	quiet   bool
+}
+
+// importCommand is "anodyne import [flags] PATH...": NDJSON files,
+// Bundles or folders of them, loaded directly into the database or sent
+// to a running server. It is resumable (run it again after an
+// interruption) and reports every resource it could not import.
+func importCommand(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	var cfg importConfig
+	fs := flag.NewFlagSet("anodyne import", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	storeFlags(fs, &cfg.store)
+	fs.StringVar(&cfg.server, "server", "", "FHIR base URL of a running server (e.g. http://127.0.0.1:8080/fhir); without it the database is written directly")
+	fs.StringVar(&cfg.token, "token", "", "bearer access token for --server")
+	fs.StringVar(&cfg.baseURL, "base-url", "http://127.0.0.1:8080", "public URL of the server root that will serve the data (direct mode: absolute references to it are indexed as local)")
+	fs.IntVar(&cfg.batch, "batch", 0, "resources per database commit (direct mode) or per request (--server); 0 picks a default")
+	fs.BoolVar(&cfg.restart, "restart", false, "import files again from the start, ignoring what an earlier run already imported")
+	fs.StringVar(&cfg.report, "report", "", "write the full report (JSON, every failure with file, line or entry, and reason) to this file")
+	fs.StringVar(&cfg.state, "state", ".anodyne-import-state.json", "with --server: file recording progress, for resuming")
+	fs.BoolVar(&cfg.quiet, "quiet", false, "no progress bar")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: anodyne import [flags] PATH...\n\nLoads NDJSON files (one resource per line, ids kept), Bundles (transaction\nand batch Bundles are processed as such) or folders of them.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := parseStoreCommand(fs, args, getenv); err != nil {
+		return err
+	}
+	if cfg.token == "" {
+		cfg.token = getenv("ANODYNE_TOKEN")
+	}
+	paths := fs.Args()
+	if len(paths) == 0 {
+		fs.Usage()
+		return errors.New("import: no PATH given")
+	}
+	bar := newProgressBar(stderr, cfg.quiet)
+	var (
+		rep fhir.ImportReport
+		err error
+	)
+	if cfg.server != "" {
+		rep, err = importRemote(ctx, cfg, paths, bar)
+	} else {
+		rep, err = importDirect(ctx, cfg, paths, bar, stderr)
+	}
+	bar.finish()
+	if rerr := printImportReport(stdout, cfg.report, rep); rerr != nil && err == nil {
+		err = rerr
+	}
+	if err != nil {
+		return fmt.Errorf("import interrupted (run the same command again to resume): %w", err)
+	}
+	if rep.Failed > 0 {
+		return fmt.Errorf("import: %d resources could not be imported", rep.Failed)
+	}
+	return nil
+}
+
+func importDirect(ctx context.Context, cfg importConfig, paths []string, bar *progressBar, stderr io.Writer) (fhir.ImportReport, error) {
+	be, _, err := openBackend(ctx, cfg.store)
+	if err != nil {
+		return fhir.ImportReport{}, err
+	}
+	defer be.Close()
+	srv, err := fhir.New(fhir.Config{
+		BaseURL: cfg.baseURL,
+		Backend: be,
+		Logger:  slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		return fhir.ImportReport{}, err
+	}
+	defer srv.Close()
+	return srv.Importer().ImportPaths(ctx, paths, fhir.ImportOptions{
+		BatchSize: cfg.batch,
+		Restart:   cfg.restart,
+		Progress: func(p fhir.ImportProgress) {
+			bar.update(p.BytesDone, p.Bytes, p.Stored, p.Failed)
+		},
+	})
+}
+
+func printImportReport(stdout io.Writer, path string, rep fhir.ImportReport) error {
+	rate := 0.0
+	if s := rep.Duration.Seconds(); s > 0 {
+		rate = float64(rep.Stored) / s
+	}
+	fmt.Fprintf(stdout, "imported %d resources from %d files in %s (%.0f resources/s); %d failed; %d skipped (imported by an earlier run)\n",
+		rep.Stored, rep.Files, rep.Duration.Round(time.Millisecond), rate, rep.Failed, rep.Skipped)
+	const shown = 20
+	for i, f := range rep.Failures {
+		if i == shown {
+			fmt.Fprintf(stdout, "... and %d more (see --report)\n", rep.Failed-shown)
+			break
+		}
+		what := ""
+		if f.Type != "" {
+			what = " " + f.Type + "/" + f.ID
+		}
+		fmt.Fprintf(stdout, "FAILED %s%s: %s\n", f.Where(), what, f.Reason)
+	}
+	if path == "" {
+		return nil
+	}
+	raw, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding the import report: %w", err)
+	}
+	if err := os.WriteFile(path, raw, 0o640); err != nil {
+		return fmt.Errorf("writing the import report: %w", err)
+	}
+	return nil
+}
+
+// importState records, per file content (fhir.ImportFileID), how many
+// resources a remote import has sent successfully.
+type importState map[string]struct {
+	Done     int  `json:"done"`
+	Complete bool `json:"complete"`
+}
+
+func loadImportState(path string) (importState, error) {
+	st := importState{}
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return st, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading import state: %w", err)
+	}
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return nil, fmt.Errorf("decoding import state %s: %w", path, err)
+	}
+	return st, nil
+}
+
+func (st importState) save(path string) error {
+	raw, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("encoding import state: %w", err)
+	}
+	// Write then rename, so that an interruption never leaves a torn file.
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, raw, 0o640); err != nil {
+		return fmt.Errorf("writing import state: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("writing import state: %w", err)
+	}
+	return nil
+}
+
+// remote talks to a running server.
+type remote struct {
+	base  string
+	token string
+	hc    *http.Client
+}
+
+func (r remote) do(ctx context.Context, method, url, contentType string, body []byte, hdr ...string) (*http.Response, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		return nil, nil, fmt.Errorf("building request: %w", err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	req.Header.Set("Accept", "application/fhir+json")
+	for _, h := range hdr {
+		k, v, _ := strings.Cut(h, ":")
+		req.Header.Set(strings.TrimSpace(k), strings.TrimSpace(v))
+	}
+	if r.token != "" {
+		req.Header.Set("Authorization", "Bearer "+r.token)
+	}
+	res, err := r.hc.Do(req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s %s: %w", method, url, err)
+	}
+	defer res.Body.Close()
+	raw, err := io.ReadAll(res.Body)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s %s: reading the answer: %w", method, url, err)
+	}
+	return res, raw, nil
+}
+
+// importRemote sends transaction and batch Bundles to the server's base
+// as they are, and every other resource in NDJSON chunks to $import.
+func importRemote(ctx context.Context, cfg importConfig, paths []string, bar *progressBar) (fhir.ImportReport, error) {
+	start := time.Now()
+	var rep fhir.ImportReport
+	rm := remote{base: strings.TrimRight(cfg.server, "/"), token: cfg.token, hc: &http.Client{Timeout: 10 * time.Minute}}
+	files, total, err := fhir.ImportFileList(paths)
+	if err != nil {
+		return rep, err
+	}
+	st, err := loadImportState(cfg.state)
+	if err != nil {
+		return rep, err
+	}
+	batch := cfg.batch
+	if batch <= 0 {
+		batch = 1000
+	}
+	var bytesDone int64
+	defer func() { rep.Duration = time.Since(start) }()
+	for _, path := range files {
+		info, err := os.Stat(path)
+		if err != nil {
+			return rep, fmt.Errorf("reading %s: %w", path, err)
+		}
+		id, err := fhir.ImportFileID(path)
+		if err != nil {
+			return rep, err
+		}
+		cp := st[id]
+		if cfg.restart {
+			cp.Done, cp.Complete = 0, false
+		}
+		if cp.Complete {
+			bytesDone += info.Size()
+			rep.Files++
+			continue
+		}
+		if strings.HasSuffix(path, ".json") {
+			sent, err := postBundle(ctx, rm, path, &rep)
+			if err != nil {
+				return rep, err
+			}
+			if sent {
+				cp.Complete = true
+				st[id] = cp
+				if err := st.save(cfg.state); err != nil {
+					return rep, err
+				}
+				bytesDone += info.Size()
+				rep.Files++
+				bar.update(bytesDone, total, rep.Stored, rep.Failed)
+				continue
+			}
+		}
+		// Units are sent in chunks; the state advances only after the
+		// server answered for a chunk, so a resumed run repeats at most
+		// one chunk (harmless: ids are kept, a repeat is a new version).
+		var chunk bytes.Buffer
+		var where []int // line or entry of each unit in the chunk
+		unitNo := 0
+		send := func() error {
+			if len(where) == 0 {
+				return nil
+			}
+			if err := postChunk(ctx, rm, path, chunk.Bytes(), where, &rep); err != nil {
+				return err
+			}
+			cp.Done = unitNo
+			st[id] = cp
+			chunk.Reset()
+			where = where[:0]
+			bar.update(bytesDone, total, rep.Stored, rep.Failed)
+			return st.save(cfg.state)
+		}
+		err = fhir.ReadImportFile(path, func(line, entry int, raw []byte) error {
+			unitNo++
+			if unitNo <= cp.Done {
+				rep.Skipped++
+				return nil
+			}
+			chunk.Write(raw)
+			chunk.WriteByte('\n')
+			if line > 0 {
+				where = append(where, line)
+			} else {
+				where = append(where, -1-entry)
+			}
+			if len(where) >= batch || chunk.Len() > 8<<20 {
+				return send()
+			}
+			return nil
+		})
+		if err == nil {
+			err = send()
+		}
+		if err != nil {
+			return rep, err
+		}
+		cp.Complete = true
+		st[id] = cp
+		if err := st.save(cfg.state); err != nil {
+			return rep, err
+		}
+		bytesDone += info.Size()
+		rep.Files++
+		bar.update(bytesDone, total, rep.Stored, rep.Failed)
+	}
+	return rep, nil
+}
+
+// postBundle sends a transaction or batch Bundle to the base; it reports
+// false for any other file, which then goes to $import.
+func postBundle(ctx context.Context, rm remote, path string, rep *fhir.ImportReport) (bool, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return false, fmt.Errorf("reading %s: %w", path, err)
+	}
+	var probe struct {
+		ResourceType string            `json:"resourceType"`
+		Type         string            `json:"type"`
+		Entry        []json.RawMessage `json:"entry"`
+	}
+	if json.Unmarshal(raw, &probe) != nil || probe.ResourceType != "Bundle" || (probe.Type != "transaction" && probe.Type != "batch") {
+		return false, nil
+	}
+	res, body, err := rm.do(ctx, http.MethodPost, rm.base, "application/fhir+json", raw, "Prefer: return=minimal")
+	if err != nil {
+		return false, err
+	}
+	if res.StatusCode == http.StatusNotImplemented && probe.Type == "transaction" {
+		return false, nil // the server's database has no transactions: send the resources
+	}
+	if res.StatusCode == http.StatusUnauthorized || res.StatusCode >= 500 {
+		return false, fmt.Errorf("%s: the server answered %d: %s", path, res.StatusCode, diagnostics(body))
+	}
+	if res.StatusCode != http.StatusOK {
+		rep.Failed += int64(len(probe.Entry))
+		rep.Failures = append(rep.Failures, fhir.ImportFailure{File: path, Entry: -1,
+			Reason: fmt.Sprintf("%s rejected with %d (%d entries not imported): %s", probe.Type, res.StatusCode, len(probe.Entry), diagnostics(body))})
+		return true, nil
+	}
+	var out struct {
+		Entry []struct {
+			Response struct {
+				Status  string          `json:"status"`
+				Outcome json.RawMessage `json:"outcome"`
+			} `json:"response"`
+		} `json:"entry"`
+	}
+	if err := json.Unmarshal(body, &out); err != nil {
+		return false, fmt.Errorf("%s: decoding the server's answer: %w", path, err)
+	}
+	for i, e := range out.Entry {
+		if strings.HasPrefix(e.Response.Status, "2") {
+			rep.Stored++
+			continue
+		}
+		rep.Failed++
+		rep.Failures = append(rep.Failures, fhir.ImportFailure{File: path, Entry: i, Reason: e.Response.Status + ": " + diagnostics(e.Response.Outcome)})
+	}
+	return true, nil
+}
+
+// postChunk sends NDJSON to $import and maps the failed lines of the
+// chunk back to the file (where[i] is a line, or -1-entry for a Bundle).
+func postChunk(ctx context.Context, rm remote, path string, chunk []byte, where []int, rep *fhir.ImportReport) error {
+	res, body, err := rm.do(ctx, http.MethodPost, rm.base+"/$import", "application/fhir+ndjson", chunk)
+	if err != nil {
+		return err
+	}
+	if res.StatusCode != http.StatusOK && res.StatusCode != http.StatusUnprocessableEntity {
+		return fmt.Errorf("%s: $import answered %d: %s", path, res.StatusCode, diagnostics(body))
+	}
+	var oo struct {
+		Issue []struct {
+			Severity    string `json:"severity"`
+			Diagnostics string `json:"diagnostics"`
+		} `json:"issue"`
+	}
+	if err := json.Unmarshal(body, &oo); err != nil {
+		return fmt.Errorf("%s: decoding the $import answer: %w", path, err)
+	}
+	failed := 0
+	for _, is := range oo.Issue {
+		var n int
+		var reason string
+		if is.Severity != "error" {
+			continue
+		}
+		if _, err := fmt.Sscanf(is.Diagnostics, "line %d:", &n); err != nil || n < 1 || n > len(where) {
+			return fmt.Errorf("%s: unexpected $import issue %q", path, is.Diagnostics)
+		}
+		_, reason, _ = strings.Cut(is.Diagnostics, ": ")
+		f := fhir.ImportFailure{File: path, Entry: -1, Reason: reason}
+		if w := where[n-1]; w > 0 {
+			f.Line = w
+		} else {
+			f.Entry = -1 - w
+		}
+		failed++
+		rep.Failed++
+		rep.Failures = append(rep.Failures, f)
+	}
+	rep.Stored += int64(len(where) - failed)
+	return nil
+}
+
+// diagnostics extracts the text of an OperationOutcome for messages.
+func diagnostics(raw []byte) string {
+	var oo struct {
+		Issue []struct {
+			Diagnostics string `json:"diagnostics"`
+		} `json:"issue"`
+	}
+	if json.Unmarshal(raw, &oo) == nil && len(oo.Issue) > 0 {
+		var parts []string
+		for _, is := range oo.Issue {
+			parts = append(parts, is.Diagnostics)
+		}
+		return strings.Join(parts, "; ")
+	}
+	s := strings.TrimSpace(string(raw))
+	if len(s) > 300 {
+		s = s[:300] + "…"
+	}
+	return s
+}
+
+// progressBar draws one self-updating line on a terminal.
+type progressBar struct {
+	w     io.Writer
+	on    bool
+	start time.Time
+	last  time.Time
+	drawn bool
+}
+
+func newProgressBar(w io.Writer, quiet bool) *progressBar {
+	on := false
+	if f, ok := w.(*os.File); ok && !quiet {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			on = true
+		}
+	}
+	return &progressBar{w: w, on: on, start: time.Now()}
+}
+
+func (p *progressBar) update(done, total, stored, failed int64) {
+	if !p.on || time.Since(p.last) < 100*time.Millisecond {
+		return
+	}
+	p.last = time.Now()
+	const width = 30
+	frac := 1.0
+	if total > 0 {
+		frac = min(float64(done)/float64(total), 1)
+	}
+	n := int(frac * width)
+	rate := float64(stored) / max(time.Since(p.start).Seconds(), 1e-3)
+	fmt.Fprintf(p.w, "\r[%s%s] %3.0f%%  %d resources  %.0f/s  %d failed ", strings.Repeat("#", n), strings.Repeat(".", width-n), frac*100, stored, rate, failed)
+	p.drawn = true
+}
+
+func (p *progressBar) finish() {
+	if p.drawn {
+		fmt.Fprintln(p.w)
+	}
+}
