@@ -2,6 +2,7 @@ package fhir
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -9,11 +10,34 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/anodyne-fhir/anodyne/conformance"
+	"github.com/anodyne-fhir/anodyne/storage"
 )
 
 // capabilities handles GET [base]/metadata.
 func (s *Server) capabilities(c echo.Context) error {
-	return writeRaw(c, http.StatusOK, s.capability)
+	// Custom SearchParameters change the registry while the server runs:
+	// once there are any, the statement is rebuilt so that it lists them
+	// (a few milliseconds, for a document clients fetch once).
+	if !s.hasCustomParams() {
+		return writeRaw(c, http.StatusOK, s.capability)
+	}
+	raw, err := s.capabilityStatement()
+	if err != nil {
+		return fmt.Errorf("building CapabilityStatement: %w", err)
+	}
+	return writeRaw(c, http.StatusOK, raw)
+}
+
+// hasCustomParams reports whether any parameter was added at runtime.
+func (s *Server) hasCustomParams() bool {
+	for _, t := range s.registry.ResourceTypes() {
+		for _, p := range s.registry.Params(t) {
+			if p.Custom {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // capabilityStatement generates the CapabilityStatement from the route
@@ -24,6 +48,8 @@ func (s *Server) capabilityStatement() ([]byte, error) {
 	var typeCodes, systemCodes, typeOps []string
 	for _, r := range routeTable() {
 		switch {
+		case r.code == "":
+			continue // not an interaction (status endpoints)
 		case strings.HasPrefix(r.code, "$"):
 			if r.level != levelSystem && !slices.Contains(typeOps, r.code) {
 				typeOps = append(typeOps, r.code)
@@ -98,6 +124,13 @@ func (s *Server) capabilityStatement() ([]byte, error) {
 		}
 		if len(params) > 0 {
 			r["searchParam"] = params
+			incs := []any{"*"}
+			for _, p := range s.registry.Params(typ) {
+				if p.Type == storage.KindReference {
+					incs = append(incs, typ+":"+p.Code)
+				}
+			}
+			r["searchInclude"] = incs
 		}
 		resources = append(resources, r)
 	}
@@ -109,6 +142,11 @@ func (s *Server) capabilityStatement() ([]byte, error) {
 			map[string]any{"name": "_count", "type": "number"},
 			map[string]any{"name": "_sort", "type": "string"},
 			map[string]any{"name": "_total", "type": "token"},
+			map[string]any{"name": "_summary", "type": "token"},
+			map[string]any{"name": "_elements", "type": "string"},
+			map[string]any{"name": "_type", "type": "token"},
+			map[string]any{"name": "_list", "type": "token"},
+			map[string]any{"name": "_has", "type": "string"},
 		},
 	}
 	if s.security != nil {

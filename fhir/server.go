@@ -181,6 +181,7 @@ func routeTable() []route {
 		{http.MethodGet, "", levelSystem, "search-system", (*Server).searchSystem},
 		{http.MethodPost, "/_search", levelSystem, "search-system", (*Server).searchSystem},
 		{http.MethodGet, "/:type/:id/:comp", levelType, "search-type", (*Server).searchCompartment},
+		{http.MethodGet, "/:type/:id/$reindex-status", levelInstance, "", (*Server).reindexStatus},
 		{http.MethodPost, "/:type", levelType, "create", (*Server).create},
 		{http.MethodGet, "/:type", levelType, "search-type", (*Server).searchType},
 		{http.MethodPost, "/:type/_search", levelType, "search-type", (*Server).searchType},

@@ -106,6 +106,17 @@ type Backend interface {
 	Close() error
 }
 
+// Reindexer is implemented by backends that can replace the index entries
+// of a stored version in place, without writing a new version; the server
+// uses it to make a SearchParameter created at runtime searchable over
+// existing resources. It returns ErrVersionConflict when version is not
+// the current version of Type/ID (a newer write already carries entries
+// extracted with the new parameter) and ErrNotFound when the resource is
+// absent or deleted.
+type Reindexer interface {
+	Reindex(ctx context.Context, typ, id string, version int64, index []Entry) error
+}
+
 // Capabilities describes what a backend deployment can do; the server uses
 // it to avoid claiming what it does not have (CapabilityStatement, transactions).
 type Capabilities struct {
