@@ -33,10 +33,11 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv, nil); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "anodyne:", err)
-		}
 		stop()
+		if errors.Is(err, flag.ErrHelp) {
+			return // --help asked for and printed: not a failure
+		}
+		fmt.Fprintln(os.Stderr, "anodyne:", err)
 		os.Exit(2)
 	}
 }
