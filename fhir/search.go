@@ -353,14 +353,6 @@ func (s *Server) searchParams(c echo.Context) (url.Values, error) {
 	return out, nil
 }
 
-// parseSearch compiles the parameters of a search of one type, for callers
-// that run the query themselves (conditional interactions). It is
-// compileSearch without a request context; prefer compileSearch, which
-// passes the caller's context to the look-ups that chains, :in and _list do.
-func (s *Server) parseSearch(typ string, params url.Values, strict bool) (searchRequest, error) {
-	return s.compileSearch(context.TODO(), s.newSearchDecisions(), []string{typ}, params, strict)
-}
-
 // compileSearch compiles the parameters of a search over types. Unknown or
 // unsupported parameters are dropped (and so absent from the self link,
 // which is how FHIR tells the client they were ignored), or rejected with
