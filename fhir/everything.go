@@ -203,21 +203,13 @@ func (s *Server) collectEverything(ctx context.Context, patients []storage.Recor
 	if len(refs) == 0 {
 		return out, nil
 	}
-	var compartment []storage.Record
-	for _, typ := range s.registry.ResourceTypes() {
-		links := s.registry.Compartment("Patient", typ)
-		if typ == "Patient" || len(links) == 0 || !wanted(typ) {
-			continue
-		}
-		recs, err := s.compartmentOf(ctx, typ, links, refs, o)
-		if err != nil {
+	compartment, err := s.compartmentRecords(ctx, refs, o, wanted)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range compartment {
+		if err := add(r); err != nil {
 			return nil, err
-		}
-		for _, r := range recs {
-			if err := add(r); err != nil {
-				return nil, err
-			}
-			compartment = append(compartment, r)
 		}
 	}
 	// One level of referenced resources outside the compartment. Other
@@ -259,71 +251,116 @@ func (s *Server) collectEverything(ctx context.Context, patients []storage.Recor
 	return out, nil
 }
 
-// compartmentOf searches one type for resources linked to the patients,
-// inside the caller's access; a type the caller may not search is empty.
-func (s *Server) compartmentOf(ctx context.Context, typ string, links, patients []string, o everythingOpts) ([]storage.Record, error) {
-	d, err := s.decide(ctx, ActionSearch, typ)
-	var fe *Error
-	if errors.As(err, &fe) && fe.Status == http.StatusForbidden {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
+// compartmentRecords finds the resources linked to the patients with
+// one search over every compartment type (one scan on a store without
+// indexes, instead of one per type), then keeps each record only if it
+// satisfies its own type's selection: its type's compartment links, the
+// start/end/_since bounds and the caller's filter for that type. The
+// search is the union of every type's links, so the check in Go is what
+// makes the result exact (a "subject" that links type A need not link B).
+// A type the caller may not search is left out.
+func (s *Server) compartmentRecords(ctx context.Context, patients []string, o everythingOpts, wanted func(string) bool) ([]storage.Record, error) {
 	value := strings.Join(patients, ",")
-	var ors []storage.Expr
-	for _, code := range links {
-		p, ok := s.registry.Param(typ, code)
-		if !ok || p.Type != storage.KindReference {
+	perType := map[string]storage.Expr{}
+	union := map[string]storage.Expr{}
+	var types []string
+	for _, typ := range s.registry.ResourceTypes() {
+		links := s.registry.Compartment("Patient", typ)
+		if typ == "Patient" || len(links) == 0 || !wanted(typ) {
 			continue
 		}
-		e, err := s.registry.Compile(typ, code, "", []string{value})
-		if err != nil {
-			return nil, fmt.Errorf("$everything: %s.%s: %w", typ, code, err)
+		d, err := s.decide(ctx, ActionSearch, typ)
+		var fe *Error
+		if errors.As(err, &fe) && fe.Status == http.StatusForbidden {
+			continue
 		}
-		ors = append(ors, e)
-	}
-	if len(ors) == 0 {
-		return nil, nil
-	}
-	filters := []storage.Expr{storage.Or{Exprs: ors}}
-	if dp, ok := s.registry.Param(typ, "date"); ok && dp.Type == storage.KindDate {
-		// start and end are about care dates (patient-operation-everything):
-		// they filter the types that have one; the others are all included.
-		for _, b := range []struct{ v, prefix string }{{o.start, "ge"}, {o.end, "le"}} {
-			if b.v == "" {
+		if err != nil {
+			return nil, err
+		}
+		var ors []storage.Expr
+		for _, code := range links {
+			p, ok := s.registry.Param(typ, code)
+			if !ok || p.Type != storage.KindReference {
 				continue
 			}
-			e, err := s.registry.Compile(typ, "date", "", []string{b.prefix + b.v})
+			e, err := s.registry.Compile(typ, code, "", []string{value})
 			if err != nil {
-				return nil, errBadRequest("start/end: %v", err)
+				return nil, fmt.Errorf("$everything: %s.%s: %w", typ, code, err)
+			}
+			ors = append(ors, e)
+			if _, ok := union[code]; !ok {
+				union[code] = e
+			}
+		}
+		if len(ors) == 0 {
+			continue
+		}
+		filters := []storage.Expr{storage.Or{Exprs: ors}}
+		if dp, ok := s.registry.Param(typ, "date"); ok && dp.Type == storage.KindDate {
+			// start and end are about care dates (patient-operation-everything):
+			// they filter the types that have one; the others are all included.
+			for _, b := range []struct{ v, prefix string }{{o.start, "ge"}, {o.end, "le"}} {
+				if b.v == "" {
+					continue
+				}
+				e, err := s.registry.Compile(typ, "date", "", []string{b.prefix + b.v})
+				if err != nil {
+					return nil, errBadRequest("start/end: %v", err)
+				}
+				filters = append(filters, e)
+			}
+		}
+		if o.since != "" {
+			e, err := s.registry.Compile(typ, "_lastUpdated", "", []string{"ge" + o.since})
+			if err != nil {
+				return nil, errBadRequest("_since: %v", err)
 			}
 			filters = append(filters, e)
 		}
-	}
-	if o.since != "" {
-		if _, ok := s.registry.Param(typ, "_lastUpdated"); !ok {
-			return nil, fmt.Errorf("$everything: %s has no _lastUpdated parameter", typ)
+		if d.Filter != nil {
+			filters = append(filters, d.Filter)
 		}
-		e, err := s.registry.Compile(typ, "_lastUpdated", "", []string{"ge" + o.since})
-		if err != nil {
-			return nil, errBadRequest("_since: %v", err)
-		}
-		filters = append(filters, e)
+		perType[typ] = storage.And{Exprs: filters}
+		types = append(types, typ)
 	}
-	if d.Filter != nil {
-		filters = append(filters, d.Filter)
+	if len(types) == 0 {
+		return nil, nil
+	}
+	codes := make([]string, 0, len(union))
+	for c := range union {
+		codes = append(codes, c)
+	}
+	slices.Sort(codes)
+	linked := make([]storage.Expr, len(codes))
+	for i, c := range codes {
+		linked[i] = union[c]
 	}
 	var out []storage.Record
 	cursor := ""
 	for {
 		page, err := s.backend.Search(ctx, storage.Query{
-			Types: []string{typ}, Filter: storage.And{Exprs: filters}, Count: maxCount, Cursor: cursor,
+			Types: types, Filter: storage.Or{Exprs: linked}, Count: maxCount, Cursor: cursor,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("$everything: searching %s: %w", typ, err)
+			return nil, fmt.Errorf("$everything: searching the compartment: %w", err)
 		}
-		out = append(out, page.Records...)
+		for _, rec := range page.Records {
+			res, err := decodeRecord(rec)
+			if err != nil {
+				return nil, err
+			}
+			entries, err := s.registry.Index(rec.Type, res)
+			if err != nil {
+				return nil, fmt.Errorf("$everything: indexing %s/%s: %w", rec.Type, rec.ID, err)
+			}
+			ok, err := storage.Matches(perType[rec.Type], rec.ID, entries)
+			if err != nil {
+				return nil, fmt.Errorf("$everything: checking %s/%s: %w", rec.Type, rec.ID, err)
+			}
+			if ok {
+				out = append(out, rec)
+			}
+		}
 		if page.Next == "" || len(out) > maxEverything {
 			return out, nil
 		}

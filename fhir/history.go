@@ -103,7 +103,9 @@ func (s *Server) history(c echo.Context, req storage.HistoryRequest, action, pat
 	// carried in the signed cursor): versions written while the client
 	// pages are newer than the pin, so no page repeats or shifts, and
 	// the next pass (_since = Bundle.meta.lastUpdated) picks them up.
-	req.Before = now()
+	// The pin is exclusive: one millisecond ahead keeps what was stamped
+	// in the current millisecond, such as the caller's own last write.
+	req.Before = now().Add(time.Millisecond)
 	if tok := q.Get(cursorParam); tok != "" {
 		payload, err := s.openCursor(binding, tok)
 		if err != nil {

@@ -62,11 +62,12 @@ type txEntry struct {
 	newID string // server-assigned id, stable across attempts
 
 	// Decided by plan.
-	claim  string
-	write  *storage.Write
-	wrote  bool
-	status int
-	rec    storage.Record // the version written, or the one matched or deleted
+	claim    string
+	write    *storage.Write
+	writeIdx int // position of write in the Commit
+	wrote    bool
+	status   int
+	rec      storage.Record // the version written, or the one matched or deleted
 }
 
 func (e *txEntry) label() string {
@@ -332,11 +333,9 @@ func (s *Server) runTransaction(ctx context.Context, entries []*txEntry) error {
 		if len(recs) != len(writes) {
 			return fmt.Errorf("committing %d writes: backend returned %d records", len(writes), len(recs))
 		}
-		i := 0
 		for _, e := range entries {
 			if e.write != nil {
-				e.rec, e.wrote = recs[i], true
-				i++
+				e.rec, e.wrote = recs[e.writeIdx], true
 			}
 		}
 		return nil
@@ -426,7 +425,7 @@ func (s *Server) plan(ctx context.Context, entries []*txEntry, useClaims bool) (
 			return nil, entryError(e, err)
 		}
 		if w != nil {
-			e.write = w
+			e.write, e.writeIdx = w, len(writes)
 			writes = append(writes, *w)
 		}
 	}
