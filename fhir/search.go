@@ -86,7 +86,13 @@ func (s *Server) searchSystem(c echo.Context) error {
 		}
 	}
 	if len(types) == 0 {
-		types = conformance.ResourceTypes()
+		// Every type that can carry index entries: Parameters and other
+		// types the registry does not know are never searchable.
+		for _, t := range s.registry.ResourceTypes() {
+			if isResourceType(t) {
+				types = append(types, t)
+			}
+		}
 	}
 	return s.searchWith(c, searchScope{path: "", types: types}, params)
 }
@@ -214,7 +220,7 @@ func (s *Server) searchWith(c echo.Context, sc searchScope, params url.Values) e
 		post = perType
 	}
 	qTypes := types
-	if len(sc.types) == len(conformance.ResourceTypes()) && len(types) == len(sc.types) && sc.path == "" {
+	if sc.path == "" && params.Get("_type") == "" && len(types) == len(sc.types) {
 		qTypes = nil // every type: let the backend skip the type condition
 	}
 	page, err := s.backend.Search(ctx, storage.Query{

@@ -157,6 +157,43 @@ func TestSearchEdgeCases(t *testing.T) {
 					t.Errorf("%s: status %d, want 400: %s", q, r.status, r.body)
 				}
 			}
+			// Ordered results: several sort keys, each direction.
+			ordered := []struct{ query, want string }{
+				{"/Observation?code=2708-6&_sort=code,-date", "o3,o2"},
+				{"/Observation?code=2708-6&_sort=code,date", "o2,o3"},
+				{"/Patient?_sort=-gender", "pe2,pe1"},
+				{"/Observation?_sort=-value-quantity,date&code:not=85354-9", "o3,o2,o1,o5"},
+			}
+			for _, tc := range ordered {
+				var ids []string
+				for _, g := range c.search(t, tc.query) {
+					ids = append(ids, g[strings.IndexByte(g, '/')+1:])
+				}
+				if strings.Join(ids, ",") != tc.want {
+					t.Errorf("%s: got %v, want %s", tc.query, ids, tc.want)
+				}
+			}
+			// _total: none omits it, accurate counts past the page.
+			if b := c.do("GET", "/Observation?_total=none&_count=1", "").expect(t, http.StatusOK).json(t); b["total"] != nil {
+				t.Errorf("_total=none: total %v", b["total"])
+			}
+			if b := c.do("GET", "/Observation?_total=accurate&_count=1", "").expect(t, http.StatusOK).json(t); fmt.Sprint(b["total"]) != "5" {
+				t.Errorf("_total=accurate: total %v", b["total"])
+			}
+			// _include=* follows every reference of the matches.
+			inc := c.do("GET", "/Observation?_id=o1&_include=*", "").expect(t, http.StatusOK).json(t)
+			if got := sorted(entryIDs(t, inc, "include")); strings.Join(got, ",") != "Patient/pe1,Patient/pe2" {
+				t.Errorf("_include=*: %v", got)
+			}
+			// System search on a parameter common to every type.
+			if got := c.search(t, "?_tag=http://example.org/tags|vip", "Prefer: handling=strict"); !slices.Equal(got, []string{"Patient/pe1"}) {
+				t.Errorf("system _tag search: %v", got)
+			}
+			// _summary=text keeps text and mandatory elements only; data drops text.
+			txt := c.do("GET", "/Observation?_id=o2&_summary=text", "").expect(t, http.StatusOK).json(t)
+			if r := get(txt, "entry", 0, "resource").(map[string]any); r["valueQuantity"] != nil || r["status"] == nil {
+				t.Errorf("_summary=text: %v", r)
+			}
 			// Strict handling names the unknown parameter.
 			r := c.do("GET", "/Patient?bogus=1&family=x", "", "Prefer: handling=strict").expect(t, http.StatusBadRequest)
 			if !strings.Contains(string(r.body), "bogus") {
