@@ -73,6 +73,7 @@ func (s *Server) compileChain(ctx context.Context, decs *searchDecisions, typ, h
 	}
 	restCode, _, _ := strings.Cut(rest, ":")
 	var alts []storage.Expr
+	refused := false
 	for _, t := range targets {
 		if !strings.HasPrefix(rest, "_has") && !strings.Contains(rest, ".") && restCode != "_list" {
 			if _, ok := s.registry.Param(t, restCode); !ok {
@@ -86,6 +87,7 @@ func (s *Server) compileChain(ctx context.Context, decs *searchDecisions, typ, h
 		if !td.allowed {
 			// Matching through a type the caller cannot read would reveal
 			// its contents; such targets simply match nothing.
+			refused = true
 			continue
 		}
 		inner, err := s.compileParam(ctx, decs, t, rest, values, depth+1)
@@ -99,6 +101,9 @@ func (s *Server) compileChain(ctx context.Context, decs *searchDecisions, typ, h
 		alts = append(alts, storage.Chain{Param: code, Target: t, Where: and(inner, td.filter)})
 	}
 	if len(alts) == 0 {
+		if refused {
+			return storage.Or{}, nil
+		}
 		if target != "" || len(targets) == 0 {
 			return nil, &ignored{why: fmt.Sprintf("%q is not a parameter of the types %s.%s refers to", rest, typ, code)}
 		}

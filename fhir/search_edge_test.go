@@ -194,6 +194,16 @@ func TestSearchEdgeCases(t *testing.T) {
 			if r := get(txt, "entry", 0, "resource").(map[string]any); r["valueQuantity"] != nil || r["status"] == nil {
 				t.Errorf("_summary=text: %v", r)
 			}
+			// Odd parameter names and values: answered, never a 5xx.
+			for _, q := range []string{"/Observation?_has:=1", "/Observation?subject.=1", "/Observation?.=1", "/Observation?subject:.name=1",
+				"/Observation?_include=:", "/Observation?_elements=", "/Observation?_sort=", "/Observation?_sort=-", "/Observation?subject:Patient.name.x=1",
+				"/Observation?_has:Observation:subject:_has:Observation:subject:_has:Observation:subject:_has:Observation:subject:_has:Observation:subject:code=1",
+				"/Observation?subject.subject.subject.subject.subject.subject=1", "/Observation?_list=a,b", "/Observation?code:in=", "/Patient/pe1/*?_type=Observation",
+				"?_type=", "/Patient/pe1/Observation?_include=Observation:subject&_revinclude=Observation:subject&_summary=data"} {
+				if r := c.do("GET", q, ""); r.status >= 500 {
+					t.Errorf("%s: status %d: %s", q, r.status, r.body)
+				}
+			}
 			// Strict handling names the unknown parameter.
 			r := c.do("GET", "/Patient?bogus=1&family=x", "", "Prefer: handling=strict").expect(t, http.StatusBadRequest)
 			if !strings.Contains(string(r.body), "bogus") {
@@ -233,6 +243,8 @@ func TestSearchAuthorization(t *testing.T) {
 		{"/Observation?performer:Patient.gender=female", ""},
 		// Organization is not granted at all: chains through it match nothing.
 		{"/Patient?organization.name=acme", ""},
+		{"/Patient?organization:Organization.name=acme", ""},
+		{"/Observation?subject:Patient.organization:Organization.name=acme", ""},
 		{"/Observation?subject:Patient.gender=female", "o1,o2,o3,o4"},
 		{"/Patient?_has:Observation:subject:code=2708-6", "pe1"},
 	}
