@@ -187,10 +187,12 @@ func (s *Server) searchWith(c echo.Context, sc searchScope, params url.Values) e
 	}
 	query := canonicalQuery(req.Kept)
 	binding := "search " + sc.path + "?" + query
-	if tok := params.Get(cursorParam); tok != "" {
-		if req.Cursor, err = s.openCursor(binding, tok); err != nil {
-			return err
-		}
+	stack, err := s.openPageStack(binding, params.Get(cursorParam))
+	if err != nil {
+		return err
+	}
+	if n := len(stack.Positions); n > 0 {
+		req.Cursor = stack.Positions[n-1]
 	}
 	filters := slices.Clone(req.Filters)
 	// When every type has the same selection it goes into the query as is;
@@ -244,7 +246,7 @@ func (s *Server) searchWith(c echo.Context, sc searchScope, params url.Values) e
 	if err != nil {
 		return err
 	}
-	b := newBundle("searchset", s.pageLinks(sc.path, binding, query, page.Next))
+	b := newBundle("searchset", s.searchLinks(sc.path, binding, query, stack, page.Next))
 	if req.Total && page.Total >= 0 && post == nil {
 		b["total"] = page.Total
 	}

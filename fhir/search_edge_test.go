@@ -344,6 +344,41 @@ func TestSearchPagingWhileWriting(t *testing.T) {
 			if seen["Patient/pg00a"] != 0 || seen["Patient/pg99"] != 1 {
 				t.Errorf("inserted before the cursor seen %d, after it %d; order %v", seen["Patient/pg00a"], seen["Patient/pg99"], order)
 			}
+			// previous links walk back through the same pages, and self
+			// reproduces its page.
+			link := func(b map[string]any, rel string) string {
+				for _, l := range get(b, "link").([]any) {
+					if get(l, "relation") == rel {
+						return get(l, "url").(string)
+					}
+				}
+				return ""
+			}
+			var pages [][]string
+			var last map[string]any
+			for u := c.base + "/Patient?family=Pagefam&_sort=family&_count=4"; u != ""; u = link(last, "next") {
+				last = c.do("GET", u, "").expect(t, http.StatusOK).json(t)
+				pages = append(pages, entryIDs(t, last, "match"))
+				if self := c.do("GET", link(last, "self"), "").expect(t, http.StatusOK).json(t); !slices.Equal(entryIDs(t, self, "match"), pages[len(pages)-1]) {
+					t.Errorf("self link of page %d does not reproduce it", len(pages))
+				}
+			}
+			if len(pages) < 3 {
+				t.Fatalf("want at least 3 pages, got %d", len(pages))
+			}
+			for i := len(pages) - 2; i >= 0; i-- {
+				prev := link(last, "previous")
+				if prev == "" {
+					t.Fatalf("page %d has no previous link", i+2)
+				}
+				last = c.do("GET", prev, "").expect(t, http.StatusOK).json(t)
+				if got := entryIDs(t, last, "match"); !slices.Equal(got, pages[i]) {
+					t.Errorf("previous to page %d: %v, want %v", i+1, got, pages[i])
+				}
+			}
+			if link(last, "previous") != "" {
+				t.Errorf("first page has a previous link")
+			}
 		})
 	}
 }
