@@ -9,8 +9,11 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
@@ -280,10 +283,8 @@ func (s *Server) transaction(c echo.Context, entries []*txEntry) error {
 		return newError(http.StatusNotImplemented, codeNotSupp,
 			"this database deployment cannot commit several writes atomically, so transaction Bundles are refused; send a batch instead")
 	}
-	for _, e := range entries {
-		if err := s.parseEntryResource(ctx, e); err != nil {
-			return err
-		}
+	if err := s.parseEntries(ctx, entries); err != nil {
+		return err
 	}
 	if err := s.runTransaction(ctx, entries); err != nil {
 		s.logTransaction(ctx, len(entries), err)
@@ -745,4 +746,37 @@ func (s *Server) atomicCommit(ctx context.Context) bool {
 		return d.Capabilities(ctx).AtomicCommit
 	}
 	return false
+}
+
+// parseEntries validates the resources of a transaction on every core:
+// validation is most of the CPU a transaction costs outside the database,
+// and the entries are independent. The error reported is the one of the
+// first failing entry in Bundle order, whatever the scheduling.
+func (s *Server) parseEntries(ctx context.Context, entries []*txEntry) error {
+	errs := make([]error, len(entries))
+	var next atomic.Int64
+	var failed atomic.Bool
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(entries)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !failed.Load() {
+				i := int(next.Add(1) - 1)
+				if i >= len(entries) {
+					return
+				}
+				if errs[i] = s.parseEntryResource(ctx, entries[i]); errs[i] != nil {
+					failed.Store(true)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
