@@ -493,21 +493,78 @@ func (im *Importer) run(ctx context.Context, src *importSource, next unitReader,
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
+	// Two stages: this goroutine commits batch k while the producer
+	// validates and indexes batch k+1 on the other cores. The channel
+	// holds one batch, so memory stays bounded.
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ready := make(chan readyBatch, 1)
+	produced := make(chan error, 1)
+	go func() {
+		defer close(ready)
+		produced <- im.produce(pctx, src, next, batchSize, workers, ready)
+	}()
+	var err error
+	for rb := range ready {
+		if err != nil {
+			continue // drain, so that the producer can finish
+		}
+		rep.Skipped += rb.skipped
+		if rb.unreadable != nil {
+			im.fail(rep, *rb.unreadable)
+		}
+		if len(rb.items) > 0 {
+			if err = im.commitBatch(ctx, src.name, rb.items, rb.at, rep); err != nil {
+				cancel()
+				continue
+			}
+		}
+		if rb.next > 0 {
+			if err = save(rb.next, false); err != nil {
+				cancel()
+				continue
+			}
+		}
+		progress(rb.offset)
+	}
+	if perr := <-produced; err == nil {
+		err = perr
+	}
+	return err
+}
+
+// readyBatch is a batch validated and indexed, waiting for its commit.
+type readyBatch struct {
+	items   []prepared
+	at      time.Time
+	next    int   // units consumed once this batch is committed (checkpoint)
+	offset  int64 // input offset after the batch (progress)
+	skipped int64
+	// unreadable reports an input that could not be read further.
+	unreadable *ImportFailure
+}
+
+// produce reads units, skips those committed before (resume), and hands
+// prepared batches to the committer.
+func (im *Importer) produce(ctx context.Context, src *importSource, next unitReader, batchSize, workers int, ready chan<- readyBatch) error {
 	batch := make([]unit, 0, batchSize)
-	var offset int64
-	flush := func() error {
-		if len(batch) == 0 {
+	var skipped int64
+	send := func(rb readyBatch) error {
+		select {
+		case ready <- rb:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	flush := func(offset int64) error {
+		if len(batch) == 0 && skipped == 0 {
 			return nil
 		}
-		if err := im.importBatch(ctx, src.name, batch, workers, rep); err != nil {
-			return err
-		}
-		batch = batch[:0]
-		if err := save(src.next, false); err != nil {
-			return err
-		}
-		progress(offset)
-		return nil
+		at := now()
+		rb := readyBatch{items: im.prepareBatch(ctx, batch, workers, at), at: at, next: src.next, offset: offset, skipped: skipped}
+		batch, skipped = make([]unit, 0, batchSize), 0
+		return send(rb)
 	}
 	for {
 		if err := ctx.Err(); err != nil {
@@ -515,29 +572,28 @@ func (im *Importer) run(ctx context.Context, src *importSource, next unitReader,
 		}
 		u, off, err := next()
 		if errors.Is(err, io.EOF) {
-			offset = off
-			break
+			return flush(off)
 		}
 		if err != nil {
-			// The input itself is unreadable: reported, not fatal to
-			// the other files.
-			im.fail(rep, ImportFailure{File: src.name, Entry: -1, Line: u.line, Reason: err.Error()})
-			return nil
+			// The input itself is unreadable: what was read is
+			// imported, the rest reported, the other files go on.
+			if ferr := flush(off); ferr != nil {
+				return ferr
+			}
+			return send(readyBatch{offset: off, unreadable: &ImportFailure{File: src.name, Entry: -1, Line: u.line, Reason: err.Error()}})
 		}
-		offset = off
 		src.next++
 		if src.next <= src.skip {
-			rep.Skipped++
+			skipped++
 			continue
 		}
 		batch = append(batch, u)
 		if len(batch) == batchSize {
-			if err := flush(); err != nil {
+			if err := flush(off); err != nil {
 				return err
 			}
 		}
 	}
-	return flush()
 }
 
 func (im *Importer) fail(rep *ImportReport, f ImportFailure) {
@@ -547,11 +603,8 @@ func (im *Importer) fail(rep *ImportReport, f ImportFailure) {
 	}
 }
 
-// importBatch validates and indexes the units in parallel, then commits
-// them: in one Commit when the backend can, else one by one.
-func (im *Importer) importBatch(ctx context.Context, file string, batch []unit, workers int, rep *ImportReport) error {
-	s := im.s
-	at := now()
+// prepareBatch validates and indexes units in parallel.
+func (im *Importer) prepareBatch(ctx context.Context, batch []unit, workers int, at time.Time) []prepared {
 	out := make([]prepared, len(batch))
 	var wg sync.WaitGroup
 	work := make(chan int)
@@ -569,13 +622,31 @@ func (im *Importer) importBatch(ctx context.Context, file string, batch []unit, 
 	}
 	close(work)
 	wg.Wait()
+	return out
+}
 
+// commitBatch commits prepared resources: in one Commit when the backend
+// can, else (or when some already exist) one by one.
+func (im *Importer) commitBatch(ctx context.Context, file string, out []prepared, at time.Time, rep *ImportReport) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// Failures are reported only once the batch is through: a batch that
+	// is interrupted is read again on resume and would report them twice.
+	var failures []ImportFailure
+	var stored int64
+	defer func() {
+		rep.Stored += stored
+		for _, f := range failures {
+			im.fail(rep, f)
+		}
+	}()
 	var writes []storage.Write
 	var ok []*prepared
 	for i := range out {
 		p := &out[i]
 		if p.err != nil {
-			im.fail(rep, failureOf(file, p))
+			failures = append(failures, failureOf(file, p))
 			continue
 		}
 		writes = append(writes, p.write)
@@ -585,28 +656,30 @@ func (im *Importer) importBatch(ctx context.Context, file string, batch []unit, 
 		return nil
 	}
 	if len(writes) > 1 {
-		_, err := s.backend.Commit(ctx, writes...)
+		_, err := im.s.backend.Commit(ctx, writes...)
 		if err == nil {
-			rep.Stored += int64(len(writes))
+			stored = int64(len(writes))
 			return nil
 		}
 		// Some resources exist already (a re-import), the batch repeats an
 		// id, or the backend cannot commit several writes at once: fall
 		// back to one write at a time for this batch.
 		if !errors.Is(err, storage.ErrVersionConflict) && !errors.Is(err, storage.ErrUnsupported) && !errors.Is(err, storage.ErrDuplicateClaim) {
+			failures = nil
 			return fmt.Errorf("committing a batch of %d resources from %s: %w", len(writes), file, err)
 		}
 	}
 	for _, p := range ok {
 		if err := im.commitUpsert(ctx, p, at); err != nil {
 			if ctx.Err() != nil {
+				failures = nil
 				return ctx.Err()
 			}
 			p.err = err
-			im.fail(rep, failureOf(file, p))
+			failures = append(failures, failureOf(file, p))
 			continue
 		}
-		rep.Stored++
+		stored++
 	}
 	return nil
 }

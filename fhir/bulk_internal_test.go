@@ -1,0 +1,98 @@
+package fhir
+
+import (
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/anodyne-fhir/anodyne/storage"
+)
+
+// TestExprCodec: every node kind survives the round trip through the job
+// record, and corrupt records are errors, not panics.
+func TestExprCodec(t *testing.T) {
+	cases := []storage.Expr{
+		nil,
+		storage.IDs{IDs: []string{"a", "b"}},
+		storage.Match{Param: "subject", Kind: storage.KindReference, Cond: storage.And{Exprs: []storage.Expr{
+			storage.Cmp{Field: storage.FieldRefType, Op: storage.OpEq, Value: "Patient"},
+			storage.Or{Exprs: []storage.Expr{storage.Cmp{Field: storage.FieldRefID, Op: storage.OpEq, Value: "p1"}}},
+		}}},
+		storage.Not{Expr: storage.Match{Param: "date", Kind: storage.KindDate, Cond: storage.Cmp{Field: storage.FieldLow, Op: storage.OpGe, Value: int64(-5)}}},
+		storage.Match{Param: "value-quantity", Kind: storage.KindQuantity, Cond: storage.Cmp{Field: storage.FieldNum, Op: storage.OpLt, Value: 1.5}},
+		storage.Match{Param: "combo", Kind: storage.KindComposite, Cond: storage.Part{Index: 1, Cond: storage.Cmp{Field: storage.FieldCode, Op: storage.OpEq, Value: "x"}}},
+		storage.Chain{Param: "subject", Target: "Patient", Where: storage.Match{Param: "name", Kind: storage.KindString}},
+		storage.Has{Type: "Observation", Param: "patient", Where: storage.IDs{IDs: []string{"o"}}},
+		storage.And{},
+	}
+	for _, e := range cases {
+		raw, err := encodeExpr(e)
+		if err != nil {
+			t.Fatalf("encode %v: %v", e, err)
+		}
+		back, err := decodeExpr(raw)
+		if err != nil {
+			t.Fatalf("decode %s: %v", raw, err)
+		}
+		if (e == nil) != (back == nil) || e != nil && back.String() != e.String() {
+			t.Errorf("round trip of %v gave %v", e, back)
+		}
+	}
+	if _, err := encodeExpr(storage.Cmp{Field: storage.FieldCode, Op: storage.OpEq, Value: 3}); err == nil {
+		t.Error("an int value (not int64) must not be stored silently")
+	}
+	deep := strings.Repeat(`{"op":"not","expr":`, maxExprDepth+2) + `{"op":"ids"}` + strings.Repeat("}", maxExprDepth+2)
+	for _, bad := range []string{`{"op":"xor"}`, `{"op":"cmp","field":1}`, `{"op":"not"}`, `[`, deep} {
+		if _, err := decodeExpr(json.RawMessage(bad)); err == nil {
+			t.Errorf("decodeExpr(%.40s) succeeded", bad)
+		}
+	}
+}
+
+func TestSplitTypeFilters(t *testing.T) {
+	cases := []struct {
+		in   string
+		want []string
+	}{
+		{"Observation?code=a", []string{"Observation?code=a"}},
+		{"Observation?code=a,b", []string{"Observation?code=a,b"}},
+		{"Observation?code=a,b,Condition?clinical-status=active", []string{"Observation?code=a,b", "Condition?clinical-status=active"}},
+		{"Observation?code=a,NotAType?x=1", []string{"Observation?code=a,NotAType?x=1"}},
+	}
+	for _, tc := range cases {
+		if got := splitTypeFilters(tc.in); !slices.Equal(got, tc.want) {
+			t.Errorf("splitTypeFilters(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestFlattenBundle(t *testing.T) {
+	bundle := `{"resourceType":"Bundle","type":"transaction","entry":[
+	 {"fullUrl":"urn:uuid:11111111-2222-3333-4444-555555555555","resource":{"resourceType":"Patient"},"request":{"method":"POST","url":"Patient"}},
+	 {"fullUrl":"urn:uuid:aaaaaaaa-2222-3333-4444-555555555555","resource":{"resourceType":"Observation","status":"final","code":{"text":"x"},
+	   "subject":{"reference":"urn:uuid:11111111-2222-3333-4444-555555555555"},"hasMember":[{"reference":"urn:uuid:unknown"}]},"request":{"method":"POST","url":"Observation"}},
+	 {"fullUrl":"http://other/fhir/Encounter/e1","resource":{"resourceType":"Encounter","id":"given","subject":{"reference":"urn:uuid:11111111-2222-3333-4444-555555555555"}},"request":{"method":"PUT","url":"Encounter/e9"}}]}`
+	out, err := FlattenBundle([]byte(bundle))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		`"id":"11111111-2222-3333-4444-555555555555"`,
+		`"subject":{"reference":"Patient/11111111-2222-3333-4444-555555555555"}`,
+		`"id":"e9"`,
+	}
+	for i, w := range want {
+		if !strings.Contains(string(out[i]), w) {
+			t.Errorf("entry %d: %s lacks %s", i, out[i], w)
+		}
+	}
+	if !strings.Contains(string(out[1]), `"urn:uuid:unknown"`) {
+		t.Errorf("a reference to no entry must be left alone: %s", out[1])
+	}
+	for _, bad := range []string{`{"resourceType":"Patient"}`, `{"resourceType":"Bundle","entry":[{"request":{"method":"DELETE","url":"Patient/1"}}]}`, `[1]`, `{`} {
+		if _, err := FlattenBundle([]byte(bad)); err == nil {
+			t.Errorf("FlattenBundle(%s) succeeded", bad)
+		}
+	}
+}
