@@ -1,12 +1,22 @@
 package fhir
 
 import (
+	"context"
 	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/anodyne-fhir/anodyne/conformance"
 	"github.com/anodyne-fhir/anodyne/storage"
+	"github.com/anodyne-fhir/anodyne/storage/sqlite"
 )
 
 // TestExprCodec: every node kind survives the round trip through the job
@@ -94,5 +104,109 @@ func TestFlattenBundle(t *testing.T) {
 		if _, err := FlattenBundle([]byte(bad)); err == nil {
 			t.Errorf("FlattenBundle(%s) succeeded", bad)
 		}
+	}
+}
+
+// TestExportResumesFromCheckpoint: a job whose first query group finished
+// before the process stopped, and whose second was half written, is
+// completed by the next process from its checkpoint: the finished file is
+// kept as it was, the half-written one is rewritten.
+func TestExportResumesFromCheckpoint(t *testing.T) {
+	ctx := context.Background()
+	be, err := sqlite.Open(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	dir := t.TempDir()
+	cfg := Config{BaseURL: "http://anodyne.test", Backend: be, ExportDir: dir, ExportWorkers: -1,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	s1, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, body := range []string{
+		`{"resourceType":"Patient","id":"p1"}`, `{"resourceType":"Patient","id":"p2"}`,
+		`{"resourceType":"Observation","id":"o1","status":"final","code":{"text":"x"}}`,
+		`{"resourceType":"Observation","id":"o2","status":"final","code":{"text":"x"}}`,
+		`{"resourceType":"Observation","id":"o3","status":"preliminary","code":{"text":"x"}}`,
+	} {
+		parsed, issues := s1.validator.Validate(ctx, []byte(body))
+		if conformance.HasErrors(issues) {
+			t.Fatalf("resource %d: %v", i, issues)
+		}
+		w, err := s1.prepare(parsed.Type, parsed.ID, parsed.Resource, 0, now(), http.MethodPut)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s1.commitOne(ctx, w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	q := url.Values{"_type": {"Patient,Observation"}, "_typeFilter": {"Observation?status=final"}}
+	job, err := s1.planExport(ctx, "system", nil, q, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(job.Groups) != 2 {
+		t.Fatalf("groups %+v, want one per distinct filter", job.Groups)
+	}
+	jobDir := s1.bulk.jobDir(job.ID)
+	if err := os.MkdirAll(jobDir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	outs, err := s1.bulk.runGroup(ctx, &job, jobDir, job.Groups[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	job.Output, job.Next, job.Status = outs, 1, jobRunning
+	if err := s1.bulk.save(ctx, job); err != nil {
+		t.Fatal(err)
+	}
+	half := filepath.Join(jobDir, "Observation.ndjson")
+	if err := os.WriteFile(half, []byte(`{"resourceType":"Observation","id":"o1"`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	first := filepath.Join(jobDir, outs[0].File)
+	before, err := os.Stat(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s1.Close()
+
+	cfg.ExportWorkers = 0
+	s2, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		job, err = s2.bulk.load(ctx, job.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if job.Status == jobDone || job.Status == jobFailed || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if job.Status != jobDone || job.Exported != 4 {
+		t.Fatalf("job %s, exported %d, failure %q", job.Status, job.Exported, job.Failure)
+	}
+	got := map[string]int64{}
+	for _, o := range job.Output {
+		got[o.Type] = o.Count
+	}
+	if got["Patient"] != 2 || got["Observation"] != 2 {
+		t.Errorf("outputs %v", got)
+	}
+	after, err := os.Stat(first)
+	if err != nil || !after.ModTime().Equal(before.ModTime()) {
+		t.Errorf("the finished file was rewritten (%v)", err)
+	}
+	raw, err := os.ReadFile(half)
+	if err != nil || strings.Count(string(raw), "\n") != 2 || !strings.Contains(string(raw), `"id":"o2"`) {
+		t.Errorf("half-written file not redone: %q (%v)", raw, err)
 	}
 }
