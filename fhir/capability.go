@@ -46,6 +46,7 @@ func (s *Server) hasCustomParams() bool {
 // understands), so that it claims nothing the server does not do.
 func (s *Server) capabilityStatement() ([]byte, error) {
 	var typeCodes, systemCodes, typeOps []string
+	bundles := false
 	for _, r := range routeTable() {
 		switch {
 		case r.code == "":
@@ -55,12 +56,7 @@ func (s *Server) capabilityStatement() ([]byte, error) {
 				typeOps = append(typeOps, r.code)
 			}
 		case r.code == "transaction":
-			// One route serves both Bundle types; a transaction is claimed
-			// only on a store whose multi-write commit is all-or-nothing.
-			if s.atomicCommit(context.Background()) {
-				systemCodes = append(systemCodes, "transaction")
-			}
-			systemCodes = append(systemCodes, "batch")
+			bundles = true
 		case r.level == levelSystem:
 			if r.code != "capabilities" && !slices.Contains(systemCodes, r.code) {
 				systemCodes = append(systemCodes, r.code)
@@ -70,6 +66,14 @@ func (s *Server) capabilityStatement() ([]byte, error) {
 				typeCodes = append(typeCodes, r.code)
 			}
 		}
+	}
+	if bundles {
+		// One route serves both Bundle types; a transaction is claimed
+		// only on a store whose multi-write commit is all-or-nothing.
+		if s.atomicCommit(context.Background()) {
+			systemCodes = append(systemCodes, "transaction")
+		}
+		systemCodes = append(systemCodes, "batch")
 	}
 	interactions := func(codes []string) []any {
 		out := make([]any, len(codes))

@@ -101,6 +101,16 @@ func conditionalQuery(c echo.Context, typ string) (url.Values, error) {
 	return conditionalParams(typ, c.Request().URL.RawQuery)
 }
 
+// requireCriteria answers PUT or DELETE on a type without criteria as the
+// method it then is: not allowed on that URL.
+func requireCriteria(c echo.Context) error {
+	if c.Request().URL.RawQuery == "" {
+		r := c.Request()
+		return newError(http.StatusMethodNotAllowed, codeNotSupp, "%s %s needs search criteria (a conditional %s)", r.Method, r.URL.Path, strings.ToLower(r.Method))
+	}
+	return nil
+}
+
 // createConditional handles POST [type] with If-None-Exist.
 func (s *Server) createConditional(c echo.Context, typ string, raw []byte, criteria string) error {
 	e := &txEntry{n: -1, method: http.MethodPost, typ: typ, raw: raw, ifNoneExist: criteria}
@@ -109,6 +119,9 @@ func (s *Server) createConditional(c echo.Context, typ string, raw []byte, crite
 
 // conditionalUpdate handles PUT [type]?criteria.
 func (s *Server) conditionalUpdate(c echo.Context) error {
+	if err := requireCriteria(c); err != nil {
+		return err
+	}
 	typ, err := resourceType(c)
 	if err != nil {
 		return err
@@ -133,6 +146,9 @@ func (s *Server) conditionalUpdate(c echo.Context) error {
 // successful no-op, one match is deleted, several are refused with 412
 // (the server does not delete several resources at once).
 func (s *Server) conditionalDelete(c echo.Context) error {
+	if err := requireCriteria(c); err != nil {
+		return err
+	}
 	typ, err := resourceType(c)
 	if err != nil {
 		return err

@@ -378,7 +378,8 @@ func TestConditionalWrites(t *testing.T) {
 			c.do("DELETE", "/Patient?identifier=urn:mrn|C-1", "").expect(t, http.StatusNoContent) // 0 matches
 			// Criteria the server would ignore are refused, not widened.
 			c.do("DELETE", "/Patient?no-such-param=1", "").expect(t, http.StatusBadRequest).outcome(t)
-			c.do("DELETE", "/Patient", "").expect(t, http.StatusBadRequest).outcome(t)
+			c.do("DELETE", "/Patient", "").expect(t, http.StatusMethodNotAllowed).outcome(t)
+			c.do("DELETE", "/Patient?_format=json", "").expect(t, http.StatusBadRequest).outcome(t)
 			c.do("PUT", "/Patient?identifier=urn:mrn|C-9", `{"resourceType":"Patient","id":"c9","identifier":[{"system":"urn:mrn","value":"C-9"}]}`).expect(t, http.StatusCreated)
 			c.do("GET", "/Patient/c9", "").expect(t, http.StatusOK)
 			c.do("PUT", "/Patient?identifier=urn:mrn|C-9", `{"resourceType":"Patient","id":"other","identifier":[{"system":"urn:mrn","value":"C-9"}]}`).expect(t, http.StatusBadRequest)
