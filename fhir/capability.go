@@ -140,6 +140,7 @@ func (s *Server) capabilityStatement() ([]byte, error) {
 	}
 	rest := map[string]any{
 		"mode":        "server",
+		"compartment": compartmentURLs(),
 		"resource":    resources,
 		"interaction": interactions(systemCodes),
 		"searchParam": []any{
@@ -173,4 +174,14 @@ func (s *Server) capabilityStatement() ([]byte, error) {
 		"rest":        []any{rest},
 	}
 	return encodeResource(cs)
+}
+
+// compartmentURLs names the CompartmentDefinitions that compartment search
+// (GET [base]/[Compartment]/[id]/[type]) implements.
+func compartmentURLs() []any {
+	out := make([]any, len(compartmentTypes))
+	for i, c := range compartmentTypes {
+		out[i] = "http://hl7.org/fhir/CompartmentDefinition/" + strings.ToLower(c[:1]) + c[1:]
+	}
+	return out
 }
