@@ -234,7 +234,7 @@ func (s *Server) collectEverything(ctx context.Context, patients []storage.Recor
 			if err != nil {
 				return nil, fmt.Errorf("$everything: reading %s: %w", ref, err)
 			}
-			if r.Deleted {
+			if r.Deleted || o.since != "" && r.LastUpdated.Before(mustTime(o.since)) {
 				continue
 			}
 			ok, err := guard.allows(ctx, r)

@@ -372,6 +372,7 @@ func (s *Server) plan(ctx context.Context, entries []*txEntry, useClaims bool) (
 	// any entry, whatever its processing order.
 	refs := map[string]string{}
 	owner := map[string]*txEntry{}
+	claims := map[string]*txEntry{}
 	for _, e := range order {
 		e.claim, e.write, e.wrote, e.status, e.rec = "", nil, false, 0, storage.Record{}
 		if e.method == http.MethodPatch {
@@ -384,6 +385,14 @@ func (s *Server) plan(ctx context.Context, entries []*txEntry, useClaims bool) (
 		}
 		if err := s.resolveIdentity(ctx, e, useClaims); err != nil {
 			return nil, entryError(e, err)
+		}
+		if e.claim != "" {
+			// Two creates on the same criteria in one transaction would
+			// each see no match and both claim the key.
+			if o, dup := claims[e.claim]; dup {
+				return nil, entryError(e, errBadRequest("the same conditional criteria as %s; a transaction may create a resource for them once", o.label()))
+			}
+			claims[e.claim] = e
 		}
 		if e.id == "" {
 			continue

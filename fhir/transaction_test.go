@@ -200,6 +200,7 @@ func TestTransactionAllOrNothing(t *testing.T) {
 		{"unresolved urn:uuid", postEntry("urn:uuid:44444444-4444-4444-8444-444444444444", txObs("urn:uuid:99999999-9999-4999-8999-999999999999", "1")), http.StatusBadRequest, "names no entry"},
 		{"If-Match on a missing resource", `{"resource":` + patientJSON("nope", "Rollback") + `,"request":{"method":"PUT","url":"Patient/nope","ifMatch":"W/\"3\""}}`, http.StatusPreconditionFailed, "entry 2"},
 		{"conditional reference without match", postEntry("urn:uuid:55555555-5555-4555-8555-555555555555", txObs("Patient?identifier=urn:x|missing", "1")), http.StatusPreconditionFailed, "matches 0"},
+		{"same criteria twice", `{"resource":{"resourceType":"Patient","identifier":[{"system":"urn:x","value":"1"}],"name":[{"family":"Rollback"}]},"request":{"method":"POST","url":"Patient","ifNoneExist":"identifier=urn:x|1"}},{"resource":{"resourceType":"Patient","name":[{"family":"Rollback"}]},"request":{"method":"PUT","url":"Patient?identifier=urn:x|1"}}`, http.StatusBadRequest, "criteria"},
 		{"same resource twice", `{"resource":` + patientJSON("twice", "Rollback") + `,"request":{"method":"PUT","url":"Patient/twice"}},{"resource":` + patientJSON("twice", "Rollback") + `,"request":{"method":"PUT","url":"Patient/twice"}}`, http.StatusBadRequest, "once"},
 		{"unknown type", `{"request":{"method":"DELETE","url":"Nonsense/1"}}`, http.StatusNotFound, "Nonsense"},
 		{"bad method", `{"request":{"method":"BREW","url":"Patient/1"}}`, http.StatusBadRequest, "BREW"},
@@ -577,6 +578,10 @@ func TestEverything(t *testing.T) {
 			b := c.do("GET", "/Patient/"+pid+"/$everything?_type=Encounter,Practitioner", "").expect(t, http.StatusOK).json(t)
 			if fmt.Sprint(b["total"]) != fmt.Sprint(byType["Encounter"]+byType["Practitioner"]) {
 				t.Errorf("_type filter: total %v", b["total"])
+			}
+			future := url.QueryEscape(time.Now().Add(time.Hour).UTC().Format(time.RFC3339))
+			if b := c.do("GET", "/Patient/"+pid+"/$everything?_since="+future, "").expect(t, http.StatusOK).json(t); fmt.Sprint(b["total"]) != "0" {
+				t.Errorf("_since in the future: total %v", b["total"])
 			}
 			c.do("GET", "/Patient/nobody/$everything", "").expect(t, http.StatusNotFound)
 			c.do("GET", "/Observation/x/$everything", "").expect(t, http.StatusNotFound)
