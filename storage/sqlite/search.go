@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -41,7 +42,20 @@ func unsupported(format string, args ...any) error {
 func (b *sqlb) resource(e storage.Expr, r string) error {
 	switch x := e.(type) {
 	case storage.And:
-		return b.list(x.Exprs, " AND ", "1", func(s storage.Expr) error { return b.resource(s, r) })
+		// SQLite materializes every "pk IN (subquery)" of a conjunction in
+		// full before intersecting them, so one unselective condition
+		// (code=pain score: half the Observations) costs as much as the
+		// whole table. One conjunct, the likeliest to be selective, drives
+		// the query as an IN list; the other plain matches become EXISTS
+		// probes on (res_pk, param), a few index lookups per candidate.
+		drive, i := driver(x.Exprs), -1
+		return b.list(x.Exprs, " AND ", "1", func(s storage.Expr) error {
+			i++
+			if m, ok := s.(storage.Match); ok && drive >= 0 && i != drive && m.Kind != storage.KindComposite {
+				return b.matchExists(m, r)
+			}
+			return b.resource(s, r)
+		})
 	case storage.Or:
 		return b.list(x.Exprs, " OR ", "0", func(s storage.Expr) error { return b.resource(s, r) })
 	case storage.Not:
@@ -111,6 +125,82 @@ func (b *sqlb) resource(e storage.Expr, r string) error {
 		return unsupported("%T is not a resource-level expression", e)
 	}
 	return nil
+}
+
+// matchExists writes a non-composite Match as a probe correlated on the
+// resource, for conjuncts that do not drive the query.
+func (b *sqlb) matchExists(x storage.Match, r string) error {
+	t, ok := tableOf(x.Kind)
+	if !ok {
+		return unsupported("match %q: kind %v", x.Param, x.Kind)
+	}
+	e := b.alias("e")
+	b.w("EXISTS (SELECT 1 FROM "+t.name+" "+e+" WHERE "+e+".res_pk = "+r+".pk AND "+e+".param = ?", x.Param)
+	if x.Cond != nil {
+		b.w(" AND ")
+		if err := b.entry(x.Cond, t, e, false); err != nil {
+			return fmt.Errorf("match %q: %w", x.Param, err)
+		}
+	}
+	b.w(")")
+	return nil
+}
+
+// driver picks the conjunct that should drive a conjunction: ids, then an
+// exact reference, a chain or _has, a code, a string or uri, and last
+// ranges. Without statistics SQLite cannot tell them apart; the kind of
+// condition is a good proxy for its selectivity in clinical data. -1 when
+// no conjunct can drive (only Or and Not).
+func driver(es []storage.Expr) int {
+	best, bestScore := -1, 100
+	for i, e := range es {
+		score := 100
+		switch x := e.(type) {
+		case storage.IDs:
+			score = 0
+		case storage.Chain, storage.Has:
+			score = 3
+		case storage.Match:
+			switch {
+			case x.Cond == nil:
+				score = 6
+			case x.Kind == storage.KindReference && hasEq(x.Cond, storage.FieldRefID, storage.FieldRefURL):
+				score = 1
+			case x.Kind == storage.KindToken && hasEq(x.Cond, storage.FieldCode):
+				score = 2
+			case x.Kind == storage.KindString || x.Kind == storage.KindURI:
+				score = 4
+			default:
+				score = 5
+			}
+		}
+		if score < bestScore {
+			best, bestScore = i, score
+		}
+	}
+	return best
+}
+
+// hasEq reports whether an entry condition requires equality on one of fields.
+func hasEq(e storage.Expr, fields ...storage.Field) bool {
+	switch x := e.(type) {
+	case storage.Cmp:
+		return x.Op == storage.OpEq && slices.Contains(fields, x.Field)
+	case storage.And:
+		for _, s := range x.Exprs {
+			if hasEq(s, fields...) {
+				return true
+			}
+		}
+	case storage.Or:
+		for _, s := range x.Exprs {
+			if !hasEq(s, fields...) {
+				return false
+			}
+		}
+		return len(x.Exprs) > 0
+	}
+	return false
 }
 
 // compositeParts writes a composite Match whose condition requires some
