@@ -2,7 +2,6 @@ package fhir
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -66,14 +65,11 @@ func (s *Server) subEntry(c echo.Context, e *txEntry, ret string) map[string]any
 		body = e.raw
 		hdr.Set(echo.HeaderContentType, mimeFHIRJSON)
 		if e.method == http.MethodPatch {
-			var bin struct {
-				Data string `json:"data"`
-			}
-			_ = json.Unmarshal(e.raw, &bin) // checked by binaryPatch below
-			if _, err := binaryPatch(e.raw); err != nil {
+			_, data, err := binaryPatch(e.raw)
+			if err != nil {
 				return s.errorEntry(c, entryError(e, err))
 			}
-			body, _ = base64.StdEncoding.DecodeString(bin.Data)
+			body = data
 			hdr.Set(echo.HeaderContentType, mimeJSONPatch)
 		}
 		if e.ifMatch != 0 {

@@ -242,7 +242,7 @@ func (s *Server) parseEntryResource(ctx context.Context, e *txEntry) error {
 			return entryError(e, errBadRequest("the resource id %q does not match the URL id %q", parsed.ID, e.id))
 		}
 	case http.MethodPatch:
-		ops, err := binaryPatch(e.raw)
+		ops, _, err := binaryPatch(e.raw)
 		if err != nil {
 			return entryError(e, err)
 		}
@@ -253,27 +253,27 @@ func (s *Server) parseEntryResource(ctx context.Context, e *txEntry) error {
 
 // binaryPatch reads the JSON Patch of a transaction PATCH entry, carried
 // (as http.html#transaction says) in a Binary resource.
-func binaryPatch(raw []byte) (jsonpatch.Patch, error) {
+func binaryPatch(raw []byte) (jsonpatch.Patch, []byte, error) {
 	var bin struct {
 		ResourceType string `json:"resourceType"`
 		ContentType  string `json:"contentType"`
 		Data         string `json:"data"`
 	}
 	if err := json.Unmarshal(raw, &bin); err != nil || bin.ResourceType != "Binary" {
-		return nil, errBadRequest("a PATCH entry carries its JSON Patch in a Binary resource")
+		return nil, nil, errBadRequest("a PATCH entry carries its JSON Patch in a Binary resource")
 	}
 	if bin.ContentType != mimeJSONPatch {
-		return nil, newError(http.StatusUnsupportedMediaType, codeNotSupp, "PATCH entries take %s, not %q", mimeJSONPatch, bin.ContentType)
+		return nil, nil, newError(http.StatusUnsupportedMediaType, codeNotSupp, "PATCH entries take %s, not %q", mimeJSONPatch, bin.ContentType)
 	}
 	data, err := base64.StdEncoding.DecodeString(bin.Data)
 	if err != nil {
-		return nil, errBadRequest("Binary.data is not base64: %v", err)
+		return nil, nil, errBadRequest("Binary.data is not base64: %v", err)
 	}
 	ops, err := jsonpatch.DecodePatch(data)
 	if err != nil {
-		return nil, newError(http.StatusBadRequest, codeStructure, "invalid JSON Patch document: %v", err)
+		return nil, nil, newError(http.StatusBadRequest, codeStructure, "invalid JSON Patch document: %v", err)
 	}
-	return ops, nil
+	return ops, data, nil
 }
 
 // transaction runs a transaction Bundle and answers the transaction-response.

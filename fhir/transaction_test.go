@@ -315,12 +315,14 @@ func TestBatch(t *testing.T) {
 				`{"request":{"method":"GET","url":"Patient/missing"}}`,
 				`{"request":{"method":"BREW","url":"Patient"}}`,
 				`{"resource":{"resourceType":"Patient","name":[{"family":"Batch"}]},"request":{"method":"POST","url":"Patient"}}`,
+				`{"resource":{"resourceType":"Binary","contentType":"application/json-patch+json","data":"`+base64.StdEncoding.EncodeToString([]byte(`[{"op":"replace","path":"/active","value":false}]`))+`"},"request":{"method":"PATCH","url":"Patient/b1"}}`,
+				`{"resource":{"resourceType":"Binary","contentType":"text/plain","data":"eA=="},"request":{"method":"PATCH","url":"Patient/b1"}}`,
 			)
 			r := c.do("POST", "", b).expect(t, http.StatusOK).json(t)
 			if r["type"] != "batch-response" {
 				t.Fatalf("type %v", r["type"])
 			}
-			want := []string{"201", "400", "200", "404", "400", "201"}
+			want := []string{"201", "400", "200", "404", "400", "201", "200", "415"}
 			es := entries(r)
 			if len(es) != len(want) {
 				t.Fatalf("%d entries", len(es))
@@ -335,6 +337,9 @@ func TestBatch(t *testing.T) {
 			}
 			if get(es[2], "resource", "id") != "b1" {
 				t.Errorf("GET entry resource: %v", get(es[2], "resource"))
+			}
+			if v := get(c.do("GET", "/Patient/b1", "").expect(t, http.StatusOK).json(t), "active"); v != false {
+				t.Errorf("batch PATCH not applied: active=%v", v)
 			}
 			if n := countFamily(t, c, "Batch"); n != 2 {
 				t.Errorf("%d Batch patients, want 2", n)
