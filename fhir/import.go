@@ -129,21 +129,110 @@ type prepared struct {
 // skipped unless opts.Restart.
 func (im *Importer) ImportPaths(ctx context.Context, paths []string, opts ImportOptions) (ImportReport, error) {
 	start := time.Now()
-	var rep ImportReport
 	files, total, err := ImportFileList(paths)
 	if err != nil {
-		return rep, err
+		return ImportReport{}, err
 	}
-	prog := ImportProgress{Bytes: total}
+	tr := &importTracker{prog: ImportProgress{Bytes: total}, files: map[string]fileProgress{}, cb: opts.Progress}
+	// Files are imported side by side: a transaction Bundle is validated
+	// and planned by one goroutine, so several keep the cores busy while
+	// the database serializes the commits. An NDJSON file is parallel
+	// inside already.
+	workers := opts.Workers
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, workers)
+	var wg sync.WaitGroup
+	var firstErr error
 	for _, f := range files {
-		if err := im.importFile(ctx, f, opts, &rep, &prog); err != nil {
-			rep.Duration = time.Since(start)
-			return rep, err
+		select {
+		case sem <- struct{}{}:
+		case <-fctx.Done():
 		}
-		rep.Files++
+		if fctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			var rep ImportReport
+			err := im.importFile(fctx, f, opts, &rep, func(offset int64) {
+				tr.update(f, fileProgress{bytes: offset, stored: rep.Stored, failed: rep.Failed})
+			})
+			tr.merge(rep, err == nil)
+			if err != nil {
+				tr.mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				tr.mu.Unlock()
+				cancel()
+			}
+		}()
 	}
+	wg.Wait()
+	rep := tr.rep
+	sort.SliceStable(rep.Failures, func(i, j int) bool {
+		a, b := rep.Failures[i], rep.Failures[j]
+		if a.File != b.File {
+			return a.File < b.File
+		}
+		if a.Line != b.Line {
+			return a.Line < b.Line
+		}
+		return a.Entry < b.Entry
+	})
 	rep.Duration = time.Since(start)
-	return rep, nil
+	if firstErr == nil && ctx.Err() != nil {
+		firstErr = ctx.Err()
+	}
+	return rep, firstErr
+}
+
+// importTracker sums the progress and reports of files imported at once.
+type importTracker struct {
+	mu    sync.Mutex
+	rep   ImportReport
+	prog  ImportProgress
+	files map[string]fileProgress
+	cb    func(ImportProgress)
+}
+
+type fileProgress struct{ bytes, stored, failed int64 }
+
+func (t *importTracker) update(file string, p fileProgress) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	old := t.files[file]
+	t.files[file] = p
+	t.prog.File = file
+	t.prog.BytesDone += p.bytes - old.bytes
+	t.prog.Stored += p.stored - old.stored
+	t.prog.Failed += p.failed - old.failed
+	if t.cb != nil {
+		// Under the lock: callers (a terminal progress bar) need not be
+		// safe for concurrent use.
+		t.cb(t.prog)
+	}
+}
+
+func (t *importTracker) merge(r ImportReport, complete bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if complete {
+		t.rep.Files++
+	}
+	t.rep.Stored += r.Stored
+	t.rep.Failed += r.Failed
+	t.rep.Skipped += r.Skipped
+	for _, f := range r.Failures {
+		if len(t.rep.Failures) < maxFailures {
+			t.rep.Failures = append(t.rep.Failures, f)
+		}
+	}
 }
 
 // ImportFileList expands paths into the files an import reads (folders
@@ -209,7 +298,7 @@ func ImportFileID(path string) (string, error) {
 	return hex.EncodeToString(h[:16]), nil
 }
 
-func (im *Importer) importFile(ctx context.Context, path string, opts ImportOptions, rep *ImportReport, prog *ImportProgress) error {
+func (im *Importer) importFile(ctx context.Context, path string, opts ImportOptions, rep *ImportReport, progress func(offset int64)) error {
 	kv := im.s.backend.KV()
 	key, err := checkpointKey(path)
 	if err != nil {
@@ -236,9 +325,8 @@ func (im *Importer) importFile(ctx context.Context, path string, opts ImportOpti
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", path, err)
 	}
-	prog.File = path
 	if cp.Complete {
-		prog.BytesDone += info.Size()
+		progress(info.Size())
 		im.s.log.InfoContext(ctx, "import: already imported, skipping", "file", path)
 		return nil
 	}
@@ -248,14 +336,6 @@ func (im *Importer) importFile(ctx context.Context, path string, opts ImportOpti
 			return fmt.Errorf("saving import checkpoint of %s: %w", path, err)
 		}
 		return nil
-	}
-	base := prog.BytesDone
-	progress := func(offset int64) {
-		prog.BytesDone = base + offset
-		prog.Stored, prog.Failed = rep.Stored, rep.Failed
-		if opts.Progress != nil {
-			opts.Progress(*prog)
-		}
 	}
 	src := &importSource{name: path, skip: cp.Done}
 	switch {
@@ -271,7 +351,6 @@ func (im *Importer) importFile(ctx context.Context, path string, opts ImportOpti
 			return terr
 		}
 		if done {
-			progress(info.Size())
 			break
 		}
 		err = im.run(ctx, src, bundleUnits(bytes.NewReader(raw)), opts, rep, save, progress)
@@ -279,8 +358,11 @@ func (im *Importer) importFile(ctx context.Context, path string, opts ImportOpti
 	if err != nil {
 		return err
 	}
-	prog.BytesDone = base + info.Size()
-	return save(src.next, true)
+	if err := save(src.next, true); err != nil {
+		return err
+	}
+	progress(info.Size())
+	return nil
 }
 
 // ReadImportFile calls fn for each resource of an import file, in order:
