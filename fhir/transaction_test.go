@@ -203,6 +203,11 @@ func TestTransactionAllOrNothing(t *testing.T) {
 		{"same criteria twice", `{"resource":{"resourceType":"Patient","identifier":[{"system":"urn:x","value":"1"}],"name":[{"family":"Rollback"}]},"request":{"method":"POST","url":"Patient","ifNoneExist":"identifier=urn:x|1"}},{"resource":{"resourceType":"Patient","name":[{"family":"Rollback"}]},"request":{"method":"PUT","url":"Patient?identifier=urn:x|1"}}`, http.StatusBadRequest, "criteria"},
 		{"same resource twice", `{"resource":` + patientJSON("twice", "Rollback") + `,"request":{"method":"PUT","url":"Patient/twice"}},{"resource":` + patientJSON("twice", "Rollback") + `,"request":{"method":"PUT","url":"Patient/twice"}}`, http.StatusBadRequest, "once"},
 		{"unknown type", `{"request":{"method":"DELETE","url":"Nonsense/1"}}`, http.StatusNotFound, "Nonsense"},
+		{"null resource", `{"resource":null,"request":{"method":"POST","url":"Patient"}}`, http.StatusBadRequest, "entry 2"},
+		{"no request", `{"resource":{"resourceType":"Patient"}}`, http.StatusBadRequest, "entry.request"},
+		{"bad ifMatch", `{"resource":` + patientJSON("x", "Rollback") + `,"request":{"method":"PUT","url":"Patient/x","ifMatch":"soon"}}`, http.StatusBadRequest, "ifMatch"},
+		{"wrong type in body", `{"resource":{"resourceType":"Patient"},"request":{"method":"POST","url":"Observation"}}`, http.StatusBadRequest, "entry 2"},
+		{"bad patch", `{"resource":{"resourceType":"Binary","contentType":"application/json-patch+json","data":"!!"},"request":{"method":"PATCH","url":"Patient/x"}}`, http.StatusBadRequest, "base64"},
 		{"bad method", `{"request":{"method":"BREW","url":"Patient/1"}}`, http.StatusBadRequest, "BREW"},
 	}
 	for _, be := range backends() {
