@@ -78,6 +78,14 @@ func TestBundleAuthorization(t *testing.T) {
 				t.Errorf("$everything of pa: %d entries, want 5 (Patient and 4 observations)", n)
 			}
 			c.do("GET", "/Patient/pb/$everything", "").expect(t, http.StatusForbidden)
+			// Type level: every patient the caller may see, here only pa.
+			all := c.do("GET", "/Patient/$everything", "").expect(t, http.StatusOK)
+			if strings.Contains(string(all.body), "Fampb") || len(entries(all.json(t))) != 5 {
+				t.Errorf("Patient/$everything for pa: %s", all.body)
+			}
+			if n := len(entries(admin.do("GET", "/Patient/$everything", "").expect(t, http.StatusOK).json(t))); n != 7 {
+				t.Errorf("Patient/$everything without restriction: %d entries, want 7 (2 patients, 5 observations)", n)
+			}
 		})
 	}
 }
