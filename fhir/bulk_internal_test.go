@@ -210,3 +210,44 @@ func TestExportResumesFromCheckpoint(t *testing.T) {
 		t.Errorf("half-written file not redone: %q (%v)", raw, err)
 	}
 }
+
+// TestExportRetention: finished jobs the client never deleted are removed,
+// record and files, once the manifest's Expires has passed.
+func TestExportRetention(t *testing.T) {
+	ctx := context.Background()
+	be, err := sqlite.Open(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	dir := t.TempDir()
+	s, err := New(Config{BaseURL: "http://anodyne.test", Backend: be, ExportDir: dir, ExportWorkers: -1,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, tc := range []struct {
+		id       string
+		finished time.Duration
+		kept     bool
+	}{{"old", 25 * time.Hour, false}, {"fresh", time.Hour, true}} {
+		job := exportJob{ID: tc.id, Status: jobDone, Finished: time.Now().Add(-tc.finished)}
+		if err := s.bulk.save(ctx, job); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(dir, tc.id), 0o750); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, ok, err := s.bulk.claim(ctx); err != nil || ok {
+		t.Fatalf("claim: %v %v", ok, err)
+	}
+	for id, kept := range map[string]bool{"old": false, "fresh": true} {
+		_, err := s.bulk.load(ctx, id)
+		_, serr := os.Stat(filepath.Join(dir, id))
+		if (err == nil) != kept || (serr == nil) != kept {
+			t.Errorf("%s: record err %v, files err %v, want kept=%v", id, err, serr, kept)
+		}
+	}
+}

@@ -37,6 +37,9 @@ const (
 	// exportRescan is how often an idle worker looks for jobs queued by
 	// other replicas sharing the store.
 	exportRescan = 10 * time.Second
+	// exportRetention is how long finished jobs and their files are kept
+	// when the client does not DELETE them (the manifest's Expires).
+	exportRetention = 24 * time.Hour
 )
 
 // Job states.
@@ -68,6 +71,8 @@ type exportJob struct {
 	// (for X-Progress).
 	Exported int64  `json:"exported"`
 	Failure  string `json:"failure,omitempty"`
+	// Finished is when the job reached done or failed (for retention).
+	Finished time.Time `json:"finished,omitzero"`
 }
 
 // exportGroup is one storage query: types that share the same filter.
@@ -177,8 +182,15 @@ func (r *bulkRunner) claim(ctx context.Context) (exportJob, bool, error) {
 		if err != nil {
 			return exportJob{}, false, err
 		}
-		if job.Status == jobQueued || job.Status == jobRunning {
+		switch job.Status {
+		case jobQueued, jobRunning:
 			pending = append(pending, job)
+		case jobDone, jobFailed:
+			if !job.Finished.IsZero() && time.Since(job.Finished) > exportRetention {
+				if err := r.cancel(ctx, job.ID); err != nil {
+					r.log.WarnContext(ctx, "bulk export: removing an expired job", "job", job.ID, "err", err)
+				}
+			}
 		}
 	}
 	sort.Slice(pending, func(i, j int) bool { return pending[i].Created.Before(pending[j].Created) })
@@ -277,7 +289,7 @@ func (r *bulkRunner) run(parent context.Context, job exportJob) {
 		r.log.InfoContext(parent, "bulk export interrupted", "job", job.ID, "err", err)
 	default:
 		r.log.ErrorContext(ctx, "bulk export failed", "job", job.ID, "err", err)
-		job.Status, job.Failure = jobFailed, err.Error()
+		job.Status, job.Failure, job.Finished = jobFailed, err.Error(), time.Now().UTC()
 		if serr := r.save(ctx, job); serr != nil && !errors.Is(serr, context.Canceled) {
 			r.log.ErrorContext(ctx, "bulk export: recording failure", "job", job.ID, "err", serr)
 		}
@@ -310,7 +322,7 @@ func (r *bulkRunner) execute(ctx context.Context, job *exportJob) error {
 			return err
 		}
 	}
-	job.Status = jobDone
+	job.Status, job.Finished = jobDone, time.Now().UTC()
 	return r.save(ctx, *job)
 }
 

@@ -487,7 +487,7 @@ func (s *Server) exportStatus(c echo.Context) error {
 		"output":              output,
 		"error":               []any{},
 	}
-	h.Set("Expires", time.Now().Add(24*time.Hour).UTC().Format(http.TimeFormat))
+	h.Set("Expires", job.Finished.Add(exportRetention).UTC().Format(http.TimeFormat))
 	return c.JSON(http.StatusOK, manifest)
 }
 
