@@ -177,6 +177,7 @@ func routeTable() []route {
 	return []route{
 		{http.MethodGet, "/metadata", levelSystem, "capabilities", (*Server).capabilities},
 		{http.MethodPost, "", levelSystem, "transaction", (*Server).bundle},
+		{http.MethodPost, "/", levelSystem, "transaction", (*Server).bundle},
 		{http.MethodGet, "/_history", levelSystem, "history-system", (*Server).historySystem},
 		{http.MethodGet, "", levelSystem, "search-system", (*Server).searchSystem},
 		{http.MethodPost, "/_search", levelSystem, "search-system", (*Server).searchSystem},

@@ -349,6 +349,10 @@ func TestBatch(t *testing.T) {
 			if n := countFamily(t, c, "Batch"); n != 2 {
 				t.Errorf("%d Batch patients, want 2", n)
 			}
+			// The base with a trailing slash is the same endpoint.
+			if r := c.do("POST", "/", bundleJSON("batch", `{"request":{"method":"GET","url":"Patient/b1"}}`)).expect(t, http.StatusOK).json(t); r["type"] != "batch-response" {
+				t.Errorf("POST base/: %v", r["type"])
+			}
 			c.do("POST", "", bundleJSON("collection")).expect(t, http.StatusBadRequest).outcome(t)
 			c.do("POST", "", `{"resourceType":"Patient"}`).expect(t, http.StatusBadRequest).outcome(t)
 			c.do("POST", "", `{"resourceType":`).expect(t, http.StatusBadRequest).outcome(t)
