@@ -270,6 +270,7 @@ func (r *bulkRunner) run(parent context.Context, job exportJob) {
 	ctx, stop := context.WithCancel(parent)
 	r.mu.Lock()
 	r.running[job.ID] = stop
+	cancelled := r.cancelled[job.ID]
 	r.mu.Unlock()
 	defer func() {
 		stop()
@@ -278,6 +279,9 @@ func (r *bulkRunner) run(parent context.Context, job exportJob) {
 		delete(r.cancelled, job.ID)
 		r.mu.Unlock()
 	}()
+	if cancelled {
+		return // deleted by the client between claim and start
+	}
 	start := time.Now()
 	err := r.execute(ctx, &job)
 	switch {

@@ -320,6 +320,9 @@ func TestBulkExportRestart(t *testing.T) {
 	if !strings.Contains(r.header.Get("X-Progress"), "queued") {
 		t.Errorf("X-Progress %q", r.header.Get("X-Progress"))
 	}
+	// A queued job deleted before it ran never runs.
+	dropped := kickOff(t, c1, "/$export?_type=Patient")
+	c1.do("DELETE", dropped, "").expect(t, http.StatusAccepted)
 	srv1.Close()
 
 	c2, _ := bulkServer(t, b, dir, nil)
@@ -327,6 +330,10 @@ func TestBulkExportRestart(t *testing.T) {
 	got := download(t, c2, await(t, c2, c2.base+path))
 	if n := countAll(got); n != stored {
 		t.Errorf("exported %d after restart, want %d", n, stored)
+	}
+	c2.do("GET", c2.base+dropped[strings.Index(dropped, "/$export-status/"):], "").expect(t, http.StatusNotFound)
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("%d job directories, want only the finished job's", len(entries))
 	}
 }
 
