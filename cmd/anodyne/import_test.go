@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -148,5 +149,74 @@ func TestImportExportCommands(t *testing.T) {
 	out = runCmd(t, true, "import", "--data-dir", dbA, "--quiet", bad)
 	if importedCount(t, out) != 2 || !strings.Contains(out, "FAILED "+bad+":2") {
 		t.Errorf("direct failure report: %s", out)
+	}
+}
+
+// TestBulkWithSmartTokens runs import and export against the secure
+// default server with real backend-services tokens: an ETL client loads
+// and exports; another client cannot see the ETL client's job or files,
+// and a read-only client cannot import.
+func TestBulkWithSmartTokens(t *testing.T) {
+	dir := t.TempDir()
+	key, jwks := es384(t)
+	jwksFile := filepath.Join(dir, "jwks.json")
+	if err := os.WriteFile(jwksFile, jwks, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cli(t, "clients", "add", "--data-dir", dir, "--id", "etl", "--type", "confidential-asymmetric", "--jwks-file", jwksFile, "--scope", "system/*.cruds")
+	cli(t, "clients", "add", "--data-dir", dir, "--id", "reader", "--type", "confidential-asymmetric", "--jwks-file", jwksFile, "--scope", "system/*.rs")
+	srv := startServe(t, "--data-dir", dir, "--audit=off")
+	etl := backendToken(t, srv.base, "etl", key, "system/*.cruds")
+	reader := backendToken(t, srv.base, "reader", key, "system/*.rs")
+	fhirBase := srv.base + "/fhir"
+
+	n := importedCount(t, runCmd(t, false, "import", "--server", fhirBase, "--token", etl, "--state", filepath.Join(dir, "st.json"), "--quiet", "../../testdata/synthea"))
+	out := runCmd(t, true, "import", "--server", fhirBase, "--token", reader, "--state", filepath.Join(dir, "st2.json"), "--quiet", "../../testdata/synthea")
+	if importedCount(t, out) != 0 || !strings.Contains(out, "FAILED") {
+		t.Errorf("a read-only client imported: %s", out)
+	}
+	runCmd(t, true, "export", "--server", fhirBase, "--quiet", filepath.Join(dir, "anon"))
+
+	// Kick off as etl, then try the job as reader.
+	res, _ := call(t, http.MethodGet, fhirBase+"/$export?_type=Patient", etl, map[string]string{"Prefer": "respond-async"}, nil)
+	status := res.Header.Get("Content-Location")
+	if res.StatusCode != http.StatusAccepted || status == "" {
+		t.Fatalf("kick-off: %d", res.StatusCode)
+	}
+	var files []string
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		res, m := call(t, http.MethodGet, status, etl, nil, nil)
+		if res.StatusCode == http.StatusOK {
+			if m["requiresAccessToken"] != true {
+				t.Errorf("manifest: %v", m)
+			}
+			for _, o := range m["output"].([]any) {
+				files = append(files, o.(map[string]any)["url"].(string))
+			}
+			break
+		}
+	}
+	if len(files) != 1 {
+		t.Fatalf("files %v", files)
+	}
+	for _, u := range []string{status, files[0]} {
+		if res, _ := call(t, http.MethodGet, u, reader, nil, nil); res.StatusCode != http.StatusNotFound {
+			t.Errorf("GET %s as another client: %d", u, res.StatusCode)
+		}
+		if res, _ := call(t, http.MethodGet, u, "", nil, nil); res.StatusCode != http.StatusUnauthorized {
+			t.Errorf("GET %s without a token: %d", u, res.StatusCode)
+		}
+	}
+	if res, _ := call(t, http.MethodGet, files[0], etl, map[string]string{"Accept": "application/fhir+ndjson"}, nil); res.StatusCode != http.StatusOK {
+		t.Errorf("GET file as owner: %d", res.StatusCode)
+	}
+
+	got := readExport(t, func() string {
+		d := filepath.Join(dir, "out")
+		runCmd(t, false, "export", "--server", fhirBase, "--token", reader, "--quiet", d)
+		return d
+	}())
+	if len(got) != n {
+		t.Errorf("reader exported %d resources, etl imported %d", len(got), n)
 	}
 }
