@@ -539,6 +539,25 @@ func TestImportResumeAndFailures(t *testing.T) {
 			if v := get(c.do("GET", "/Patient/p0", "").expect(t, http.StatusOK).json(t), "meta", "versionId"); v != "2" {
 				t.Errorf("re-import made version %v, want 2", v)
 			}
+
+			// A transaction Bundle: one transaction where the database has
+			// them, else (FerretDB) its resources in batches; either way
+			// the urn:uuid reference is resolved.
+			bundle := `{"resourceType":"Bundle","type":"transaction","entry":[
+			 {"fullUrl":"urn:uuid:0b7e4b9e-6a0a-4f44-9d59-1c8f6f7c3a01","resource":{"resourceType":"Patient","name":[{"family":"Bundled"}]},"request":{"method":"POST","url":"Patient"}},
+			 {"fullUrl":"urn:uuid:0b7e4b9e-6a0a-4f44-9d59-1c8f6f7c3a02","resource":{"resourceType":"Observation","status":"final","code":{"text":"pain"},
+			  "subject":{"reference":"urn:uuid:0b7e4b9e-6a0a-4f44-9d59-1c8f6f7c3a01"}},"request":{"method":"POST","url":"Observation"}}]}`
+			bpath := filepath.Join(t.TempDir(), "bundle.json")
+			if err := os.WriteFile(bpath, []byte(bundle), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if rep, err = srv.Importer().ImportPaths(context.Background(), []string{bpath}, fhir.ImportOptions{}); err != nil || rep.Stored != 2 || rep.Failed != 0 {
+				t.Fatalf("bundle import: %v, stored %d: %+v", err, rep.Stored, rep.Failures)
+			}
+			ref, _ := get(c.do("GET", "/Observation", "").expect(t, http.StatusOK).json(t), "entry", 0, "resource", "subject", "reference").(string)
+			if fam := get(c.do("GET", "/"+ref, "").expect(t, http.StatusOK).json(t), "name", 0, "family"); fam != "Bundled" {
+				t.Errorf("the Observation's subject %q is not the Bundle's Patient", ref)
+			}
 		})
 	}
 }

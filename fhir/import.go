@@ -420,8 +420,10 @@ func (im *Importer) importTransaction(ctx context.Context, path string, raw []by
 		return false, err
 	}
 	body := rec.Body.Bytes()
-	if rec.Code == http.StatusNotImplemented && probe.Type == "transaction" {
-		im.s.log.WarnContext(ctx, "import: the database cannot run transactions; importing the Bundle's resources one by one", "file", path, "reason", outcomeText(body))
+	if rec.Code == http.StatusNotImplemented && probe.Type == "transaction" || rec.Code == http.StatusRequestEntityTooLarge {
+		// No transactions on this database, or a Bundle beyond the request
+		// limit: its resources are imported in batches instead.
+		im.s.log.WarnContext(ctx, "import: importing the Bundle's resources in batches", "file", path, "reason", outcomeText(body))
 		return false, nil
 	}
 	if rec.Code != http.StatusOK {

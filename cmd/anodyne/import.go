@@ -348,8 +348,10 @@ func postBundle(ctx context.Context, rm remote, path string, rep *fhir.ImportRep
 	if err != nil {
 		return false, err
 	}
-	if res.StatusCode == http.StatusNotImplemented && probe.Type == "transaction" {
-		return false, nil // the server's database has no transactions: send the resources
+	if res.StatusCode == http.StatusNotImplemented && probe.Type == "transaction" || res.StatusCode == http.StatusRequestEntityTooLarge {
+		// No transactions on the server's database, or a Bundle beyond its
+		// request limit: the resources go to $import in chunks instead.
+		return false, nil
 	}
 	if res.StatusCode == http.StatusUnauthorized || res.StatusCode >= 500 {
 		return false, fmt.Errorf("%s: the server answered %d: %s", path, res.StatusCode, diagnostics(body))
