@@ -135,7 +135,10 @@ func (b *sqlb) matchExists(x storage.Match, r string) error {
 		return unsupported("match %q: kind %v", x.Param, x.Kind)
 	}
 	e := b.alias("e")
-	b.w("EXISTS (SELECT 1 FROM "+t.name+" "+e+" WHERE "+e+".res_pk = "+r+".pk AND "+e+".param = ?", x.Param)
+	// The unary + keeps SQLite on the (res_pk, param) index: with a value
+	// index on (param, value) usable too it would scan every value in
+	// range for each candidate.
+	b.w("EXISTS (SELECT 1 FROM "+t.name+" "+e+" WHERE "+e+".res_pk = "+r+".pk AND +"+e+".param = ?", x.Param)
 	if x.Cond != nil {
 		b.w(" AND ")
 		if err := b.entry(x.Cond, t, e, false); err != nil {
