@@ -97,9 +97,12 @@ func (b *sqlb) resource(e storage.Expr, r string) error {
 		}
 	case storage.Chain:
 		e, t := b.alias("e"), b.alias("t")
-		b.w(r+".pk IN (SELECT "+e+".res_pk FROM idx_reference "+e+" JOIN resources "+t+
-			" ON "+t+".type = "+e+".ref_type AND "+t+".id = "+e+".ref_id WHERE "+
-			e+".param = ? AND "+e+".ref_type = ? AND "+t+".deleted = 0", x.Param, x.Target)
+		// CROSS JOIN fixes the order: from the targets that match Where to
+		// the references to them on (param, ref_id, ref_type). Left to
+		// itself SQLite walked every reference of the parameter instead.
+		b.w(r+".pk IN (SELECT "+e+".res_pk FROM resources "+t+" CROSS JOIN idx_reference "+e+
+			" ON "+e+".param = ? AND "+e+".ref_id = "+t+".id AND "+e+".ref_type = "+t+".type WHERE "+
+			t+".type = ? AND "+t+".deleted = 0", x.Param, x.Target)
 		if x.Where != nil {
 			b.w(" AND ")
 			if err := b.resource(x.Where, t); err != nil {
