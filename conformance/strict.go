@@ -78,9 +78,11 @@ type strictDecoder struct {
 // (syntax error, excessive depth); the issue itself is already recorded.
 var errAbort = errors.New("conformance: decoding aborted")
 
-// decodeStrict decodes body into a JSON object (numbers as json.Number).
-// It returns nil when the body cannot be read as one object at all.
-func decodeStrict(body []byte, maxDepth int) (obj map[string]any, issues []located, rootType string) {
+// decodeStrictTokens is the reference implementation of decodeStrict, built
+// on encoding/json's tokenizer. decodeStrict uses it for the bodies that its
+// fast scanner gives up on (syntax errors, excessive depth, trailing data),
+// so that those get exactly the diagnostics encoding/json gives them.
+func decodeStrictTokens(body []byte, maxDepth int) (obj map[string]any, issues []located, rootType string) {
 	d := &strictDecoder{dec: json.NewDecoder(bytes.NewReader(body)), maxDepth: maxDepth}
 	d.dec.UseNumber()
 	tok, err := d.dec.Token()
