@@ -33,6 +33,9 @@ type schemaSet struct {
 	mu       sync.Mutex // guards compiler, which is not safe for concurrent use
 	compiler *jsonschema.Compiler
 	types    map[string]*lazySchema // fixed after newSchemaSet; safe to read concurrently
+	// quick answers "certainly valid" for most resources without
+	// jsonschema; immutable, safe to read concurrently.
+	quick *quickSchema
 }
 
 type lazySchema struct {
@@ -42,7 +45,11 @@ type lazySchema struct {
 }
 
 func newSchemaSet() (*schemaSet, error) {
-	patched, err := patchSchema(fhirSchema)
+	doc, patched, err := patchSchema(fhirSchema)
+	if err != nil {
+		return nil, err
+	}
+	quick, err := newQuickSchema(doc)
 	if err != nil {
 		return nil, err
 	}
@@ -54,7 +61,7 @@ func newSchemaSet() (*schemaSet, error) {
 	if err := c.AddResource(schemaURL, bytes.NewReader(patched)); err != nil {
 		return nil, fmt.Errorf("conformance: loading R4 schema: %w", err)
 	}
-	s := &schemaSet{compiler: c, types: make(map[string]*lazySchema, len(resourceTypes))}
+	s := &schemaSet{compiler: c, types: make(map[string]*lazySchema, len(resourceTypes)), quick: quick}
 	for _, t := range resourceTypes {
 		s.types[t] = &lazySchema{}
 	}
@@ -70,17 +77,19 @@ func newSchemaSet() (*schemaSet, error) {
 //     resource against its own type, found from its resourceType.
 //   - the fhirVersion enums stop at 4.0.0, so every R4 (4.0.1)
 //     CapabilityStatement or StructureDefinition would be rejected.
-func patchSchema(raw []byte) ([]byte, error) {
+//
+// It returns the patched document both decoded and encoded.
+func patchSchema(raw []byte) (map[string]any, []byte, error) {
 	var doc map[string]any
 	if err := json.Unmarshal(raw, &doc); err != nil {
-		return nil, fmt.Errorf("conformance: decoding embedded R4 schema: %w", err)
+		return nil, nil, fmt.Errorf("conformance: decoding embedded R4 schema: %w", err)
 	}
 	defs, ok := doc["definitions"].(map[string]any)
 	if !ok {
-		return nil, errors.New("conformance: embedded R4 schema has no definitions")
+		return nil, nil, errors.New("conformance: embedded R4 schema has no definitions")
 	}
 	if _, ok := defs["ResourceList"]; !ok {
-		return nil, errors.New("conformance: embedded R4 schema has no ResourceList")
+		return nil, nil, errors.New("conformance: embedded R4 schema has no ResourceList")
 	}
 	delete(doc, "oneOf")
 	delete(doc, "discriminator")
@@ -90,13 +99,13 @@ func patchSchema(raw []byte) ([]byte, error) {
 		patched += patchFHIRVersion(def)
 	}
 	if patched == 0 {
-		return nil, errors.New("conformance: embedded R4 schema has no fhirVersion enum to patch")
+		return nil, nil, errors.New("conformance: embedded R4 schema has no fhirVersion enum to patch")
 	}
 	out, err := json.Marshal(doc)
 	if err != nil {
-		return nil, fmt.Errorf("conformance: encoding patched R4 schema: %w", err)
+		return nil, nil, fmt.Errorf("conformance: encoding patched R4 schema: %w", err)
 	}
-	return out, nil
+	return doc, out, nil
 }
 
 // patchFHIRVersion adds "4.0.1" to every enum that lists "4.0.0" and

@@ -198,8 +198,11 @@ func (r *run) resource(res map[string]any, rootType string, at path, p *piece) {
 	if s, err := r.v.schemas.forType(rt); err != nil {
 		r.v.log.ErrorContext(r.ctx, "schema unavailable", "type", rt, "error", err)
 		r.add(Issue{Severity: "error", Code: "exception", Diagnostics: err.Error(), Expression: at.fhirPath(rootType)})
-	} else if err := s.Validate(res); err != nil {
-		r.addLocated(rootType, schemaIssues(err, res, at))
+	} else if !r.v.schemas.quick.certain(rt, res) {
+		// Only jsonschema explains a fault, in the words clients have seen.
+		if err := s.Validate(res); err != nil {
+			r.addLocated(rootType, schemaIssues(err, res, at))
+		}
 	}
 
 	if list, ok := res["contained"].([]any); ok {
