@@ -187,6 +187,24 @@ func driver(es []storage.Expr) int {
 	return best
 }
 
+// idsDriven reports whether a filter is driven by logical ids, which only
+// the (type, id) index can find: the + that steers other filters away
+// from that index would turn an id lookup into a scan of every resource.
+func idsDriven(e storage.Expr) bool {
+	switch x := e.(type) {
+	case storage.IDs:
+		return true
+	case storage.And:
+		d := driver(x.Exprs)
+		if d < 0 {
+			return false
+		}
+		_, ok := x.Exprs[d].(storage.IDs)
+		return ok
+	}
+	return false
+}
+
 // hasEq reports whether an entry condition requires equality on one of fields.
 func hasEq(e storage.Expr, fields ...storage.Field) bool {
 	switch x := e.(type) {
@@ -531,7 +549,7 @@ func (b *Backend) Search(ctx context.Context, q storage.Query) (storage.Page, er
 		// that SQLite drives the query from the filter's value index
 		// instead of scanning every resource of the type.
 		plus := ""
-		if q.Filter != nil {
+		if q.Filter != nil && !idsDriven(q.Filter) {
 			plus = "+"
 		}
 		where.w(" AND " + plus + "r.type IN (" + placeholders(len(q.Types)) + ")")
