@@ -3,6 +3,8 @@ package conformance
 import (
 	"encoding/json"
 	"fmt"
+	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -223,39 +225,119 @@ func (s *scanner) literal(word string) bool {
 }
 
 // str scans a string whose opening quote is at s.pos. Plain strings are
-// sliced; strings with escapes or invalid UTF-8 are left to encoding/json,
-// so that they decode (U+FFFD replacement included) exactly as before.
+// sliced; the others are unquoted as encoding/json does it (invalid UTF-8
+// and lone surrogates become U+FFFD).
 func (s *scanner) str() (string, bool) {
-	start := s.pos
-	s.pos++
-	escaped, high := false, false
-	for s.pos < len(s.data) {
-		c := s.data[s.pos]
-		switch {
+	start := s.pos + 1
+	ascii := true
+	for i := start; i < len(s.data); i++ {
+		switch c := s.data[i]; {
 		case c == '"':
-			s.pos++
-			raw := s.data[start+1 : s.pos-1]
-			if !escaped && (!high || utf8.Valid(raw)) {
-				return string(raw), true
+			raw := s.data[start:i]
+			if !ascii && !utf8.Valid(raw) {
+				return s.unquote(start) // replaces the invalid bytes
 			}
-			var out string
-			if err := json.Unmarshal(s.data[start:s.pos], &out); err != nil {
-				return "", false
-			}
-			return out, true
+			s.pos = i + 1
+			return string(raw), true
 		case c == '\\':
-			escaped = true
-			s.pos += 2
+			return s.unquote(start)
 		case c < 0x20:
 			return "", false
-		default:
-			if c >= utf8.RuneSelf {
-				high = true
-			}
-			s.pos++
+		case c >= utf8.RuneSelf:
+			ascii = false
 		}
 	}
 	return "", false
+}
+
+// unquote decodes the string body starting at start, with escapes and
+// invalid UTF-8, exactly as encoding/json's unquote does, and rejects what
+// its scanner rejects.
+func (s *scanner) unquote(start int) (string, bool) {
+	b := make([]byte, 0, 64)
+	for i := start; i < len(s.data); {
+		c := s.data[i]
+		switch {
+		case c == '"':
+			s.pos = i + 1
+			return string(b), true
+		case c < 0x20:
+			return "", false
+		case c == '\\':
+			if i+1 >= len(s.data) {
+				return "", false
+			}
+			i++
+			switch e := s.data[i]; e {
+			case '"', '\\', '/':
+				b = append(b, e)
+			case 'b':
+				b = append(b, '\b')
+			case 'f':
+				b = append(b, '\f')
+			case 'n':
+				b = append(b, '\n')
+			case 'r':
+				b = append(b, '\r')
+			case 't':
+				b = append(b, '\t')
+			case 'u':
+				r, ok := hex4(s.data[i+1:])
+				if !ok {
+					return "", false
+				}
+				i += 4
+				if utf16.IsSurrogate(r) {
+					// A valid pair is consumed whole; anything else leaves
+					// U+FFFD and scans what follows on its own.
+					if i+2 < len(s.data) && s.data[i+1] == '\\' && s.data[i+2] == 'u' {
+						if r2, ok := hex4(s.data[i+3:]); ok {
+							if dec := utf16.DecodeRune(r, r2); dec != unicode.ReplacementChar {
+								b = utf8.AppendRune(b, dec)
+								i += 7
+								continue
+							}
+						}
+					}
+					r = unicode.ReplacementChar
+				}
+				b = utf8.AppendRune(b, r)
+			default:
+				return "", false
+			}
+			i++
+		case c < utf8.RuneSelf:
+			b = append(b, c)
+			i++
+		default:
+			r, size := utf8.DecodeRune(s.data[i:])
+			b = utf8.AppendRune(b, r)
+			i += size
+		}
+	}
+	return "", false
+}
+
+// hex4 reads the four hex digits of a \u escape.
+func hex4(p []byte) (rune, bool) {
+	if len(p) < 4 {
+		return 0, false
+	}
+	var r rune
+	for _, c := range p[:4] {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c = c - 'a' + 10
+		case c >= 'A' && c <= 'F':
+			c = c - 'A' + 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(c)
+	}
+	return r, true
 }
 
 // number scans a JSON number and keeps its text.
