@@ -79,3 +79,38 @@ func BenchmarkNewValidator(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSchema compares the quick walk of the schema with jsonschema on
+// the same decoded resources (top-level only).
+func BenchmarkSchema(b *testing.B) {
+	s, err := newSchemaSet()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, in := range benchInputs {
+		res, issues, rt := decodeStrict(readFile(b, in.file), DefaultMaxDepth)
+		if len(issues) != 0 {
+			b.Fatalf("%s: strict issues", in.file)
+		}
+		sch, err := s.forType(rt)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(in.name+"/quick", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if !s.quick.certain(rt, res) {
+					b.Fatal("not certain of a valid resource")
+				}
+			}
+		})
+		b.Run(in.name+"/jsonschema", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := sch.Validate(res); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
