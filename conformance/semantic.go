@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/google/fhir/go/jsonformat"
 )
@@ -160,7 +161,7 @@ func parseIssue(root string, gi googleIssue) Issue {
 		// which helps the client; the REST layer decides what to log.
 		diag = gi.details + ": " + gi.diagnostics
 	}
-	return Issue{Severity: "error", Code: code, Diagnostics: diag, Expression: expr}
+	return Issue{Severity: "error", Code: code, Diagnostics: strings.ToValidUTF8(diag, "\uFFFD"), Expression: validExpr(expr)}
 }
 
 func validationIssue(root string, gi googleIssue, severity string) Issue {
@@ -175,7 +176,22 @@ func validationIssue(root string, gi googleIssue, severity string) Issue {
 	case strings.HasPrefix(gi.details, "invalid"):
 		code = "value"
 	}
-	return Issue{Severity: severity, Code: code, Diagnostics: gi.details, Expression: expr}
+	return Issue{Severity: severity, Code: code, Diagnostics: strings.ToValidUTF8(gi.details, "\uFFFD"), Expression: validExpr(expr)}
+}
+
+// validExpr replaces invalid UTF-8 in an expression built from
+// google/fhir/go's paths, which keep the body's raw bytes, byte by byte as
+// the strict decoder does for element names: the expression then names the
+// same element as the schema's issues do, and stays printable.
+func validExpr(expr string) string {
+	if utf8.ValidString(expr) {
+		return expr
+	}
+	var b strings.Builder
+	for _, r := range expr {
+		b.WriteRune(r) // an invalid byte comes out of range as U+FFFD
+	}
+	return b.String()
 }
 
 func joinExpr(expr, name string) string {

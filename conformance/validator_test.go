@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"unicode/utf8"
 )
 
 func newTestValidator(t testing.TB) *Validator {
@@ -353,5 +354,25 @@ func TestHasErrors(t *testing.T) {
 		if got := HasErrors(tt.issues); got != tt.want {
 			t.Errorf("case %d: HasErrors = %v, want %v", i, got, tt.want)
 		}
+	}
+}
+
+// TestInvalidUTF8InNames: an element name with invalid UTF-8 is named in
+// the issues as the decoder reads it (U+FFFD), once, whichever pass finds it.
+func TestInvalidUTF8InNames(t *testing.T) {
+	v := newTestValidator(t)
+	body := "{\"resourceType\":\"Observation\",\"status\":\"final\",\"code\":{\"text\":\"x\"},\"valueQuantity\":{\"\xf5\":\"0\"}}"
+	_, issues := v.Validate(context.Background(), []byte(body))
+	n := 0
+	for _, is := range issues {
+		if !utf8.ValidString(is.Expression) || !utf8.ValidString(is.Diagnostics) {
+			t.Errorf("issue with invalid UTF-8: %+v", is)
+		}
+		if is.Expression == "Observation.valueQuantity.\uFFFD" {
+			n++
+		}
+	}
+	if n != 1 || !findIssue(issues, "Observation.valueQuantity.\uFFFD", "structure") {
+		t.Errorf("want one structure error at Observation.valueQuantity.\\uFFFD, got:%s", formatIssues(issues))
 	}
 }
