@@ -129,7 +129,7 @@ func testCRUD(t *testing.T, c *client) {
 	c.do("DELETE", "/Observation/"+id, "").expect(t, http.StatusNoContent)
 	c.do("DELETE", "/Observation/never-existed", "").expect(t, http.StatusNoContent)
 	h := c.do("GET", "/Observation/"+id+"/_history", "").expect(t, http.StatusOK).json(t)
-	if n := len(get(h, "entry").([]any)); n != 3 {
+	if n := len(entryList(get(h, "entry"))); n != 3 {
 		t.Errorf("history after delete has %d entries, want 3", n)
 	}
 	if m := get(h, "entry", 0, "request", "method"); m != "DELETE" {
@@ -249,7 +249,7 @@ func testHistory(t *testing.T, c *client) {
 	if h["type"] != "history" {
 		t.Fatalf("history Bundle type %v", h["type"])
 	}
-	entries := get(h, "entry").([]any)
+	entries := entryList(get(h, "entry"))
 	if len(entries) != 3 {
 		t.Fatalf("instance history: %d entries, want 3", len(entries))
 	}
@@ -270,7 +270,7 @@ func testHistory(t *testing.T, c *client) {
 	next := c.base + "/Patient/hist/_history?_count=1"
 	for next != "" && len(seen) < 10 {
 		page := c.do("GET", next, "").expect(t, http.StatusOK).json(t)
-		for _, e := range get(page, "entry").([]any) {
+		for _, e := range entryList(get(page, "entry")) {
 			seen = append(seen, get(e, "resource", "name", 0, "family").(string))
 		}
 		next = ""
@@ -295,7 +295,7 @@ func testHistory(t *testing.T, c *client) {
 	for _, path := range []string{"/Patient/_history?_since=" + since, "/_history?_since=" + since} {
 		b := c.do("GET", path, "").expect(t, http.StatusOK).json(t)
 		found := 0
-		for _, e := range get(b, "entry").([]any) {
+		for _, e := range entryList(get(b, "entry")) {
 			if get(e, "fullUrl") == c.base+"/Patient/hist" {
 				found++
 			}
@@ -305,13 +305,13 @@ func testHistory(t *testing.T, c *client) {
 		}
 	}
 	future := url.QueryEscape(time.Now().Add(time.Hour).UTC().Format(time.RFC3339))
-	if n := len(get(c.do("GET", "/_history?_since="+future, "").expect(t, http.StatusOK).json(t), "entry").([]any)); n != 0 {
-		t.Errorf("_since in the future: %d entries", n)
+	if es, _ := get(c.do("GET", "/_history?_since="+future, "").expect(t, http.StatusOK).json(t), "entry").([]any); len(es) != 0 {
+		t.Errorf("_since in the future: %d entries", len(es))
 	}
 	// _at: the version current at an instant between V1 and now is one version.
 	at := url.QueryEscape(time.Now().UTC().Format(time.RFC3339Nano))
 	atb := c.do("GET", "/Patient/hist/_history?_at="+at, "").expect(t, http.StatusOK).json(t)
-	if es := get(atb, "entry").([]any); len(es) != 1 || get(es[0], "resource", "name", 0, "family") != "V3" {
+	if es := entryList(get(atb, "entry")); len(es) != 1 || get(es[0], "resource", "name", 0, "family") != "V3" {
 		t.Errorf("_at now: %v", es)
 	}
 	c.do("GET", "/Patient/hist/_history?_since=last-tuesday", "").expect(t, http.StatusBadRequest).outcome(t)
@@ -330,7 +330,7 @@ func testSearch(t *testing.T, c *client) {
 	}
 	ids := func(b map[string]any) []string {
 		var out []string
-		for _, e := range get(b, "entry").([]any) {
+		for _, e := range entryList(get(b, "entry")) {
 			out = append(out, get(e, "resource", "id").(string))
 		}
 		return out
@@ -383,7 +383,7 @@ func testSearch(t *testing.T, c *client) {
 		t.Errorf("_lastUpdated=lt2000: %v", got)
 	}
 	cnt := c.do("GET", "/Patient?_id=s0,s1&_summary=count", "").expect(t, http.StatusOK).json(t)
-	if fmt.Sprint(cnt["total"]) != "2" || len(get(cnt, "entry").([]any)) != 0 {
+	if fmt.Sprint(cnt["total"]) != "2" || len(entryList(get(cnt, "entry"))) != 0 {
 		t.Errorf("_summary=count: %v", cnt)
 	}
 }
@@ -515,7 +515,7 @@ func testConcurrentUpdates(t *testing.T, c *client) {
 		}
 	}
 	h := c.do("GET", "/Patient/race/_history?_count=100", "").expect(t, http.StatusOK).json(t)
-	if got := len(get(h, "entry").([]any)); got != n+1 {
+	if got := len(entryList(get(h, "entry"))); got != n+1 {
 		t.Errorf("%d versions after %d concurrent updates, want %d", got, n, n+1)
 	}
 	cur := c.do("GET", "/Patient/race", "").expect(t, http.StatusOK).header.Get("ETag")

@@ -214,6 +214,12 @@ func (r response) outcome(t testing.TB) string {
 }
 
 // get walks a decoded JSON value by keys and indexes ("meta", "versionId").
+// entryList is a Bundle's entries; FHIR JSON leaves out an empty "entry".
+func entryList(v any) []any {
+	l, _ := v.([]any)
+	return l
+}
+
 func get(v any, path ...any) any {
 	for _, p := range path {
 		switch k := p.(type) {

@@ -61,12 +61,22 @@ func encodeValue(b *bytes.Buffer, v any) error {
 		b.WriteByte(']')
 	case map[string]any:
 		keys := make([]string, 0, len(x))
-		for k := range x {
-			if k != "resourceType" {
+		for k, val := range x {
+			// FHIR JSON has no empty arrays or objects (json.html): an
+			// element without content is left out, so a Bundle with no
+			// match has no "entry" at all.
+			if k != "resourceType" && k != "id" && k != "meta" && !isEmptyJSON(val) {
 				keys = append(keys, k)
 			}
 		}
 		slices.Sort(keys)
+		// resourceType, id and meta lead, as in the specification's own
+		// examples; the rest follow in a stable order.
+		for _, k := range [...]string{"meta", "id"} {
+			if val, ok := x[k]; ok && !isEmptyJSON(val) {
+				keys = slices.Insert(keys, 0, k)
+			}
+		}
 		b.WriteByte('{')
 		first := true
 		if rt, ok := x["resourceType"]; ok {
@@ -98,6 +108,16 @@ func encodeValue(b *bytes.Buffer, v any) error {
 		b.Write(raw)
 	}
 	return nil
+}
+
+func isEmptyJSON(v any) bool {
+	switch x := v.(type) {
+	case []any:
+		return len(x) == 0
+	case map[string]any:
+		return len(x) == 0
+	}
+	return false
 }
 
 const hexDigits = "0123456789abcdef"

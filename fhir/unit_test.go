@@ -12,7 +12,9 @@ func TestEncodeResource(t *testing.T) {
 		in   string
 		want string
 	}{
-		{"resourceType first", `{"id":"1","resourceType":"Patient","active":true}`, `{"resourceType":"Patient","active":true,"id":"1"}`},
+		{"resourceType first", `{"id":"1","resourceType":"Patient","active":true}`, `{"resourceType":"Patient","id":"1","active":true}`},
+		{"id and meta lead", `{"b":1,"meta":{"versionId":"2"},"a":2,"id":"x","resourceType":"Patient"}`, `{"resourceType":"Patient","id":"x","meta":{"versionId":"2"},"a":2,"b":1}`},
+		{"empty arrays and objects left out", `{"resourceType":"Bundle","type":"searchset","entry":[],"meta":{},"link":[{"relation":"self"}]}`, `{"resourceType":"Bundle","link":[{"relation":"self"}],"type":"searchset"}`},
 		{"decimal text kept", `{"value":1.50,"big":12345678901234567890,"exp":1e-7}`, `{"big":12345678901234567890,"exp":1e-7,"value":1.50}`},
 		{"nested resources", `{"contained":[{"id":"a","resourceType":"Patient"}],"resourceType":"Observation"}`, `{"resourceType":"Observation","contained":[{"resourceType":"Patient","id":"a"}]}`},
 		{"no html escaping", `{"div":"<div>a & b</div>"}`, `{"div":"<div>a & b</div>"}`},
