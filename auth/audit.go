@@ -17,13 +17,16 @@ type AuditEvent struct {
 	Action      string // C, R, U, D, E (R4 AuditEvent.action)
 	Type        string // resource type, may be empty for system interactions
 	IDs         []string
-	Patients    []string // ids of the patients whose data was touched
-	Query       string   // the query string of a search, without the token
-	Outcome     int      // HTTP status
-	ClientID    string
-	User        string // fhirUser, or the subject when there is none
-	Source      string // our FHIR base URL (the observer)
-	RemoteAddr  string
+	// Refs names touched resources as "Type/id" when they may be of
+	// several types (the writes of one Commit).
+	Refs       []string
+	Patients   []string // ids of the patients whose data was touched
+	Query      string   // the query string of a search, without the token
+	Outcome    int      // HTTP status
+	ClientID   string
+	User       string // fhirUser, or the subject when there is none
+	Source     string // our FHIR base URL (the observer)
+	RemoteAddr string
 }
 
 // AuditSink records audit events durably. The FHIR layer implements it.
@@ -93,6 +96,12 @@ func (ev AuditEvent) Resource() map[string]any {
 	for _, id := range ev.IDs {
 		entities = append(entities, map[string]any{
 			"what": map[string]any{"reference": ev.Type + "/" + id},
+			"role": map[string]any{"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "4", "display": "Domain Resource"},
+		})
+	}
+	for _, ref := range ev.Refs {
+		entities = append(entities, map[string]any{
+			"what": map[string]any{"reference": ref},
 			"role": map[string]any{"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "4", "display": "Domain Resource"},
 		})
 	}

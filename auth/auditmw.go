@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -10,6 +11,13 @@ import (
 
 // AuditMiddleware records one AuditEvent per FHIR request that reached
 // the API (answered, refused or failed), after the response is written.
+//
+// When sink is an AuditPreparer, a write's record is not stored here but
+// by the write itself, in the same Commit as the data (see AuditWrites);
+// the middleware then stores only what no Commit carried: reads, refused
+// and failed requests. A batch or transaction Bundle is still recorded
+// here as a whole (its reads and its outcome), besides the records its
+// writes committed.
 // fhirPath is the path of the FHIR base ("/fhir"). Discovery and the
 // CapabilityStatement carry no patient data and are not recorded. A
 // failure to record is logged, not hidden: the response is already gone.
@@ -19,6 +27,20 @@ func AuditMiddleware(sink AuditSink, source, fhirPath string, log *slog.Logger) 
 	}
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
+			var wa *writeAudit
+			if prep, ok := sink.(AuditPreparer); ok {
+				r := c.Request()
+				if rest, ok := strings.CutPrefix(r.URL.Path, fhirPath); ok {
+					interaction, action, typ, _ := classify(r.Method, strings.Trim(rest, "/"))
+					base := NewAuditEvent(r.Context(), interaction, action, typ)
+					base.Type = "" // a Commit may hold several types: Refs name them
+					base.Query = r.URL.RawQuery
+					base.Source = source
+					base.RemoteAddr = c.RealIP()
+					wa = &writeAudit{prep: prep, base: base}
+					c.SetRequest(r.WithContext(context.WithValue(r.Context(), writeAuditKey{}, wa)))
+				}
+			}
 			err := next(c)
 			if err != nil && !c.Response().Committed {
 				// Let the server's error handler write the answer now, so
@@ -32,6 +54,9 @@ func AuditMiddleware(sink AuditSink, source, fhirPath string, log *slog.Logger) 
 				return err
 			}
 			interaction, action, typ, id := classify(r.Method, strings.Trim(rest, "/"))
+			if wa != nil && wa.done() > 0 && interaction != "batch/transaction" {
+				return err // recorded by the Commit that made the change
+			}
 			ev := NewAuditEvent(r.Context(), interaction, action, typ)
 			if id != "" {
 				ev.IDs = []string{id}

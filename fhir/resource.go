@@ -11,6 +11,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/anodyne-fhir/anodyne/auth"
 	"github.com/anodyne-fhir/anodyne/conformance"
 	"github.com/anodyne-fhir/anodyne/storage"
 )
@@ -106,9 +107,34 @@ func (s *Server) prepare(typ, id string, res map[string]any, expect int64, at ti
 	}, nil
 }
 
+// commit stores writes in one Commit. When the request is audited by a
+// sink that can commit with the data (auth.AuditWrites), the AuditEvent
+// of the change goes into the same Commit, so that no crash can separate
+// a change from its record. A backend that cannot commit several writes
+// atomically gets the data alone and the audit middleware records the
+// request afterwards, as for reads. The records returned are the data's.
+func (s *Server) commit(ctx context.Context, writes []storage.Write) ([]storage.Record, error) {
+	if !s.atomicCommit(ctx) {
+		return s.backend.Commit(ctx, writes...)
+	}
+	all, done, err := auth.AuditWrites(ctx, writes)
+	if err != nil {
+		return nil, err
+	}
+	recs, err := s.backend.Commit(ctx, all...)
+	done(err)
+	if err != nil {
+		return nil, err
+	}
+	if len(recs) != len(all) {
+		return nil, fmt.Errorf("backend returned %d records for %d writes", len(recs), len(all))
+	}
+	return recs[:len(writes)], nil
+}
+
 // commitOne commits a single write and returns the stored record.
 func (s *Server) commitOne(ctx context.Context, w storage.Write) (storage.Record, error) {
-	recs, err := s.backend.Commit(ctx, w)
+	recs, err := s.commit(ctx, []storage.Write{w})
 	if err != nil {
 		return storage.Record{}, fmt.Errorf("storing %s/%s version %d: %w", w.Type, w.ID, w.VersionID, err)
 	}

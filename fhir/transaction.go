@@ -321,7 +321,7 @@ func (s *Server) runTransaction(ctx context.Context, entries []*txEntry) error {
 		if len(writes) == 0 {
 			return nil
 		}
-		recs, err := s.backend.Commit(ctx, writes...)
+		recs, err := s.commit(ctx, writes)
 		if errors.Is(err, storage.ErrVersionConflict) || errors.Is(err, storage.ErrDuplicateClaim) {
 			if err := backoff(ctx, attempt); err != nil {
 				return err

@@ -39,7 +39,13 @@ func New(backend storage.Backend, index Indexer) *Store {
 	return &Store{backend: backend, index: index}
 }
 
-var _ auth.AuditSink = (*Store)(nil)
+var _ auth.AuditPreparer = (*Store)(nil)
+
+// PrepareAudit returns the write of ev's AuditEvent without storing it,
+// for a caller that commits it together with the data it records.
+func (s *Store) PrepareAudit(ev auth.AuditEvent) (storage.Write, error) {
+	return prepare(s.index, ev)
+}
 
 // RecordAudit stores ev as a new AuditEvent resource, in a Commit of its
 // own. GroupCommit does the same for many concurrent requests at once.

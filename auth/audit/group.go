@@ -72,7 +72,13 @@ func NewGroupCommit(backend storage.Backend, index Indexer, log *slog.Logger, op
 	return g
 }
 
-var _ auth.AuditSink = (*GroupCommit)(nil)
+var _ auth.AuditPreparer = (*GroupCommit)(nil)
+
+// PrepareAudit returns the write of ev's AuditEvent without storing it: a
+// write request commits its record with its data, not through the queue.
+func (g *GroupCommit) PrepareAudit(ev auth.AuditEvent) (storage.Write, error) {
+	return prepare(g.index, ev)
+}
 
 // RecordAudit stores ev and returns once it is durable (or failed). The
 // encoding and index extraction run on the caller's goroutine, so only the

@@ -77,6 +77,8 @@ type envConfig struct {
 	// groupAudit stores audit events through audit.GroupCommit (as the
 	// real server does) instead of one Commit per request.
 	groupAudit bool
+	// wrapSink, when set, wraps the audit sink (to observe what reaches it).
+	wrapSink func(auth.AuditSink) auth.AuditSink
 }
 
 // quiet keeps warnings and errors only, so that test output stays readable.
@@ -113,6 +115,9 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		g := audit.NewGroupCommit(be, registry(t), quiet)
 		t.Cleanup(func() { g.Close() })
 		sink = g
+	}
+	if ec.wrapSink != nil {
+		sink = ec.wrapSink(sink)
 	}
 	fs, err := fhir.New(fhir.Config{
 		BaseURL:    base,
