@@ -46,13 +46,24 @@ func (s *Server) hasCustomParams() bool {
 // understands), so that it claims nothing the server does not do.
 func (s *Server) capabilityStatement() ([]byte, error) {
 	var typeCodes, systemCodes, typeOps []string
+	var sysOps []any
+	fixedOps := map[string][]any{} // operations of one type only (Patient/$export)
 	bundles := false
 	for _, r := range routeTable() {
 		switch {
 		case r.code == "":
 			continue // not an interaction (status endpoints)
+		case r.bulk && s.bulk == nil:
+			continue // routed, but answers 501 without an export directory
+		case strings.HasPrefix(r.code, "$") && (r.level == levelSystem || r.typ != ""):
+			op := map[string]any{"name": strings.TrimPrefix(r.code, "$"), "definition": operationDefinition(r)}
+			if r.typ == "" {
+				sysOps = append(sysOps, op)
+			} else {
+				fixedOps[r.typ] = append(fixedOps[r.typ], op)
+			}
 		case strings.HasPrefix(r.code, "$"):
-			if r.level != levelSystem && !slices.Contains(typeOps, r.code) {
+			if !slices.Contains(typeOps, r.code) {
 				typeOps = append(typeOps, r.code)
 			}
 		case r.code == "transaction":
@@ -126,6 +137,9 @@ func (s *Server) capabilityStatement() ([]byte, error) {
 		if typ == "Patient" {
 			r["operation"] = append(slices.Clone(ops), patientOps...)
 		}
+		if extra := fixedOps[typ]; len(extra) > 0 {
+			r["operation"] = append(slices.Clone(r["operation"].([]any)), extra...)
+		}
 		if len(params) > 0 {
 			r["searchParam"] = params
 			incs := []any{"*"}
@@ -154,6 +168,9 @@ func (s *Server) capabilityStatement() ([]byte, error) {
 			map[string]any{"name": "_has", "type": "string"},
 		},
 	}
+	if len(sysOps) > 0 {
+		rest["operation"] = sysOps
+	}
 	if s.security != nil {
 		rest["security"] = s.security
 	}
@@ -173,7 +190,28 @@ func (s *Server) capabilityStatement() ([]byte, error) {
 		"patchFormat": []any{mimeJSONPatch},
 		"rest":        []any{rest},
 	}
+	if s.bulk != nil {
+		cs["instantiates"] = []any{"http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"}
+	}
 	return encodeResource(cs)
+}
+
+// operationDefinition is the canonical URL of the OperationDefinition a
+// system-level or fixed-type operation route implements.
+func operationDefinition(r route) string {
+	if r.code == "$export" {
+		switch r.typ {
+		case "Patient":
+			return "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"
+		case "Group":
+			return "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"
+		}
+		return "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"
+	}
+	if r.typ != "" {
+		return "http://hl7.org/fhir/OperationDefinition/" + r.typ + "-" + strings.TrimPrefix(r.code, "$")
+	}
+	return "http://hl7.org/fhir/OperationDefinition/Resource-" + strings.TrimPrefix(r.code, "$")
 }
 
 // compartmentURLs names the CompartmentDefinitions that compartment search

@@ -21,31 +21,6 @@ import (
 
 const mimeNDJSON = "application/fhir+ndjson"
 
-// mountBulk adds the Bulk Data routes. They are not in routeTable because
-// they are operations on the server, not interactions of every type, and
-// the file download must not go through FHIR content negotiation (clients
-// send Accept: application/fhir+ndjson).
-func (s *Server) mountBulk(e *echo.Echo, authMW echo.MiddlewareFunc) {
-	g := e.Group("/fhir")
-	add := func(method, path string, h func(*Server, echo.Context) error, negotiated bool) {
-		var mws []echo.MiddlewareFunc
-		if negotiated {
-			mws = append(mws, negotiate)
-		}
-		if authMW != nil {
-			mws = append(mws, authMW)
-		}
-		g.Add(method, path, func(c echo.Context) error { return h(s, c) }, mws...)
-	}
-	add(http.MethodGet, "/$export", (*Server).exportSystem, true)
-	add(http.MethodGet, "/Patient/$export", (*Server).exportPatients, true)
-	add(http.MethodGet, "/Group/:id/$export", (*Server).exportGroup, true)
-	add(http.MethodGet, "/$export-status/:job", (*Server).exportStatus, true)
-	add(http.MethodDelete, "/$export-status/:job", (*Server).exportCancel, true)
-	add(http.MethodGet, "/$export-file/:job/:file", (*Server).exportFile, false)
-	add(http.MethodPost, "/$import", (*Server).importNDJSON, true)
-}
-
 // Close stops the background bulk export workers. Jobs they were running
 // resume at the next start.
 func (s *Server) Close() error {

@@ -132,13 +132,14 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("fhir: drawing cursor key: %w", err)
 		}
 	}
-	if s.capability, err = s.capabilityStatement(); err != nil {
-		return nil, fmt.Errorf("fhir: building CapabilityStatement: %w", err)
-	}
 	s.echo = s.routes(cfg.Middleware)
-	s.mountBulk(s.echo, cfg.Middleware)
 	if cfg.ExportDir != "" {
 		s.bulk = newBulkRunner(s, cfg.ExportDir, bulkWorkers(cfg.ExportWorkers))
+	}
+	// After the runner: the statement declares $export only when it runs.
+	if s.capability, err = s.capabilityStatement(); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("fhir: building CapabilityStatement: %w", err)
 	}
 	return s, nil
 }
@@ -171,34 +172,56 @@ type route struct {
 	// for an operation, or "" for routes that are not interactions.
 	code    string
 	handler func(*Server, echo.Context) error
+	// typ is the one resource type a fixed path serves ("" for :type).
+	typ string
+	// bulk marks Bulk Data operations, declared only when export is on.
+	bulk bool
+	// raw skips FHIR content negotiation (file downloads).
+	raw bool
 }
 
 func routeTable() []route {
 	return []route{
-		{http.MethodGet, "/metadata", levelSystem, "capabilities", (*Server).capabilities},
-		{http.MethodPost, "", levelSystem, "transaction", (*Server).bundle},
-		{http.MethodPost, "/", levelSystem, "transaction", (*Server).bundle},
-		{http.MethodGet, "/_history", levelSystem, "history-system", (*Server).historySystem},
-		{http.MethodGet, "", levelSystem, "search-system", (*Server).searchSystem},
-		{http.MethodPost, "/_search", levelSystem, "search-system", (*Server).searchSystem},
-		{http.MethodGet, "/:type/:id/:comp", levelType, "search-type", (*Server).searchCompartment},
-		{http.MethodGet, "/:type/:id/$reindex-status", levelInstance, "", (*Server).reindexStatus},
-		{http.MethodPost, "/:type", levelType, "create", (*Server).create},
-		{http.MethodGet, "/:type", levelType, "search-type", (*Server).searchType},
-		{http.MethodPost, "/:type/_search", levelType, "search-type", (*Server).searchType},
-		{http.MethodGet, "/:type/_history", levelType, "history-type", (*Server).historyType},
-		{http.MethodPost, "/:type/$validate", levelType, "$validate", (*Server).validateType},
-		{http.MethodPut, "/:type", levelType, "update", (*Server).conditionalUpdate},
-		{http.MethodDelete, "/:type", levelType, "delete", (*Server).conditionalDelete},
-		{http.MethodGet, "/:type/$everything", levelType, "$everything", (*Server).everythingType},
-		{http.MethodGet, "/:type/:id/$everything", levelInstance, "$everything", (*Server).everything},
-		{http.MethodGet, "/:type/:id", levelInstance, "read", (*Server).read},
-		{http.MethodGet, "/:type/:id/_history/:vid", levelInstance, "vread", (*Server).vread},
-		{http.MethodPut, "/:type/:id", levelInstance, "update", (*Server).update},
-		{http.MethodPatch, "/:type/:id", levelInstance, "patch", (*Server).patch},
-		{http.MethodDelete, "/:type/:id", levelInstance, "delete", (*Server).delete},
-		{http.MethodGet, "/:type/:id/_history", levelInstance, "history-instance", (*Server).historyInstance},
-		{http.MethodPost, "/:type/:id/$validate", levelInstance, "$validate", (*Server).validateInstance},
+		{method: http.MethodGet, path: "/metadata", level: levelSystem, code: "capabilities", handler: (*Server).capabilities},
+		{method: http.MethodPost, path: "", level: levelSystem, code: "transaction", handler: (*Server).bundle},
+		{method: http.MethodPost, path: "/", level: levelSystem, code: "transaction", handler: (*Server).bundle},
+		{method: http.MethodGet, path: "/_history", level: levelSystem, code: "history-system", handler: (*Server).historySystem},
+		{method: http.MethodGet, path: "", level: levelSystem, code: "search-system", handler: (*Server).searchSystem},
+		// The base with a trailing slash is the same endpoint (as for POST).
+		{method: http.MethodGet, path: "/", level: levelSystem, code: "search-system", handler: (*Server).searchSystem},
+		{method: http.MethodPost, path: "/_search", level: levelSystem, code: "search-system", handler: (*Server).searchSystem},
+		{method: http.MethodGet, path: "/:type/:id/:comp", level: levelType, code: "search-type", handler: (*Server).searchCompartment},
+		{method: http.MethodGet, path: "/:type/:id/$reindex-status", level: levelInstance, code: "", handler: (*Server).reindexStatus},
+		{method: http.MethodPost, path: "/:type", level: levelType, code: "create", handler: (*Server).create},
+		{method: http.MethodGet, path: "/:type", level: levelType, code: "search-type", handler: (*Server).searchType},
+		{method: http.MethodPost, path: "/:type/_search", level: levelType, code: "search-type", handler: (*Server).searchType},
+		{method: http.MethodGet, path: "/:type/_history", level: levelType, code: "history-type", handler: (*Server).historyType},
+		{method: http.MethodPost, path: "/:type/$validate", level: levelType, code: "$validate", handler: (*Server).validateType},
+		{method: http.MethodPut, path: "/:type", level: levelType, code: "update", handler: (*Server).conditionalUpdate},
+		{method: http.MethodDelete, path: "/:type", level: levelType, code: "delete", handler: (*Server).conditionalDelete},
+		{method: http.MethodGet, path: "/:type/$everything", level: levelType, code: "$everything", handler: (*Server).everythingType},
+		{method: http.MethodGet, path: "/:type/:id/$everything", level: levelInstance, code: "$everything", handler: (*Server).everything},
+		{method: http.MethodGet, path: "/:type/:id", level: levelInstance, code: "read", handler: (*Server).read},
+		{method: http.MethodGet, path: "/:type/:id/_history/:vid", level: levelInstance, code: "vread", handler: (*Server).vread},
+		{method: http.MethodPut, path: "/:type/:id", level: levelInstance, code: "update", handler: (*Server).update},
+		{method: http.MethodPatch, path: "/:type/:id", level: levelInstance, code: "patch", handler: (*Server).patch},
+		{method: http.MethodDelete, path: "/:type/:id", level: levelInstance, code: "delete", handler: (*Server).delete},
+		{method: http.MethodGet, path: "/:type/:id/_history", level: levelInstance, code: "history-instance", handler: (*Server).historyInstance},
+		{method: http.MethodPost, path: "/:type/:id/$validate", level: levelInstance, code: "$validate", handler: (*Server).validateInstance},
+		// Bulk Data (bulkdata IG v2). Declared only when an export directory
+		// is configured; without one the kick-offs answer 501.
+		{method: http.MethodGet, path: "/$export", level: levelSystem, code: "$export", handler: (*Server).exportSystem, bulk: true},
+		{method: http.MethodGet, path: "/Patient/$export", level: levelType, code: "$export", handler: (*Server).exportPatients, typ: "Patient", bulk: true},
+		{method: http.MethodGet, path: "/Group/:id/$export", level: levelInstance, code: "$export", handler: (*Server).exportGroup, typ: "Group", bulk: true},
+		{method: http.MethodGet, path: "/$export-status/:job", level: levelSystem, code: "", handler: (*Server).exportStatus},
+		{method: http.MethodDelete, path: "/$export-status/:job", level: levelSystem, code: "", handler: (*Server).exportCancel},
+		// Clients ask for the files with Accept: application/fhir+ndjson,
+		// which FHIR content negotiation would refuse.
+		{method: http.MethodGet, path: "/$export-file/:job/:file", level: levelSystem, code: "", handler: (*Server).exportFile, raw: true},
+		// The synchronous NDJSON push of "anodyne import --server" has no
+		// published OperationDefinition (the bulk $import draft is
+		// asynchronous, with a manifest), so it is routed but not declared.
+		{method: http.MethodPost, path: "/$import", level: levelSystem, code: "", handler: (*Server).importNDJSON},
 	}
 }
 
@@ -217,7 +240,10 @@ func (s *Server) routes(authMW echo.MiddlewareFunc) *echo.Echo {
 	g := e.Group("/fhir")
 	for _, r := range routeTable() {
 		h := r.handler
-		mws := []echo.MiddlewareFunc{negotiate}
+		var mws []echo.MiddlewareFunc
+		if !r.raw {
+			mws = append(mws, negotiate)
+		}
 		if authMW != nil && r.code != "capabilities" {
 			mws = append(mws, authMW)
 		}
