@@ -114,3 +114,26 @@ func BenchmarkSchema(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkValidateSyntheaEntries validates the entries of a Synthea bundle
+// one by one, as transaction ingest does; ns/resource is the figure to watch.
+func BenchmarkValidateSyntheaEntries(b *testing.B) {
+	v := newTestValidator(b)
+	var bundle struct {
+		Entry []struct {
+			Resource json.RawMessage `json:"resource"`
+		} `json:"entry"`
+	}
+	if err := json.Unmarshal(readFile(b, benchInputs[2].file), &bundle); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, e := range bundle.Entry {
+			if _, issues := v.Validate(context.Background(), e.Resource); len(issues) != 0 {
+				b.Fatalf("issues on a valid entry:%s", formatIssues(issues))
+			}
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(bundle.Entry)), "ns/resource")
+}
