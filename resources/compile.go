@@ -67,15 +67,28 @@ func (r *Registry) compile(resourceType string, p *Param, modifier string, value
 	ands := make([]storage.Expr, 0, len(values))
 	for _, v := range values {
 		alts := splitEscaped(v, ',')
-		conds := make([]storage.Expr, 0, len(alts))
+		// Alternatives in convertible units apply to the canonical
+		// companion parameter, the others to the values as written.
+		var conds, canonConds []storage.Expr
 		for _, alt := range alts {
-			c, err := r.cond(p, p.Type, modifier, alt)
+			c, canonical, err := r.cond(p, p.Type, modifier, alt)
 			if err != nil {
 				return nil, err
 			}
-			conds = append(conds, c)
+			if canonical {
+				canonConds = append(canonConds, c)
+			} else {
+				conds = append(conds, c)
+			}
 		}
-		m := storage.Match{Param: param, Kind: p.Type, Cond: one(conds, false)}
+		var ms []storage.Expr
+		if len(conds) > 0 {
+			ms = append(ms, storage.Match{Param: param, Kind: p.Type, Cond: one(conds, false)})
+		}
+		if len(canonConds) > 0 {
+			ms = append(ms, storage.Match{Param: param + canonicalSuffix, Kind: p.Type, Cond: one(canonConds, false)})
+		}
+		m := one(ms, false)
 		if modifier == "not" {
 			// :not selects resources with no matching token, including
 			// those without any value (search.html#modifiers).
@@ -98,45 +111,54 @@ func one(es []storage.Expr, and bool) storage.Expr {
 	return storage.Or{Exprs: es}
 }
 
-// cond compiles one alternative into a condition on a single entry.
-func (r *Registry) cond(p *Param, kind storage.Kind, modifier, v string) (storage.Expr, error) {
+// cond compiles one alternative into a condition on a single entry;
+// canonical reports that it applies to the entries in canonical units
+// (see canonicalSuffix) rather than to the values as written.
+func (r *Registry) cond(p *Param, kind storage.Kind, modifier, v string) (c storage.Expr, canonical bool, err error) {
 	if v == "" {
-		return nil, invalid("%s: empty value", p.Code)
+		return nil, false, invalid("%s: empty value", p.Code)
 	}
 	switch kind {
 	case storage.KindString:
 		u, err := unescape(v)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
-		return compileString(modifier, u)
+		c, err = compileString(modifier, u)
+		return c, false, err
 	case storage.KindToken:
 		if modifier == "of-type" {
-			return compileOfType(v)
+			c, err = compileOfType(v)
+			return c, false, err
 		}
-		return compileToken(modifier, v)
+		c, err = compileToken(modifier, v)
+		return c, false, err
 	case storage.KindReference:
-		return r.compileReference(p, modifier, v)
+		c, err = r.compileReference(p, modifier, v)
+		return c, false, err
 	case storage.KindDate:
 		u, err := unescape(v)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
-		return r.compileDate(u)
+		c, err = r.compileDate(u)
+		return c, false, err
 	case storage.KindNumber:
 		u, err := unescape(v)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
-		return compileNumber(u)
+		c, err = compileNumber(u)
+		return c, false, err
 	case storage.KindQuantity:
 		return compileQuantity(v)
 	case storage.KindURI:
-		return compileURI(modifier, v)
+		c, err = compileURI(modifier, v)
+		return c, false, err
 	case storage.KindComposite:
 		return r.compileComposite(p, v)
 	}
-	return nil, fmt.Errorf("%s of type %s: %w", p.Code, p.TypeName, ErrUnsupported)
+	return nil, false, fmt.Errorf("%s of type %s: %w", p.Code, p.TypeName, ErrUnsupported)
 }
 
 // compileMissing: ":missing=true" selects resources without any entry of the

@@ -33,6 +33,23 @@ func TestCompositeEntries(t *testing.T) {
 			}
 		}
 	}
+	// Canonical quantities go to the companion parameter, never mixed
+	// with the values as written; parts lose their Param either way.
+	canonQ := storage.Entry{Param: "value-quantity" + canonicalSuffix, Kind: storage.KindQuantity, Code: "Pa", Num: 19998}
+	writtenQ := storage.Entry{Param: "value-quantity", Kind: storage.KindQuantity, Code: "mm[Hg]", Num: 150}
+	got := compositeEntries(p, [][]storage.Entry{{tok("a"), tok("b")}, {writtenQ, canonQ}})
+	byParam := map[string][]float64{}
+	for _, e := range got {
+		for _, part := range e.Parts {
+			if part.Param != "" {
+				t.Errorf("part keeps Param %q", part.Param)
+			}
+		}
+		byParam[e.Param] = append(byParam[e.Param], e.Parts[1].Num)
+	}
+	if fmt.Sprint(byParam[p.Code]) != "[150 150]" || fmt.Sprint(byParam[p.Code+canonicalSuffix]) != "[19998 19998]" || len(byParam) != 2 {
+		t.Errorf("canonical split = %v", byParam)
+	}
 	var many []storage.Entry
 	for i := range 20 {
 		many = append(many, tok(fmt.Sprint(i)))
@@ -48,7 +65,7 @@ func TestCompileCompositeGolden(t *testing.T) {
 	// mm[Hg] is converted to the canonical Pa: 100 * 133.322387415.
 	hundred := 100.0 // a variable, so the product is rounded at run time like the compiler's
 	pa := strconv.FormatFloat(hundred*ucumFactor["mm[Hg]"].factor, 'g', -1, 64)
-	want := `(Match code-value-quantity composite (And (Part 0 (And (Cmp System Eq "http://loinc.org") (Cmp Code Eq "8480-6"))) (Part 1 (And (Cmp Num Gt ` + pa + `) (Cmp Code Eq "Pa") (Cmp System Eq "http://unitsofmeasure.org")))))`
+	want := `(Match code-value-quantity:canonical composite (And (Part 0 (And (Cmp System Eq "http://loinc.org") (Cmp Code Eq "8480-6"))) (Part 1 (And (Cmp Num Gt ` + pa + `) (Cmp Code Eq "Pa") (Cmp System Eq "http://unitsofmeasure.org")))))`
 	if e.String() != want {
 		t.Errorf("composite = %s\nwant        %s", e, want)
 	}

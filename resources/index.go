@@ -126,9 +126,6 @@ func (r *Registry) indexComposite(p *Param, fn fhirpath.Node) ([]storage.Entry, 
 				return nil, err
 			}
 		}
-		for j := range parts[i] {
-			parts[i][j].Param = ""
-		}
 	}
 	return compositeEntries(p, parts), nil
 }

@@ -163,6 +163,18 @@ func TestRoundTrip(t *testing.T) {
 		{"component-code-value-quantity", "", "http://loinc.org|8480-6$gt100", []string{"bp1"}},
 		{"component-code-value-quantity", "", "http://loinc.org|8480-6$lt100", nil},
 		{"component-code-value-quantity", "", "http://loinc.org|8462-4$lt100|http://unitsofmeasure.org|mm[Hg]", []string{"bp1"}},
+		// Systolic 107 mm[Hg] is 14265.5 Pa: a unitless value compares with
+		// 107 as written, never with the pascals.
+		{"component-code-value-quantity", "", "http://loinc.org|8480-6$gt110", nil},
+		{"component-code-value-quantity", "", "http://loinc.org|8480-6$lt14.3|http://unitsofmeasure.org|kPa", []string{"bp1"}},
+		{"component-code-value-quantity", "", "http://loinc.org|8480-6$lt14.2|http://unitsofmeasure.org|kPa", nil},
+		{"component-code-value-quantity", "", "http://loinc.org|8480-6$gt14.2|http://unitsofmeasure.org|kPa", []string{"bp1"}},
+		{"component-code-value-quantity", "", "http://loinc.org|8480-6$107||mm[Hg]", []string{"bp1"}},
+		{"component-code-value-quantity", "", "http://loinc.org|8480-6$107||mmHg", nil},
+		// Alternatives mix: one in a convertible unit, one unitless.
+		{"value-quantity", "", "5|http://unitsofmeasure.org|/min,72", []string{"hr1"}},
+		{"value-quantity", "", "1.2|http://unitsofmeasure.org|/s,5", []string{"hr1"}},
+		{"value-quantity", "", "5|http://unitsofmeasure.org|/min,5", nil},
 		{"code-value-quantity", "", "8867-4$72", []string{"hr1"}},
 		{"encounter", "missing", "true", []string{"bp1"}},
 		{"encounter", "missing", "false", []string{"hr1"}},
@@ -247,7 +259,7 @@ func TestIndexExamples(t *testing.T) {
 		{"Observation/example", storage.Entry{Param: "code", Kind: storage.KindToken, System: "http://loinc.org", Code: "29463-7"}},
 		{"Observation/example", storage.Entry{Param: "subject", Kind: storage.KindReference, RefType: "Patient", RefID: "example"}},
 		{"Observation/example", storage.Entry{Param: "value-quantity", Kind: storage.KindQuantity, System: ucumSystem, Code: "[lb_av]", Num: 185}},
-		{"Observation/example", storage.Entry{Param: "value-quantity", Kind: storage.KindQuantity, System: ucumSystem, Code: "g", Num: 185 * 453.59237}},
+		{"Observation/example", storage.Entry{Param: "value-quantity:canonical", Kind: storage.KindQuantity, System: ucumSystem, Code: "g", Num: 185 * 453.59237}},
 		{"Observation/example", storage.Entry{Param: "date", Kind: storage.KindDate, Low: ms("2016-03-28T00:00:00Z"), High: ms("2016-03-29T00:00:00Z") - 1}},
 		{"Patient/example", storage.Entry{Param: "family", Kind: storage.KindString, Exact: "Chalmers"}},
 		{"Patient/example", storage.Entry{Param: "birthdate", Kind: storage.KindDate, Low: ms("1974-12-25T00:00:00Z")}},

@@ -8,6 +8,13 @@ import (
 
 const ucumSystem = "http://unitsofmeasure.org"
 
+// canonicalSuffix names the companion parameter that holds a quantity's
+// value converted to canonical UCUM units ("value-quantity:canonical").
+// The converted entries must not share the parameter's own name: a search
+// without a unit compares numbers as written, and 150 mm[Hg] stored also
+// as 19998 Pa would otherwise match "gt160".
+const canonicalSuffix = ":canonical"
+
 // ucumFactor maps a UCUM unit to a canonical unit of the same dimension and
 // the factor to multiply by. Only multiplicative conversions are listed:
 // temperatures (Cel, [degF]) are affine and stay as written. The table is
@@ -67,8 +74,10 @@ func stripAnnotations(code string) string {
 // its system and code (or, without a code, its human unit); when the unit
 // text differs from the code, a second entry with the unit and no system
 // lets "5.4||mg" match either. A UCUM code listed in ucumFactor adds an
-// entry converted to the canonical unit (System = UCUM, Code = canonical),
-// which is what a search in any equivalent unit compiles to. A Range gives
+// entry converted to the canonical unit (System = UCUM, Code = canonical)
+// under the companion parameter p.Code+canonicalSuffix, which is what a
+// search in any convertible unit compiles to; it is added even when the
+// code is already canonical, since such searches look only there. A Range gives
 // one entry spanning low..high with Num at its middle. Plain numbers (a few
 // R4 quantity parameters point at decimals) give unitless entries.
 func indexQuantity(p *Param, n node) []storage.Entry {
@@ -124,8 +133,8 @@ func indexQuantity(p *Param, n node) []storage.Entry {
 		out = append(out, u)
 	}
 	if sys == ucumSystem {
-		if canon, f, ok := canonicalUnit(code); ok && canon != code {
-			c := storage.Entry{Param: p.Code, Kind: storage.KindQuantity, System: ucumSystem, Code: canon,
+		if canon, f, ok := canonicalUnit(code); ok {
+			c := storage.Entry{Param: p.Code + canonicalSuffix, Kind: storage.KindQuantity, System: ucumSystem, Code: canon,
 				Num: d.v * f, NumLow: d.lo * f, NumHigh: d.hi * f}
 			out = append(out, c)
 		}
@@ -149,43 +158,47 @@ func quantityValue(m map[string]any) (decimal, bool) {
 
 // compileQuantity compiles "[prefix]number|system|code" (system and code
 // optional: "5.4", "5.4||mg", "5.4|http://unitsofmeasure.org|mg"). A UCUM
-// unit in the conversion table is converted to its canonical unit, matching
-// the canonical entries the indexer adds, so 5400 mg finds 5.4 g.
-func compileQuantity(v string) (storage.Expr, error) {
+// unit in the conversion table is converted to its canonical unit and
+// canonical reports that the condition applies to the canonical entries
+// (parameter p.Code+canonicalSuffix), so 5400 ug finds 5.4 mg. Without a
+// unit, or with one the table does not convert, the condition applies to
+// the values and units as written.
+func compileQuantity(v string) (cond storage.Expr, canonical bool, err error) {
 	parts := splitEscaped(v, '|')
 	if len(parts) != 1 && len(parts) != 3 {
-		return nil, invalid("quantity %q must be number or number|system|code", v)
+		return nil, false, invalid("quantity %q must be number or number|system|code", v)
 	}
 	for i, p := range parts {
 		u, err := unescape(p)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		parts[i] = u
 	}
 	pfx, rest, err := splitPrefix(parts[0])
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	d, err := parseDecimal(rest)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if len(parts) == 1 || (parts[1] == "" && parts[2] == "") {
-		return numberCond(pfx, d), nil
+		return numberCond(pfx, d), false, nil
 	}
 	sys, code := parts[1], parts[2]
 	if code == "" {
-		return nil, invalid("quantity %q has a system but no code", v)
+		return nil, false, invalid("quantity %q has a system but no code", v)
 	}
 	if canon, f, ok := canonicalUnit(code); ok && sys == ucumSystem {
 		// f > 0 for every table entry, so the order of the bounds holds.
 		d = decimal{v: d.v * f, lo: d.lo * f, hi: d.hi * f}
 		code = canon
+		canonical = true
 	}
 	conds := []storage.Expr{numberCond(pfx, d), storage.Cmp{Field: storage.FieldCode, Op: storage.OpEq, Value: code}}
 	if sys != "" {
 		conds = append(conds, storage.Cmp{Field: storage.FieldSystem, Op: storage.OpEq, Value: sys})
 	}
-	return storage.And{Exprs: conds}, nil
+	return storage.And{Exprs: conds}, canonical, nil
 }

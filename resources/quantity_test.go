@@ -23,19 +23,30 @@ func quantity(value, system, code, unit string) node {
 
 func TestIndexQuantity(t *testing.T) {
 	p := param("value-quantity", storage.KindQuantity)
+	const canon = "value-quantity:canonical"
 	tests := []struct {
-		name  string
-		n     node
-		codes []string
-		nums  []float64
+		name   string
+		n      node
+		params []string
+		codes  []string
+		nums   []float64
 	}{
-		{"ucum mg with unit text", quantity("5.4", ucumSystem, "mg", "milligram"), []string{"mg", "milligram", "g"}, []float64{5.4, 5.4, 0.0054}},
-		{"canonical already", quantity("70", ucumSystem, "kg", "kg"), []string{"kg", "g"}, []float64{70, 70000}},
-		{"annotation", quantity("72", ucumSystem, "{beats}/min", "beats/minute"), []string{"{beats}/min", "beats/minute", "/min"}, []float64{72, 72, 72}},
-		{"temperature is affine", quantity("37.5", ucumSystem, "Cel", ""), []string{"Cel"}, []float64{37.5}},
-		{"no code", quantity("3", "", "", "tablets"), []string{"tablets"}, []float64{3}},
-		{"not ucum", quantity("5", "http://other", "mg", ""), []string{"mg"}, []float64{5}},
-		{"no value", node{map[string]any{"code": "mg"}, "Quantity"}, nil, nil},
+		{"ucum mg with unit text", quantity("5.4", ucumSystem, "mg", "milligram"),
+			[]string{p.Code, p.Code, canon}, []string{"mg", "milligram", "g"}, []float64{5.4, 5.4, 0.0054}},
+		{"kg converts to g", quantity("70", ucumSystem, "kg", "kg"),
+			[]string{p.Code, canon}, []string{"kg", "g"}, []float64{70, 70000}},
+		// Already canonical: searches in convertible units look only at the
+		// canonical parameter, so the value is there too.
+		{"canonical unit", quantity("3", ucumSystem, "g", ""),
+			[]string{p.Code, canon}, []string{"g", "g"}, []float64{3, 3}},
+		{"pressure", quantity("150", ucumSystem, "mm[Hg]", "mmHg"),
+			[]string{p.Code, p.Code, canon}, []string{"mm[Hg]", "mmHg", "Pa"}, []float64{150, 150, 150 * 133.322387415}},
+		{"annotation", quantity("72", ucumSystem, "{beats}/min", "beats/minute"),
+			[]string{p.Code, p.Code, canon}, []string{"{beats}/min", "beats/minute", "/min"}, []float64{72, 72, 72}},
+		{"temperature is affine", quantity("37.5", ucumSystem, "Cel", ""), []string{p.Code}, []string{"Cel"}, []float64{37.5}},
+		{"no code", quantity("3", "", "", "tablets"), []string{p.Code}, []string{"tablets"}, []float64{3}},
+		{"not ucum", quantity("5", "http://other", "mg", ""), []string{p.Code}, []string{"mg"}, []float64{5}},
+		{"no value", node{map[string]any{"code": "mg"}, "Quantity"}, nil, nil, nil},
 	}
 	for _, tt := range tests {
 		got := indexQuantity(p, tt.n)
@@ -44,8 +55,8 @@ func TestIndexQuantity(t *testing.T) {
 			continue
 		}
 		for i := range got {
-			if got[i].Code != tt.codes[i] || !near(got[i].Num, tt.nums[i]) || got[i].Kind != storage.KindQuantity {
-				t.Errorf("%s[%d] = %+v, want %s %v", tt.name, i, got[i], tt.codes[i], tt.nums[i])
+			if got[i].Param != tt.params[i] || got[i].Code != tt.codes[i] || !near(got[i].Num, tt.nums[i]) || got[i].Kind != storage.KindQuantity {
+				t.Errorf("%s[%d] = %+v, want %s %s %v", tt.name, i, got[i], tt.params[i], tt.codes[i], tt.nums[i])
 			}
 		}
 	}
@@ -76,6 +87,16 @@ func TestCompileQuantitySemantics(t *testing.T) {
 		{"16|http://unitsofmeasure.org|kPa", false, false, true},
 		{"ge100||mmHg", false, false, true},
 		{"5.4|http://other.org|mg", false, false, false},
+		// Unitless values compare with the numbers as written only: 120
+		// mm[Hg] is 15999 Pa, which must not make it greater than 130.
+		{"gt130", false, false, false},
+		{"lt130", true, true, true},
+		{"gt100", false, false, true},
+		{"120", false, false, true},
+		{"lt16.1|http://unitsofmeasure.org|kPa", false, false, true},
+		{"lt15.9|http://unitsofmeasure.org|kPa", false, false, false},
+		{"gt0.005|http://unitsofmeasure.org|g", true, true, false},
+		{"gt5000|http://unitsofmeasure.org|g", false, false, false},
 	}
 	for _, tt := range tests {
 		e := compileOne(t, r, "Observation", "value-quantity", "", tt.value)
