@@ -132,6 +132,8 @@ func BenchmarkSearch(b *testing.B) {
 		queries := []struct{ name, q string }{
 			{"a_patient_pain_sorted", "/fhir/Observation?patient=Patient/pt%04d&code=http://loinc.org|72514-3&_sort=-date&_count=20"},
 			{"b_spo2_below_90", "/fhir/Observation?code=http://loinc.org|2708-6&value-quantity=lt90&_count=20"},
+			// The RPM dashboard: the latest readings of one code over every patient.
+			{"b2_spo2_sorted_date", "/fhir/Observation?code=http://loinc.org|2708-6&_sort=-date&_count=20"},
 			{"c_lastUpdated", "/fhir/Observation?_lastUpdated=gt" + since + "&_count=20"},
 			{"d1_chain_patient_name", "/fhir/Observation?subject:Patient.name=Fam%04d&_count=20"},
 			{"d2_include_patient", "/fhir/Observation?patient=Patient/pt%04d&_include=Observation:patient&_count=20"},

@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"math"
@@ -529,6 +530,168 @@ func (b *sqlb) keyset(cols []keyCol) {
 	b.w(")")
 }
 
+// Walk-in-order plan (default order only). A filter that many resources
+// match is cheapest answered by walking the (type, id) index from the
+// cursor and checking each resource until a page is full: about
+// (count+1)/density rows. The collect plan (IN list from the most
+// selective conjunct, sorted afterwards) costs as many rows as that
+// conjunct matches, which grows with the data set. Without statistics
+// SQLite cannot tell the two apart, so Search decides itself:
+//   - a capped count on the driving conjunct's value index (at most
+//     walkWindow entries) says whether collecting is cheap anyway;
+//   - if not, the walk examines at most walkWindow resources; a page that
+//     is not full by then is completed by the collect plan from the last
+//     examined resource on.
+//
+// Either way the wasted work is bounded by walkWindow rows, which is no
+// more than what the collect plan costs when it is chosen against.
+const minWalkWindow = 1000
+
+// walkWindow is how many driver entries make a filter broad, and how many
+// resources the walk examines before it gives up.
+func walkWindow(limit int) int { return max(minWalkWindow, 8*limit) }
+
+// walkDriver returns the conjunct whose value index sizes the collect
+// plan, when the filter can be walked: a non-composite Match alone or
+// driving an And. Ids, chains and _has are selective by nature and stay
+// with the collect plan.
+func walkDriver(f storage.Expr) (storage.Match, bool) {
+	switch x := f.(type) {
+	case storage.Match:
+		return x, x.Kind != storage.KindComposite
+	case storage.And:
+		if d := driver(x.Exprs); d >= 0 {
+			if m, ok := x.Exprs[d].(storage.Match); ok && m.Kind != storage.KindComposite {
+				return m, true
+			}
+		}
+	}
+	return storage.Match{}, false
+}
+
+// walkFilter writes a filter for per-row checks: every plain Match is an
+// EXISTS probe on (res_pk, param), never an IN list that SQLite would
+// materialize in full before the first row.
+func (b *sqlb) walkFilter(e storage.Expr, r string) error {
+	switch x := e.(type) {
+	case storage.Match:
+		if x.Kind != storage.KindComposite {
+			return b.matchExists(x, r)
+		}
+	case storage.And:
+		return b.list(x.Exprs, " AND ", "1", func(s storage.Expr) error { return b.walkFilter(s, r) })
+	}
+	return b.resource(e, r)
+}
+
+// broad reports whether the driving conjunct has at least n index entries.
+func broad(ctx context.Context, tx *sql.Tx, m storage.Match, n int) (bool, error) {
+	t, ok := tableOf(m.Kind)
+	if !ok {
+		return false, unsupported("match %q: kind %v", m.Param, m.Kind)
+	}
+	k := 0
+	p := newSQLB(&k)
+	p.w("SELECT COUNT(*) FROM (SELECT 1 FROM "+t.name+" e WHERE e.param = ?", m.Param)
+	if m.Cond != nil {
+		p.w(" AND ")
+		if err := p.entry(m.Cond, t, "e", false); err != nil {
+			return false, fmt.Errorf("match %q: %w", m.Param, err)
+		}
+	}
+	p.w(" LIMIT ?)", n)
+	var c int
+	if err := tx.QueryRowContext(ctx, p.String(), p.args...).Scan(&c); err != nil {
+		return false, fmt.Errorf("probe %q: %w", m.Param, err)
+	}
+	return c >= n, nil
+}
+
+// walk examines at most window resources of typ (every type when empty)
+// after the (type, id) position from, in that order, and returns the
+// matches, at most limit. end is the last resource examined, or nil when
+// the walk reached the end of the index (the result is then complete).
+func walk(ctx context.Context, tx *sql.Tx, typ string, f storage.Expr, from *cursor, window, limit int) (hits []hit, end *cursor, err error) {
+	n := 0
+	s := newSQLB(&n)
+	s.w("SELECT r.type, r.id, r.seq, CASE WHEN ")
+	if err := s.walkFilter(f, "r"); err != nil {
+		return nil, nil, err
+	}
+	s.w(" THEN 1 ELSE 0 END FROM resources r WHERE r.deleted = 0")
+	if typ != "" {
+		s.w(" AND r.type = ?", typ)
+	}
+	if from != nil {
+		s.w(" AND (r.type, r.id) > (?, ?)", from.T, from.I)
+	}
+	s.w(" ORDER BY r.type, r.id LIMIT ?", window)
+	rows, err := tx.QueryContext(ctx, s.String(), s.args...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("walk: %w", err)
+	}
+	defer rows.Close()
+	var seqs []any
+	var last cursor
+	seen := 0
+	// Rows are produced one by one as SQLite steps the index, so stopping
+	// here stops the walk.
+	for len(seqs) < limit && rows.Next() {
+		var seq int64
+		var ok bool
+		if err := rows.Scan(&last.T, &last.I, &seq, &ok); err != nil {
+			return nil, nil, fmt.Errorf("walk: %w", err)
+		}
+		seen++
+		if ok {
+			seqs = append(seqs, seq)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("walk: %w", err)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, nil, fmt.Errorf("walk: %w", err)
+	}
+	if len(seqs) < limit && seen == window {
+		end = &last
+	}
+	if len(seqs) == 0 {
+		return nil, end, nil
+	}
+	// The versions rows (JSON) are read only for the matches.
+	vrows, err := tx.QueryContext(ctx, "SELECT "+recordColumns+" FROM versions v WHERE v.seq IN ("+placeholders(len(seqs))+")", seqs...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("walk: read matches: %w", err)
+	}
+	defer vrows.Close()
+	bySeq := make(map[int64]storage.Record, len(seqs))
+	for vrows.Next() {
+		r, err := scanRecord(vrows)
+		if err != nil {
+			return nil, nil, fmt.Errorf("walk: read matches: %w", err)
+		}
+		bySeq[r.Seq] = r
+	}
+	if err := vrows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("walk: read matches: %w", err)
+	}
+	for _, s := range seqs {
+		r, ok := bySeq[s.(int64)]
+		if !ok {
+			return nil, nil, fmt.Errorf("walk: version %d of a current resource is missing", s)
+		}
+		hits = append(hits, hit{rec: r})
+	}
+	return hits, end, nil
+}
+
+// hit is one result row: the record and its sort key values.
+type hit struct {
+	rec  storage.Record
+	keys []any
+}
+
 // Search implements storage.Backend.
 func (b *Backend) Search(ctx context.Context, q storage.Query) (storage.Page, error) {
 	if q.Count < 0 {
@@ -540,6 +703,17 @@ func (b *Backend) Search(ctx context.Context, q storage.Query) (storage.Page, er
 		filterText = q.Filter.String()
 	}
 	fp := fingerprint("search", strings.Join(q.Types, "\x01"), filterText, fmt.Sprint(q.Sort))
+	var cur *cursor
+	if q.Cursor != "" {
+		c, err := decodeCursor(q.Cursor, fp)
+		if err != nil {
+			return storage.Page{}, err
+		}
+		if len(c.K) != len(q.Sort) || c.T == "" || c.I == "" {
+			return storage.Page{}, fmt.Errorf("sqlite: search cursor shape: %w", storage.ErrBadCursor)
+		}
+		cur = &c
+	}
 
 	n := 0
 	where := newSQLB(&n)
@@ -564,9 +738,17 @@ func (b *Backend) Search(ctx context.Context, q storage.Query) (storage.Page, er
 		}
 	}
 
+	// One read transaction: the total, the walk and the collect plan see
+	// the same snapshot.
+	tx, err := b.r.BeginTx(ctx, nil)
+	if err != nil {
+		return storage.Page{}, fmt.Errorf("sqlite: search: %w", err)
+	}
+	defer tx.Rollback()
+
 	page := storage.Page{Total: -1}
 	if q.Total {
-		if err := b.r.QueryRowContext(ctx, "SELECT COUNT(*) FROM resources r WHERE "+where.String(), where.args...).Scan(&page.Total); err != nil {
+		if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM resources r WHERE "+where.String(), where.args...).Scan(&page.Total); err != nil {
 			return storage.Page{}, fmt.Errorf("sqlite: search total: %w", err)
 		}
 	}
@@ -577,13 +759,78 @@ func (b *Backend) Search(ctx context.Context, q storage.Query) (storage.Page, er
 		return page, nil
 	}
 
-	sel := newSQLB(&n)
+	limit := count + 1
+	var hits []hit
+	done, plan := false, "collect"
+	if m, ok := walkDriver(q.Filter); ok && len(q.Sort) == 0 && len(q.Types) <= 1 && !idsDriven(q.Filter) {
+		window := walkWindow(limit)
+		wide, err := broad(ctx, tx, m, window)
+		if err != nil {
+			return storage.Page{}, fmt.Errorf("sqlite: search %v: %w", q.Filter, err)
+		}
+		if wide {
+			typ := ""
+			if len(q.Types) == 1 {
+				typ = q.Types[0]
+			}
+			var end *cursor
+			hits, end, err = walk(ctx, tx, typ, q.Filter, cur, window, limit)
+			if err != nil {
+				return storage.Page{}, fmt.Errorf("sqlite: search %v: %w", q.Filter, err)
+			}
+			done, plan = len(hits) == limit || end == nil, "walk"
+			if !done {
+				plan = "walk+collect"
+				cur = end // nothing up to the end of the window is left to find
+			}
+		}
+	}
+	if !done {
+		more, err := b.collect(ctx, tx, q, where, cur, limit-len(hits))
+		if err != nil {
+			return storage.Page{}, err
+		}
+		hits = append(hits, more...)
+	}
+	if err := tx.Commit(); err != nil {
+		return storage.Page{}, fmt.Errorf("sqlite: search: %w", err)
+	}
+	b.log.DebugContext(ctx, "sqlite search", "plan", plan, "filter", filterText, "results", len(hits))
+
+	if len(hits) > count {
+		// One row past the page: there is a next page.
+		last := hits[count-1]
+		c := cursor{Q: fp, T: last.rec.Type, I: last.rec.ID}
+		for _, v := range last.keys {
+			cv, err := toCursorVal(v)
+			if err != nil {
+				return storage.Page{}, err
+			}
+			c.K = append(c.K, cv)
+		}
+		if page.Next, err = encodeCursor(c); err != nil {
+			return storage.Page{}, err
+		}
+		hits = hits[:count]
+	}
+	page.Records = make([]storage.Record, len(hits))
+	for i, h := range hits {
+		page.Records[i] = h.rec
+	}
+	return page, nil
+}
+
+// collect is the general plan: every match of where, with its sort keys,
+// ordered, after the cursor position cur (nil: from the start), at most
+// limit rows.
+func (b *Backend) collect(ctx context.Context, tx *sql.Tx, q storage.Query, where *sqlb, cur *cursor, limit int) ([]hit, error) {
+	sel := newSQLB(where.n)
 	types := make([]byte, len(q.Sort))
 	keys := make([]keyCol, 0, len(q.Sort)+2)
 	for i, s := range q.Sort {
 		table, key, typ, err := sortSource(s)
 		if err != nil {
-			return storage.Page{}, err
+			return nil, err
 		}
 		agg := "MIN"
 		if s.Desc {
@@ -599,7 +846,7 @@ func (b *Backend) Search(ctx context.Context, q storage.Query) (storage.Page, er
 	}
 	keys = append(keys, keyCol{col: "q.type"}, keyCol{col: "q.id"})
 
-	outer := newSQLB(&n)
+	outer := newSQLB(where.n)
 	outer.w("SELECT " + recordColumns)
 	for i := range q.Sort {
 		outer.w(", q.s" + strconv.Itoa(i))
@@ -607,22 +854,15 @@ func (b *Backend) Search(ctx context.Context, q storage.Query) (storage.Page, er
 	outer.w(" FROM (SELECT r.pk AS pk, r.type AS type, r.id AS id, r.seq AS seq" + sel.String() + " FROM resources r WHERE " + where.String() + ") q")
 	outer.args = append(append(outer.args, sel.args...), where.args...)
 	outer.w(" JOIN versions v ON v.seq = q.seq")
-	if q.Cursor != "" {
-		c, err := decodeCursor(q.Cursor, fp)
-		if err != nil {
-			return storage.Page{}, err
-		}
-		if len(c.K) != len(q.Sort) || c.T == "" || c.I == "" {
-			return storage.Page{}, fmt.Errorf("sqlite: search cursor shape: %w", storage.ErrBadCursor)
-		}
-		for i, v := range c.K {
+	if cur != nil {
+		for i, v := range cur.K {
 			val, err := cursorValue(v, types[i])
 			if err != nil {
-				return storage.Page{}, err
+				return nil, err
 			}
 			keys[i].val = val
 		}
-		keys[len(keys)-2].val, keys[len(keys)-1].val = c.T, c.I
+		keys[len(keys)-2].val, keys[len(keys)-1].val = cur.T, cur.I
 		outer.w(" WHERE ")
 		outer.keyset(keys)
 	}
@@ -634,14 +874,14 @@ func (b *Backend) Search(ctx context.Context, q storage.Query) (storage.Page, er
 		}
 		fmt.Fprintf(&outer.sb, "(q.s%d IS NULL), q.s%d%s, ", i, i, dir)
 	}
-	outer.w("q.type, q.id LIMIT ?", count+1)
+	outer.w("q.type, q.id LIMIT ?", limit)
 
-	rows, err := b.r.QueryContext(ctx, outer.String(), outer.args...)
+	rows, err := tx.QueryContext(ctx, outer.String(), outer.args...)
 	if err != nil {
-		return storage.Page{}, fmt.Errorf("sqlite: search: %w", err)
+		return nil, fmt.Errorf("sqlite: search: %w", err)
 	}
 	defer rows.Close()
-	var lastKeys []any
+	var hits []hit
 	for rows.Next() {
 		vals := make([]any, len(q.Sort))
 		ptrs := make([]any, len(vals))
@@ -650,30 +890,14 @@ func (b *Backend) Search(ctx context.Context, q storage.Query) (storage.Page, er
 		}
 		r, err := scanRecord(rows, ptrs...)
 		if err != nil {
-			return storage.Page{}, fmt.Errorf("sqlite: search: %w", err)
+			return nil, fmt.Errorf("sqlite: search: %w", err)
 		}
-		if len(page.Records) == count {
-			// One row past the page: there is a next page.
-			c := cursor{Q: fp, T: page.Records[count-1].Type, I: page.Records[count-1].ID}
-			for _, v := range lastKeys {
-				cv, err := toCursorVal(v)
-				if err != nil {
-					return storage.Page{}, err
-				}
-				c.K = append(c.K, cv)
-			}
-			if page.Next, err = encodeCursor(c); err != nil {
-				return storage.Page{}, err
-			}
-			break
-		}
-		page.Records = append(page.Records, r)
-		lastKeys = vals
+		hits = append(hits, hit{rec: r, keys: vals})
 	}
 	if err := rows.Err(); err != nil {
-		return storage.Page{}, fmt.Errorf("sqlite: search: %w", err)
+		return nil, fmt.Errorf("sqlite: search: %w", err)
 	}
-	return page, nil
+	return hits, nil
 }
 
 func toCursorVal(v any) (cursorVal, error) {
