@@ -40,15 +40,30 @@ func (s *Server) historyInstance(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	if _, err := s.decide(ctx, ActionRead, typ); err != nil {
+	d, err := s.decide(ctx, ActionRead, typ)
+	if err != nil {
 		return err
 	}
 	// An instance that was never written has no history: 404, not an
 	// empty Bundle that a client would read as "nothing changed".
-	if _, exists, err := s.current(ctx, typ, id); err != nil {
+	cur, exists, err := s.current(ctx, typ, id)
+	if err != nil {
 		return err
 	} else if !exists {
 		return errNotFound("%s/%s is not known", typ, id)
+	}
+	// One rule for every single-resource path: a resource outside the
+	// grant answers 403, as a read does, not an empty Bundle. (A deleted
+	// one has no current content to judge: its versions are filtered
+	// one by one below.)
+	if !cur.Deleted {
+		res, err := decodeRecord(cur)
+		if err != nil {
+			return err
+		}
+		if err := s.within(d, ActionRead, typ, id, res); err != nil {
+			return err
+		}
 	}
 	return s.history(c, storage.HistoryRequest{Type: typ, ID: id}, ActionRead, "/"+typ+"/"+id+"/_history")
 }

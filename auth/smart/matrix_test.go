@@ -18,9 +18,16 @@ import (
 // userToken runs a standalone launch for user with scopes and returns the access token.
 func (e *env) userToken(t testing.TB, user string, scopes ...string) string {
 	t.Helper()
-	app := e.app("matrix", redirect, scopes...)
+	return e.launchToken(t, "matrix", user, "a", scopes...)
+}
+
+// launchToken runs a standalone launch of client for user, picking
+// patient pick when the picker shows, and returns the access token.
+func (e *env) launchToken(t testing.TB, client, user, pick string, scopes ...string) string {
+	t.Helper()
+	app := e.app(client, redirect, scopes...)
 	v := oauth2.GenerateVerifier()
-	q, err := codeFrom(t, loginAs(t, newBrowser(t, redirect), app.AuthCodeURL("s", oauth2.S256ChallengeOption(v), oauth2.SetAuthURLParam("aud", e.fhirBase)), user, "a"))
+	q, err := codeFrom(t, loginAs(t, newBrowser(t, redirect), app.AuthCodeURL("s", oauth2.S256ChallengeOption(v), oauth2.SetAuthURLParam("aud", e.fhirBase)), user, pick))
 	if err != nil {
 		t.Fatal(err)
 	}
