@@ -21,6 +21,19 @@ type planRes struct {
 	value   float64
 	flag    bool
 	deleted bool
+	// dates are the resource's "date" entries (Low = High), none for some.
+	dates []int64
+}
+
+// sortKey is what a date sort orders r by: MAX(high) descending, MIN(low)
+// ascending; ok is false for a resource without dates (sorted last).
+func (r planRes) sortKey(desc bool) (k int64, ok bool) {
+	for i, d := range r.dates {
+		if i == 0 || desc && d > k || !desc && d < k {
+			k = d
+		}
+	}
+	return k, len(r.dates) > 0
 }
 
 func (r planRes) entries() []storage.Entry {
@@ -30,6 +43,9 @@ func (r planRes) entries() []storage.Entry {
 	}
 	if r.flag {
 		e = append(e, storage.Entry{Param: "flag", Kind: storage.KindToken, Code: "yes"})
+	}
+	for _, d := range r.dates {
+		e = append(e, storage.Entry{Param: "date", Kind: storage.KindDate, Low: d, High: d})
 	}
 	return e
 }
@@ -70,10 +86,20 @@ func loadPlanData(t *testing.T, b *Backend) []planRes {
 		if i%500 == 7 {
 			r.code = "R"
 		}
+		// Keys scattered over the id order, each shared by three
+		// resources (ties broken by id); some resources have a second,
+		// earlier date, some none.
+		if i%11 != 0 {
+			d := int64(i*7919%3000/3) * 60000
+			r.dates = []int64{d}
+			if i%5 == 0 {
+				r.dates = append(r.dates, d-600000)
+			}
+		}
 		model = append(model, r)
 	}
 	for i := range 300 {
-		model = append(model, planRes{typ: "Condition", id: fmt.Sprintf("c%04d", i), code: "A", value: 1})
+		model = append(model, planRes{typ: "Condition", id: fmt.Sprintf("c%04d", i), code: "A", value: 1, dates: []int64{int64(i%100) * 60000}})
 	}
 	for _, r := range model {
 		write(r, 1)
@@ -126,6 +152,11 @@ func (l *planLog) last() string {
 	return l.plans[len(l.plans)-1]
 }
 
+var (
+	dateDesc = storage.Sort{Param: "date", Kind: storage.KindDate, Desc: true}
+	dateAsc  = storage.Sort{Param: "date", Kind: storage.KindDate}
+)
+
 func tokenIs(param, code string) storage.Expr {
 	return storage.Match{Param: param, Kind: storage.KindToken, Cond: storage.Cmp{Field: storage.FieldCode, Op: storage.OpEq, Value: code}}
 }
@@ -156,29 +187,42 @@ func TestSearchPlans(t *testing.T) {
 		// be taken where it pays, and only there. Pages of 333 walk up to
 		// 2,672 rows, more entries than any code has here: they collect.
 		plans []string
+		sort  []storage.Sort
 	}{
 		{"broad dense: walk fills pages", []string{"Observation"}, tokenIs("code", "A"),
-			func(r planRes) bool { return r.code == "A" }, []string{"walk"}},
+			func(r planRes) bool { return r.code == "A" }, []string{"walk"}, nil},
 		{"broad with value: walk", []string{"Observation"}, storage.And{Exprs: []storage.Expr{tokenIs("code", "A"), valueBelow(90)}},
-			func(r planRes) bool { return r.code == "A" && r.value < 90 }, []string{"walk"}},
+			func(r planRes) bool { return r.code == "A" && r.value < 90 }, []string{"walk"}, nil},
 		{"broad driver, sparse result: walk then collect", []string{"Observation"}, storage.And{Exprs: []storage.Expr{tokenIs("code", "A"), tokenIs("flag", "yes")}},
-			func(r planRes) bool { return r.code == "A" && r.flag }, []string{"walk+collect"}},
+			func(r planRes) bool { return r.code == "A" && r.flag }, []string{"walk+collect"}, nil},
 		{"broad driver, no result", []string{"Observation"}, storage.And{Exprs: []storage.Expr{tokenIs("code", "A"), valueBelow(0)}},
-			func(planRes) bool { return false }, []string{"walk+collect"}},
+			func(planRes) bool { return false }, []string{"walk+collect"}, nil},
 		{"broad, every type", nil, tokenIs("code", "A"),
-			func(r planRes) bool { return r.code == "A" }, []string{"walk"}},
+			func(r planRes) bool { return r.code == "A" }, []string{"walk"}, nil},
 		{"broad, two types: collect", []string{"Condition", "Observation"}, tokenIs("code", "A"),
-			func(r planRes) bool { return r.code == "A" }, []string{"collect"}},
+			func(r planRes) bool { return r.code == "A" }, []string{"collect"}, nil},
 		{"wrong type", []string{"Patient"}, tokenIs("code", "A"),
-			func(planRes) bool { return false }, []string{"walk"}},
+			func(planRes) bool { return false }, []string{"walk"}, nil},
 		{"selective: collect", []string{"Observation"}, tokenIs("code", "R"),
-			func(r planRes) bool { return r.code == "R" }, []string{"collect"}},
+			func(r planRes) bool { return r.code == "R" }, []string{"collect"}, nil},
 		{"broad range alone", []string{"Observation"}, valueBelow(95),
-			func(r planRes) bool { return r.typ == "Observation" && r.value < 95 }, []string{"walk"}},
+			func(r planRes) bool { return r.typ == "Observation" && r.value < 95 }, []string{"walk"}, nil},
 		{"not: collect", []string{"Observation"}, storage.Not{Expr: tokenIs("code", "A")},
-			func(r planRes) bool { return r.code != "A" }, []string{"collect"}},
+			func(r planRes) bool { return r.code != "A" }, []string{"collect"}, nil},
 		{"broad and not", []string{"Observation"}, storage.And{Exprs: []storage.Expr{tokenIs("code", "B"), storage.Not{Expr: valueBelow(99)}}},
-			func(r planRes) bool { return r.code == "B" && r.value >= 99 }, []string{"walk"}},
+			func(r planRes) bool { return r.code == "B" && r.value >= 99 }, []string{"walk"}, nil},
+		{"broad, newest first: sorted walk", []string{"Observation"}, tokenIs("code", "A"),
+			func(r planRes) bool { return r.code == "A" }, []string{"sorted walk"}, []storage.Sort{dateDesc}},
+		{"broad with value, oldest first: sorted walk", []string{"Observation"}, storage.And{Exprs: []storage.Expr{tokenIs("code", "A"), valueBelow(90)}},
+			func(r planRes) bool { return r.code == "A" && r.value < 90 }, []string{"sorted walk"}, []storage.Sort{dateAsc}},
+		{"broad, every type, newest first", nil, tokenIs("code", "A"),
+			func(r planRes) bool { return r.code == "A" }, []string{"sorted walk"}, []storage.Sort{dateDesc}},
+		{"broad driver, sparse result, newest first: collect", []string{"Observation"}, storage.And{Exprs: []storage.Expr{tokenIs("code", "A"), tokenIs("flag", "yes")}},
+			func(r planRes) bool { return r.code == "A" && r.flag }, []string{"sorted walk, then collect"}, []storage.Sort{dateDesc}},
+		{"selective, newest first: collect", []string{"Observation"}, tokenIs("code", "R"),
+			func(r planRes) bool { return r.code == "R" }, []string{"collect"}, []storage.Sort{dateDesc}},
+		{"two types, newest first: collect", []string{"Condition", "Observation"}, tokenIs("code", "A"),
+			func(r planRes) bool { return r.code == "A" }, []string{"collect"}, []storage.Sort{dateDesc}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -189,9 +233,31 @@ func TestSearchPlans(t *testing.T) {
 				}
 			}
 			slices.Sort(want)
+			if len(tc.sort) == 1 {
+				desc := tc.sort[0].Desc
+				byRef := map[string]planRes{}
+				for _, r := range model {
+					byRef[r.typ+"/"+r.id] = r
+				}
+				slices.SortStableFunc(want, func(a, b string) int {
+					ka, oka := byRef[a].sortKey(desc)
+					kb, okb := byRef[b].sortKey(desc)
+					switch {
+					case oka != okb && oka:
+						return -1
+					case oka != okb:
+						return 1
+					case ka == kb:
+						return 0 // already in (type, id) order
+					case ka < kb == desc:
+						return 1
+					}
+					return -1
+				})
+			}
 			for _, count := range []int{20, 333} {
 				var got []string
-				q := storage.Query{Types: tc.types, Filter: tc.filter, Count: count, Total: true}
+				q := storage.Query{Types: tc.types, Filter: tc.filter, Sort: tc.sort, Count: count, Total: true}
 				for pages := 0; ; pages++ {
 					if pages > len(want)/count+1 {
 						t.Fatalf("count %d: more pages than matches allow", count)
