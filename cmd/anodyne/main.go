@@ -99,7 +99,10 @@ type serveConfig struct {
 	LogFormat  string
 	LogLevel   string
 	ShutdownIn time.Duration
-	Sec        securityConfig
+	// SPPoll is how often the store is checked for new or changed
+	// SearchParameter resources (custom search parameters).
+	SPPoll time.Duration
+	Sec    securityConfig
 }
 
 // parseServe reads flags, each of which may also come from ANODYNE_<NAME>
@@ -118,6 +121,7 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (se
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&cfg.ShutdownIn, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight requests")
+	fs.DurationVar(&cfg.SPPoll, "searchparameter-poll", 5*time.Second, "how often to look for new or changed SearchParameter resources (custom search parameters), which are then registered and reindexed")
 	cfg.Sec.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: anodyne serve [flags]\n\nRuns the FHIR R4 server. Every flag can also be set with an environment\nvariable ANODYNE_<FLAG> (for example ANODYNE_MONGODB_URI); flags win.\n\nFlags:\n")
@@ -142,6 +146,9 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (se
 	}
 	if cfg.MaxBody <= 0 {
 		return cfg, errors.New("--max-body must be positive")
+	}
+	if cfg.SPPoll <= 0 {
+		return cfg, errors.New("--searchparameter-poll must be positive")
 	}
 	return cfg, nil
 }
@@ -198,6 +205,23 @@ func openBackend(ctx context.Context, cfg serveConfig) (storage.Backend, string,
 	}
 }
 
+// logCapabilities tells operators at start-up what the database cannot do:
+// its own notes, and whether transaction Bundles are refused (they are
+// when several writes cannot be committed all-or-nothing).
+func logCapabilities(ctx context.Context, log *slog.Logger, backend storage.Backend) {
+	caps := storage.Capabilities{}
+	if d, ok := backend.(storage.Describer); ok {
+		caps = d.Capabilities(ctx)
+	}
+	for _, n := range caps.Notes {
+		log.Warn("database capability", "backend", caps.Name, "note", n)
+	}
+	if !caps.AtomicCommit {
+		log.Warn("database capability", "backend", caps.Name,
+			"note", "no atomic multi-write commit: transaction Bundles are refused (batch Bundles work)")
+	}
+}
+
 // serve runs the server until ctx is cancelled (SIGTERM/SIGINT), then
 // drains in-flight requests and closes the database.
 func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- string) (err error) {
@@ -214,12 +238,7 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 			err = fmt.Errorf("closing database: %w", cerr)
 		}
 	}()
-	if d, ok := backend.(storage.Describer); ok {
-		caps := d.Capabilities(ctx)
-		for _, n := range caps.Notes {
-			log.Warn("database capability", "backend", caps.Name, "note", n)
-		}
-	}
+	logCapabilities(ctx, log, backend)
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -257,6 +276,20 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 		return err
 	}
 	defer srv.Close()
+	// Custom SearchParameters are registered by a polling loop; it stops
+	// (and is waited for) before the database closes.
+	spCtx, spStop := context.WithCancel(ctx)
+	spDone := make(chan struct{})
+	go func() {
+		defer close(spDone)
+		if err := srv.RunSearchParameters(spCtx, cfg.SPPoll); err != nil && !errors.Is(err, context.Canceled) {
+			log.Error("search parameter loop stopped", "err", err)
+		}
+	}()
+	defer func() {
+		spStop()
+		<-spDone
+	}()
 	sec.mount(srv.Echo())
 	hs := &http.Server{
 		Handler:           srv.Handler(),
