@@ -109,6 +109,13 @@ func (p *Policy) Decide(ctx context.Context, action, resourceType string) (Decis
 		}
 		filters = append(filters, f)
 	}
+	// SMART App Launch: the fhirUser resource must be readable with the
+	// token that carries it, whatever the resource scopes say.
+	if !open && action == "read" && pr.Scopes.Has("fhirUser") {
+		if typ, id, ok := strings.Cut(pr.FHIRUser, "/"); ok && typ == resourceType && id != "" {
+			filters = append(filters, storage.IDs{IDs: []string{id}})
+		}
+	}
 	switch {
 	case open:
 		return Decision{Allowed: true}, nil

@@ -103,7 +103,7 @@ func TestScopeMatrix(t *testing.T) {
 	e.seed()
 	vital := "patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|vital-signs"
 	e.addClient(smart.Client{ID: "mx", Type: smart.ClientPublic, RedirectURIs: []string{redirect},
-		Scopes: "launch/patient patient/*.cruds patient/*.read user/*.cruds " + vital}, "")
+		Scopes: "openid fhirUser launch/patient patient/*.cruds patient/*.read user/*.cruds " + vital}, "")
 	e.addAccount("doc", "Practitioner/p1", "a", "b")
 	e.addAccount("beta", "Patient/b")
 	sys := newSigner(t, jose.ES384)
@@ -114,6 +114,8 @@ func TestScopeMatrix(t *testing.T) {
 		// a-panel is patient a's, but points at patient b's data.
 		{"resourceType": "Observation", "id": "a-panel", "status": "final", "subject": map[string]any{"reference": "Patient/a"}, "code": map[string]any{"text": "panel"},
 			"hasMember": []any{map[string]any{"reference": "Observation/b-vital"}}},
+		{"resourceType": "Practitioner", "id": "p1", "name": []any{map[string]any{"family": "Doc"}}},
+		{"resourceType": "Practitioner", "id": "p2", "name": []any{map[string]any{"family": "Other"}}},
 		{"resourceType": "Condition", "id": "b-cond", "subject": map[string]any{"reference": "Patient/b"}, "code": map[string]any{"text": "asthma"}},
 		{"resourceType": "Observation", "id": "b-lab", "status": "final", "subject": map[string]any{"reference": "Patient/b"}, "code": map[string]any{"text": "creatinine"},
 			"category": []any{map[string]any{"coding": []any{map[string]any{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}}}}},
@@ -137,6 +139,7 @@ func TestScopeMatrix(t *testing.T) {
 		"v2-wildcard":     e.mxToken(t, "doc", "a", "launch/patient", "patient/*.cruds"),
 		"user-fhirUser":   e.mxToken(t, "beta", "", "user/*.cruds"),
 		"system-rs":       e.backendToken("mxsys", sys, "system/*.rs"),
+		"fhirUser-scope":  e.mxToken(t, "doc", "", "openid", "fhirUser", "user/Observation.rs"),
 	}
 	cases := matrixCases()
 	forms, paths := map[string]bool{}, map[string]bool{}
@@ -263,6 +266,11 @@ func matrixCases() []mxCase {
 		deny("user/ with fhirUser", "read", "user-fhirUser", "GET", "/Observation/a-vital", nil, 403),
 		allow("system/*.rs", "read", "system-rs", "GET", "/Observation/b-vital", nil, 200, bVital),
 		deny("system/*.rs", "read", "system-rs", "GET", "/AuditEvent", nil, 403),
+		// the fhirUser resource is readable with the token (SMART App Launch), nothing more
+		allow("user/ with fhirUser scope", "read", "fhirUser-scope", "GET", "/Practitioner/p1", nil, 200, "Practitioner/p1"),
+		deny("user/ with fhirUser scope", "read", "fhirUser-scope", "GET", "/Practitioner/p2", nil, 403),
+		deny("user/ with fhirUser scope", "type search", "fhirUser-scope", "GET", "/Practitioner", nil, 403),
+		deny("user/ with fhirUser", "read", "user-fhirUser", "GET", "/Practitioner/p1", nil, 403).named("read (no fhirUser scope, no Practitioner scope)"),
 		// vread
 		allow("v1 patient/Observation.read", "vread", "v1-patient-type", "GET", "/Observation/a-vital/_history/1", nil, 200, aVital),
 		deny("v1 patient/Observation.read", "vread", "v1-patient-type", "GET", "/Observation/b-vital/_history/1", nil, 403),
@@ -277,8 +285,8 @@ func matrixCases() []mxCase {
 		allow("v2 .rs", "type history", "v2-rs", "GET", "/Observation/_history", nil, 200, aLab, aPanel, aVital),
 		deny("v2 .r", "type history", "v2-r", "GET", "/Observation/_history", nil, 403),
 		allow("v2 query", "type history", "v2-query", "GET", "/Observation/_history?_total=accurate", nil, 200, aVital),
-		allow("system/*.rs", "system history", "system-rs", "GET", "/_history", nil, 200, aCond, bCond, aLab, aPanel, aVital, bLab, bVital, pa, pb),
-		deny("v2 .rs", "system history", "v2-rs", "GET", "/_history", nil, 200, aLab, aPanel, aVital),
+		allow("system/*.rs", "system history", "system-rs", "GET", "/_history?_count=100", nil, 200, aCond, bCond, aLab, aPanel, aVital, bLab, bVital, pa, pb, "Practitioner/p1", "Practitioner/p2"),
+		deny("v2 .rs", "system history", "v2-rs", "GET", "/_history?_count=100", nil, 200, aLab, aPanel, aVital),
 		// type search, with totals
 		allow("v1 patient/*.read", "type search", "v1-patient-*", "GET", "/Observation?_total=accurate", nil, 200, aLab, aPanel, aVital).tot(3),
 		deny("v1 patient/*.read", "type search", "v1-patient-*", "GET", "/Observation?subject=Patient/b&_total=accurate", nil, 200).tot(0),
