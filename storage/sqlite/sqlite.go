@@ -54,6 +54,16 @@
 // MIN (ascending) or MAX (descending) subqueries per resource, NULLs last,
 // ties by type and id; paging is a keyset cursor over (sort keys, type, id)
 // bound to the query it came from. Values are always bound parameters.
+//
+// That "collect, then sort" plan costs as many rows as the driving
+// condition matches. For a broad filter (its driving condition has more
+// index entries than a window of at least 1,000) in the default order or
+// sorted by one date, Search instead walks an index already in the
+// result order, (type, id) or the date's (param, value), checking each
+// resource with EXISTS probes, and stops when the page is full; a walk
+// that does not fill the page within the window hands over to the collect
+// plan, so a misjudged filter costs at most the window. A search runs in
+// one read transaction, so its total and its pages see one snapshot.
 package sqlite
 
 import (
