@@ -247,8 +247,15 @@ func (s *Server) searchWith(c echo.Context, sc searchScope, params url.Values) e
 		return err
 	}
 	b := newBundle("searchset", s.searchLinks(sc.path, binding, query, stack, page.Next))
-	if req.Total && page.Total >= 0 && post == nil {
+	switch {
+	case req.Total && page.Total >= 0 && post == nil:
 		b["total"] = page.Total
+	case req.Total && post != nil:
+		total, err := s.countBySelection(ctx, types, req.Filters, post)
+		if err != nil {
+			return err
+		}
+		b["total"] = total
 	}
 	shape := req.shaper()
 	for _, group := range []struct {
@@ -302,6 +309,36 @@ func (s *Server) postFilter(recs []storage.Record, perType map[string]storage.Ex
 }
 
 // sameExpr reports whether every type has the same selection, and returns it.
+// countBySelection counts the matches of a search whose types have
+// different authorization selections: one count per group of types sharing
+// a selection, so the total counts exactly what the caller may see.
+func (s *Server) countBySelection(ctx context.Context, types []string, filters []storage.Expr, perType map[string]storage.Expr) (int64, error) {
+	groups := map[string][]string{}
+	var order []string
+	for _, t := range types {
+		k := "nil"
+		if e := perType[t]; e != nil {
+			k = e.String()
+		}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], t)
+	}
+	var total int64
+	for _, k := range order {
+		ts := groups[k]
+		page, err := s.backend.Search(ctx, storage.Query{
+			Types: ts, Filter: and(append(slices.Clone(filters), perType[ts[0]])...), Total: true,
+		})
+		if err != nil {
+			return 0, fmt.Errorf("counting %v: %w", ts, err)
+		}
+		total += page.Total
+	}
+	return total, nil
+}
+
 func sameExpr(m map[string]storage.Expr, types []string) (storage.Expr, bool) {
 	first := m[types[0]]
 	for _, t := range types[1:] {

@@ -301,6 +301,9 @@ func matrixCases() []mxCase {
 		deny("v1 system/*.write", "type search", "v1-system-write", "GET", "/Patient", nil, 403),
 		// system search
 		allow("v1 patient/*.read", "system search", "v1-patient-*", "GET", "/?_type=Observation,Condition", nil, 200, aLab, aPanel, aVital, aCond),
+		// Patient and Observation have different compartment selections: the
+		// total is counted per selection and must count only patient a's.
+		allow("v1 patient/*.read", "system search", "v1-patient-*", "GET", "/?_type=Observation,Patient&_total=accurate", nil, 200, aLab, aPanel, aVital, pa).tot(4),
 		deny("v2 .rs", "system search", "v2-rs", "GET", "/?_type=Observation,Condition", nil, 200, aLab, aPanel, aVital),
 		allow("system/*.rs", "system search", "system-rs", "GET", "/?_type=Condition,Patient", nil, 200, aCond, bCond, pa, pb),
 		// _include (and :iterate)
