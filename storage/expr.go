@@ -52,8 +52,10 @@ const (
 //     logical reference (for :identifier).
 //   - Date: Low and High in Unix milliseconds UTC, both inclusive.
 //   - Number: NumLow, NumHigh (the precision-derived range, inclusive), Num.
-//   - Quantity: NumLow, NumHigh, Num, System and Code (the unit code); a
-//     second entry in canonical UCUM units may be added by the indexer.
+//   - Quantity: NumLow, NumHigh, Num, System and Code (the unit code). The
+//     indexer adds the value in canonical UCUM units as a separate entry
+//     under the parameter name "<code>:canonical", so that a query without
+//     a unit never compares against converted values.
 //   - URI: Exact.
 //   - Composite: Parts, one entry per component, in definition order.
 type Entry struct {
