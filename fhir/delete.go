@@ -1,7 +1,6 @@
 package fhir
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 
@@ -16,63 +15,42 @@ import (
 // Deleting what does not exist, or is already deleted, succeeds without a
 // new version (http.html#delete: delete is idempotent).
 func (s *Server) delete(c echo.Context) error {
-	typ, err := resourceType(c)
-	if err != nil {
-		return err
-	}
-	id, err := pathID(c, http.StatusBadRequest)
-	if err != nil {
-		return err
-	}
-	want, err := ifMatch(c)
+	typ, id, want, err := writeTarget(c)
 	if err != nil {
 		return err
 	}
 	ctx := c.Request().Context()
-	for attempt := 0; attempt < maxWriteAttempts; attempt++ {
-		cur, exists, err := s.current(ctx, typ, id)
-		if err != nil {
-			return err
-		}
-		if want != 0 && (!exists || cur.VersionID != want) {
-			return preconditionFailed(want, cur, exists)
-		}
+	rec, wrote, err := s.writeWithRetry(ctx, "delete", typ, id, want, func(cur storage.Record, exists bool) (*storage.Write, error) {
 		if !exists || cur.Deleted {
 			if _, err := s.decide(ctx, ActionDelete, typ); err != nil {
-				return err
+				return nil, err
 			}
-			return s.respondDelete(c, "nothing to delete")
+			// Idempotent: success without a new version.
+			return nil, nil
 		}
 		old, err := decodeRecord(cur)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := s.checkResource(ctx, ActionDelete, typ, id, old); err != nil {
-			return err
+			return nil, err
 		}
-		rec, err := s.commitOne(ctx, storage.Write{
+		return &storage.Write{
 			Record: storage.Record{
 				Type: typ, ID: id, VersionID: cur.VersionID + 1, LastUpdated: now(),
 				Deleted: true, Method: http.MethodDelete,
 			},
 			ExpectVersion: cur.VersionID,
-		})
-		if errors.Is(err, storage.ErrVersionConflict) {
-			if want != 0 {
-				return preconditionFailed(want, cur, exists)
-			}
-			if err := backoff(ctx, attempt); err != nil {
-				return err
-			}
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("delete: %w", err)
-		}
-		c.Response().Header().Set("ETag", etag(rec.VersionID))
-		return s.respondDelete(c, fmt.Sprintf("deleted %s/%s (version %d)", typ, id, rec.VersionID))
+		}, nil
+	})
+	if err != nil {
+		return err
 	}
-	return newError(http.StatusConflict, codeConflict, "%s/%s is being changed concurrently; retry", typ, id)
+	if !wrote {
+		return s.respondDelete(c, "nothing to delete")
+	}
+	c.Response().Header().Set("ETag", etag(rec.VersionID))
+	return s.respondDelete(c, fmt.Sprintf("deleted %s/%s (version %d)", typ, id, rec.VersionID))
 }
 
 func (s *Server) respondDelete(c echo.Context, diagnostics string) error {

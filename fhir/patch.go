@@ -15,15 +15,7 @@ import (
 // application/json-patch+json). The patched resource goes through the
 // same validation as an update and must keep its id and type.
 func (s *Server) patch(c echo.Context) error {
-	typ, err := resourceType(c)
-	if err != nil {
-		return err
-	}
-	id, err := pathID(c, http.StatusBadRequest)
-	if err != nil {
-		return err
-	}
-	want, err := ifMatch(c)
+	typ, id, want, err := writeTarget(c)
 	if err != nil {
 		return err
 	}
@@ -36,31 +28,24 @@ func (s *Server) patch(c echo.Context) error {
 		return newError(http.StatusBadRequest, codeStructure, "invalid JSON Patch document: %v", err)
 	}
 	ctx := c.Request().Context()
-	for attempt := 0; attempt < maxWriteAttempts; attempt++ {
-		cur, exists, err := s.current(ctx, typ, id)
-		if err != nil {
-			return err
-		}
-		if want != 0 && (!exists || cur.VersionID != want) {
-			return preconditionFailed(want, cur, exists)
-		}
+	rec, _, err := s.writeWithRetry(ctx, "patch", typ, id, want, func(cur storage.Record, exists bool) (*storage.Write, error) {
 		if !exists {
-			return errNotFound("%s/%s is not known", typ, id)
+			return nil, errNotFound("%s/%s is not known", typ, id)
 		}
 		if cur.Deleted {
-			return newError(http.StatusGone, codeDeleted, "%s/%s was deleted (version %d)", typ, id, cur.VersionID)
+			return nil, newError(http.StatusGone, codeDeleted, "%s/%s was deleted (version %d)", typ, id, cur.VersionID)
 		}
 		old, err := decodeRecord(cur)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := s.checkResource(ctx, ActionUpdate, typ, id, old); err != nil {
-			return err
+			return nil, err
 		}
 		patched, err := ops.Apply(cur.JSON)
 		if err != nil {
 			// http.html#patch: a patch that cannot be applied is 422.
-			return newError(http.StatusUnprocessableEntity, codeProcessing, "the patch cannot be applied: %v", err)
+			return nil, newError(http.StatusUnprocessableEntity, codeProcessing, "the patch cannot be applied: %v", err)
 		}
 		parsed, err := s.parseResource(ctx, typ, patched)
 		if err != nil {
@@ -69,32 +54,22 @@ func (s *Server) patch(c echo.Context) error {
 				// The request itself was well-formed: its result is what is invalid.
 				fe.Status = http.StatusUnprocessableEntity
 			}
-			return err
+			return nil, err
 		}
 		if parsed.ID != id {
-			return newError(http.StatusUnprocessableEntity, codeProcessing, "a patch must not change the resource id")
+			return nil, newError(http.StatusUnprocessableEntity, codeProcessing, "a patch must not change the resource id")
 		}
 		w, err := s.prepare(typ, id, parsed.Resource, cur.VersionID, now(), http.MethodPatch)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := s.checkEntries(ctx, ActionUpdate, typ, id, w.Index); err != nil {
-			return err
+			return nil, err
 		}
-		rec, err := s.commitOne(ctx, w)
-		if errors.Is(err, storage.ErrVersionConflict) {
-			if want != 0 {
-				return preconditionFailed(want, cur, exists)
-			}
-			if err := backoff(ctx, attempt); err != nil {
-				return err
-			}
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("patch: %w", err)
-		}
-		return s.respondWrite(c, http.StatusOK, rec, fmt.Sprintf("patched %s/%s to version %d", typ, id, rec.VersionID))
+		return &w, nil
+	})
+	if err != nil {
+		return err
 	}
-	return newError(http.StatusConflict, codeConflict, "%s/%s is being changed concurrently; retry", typ, id)
+	return s.respondWrite(c, http.StatusOK, rec, fmt.Sprintf("patched %s/%s to version %d", typ, id, rec.VersionID))
 }

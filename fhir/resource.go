@@ -53,6 +53,34 @@ func pathID(c echo.Context, status int) (string, error) {
 	return id, nil
 }
 
+// instancePath returns the :type and :id path parameters of an instance
+// interaction; badID is the status of a malformed id (see pathID).
+func instancePath(c echo.Context, badID int) (typ, id string, err error) {
+	typ, err = resourceType(c)
+	if err != nil {
+		return "", "", err
+	}
+	id, err = pathID(c, badID)
+	if err != nil {
+		return "", "", err
+	}
+	return typ, id, nil
+}
+
+// writeTarget returns what an instance write (PUT, PATCH, DELETE) applies
+// to: type, id, and the version If-Match requires (0 when absent).
+func writeTarget(c echo.Context) (typ, id string, want int64, err error) {
+	typ, id, err = instancePath(c, http.StatusBadRequest)
+	if err != nil {
+		return "", "", 0, err
+	}
+	want, err = ifMatch(c)
+	if err != nil {
+		return "", "", 0, err
+	}
+	return typ, id, want, nil
+}
+
 // parseResource validates a body and checks that it is a resource of typ.
 func (s *Server) parseResource(ctx context.Context, typ string, body []byte) (conformance.Parsed, error) {
 	parsed, issues := s.validator.Validate(ctx, body)

@@ -30,19 +30,55 @@ func backoff(ctx context.Context, attempt int) error {
 	}
 }
 
+// writeStep builds the write of one attempt from the version current at
+// that attempt (exists is false for a resource never written). It returns
+// a nil write when there is nothing to store; it runs again on each retry,
+// so every check it makes is against the version the write replaces.
+type writeStep func(cur storage.Record, exists bool) (*storage.Write, error)
+
+// writeWithRetry is the optimistic read-modify-commit loop of the instance
+// writes: read the current version, apply If-Match (want, 0 when absent),
+// let step build the write, commit it against that version. A commit that
+// lost a race is a 412 under If-Match (the client asked for that exact
+// version), otherwise it is retried on the new current version, and 409
+// after maxWriteAttempts. wrote is false when step had nothing to store.
+// op names the interaction in storage errors.
+func (s *Server) writeWithRetry(ctx context.Context, op, typ, id string, want int64, step writeStep) (rec storage.Record, wrote bool, err error) {
+	for attempt := 0; attempt < maxWriteAttempts; attempt++ {
+		cur, exists, err := s.current(ctx, typ, id)
+		if err != nil {
+			return storage.Record{}, false, err
+		}
+		if want != 0 && (!exists || cur.VersionID != want) {
+			return storage.Record{}, false, preconditionFailed(want, cur, exists)
+		}
+		w, err := step(cur, exists)
+		if err != nil || w == nil {
+			return storage.Record{}, false, err
+		}
+		rec, err := s.commitOne(ctx, *w)
+		if errors.Is(err, storage.ErrVersionConflict) {
+			if want != 0 {
+				return storage.Record{}, false, preconditionFailed(want, cur, exists)
+			}
+			if err := backoff(ctx, attempt); err != nil {
+				return storage.Record{}, false, err
+			}
+			continue
+		}
+		if err != nil {
+			return storage.Record{}, false, fmt.Errorf("%s: %w", op, err)
+		}
+		return rec, true, nil
+	}
+	return storage.Record{}, false, newError(http.StatusConflict, codeConflict, "%s/%s is being changed concurrently; retry", typ, id)
+}
+
 // update handles PUT [base]/[type]/[id]: a new version, or the first one
 // when the client chooses the id (update-as-create, 201). If-Match turns
 // it into a compare-and-set on that version (412 otherwise).
 func (s *Server) update(c echo.Context) error {
-	typ, err := resourceType(c)
-	if err != nil {
-		return err
-	}
-	id, err := pathID(c, http.StatusBadRequest)
-	if err != nil {
-		return err
-	}
-	want, err := ifMatch(c)
+	typ, id, want, err := writeTarget(c)
 	if err != nil {
 		return err
 	}
@@ -62,53 +98,40 @@ func (s *Server) update(c echo.Context) error {
 	default:
 		return errBadRequest("the resource id %q does not match the URL id %q", parsed.ID, id)
 	}
-	for attempt := 0; attempt < maxWriteAttempts; attempt++ {
-		cur, exists, err := s.current(ctx, typ, id)
-		if err != nil {
-			return err
-		}
-		if want != 0 && (!exists || cur.VersionID != want) {
-			return preconditionFailed(want, cur, exists)
-		}
-		live := exists && !cur.Deleted
+	// live is set by each attempt, so after the loop it describes the
+	// version the committed write replaced: 200 for an update, 201 for a
+	// create (also over a deleted resource).
+	var live bool
+	rec, _, err := s.writeWithRetry(ctx, "update", typ, id, want, func(cur storage.Record, exists bool) (*storage.Write, error) {
+		live = exists && !cur.Deleted
 		action := ActionCreate
 		if live {
 			// Both the version replaced and the new one must be inside the
 			// caller's access: a write cannot move a resource out of reach.
 			old, err := decodeRecord(cur)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if err := s.checkResource(ctx, ActionUpdate, typ, id, old); err != nil {
-				return err
+				return nil, err
 			}
 			action = ActionUpdate
 		}
 		w, err := s.prepare(typ, id, parsed.Resource, cur.VersionID, now(), http.MethodPut)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := s.checkEntries(ctx, action, typ, id, w.Index); err != nil {
-			return err
+			return nil, err
 		}
-		rec, err := s.commitOne(ctx, w)
-		if errors.Is(err, storage.ErrVersionConflict) {
-			if want != 0 {
-				return preconditionFailed(want, cur, exists)
-			}
-			if err := backoff(ctx, attempt); err != nil {
-				return err
-			}
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("update: %w", err)
-		}
-		status := http.StatusOK
-		if !live {
-			status = http.StatusCreated
-		}
-		return s.respondWrite(c, status, rec, fmt.Sprintf("stored %s/%s version %d", typ, id, rec.VersionID))
+		return &w, nil
+	})
+	if err != nil {
+		return err
 	}
-	return newError(http.StatusConflict, codeConflict, "%s/%s is being changed concurrently; retry", typ, id)
+	status := http.StatusOK
+	if !live {
+		status = http.StatusCreated
+	}
+	return s.respondWrite(c, status, rec, fmt.Sprintf("stored %s/%s version %d", typ, id, rec.VersionID))
 }
