@@ -117,20 +117,31 @@ func (s *Server) createConditional(c echo.Context, typ string, raw []byte, crite
 	return s.runSingle(c, e)
 }
 
+// conditionalTarget returns what a conditional PUT or DELETE applies to:
+// the type, its criteria, and the version If-Match requires (0 when
+// absent).
+func conditionalTarget(c echo.Context) (typ string, q url.Values, want int64, err error) {
+	if err := requireCriteria(c); err != nil {
+		return "", nil, 0, err
+	}
+	typ, err = resourceType(c)
+	if err != nil {
+		return "", nil, 0, err
+	}
+	q, err = conditionalQuery(c, typ)
+	if err != nil {
+		return "", nil, 0, err
+	}
+	want, err = ifMatch(c)
+	if err != nil {
+		return "", nil, 0, err
+	}
+	return typ, q, want, nil
+}
+
 // conditionalUpdate handles PUT [type]?criteria.
 func (s *Server) conditionalUpdate(c echo.Context) error {
-	if err := requireCriteria(c); err != nil {
-		return err
-	}
-	typ, err := resourceType(c)
-	if err != nil {
-		return err
-	}
-	q, err := conditionalQuery(c, typ)
-	if err != nil {
-		return err
-	}
-	want, err := ifMatch(c)
+	typ, q, want, err := conditionalTarget(c)
 	if err != nil {
 		return err
 	}
@@ -146,18 +157,7 @@ func (s *Server) conditionalUpdate(c echo.Context) error {
 // successful no-op, one match is deleted, several are refused with 412
 // (the server does not delete several resources at once).
 func (s *Server) conditionalDelete(c echo.Context) error {
-	if err := requireCriteria(c); err != nil {
-		return err
-	}
-	typ, err := resourceType(c)
-	if err != nil {
-		return err
-	}
-	q, err := conditionalQuery(c, typ)
-	if err != nil {
-		return err
-	}
-	want, err := ifMatch(c)
+	typ, q, want, err := conditionalTarget(c)
 	if err != nil {
 		return err
 	}

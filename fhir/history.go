@@ -31,11 +31,7 @@ const (
 
 // historyInstance handles GET [base]/[type]/[id]/_history.
 func (s *Server) historyInstance(c echo.Context) error {
-	typ, err := resourceType(c)
-	if err != nil {
-		return err
-	}
-	id, err := pathID(c, http.StatusNotFound)
+	typ, id, err := instancePath(c, http.StatusNotFound)
 	if err != nil {
 		return err
 	}

@@ -16,11 +16,7 @@ import (
 // deleted, 304 when the client's copy is current (If-None-Match,
 // If-Modified-Since).
 func (s *Server) read(c echo.Context) error {
-	typ, err := resourceType(c)
-	if err != nil {
-		return err
-	}
-	id, err := pathID(c, http.StatusNotFound)
+	typ, id, err := instancePath(c, http.StatusNotFound)
 	if err != nil {
 		return err
 	}
@@ -43,11 +39,7 @@ func (s *Server) read(c echo.Context) error {
 
 // vread handles GET [base]/[type]/[id]/_history/[vid].
 func (s *Server) vread(c echo.Context) error {
-	typ, err := resourceType(c)
-	if err != nil {
-		return err
-	}
-	id, err := pathID(c, http.StatusNotFound)
+	typ, id, err := instancePath(c, http.StatusNotFound)
 	if err != nil {
 		return err
 	}

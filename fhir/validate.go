@@ -32,11 +32,7 @@ func (s *Server) validateType(c echo.Context) error {
 // validateInstance handles POST [base]/[type]/[id]/$validate: the body
 // when there is one (its id must be the URL's), else the stored version.
 func (s *Server) validateInstance(c echo.Context) error {
-	typ, err := resourceType(c)
-	if err != nil {
-		return err
-	}
-	id, err := pathID(c, http.StatusNotFound)
+	typ, id, err := instancePath(c, http.StatusNotFound)
 	if err != nil {
 		return err
 	}
