@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -21,16 +20,12 @@ import (
 
 // exportConfig is the configuration of "anodyne export".
 type exportConfig struct {
-	store       serveConfig
-	server      string
-	token       string
-	baseURL     string
+	dataFlags
 	types       string
 	since       string
 	typeFilters listFlag
 	patients    bool
 	group       string
-	quiet       bool
 }
 
 // exportCommand is "anodyne export [flags] OUTDIR": a Bulk Data export
@@ -40,25 +35,23 @@ func exportCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 	var cfg exportConfig
 	fs := flag.NewFlagSet("anodyne export", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	storeFlags(fs, &cfg.store)
-	fs.StringVar(&cfg.server, "server", "", "FHIR base URL of a running server (e.g. http://127.0.0.1:8080/fhir); without it the database is read directly")
-	fs.StringVar(&cfg.token, "token", "", "bearer access token for --server (needs search scopes on the exported types)")
-	fs.StringVar(&cfg.baseURL, "base-url", "http://127.0.0.1:8080", "direct mode: public URL of the server root (as given to anodyne serve)")
+	cfg.register(fs, dataFlagHelp{
+		server:  "FHIR base URL of a running server (e.g. http://127.0.0.1:8080/fhir); without it the database is read directly",
+		token:   "bearer access token for --server (needs search scopes on the exported types)",
+		baseURL: "direct mode: public URL of the server root (as given to anodyne serve)",
+		quiet:   "no progress output",
+	})
 	fs.StringVar(&cfg.types, "type", "", "comma-separated resource types to export (default: all)")
 	fs.StringVar(&cfg.since, "since", "", "only resources changed at or after this FHIR instant (e.g. 2024-05-01T02:00:00Z)")
 	fs.Var(&cfg.typeFilters, "type-filter", "search restricting one type, e.g. 'Observation?code=http://loinc.org|8302-2' (repeatable; filters of one type are ORed)")
 	fs.BoolVar(&cfg.patients, "patient", false, "export the Patient compartments only (Patient/$export)")
 	fs.StringVar(&cfg.group, "group", "", "export the compartments of this Group's member Patients (Group/[id]/$export)")
-	fs.BoolVar(&cfg.quiet, "quiet", false, "no progress output")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: anodyne export [flags] OUTDIR\n\nWrites one NDJSON file per resource type into OUTDIR.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	if err := parseStoreCommand(fs, args, getenv); err != nil {
+	if err := cfg.parse(fs, args, getenv); err != nil {
 		return err
-	}
-	if cfg.token == "" {
-		cfg.token = getenv("ANODYNE_TOKEN")
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()
@@ -103,23 +96,17 @@ func exportCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 }
 
 func exportDirect(ctx context.Context, cfg exportConfig, q url.Values, out string, stderr io.Writer) ([]fhir.ExportFile, error) {
-	be, _, err := openBackend(ctx, cfg.store)
-	if err != nil {
-		return nil, err
-	}
-	defer be.Close()
-	srv, err := fhir.New(fhir.Config{
-		BaseURL: cfg.baseURL,
-		Backend: be,
-		Logger:  slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	var files []fhir.ExportFile
+	err := cfg.withDirectServer(ctx, stderr, func(srv *fhir.Server) error {
+		var err error
+		files, err = srv.Export(ctx, q, cfg.patients, cfg.group, out)
+		if err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err
-	}
-	defer srv.Close()
-	files, err := srv.Export(ctx, q, cfg.patients, cfg.group, out)
-	if err != nil {
-		return nil, fmt.Errorf("export: %w", err)
 	}
 	return files, nil
 }
@@ -127,7 +114,7 @@ func exportDirect(ctx context.Context, cfg exportConfig, q url.Values, out strin
 // exportRemote runs the Bulk Data flow: kick-off, poll, download, and
 // finally DELETE so that the server can drop its copy of the files.
 func exportRemote(ctx context.Context, cfg exportConfig, q url.Values, out string, stderr io.Writer) ([]fhir.ExportFile, error) {
-	rm := remote{base: strings.TrimRight(cfg.server, "/"), token: cfg.token, hc: &http.Client{Timeout: 10 * time.Minute}}
+	rm := cfg.remote()
 	path := "/$export"
 	switch {
 	case cfg.group != "":

@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"strings"
@@ -19,15 +18,11 @@ import (
 
 // importConfig is the configuration of "anodyne import".
 type importConfig struct {
-	store   serveConfig
-	server  string // FHIR base of a running server; empty: the database directly
-	token   string
-	baseURL string
+	dataFlags
 	batch   int
 	restart bool
 	report  string
 	state   string
-	quiet   bool
 }
 
 // importCommand is "anodyne import [flags] PATH...": NDJSON files,
@@ -38,24 +33,22 @@ func importCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 	var cfg importConfig
 	fs := flag.NewFlagSet("anodyne import", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	storeFlags(fs, &cfg.store)
-	fs.StringVar(&cfg.server, "server", "", "FHIR base URL of a running server (e.g. http://127.0.0.1:8080/fhir); without it the database is written directly")
-	fs.StringVar(&cfg.token, "token", "", "bearer access token for --server")
-	fs.StringVar(&cfg.baseURL, "base-url", "http://127.0.0.1:8080", "public URL of the server root that will serve the data (direct mode: absolute references to it are indexed as local)")
+	cfg.register(fs, dataFlagHelp{
+		server:  "FHIR base URL of a running server (e.g. http://127.0.0.1:8080/fhir); without it the database is written directly",
+		token:   "bearer access token for --server",
+		baseURL: "public URL of the server root that will serve the data (direct mode: absolute references to it are indexed as local)",
+		quiet:   "no progress bar",
+	})
 	fs.IntVar(&cfg.batch, "batch", 0, "resources per database commit (direct mode) or per request (--server); 0 picks a default")
 	fs.BoolVar(&cfg.restart, "restart", false, "import files again from the start, ignoring what an earlier run already imported")
 	fs.StringVar(&cfg.report, "report", "", "write the full report (JSON, every failure with file, line or entry, and reason) to this file")
 	fs.StringVar(&cfg.state, "state", ".anodyne-import-state.json", "with --server: file recording progress, for resuming")
-	fs.BoolVar(&cfg.quiet, "quiet", false, "no progress bar")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: anodyne import [flags] PATH...\n\nLoads NDJSON files (one resource per line, ids kept), Bundles (transaction\nand batch Bundles are processed as such) or folders of them.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	if err := parseStoreCommand(fs, args, getenv); err != nil {
+	if err := cfg.parse(fs, args, getenv); err != nil {
 		return err
-	}
-	if cfg.token == "" {
-		cfg.token = getenv("ANODYNE_TOKEN")
 	}
 	paths := fs.Args()
 	if len(paths) == 0 {
@@ -86,27 +79,21 @@ func importCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 }
 
 func importDirect(ctx context.Context, cfg importConfig, paths []string, bar *progressBar, stderr io.Writer) (fhir.ImportReport, error) {
-	be, _, err := openBackend(ctx, cfg.store)
-	if err != nil {
-		return fhir.ImportReport{}, err
-	}
-	defer be.Close()
-	srv, err := fhir.New(fhir.Config{
-		BaseURL: cfg.baseURL,
-		Backend: be,
-		Logger:  slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	// The report is kept when the import fails part-way: it says what
+	// was stored before the interruption.
+	var rep fhir.ImportReport
+	err := cfg.withDirectServer(ctx, stderr, func(srv *fhir.Server) error {
+		var err error
+		rep, err = srv.Importer().ImportPaths(ctx, paths, fhir.ImportOptions{
+			BatchSize: cfg.batch,
+			Restart:   cfg.restart,
+			Progress: func(p fhir.ImportProgress) {
+				bar.update(p.BytesDone, p.Bytes, p.Stored, p.Failed)
+			},
+		})
+		return err
 	})
-	if err != nil {
-		return fhir.ImportReport{}, err
-	}
-	defer srv.Close()
-	return srv.Importer().ImportPaths(ctx, paths, fhir.ImportOptions{
-		BatchSize: cfg.batch,
-		Restart:   cfg.restart,
-		Progress: func(p fhir.ImportProgress) {
-			bar.update(p.BytesDone, p.Bytes, p.Stored, p.Failed)
-		},
-	})
+	return rep, err
 }
 
 func printImportReport(stdout io.Writer, path string, rep fhir.ImportReport) error {
@@ -223,7 +210,7 @@ func (r remote) do(ctx context.Context, method, url, contentType string, body []
 func importRemote(ctx context.Context, cfg importConfig, paths []string, bar *progressBar) (fhir.ImportReport, error) {
 	start := time.Now()
 	var rep fhir.ImportReport
-	rm := remote{base: strings.TrimRight(cfg.server, "/"), token: cfg.token, hc: &http.Client{Timeout: 10 * time.Minute}}
+	rm := cfg.remote()
 	files, total, err := fhir.ImportFileList(paths)
 	if err != nil {
 		return rep, err

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/anodyne-fhir/anodyne/fhir"
+)
+
+// dataFlags are the flags "anodyne import" and "anodyne export" share:
+// the database to use directly, or a running server to go through.
+type dataFlags struct {
+	store   serveConfig
+	server  string // FHIR base of a running server; empty: the database directly
+	token   string
+	baseURL string
+	quiet   bool
+}
+
+// dataFlagHelp is the help of the shared flags, whose wording depends on
+// which way the data moves.
+type dataFlagHelp struct {
+	server, token, baseURL, quiet string
+}
+
+func (d *dataFlags) register(fs *flag.FlagSet, help dataFlagHelp) {
+	storeFlags(fs, &d.store)
+	fs.StringVar(&d.server, "server", "", help.server)
+	fs.StringVar(&d.token, "token", "", help.token)
+	fs.StringVar(&d.baseURL, "base-url", "http://127.0.0.1:8080", help.baseURL)
+	fs.BoolVar(&d.quiet, "quiet", false, help.quiet)
+}
+
+// parse applies ANODYNE_* variables, then the command line; without
+// --token the token is ANODYNE_TOKEN.
+func (d *dataFlags) parse(fs *flag.FlagSet, args []string, getenv func(string) string) error {
+	if err := parseStoreCommand(fs, args, getenv); err != nil {
+		return err
+	}
+	if d.token == "" {
+		d.token = getenv("ANODYNE_TOKEN")
+	}
+	return nil
+}
+
+// remote is the client of --server. Its timeout bounds each request, not
+// the whole run.
+func (d *dataFlags) remote() remote {
+	return remote{base: strings.TrimRight(d.server, "/"), token: d.token, hc: &http.Client{Timeout: 10 * time.Minute}}
+}
+
+// withDirectServer opens the database and a server on it (logging
+// warnings only, to stderr), runs fn, and closes both.
+func (d *dataFlags) withDirectServer(ctx context.Context, stderr io.Writer, fn func(*fhir.Server) error) error {
+	be, _, err := openBackend(ctx, d.store)
+	if err != nil {
+		return err
+	}
+	defer be.Close()
+	srv, err := fhir.New(fhir.Config{
+		BaseURL: d.baseURL,
+		Backend: be,
+		Logger:  slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	return fn(srv)
+}
