@@ -116,10 +116,20 @@ func (b *Backend) Commit(ctx context.Context, writes ...storage.Write) ([]storag
 			return nil, fmt.Errorf("sqlite: commit: write %d: %w", i, err)
 		}
 	}
+	return b.write(ctx, func(ctx context.Context, st *stmts) ([]storage.Record, error) {
+		return applyAll(ctx, st, writes)
+	})
+}
+
+// write runs fn in a write transaction: the writer goroutine's group
+// transaction (inside its own savepoint) or, with group commit off, a
+// transaction of its own. Every write of the store goes through here, so
+// that writes are serialised with each other whatever their kind.
+func (b *Backend) write(ctx context.Context, fn applyFunc) ([]storage.Record, error) {
 	if b.queue == nil {
-		return b.commitAlone(ctx, writes)
+		return b.writeAlone(ctx, fn)
 	}
-	req := &commitReq{ctx: ctx, writes: writes, done: make(chan commitRes, 1)}
+	req := &commitReq{ctx: ctx, apply: fn, done: make(chan commitRes, 1)}
 	select {
 	case b.queue <- req:
 	case <-b.closing:
@@ -133,8 +143,8 @@ func (b *Backend) Commit(ctx context.Context, writes ...storage.Write) ([]storag
 	return res.recs, res.err
 }
 
-// commitAlone runs one Commit in its own transaction (group commit off).
-func (b *Backend) commitAlone(ctx context.Context, writes []storage.Write) ([]storage.Record, error) {
+// writeAlone runs one write in its own transaction (group commit off).
+func (b *Backend) writeAlone(ctx context.Context, fn applyFunc) ([]storage.Record, error) {
 	tx, err := b.w.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: commit: begin: %w", err)
@@ -142,7 +152,7 @@ func (b *Backend) commitAlone(ctx context.Context, writes []storage.Write) ([]st
 	defer tx.Rollback()
 	st := &stmts{tx: tx, cache: map[string]*sql.Stmt{}}
 	defer st.close()
-	out, err := applyAll(ctx, st, writes)
+	out, err := fn(ctx, st)
 	if err != nil {
 		return nil, err
 	}
@@ -165,11 +175,15 @@ func applyAll(ctx context.Context, st *stmts, writes []storage.Write) ([]storage
 	return out, nil
 }
 
-// commitReq is one Commit waiting for the writer goroutine.
+// applyFunc is the work of one write request inside the write transaction.
+type applyFunc func(ctx context.Context, st *stmts) ([]storage.Record, error)
+
+// commitReq is one write request (a Commit or a Reindex) waiting for the
+// writer goroutine.
 type commitReq struct {
-	ctx    context.Context
-	writes []storage.Write
-	done   chan commitRes // buffered: the writer never blocks on a reply
+	ctx   context.Context
+	apply applyFunc
+	done  chan commitRes // buffered: the writer never blocks on a reply
 }
 
 type commitRes struct {
@@ -239,7 +253,7 @@ func (b *Backend) commitGroup(ctx context.Context, group []*commitReq) {
 			fail(fmt.Errorf("sqlite: commit: savepoint: %w", err))
 			return
 		}
-		recs, err := applyAll(ctx, st, r.writes)
+		recs, err := r.apply(ctx, st)
 		if err != nil {
 			res[i].err = err
 			if _, err := tx.ExecContext(ctx, `ROLLBACK TO w`); err != nil {
@@ -285,7 +299,12 @@ func validateWrite(w *storage.Write) error {
 	case !w.Deleted && len(w.JSON) == 0:
 		return errors.New("JSON is required")
 	}
-	for i, e := range w.Index {
+	return validateIndex(w.Index)
+}
+
+// validateIndex rejects entries that have no table to go to.
+func validateIndex(index []storage.Entry) error {
+	for i, e := range index {
 		if e.Param == "" {
 			return fmt.Errorf("index entry %d: empty param", i)
 		}

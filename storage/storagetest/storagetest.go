@@ -2,7 +2,8 @@
 // runs: storagetest.Run(t, harness) exercises the whole contract written in
 // storage/storage.go and storage/expr.go (compare-and-set commits, claims,
 // history, every expression node on every kind, sorting, paging, totals,
-// the KV store, durability across a reopen and context cancellation).
+// the KV store, durability across a reopen and context cancellation) and,
+// for backends that implement it, storage.Reindexer.
 //
 // It knows only the storage package. It must not know any concrete backend
 // (backends import it from their tests, never the reverse) and it must not
@@ -74,6 +75,7 @@ func Run(t *testing.T, h Harness) {
 		{"Search", searchCases},
 		{"Sort", sortCases},
 		{"Paging", pagingCases},
+		{"Reindex", reindexCases},
 		{"KV", kvCases},
 		{"Durability", durabilityCases},
 		{"Context", contextCases},
