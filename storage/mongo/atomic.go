@@ -177,13 +177,25 @@ func (b *Backend) commits() *mongo.Collection { return b.db.Collection(colCommit
 func (b *Backend) lockAll(ctx context.Context, doc *commitDoc) error {
 	for i := range doc.Writes {
 		w := &doc.Writes[i]
-		if _, err := b.hist.InsertOne(ctx, w.Hist); err != nil {
+		for {
+			_, err := b.hist.InsertOne(ctx, w.Hist)
+			if err == nil {
+				break
+			}
 			if !mongo.IsDuplicateKeyError(err) {
 				return fmt.Errorf("mongo: lock %s: %w", w.Hist.ID, err)
 			}
-			n, cerr := b.hist.CountDocuments(ctx, bson.D{{Key: "_id", Value: w.Hist.ID}})
-			if cerr == nil && n == 0 {
+			var other historyDoc
+			ferr := b.hist.FindOne(ctx, bson.D{{Key: "_id", Value: w.Hist.ID}}).Decode(&other)
+			if errors.Is(ferr, mongo.ErrNoDocuments) {
 				return seqCollision{w.Hist.ID}
+			}
+			if ferr == nil {
+				if waited, werr := b.waitReindexLock(ctx, &other); werr != nil {
+					return werr
+				} else if waited {
+					continue // a Reindex held the version for a moment
+				}
 			}
 			return fmt.Errorf("mongo: %s already written: %w", w.Hist.ID, storage.ErrVersionConflict)
 		}

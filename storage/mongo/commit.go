@@ -231,6 +231,12 @@ func (b *Backend) insertHistory(ctx context.Context, h *historyDoc, seq int64, i
 		if err != nil {
 			return fmt.Errorf("mongo: history of %s: %w", h.ID, err)
 		}
+		if waited, err := b.waitReindexLock(ctx, &other); err != nil {
+			return err
+		} else if waited {
+			attempt-- // a Reindex held the version for a moment: not a failed attempt
+			continue
+		}
 		if !b.orphan(ctx, &other, expect) {
 			return fmt.Errorf("mongo: %s already written: %w", h.ID, storage.ErrVersionConflict)
 		}
