@@ -64,17 +64,16 @@ func (b *Backend) Reindex(ctx context.Context, typ, id string, version int64, in
 		if err := b.checkReindexable(ctx, key, version); err != nil {
 			return err
 		}
-		// Locked by a commit record that has not settled yet.
 		if err := sleep(ctx, lockPoll); err != nil {
 			return fmt.Errorf("mongo: reindex %s: %w", key, err)
 		}
 	}
-	return fmt.Errorf("mongo: reindex %s: resource stayed locked by a pending commit", key)
+	return fmt.Errorf("mongo: reindex %s: a writer in flight kept the resource at version %d", key, version)
 }
 
-// checkReindexable explains why the conditional update of key matched
-// nothing: an error for an absent, deleted or newer resource, nil when it
-// is locked by a commit record (worth waiting for).
+// checkReindexable explains why the conditional update or the lock of key
+// failed: an error for an absent, deleted or newer resource, nil when it
+// is still at version (a writer in flight: worth waiting for).
 func (b *Backend) checkReindexable(ctx context.Context, key string, version int64) error {
 	var d resourceDoc
 	err := b.res.FindOne(ctx, bson.D{{Key: "_id", Value: key}}).Decode(&d)
@@ -89,10 +88,10 @@ func (b *Backend) checkReindexable(ctx context.Context, key string, version int6
 		return fmt.Errorf("mongo: reindex %s: version %d is not the current %d: %w", key, version, d.Version, storage.ErrVersionConflict)
 	case d.Deleted:
 		return fmt.Errorf("mongo: reindex %s: deleted: %w", key, storage.ErrNotFound)
-	case d.Pending != "":
-		return nil
 	}
-	return fmt.Errorf("mongo: reindex %s: conditional update matched nothing on an unlocked current version", key)
+	// Still the current version: locked by a commit record, or a writer
+	// of version+1 holds the history lock and has not replaced it yet.
+	return nil
 }
 
 // lockNext takes the history _id of version+1 for a Reindex and returns
