@@ -85,6 +85,20 @@ func TestCustomSearchParameter(t *testing.T) {
 	if got := sorted(c.search(t, "/Patient?pain-site=http://snomed.info/sct|77568009", "Prefer: handling=strict")); !slices.Equal(got, []string{"Patient/ps1", "Patient/ps3"}) {
 		t.Fatalf("custom parameter on existing resources: %v", got)
 	}
+	// The backend reindexes in place: no new version, nothing in history.
+	for _, id := range []string{"ps1", "ps2", "ps3"} {
+		r := c.do("GET", "/Patient/"+id, "").expect(t, http.StatusOK)
+		if v := get(r.json(t), "meta", "versionId"); v != "1" {
+			t.Errorf("Patient/%s meta.versionId = %v after reindex, want 1", id, v)
+		}
+		if etag := r.header.Get("ETag"); etag != `W/"1"` {
+			t.Errorf("Patient/%s ETag = %q after reindex, want W/\"1\"", id, etag)
+		}
+		h := c.do("GET", "/Patient/"+id+"/_history", "").expect(t, http.StatusOK).json(t)
+		if entries, _ := h["entry"].([]any); len(entries) != 1 {
+			t.Errorf("Patient/%s has %d history entries after reindex, want 1", id, len(entries))
+		}
+	}
 	c.do("PUT", "/Patient/ps4", painSitePatient("ps4", "69536005")).expect(t, http.StatusCreated)
 	if got := sorted(c.search(t, "/Patient?pain-site=69536005")); !slices.Equal(got, []string{"Patient/ps2", "Patient/ps4"}) {
 		t.Fatalf("custom parameter on new writes: %v", got)

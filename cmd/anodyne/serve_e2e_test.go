@@ -77,6 +77,19 @@ func TestServeCustomSearchParameter(t *testing.T) {
 	if state != "active" {
 		t.Fatalf("reindex state %q, want active; logs:\n%s", state, srv.logs)
 	}
+	// Reindexing is in place: the existing Observations keep version 1
+	// and a one-entry history.
+	for _, obs := range []string{"sit1", "stand1", "sit2"} {
+		code, res := fhirCall(t, "GET", base+"/Observation/"+obs, "")
+		meta, _ := res["meta"].(map[string]any)
+		if code != http.StatusOK || meta["versionId"] != "1" {
+			t.Errorf("Observation/%s after reindex: %d meta %v, want versionId 1", obs, code, meta)
+		}
+		code, hist := fhirCall(t, "GET", base+"/Observation/"+obs+"/_history", "")
+		if entries, _ := hist["entry"].([]any); code != http.StatusOK || len(entries) != 1 {
+			t.Errorf("Observation/%s/_history after reindex: %d with %d entries, want 1", obs, code, len(entries))
+		}
+	}
 	if code, out := fhirCall(t, "PUT", base+"/Observation/stand2", positionObservation("stand2", "standing")); code != http.StatusCreated {
 		t.Fatalf("PUT Observation/stand2: %d %v", code, out)
 	}
