@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/labstack/echo/v4"
@@ -47,10 +48,14 @@ type TrustedIssuer struct {
 // ErrInvalidToken is returned for any token the resource server refuses.
 var ErrInvalidToken = errors.New("auth: invalid token")
 
-// Verifier turns bearer tokens into Principals.
+// Verifier turns bearer tokens into Principals. It is safe for concurrent
+// use; it caches verified tokens (see tokenCache) per instance.
 type Verifier struct {
 	issuers map[string]issuer
 	log     *slog.Logger
+	cache   *tokenCache
+	// now is the clock of both the expiry check and the cache; tests move it.
+	now func() time.Time
 }
 
 type issuer struct {
@@ -64,7 +69,10 @@ func NewVerifier(ctx context.Context, log *slog.Logger, trusted ...TrustedIssuer
 	if log == nil {
 		log = slog.Default()
 	}
-	v := &Verifier{issuers: map[string]issuer{}, log: log}
+	v := &Verifier{issuers: map[string]issuer{}, log: log, cache: newTokenCache(maxCachedTokens, maxCacheAge), now: time.Now}
+	// go-oidc reads the clock through this closure so that it and the cache
+	// always agree on the time.
+	clock := func() time.Time { return v.now() }
 	for _, t := range trusted {
 		if t.Issuer == "" || t.Audience == "" {
 			return nil, fmt.Errorf("auth: trusted issuer %q needs an issuer URL and an audience", t.Issuer)
@@ -83,15 +91,48 @@ func NewVerifier(ctx context.Context, log *slog.Logger, trusted ...TrustedIssuer
 		if len(algs) == 0 {
 			algs = []string{oidc.RS256, oidc.RS384, oidc.ES256, oidc.ES384}
 		}
-		ov := oidc.NewVerifier(t.Issuer, ks, &oidc.Config{ClientID: t.Audience, SupportedSigningAlgs: algs})
+		ov := oidc.NewVerifier(t.Issuer, ks, &oidc.Config{ClientID: t.Audience, SupportedSigningAlgs: algs, Now: clock})
 		v.issuers[t.Issuer] = issuer{cfg: t, v: ov}
 	}
 	return v, nil
 }
 
 // Verify checks signature, issuer, audience and expiry of an access token
-// and maps its claims to a Principal.
+// and maps its claims to a Principal. The signature and claim checks of a
+// token already verified are reused (until its expiry, at most
+// maxCacheAge); the issuer's liveness (revocation) check runs every time.
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Principal, error) {
+	key := tokenKey(raw)
+	if cached := v.cache.get(key, v.now()); cached != nil {
+		// Issuers are fixed at construction, so the one that verified the
+		// token is still trusted.
+		if err := v.active(ctx, v.issuers[cached.Issuer], raw); err != nil {
+			return nil, err
+		}
+		p := *cached
+		return &p, nil
+	}
+	p, err := v.verify(ctx, raw)
+	if err != nil {
+		return nil, err
+	}
+	cached := *p
+	v.cache.put(key, &cached, v.now())
+	return p, nil
+}
+
+func (v *Verifier) active(ctx context.Context, is issuer, raw string) error {
+	if is.cfg.Active == nil {
+		return nil
+	}
+	if err := is.cfg.Active(ctx, raw); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidToken, err)
+	}
+	return nil
+}
+
+// verify is the full, uncached verification.
+func (v *Verifier) verify(ctx context.Context, raw string) (*Principal, error) {
 	iss, err := unverifiedIssuer(raw)
 	if err != nil {
 		return nil, err
@@ -108,10 +149,8 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Principal, error) {
 	if err := tok.Claims(&claims); err != nil {
 		return nil, fmt.Errorf("%w: claims: %w", ErrInvalidToken, err)
 	}
-	if is.cfg.Active != nil {
-		if err := is.cfg.Active(ctx, raw); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrInvalidToken, err)
-		}
+	if err := v.active(ctx, is, raw); err != nil {
+		return nil, err
 	}
 	m := is.cfg.Claims
 	p := &Principal{
