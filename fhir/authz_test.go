@@ -12,6 +12,7 @@ import (
 
 	"github.com/anodyne-fhir/anodyne/auth"
 	"github.com/anodyne-fhir/anodyne/fhir"
+	"github.com/anodyne-fhir/anodyne/storage"
 )
 
 // policy adapts the real SMART decision point to fhir.Authorizer.
@@ -38,23 +39,32 @@ func obsFor(id, patient string) string {
 	return fmt.Sprintf(`{"resourceType":"Observation","id":%q,"status":"final","code":{"text":"pain"},"subject":{"reference":"Patient/%s"},"valueInteger":3}`, id, patient)
 }
 
+// twoPatients stores patients pa and pb with one Observation each, and
+// returns an unrestricted client and one acting for patient pa with the
+// given scopes through the real SMART policy.
+func twoPatients(t *testing.T, b storage.Backend, scopes string) (admin, pa *client) {
+	t.Helper()
+	admin = newServer(t, b, nil)
+	for _, p := range []string{"pa", "pb"} {
+		admin.do("PUT", "/Patient/"+p, patientJSON(p, "Fam"+p)).expect(t, http.StatusCreated)
+		admin.do("PUT", "/Observation/o-"+p, obsFor("o-"+p, p)).expect(t, http.StatusCreated)
+	}
+	_, reg := parts(t)
+	pr := &auth.Principal{Patient: "pa", Scopes: auth.ParseScopes(scopes)}
+	pa = newServer(t, b, func(cfg *fhir.Config) {
+		cfg.Authorizer = policy{auth.NewPolicy(reg)}
+		cfg.Middleware = withPrincipal(pr)
+	})
+	return admin, pa
+}
+
 // TestAuthorization checks that with a patient/*.rs token no resource of
 // another patient leaves by any path, and that writes need their scope.
 func TestAuthorization(t *testing.T) {
 	for _, be := range backends() {
 		t.Run(be.name, func(t *testing.T) {
 			b := be.open(t)
-			admin := newServer(t, b, nil)
-			for _, p := range []string{"pa", "pb"} {
-				admin.do("PUT", "/Patient/"+p, patientJSON(p, "Fam"+p)).expect(t, http.StatusCreated)
-				admin.do("PUT", "/Observation/o-"+p, obsFor("o-"+p, p)).expect(t, http.StatusCreated)
-			}
-			_, reg := parts(t)
-			pr := &auth.Principal{Patient: "pa", Scopes: auth.ParseScopes("patient/Patient.rs patient/Observation.rs patient/Observation.u")}
-			c := newServer(t, b, func(cfg *fhir.Config) {
-				cfg.Authorizer = policy{auth.NewPolicy(reg)}
-				cfg.Middleware = withPrincipal(pr)
-			})
+			_, c := twoPatients(t, b, "patient/Patient.rs patient/Observation.rs patient/Observation.u")
 			cases := []struct {
 				name   string
 				method string

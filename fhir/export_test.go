@@ -5,10 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -30,28 +27,12 @@ import (
 // keeping its files in dir; the server's workers stop at cleanup.
 func bulkServer(t testing.TB, b storage.Backend, dir string, mod func(*fhir.Config)) (*client, *fhir.Server) {
 	t.Helper()
-	v, r := parts(t)
-	ts := httptest.NewUnstartedServer(nil)
-	cfg := fhir.Config{
-		BaseURL:   "http://" + ts.Listener.Addr().String(),
-		Backend:   b,
-		Validator: v,
-		Registry:  r,
-		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
-		ExportDir: dir,
-	}
-	if mod != nil {
-		mod(&cfg)
-	}
-	srv, err := fhir.New(cfg)
-	if err != nil {
-		t.Fatalf("fhir.New: %v", err)
-	}
-	ts.Config.Handler = srv.Handler()
-	ts.Start()
-	t.Cleanup(ts.Close)
-	t.Cleanup(func() { srv.Close() })
-	return &client{t: t, base: ts.URL + "/fhir", root: ts.URL, hc: ts.Client()}, srv
+	return startServer(t, b, func(cfg *fhir.Config) {
+		cfg.ExportDir = dir
+		if mod != nil {
+			mod(cfg)
+		}
+	})
 }
 
 var asyncHdr = []string{"Prefer: respond-async", "Accept: application/fhir+json"}

@@ -34,20 +34,7 @@ func FuzzRequestBody(f *testing.F) {
 			}
 		}
 	}
-	v, r := parts(f)
-	b, err := sqliteOpen(f.TempDir())
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { b.Close() })
-	srv, err := fhir.New(fhir.Config{
-		BaseURL: "http://fuzz.example", Backend: b, Validator: v, Registry: r,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), MaxBodyBytes: 1 << 20,
-	})
-	if err != nil {
-		f.Fatal(err)
-	}
-	h := srv.Handler()
+	h := fuzzHandler(f)
 	f.Fuzz(func(t *testing.T, body []byte) {
 		for _, target := range []string{"/fhir/Observation", "/fhir/Patient/$validate"} {
 			req := httptest.NewRequest(http.MethodPost, target, strings.NewReader(string(body)))
@@ -70,4 +57,23 @@ func FuzzRequestBody(f *testing.F) {
 			}
 		}
 	})
+}
+
+// fuzzHandler is the real server on a fresh SQLite store, quiet and with a
+// 1 MiB body cap so that each fuzz input stays cheap.
+func fuzzHandler(f *testing.F) http.Handler {
+	v, r := parts(f)
+	b, err := sqliteOpen(f.TempDir())
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { b.Close() })
+	srv, err := fhir.New(fhir.Config{
+		BaseURL: "http://fuzz.example", Backend: b, Validator: v, Registry: r,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), MaxBodyBytes: 1 << 20,
+	})
+	if err != nil {
+		f.Fatal(err)
+	}
+	return srv.Handler()
 }

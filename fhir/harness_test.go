@@ -103,6 +103,14 @@ func parts(t testing.TB) (*conformance.Validator, *resources.Registry) {
 // newServer starts the real server on a backend behind a real HTTP listener.
 func newServer(t testing.TB, b storage.Backend, mod func(*fhir.Config)) *client {
 	t.Helper()
+	c, _ := startServer(t, b, mod)
+	return c
+}
+
+// startServer is newServer that also hands back the *fhir.Server; its
+// background workers stop at cleanup.
+func startServer(t testing.TB, b storage.Backend, mod func(*fhir.Config)) (*client, *fhir.Server) {
+	t.Helper()
 	v, r := parts(t)
 	ts := httptest.NewUnstartedServer(nil)
 	cfg := fhir.Config{
@@ -122,7 +130,8 @@ func newServer(t testing.TB, b storage.Backend, mod func(*fhir.Config)) *client 
 	ts.Config.Handler = srv.Handler()
 	ts.Start()
 	t.Cleanup(ts.Close)
-	return &client{t: t, base: ts.URL + "/fhir", root: ts.URL, hc: ts.Client()}
+	t.Cleanup(func() { srv.Close() })
+	return &client{t: t, base: ts.URL + "/fhir", root: ts.URL, hc: ts.Client()}, srv
 }
 
 type client struct {

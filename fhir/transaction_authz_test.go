@@ -5,9 +5,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-
-	"github.com/anodyne-fhir/anodyne/auth"
-	"github.com/anodyne-fhir/anodyne/fhir"
 )
 
 // TestBundleAuthorization checks, with the real SMART policy and a
@@ -19,17 +16,7 @@ func TestBundleAuthorization(t *testing.T) {
 	for _, be := range backends() {
 		t.Run(be.name, func(t *testing.T) {
 			b := be.open(t)
-			admin := newServer(t, b, nil)
-			for _, p := range []string{"pa", "pb"} {
-				admin.do("PUT", "/Patient/"+p, patientJSON(p, "Fam"+p)).expect(t, http.StatusCreated)
-				admin.do("PUT", "/Observation/o-"+p, obsFor("o-"+p, p)).expect(t, http.StatusCreated)
-			}
-			_, reg := parts(t)
-			pr := &auth.Principal{Patient: "pa", Scopes: auth.ParseScopes("patient/Patient.rs patient/Observation.crus")}
-			c := newServer(t, b, func(cfg *fhir.Config) {
-				cfg.Authorizer = policy{auth.NewPolicy(reg)}
-				cfg.Middleware = withPrincipal(pr)
-			})
+			admin, c := twoPatients(t, b, "patient/Patient.rs patient/Observation.crus")
 			count := func() int {
 				r := admin.do("GET", "/Observation?_summary=count", "").expect(t, http.StatusOK).json(t)
 				var n int

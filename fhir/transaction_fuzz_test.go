@@ -2,14 +2,10 @@ package fhir_test
 
 import (
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
-
-	"github.com/anodyne-fhir/anodyne/fhir"
 )
 
 // FuzzBundle posts arbitrary bodies to the base URL (batch and
@@ -22,20 +18,7 @@ func FuzzBundle(f *testing.F) {
 	f.Add([]byte(bundleJSON("transaction", `{"resource":{"resourceType":"Binary","contentType":"application/json-patch+json","data":"W10="},"request":{"method":"PATCH","url":"Patient/1"}}`)))
 	f.Add([]byte(`{"resourceType":"Bundle","type":"batch","entry":[null,{},{"request":null}]}`))
 	f.Add([]byte(`{"resourceType":"Bundle","type":"transaction","entry":{"a":1}}`))
-	v, r := parts(f)
-	b, err := sqliteOpen(f.TempDir())
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { b.Close() })
-	srv, err := fhir.New(fhir.Config{
-		BaseURL: "http://fuzz.example", Backend: b, Validator: v, Registry: r,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), MaxBodyBytes: 1 << 20,
-	})
-	if err != nil {
-		f.Fatal(err)
-	}
-	h := srv.Handler()
+	h := fuzzHandler(f)
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req := httptest.NewRequest(http.MethodPost, "/fhir", strings.NewReader(string(body)))
 		req.Header.Set("Content-Type", "application/fhir+json")
