@@ -103,7 +103,7 @@ func TestDiscovery(t *testing.T) {
 func TestIntrospectionAndRevocation(t *testing.T) {
 	e := newEnv(t)
 	e.addClient(smart.Client{ID: "app", Type: smart.ClientPublic, RedirectURIs: []string{redirect}, Scopes: "openid fhirUser launch/patient patient/*.rs offline_access"}, "")
-	rsSecret := e.addClient(smart.Client{ID: "rs", Type: smart.ClientSymmetric, Scopes: ""}, "")
+	rsSecret := e.addClient(smart.Client{ID: "rs", Type: smart.ClientSymmetric, ResourceServer: true}, "")
 	e.addAccount("alice", "Patient/a")
 	app := e.app("app", redirect, "openid", "fhirUser", "launch/patient", "patient/Observation.rs", "offline_access")
 	v := oauth2.GenerateVerifier()

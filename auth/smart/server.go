@@ -149,13 +149,21 @@ func (s *Server) TrustedIssuer() auth.TrustedIssuer {
 }
 
 // tokenActive rejects revoked tokens: an access token is live only while
-// its record exists.
+// its record exists and its grant has not been revoked.
 func (s *Server) tokenActive(ctx context.Context, raw string) error {
-	if _, err := s.kv.Get(ctx, hashKey(pfxAccess, raw)); err != nil {
+	var g grant
+	if err := s.kv.getJSON(ctx, hashKey(pfxAccess, raw), &g); err != nil {
 		if notFound(err) {
 			return errors.New("token revoked or unknown")
 		}
 		return fmt.Errorf("check token: %w", err)
+	}
+	revoked, err := s.grantRevoked(ctx, g)
+	if err != nil {
+		return err
+	}
+	if revoked {
+		return errors.New("the token's grant was revoked")
 	}
 	return nil
 }

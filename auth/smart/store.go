@@ -28,6 +28,7 @@ const (
 	pfxCode      = "auth/code/"
 	pfxRefresh   = "auth/refresh/"
 	pfxAccess    = "auth/access/"
+	pfxRevoked   = "auth/revoked-grant/"
 	pfxJTI       = "auth/jti/"
 	pfxUpstream  = "auth/upstream/"
 	pfxKey       = "auth/key/"
@@ -60,6 +61,9 @@ type Client struct {
 	Origins []string `json:"origins,omitempty"`
 	// LaunchEHR lets the client (an EHR) create launch contexts.
 	LaunchEHR bool `json:"launch_ehr,omitempty"`
+	// ResourceServer lets a confidential client introspect tokens of any
+	// client (RFC 7662); other callers see only their own tokens.
+	ResourceServer bool `json:"resource_server,omitempty"`
 }
 
 // Validate checks that a client registration is coherent.
@@ -149,6 +153,13 @@ type grant struct {
 	// Access and refresh tokens.
 	Expires int64 `json:"exp,omitempty"`
 	Issued  int64 `json:"iat,omitempty"`
+	// GrantID is shared by every access and refresh token of one
+	// authorization (carried through refreshes), so that revoking a
+	// refresh token revokes the access tokens of its grant.
+	GrantID string `json:"gid,omitempty"`
+	// Granted is the scope approved for the grant while a refresh narrows
+	// Scope for one access token; never stored.
+	Granted string `json:"-"`
 }
 
 // kv wraps storage.KV with JSON and hashing helpers.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/anodyne-fhir/anodyne/auth"
@@ -31,7 +30,13 @@ func (s *Server) token(c echo.Context) error {
 		writeOAuthError(c.Response(), ErrUnsupportedGrantType.WithDescription("unsupported grant_type"))
 		return nil
 	}
-	client, err := s.authenticateClient(r)
+	var client *Client
+	var err error
+	if h.grantType() == "refresh_token" && noClientIdentification(r) {
+		client, err = s.refreshClient(r.Context(), r)
+	} else {
+		client, err = s.authenticateClient(r)
+	}
 	if err != nil {
 		s.logOAuth(r.Context(), "token: client authentication failed", err)
 		writeOAuthError(c.Response(), err)
@@ -124,14 +129,23 @@ func (s *Server) issue(ctx context.Context, g grant, ttl time.Duration, refreshT
 		g.IDToken = true
 	}
 	g.Issued, g.Expires = now.Unix(), exp.Unix()
+	if g.GrantID == "" {
+		g.GrantID = randomToken(16)
+	}
 	rec := g
-	rec.RedirectURI, rec.Challenge, rec.Nonce = "", "", ""
+	rec.RedirectURI, rec.Challenge, rec.Nonce, rec.Granted = "", "", "", ""
 	if err := s.kv.putJSON(ctx, hashKey(pfxAccess, at), rec, ttl+clockSkew); err != nil {
 		return nil, err
 	}
 	if refreshTTL > 0 {
 		rt := randomToken(32)
 		rec.Expires = now.Add(refreshTTL).Unix()
+		// The refresh token keeps the whole approved grant (RFC 6749 6: a
+		// refresh may ask for any scope "originally granted"), even when this
+		// access token was narrowed.
+		if g.Granted != "" {
+			rec.Scope = g.Granted
+		}
 		if err := s.kv.putJSON(ctx, hashKey(pfxRefresh, rt), rec, refreshTTL); err != nil {
 			return nil, err
 		}
@@ -179,21 +193,4 @@ func refreshLifetime(g grant) time.Duration {
 		return onlineTTL
 	}
 	return 0
-}
-
-func scopeSubset(requested, granted string) bool {
-	have := strings.Fields(granted)
-	for _, r := range strings.Fields(requested) {
-		found := false
-		for _, h := range have {
-			if h == r {
-				found = true
-				break
-			}
-		}
-		if !found {
-			return false
-		}
-	}
-	return true
 }
