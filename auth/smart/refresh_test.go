@@ -118,7 +118,7 @@ func TestPublicRefreshWithoutClientID(t *testing.T) {
 
 	// A confidential client's refresh token still needs the client's credentials.
 	capp := &oauth2.Config{ClientID: "conf", ClientSecret: secret, RedirectURL: redirect,
-		Scopes: []string{"launch/patient", "patient/*.rs", "offline_access"},
+		Scopes:   []string{"launch/patient", "patient/*.rs", "offline_access"},
 		Endpoint: oauth2.Endpoint{AuthURL: e.base + "/auth/authorize", TokenURL: e.base + "/auth/token", AuthStyle: oauth2.AuthStyleInHeader}}
 	v := oauth2.GenerateVerifier()
 	q, err := codeFrom(t, loginAs(t, newBrowser(t, redirect), capp.AuthCodeURL("s", oauth2.S256ChallengeOption(v), oauth2.SetAuthURLParam("aud", e.fhirBase)), "alice", ""))

@@ -45,6 +45,7 @@ func clientsCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 		fs.StringVar(&c.JWKSURL, "jwks-uri", "", "URL of the client's JWKS (asymmetric clients)")
 		fs.StringVar(&secret, "secret", "", "client secret for a symmetric client (generated and printed when empty)")
 		fs.BoolVar(&c.LaunchEHR, "launch-ehr", false, "the client is an EHR and may create launch contexts")
+		fs.BoolVar(&c.ResourceServer, "resource-server", false, "the client is a resource server and may introspect the tokens of every client")
 	}
 	if err := parseStoreCommand(fs, args[1:], getenv); err != nil {
 		return err
