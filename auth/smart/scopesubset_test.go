@@ -18,7 +18,7 @@ func TestScopeSubset(t *testing.T) {
 		{"patient/Observation.cruds", false},
 		{"patient/Observation.write", false},
 		{"patient/*.read patient/Patient.u", false},
-		{"user/Observation.rs", false},              // wider than the query-limited grant
+		{"user/Observation.rs", false},               // wider than the query-limited grant
 		{"user/Observation.rs?category=labs", false}, // different query
 		{"system/Observation.rs", false},
 		{"fhirUser", false},
