@@ -158,10 +158,12 @@ func authenticatedLater(authOn bool, r *http.Request) bool {
 func (l *clientLimiter) principalLimit(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		r := c.Request()
-		key := addressKey(r.RemoteAddr)
-		if p := auth.FromContext(r.Context()); p != nil {
-			key = principalKey(p)
+		p := auth.FromContext(r.Context())
+		if p == nil {
+			// A public route: already bounded by address in transportHandler.
+			return next(c)
 		}
+		key := principalKey(p)
 		if !l.acquire(key) {
 			l.refuse(c.Response(), r, key)
 			return nil
