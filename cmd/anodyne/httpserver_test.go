@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -365,6 +366,73 @@ func TestAddressKey(t *testing.T) {
 	for _, tc := range tests {
 		if got := addressKey(tc.remote); got != tc.want {
 			t.Errorf("addressKey(%q) = %q, want %q", tc.remote, got, tc.want)
+		}
+	}
+}
+
+// TestTransportDeadlines runs newHTTPServer's server over real HTTP with
+// short timeouts: a handler may outlive --read-timeout once the body is
+// in (its context stays live), an export file download may outlive
+// --write-timeout while it keeps moving, and any other response is cut
+// at --write-timeout.
+func TestTransportDeadlines(t *testing.T) {
+	tc := transportConfig{ReadHeaderTimeout: 100 * time.Millisecond, ReadTimeout: 200 * time.Millisecond,
+		WriteTimeout: time.Second, IdleTimeout: time.Second, MaxHeaderBytes: 8192, ClientRequests: 8}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /slow-handler", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		time.Sleep(500 * time.Millisecond) // past the read timeout, within the write timeout
+		if err := r.Context().Err(); err != nil {
+			http.Error(w, "context: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "done")
+	})
+	stream := func(w http.ResponseWriter, r *http.Request) {
+		for range 10 { // 2 s in all, twice the write timeout
+			if _, err := io.WriteString(w, strings.Repeat("x", 1000)+"\n"); err != nil {
+				return
+			}
+			_ = http.NewResponseController(w).Flush()
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	mux.HandleFunc("GET /fhir/$export-file/job/file", stream)
+	mux.HandleFunc("GET /fhir/Patient", stream)
+	hs, err := newHTTPServer(tc, mux, newClientLimiter(tc.ClientRequests, log), false, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = hs.Serve(ln) }()
+	defer hs.Close()
+	base := "http://" + ln.Addr().String()
+
+	res, err := http.Post(base+"/slow-handler", "text/plain", strings.NewReader("body"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || string(body) != "done" {
+		t.Errorf("handler past the read timeout: %d %q, want 200 done", res.StatusCode, body)
+	}
+	for _, tc := range []struct {
+		path string
+		full bool
+	}{{"/fhir/$export-file/job/file", true}, {"/fhir/Patient", false}} {
+		res, err := http.Get(base + tc.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(res.Body)
+		res.Body.Close()
+		if got := err == nil && len(b) == 10*1001; got != tc.full {
+			t.Errorf("GET %s streaming past the write timeout: read %d bytes (err %v), complete %v, want %v", tc.path, len(b), err, got, tc.full)
 		}
 	}
 }
