@@ -15,7 +15,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -101,8 +100,9 @@ type serveConfig struct {
 	ShutdownIn time.Duration
 	// SPPoll is how often the store is checked for new or changed
 	// SearchParameter resources (custom search parameters).
-	SPPoll time.Duration
-	Sec    securityConfig
+	SPPoll    time.Duration
+	Sec       securityConfig
+	Transport transportConfig
 }
 
 // parseServe reads flags, each of which may also come from ANODYNE_<NAME>
@@ -123,6 +123,7 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (se
 	fs.DurationVar(&cfg.ShutdownIn, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight requests")
 	fs.DurationVar(&cfg.SPPoll, "searchparameter-poll", 5*time.Second, "how often to look for new or changed SearchParameter resources (custom search parameters), which are then registered and reindexed")
 	cfg.Sec.register(fs)
+	cfg.Transport.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: anodyne serve [flags]\n\nRuns the FHIR R4 server. Every flag can also be set with an environment\nvariable ANODYNE_<FLAG> (for example ANODYNE_MONGODB_URI); flags win.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -142,6 +143,9 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (se
 		return cfg, fmt.Errorf("--auth must be on or off, not %q", cfg.Auth)
 	}
 	if err := cfg.Sec.validate(cfg.Auth == "on"); err != nil {
+		return cfg, err
+	}
+	if err := cfg.Transport.validate(); err != nil {
 		return cfg, err
 	}
 	if cfg.MaxBody <= 0 {
@@ -248,6 +252,9 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 	base := cfg.BaseURL
 	if base == "" {
 		base = "http://" + addr
+		if cfg.Transport.TLSCert != "" {
+			base = "https://" + addr
+		}
 	}
 	fcfg := fhir.Config{
 		BaseURL:      base,
@@ -291,13 +298,19 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 		<-spDone
 	}()
 	sec.mount(srv.Echo())
-	hs := &http.Server{
-		Handler:           srv.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	hs, err := newHTTPServer(cfg.Transport, srv.Handler(), sec.limit, cfg.Auth == "on", log)
+	if err != nil {
+		ln.Close()
+		return err
 	}
 	served := make(chan error, 1)
-	go func() { served <- hs.Serve(ln) }()
+	go func() {
+		if hs.TLSConfig != nil {
+			served <- hs.ServeTLS(ln, "", "")
+			return
+		}
+		served <- hs.Serve(ln)
+	}()
 	log.Info("anodyne listening", "addr", addr, "fhir_base", strings.TrimRight(base, "/")+"/fhir", "backend", kind)
 	if ready != nil {
 		ready <- addr

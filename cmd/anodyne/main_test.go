@@ -80,7 +80,7 @@ func TestServeHelp(t *testing.T) {
 	if err != flag.ErrHelp {
 		t.Fatalf("err %v, want flag.ErrHelp", err)
 	}
-	for _, f := range []string{"-listen", "-base-url", "-data-dir", "-mongodb-uri", "-mongodb-database", "-auth", "-max-body", "-trusted-issuer", "-admin-token", "-oidc-issuer", "-audit", "ANODYNE_"} {
+	for _, f := range []string{"-listen", "-base-url", "-data-dir", "-mongodb-uri", "-mongodb-database", "-auth", "-max-body", "-trusted-issuer", "-admin-token", "-oidc-issuer", "-audit", "-read-header-timeout", "-read-timeout", "-write-timeout", "-idle-timeout", "-max-header-bytes", "-max-client-requests", "-tls-cert", "-tls-key", "ANODYNE_"} {
 		if !strings.Contains(out.String(), f) {
 			t.Errorf("--help does not document %s:\n%s", f, out.String())
 		}

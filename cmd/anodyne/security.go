@@ -136,6 +136,8 @@ type security struct {
 	mount func(e *echo.Echo)
 	// close stops the audit writer; call it after the HTTP server drained.
 	close func() error
+	// limit bounds concurrent requests per client.
+	limit *clientLimiter
 }
 
 // setupSecurity fills the authorization parts of fcfg (decision point,
@@ -143,7 +145,8 @@ type security struct {
 // returns what must be mounted on the router once it exists.
 func setupSecurity(ctx context.Context, cfg serveConfig, base string, backend storage.Backend, reg *resources.Registry, fcfg *fhir.Config, log *slog.Logger) (*security, error) {
 	fhirBase := strings.TrimRight(base, "/") + "/fhir"
-	sec := &security{mount: func(*echo.Echo) {}, close: func() error { return nil }}
+	sec := &security{mount: func(*echo.Echo) {}, close: func() error { return nil },
+		limit: newClientLimiter(cfg.Transport.ClientRequests, log)}
 
 	var auditMW echo.MiddlewareFunc
 	if cfg.Sec.Audit == "on" {
@@ -200,10 +203,12 @@ func setupSecurity(ctx context.Context, cfg serveConfig, base string, backend st
 	authn := ver.Middleware(base, nil)
 	fcfg.Authorizer = auth.NewPolicy(reg)
 	fcfg.Security = as.SecurityComponent()
-	fcfg.Middleware = authn
+	// Verify first, so that the bound and the audit record know who called.
+	fcfg.Middleware = func(next echo.HandlerFunc) echo.HandlerFunc { return authn(sec.limit.principalLimit(next)) }
 	if auditMW != nil {
-		// Verify first, so that the audit record knows who called.
-		fcfg.Middleware = func(next echo.HandlerFunc) echo.HandlerFunc { return authn(auditMW(next)) }
+		fcfg.Middleware = func(next echo.HandlerFunc) echo.HandlerFunc {
+			return authn(sec.limit.principalLimit(auditMW(next)))
+		}
 	}
 	sec.mount = func(e *echo.Echo) {
 		e.Pre(as.CORS())
