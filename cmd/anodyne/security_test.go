@@ -453,6 +453,12 @@ func TestSmartStandaloneLaunchThroughCLI(t *testing.T) {
 		}
 	}
 
+	// A forwarding header from the client is not a source address: the
+	// audit trail records the TCP peer, so a client cannot forge it.
+	if res, body := call(t, http.MethodGet, fhir+"/Patient/a", tok.AccessToken, map[string]string{"X-Forwarded-For": "203.0.113.9", "X-Real-IP": "203.0.113.9"}, nil); res.StatusCode != http.StatusOK {
+		t.Fatalf("read with a forwarding header: %d %v", res.StatusCode, body)
+	}
+
 	// The audit trail: the app's read of Patient/a is there, and only a
 	// client granted system/AuditEvent.rs can see it.
 	at := backendToken(t, srv.base, "auditor", key, "system/AuditEvent.rs")
@@ -464,6 +470,9 @@ func TestSmartStandaloneLaunchThroughCLI(t *testing.T) {
 	for _, en := range bundle["entry"].([]any) {
 		b, _ := json.Marshal(en.(map[string]any)["resource"])
 		s := string(b)
+		if strings.Contains(s, "203.0.113.9") {
+			t.Errorf("AuditEvent records a client-supplied forwarding address: %s", s)
+		}
 		if strings.Contains(s, `"value":"diary"`) && strings.Contains(s, `"code":"read"`) && strings.Contains(s, `"reference":"Patient/a"`) && strings.Contains(s, `"reference":"Practitioner/p1"`) {
 			found = true
 		}
