@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 )
 
 // errHashBusy is returned when too many password hashes are already
@@ -45,4 +46,17 @@ func (g *hashGate) do(ctx context.Context, fn func()) error {
 	defer func() { <-g.slots }()
 	fn()
 	return nil
+}
+
+// ErrTemporarilyUnavailable (RFC 6749 section 4.1.2.1) answers a client
+// whose secret could not be checked because the hash queue is full: the
+// credentials were not judged, so invalid_client would be wrong.
+var ErrTemporarilyUnavailable = &OAuthError{Code: "temporarily_unavailable", Status: http.StatusServiceUnavailable}
+
+// checkPassword is CheckPassword behind the server's hash gate.
+func (s *Server) checkPassword(ctx context.Context, encoded, password string) (ok bool, err error) {
+	if gerr := s.hashes.do(ctx, func() { ok, err = CheckPassword(encoded, password) }); gerr != nil {
+		return false, gerr
+	}
+	return ok, err
 }
