@@ -227,15 +227,18 @@ func (s *Server) loginSubmit(c echo.Context) error {
 	if err != nil && !notFound(err) {
 		return s.pageError(c, err)
 	}
-	ok := false
+	hash := dummyHash // same cost for unknown users, so timing does not reveal accounts
 	if err == nil && acct.PasswordHash != "" {
-		if ok, err = CheckPassword(acct.PasswordHash, c.FormValue("password")); err != nil {
-			return s.pageError(c, fmt.Errorf("account %s: %w", acct.Username, err))
-		}
-	} else {
-		// Same cost for unknown users, so timing does not reveal accounts.
-		_, _ = CheckPassword(dummyHash, c.FormValue("password"))
+		hash = acct.PasswordHash
 	}
+	ok, err := s.checkPassword(ctx, hash, c.FormValue("password"))
+	switch {
+	case errors.Is(err, errHashBusy):
+		return s.renderLogin(c, id, req, "The server is busy checking other sign-ins. Please try again in a moment.")
+	case err != nil:
+		return s.pageError(c, fmt.Errorf("account %s: %w", acct.Username, err))
+	}
+	ok = ok && hash != dummyHash
 	if !ok {
 		return s.renderLogin(c, id, req, "Unknown user name or wrong password.")
 	}

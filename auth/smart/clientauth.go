@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rsa"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -40,7 +41,10 @@ func (s *Server) authenticateClient(r *http.Request) (*Client, error) {
 		if c.Type != ClientSymmetric {
 			return nil, ErrInvalidClient.WithDescription("client_secret_basic is not registered for this client")
 		}
-		ok, err := CheckPassword(c.SecretHash, secret)
+		ok, err := s.checkPassword(ctx, c.SecretHash, secret)
+		if errors.Is(err, errHashBusy) {
+			return nil, ErrTemporarilyUnavailable.WithDescription("too many client authentications in progress; retry shortly")
+		}
 		if err != nil {
 			return nil, fmt.Errorf("client %s secret: %w", id, err)
 		}

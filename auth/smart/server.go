@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strings"
 	"time"
 
@@ -64,6 +65,7 @@ type Server struct {
 	fhirPath string
 	adminSum [32]byte
 	now      func() time.Time
+	hashes   *hashGate
 }
 
 // New builds the server, generating and storing a signing key on first start.
@@ -98,6 +100,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		log:      cfg.Logger.With("component", "smart"),
 		fhirPath: fu.Path,
 		now:      time.Now,
+		hashes:   newHashGate(runtime.GOMAXPROCS(0), 4*runtime.GOMAXPROCS(0)),
 	}
 	if cfg.AdminToken != "" {
 		s.adminSum = sha256.Sum256([]byte(cfg.AdminToken))
