@@ -222,8 +222,17 @@ func (s *Server) loginSubmit(c echo.Context) error {
 	if err != nil {
 		return s.pageError(c, err)
 	}
+	username := c.FormValue("username")
+	// A locked user name is refused before any hash is spent on it.
+	until, err := s.lockedUntil(ctx, username)
+	if err != nil {
+		return s.pageError(c, err)
+	}
+	if !until.IsZero() {
+		return s.renderLogin(c, id, req, "Too many failed sign-ins: this account is locked until "+until.UTC().Format("15:04:05")+" UTC.")
+	}
 	var acct Account
-	err = s.kv.getJSON(ctx, pfxAccount+strings.ToLower(c.FormValue("username")), &acct)
+	err = s.kv.getJSON(ctx, pfxAccount+strings.ToLower(username), &acct)
 	if err != nil && !notFound(err) {
 		return s.pageError(c, err)
 	}
@@ -240,7 +249,13 @@ func (s *Server) loginSubmit(c echo.Context) error {
 	}
 	ok = ok && hash != dummyHash
 	if !ok {
+		if err := s.signInFailed(ctx, username, c.RealIP()); err != nil {
+			return s.pageError(c, err)
+		}
 		return s.renderLogin(c, id, req, "Unknown user name or wrong password.")
+	}
+	if err := s.signInSucceeded(ctx, username); err != nil {
+		return s.pageError(c, err)
 	}
 	return s.signedIn(c, id, req, acct.Username, &acct)
 }

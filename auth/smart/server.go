@@ -49,6 +49,9 @@ type Config struct {
 	// HTTPClient fetches client JWKS URLs and talks to the upstream provider.
 	HTTPClient *http.Client
 	Logger     *slog.Logger
+	// Lockout is the password sign-in lock-out policy; zero fields take
+	// the defaults (5 failures, 1 minute doubling up to 1 hour).
+	Lockout Lockout
 }
 
 // Server is the built-in SMART authorization server.

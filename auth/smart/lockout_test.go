@@ -1,0 +1,88 @@
+package smart_test
+
+import (
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/anodyne-fhir/anodyne/auth/smart"
+)
+
+// TestLoginLockout drives the real sign-in page: repeated wrong passwords
+// lock the user name (a correct password is refused while locked), an
+// unknown user name locks the same way (no account oracle), the lock
+// lapses, a success clears the count, and the next lock lasts twice as long.
+func TestLoginLockout(t *testing.T) {
+	const base = time.Second
+	e := newEnv(t, func(ec *envConfig) { ec.Lockout = smart.Lockout{Threshold: 3, Base: base, Max: time.Minute} })
+	e.addClient(smart.Client{ID: "app", Type: smart.ClientPublic, RedirectURIs: []string{redirect}, Scopes: "launch/patient patient/*.rs"}, "")
+	e.addAccount("alice", "Patient/a")
+	app := e.app("app", redirect, "launch/patient", "patient/Observation.rs")
+	v := oauth2.GenerateVerifier()
+	authURL := app.AuthCodeURL("st", oauth2.SetAuthURLParam("aud", e.fhirBase), oauth2.S256ChallengeOption(v))
+
+	try := func(user, password string) string {
+		t.Helper()
+		b := newBrowser(t, redirect)
+		p := b.get(authURL)
+		p = b.submit(p, url.Values{"username": {user}, "password": {password}})
+		switch {
+		case strings.Contains(p.body, "locked until"):
+			return "locked"
+		case strings.Contains(p.body, "wrong password"):
+			return "wrong"
+		case p.loc != "" || strings.Contains(p.body, "Allow access?") || strings.Contains(p.body, "Choose a patient"):
+			return "signed in"
+		}
+		t.Fatalf("unexpected page %d %q: %s", p.status, p.loc, p.body)
+		return ""
+	}
+
+	for _, user := range []string{"alice", "mallory"} {
+		var got []string
+		for range 5 {
+			got = append(got, try(user, "wrong password!"))
+		}
+		want := []string{"wrong", "wrong", "wrong", "locked", "locked"}
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("%s: wrong passwords answered %v, want %v", user, got, want)
+		}
+	}
+	if got := try("alice", "correct horse battery"); got != "locked" {
+		t.Errorf("correct password while locked: %s, want locked", got)
+	}
+	// A spray against the locked name is refused without reaching the
+	// password check (the answer is the lock, never "wrong password").
+	for i := range 200 {
+		if got := try("alice", "guess-"+strings.Repeat("x", i%7)); got != "locked" {
+			t.Fatalf("attempt %d during the lock: %s", i, got)
+		}
+	}
+
+	time.Sleep(base + 300*time.Millisecond)
+	if got := try("alice", "correct horse battery"); got != "signed in" {
+		t.Fatalf("after the lock lapsed: %s, want signed in", got)
+	}
+	// The success cleared the run: two failures do not lock.
+	for range 2 {
+		if got := try("alice", "wrong password!"); got != "wrong" {
+			t.Errorf("after a success: %s, want wrong", got)
+		}
+	}
+	if got := try("alice", "correct horse battery"); got != "signed in" {
+		t.Fatalf("two failures then the right password: %s", got)
+	}
+
+	// mallory's second lock lasts 2×base: still locked after base+300ms.
+	time.Sleep(base + 300*time.Millisecond)
+	for range 3 {
+		try("mallory", "wrong password!")
+	}
+	time.Sleep(base + 300*time.Millisecond)
+	if got := try("mallory", "wrong password!"); got != "locked" {
+		t.Errorf("second lock after base+300ms: %s, want still locked (doubled)", got)
+	}
+}
