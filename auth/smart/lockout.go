@@ -107,4 +107,3 @@ func (s *Server) signInSucceeded(ctx context.Context, username string) error {
 	}
 	return nil
 }
-
