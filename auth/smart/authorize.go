@@ -240,8 +240,10 @@ func (s *Server) loginSubmit(c echo.Context) error {
 	if err == nil && acct.PasswordHash != "" {
 		hash = acct.PasswordHash
 	}
-	ok, err := s.checkPassword(ctx, hash, c.FormValue("password"))
+	ok, err := s.checkPassword(ctx, sourceOf(c.Request().RemoteAddr), hash, c.FormValue("password"))
 	switch {
+	case errors.Is(err, errTooManyAttempts):
+		return s.renderLogin(c, id, req, "Too many sign-in attempts from your address. Please wait a minute and try again.")
 	case errors.Is(err, errHashBusy):
 		return s.renderLogin(c, id, req, "The server is busy checking other sign-ins. Please try again in a moment.")
 	case err != nil:

@@ -41,7 +41,10 @@ func (s *Server) authenticateClient(r *http.Request) (*Client, error) {
 		if c.Type != ClientSymmetric {
 			return nil, ErrInvalidClient.WithDescription("client_secret_basic is not registered for this client")
 		}
-		ok, err := s.checkPassword(ctx, c.SecretHash, secret)
+		ok, err := s.checkPassword(ctx, sourceOf(r.RemoteAddr), c.SecretHash, secret)
+		if errors.Is(err, errTooManyAttempts) {
+			return nil, ErrTemporarilyUnavailable.WithDescription("too many client authentications from this address; retry in a minute")
+		}
 		if errors.Is(err, errHashBusy) {
 			return nil, ErrTemporarilyUnavailable.WithDescription("too many client authentications in progress; retry shortly")
 		}

@@ -1,6 +1,7 @@
 package smart_test
 
 import (
+	"fmt"
 	"net/url"
 	"strings"
 	"testing"
@@ -84,5 +85,37 @@ func TestLoginLockout(t *testing.T) {
 	time.Sleep(base + 300*time.Millisecond)
 	if got := try("mallory", "wrong password!"); got != "locked" {
 		t.Errorf("second lock after base+300ms: %s, want still locked (doubled)", got)
+	}
+}
+
+// TestLoginSourceLimit: a password spray from one address across many user
+// names (none reaching its own lock) is slowed by the per-source budget.
+func TestLoginSourceLimit(t *testing.T) {
+	e := newEnv(t, func(ec *envConfig) { ec.PasswordChecksPerMinute = 5 })
+	e.addClient(smart.Client{ID: "app", Type: smart.ClientPublic, RedirectURIs: []string{redirect}, Scopes: "launch/patient patient/*.rs"}, "")
+	e.addAccount("alice", "Patient/a")
+	app := e.app("app", redirect, "launch/patient", "patient/Observation.rs")
+	authURL := app.AuthCodeURL("st", oauth2.SetAuthURLParam("aud", e.fhirBase), oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))
+	var wrong, limited int
+	for i := range 8 {
+		b := newBrowser(t, redirect)
+		p := b.submit(b.get(authURL), url.Values{"username": {fmt.Sprintf("user%d", i)}, "password": {"hunter2"}})
+		switch {
+		case strings.Contains(p.body, "Too many sign-in attempts from your address"):
+			limited++
+		case strings.Contains(p.body, "wrong password"):
+			wrong++
+		default:
+			t.Fatalf("unexpected page %d: %s", p.status, p.body)
+		}
+	}
+	if wrong != 5 || limited != 3 {
+		t.Errorf("8 attempts from one address: %d checked, %d limited; want 5 and 3", wrong, limited)
+	}
+	// The real password from the same address is limited too: the budget
+	// is the address's, whatever the account.
+	b := newBrowser(t, redirect)
+	if p := b.submit(b.get(authURL), url.Values{"username": {"alice"}, "password": {"correct horse battery"}}); !strings.Contains(p.body, "Too many sign-in attempts") {
+		t.Errorf("right password over the address budget: %d %s", p.status, p.body)
 	}
 }

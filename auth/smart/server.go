@@ -52,6 +52,9 @@ type Config struct {
 	// Lockout is the password sign-in lock-out policy; zero fields take
 	// the defaults (5 failures, 1 minute doubling up to 1 hour).
 	Lockout Lockout
+	// PasswordChecksPerMinute bounds password and client-secret checks per
+	// source address (TCP peer); 0 means 30.
+	PasswordChecksPerMinute int
 }
 
 // Server is the built-in SMART authorization server.
@@ -69,6 +72,7 @@ type Server struct {
 	adminSum [32]byte
 	now      func() time.Time
 	hashes   *hashGate
+	sources  *sourceLimits
 }
 
 // New builds the server, generating and storing a signing key on first start.
@@ -104,6 +108,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		fhirPath: fu.Path,
 		now:      time.Now,
 		hashes:   newHashGate(runtime.GOMAXPROCS(0), 4*runtime.GOMAXPROCS(0)),
+		sources:  newSourceLimits(cfg.PasswordChecksPerMinute, 0),
 	}
 	if cfg.AdminToken != "" {
 		s.adminSum = sha256.Sum256([]byte(cfg.AdminToken))

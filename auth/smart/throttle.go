@@ -4,7 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // errHashBusy is returned when too many password hashes are already
@@ -54,9 +59,69 @@ func (g *hashGate) do(ctx context.Context, fn func()) error {
 var ErrTemporarilyUnavailable = &OAuthError{Code: "temporarily_unavailable", Status: http.StatusServiceUnavailable}
 
 // checkPassword is CheckPassword behind the server's hash gate.
-func (s *Server) checkPassword(ctx context.Context, encoded, password string) (ok bool, err error) {
+func (s *Server) checkPassword(ctx context.Context, source, encoded, password string) (ok bool, err error) {
+	if !s.sources.allow(source, s.now()) {
+		return false, errTooManyAttempts
+	}
 	if gerr := s.hashes.do(ctx, func() { ok, err = CheckPassword(encoded, password) }); gerr != nil {
 		return false, gerr
 	}
 	return ok, err
+}
+
+// errTooManyAttempts is returned when one source address has spent its
+// budget of password checks: a password spray across many user names from
+// one address is slowed even though no single account reaches a lock.
+var errTooManyAttempts = errors.New("smart: too many password checks from this address")
+
+// sourceLimits is a token bucket per source address for password checks.
+// The table is bounded: when it is full, buckets that have refilled (idle
+// sources) are dropped, and if it is still full a new source is refused
+// rather than let an attacker with many addresses grow memory without end.
+type sourceLimits struct {
+	mu      sync.Mutex
+	every   rate.Limit
+	burst   int
+	max     int
+	buckets map[string]*rate.Limiter
+}
+
+func newSourceLimits(perMinute, maxSources int) *sourceLimits {
+	if perMinute <= 0 {
+		perMinute = 30
+	}
+	if maxSources <= 0 {
+		maxSources = 100_000
+	}
+	return &sourceLimits{every: rate.Limit(float64(perMinute) / 60), burst: perMinute, max: maxSources, buckets: map[string]*rate.Limiter{}}
+}
+
+// allow spends one check of source's budget.
+func (l *sourceLimits) allow(source string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.buckets[source]
+	if b == nil {
+		if len(l.buckets) >= l.max {
+			for k, v := range l.buckets {
+				if v.TokensAt(now) >= float64(l.burst) {
+					delete(l.buckets, k)
+				}
+			}
+		}
+		if len(l.buckets) >= l.max {
+			return false
+		}
+		b = rate.NewLimiter(l.every, l.burst)
+		l.buckets[source] = b
+	}
+	return b.AllowN(now, 1)
+}
+
+// sourceOf is the host part of a TCP peer address.
+func sourceOf(remoteAddr string) string {
+	if h, _, err := net.SplitHostPort(remoteAddr); err == nil {
+		return h
+	}
+	return remoteAddr
 }

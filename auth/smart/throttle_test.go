@@ -3,10 +3,12 @@ package smart
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestHashGateBoundsConcurrencyAndQueue(t *testing.T) {
@@ -54,5 +56,38 @@ func TestHashGateBoundsConcurrencyAndQueue(t *testing.T) {
 	}
 	if err := g.do(context.Background(), func() {}); err != nil {
 		t.Fatalf("after release: %v", err)
+	}
+}
+
+// TestSourceLimits: each source has its own budget, the table never grows
+// past its bound under a spray of new sources, and idle sources are swept
+// to make room.
+func TestSourceLimits(t *testing.T) {
+	l := newSourceLimits(3, 100)
+	now := time.Unix(1_000_000, 0)
+	for i := range 3 {
+		if !l.allow("10.0.0.1", now) {
+			t.Fatalf("check %d of a budget of 3 refused", i+1)
+		}
+	}
+	if l.allow("10.0.0.1", now) {
+		t.Error("4th check within the minute allowed")
+	}
+	if !l.allow("10.0.0.2", now) {
+		t.Error("another source shares the first one's budget")
+	}
+	if !l.allow("10.0.0.1", now.Add(21*time.Second)) {
+		t.Error("a check refilled after 20 s (3 a minute) is refused")
+	}
+	// A spray of 10,000 new sources, each spending a check.
+	for i := range 10_000 {
+		l.allow(fmt.Sprintf("spray-%d", i), now)
+	}
+	if n := len(l.buckets); n > 100 {
+		t.Fatalf("table grew to %d buckets, bound 100", n)
+	}
+	// Once the spray's buckets have refilled, a new source gets room.
+	if !l.allow("10.0.0.9", now.Add(2*time.Minute)) {
+		t.Error("new source refused after the spray went idle")
 	}
 }
