@@ -53,6 +53,7 @@ Usage:
                            load NDJSON files, Bundles or folders (directly or via --server)
   anodyne export [flags] OUTDIR
                            Bulk Data export to NDJSON files (directly or via --server)
+  anodyne version          print the module version, VCS commit and Go version
 `
 
 // run dispatches the subcommand. ready, when not nil, receives the bound
@@ -80,6 +81,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return importCommand(ctx, args[1:], stdout, stderr, getenv)
 	case "export":
 		return exportCommand(ctx, args[1:], stdout, stderr, getenv)
+	case "version":
+		return versionCommand(stdout)
 	default:
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", args[0])
