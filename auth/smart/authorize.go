@@ -57,6 +57,11 @@ func (s *Server) authorize(c echo.Context) error {
 	if get("response_type") != "code" {
 		return fail(ErrUnsupportedRespType, "response_type must be code")
 	}
+	// SMART App Launch 2.2 makes state required: it is the app's defence
+	// against CSRF on its redirect URI, so a request without one is refused.
+	if state == "" {
+		return fail(ErrInvalidRequest, "state is required")
+	}
 	if m := get("code_challenge_method"); m != "S256" {
 		return fail(ErrInvalidRequest, "PKCE with code_challenge_method=S256 is required")
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,8 +18,14 @@ import (
 // unknown user name locks the same way (no account oracle), the lock
 // lapses, a success clears the count, and the next lock lasts twice as long.
 func TestLoginLockout(t *testing.T) {
-	const base = time.Second
-	e := newEnv(t, func(ec *envConfig) { ec.Lockout = smart.Lockout{Threshold: 3, Base: base, Max: time.Minute} })
+	const base = time.Minute
+	var offset atomic.Int64 // the test's clock runs ahead of the wall clock by this much
+	now := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	sleep := func(d time.Duration) { offset.Add(int64(d)) }
+	e := newEnv(t, func(ec *envConfig) {
+		ec.Lockout = smart.Lockout{Threshold: 3, Base: base, Max: time.Hour}
+		ec.Now = now
+	})
 	e.addClient(smart.Client{ID: "app", Type: smart.ClientPublic, RedirectURIs: []string{redirect}, Scopes: "launch/patient patient/*.rs"}, "")
 	e.addAccount("alice", "Patient/a")
 	app := e.app("app", redirect, "launch/patient", "patient/Observation.rs")
@@ -63,7 +70,7 @@ func TestLoginLockout(t *testing.T) {
 		}
 	}
 
-	time.Sleep(base + 300*time.Millisecond)
+	sleep(base + time.Second)
 	if got := try("alice", "correct horse battery"); got != "signed in" {
 		t.Fatalf("after the lock lapsed: %s, want signed in", got)
 	}
@@ -77,14 +84,18 @@ func TestLoginLockout(t *testing.T) {
 		t.Fatalf("two failures then the right password: %s", got)
 	}
 
-	// mallory's second lock lasts 2×base: still locked after base+300ms.
-	time.Sleep(base + 300*time.Millisecond)
+	// mallory's second lock lasts 2×base: still locked after base+1s.
+	sleep(base + time.Second)
 	for range 3 {
 		try("mallory", "wrong password!")
 	}
-	time.Sleep(base + 300*time.Millisecond)
+	sleep(base + time.Second)
 	if got := try("mallory", "wrong password!"); got != "locked" {
-		t.Errorf("second lock after base+300ms: %s, want still locked (doubled)", got)
+		t.Errorf("second lock after base+1s: %s, want still locked (doubled)", got)
+	}
+	sleep(base)
+	if got := try("mallory", "wrong password!"); got != "wrong" {
+		t.Errorf("second lock after 2×base+1s: %s, want lapsed", got)
 	}
 }
 

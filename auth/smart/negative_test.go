@@ -46,6 +46,13 @@ func TestAuthorizeAndTokenNegatives(t *testing.T) {
 			})
 		}
 	})
+	t.Run("missing state", func(t *testing.T) {
+		p := newBrowser(t, redirect).get(app.AuthCodeURL("", aud, pkce))
+		q, err := codeFrom(t, p)
+		if err == nil || q.Get("error") != "invalid_request" || q.Get("code") != "" {
+			t.Errorf("authorize without state: %v (%v), want invalid_request", q, err)
+		}
+	})
 	t.Run("unregistered redirect_uri is never redirected to", func(t *testing.T) {
 		bad := *app
 		bad.RedirectURL = "https://evil.example/cb"

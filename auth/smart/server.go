@@ -55,6 +55,9 @@ type Config struct {
 	// PasswordChecksPerMinute bounds password and client-secret checks per
 	// source address (TCP peer); 0 means 30.
 	PasswordChecksPerMinute int
+	// Now, when set, replaces time.Now as the server's clock (tests that
+	// step through lock-outs and expiries without sleeping).
+	Now func() time.Time
 }
 
 // Server is the built-in SMART authorization server.
@@ -96,6 +99,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second}
 	}
@@ -106,7 +112,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		jwks:     &jwksCache{client: cfg.HTTPClient, sets: map[string]cachedSet{}},
 		log:      cfg.Logger.With("component", "smart"),
 		fhirPath: fu.Path,
-		now:      time.Now,
+		now:      cfg.Now,
 		hashes:   newHashGate(runtime.GOMAXPROCS(0), 4*runtime.GOMAXPROCS(0)),
 		sources:  newSourceLimits(cfg.PasswordChecksPerMinute, 0),
 	}
