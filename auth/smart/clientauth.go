@@ -60,6 +60,12 @@ func (s *Server) authenticateClient(r *http.Request) (*Client, error) {
 	if id == "" {
 		return nil, ErrInvalidClient.WithDescription("client authentication is required")
 	}
+	return s.publicClient(ctx, id)
+}
+
+// publicClient identifies a client by id alone, which only a public
+// client may do: a confidential one must authenticate.
+func (s *Server) publicClient(ctx context.Context, id string) (*Client, error) {
 	c, err := s.clients.Get(ctx, id)
 	if err != nil {
 		if notFound(err) {

@@ -84,17 +84,7 @@ func (s *Server) refreshClient(ctx context.Context, r *http.Request) (*Client, e
 	if err != nil {
 		return nil, err
 	}
-	c, err := s.clients.Get(ctx, g.ClientID)
-	if err != nil {
-		if notFound(err) {
-			return nil, ErrInvalidClient.WithDescription("unknown client")
-		}
-		return nil, fmt.Errorf("load client: %w", err)
-	}
-	if c.Type != ClientPublic {
-		return nil, ErrInvalidClient.WithDescription("this client must authenticate")
-	}
-	return c, nil
+	return s.publicClient(ctx, g.ClientID)
 }
 
 // noClientIdentification reports a request without any client
