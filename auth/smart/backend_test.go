@@ -118,6 +118,11 @@ func TestBackendServices(t *testing.T) {
 		{"unknown client", form("nobody", rs, nil, nil), 401, "invalid_client"},
 		{"jku not registered", form("hub-es", es, nil, map[jose.HeaderKey]any{"jku": "https://evil.example/jwks"}), 401, "invalid_client"},
 		{"not a JWT", url.Values{"grant_type": {"client_credentials"}, "scope": {"system/*.rs"}, "client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}, "client_assertion": {"abc.def"}}, 401, "invalid_client"},
+		{"client_id contradicts the assertion", func() url.Values {
+			f := form("hub-rs", rs, nil, nil)
+			f.Set("client_id", "hub-es")
+			return f
+		}(), 401, "invalid_client"},
 		{"scope not pre-authorised", func() url.Values {
 			f := form("hub-rs", rs, nil, nil)
 			f.Set("scope", "system/Patient.cruds")

@@ -28,7 +28,16 @@ func (s *Server) authenticateClient(r *http.Request) (*Client, error) {
 		if at != assertionType {
 			return nil, ErrInvalidClient.WithDescription("unsupported client_assertion_type")
 		}
-		return s.verifyAssertion(ctx, r.PostFormValue("client_assertion"))
+		c, err := s.verifyAssertion(ctx, r.PostFormValue("client_assertion"))
+		if err != nil {
+			return nil, err
+		}
+		// RFC 7521 §4.2: a client_id beside an assertion must name the
+		// same client; two identities in one request are refused.
+		if id := r.PostFormValue("client_id"); id != "" && id != c.ID {
+			return nil, ErrInvalidClient.WithDescription("client_id does not match the client assertion")
+		}
+		return c, nil
 	}
 	if id, secret, ok := r.BasicAuth(); ok {
 		c, err := s.clients.Get(ctx, id)
