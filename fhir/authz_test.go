@@ -126,3 +126,46 @@ func TestAuthorization(t *testing.T) {
 		})
 	}
 }
+
+// TestDeletedOutsideGrant: a deleted resource outside the grant answers
+// exactly as a live one outside it (403 forbidden), on read, vread and
+// instance history, so that 410 "was deleted" cannot tell a patient token
+// which of another patient's ids once existed; the caller's own deleted
+// resource still answers 410.
+func TestDeletedOutsideGrant(t *testing.T) {
+	for _, be := range backends() {
+		t.Run(be.name, func(t *testing.T) {
+			b := be.open(t)
+			admin, c := twoPatients(t, b, "patient/Patient.rs patient/Observation.rs")
+			admin.do("PUT", "/Observation/gone-pb", obsFor("gone-pb", "pb")).expect(t, http.StatusCreated)
+			admin.do("PUT", "/Observation/gone-pa", obsFor("gone-pa", "pa")).expect(t, http.StatusCreated)
+			admin.do("DELETE", "/Observation/gone-pb", "").expect(t, http.StatusNoContent)
+			admin.do("DELETE", "/Observation/gone-pa", "").expect(t, http.StatusNoContent)
+
+			shape := func(r response) string {
+				return fmt.Sprintf("%d %s %s", r.status, r.outcome(t), strings.ReplaceAll(string(r.body), "o-pb", "ID"))
+			}
+			for _, p := range []struct{ live, deleted string }{
+				{"/Observation/o-pb", "/Observation/gone-pb"},
+				{"/Observation/o-pb/_history/1", "/Observation/gone-pb/_history/2"},
+				{"/Observation/o-pb/_history", "/Observation/gone-pb/_history"},
+			} {
+				live := c.do("GET", p.live, "")
+				gone := c.do("GET", p.deleted, "")
+				if gone.status != http.StatusForbidden || live.status != http.StatusForbidden {
+					t.Errorf("%s = %d, %s = %d; want both 403", p.live, live.status, p.deleted, gone.status)
+					continue
+				}
+				if strings.Contains(string(gone.body), "deleted") || strings.Contains(string(gone.body), "version") {
+					t.Errorf("%s reveals the deletion: %s", p.deleted, gone.body)
+				}
+				if l, g := shape(live), strings.ReplaceAll(shape(gone), "gone-pb", "ID"); l != g {
+					t.Errorf("answers differ:\n live    %s\n deleted %s", l, g)
+				}
+			}
+			c.do("GET", "/Observation/gone-pa", "").expect(t, http.StatusGone)
+			c.do("GET", "/Observation/gone-pa/_history/2", "").expect(t, http.StatusGone)
+			c.do("GET", "/Observation/gone-pa/_history", "").expect(t, http.StatusOK)
+		})
+	}
+}

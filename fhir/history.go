@@ -49,10 +49,13 @@ func (s *Server) historyInstance(c echo.Context) error {
 		return errNotFound("%s/%s is not known", typ, id)
 	}
 	// One rule for every single-resource path: a resource outside the
-	// grant answers 403, as a read does, not an empty Bundle. (A deleted
-	// one has no current content to judge: its versions are filtered
-	// one by one below.)
-	if !cur.Deleted {
+	// grant answers 403, as a read does, not an empty Bundle; a deleted
+	// one is judged by its last content, as read judges it.
+	if cur.Deleted {
+		if err := s.deletedWithin(ctx, d, cur); err != nil {
+			return err
+		}
+	} else {
 		res, err := decodeRecord(cur)
 		if err != nil {
 			return err

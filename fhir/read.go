@@ -1,7 +1,9 @@
 package fhir
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -66,9 +68,14 @@ func (s *Server) vread(c echo.Context) error {
 // read (d), honouring conditional-read headers.
 func (s *Server) serveRecord(c echo.Context, d Decision, rec storage.Record) error {
 	if rec.Deleted {
-		// A deleted version has no content to match a filter against; the
-		// type-level decision already passed, and 410 reveals only that
-		// the id once existed.
+		// A deleted version has no content of its own: under a filter it is
+		// judged by the last version that had content, so a deleted
+		// resource outside the grant answers exactly as a live one outside
+		// it (403), and 410 never tells a caller that an id it may not see
+		// once existed.
+		if err := s.deletedWithin(c.Request().Context(), d, rec); err != nil {
+			return err
+		}
 		e := newError(http.StatusGone, codeDeleted, "%s/%s was deleted (version %d)", rec.Type, rec.ID, rec.VersionID)
 		e.Header = http.Header{"Etag": {etag(rec.VersionID)}}
 		return e
@@ -87,6 +94,33 @@ func (s *Server) serveRecord(c echo.Context, d Decision, rec storage.Record) err
 		return c.NoContent(http.StatusNotModified)
 	}
 	return writeRaw(c, http.StatusOK, rec.JSON)
+}
+
+// deletedWithin authorizes a read of deleted version rec by the content of
+// the newest earlier version that has some; with no such version there is
+// nothing that could place it inside the filter, so it is refused.
+func (s *Server) deletedWithin(ctx context.Context, d Decision, rec storage.Record) error {
+	if d.Filter == nil {
+		return nil
+	}
+	for v := rec.VersionID - 1; v >= 1; v-- {
+		prev, err := s.backend.ReadVersion(ctx, rec.Type, rec.ID, v)
+		if errors.Is(err, storage.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("reading %s/%s version %d for authorization: %w", rec.Type, rec.ID, v, err)
+		}
+		if prev.Deleted {
+			continue
+		}
+		res, err := decodeRecord(prev)
+		if err != nil {
+			return err
+		}
+		return s.within(d, ActionRead, rec.Type, rec.ID, res)
+	}
+	return inside(d, ActionRead, rec.Type, rec.ID, nil)
 }
 
 // notModified applies If-None-Match (preferred when present) and
