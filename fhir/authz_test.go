@@ -137,6 +137,11 @@ func TestDeletedOutsideGrant(t *testing.T) {
 		t.Run(be.name, func(t *testing.T) {
 			b := be.open(t)
 			admin, c := twoPatients(t, b, "patient/Patient.rs patient/Observation.rs")
+			_, reg := parts(t)
+			cu := newServer(t, b, func(cfg *fhir.Config) {
+				cfg.Authorizer = policy{auth.NewPolicy(reg)}
+				cfg.Middleware = withPrincipal(&auth.Principal{Patient: "pa", Scopes: auth.ParseScopes("patient/Observation.rsu")})
+			})
 			admin.do("PUT", "/Observation/gone-pb", obsFor("gone-pb", "pb")).expect(t, http.StatusCreated)
 			admin.do("PUT", "/Observation/gone-pa", obsFor("gone-pa", "pa")).expect(t, http.StatusCreated)
 			admin.do("DELETE", "/Observation/gone-pb", "").expect(t, http.StatusNoContent)
@@ -162,6 +167,27 @@ func TestDeletedOutsideGrant(t *testing.T) {
 				if l, g := shape(live), strings.ReplaceAll(shape(gone), "gone-pb", "ID"); l != g {
 					t.Errorf("answers differ:\n live    %s\n deleted %s", l, g)
 				}
+			}
+			// The other paths that answer 410 for a deleted resource: patch
+			// (with an update grant), instance $validate and $everything.
+			for _, p := range []struct{ method, live, deleted string }{
+				{"PATCH", "/Observation/o-pb", "/Observation/gone-pb"},
+				{"POST", "/Observation/o-pb/$validate", "/Observation/gone-pb/$validate"},
+			} {
+				body, hdr := "", []string(nil)
+				if p.method == "PATCH" {
+					body, hdr = `[{"op":"replace","path":"/status","value":"amended"}]`, []string{"Content-Type: application/json-patch+json"}
+				}
+				live := cu.do(p.method, p.live, body, hdr...)
+				gone := cu.do(p.method, p.deleted, body, hdr...)
+				if live.status != http.StatusForbidden || gone.status != http.StatusForbidden {
+					t.Errorf("%s %s = %d, %s = %d; want both 403", p.method, p.live, live.status, p.deleted, gone.status)
+				}
+			}
+			admin.do("PUT", "/Patient/pgone", patientJSON("pgone", "Famgone")).expect(t, http.StatusCreated)
+			admin.do("DELETE", "/Patient/pgone", "").expect(t, http.StatusNoContent)
+			if r := c.do("GET", "/Patient/pgone/$everything", ""); r.status != http.StatusForbidden {
+				t.Errorf("$everything of another deleted patient = %d, want 403: %s", r.status, r.body)
 			}
 			c.do("GET", "/Observation/gone-pa", "").expect(t, http.StatusGone)
 			c.do("GET", "/Observation/gone-pa/_history/2", "").expect(t, http.StatusGone)

@@ -67,6 +67,9 @@ func (s *Server) everything(c echo.Context) error {
 		return fmt.Errorf("reading Patient/%s: %w", id, err)
 	}
 	if rec.Deleted {
+		if err := s.deletedWithin(ctx, d, ActionRead, rec); err != nil {
+			return err
+		}
 		return newError(http.StatusGone, codeDeleted, "Patient/%s was deleted", id)
 	}
 	res, err := decodeRecord(rec)

@@ -52,7 +52,7 @@ func (s *Server) historyInstance(c echo.Context) error {
 	// grant answers 403, as a read does, not an empty Bundle; a deleted
 	// one is judged by its last content, as read judges it.
 	if cur.Deleted {
-		if err := s.deletedWithin(ctx, d, cur); err != nil {
+		if err := s.deletedWithin(ctx, d, ActionRead, cur); err != nil {
 			return err
 		}
 	} else {

@@ -33,7 +33,7 @@ func (s *Server) patch(c echo.Context) error {
 			return nil, errNotFound("%s/%s is not known", typ, id)
 		}
 		if cur.Deleted {
-			return nil, newError(http.StatusGone, codeDeleted, "%s/%s was deleted (version %d)", typ, id, cur.VersionID)
+			return nil, s.gone(ctx, ActionUpdate, cur)
 		}
 		old, err := decodeRecord(cur)
 		if err != nil {

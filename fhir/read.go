@@ -73,7 +73,7 @@ func (s *Server) serveRecord(c echo.Context, d Decision, rec storage.Record) err
 		// resource outside the grant answers exactly as a live one outside
 		// it (403), and 410 never tells a caller that an id it may not see
 		// once existed.
-		if err := s.deletedWithin(c.Request().Context(), d, rec); err != nil {
+		if err := s.deletedWithin(c.Request().Context(), d, ActionRead, rec); err != nil {
 			return err
 		}
 		e := newError(http.StatusGone, codeDeleted, "%s/%s was deleted (version %d)", rec.Type, rec.ID, rec.VersionID)
@@ -96,10 +96,10 @@ func (s *Server) serveRecord(c echo.Context, d Decision, rec storage.Record) err
 	return writeRaw(c, http.StatusOK, rec.JSON)
 }
 
-// deletedWithin authorizes a read of deleted version rec by the content of
+// deletedWithin authorizes action on deleted version rec by the content of
 // the newest earlier version that has some; with no such version there is
 // nothing that could place it inside the filter, so it is refused.
-func (s *Server) deletedWithin(ctx context.Context, d Decision, rec storage.Record) error {
+func (s *Server) deletedWithin(ctx context.Context, d Decision, action string, rec storage.Record) error {
 	if d.Filter == nil {
 		return nil
 	}
@@ -118,9 +118,23 @@ func (s *Server) deletedWithin(ctx context.Context, d Decision, rec storage.Reco
 		if err != nil {
 			return err
 		}
-		return s.within(d, ActionRead, rec.Type, rec.ID, res)
+		return s.within(d, action, rec.Type, rec.ID, res)
 	}
-	return inside(d, ActionRead, rec.Type, rec.ID, nil)
+	return inside(d, action, rec.Type, rec.ID, nil)
+}
+
+// gone answers an action on a deleted resource: 403 exactly as for a live
+// resource outside the grant when the caller could not see its last
+// content, else 410.
+func (s *Server) gone(ctx context.Context, action string, rec storage.Record) error {
+	d, err := s.decide(ctx, action, rec.Type)
+	if err != nil {
+		return err
+	}
+	if err := s.deletedWithin(ctx, d, action, rec); err != nil {
+		return err
+	}
+	return newError(http.StatusGone, codeDeleted, "%s/%s was deleted (version %d)", rec.Type, rec.ID, rec.VersionID)
 }
 
 // notModified applies If-None-Match (preferred when present) and

@@ -583,7 +583,7 @@ func (s *Server) planWrite(ctx context.Context, e *txEntry, at time.Time) (*stor
 			return nil, errNotFound("%s/%s is not known", e.typ, e.id)
 		}
 		if cur.Deleted {
-			return nil, newError(http.StatusGone, codeDeleted, "%s/%s was deleted (version %d)", e.typ, e.id, cur.VersionID)
+			return nil, s.gone(ctx, ActionUpdate, cur)
 		}
 		patched, err := e.patch.Apply(cur.JSON)
 		if err != nil {

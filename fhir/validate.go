@@ -52,7 +52,7 @@ func (s *Server) validateInstance(c echo.Context) error {
 		return err
 	}
 	if rec.Deleted {
-		return newError(http.StatusGone, codeDeleted, "%s/%s was deleted (version %d)", typ, id, rec.VersionID)
+		return s.gone(ctx, ActionRead, rec)
 	}
 	res, err := decodeRecord(rec)
 	if err != nil {
