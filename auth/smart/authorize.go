@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/anodyne-fhir/anodyne/auth"
@@ -248,8 +249,10 @@ func (s *Server) loginSubmit(c echo.Context) error {
 	ok, err := s.checkPassword(ctx, sourceOf(c.Request().RemoteAddr), hash, c.FormValue("password"))
 	switch {
 	case errors.Is(err, errTooManyAttempts):
+		c.Response().Header().Set("Retry-After", strconv.Itoa(sourceRetrySeconds))
 		return s.renderLogin(c, id, req, "Too many sign-in attempts from your address. Please wait a minute and try again.")
 	case errors.Is(err, errHashBusy):
+		c.Response().Header().Set("Retry-After", strconv.Itoa(busyRetrySeconds))
 		return s.renderLogin(c, id, req, "The server is busy checking other sign-ins. Please try again in a moment.")
 	case err != nil:
 		return s.pageError(c, fmt.Errorf("account %s: %w", acct.Username, err))

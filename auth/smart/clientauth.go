@@ -52,10 +52,10 @@ func (s *Server) authenticateClient(r *http.Request) (*Client, error) {
 		}
 		ok, err := s.checkPassword(ctx, sourceOf(r.RemoteAddr), c.SecretHash, secret)
 		if errors.Is(err, errTooManyAttempts) {
-			return nil, ErrTemporarilyUnavailable.WithDescription("too many client authentications from this address; retry in a minute")
+			return nil, ErrTemporarilyUnavailable.WithDescription("too many client authentications from this address; retry in a minute").retryAfter(sourceRetrySeconds)
 		}
 		if errors.Is(err, errHashBusy) {
-			return nil, ErrTemporarilyUnavailable.WithDescription("too many client authentications in progress; retry shortly")
+			return nil, ErrTemporarilyUnavailable.WithDescription("too many client authentications in progress; retry shortly").retryAfter(busyRetrySeconds)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("client %s secret: %w", id, err)

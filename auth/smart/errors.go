@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
 )
 
 // OAuthError is an RFC 6749 error value. Handlers return it; one function
@@ -12,9 +13,19 @@ type OAuthError struct {
 	Code        string `json:"error"`
 	Description string `json:"error_description,omitempty"`
 	Status      int    `json:"-"`
+	// RetryAfter, in seconds, is sent as the Retry-After header (RFC 9110
+	// 10.2.3) so that a client backs off for as long as the refusal lasts.
+	RetryAfter int `json:"-"`
 }
 
 func (e *OAuthError) Error() string { return e.Code + ": " + e.Description }
+
+// retryAfter returns a copy that asks the client to wait secs seconds.
+func (e *OAuthError) retryAfter(secs int) *OAuthError {
+	c := *e
+	c.RetryAfter = secs
+	return &c
+}
 
 // WithDescription returns a copy carrying a specific description.
 func (e *OAuthError) WithDescription(d string) *OAuthError {
@@ -45,6 +56,9 @@ func writeOAuthError(w http.ResponseWriter, err error) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Pragma", "no-cache")
+	if oe.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(oe.RetryAfter))
+	}
 	if oe.Status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Basic realm="anodyne"`)
 	}

@@ -2,6 +2,7 @@ package smart_test
 
 import (
 	"fmt"
+	"net/http"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -128,5 +129,28 @@ func TestLoginSourceLimit(t *testing.T) {
 	b := newBrowser(t, redirect)
 	if p := b.submit(b.get(authURL), url.Values{"username": {"alice"}, "password": {"correct horse battery"}}); !strings.Contains(p.body, "Too many sign-in attempts") {
 		t.Errorf("right password over the address budget: %d %s", p.status, p.body)
+	}
+}
+
+// TestTokenSourceLimitRetryAfter: a client over its address's budget of
+// secret checks is refused with 503 temporarily_unavailable and told, by
+// Retry-After, how long the refusal lasts; the login page says the same.
+func TestTokenSourceLimitRetryAfter(t *testing.T) {
+	e := newEnv(t, func(ec *envConfig) { ec.PasswordChecksPerMinute = 2 })
+	secret := e.addClient(smart.Client{ID: "conf", Type: smart.ClientSymmetric, Scopes: "system/*.rs"}, "")
+	form := url.Values{"grant_type": {"client_credentials"}, "scope": {"system/Observation.rs"}}
+	wrong := http.Header{"Authorization": {"Basic " + basicAuth("conf", secret+"x")}}
+	for i := range 2 {
+		if st, body, hdr := e.postForm("/auth/token", form, wrong); st != http.StatusUnauthorized || hdr.Get("Retry-After") != "" {
+			t.Fatalf("attempt %d within budget: %d %v Retry-After=%q", i, st, body, hdr.Get("Retry-After"))
+		}
+	}
+	right := http.Header{"Authorization": {"Basic " + basicAuth("conf", secret)}}
+	st, body, hdr := e.postForm("/auth/token", form, right)
+	if st != http.StatusServiceUnavailable || body["error"] != "temporarily_unavailable" {
+		t.Fatalf("over budget: %d %v, want 503 temporarily_unavailable", st, body)
+	}
+	if got := hdr.Get("Retry-After"); got != "60" {
+		t.Errorf("Retry-After = %q, want 60 (the budget refills over a minute)", got)
 	}
 }

@@ -58,6 +58,14 @@ func (g *hashGate) do(ctx context.Context, fn func()) error {
 // credentials were not judged, so invalid_client would be wrong.
 var ErrTemporarilyUnavailable = &OAuthError{Code: "temporarily_unavailable", Status: http.StatusServiceUnavailable}
 
+// The Retry-After of the two refusals: a source's budget refills over a
+// minute; a busy hash gate frees a slot within about one hash (~0.1 s), so
+// one second is the smallest honest answer.
+const (
+	sourceRetrySeconds = 60
+	busyRetrySeconds   = 1
+)
+
 // checkPassword is CheckPassword behind the server's hash gate.
 func (s *Server) checkPassword(ctx context.Context, source, encoded, password string) (ok bool, err error) {
 	if !s.sources.allow(source, s.now()) {
