@@ -332,7 +332,7 @@ func (r *bulkRunner) execute(ctx context.Context, job *exportJob) error {
 
 // runGroup pages through one query, writing one NDJSON file per type.
 func (r *bulkRunner) runGroup(ctx context.Context, job *exportJob, dir string, g exportGroup) (outs []exportOutput, err error) {
-	filter, err := decodeExpr(g.Filter)
+	filter, err := storage.UnmarshalExpr(g.Filter)
 	if err != nil {
 		return nil, err
 	}

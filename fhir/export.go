@@ -220,7 +220,7 @@ func (s *Server) planExport(ctx context.Context, scope string, cohort []string, 
 			groups[i].Types = append(groups[i].Types, typ)
 			continue
 		}
-		raw, err := encodeExpr(filter)
+		raw, err := storage.MarshalExpr(filter)
 		if err != nil {
 			return exportJob{}, fmt.Errorf("storing the export filter of %s: %w", typ, err)
 		}

@@ -14,14 +14,15 @@ type Kind uint8
 // The kinds mirror the R4 search parameter types that have stored values.
 // Special parameters (_text, _content, _filter) have no kind.
 const (
-	KindString Kind = iota + 1
-	KindToken
-	KindReference
-	KindDate
-	KindNumber
-	KindQuantity
-	KindURI
-	KindComposite
+	// The values are stored (bulk job filters, index tables): never renumber.
+	KindString    Kind = 1
+	KindToken     Kind = 2
+	KindReference Kind = 3
+	KindDate      Kind = 4
+	KindNumber    Kind = 5
+	KindQuantity  Kind = 6
+	KindURI       Kind = 7
+	KindComposite Kind = 8
 )
 
 var kindNames = [...]string{"", "string", "token", "reference", "date", "number", "quantity", "uri", "composite"}
@@ -85,18 +86,19 @@ type Field uint8
 
 // Fields of Entry, usable in Cmp.
 const (
-	FieldText Field = iota + 1
-	FieldExact
-	FieldSystem
-	FieldCode
-	FieldRefType
-	FieldRefID
-	FieldRefURL
-	FieldLow
-	FieldHigh
-	FieldNumLow
-	FieldNumHigh
-	FieldNum
+	// The values are stored (bulk job filters): never renumber.
+	FieldText    Field = 1
+	FieldExact   Field = 2
+	FieldSystem  Field = 3
+	FieldCode    Field = 4
+	FieldRefType Field = 5
+	FieldRefID   Field = 6
+	FieldRefURL  Field = 7
+	FieldLow     Field = 8
+	FieldHigh    Field = 9
+	FieldNumLow  Field = 10
+	FieldNumHigh Field = 11
+	FieldNum     Field = 12
 )
 
 var fieldNames = [...]string{"", "Text", "Exact", "System", "Code", "RefType", "RefID", "RefURL", "Low", "High", "NumLow", "NumHigh", "Num"}
@@ -113,14 +115,15 @@ type Op uint8
 
 // Operators. Prefix and Contains apply to string fields only.
 const (
-	OpEq Op = iota + 1
-	OpNe
-	OpLt
-	OpLe
-	OpGt
-	OpGe
-	OpPrefix
-	OpContains
+	// The values are stored (bulk job filters): never renumber.
+	OpEq       Op = 1
+	OpNe       Op = 2
+	OpLt       Op = 3
+	OpLe       Op = 4
+	OpGt       Op = 5
+	OpGe       Op = 6
+	OpPrefix   Op = 7
+	OpContains Op = 8
 )
 
 var opNames = [...]string{"", "Eq", "Ne", "Lt", "Le", "Gt", "Ge", "Prefix", "Contains"}

@@ -1,17 +1,15 @@
-package fhir
+package storage
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
-
-	"github.com/anodyne-fhir/anodyne/storage"
 )
 
 // A bulk export job outlives the request that started it (it resumes after
 // a restart), so the authorization filter decided for the requester and
 // the compiled _typeFilter queries are persisted with the job. This file
-// is the JSON form of a storage.Expr tree for that purpose only.
+// is the JSON form of a Expr tree for that purpose only.
 
 // exprJSON is one node. Exactly the fields of its Op are set.
 type exprJSON struct {
@@ -35,7 +33,8 @@ type exprJSON struct {
 // exhaust the stack.
 const maxExprDepth = 64
 
-func encodeExpr(e storage.Expr) (json.RawMessage, error) {
+// MarshalExpr encodes e (nil encodes as nil) for storage.
+func MarshalExpr(e Expr) (json.RawMessage, error) {
 	if e == nil {
 		return nil, nil
 	}
@@ -46,7 +45,8 @@ func encodeExpr(e storage.Expr) (json.RawMessage, error) {
 	return json.Marshal(n)
 }
 
-func decodeExpr(raw json.RawMessage) (storage.Expr, error) {
+// UnmarshalExpr decodes what MarshalExpr wrote; empty or null is nil.
+func UnmarshalExpr(raw json.RawMessage) (Expr, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil, nil
 	}
@@ -57,15 +57,15 @@ func decodeExpr(raw json.RawMessage) (storage.Expr, error) {
 	return exprFromJSON(n, 0)
 }
 
-func exprToJSON(e storage.Expr) (exprJSON, error) {
-	sub := func(x storage.Expr) (*exprJSON, error) {
+func exprToJSON(e Expr) (exprJSON, error) {
+	sub := func(x Expr) (*exprJSON, error) {
 		if x == nil {
 			return nil, nil
 		}
 		n, err := exprToJSON(x)
 		return &n, err
 	}
-	list := func(xs []storage.Expr) ([]exprJSON, error) {
+	list := func(xs []Expr) ([]exprJSON, error) {
 		out := make([]exprJSON, 0, len(xs))
 		for _, x := range xs {
 			n, err := exprToJSON(x)
@@ -78,27 +78,27 @@ func exprToJSON(e storage.Expr) (exprJSON, error) {
 	}
 	var err error
 	switch x := e.(type) {
-	case storage.And:
+	case And:
 		n := exprJSON{Op: "and"}
 		n.Exprs, err = list(x.Exprs)
 		return n, err
-	case storage.Or:
+	case Or:
 		n := exprJSON{Op: "or"}
 		n.Exprs, err = list(x.Exprs)
 		return n, err
-	case storage.Not:
+	case Not:
 		n := exprJSON{Op: "not"}
 		n.Expr, err = sub(x.Expr)
 		return n, err
-	case storage.Match:
+	case Match:
 		n := exprJSON{Op: "match", Param: x.Param, Kind: uint8(x.Kind)}
 		n.Expr, err = sub(x.Cond)
 		return n, err
-	case storage.Part:
+	case Part:
 		n := exprJSON{Op: "part", Index: x.Index}
 		n.Expr, err = sub(x.Cond)
 		return n, err
-	case storage.Cmp:
+	case Cmp:
 		n := exprJSON{Op: "cmp", Field: uint8(x.Field), CmpOp: uint8(x.Op)}
 		switch v := x.Value.(type) {
 		case string:
@@ -111,13 +111,13 @@ func exprToJSON(e storage.Expr) (exprJSON, error) {
 			return n, fmt.Errorf("filter comparison value of type %T cannot be stored", x.Value)
 		}
 		return n, nil
-	case storage.IDs:
+	case IDs:
 		return exprJSON{Op: "ids", IDs: x.IDs}, nil
-	case storage.Chain:
+	case Chain:
 		n := exprJSON{Op: "chain", Param: x.Param, Target: x.Target}
 		n.Expr, err = sub(x.Where)
 		return n, err
-	case storage.Has:
+	case Has:
 		n := exprJSON{Op: "has", Type: x.Type, Param: x.Param}
 		n.Expr, err = sub(x.Where)
 		return n, err
@@ -125,18 +125,18 @@ func exprToJSON(e storage.Expr) (exprJSON, error) {
 	return exprJSON{}, fmt.Errorf("filter node %T cannot be stored", e)
 }
 
-func exprFromJSON(n exprJSON, depth int) (storage.Expr, error) {
+func exprFromJSON(n exprJSON, depth int) (Expr, error) {
 	if depth > maxExprDepth {
 		return nil, errors.New("stored filter is nested too deeply")
 	}
-	sub := func() (storage.Expr, error) {
+	sub := func() (Expr, error) {
 		if n.Expr == nil {
 			return nil, nil
 		}
 		return exprFromJSON(*n.Expr, depth+1)
 	}
-	list := func() ([]storage.Expr, error) {
-		out := make([]storage.Expr, 0, len(n.Exprs))
+	list := func() ([]Expr, error) {
+		out := make([]Expr, 0, len(n.Exprs))
 		for _, c := range n.Exprs {
 			x, err := exprFromJSON(c, depth+1)
 			if err != nil {
@@ -149,24 +149,24 @@ func exprFromJSON(n exprJSON, depth int) (storage.Expr, error) {
 	switch n.Op {
 	case "and":
 		xs, err := list()
-		return storage.And{Exprs: xs}, err
+		return And{Exprs: xs}, err
 	case "or":
 		xs, err := list()
-		return storage.Or{Exprs: xs}, err
+		return Or{Exprs: xs}, err
 	case "not":
 		x, err := sub()
 		if x == nil && err == nil {
 			err = errors.New("stored filter: not without operand")
 		}
-		return storage.Not{Expr: x}, err
+		return Not{Expr: x}, err
 	case "match":
 		x, err := sub()
-		return storage.Match{Param: n.Param, Kind: storage.Kind(n.Kind), Cond: x}, err
+		return Match{Param: n.Param, Kind: Kind(n.Kind), Cond: x}, err
 	case "part":
 		x, err := sub()
-		return storage.Part{Index: n.Index, Cond: x}, err
+		return Part{Index: n.Index, Cond: x}, err
 	case "cmp":
-		c := storage.Cmp{Field: storage.Field(n.Field), Op: storage.Op(n.CmpOp)}
+		c := Cmp{Field: Field(n.Field), Op: Op(n.CmpOp)}
 		switch {
 		case n.Str != nil:
 			c.Value = *n.Str
@@ -179,13 +179,13 @@ func exprFromJSON(n exprJSON, depth int) (storage.Expr, error) {
 		}
 		return c, nil
 	case "ids":
-		return storage.IDs{IDs: n.IDs}, nil
+		return IDs{IDs: n.IDs}, nil
 	case "chain":
 		x, err := sub()
-		return storage.Chain{Param: n.Param, Target: n.Target, Where: x}, err
+		return Chain{Param: n.Param, Target: n.Target, Where: x}, err
 	case "has":
 		x, err := sub()
-		return storage.Has{Type: n.Type, Param: n.Param, Where: x}, err
+		return Has{Type: n.Type, Param: n.Param, Where: x}, err
 	}
 	return nil, fmt.Errorf("stored filter: unknown node %q", n.Op)
 }
