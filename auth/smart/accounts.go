@@ -84,3 +84,33 @@ func federatedKey(issuer, subject string) string {
 	h := sha256.Sum256([]byte(issuer + "\x00" + subject))
 	return pfxFederated + hex.EncodeToString(h[:])
 }
+
+// Get returns a local account; the error wraps storage.ErrNotFound for an
+// unknown user name.
+func (as *AccountStore) Get(ctx context.Context, username string) (*Account, error) {
+	var a Account
+	if err := as.kv.getJSON(ctx, pfxAccount+strings.ToLower(strings.TrimSpace(username)), &a); err != nil {
+		return nil, err
+	}
+	return &a, nil
+}
+
+// List returns every local account, in user-name order.
+func (as *AccountStore) List(ctx context.Context) ([]*Account, error) {
+	keys, err := as.kv.List(ctx, pfxAccount)
+	if err != nil {
+		return nil, fmt.Errorf("list accounts: %w", err)
+	}
+	out := make([]*Account, 0, len(keys))
+	for _, k := range keys {
+		a, err := as.Get(ctx, strings.TrimPrefix(k, pfxAccount))
+		if notFound(err) {
+			continue // deleted between List and Get
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}

@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/anodyne-fhir/anodyne/auth/smart"
+	"github.com/anodyne-fhir/anodyne/storage"
 )
 
 // listFlag collects a repeatable string flag.
@@ -34,7 +35,9 @@ func clientsCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	var c smart.Client
 	var typ, jwksFile, secret string
 	var redirects, origins listFlag
+	var replace bool
 	if args[0] == "add" {
+		fs.BoolVar(&replace, "replace", false, "replace a client already registered under --id")
 		fs.StringVar(&c.ID, "id", "", "client_id (required)")
 		fs.StringVar(&c.Name, "name", "", "name shown on the consent page")
 		fs.StringVar(&typ, "type", "public", "public, confidential-symmetric or confidential-asymmetric")
@@ -58,6 +61,15 @@ func clientsCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	cs := smart.NewClientStore(be.KV())
 	switch args[0] {
 	case "add":
+		if c.ID == "" {
+			return errors.New("--id is required")
+		}
+		if err := refuseExisting(ctx, replace, "client", c.ID, func(ctx context.Context) error {
+			_, err := cs.Get(ctx, c.ID)
+			return err
+		}); err != nil {
+			return err
+		}
 		c.Type = smart.ClientType(typ)
 		c.RedirectURIs, c.Origins = redirects, origins
 		if jwksFile != "" {
@@ -104,8 +116,8 @@ func clientsCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 // [--patient ID]..." with the password read from the first line of stdin,
 // so that it never appears in the process list or shell history.
 func usersCommand(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) error {
-	if len(args) == 0 || (args[0] != "add" && args[0] != "remove") {
-		return errors.New("usage: anodyne users add|remove [flags]")
+	if len(args) == 0 || (args[0] != "add" && args[0] != "remove" && args[0] != "list") {
+		return errors.New("usage: anodyne users add|list|remove [flags]")
 	}
 	fs := flag.NewFlagSet("anodyne users "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -117,11 +129,16 @@ func usersCommand(ctx context.Context, args []string, stdin io.Reader, stdout, s
 	fs.StringVar(&a.FHIRUser, "fhir-user", "", "the FHIR user: Practitioner/<id>, Patient/<id>, RelatedPerson/<id>...")
 	fs.Var(&patients, "patient", "a patient id the user may pick in a standalone launch (repeatable)")
 	var passwordFile string
+	var replace bool
 	if args[0] == "add" {
 		fs.StringVar(&passwordFile, "password-file", "", "read the password from the first line of this file instead of stdin")
+		fs.BoolVar(&replace, "replace", false, "replace an account already registered under --username")
 	}
 	if err := parseStoreCommand(fs, args[1:], getenv); err != nil {
 		return err
+	}
+	if args[0] == "list" {
+		return listUsers(ctx, store, stdout)
 	}
 	if a.Username == "" {
 		return errors.New("--username is required")
@@ -138,6 +155,12 @@ func usersCommand(ctx context.Context, args []string, stdin io.Reader, stdout, s
 		}
 		fmt.Fprintf(stdout, "removed %s\n", a.Username)
 		return nil
+	}
+	if err := refuseExisting(ctx, replace, "user", a.Username, func(ctx context.Context) error {
+		_, err := as.Get(ctx, a.Username)
+		return err
+	}); err != nil {
+		return err
 	}
 	src, from := stdin, "stdin"
 	if passwordFile != "" {
@@ -158,6 +181,41 @@ func usersCommand(ctx context.Context, args []string, stdin io.Reader, stdout, s
 	}
 	fmt.Fprintf(stdout, "added %s as %s\n", strings.ToLower(a.Username), a.FHIRUser)
 	return nil
+}
+
+// refuseExisting fails when get finds a record and replace was not asked
+// for: an add that silently overwrote a client or account (its secret, its
+// patients) would be a surprise nobody wants from a typo.
+func refuseExisting(ctx context.Context, replace bool, what, id string, get func(context.Context) error) error {
+	err := get(ctx)
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("looking up %s %s: %w", what, id, err)
+	case !replace:
+		return fmt.Errorf("%s %s already exists; pass --replace to replace it", what, id)
+	}
+	return nil
+}
+
+// listUsers prints the local accounts (never their password hashes).
+func listUsers(ctx context.Context, store serveConfig, stdout io.Writer) error {
+	be, _, err := openBackend(ctx, store)
+	if err != nil {
+		return err
+	}
+	defer be.Close()
+	list, err := smart.NewAccountStore(be.KV()).List(ctx)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "USERNAME\tFHIR_USER\tPATIENTS")
+	for _, a := range list {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", a.Username, a.FHIRUser, strings.Join(a.Patients, " "))
+	}
+	return tw.Flush()
 }
 
 // storeFlags are the flags that pick the store, named as for "anodyne

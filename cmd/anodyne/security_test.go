@@ -538,3 +538,44 @@ func TestNextLinkSurvivesRestart(t *testing.T) {
 		t.Errorf("forged cursor: %d", res.StatusCode)
 	}
 }
+
+// TestAddRefusesReplace: clients add and users add on an existing id fail
+// and leave the record alone unless --replace is given; users list shows
+// the accounts without their hashes.
+func TestAddRefusesReplace(t *testing.T) {
+	dir := t.TempDir()
+	pwFile := filepath.Join(dir, "pw")
+	if err := os.WriteFile(pwFile, []byte("correct horse battery staple\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	runErr := func(args ...string) error {
+		var out, errOut bytes.Buffer
+		return run(context.Background(), args, &out, &errOut, func(string) string { return "" }, nil)
+	}
+	cli(t, "clients", "add", "--data-dir", dir, "--id", "app", "--type", "public", "--redirect-uri", "http://localhost/cb", "--scope", "patient/*.rs")
+	err := runErr("clients", "add", "--data-dir", dir, "--id", "app", "--type", "public", "--redirect-uri", "http://evil.example/cb", "--scope", "patient/*.rs")
+	if err == nil || !strings.Contains(err.Error(), "already exists") || !strings.Contains(err.Error(), "--replace") {
+		t.Fatalf("second clients add: %v, want a refusal naming --replace", err)
+	}
+	if list := cli(t, "clients", "list", "--data-dir", dir); strings.Contains(list, "evil.example") {
+		t.Fatalf("refused add changed the client:\n%s", list)
+	}
+	cli(t, "clients", "add", "--data-dir", dir, "--id", "app", "--type", "public", "--redirect-uri", "http://localhost/cb2", "--scope", "patient/*.rs", "--replace")
+	if list := cli(t, "clients", "list", "--data-dir", dir); !strings.Contains(list, "http://localhost/cb2") {
+		t.Fatalf("--replace did not replace:\n%s", list)
+	}
+
+	cli(t, "users", "add", "--data-dir", dir, "--username", "Dr.Who", "--fhir-user", "Practitioner/p1", "--patient", "a", "--password-file", pwFile)
+	err = runErr("users", "add", "--data-dir", dir, "--username", "dr.who", "--fhir-user", "Practitioner/p2", "--password-file", pwFile)
+	if err == nil || !strings.Contains(err.Error(), "already exists") {
+		t.Fatalf("second users add (same name, other case): %v, want a refusal", err)
+	}
+	list := cli(t, "users", "list", "--data-dir", dir)
+	if !strings.Contains(list, "dr.who") || !strings.Contains(list, "Practitioner/p1") || strings.Contains(list, "Practitioner/p2") || strings.Contains(list, "argon2") {
+		t.Fatalf("users list after a refused add:\n%s", list)
+	}
+	cli(t, "users", "add", "--data-dir", dir, "--username", "dr.who", "--fhir-user", "Practitioner/p2", "--password-file", pwFile, "--replace")
+	if list := cli(t, "users", "list", "--data-dir", dir); !strings.Contains(list, "Practitioner/p2") {
+		t.Fatalf("users add --replace:\n%s", list)
+	}
+}
