@@ -354,6 +354,7 @@ type page struct {
 	url    *url.URL
 	body   string
 	loc    string // Location when stopped at the app
+	header http.Header
 }
 
 func (b *browser) do(req *http.Request) page {
@@ -364,7 +365,7 @@ func (b *browser) do(req *http.Request) page {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	return page{status: resp.StatusCode, url: resp.Request.URL, body: string(body), loc: resp.Header.Get("Location")}
+	return page{status: resp.StatusCode, url: resp.Request.URL, body: string(body), loc: resp.Header.Get("Location"), header: resp.Header}
 }
 
 func (b *browser) get(u string) page {

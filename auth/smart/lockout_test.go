@@ -115,6 +115,9 @@ func TestLoginSourceLimit(t *testing.T) {
 		switch {
 		case strings.Contains(p.body, "Too many sign-in attempts from your address"):
 			limited++
+			if got := p.header.Get("Retry-After"); got != "60" {
+				t.Errorf("limited sign-in page: Retry-After = %q, want 60", got)
+			}
 		case strings.Contains(p.body, "wrong password"):
 			wrong++
 		default:
@@ -134,7 +137,8 @@ func TestLoginSourceLimit(t *testing.T) {
 
 // TestTokenSourceLimitRetryAfter: a client over its address's budget of
 // secret checks is refused with 503 temporarily_unavailable and told, by
-// Retry-After, how long the refusal lasts; the login page says the same.
+// Retry-After, how long the refusal lasts (TestLoginSourceLimit checks the
+// same header on the sign-in page).
 func TestTokenSourceLimitRetryAfter(t *testing.T) {
 	e := newEnv(t, func(ec *envConfig) { ec.PasswordChecksPerMinute = 2 })
 	secret := e.addClient(smart.Client{ID: "conf", Type: smart.ClientSymmetric, Scopes: "system/*.rs"}, "")

@@ -125,9 +125,13 @@ func usersCommand(ctx context.Context, args []string, stdin io.Reader, stdout, s
 	storeFlags(fs, &store)
 	var a smart.Account
 	var patients listFlag
-	fs.StringVar(&a.Username, "username", "", "user name (required)")
-	fs.StringVar(&a.FHIRUser, "fhir-user", "", "the FHIR user: Practitioner/<id>, Patient/<id>, RelatedPerson/<id>...")
-	fs.Var(&patients, "patient", "a patient id the user may pick in a standalone launch (repeatable)")
+	if args[0] != "list" {
+		fs.StringVar(&a.Username, "username", "", "user name (required)")
+	}
+	if args[0] == "add" {
+		fs.StringVar(&a.FHIRUser, "fhir-user", "", "the FHIR user: Practitioner/<id>, Patient/<id>, RelatedPerson/<id>...")
+		fs.Var(&patients, "patient", "a patient id the user may pick in a standalone launch (repeatable)")
+	}
 	var passwordFile string
 	var replace bool
 	if args[0] == "add" {
