@@ -32,6 +32,7 @@ type authzRequest struct {
 	Subject     string        `json:"sub,omitempty"`
 	FHIRUser    string        `json:"fhirUser,omitempty"`
 	Choices     []string      `json:"choices,omitempty"`
+	LaunchUser  string        `json:"launch_user,omitempty"`
 }
 
 // authorize validates the request (RFC 6749 4.1.1 plus SMART: aud, PKCE
@@ -86,17 +87,29 @@ func (s *Server) authorize(c echo.Context) error {
 		Challenge: get("code_challenge"), Nonce: get("nonce"), CSRF: randomToken(24),
 	}
 	if launch := get("launch"); launch != "" {
-		var lc LaunchContext
-		if err := s.kv.getJSON(ctx, hashKey(pfxLaunch, launch), &lc); err != nil {
+		// Another app presenting the launch value learns nothing and cannot
+		// burn it: the binding is checked before the record is taken.
+		var rec launchRecord
+		if err := s.kv.getJSON(ctx, hashKey(pfxLaunch, launch), &rec); err != nil {
 			if notFound(err) {
 				return fail(ErrInvalidRequest, "unknown or expired launch")
 			}
 			return fail(ErrServerError, "could not load the launch context")
 		}
+		if rec.ClientID != client.ID {
+			s.log.WarnContext(ctx, "launch presented by another client", "client", client.ID)
+			return fail(ErrInvalidRequest, "unknown or expired launch")
+		}
 		if !sc.Has("launch") {
 			return fail(ErrInvalidScope, "an EHR launch needs the launch scope")
 		}
-		req.EHR, req.Context = true, lc
+		if err := s.kv.takeJSON(ctx, hashKey(pfxLaunch, launch), &rec); err != nil {
+			if notFound(err) { // redeemed by a concurrent request
+				return fail(ErrInvalidRequest, "unknown or expired launch")
+			}
+			return fail(ErrServerError, "could not load the launch context")
+		}
+		req.EHR, req.Context, req.LaunchUser = true, rec.Context, rec.User
 	}
 	if req.Context.Patient == "" && (sc.Has("launch/patient") || hasContext(sc, auth.ContextPatient)) {
 		req.NeedPatient = true
@@ -279,6 +292,22 @@ const dummyHash = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2CPHfuz
 func (s *Server) signedIn(c echo.Context, id string, req *authzRequest, subject string, acct *Account) error {
 	ctx := c.Request().Context()
 	req.Subject, req.FHIRUser = subject, acct.FHIRUser
+	if req.EHR {
+		deny := ""
+		switch {
+		case !launchUserMatches(req.LaunchUser, subject, acct):
+			deny = "the launch was created for another user"
+		case req.Context.Patient != "" && !slices.Contains(acct.patientChoices(), req.Context.Patient):
+			// The EHR asserts the patient; we still hold the user to what
+			// their account may see, so a launch cannot widen it.
+			deny = "the signed-in user may not see the launch's patient"
+		}
+		if deny != "" {
+			_ = s.kv.Delete(ctx, hashKey(pfxRequest, id))
+			s.log.WarnContext(ctx, "EHR launch refused", "client", req.ClientID, "user", subject, "reason", deny)
+			return redirectError(c, req.RedirectURI, req.State, ErrAccessDenied.WithDescription(deny))
+		}
+	}
 	if req.NeedPatient {
 		req.Choices = acct.patientChoices()
 		switch len(req.Choices) {

@@ -179,7 +179,7 @@ func TestEHRLaunch(t *testing.T) {
 
 	// The EHR creates the context through the authenticated API.
 	ehrTok := e.backendToken("ehr", ehrKey, "system/Patient.rs")
-	req, _ := http.NewRequest(http.MethodPost, e.base+"/auth/launch", strings.NewReader(`{"patient":"a","encounter":"enc-1","need_patient_banner":false,"fhirContext":[{"reference":"Condition/a-cond"}]}`))
+	req, _ := http.NewRequest(http.MethodPost, e.base+"/auth/launch", strings.NewReader(`{"client_id":"rpm","patient":"a","encounter":"enc-1","need_patient_banner":false,"fhirContext":[{"reference":"Condition/a-cond"}]}`))
 	req.Header.Set("Authorization", "Bearer "+ehrTok)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)

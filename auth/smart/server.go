@@ -25,7 +25,7 @@ const (
 	backendTokenTTL = 5 * time.Minute
 	codeTTL         = time.Minute
 	requestTTL      = 15 * time.Minute
-	launchTTL       = time.Hour
+	launchTTL       = 5 * time.Minute
 	offlineTTL      = 30 * 24 * time.Hour
 	onlineTTL       = 8 * time.Hour
 	maxAssertionTTL = 5 * time.Minute
