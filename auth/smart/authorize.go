@@ -33,6 +33,7 @@ type authzRequest struct {
 	FHIRUser    string        `json:"fhirUser,omitempty"`
 	Choices     []string      `json:"choices,omitempty"`
 	LaunchUser  string        `json:"launch_user,omitempty"`
+	Profile     profileClaims `json:"profile,omitempty"`
 }
 
 // authorize validates the request (RFC 6749 4.1.1 plus SMART: aud, PKCE
@@ -292,6 +293,7 @@ const dummyHash = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2CPHfuz
 func (s *Server) signedIn(c echo.Context, id string, req *authzRequest, subject string, acct *Account) error {
 	ctx := c.Request().Context()
 	req.Subject, req.FHIRUser = subject, acct.FHIRUser
+	req.Profile = profileClaims{Name: acct.Name, PreferredUsername: acct.Username}
 	if req.EHR {
 		deny := ""
 		switch {
@@ -409,6 +411,10 @@ func (s *Server) consentSubmit(c echo.Context) error {
 	g := grant{
 		ClientID: req.ClientID, Subject: req.Subject, FHIRUser: req.FHIRUser, Scope: strings.Join(kept, " "),
 		Context: req.Context, EHR: req.EHR, Nonce: req.Nonce, RedirectURI: req.RedirectURI, Challenge: req.Challenge,
+	}
+	if granted.Has("profile") && req.Profile != (profileClaims{}) {
+		pc := req.Profile
+		g.Profile = &pc
 	}
 	code := randomToken(32)
 	if err := s.kv.putJSON(ctx, hashKey(pfxCode, code), g, codeTTL); err != nil {

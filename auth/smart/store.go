@@ -116,6 +116,9 @@ type Account struct {
 	// Patients are the ids the user may pick in a standalone launch; a
 	// Patient user needs none (they get themselves).
 	Patients []string `json:"patients,omitempty"`
+	// Name is the display name released as the OpenID "name" claim to
+	// apps granted the profile scope.
+	Name string `json:"name,omitempty"`
 }
 
 // patientChoices is the list the patient picker offers.
@@ -137,6 +140,13 @@ type LaunchContext struct {
 	Tenant      string              `json:"tenant,omitempty"`
 }
 
+// profileClaims are the OpenID Connect standard claims (Core 5.1) of the
+// profile scope that Anodyne knows about a user.
+type profileClaims struct {
+	Name              string `json:"name,omitempty"`
+	PreferredUsername string `json:"preferred_username,omitempty"`
+}
+
 // grant is what a code, a refresh token and an access token stand for.
 type grant struct {
 	ClientID string        `json:"client_id"`
@@ -147,6 +157,9 @@ type grant struct {
 	EHR      bool          `json:"ehr,omitempty"`
 	Nonce    string        `json:"nonce,omitempty"`
 	IDToken  bool          `json:"id_token,omitempty"`
+	// Profile holds the OpenID profile claims captured at sign-in; they
+	// are released only when the profile scope was granted.
+	Profile *profileClaims `json:"profile,omitempty"`
 	// Code only.
 	RedirectURI string `json:"redirect_uri,omitempty"`
 	Challenge   string `json:"code_challenge,omitempty"`

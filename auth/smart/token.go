@@ -120,8 +120,16 @@ func (s *Server) issue(ctx context.Context, g grant, ttl time.Duration, refreshT
 		if g.Nonce != "" {
 			idt["nonce"] = g.Nonce
 		}
-		if g.FHIRUser != "" {
+		if g.FHIRUser != "" && sc.Has("fhirUser") {
 			idt["fhirUser"] = g.FHIRUser
+		}
+		if g.Profile != nil && sc.Has("profile") {
+			if g.Profile.Name != "" {
+				idt["name"] = g.Profile.Name
+			}
+			if g.Profile.PreferredUsername != "" {
+				idt["preferred_username"] = g.Profile.PreferredUsername
+			}
 		}
 		if resp["id_token"], err = s.keys.sign(idt); err != nil {
 			return nil, fmt.Errorf("sign id_token: %w", err)

@@ -137,24 +137,34 @@ func (s *Server) upstreamCallback(c echo.Context) error {
 }
 
 func (s *Server) federatedAccount(ctx context.Context, idt *oidc.IDToken) (*Account, error) {
+	var claims map[string]any
+	if err := idt.Claims(&claims); err != nil {
+		return nil, fmt.Errorf("upstream claims: %w", err)
+	}
+	// The provider's own profile claims fill in what the mapping lacks.
+	withProfile := func(a *Account) *Account {
+		if a.Name == "" {
+			a.Name, _ = claims["name"].(string)
+		}
+		if a.Username == "" {
+			a.Username, _ = claims["preferred_username"].(string)
+		}
+		return a
+	}
 	var a Account
 	err := s.kv.getJSON(ctx, federatedKey(idt.Issuer, idt.Subject), &a)
 	if err == nil {
-		return &a, nil
+		return withProfile(&a), nil
 	}
 	if !notFound(err) {
 		return nil, err
 	}
 	if s.upstream.cfg.FHIRUserClaim != "" {
-		var claims map[string]any
-		if err := idt.Claims(&claims); err != nil {
-			return nil, fmt.Errorf("upstream claims: %w", err)
-		}
 		if fu, _ := claims[s.upstream.cfg.FHIRUserClaim].(string); fu != "" {
 			if err := checkFHIRUser(fu); err != nil {
 				return nil, err
 			}
-			return &Account{FHIRUser: fu}, nil
+			return withProfile(&Account{FHIRUser: fu}), nil
 		}
 	}
 	return nil, fmt.Errorf("no mapping for %s|%s", idt.Issuer, idt.Subject)

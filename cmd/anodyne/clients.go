@@ -131,6 +131,7 @@ func usersCommand(ctx context.Context, args []string, stdin io.Reader, stdout, s
 	if args[0] == "add" {
 		fs.StringVar(&a.FHIRUser, "fhir-user", "", "the FHIR user: Practitioner/<id>, Patient/<id>, RelatedPerson/<id>...")
 		fs.Var(&patients, "patient", "a patient id the user may pick in a standalone launch (repeatable)")
+		fs.StringVar(&a.Name, "name", "", "the user's display name, given to apps granted the profile scope")
 	}
 	var passwordFile string
 	var replace bool
