@@ -237,6 +237,24 @@ func testPatch(t *testing.T, c *client) {
 	if v := get(c.do("GET", "/Patient/patched", "").expect(t, http.StatusOK).json(t), "meta", "versionId"); v != "2" {
 		t.Errorf("failed patches changed the resource: version %v", v)
 	}
+	// Patches that leave the content as it is write no new version: a
+	// passing test op, an empty patch, and a replace by the same value
+	// (also one that touches only meta.lastUpdated).
+	for _, body := range []string{
+		`[{"op":"test","path":"/name/0/family","value":"After"}]`,
+		`[]`,
+		`[{"op":"replace","path":"/birthDate","value":"1970-01-02"}]`,
+		`[{"op":"replace","path":"/meta/lastUpdated","value":"2001-01-01T00:00:00Z"}]`,
+	} {
+		r := patch(body).expect(t, http.StatusOK)
+		if r.header.Get("ETag") != `W/"2"` || get(r.json(t), "meta", "versionId") != "2" {
+			t.Errorf("unchanged patch %s: ETag %q, body %s", body, r.header.Get("ETag"), r.body)
+		}
+	}
+	h := c.do("GET", "/Patient/patched/_history", "").expect(t, http.StatusOK).json(t)
+	if n := len(entryList(h["entry"])); n != 2 {
+		t.Errorf("history after unchanged patches has %d versions, want 2", n)
+	}
 	c.do("PATCH", "/Patient/nobody", `[]`, "Content-Type: application/json-patch+json").expect(t, http.StatusNotFound)
 }
 

@@ -1,6 +1,8 @@
 package fhir
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -14,6 +16,12 @@ import (
 // patch handles PATCH [base]/[type]/[id] with a JSON Patch (RFC 6902,
 // application/json-patch+json). The patched resource goes through the
 // same validation as an update and must keep its id and type.
+//
+// A caller who may update but not read the resource (SMART `u` without
+// `r`) must learn nothing of its content: the answer is always as for
+// Prefer: return=minimal, `test` operations (an oracle on stored values)
+// are refused before the patch is evaluated, and a failing patch gets a
+// 422 without detail.
 func (s *Server) patch(c echo.Context) error {
 	typ, id, want, err := writeTarget(c)
 	if err != nil {
@@ -28,7 +36,11 @@ func (s *Server) patch(c echo.Context) error {
 		return newError(http.StatusBadRequest, codeStructure, "invalid JSON Patch document: %v", err)
 	}
 	ctx := c.Request().Context()
-	rec, _, err := s.writeWithRetry(ctx, "patch", typ, id, want, func(cur storage.Record, exists bool) (*storage.Write, error) {
+	var (
+		unchanged storage.Record
+		canRead   bool
+	)
+	rec, wrote, err := s.writeWithRetry(ctx, "patch", typ, id, want, func(cur storage.Record, exists bool) (*storage.Write, error) {
 		if !exists {
 			return nil, errNotFound("%s/%s is not known", typ, id)
 		}
@@ -42,14 +54,28 @@ func (s *Server) patch(c echo.Context) error {
 		if err := s.checkResource(ctx, ActionUpdate, typ, id, old); err != nil {
 			return nil, err
 		}
+		if canRead, err = s.readable(ctx, typ, id, old); err != nil {
+			return nil, err
+		}
+		if !canRead && hasTestOp(ops) {
+			return nil, newError(http.StatusForbidden, codeForbidden,
+				"patch %s: a test operation needs read access to the resource", typ)
+		}
 		patched, err := ops.Apply(cur.JSON)
 		if err != nil {
+			if !canRead {
+				return nil, newError(http.StatusUnprocessableEntity, codeProcessing, "the patch cannot be applied")
+			}
 			// http.html#patch: a patch that cannot be applied is 422.
 			return nil, newError(http.StatusUnprocessableEntity, codeProcessing, "the patch cannot be applied: %v", err)
 		}
 		parsed, err := s.parseResource(ctx, typ, patched)
 		if err != nil {
 			var fe *Error
+			if !canRead && errors.As(err, &fe) {
+				// Validation messages quote the patched content.
+				return nil, newError(http.StatusUnprocessableEntity, codeProcessing, "the patched resource is not valid")
+			}
 			if errors.As(err, &fe) && fe.Status == http.StatusBadRequest {
 				// The request itself was well-formed: its result is what is invalid.
 				fe.Status = http.StatusUnprocessableEntity
@@ -58,6 +84,15 @@ func (s *Server) patch(c echo.Context) error {
 		}
 		if parsed.ID != id {
 			return nil, newError(http.StatusUnprocessableEntity, codeProcessing, "a patch must not change the resource id")
+		}
+		same, err := sameContent(old, parsed.Resource)
+		if err != nil {
+			return nil, err
+		}
+		if same {
+			// Nothing changed: no new version, the current one is the answer.
+			unchanged = cur
+			return nil, nil
 		}
 		w, err := s.prepare(typ, id, parsed.Resource, cur.VersionID, now(), http.MethodPatch)
 		if err != nil {
@@ -71,5 +106,85 @@ func (s *Server) patch(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.respondWrite(c, http.StatusOK, rec, fmt.Sprintf("patched %s/%s to version %d", typ, id, rec.VersionID))
+	msg := fmt.Sprintf("patched %s/%s to version %d", typ, id, rec.VersionID)
+	if !wrote {
+		rec = unchanged
+		msg = fmt.Sprintf("the patch left %s/%s unchanged at version %d", typ, id, rec.VersionID)
+	}
+	if !canRead {
+		s.setVersionHeaders(c, rec, true)
+		return c.NoContent(http.StatusOK)
+	}
+	return s.respondWrite(c, http.StatusOK, rec, msg)
+}
+
+// readable reports whether the caller may read res: a read scope on the
+// type whose filter holds for it.
+func (s *Server) readable(ctx context.Context, typ, id string, res map[string]any) (bool, error) {
+	if s.authz == nil {
+		return true, nil
+	}
+	d, err := s.authz.Decide(ctx, ActionRead, typ)
+	if err != nil {
+		return false, fmt.Errorf("authorizing read on %s: %w", typ, err)
+	}
+	if !d.Allowed {
+		return false, nil
+	}
+	if d.Filter == nil {
+		return true, nil
+	}
+	entries, err := s.registry.Index(typ, res)
+	if err != nil {
+		return false, fmt.Errorf("indexing %s/%s for authorization: %w", typ, id, err)
+	}
+	return permitted(d, id, entries)
+}
+
+func hasTestOp(ops jsonpatch.Patch) bool {
+	for _, op := range ops {
+		if op.Kind() == "test" {
+			return true
+		}
+	}
+	return false
+}
+
+// sameContent compares two resources in canonical JSON, ignoring the
+// meta elements every new version sets (versionId, lastUpdated).
+func sameContent(a, b map[string]any) (bool, error) {
+	ea, err := encodeResource(withoutVersionMeta(a))
+	if err != nil {
+		return false, fmt.Errorf("encoding for comparison: %w", err)
+	}
+	eb, err := encodeResource(withoutVersionMeta(b))
+	if err != nil {
+		return false, fmt.Errorf("encoding for comparison: %w", err)
+	}
+	return bytes.Equal(ea, eb), nil
+}
+
+// withoutVersionMeta is a shallow copy of res without meta.versionId and
+// meta.lastUpdated (and without meta when nothing else is left in it).
+func withoutVersionMeta(res map[string]any) map[string]any {
+	out := make(map[string]any, len(res))
+	for k, v := range res {
+		out[k] = v
+	}
+	meta, ok := res["meta"].(map[string]any)
+	if !ok {
+		return out
+	}
+	m := make(map[string]any, len(meta))
+	for k, v := range meta {
+		if k != "versionId" && k != "lastUpdated" {
+			m[k] = v
+		}
+	}
+	if len(m) == 0 {
+		delete(out, "meta")
+	} else {
+		out["meta"] = m
+	}
+	return out
 }

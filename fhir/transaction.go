@@ -59,6 +59,9 @@ type txEntry struct {
 	res   map[string]any // validated resource, rewritten in place
 	resID string         // id in the body
 	patch jsonpatch.Patch
+	// minimal: the caller may write but not read the target (u without
+	// r), so its response entry carries no resource.
+	minimal bool
 	// dirty: res was rewritten by a previous attempt and must be decoded
 	// again from raw before the next one.
 	dirty bool
@@ -585,13 +588,33 @@ func (s *Server) planWrite(ctx context.Context, e *txEntry, at time.Time) (*stor
 		if cur.Deleted {
 			return nil, s.gone(ctx, ActionUpdate, cur)
 		}
+		// As in Server.patch: authorize before evaluating, and keep a
+		// caller without read access from learning anything of the content.
+		if err := s.checkResource(ctx, ActionUpdate, e.typ, e.id, old); err != nil {
+			return nil, err
+		}
+		canRead, err := s.readable(ctx, e.typ, e.id, old)
+		if err != nil {
+			return nil, err
+		}
+		e.minimal = !canRead
+		if !canRead && hasTestOp(e.patch) {
+			return nil, newError(http.StatusForbidden, codeForbidden,
+				"patch %s: a test operation needs read access to the resource", e.typ)
+		}
 		patched, err := e.patch.Apply(cur.JSON)
 		if err != nil {
+			if !canRead {
+				return nil, newError(http.StatusUnprocessableEntity, codeProcessing, "the patch cannot be applied")
+			}
 			return nil, newError(http.StatusUnprocessableEntity, codeProcessing, "the patch cannot be applied: %v", err)
 		}
 		parsed, err := s.parseResource(ctx, e.typ, patched)
 		if err != nil {
 			var fe *Error
+			if !canRead && errors.As(err, &fe) {
+				return nil, newError(http.StatusUnprocessableEntity, codeProcessing, "the patched resource is not valid")
+			}
 			if errors.As(err, &fe) && fe.Status == http.StatusBadRequest {
 				fe.Status = http.StatusUnprocessableEntity
 			}
@@ -599,6 +622,14 @@ func (s *Server) planWrite(ctx context.Context, e *txEntry, at time.Time) (*stor
 		}
 		if parsed.ID != e.id {
 			return nil, newError(http.StatusUnprocessableEntity, codeProcessing, "a patch must not change the resource id")
+		}
+		same, err := sameContent(old, parsed.Resource)
+		if err != nil {
+			return nil, err
+		}
+		if same {
+			e.status, e.rec = http.StatusOK, cur
+			return nil, nil
 		}
 		e.res = parsed.Resource
 	}
@@ -723,7 +754,7 @@ func (s *Server) writeEntry(e *txEntry, ret string) map[string]any {
 		resp["lastModified"] = formatInstant(e.rec.LastUpdated)
 		if !e.rec.Deleted {
 			out["fullUrl"] = s.resourceURL(e.rec.Type, e.rec.ID)
-			if ret == "representation" {
+			if ret == "representation" && !e.minimal {
 				out["resource"] = json.RawMessage(e.rec.JSON)
 			}
 		}

@@ -28,6 +28,7 @@ type mxCase struct {
 	total      int      // Bundle.total when >= 0
 	entries    []int    // batch/transaction: the status of each entry response
 	allowed    bool
+	bodyless   bool // the answer must carry no body (u without r)
 }
 
 func (c mxCase) name() string {
@@ -177,6 +178,9 @@ func TestScopeMatrix(t *testing.T) {
 					t.Errorf("total %v, want %d", body["total"], c.total)
 				}
 			}
+			if c.bodyless && len(body) != 0 {
+				t.Errorf("a body was returned: %v", body)
+			}
 			if c.entries != nil {
 				if got := entryStatuses(body); !slices.Equal(got, c.entries) {
 					t.Errorf("entry statuses %v, want %v", got, c.entries)
@@ -209,6 +213,7 @@ func (c mxCase) tot(n int) mxCase        { c.total = n; return c }
 func (c mxCase) ents(s ...int) mxCase    { c.entries = s; return c }
 func (c mxCase) with(k, v string) mxCase { c.hdr = map[string]string{k: v}; return c }
 func (c mxCase) named(p string) mxCase   { c.path = p; return c }
+func (c mxCase) noBody() mxCase          { c.bodyless = true; return c }
 func obsBody(id, patient string) map[string]any {
 	o := map[string]any{"resourceType": "Observation", "status": "final", "code": map[string]any{"text": "creatinine"}, "subject": map[string]any{"reference": "Patient/" + patient},
 		"category": []any{map[string]any{"coding": []any{map[string]any{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}}}}}
@@ -372,6 +377,14 @@ func matrixCases() []mxCase {
 		allow("v2 .u", "PATCH", "v2-u", "PATCH", "/Observation/a-lab", patch, 200),
 		deny("v2 .u", "PATCH", "v2-u", "PATCH", "/Observation/b-lab", patch, 403),
 		deny("v2 .rs", "PATCH", "v2-rs", "PATCH", "/Observation/a-lab", patch, 403),
+		// u without r: the answer shows nothing of the resource, and a
+		// test operation is refused whatever its outcome would be.
+		allow("v2 .u", "PATCH u-only (no body)", "v2-u", "PATCH", "/Observation/a-lab", `[{"op":"replace","path":"/status","value":"amended"}]`, 200).noBody(),
+		allow("v2 .u", "PATCH u-only with Prefer representation", "v2-u", "PATCH", "/Observation/a-lab", `[{"op":"replace","path":"/status","value":"corrected"}]`, 200).noBody().with("Prefer", "return=representation"),
+		deny("v2 .u", "PATCH u-only test (would pass)", "v2-u", "PATCH", "/Observation/a-lab", `[{"op":"test","path":"/status","value":"corrected"}]`, 403),
+		deny("v2 .u", "PATCH u-only test (would fail)", "v2-u", "PATCH", "/Observation/a-lab", `[{"op":"test","path":"/status","value":"final"}]`, 403),
+		deny("v2 .u", "PATCH u-only failing path", "v2-u", "PATCH", "/Observation/a-lab", `[{"op":"remove","path":"/valueString"}]`, 422),
+		allow("v2 patient/*.cruds", "PATCH test with r", "v2-wildcard", "PATCH", "/Observation/a-lab", `[{"op":"test","path":"/status","value":"corrected"}]`, 200, aLab),
 		deny("v2 .d", "delete", "v2-d", "DELETE", "/Observation/b-lab", nil, 403),
 		deny("v2 .u", "delete", "v2-u", "DELETE", "/Observation/a-lab", nil, 403),
 		allow("v2 .d", "delete", "v2-d", "DELETE", "/Observation/a-lab", nil, 204),
