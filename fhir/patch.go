@@ -51,50 +51,16 @@ func (s *Server) patch(c echo.Context) error {
 		if err != nil {
 			return nil, err
 		}
-		if err := s.checkResource(ctx, ActionUpdate, typ, id, old); err != nil {
+		var res map[string]any
+		if res, canRead, err = s.applyPatch(ctx, typ, id, ops, cur, old); err != nil {
 			return nil, err
 		}
-		if canRead, err = s.readable(ctx, typ, id, old); err != nil {
-			return nil, err
-		}
-		if !canRead && hasTestOp(ops) {
-			return nil, newError(http.StatusForbidden, codeForbidden,
-				"patch %s: a test operation needs read access to the resource", typ)
-		}
-		patched, err := ops.Apply(cur.JSON)
-		if err != nil {
-			if !canRead {
-				return nil, newError(http.StatusUnprocessableEntity, codeProcessing, "the patch cannot be applied")
-			}
-			// http.html#patch: a patch that cannot be applied is 422.
-			return nil, newError(http.StatusUnprocessableEntity, codeProcessing, "the patch cannot be applied: %v", err)
-		}
-		parsed, err := s.parseResource(ctx, typ, patched)
-		if err != nil {
-			var fe *Error
-			if !canRead && errors.As(err, &fe) {
-				// Validation messages quote the patched content.
-				return nil, newError(http.StatusUnprocessableEntity, codeProcessing, "the patched resource is not valid")
-			}
-			if errors.As(err, &fe) && fe.Status == http.StatusBadRequest {
-				// The request itself was well-formed: its result is what is invalid.
-				fe.Status = http.StatusUnprocessableEntity
-			}
-			return nil, err
-		}
-		if parsed.ID != id {
-			return nil, newError(http.StatusUnprocessableEntity, codeProcessing, "a patch must not change the resource id")
-		}
-		same, err := sameContent(old, parsed.Resource)
-		if err != nil {
-			return nil, err
-		}
-		if same {
+		if res == nil {
 			// Nothing changed: no new version, the current one is the answer.
 			unchanged = cur
 			return nil, nil
 		}
-		w, err := s.prepare(typ, id, parsed.Resource, cur.VersionID, now(), http.MethodPatch)
+		w, err := s.prepare(typ, id, res, cur.VersionID, now(), http.MethodPatch)
 		if err != nil {
 			return nil, err
 		}
@@ -116,6 +82,60 @@ func (s *Server) patch(c echo.Context) error {
 		return c.NoContent(http.StatusOK)
 	}
 	return s.respondWrite(c, http.StatusOK, rec, msg)
+}
+
+// applyPatch authorizes and evaluates ops against the live version cur
+// (decoded as old) for Server.patch and transaction entries alike. It
+// answers the validated result, or nil when the patch changes nothing,
+// and whether the caller may read the resource.
+//
+// A caller who may update but not read learns nothing of the content:
+// test operations (an oracle on stored values) are refused before the
+// patch is evaluated and failures carry no detail.
+func (s *Server) applyPatch(ctx context.Context, typ, id string, ops jsonpatch.Patch, cur storage.Record, old map[string]any) (map[string]any, bool, error) {
+	if err := s.checkResource(ctx, ActionUpdate, typ, id, old); err != nil {
+		return nil, false, err
+	}
+	canRead, err := s.readable(ctx, typ, id, old)
+	if err != nil {
+		return nil, false, err
+	}
+	if !canRead && hasTestOp(ops) {
+		return nil, false, newError(http.StatusForbidden, codeForbidden,
+			"patch %s: a test operation needs read access to the resource", typ)
+	}
+	patched, err := ops.Apply(cur.JSON)
+	if err != nil {
+		if !canRead {
+			return nil, false, newError(http.StatusUnprocessableEntity, codeProcessing, "the patch cannot be applied")
+		}
+		// http.html#patch: a patch that cannot be applied is 422.
+		return nil, false, newError(http.StatusUnprocessableEntity, codeProcessing, "the patch cannot be applied: %v", err)
+	}
+	parsed, err := s.parseResource(ctx, typ, patched)
+	if err != nil {
+		var fe *Error
+		if !canRead && errors.As(err, &fe) {
+			// Validation messages quote the patched content.
+			return nil, false, newError(http.StatusUnprocessableEntity, codeProcessing, "the patched resource is not valid")
+		}
+		if errors.As(err, &fe) && fe.Status == http.StatusBadRequest {
+			// The request itself was well-formed: its result is what is invalid.
+			fe.Status = http.StatusUnprocessableEntity
+		}
+		return nil, false, err
+	}
+	if parsed.ID != id {
+		return nil, false, newError(http.StatusUnprocessableEntity, codeProcessing, "a patch must not change the resource id")
+	}
+	same, err := sameContent(old, parsed.Resource)
+	if err != nil {
+		return nil, false, err
+	}
+	if same {
+		return nil, canRead, nil
+	}
+	return parsed.Resource, canRead, nil
 }
 
 // readable reports whether the caller may read res: a read scope on the

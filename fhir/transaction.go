@@ -588,50 +588,16 @@ func (s *Server) planWrite(ctx context.Context, e *txEntry, at time.Time) (*stor
 		if cur.Deleted {
 			return nil, s.gone(ctx, ActionUpdate, cur)
 		}
-		// As in Server.patch: authorize before evaluating, and keep a
-		// caller without read access from learning anything of the content.
-		if err := s.checkResource(ctx, ActionUpdate, e.typ, e.id, old); err != nil {
-			return nil, err
-		}
-		canRead, err := s.readable(ctx, e.typ, e.id, old)
+		res, canRead, err := s.applyPatch(ctx, e.typ, e.id, e.patch, cur, old)
 		if err != nil {
 			return nil, err
 		}
 		e.minimal = !canRead
-		if !canRead && hasTestOp(e.patch) {
-			return nil, newError(http.StatusForbidden, codeForbidden,
-				"patch %s: a test operation needs read access to the resource", e.typ)
-		}
-		patched, err := e.patch.Apply(cur.JSON)
-		if err != nil {
-			if !canRead {
-				return nil, newError(http.StatusUnprocessableEntity, codeProcessing, "the patch cannot be applied")
-			}
-			return nil, newError(http.StatusUnprocessableEntity, codeProcessing, "the patch cannot be applied: %v", err)
-		}
-		parsed, err := s.parseResource(ctx, e.typ, patched)
-		if err != nil {
-			var fe *Error
-			if !canRead && errors.As(err, &fe) {
-				return nil, newError(http.StatusUnprocessableEntity, codeProcessing, "the patched resource is not valid")
-			}
-			if errors.As(err, &fe) && fe.Status == http.StatusBadRequest {
-				fe.Status = http.StatusUnprocessableEntity
-			}
-			return nil, err
-		}
-		if parsed.ID != e.id {
-			return nil, newError(http.StatusUnprocessableEntity, codeProcessing, "a patch must not change the resource id")
-		}
-		same, err := sameContent(old, parsed.Resource)
-		if err != nil {
-			return nil, err
-		}
-		if same {
+		if res == nil {
 			e.status, e.rec = http.StatusOK, cur
 			return nil, nil
 		}
-		e.res = parsed.Resource
+		e.res = res
 	}
 	action := ActionCreate
 	if live {

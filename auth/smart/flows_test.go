@@ -179,18 +179,9 @@ func TestEHRLaunch(t *testing.T) {
 
 	// The EHR creates the context through the authenticated API.
 	ehrTok := e.backendToken("ehr", ehrKey, "system/Patient.rs")
-	req, _ := http.NewRequest(http.MethodPost, e.base+"/auth/launch", strings.NewReader(`{"client_id":"rpm","patient":"a","encounter":"enc-1","need_patient_banner":false,"fhirContext":[{"reference":"Condition/a-cond"}]}`))
-	req.Header.Set("Authorization", "Bearer "+ehrTok)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var lr map[string]any
-	decodeBody(t, resp, &lr)
-	launch, _ := lr["launch"].(string)
-	if resp.StatusCode != http.StatusCreated || launch == "" || lr["iss"] != e.fhirBase {
-		t.Fatalf("create launch = %d %v", resp.StatusCode, lr)
+	st, launch, lr := e.createLaunch(t, ehrTok, `{"client_id":"rpm","patient":"a","encounter":"enc-1","need_patient_banner":false,"fhirContext":[{"reference":"Condition/a-cond"}]}`)
+	if st != http.StatusCreated || launch == "" || lr["iss"] != e.fhirBase {
+		t.Fatalf("create launch = %d %v", st, lr)
 	}
 	// An app's token cannot create launches.
 	req2, _ := http.NewRequest(http.MethodPost, e.base+"/auth/launch", strings.NewReader(`{"patient":"b"}`))

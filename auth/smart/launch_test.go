@@ -10,9 +10,9 @@ import (
 	"golang.org/x/oauth2"
 )
 
-// createLaunch posts a launch context as the EHR and returns the status and
-// the launch value.
-func (e *env) createLaunch(t *testing.T, ehrTok, body string) (int, string) {
+// createLaunch posts a launch context as the EHR and returns the status,
+// the launch value and the whole answer.
+func (e *env) createLaunch(t *testing.T, ehrTok, body string) (int, string, map[string]any) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, e.base+"/auth/launch", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+ehrTok)
@@ -24,7 +24,7 @@ func (e *env) createLaunch(t *testing.T, ehrTok, body string) (int, string) {
 	var lr map[string]any
 	decodeBody(t, resp, &lr)
 	launch, _ := lr["launch"].(string)
-	return resp.StatusCode, launch
+	return resp.StatusCode, launch, lr
 }
 
 // TestEHRLaunchBinding: a launch value is not a bearer secret. It is bound
@@ -76,12 +76,12 @@ func TestEHRLaunchBinding(t *testing.T) {
 		{"unknown client", `{"client_id":"nobody","patient":"a"}`},
 		{"client without launch scope", `{"client_id":"nolaunch","patient":"a"}`},
 	} {
-		if st, l := e.createLaunch(t, ehrTok, tc.body); st != http.StatusBadRequest || l != "" {
+		if st, l, _ := e.createLaunch(t, ehrTok, tc.body); st != http.StatusBadRequest || l != "" {
 			t.Errorf("%s: create launch = %d %q, want 400", tc.name, st, l)
 		}
 	}
 
-	st, launch := e.createLaunch(t, ehrTok, `{"client_id":"rpm","patient":"a"}`)
+	st, launch, _ := e.createLaunch(t, ehrTok, `{"client_id":"rpm","patient":"a"}`)
 	if st != http.StatusCreated {
 		t.Fatalf("create launch = %d", st)
 	}
@@ -98,17 +98,17 @@ func TestEHRLaunchBinding(t *testing.T) {
 	}
 
 	// A patient the signed-in account may not see is refused.
-	_, launchB := e.createLaunch(t, ehrTok, `{"client_id":"rpm","patient":"b"}`)
+	_, launchB, _ := e.createLaunch(t, ehrTok, `{"client_id":"rpm","patient":"b"}`)
 	if p, errc := try(rpm, launchB, "nurse"); errc != "access_denied" {
 		t.Errorf("launch for patient b by a nurse who may see only a: patient %q error %q", p, errc)
 	}
 
 	// A launch naming a user is for that user only (by user name or fhirUser).
-	_, forDoctor := e.createLaunch(t, ehrTok, `{"client_id":"rpm","patient":"b","user":"doctor"}`)
+	_, forDoctor, _ := e.createLaunch(t, ehrTok, `{"client_id":"rpm","patient":"b","user":"doctor"}`)
 	if p, errc := try(rpm, forDoctor, "nurse"); errc != "access_denied" {
 		t.Errorf("launch for the doctor completed by the nurse: patient %q error %q", p, errc)
 	}
-	_, forDoctor = e.createLaunch(t, ehrTok, `{"client_id":"rpm","patient":"b","user":"Practitioner/d1"}`)
+	_, forDoctor, _ = e.createLaunch(t, ehrTok, `{"client_id":"rpm","patient":"b","user":"Practitioner/d1"}`)
 	if p, errc := try(rpm, forDoctor, "doctor"); p != "b" || errc != "" {
 		t.Errorf("launch for Practitioner/d1 completed by the doctor: patient %q error %q", p, errc)
 	}
