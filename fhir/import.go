@@ -740,7 +740,12 @@ func (im *Importer) commitBatch(ctx context.Context, file string, out []prepared
 		return nil
 	}
 	if len(writes) > 1 {
-		_, err := im.s.backend.Commit(ctx, writes...)
+		observed, err := im.s.observe(ctx, writes)
+		if err != nil {
+			failures = nil
+			return fmt.Errorf("observing a batch of %d resources from %s: %w", len(writes), file, err)
+		}
+		_, err = im.s.backend.Commit(ctx, observed...)
 		if err == nil {
 			stored = int64(len(writes))
 			return nil
@@ -804,7 +809,11 @@ func (im *Importer) prepareUnit(ctx context.Context, u unit, at time.Time) prepa
 func (im *Importer) commitUpsert(ctx context.Context, p *prepared, at time.Time) error {
 	w := p.write
 	for attempt := 0; ; attempt++ {
-		_, err := im.s.backend.Commit(ctx, w)
+		observed, err := im.s.observe(ctx, []storage.Write{w})
+		if err != nil {
+			return fmt.Errorf("observing %s/%s: %w", p.typ, p.id, err)
+		}
+		_, err = im.s.backend.Commit(ctx, observed...)
 		if err == nil || !errors.Is(err, storage.ErrVersionConflict) || attempt >= maxWriteAttempts {
 			if err != nil {
 				return fmt.Errorf("storing %s/%s: %w", p.typ, p.id, err)

@@ -142,8 +142,17 @@ func (s *Server) prepare(typ, id string, res map[string]any, expect int64, at ti
 // atomically gets the data alone and the audit middleware records the
 // request afterwards, as for reads. The records returned are the data's.
 func (s *Server) commit(ctx context.Context, writes []storage.Write) ([]storage.Record, error) {
+	primary := len(writes)
+	writes, err := s.observe(ctx, writes)
+	if err != nil {
+		return nil, err
+	}
 	if !s.atomicCommit(ctx) {
-		return s.backend.Commit(ctx, writes...)
+		recs, err := s.backend.Commit(ctx, writes...)
+		if err != nil {
+			return nil, err
+		}
+		return recs[:primary], nil
 	}
 	all, done, err := auth.AuditWrites(ctx, writes)
 	if err != nil {
@@ -157,7 +166,7 @@ func (s *Server) commit(ctx context.Context, writes []storage.Write) ([]storage.
 	if len(recs) != len(all) {
 		return nil, fmt.Errorf("backend returned %d records for %d writes", len(recs), len(all))
 	}
-	return recs[:len(writes)], nil
+	return recs[:primary], nil
 }
 
 // commitOne commits a single write and returns the stored record.

@@ -65,6 +65,9 @@ type Config struct {
 	// ExportWorkers is how many export jobs run at once in this process:
 	// 0 means 1; negative means none (another replica runs the jobs).
 	ExportWorkers int
+	// Observers see every change before it is committed and add what it
+	// derives to the same Commit (see CommitObserver), in this order.
+	Observers []CommitObserver
 }
 
 // Server serves the FHIR REST API.
@@ -83,6 +86,7 @@ type Server struct {
 	// while the server runs.
 	capability []byte
 	bulk       *bulkRunner // nil when bulk export is disabled
+	observers  []CommitObserver
 }
 
 const defaultMaxBody = 16 << 20
@@ -106,6 +110,7 @@ func New(cfg Config) (*Server, error) {
 		maxBody:   cfg.MaxBodyBytes,
 		cursorKey: cfg.CursorKey,
 		security:  cfg.Security,
+		observers: cfg.Observers,
 	}
 	if s.log == nil {
 		s.log = slog.Default()

@@ -100,7 +100,8 @@ func TestServeSlowClients(t *testing.T) {
 
 // holdRequest starts a request whose body never completes, so that it
 // stays in flight (inside the handler) until the returned func closes it.
-func holdRequest(t *testing.T, addr, path, token string) func() {
+// answered is closed if the server answers it anyway (it was refused).
+func holdRequest(t *testing.T, addr, path, token string) (release func(), answered <-chan struct{}) {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -117,7 +118,51 @@ func holdRequest(t *testing.T, addr, path, token string) func() {
 	if _, err := io.WriteString(conn, head+"\r\n{"); err != nil {
 		t.Fatal(err)
 	}
-	return func() { conn.Close() }
+	ch := make(chan struct{})
+	go func() {
+		if n, _ := conn.Read(make([]byte, 1)); n > 0 {
+			close(ch)
+		}
+	}()
+	return func() { conn.Close() }, ch
+}
+
+// throttledWhileHeld holds two requests to path and polls probe until it
+// is refused with 429. A probe can reach the server between the two held
+// requests and take the second slot (the held request is then the one
+// refused), so the round is repeated until both held requests are the
+// ones in flight. It returns the 429 response and the release func.
+func throttledWhileHeld(t *testing.T, addr, path, token, probe, probeToken string) (*http.Response, map[string]any, func()) {
+	t.Helper()
+	for attempt := 0; attempt < 5; attempt++ {
+		r1, a1 := holdRequest(t, addr, path, token)
+		r2, a2 := holdRequest(t, addr, path, token)
+		release := func() { r1(); r2() }
+		refusedHeld := func() bool {
+			select {
+			case <-a1:
+				return true
+			case <-a2:
+				return true
+			default:
+				return false
+			}
+		}
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && !refusedHeld(); time.Sleep(20 * time.Millisecond) {
+			res, body := call(t, "GET", probe, probeToken, nil, nil)
+			if res.StatusCode == http.StatusTooManyRequests {
+				time.Sleep(20 * time.Millisecond) // a refusal of a held request may be on its way
+				if !refusedHeld() {
+					return res, body, release
+				}
+				break
+			}
+		}
+		release()
+		getUntil(t, probe, probeToken, http.StatusOK)
+	}
+	t.Fatalf("two requests to %s held open did not make %s refused", path, probe)
+	return nil, nil, nil
 }
 
 // getUntil polls GET url until it answers want (requests held open may
@@ -166,30 +211,24 @@ func TestServeClientBound(t *testing.T) {
 
 	// Two authenticated requests in flight: the third of that client is
 	// refused, an unauthenticated one from the same address is not.
-	release1 := holdRequest(t, addr, "/fhir/Patient", tok)
-	release2 := holdRequest(t, addr, "/fhir/Patient", tok)
-	res, body := getUntil(t, srv.base+"/fhir/Patient", tok, http.StatusTooManyRequests)
+	res, body, release := throttledWhileHeld(t, addr, "/fhir/Patient", tok, srv.base+"/fhir/Patient", tok)
 	checkThrottled(t, "third request of the client", res, body)
 	if res, _ := call(t, "GET", metadata, "", nil, nil); res.StatusCode != http.StatusOK {
 		t.Errorf("unauthenticated request beside a throttled client: %d, want 200", res.StatusCode)
 	}
-	release1()
-	release2()
+	release()
 	if res, body := getUntil(t, srv.base+"/fhir/Patient", tok, http.StatusOK); res.StatusCode != http.StatusOK {
 		t.Errorf("client after its requests ended: %d %v, want 200", res.StatusCode, body)
 	}
 
 	// Two unauthenticated requests in flight (a login form post held
 	// open): the address is throttled, the token client is not.
-	release1 = holdRequest(t, addr, "/auth/token", "")
-	release2 = holdRequest(t, addr, "/auth/token", "")
-	res, body = getUntil(t, metadata, "", http.StatusTooManyRequests)
+	res, body, release = throttledWhileHeld(t, addr, "/auth/token", "", metadata, "")
 	checkThrottled(t, "third unauthenticated request", res, body)
 	if res, body := call(t, "GET", srv.base+"/fhir/Patient", tok, nil, nil); res.StatusCode != http.StatusOK {
 		t.Errorf("token client beside a throttled address: %d %v, want 200", res.StatusCode, body)
 	}
-	release1()
-	release2()
+	release()
 	if res, _ := getUntil(t, metadata, "", http.StatusOK); res.StatusCode != http.StatusOK {
 		t.Errorf("address after its requests ended: %d, want 200", res.StatusCode)
 	}
