@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/anodyne-fhir/anodyne/fhir"
+	"github.com/anodyne-fhir/anodyne/resources"
 	"github.com/anodyne-fhir/anodyne/storage"
 	"github.com/anodyne-fhir/anodyne/storage/mongo"
 	"github.com/anodyne-fhir/anodyne/storage/sqlite"
@@ -195,7 +196,13 @@ func newLogger(cfg serveConfig, w io.Writer) (*slog.Logger, error) {
 func openBackend(ctx context.Context, cfg serveConfig) (storage.Backend, string, error) {
 	switch {
 	case cfg.MongoURI != "":
-		b, err := mongo.Open(ctx, cfg.MongoURI, cfg.MongoDB)
+		// The patient partitioning comes from the R4 compartment
+		// definitions alone, so every process computes the same one.
+		reg, err := resources.Load(resources.WithLogger(slog.New(slog.DiscardHandler)))
+		if err != nil {
+			return nil, "", fmt.Errorf("loading search parameters for MongoDB partitioning: %w", err)
+		}
+		b, err := mongo.Open(ctx, cfg.MongoURI, cfg.MongoDB, mongo.WithPartitioning(reg.Partitioning()))
 		if err != nil {
 			return nil, "", fmt.Errorf("opening MongoDB database %q: %w", cfg.MongoDB, err)
 		}

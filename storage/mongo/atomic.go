@@ -91,7 +91,7 @@ func (b *Backend) tryCommitRecord(ctx context.Context, writes []storage.Write) (
 	if err != nil {
 		return nil, err
 	}
-	doc, recs, err := buildCommit(writes, seq0)
+	doc, recs, err := b.buildCommit(writes, seq0)
 	if err != nil {
 		return nil, err
 	}
@@ -124,7 +124,7 @@ func (b *Backend) tryCommitRecord(ctx context.Context, writes []storage.Write) (
 }
 
 // buildCommit prepares the record of writes, numbered from seq0.
-func buildCommit(writes []storage.Write, seq0 int64) (commitDoc, []storage.Record, error) {
+func (b *Backend) buildCommit(writes []storage.Write, seq0 int64) (commitDoc, []storage.Record, error) {
 	id := "c" + strconv.FormatInt(seq0, 10)
 	now := time.Now()
 	doc := commitDoc{ID: id, State: stPrepared, At: now}
@@ -157,7 +157,7 @@ func buildCommit(writes []storage.Write, seq0 int64) (commitDoc, []storage.Recor
 				ID: key, Type: rec.Type, LID: rec.ID, Version: rec.VersionID,
 				Updated: rec.LastUpdated, Nanos: rec.LastUpdated.UnixNano(), Deleted: rec.Deleted,
 				Method: rec.Method, JSON: rec.JSON, Seq: rec.Seq, Claim: claim,
-				Keys: keysOf(entries), Entries: toEntryDocs(entries),
+				Keys: keysOf(entries), Entries: toEntryDocs(entries), PK: b.partitionKey(rec.Type, rec.ID, entries),
 			},
 		}
 		if cw.Res.Keys == nil {

@@ -23,6 +23,8 @@ type resourceDoc struct {
 	Claim   string     `bson:"c,omitempty"`
 	Keys    []string   `bson:"k"`
 	Entries []entryDoc `bson:"e"`
+	// PK is the partition key (see partition.go); empty without partitioning.
+	PK string `bson:"pk,omitempty"`
 	// Pending names the commit record that has locked this resource; the
 	// document still holds the version before that commit (see atomic.go).
 	Pending string `bson:"pc,omitempty"`

@@ -151,6 +151,12 @@ type Backend struct {
 	// or a history document) must be before another writer removes them;
 	// staleClaimAge, except in tests that simulate a crash.
 	staleAfter time.Duration
+
+	// part, when set, keys every document with its partition (see
+	// partition.go); targeting says searches may filter on that key,
+	// decided at Open.
+	part      *storage.Partitioning
+	targeting bool
 }
 
 var (
@@ -162,7 +168,8 @@ var (
 type Option func(*config)
 
 type config struct {
-	log *slog.Logger
+	log          *slog.Logger
+	partitioning *storage.Partitioning
 }
 
 // WithLogger sets the logger (default slog.Default()).
@@ -197,6 +204,7 @@ func Open(ctx context.Context, uri, database string, opts ...Option) (*Backend, 
 		kv:       db.Collection(colKV),
 
 		staleAfter: staleClaimAge,
+		part:       cfg.partitioning,
 	}
 	if err := b.setup(ctx); err != nil {
 		_ = client.Disconnect(context.WithoutCancel(ctx))
@@ -242,6 +250,9 @@ func (b *Backend) setup(ctx context.Context) error {
 		return err
 	}
 	b.elemMatch = em
+	if err := b.setupPartitioning(ctx); err != nil {
+		return err
+	}
 	if !b.transactions {
 		b.notes = append(b.notes, "no multi-document transactions: Commit of several writes uses a commit record, searches re-run when a commit lands during them")
 		if err := b.recover(ctx); err != nil {
