@@ -261,3 +261,64 @@ func cut(key string) (typ, id string, ok bool) {
 	}
 	return key[:i], key[i+1:], true
 }
+
+// TestPartitionMarker checks when searches may filter on pk: a fresh
+// database from the start; a database with unkeyed data only after
+// Partition keyed it (and from the next Open); never with other links;
+// and a partitioned database refuses a backend that would write no pk.
+func TestPartitionMarker(t *testing.T) {
+	quiet := WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	links := storage.Partitioning{Links: map[string][]storage.PartitionLink{"Observation": {{Param: "patient", OnlyPatient: true}}}}
+	srv := server.Get(t)
+	name := mongotest.Database(t)
+	obs := storage.Write{
+		Record: storage.Record{Type: "Observation", ID: "o1", VersionID: 1, LastUpdated: time.Now().UTC().Truncate(time.Millisecond), Method: "PUT", JSON: []byte(`{"resourceType":"Observation","id":"o1"}`)},
+		Index:  []storage.Entry{{Param: "patient", Kind: storage.KindReference, RefType: "Patient", RefID: "p1"}},
+	}
+	plain, err := Open(t.Context(), srv.URI, name, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := plain.Commit(t.Context(), obs); err != nil {
+		t.Fatal(err)
+	}
+	_ = plain.Close()
+
+	b, err := Open(t.Context(), srv.URI, name, quiet, WithPartitioning(links))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.targeting {
+		t.Error("unkeyed data: targeting is on")
+	}
+	n, err := b.Partition(t.Context(), func(r storage.Record) ([]storage.Entry, error) { return obs.Index, nil })
+	if err != nil || n != 1 {
+		t.Fatalf("Partition keyed %d (%v), want 1", n, err)
+	}
+	_ = b.Close()
+	b, err = Open(t.Context(), srv.URI, name, quiet, WithPartitioning(links))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !b.targeting {
+		t.Error("after Partition: targeting is off")
+	}
+	q := storage.Query{Types: []string{"Observation"}, Filter: storage.Match{Param: "patient", Kind: storage.KindReference, Cond: storage.Cmp{Field: storage.FieldRefID, Op: storage.OpEq, Value: "p1"}}, Count: 10}
+	if page, err := b.Search(t.Context(), q); err != nil || len(page.Records) != 1 {
+		t.Errorf("targeted search after Partition: %d records (%v), want the keyed one", len(page.Records), err)
+	}
+	_ = b.Close()
+
+	other := storage.Partitioning{Links: map[string][]storage.PartitionLink{"Observation": {{Param: "subject"}}}}
+	if b, err = Open(t.Context(), srv.URI, name, quiet, WithPartitioning(other)); err != nil {
+		t.Fatal(err)
+	}
+	if b.targeting {
+		t.Error("other links: targeting is on")
+	}
+	_ = b.Close()
+	if b, err := Open(t.Context(), srv.URI, name, quiet); err == nil {
+		_ = b.Close()
+		t.Error("a partitioned database opened without partitioning")
+	}
+}
