@@ -177,7 +177,7 @@ func Open(ctx context.Context, dir string, opts ...Option) (*Backend, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("sqlite: open: %w", err)
 	}
-	path := filepath.Join(dir, "anodyne.db")
+	path := filepath.Join(dir, dbFile)
 	common := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=synchronous(FULL)&_pragma=foreign_keys(0)", cfg.busyTimeout)
 
 	w, err := sql.Open("sqlite", path+"?"+common+"&_pragma=journal_mode(WAL)&_txlock=immediate")
