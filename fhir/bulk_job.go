@@ -252,6 +252,7 @@ func (r *bulkRunner) cancel(ctx context.Context, id string) error {
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {
 		return fmt.Errorf("deleting export job %s: %w", id, err)
 	}
+	r.s.jobEvent("export", "deleted")
 	if err := os.RemoveAll(r.jobDir(id)); err != nil {
 		return fmt.Errorf("removing export files of job %s: %w", id, err)
 	}
@@ -286,6 +287,7 @@ func (r *bulkRunner) run(parent context.Context, job exportJob) {
 	err := r.execute(ctx, &job)
 	switch {
 	case err == nil:
+		r.s.jobEvent("export", "completed")
 		r.log.InfoContext(ctx, "bulk export finished", "job", job.ID, "resources", job.Exported, "duration_ms", time.Since(start).Milliseconds())
 	case ctx.Err() != nil:
 		// Cancelled by the client or stopped by shutdown: the record (if
@@ -293,6 +295,7 @@ func (r *bulkRunner) run(parent context.Context, job exportJob) {
 		r.log.InfoContext(parent, "bulk export interrupted", "job", job.ID, "err", err)
 	default:
 		r.log.ErrorContext(ctx, "bulk export failed", "job", job.ID, "err", err)
+		r.s.jobEvent("export", "failed")
 		job.Status, job.Failure, job.Finished = jobFailed, err.Error(), time.Now().UTC()
 		if serr := r.save(ctx, job); serr != nil && !errors.Is(serr, context.Canceled) {
 			r.log.ErrorContext(ctx, "bulk export: recording failure", "job", job.ID, "err", serr)

@@ -123,6 +123,7 @@ func (s *Server) kickOff(c echo.Context, scope string, cohort []string) error {
 		return err
 	}
 	s.bulk.poke()
+	s.jobEvent("export", "accepted")
 	s.log.InfoContext(ctx, "bulk export queued", "job", job.ID, "scope", scope, "queries", len(job.Groups), "request_id", requestID(ctx))
 	c.Response().Header().Set("Content-Location", s.base+"/$export-status/"+job.ID)
 	return writeResource(c, http.StatusAccepted, outcome([]conformance.Issue{{

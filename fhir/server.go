@@ -68,6 +68,28 @@ type Config struct {
 	// Observers see every change before it is committed and add what it
 	// derives to the same Commit (see CommitObserver), in this order.
 	Observers []CommitObserver
+	// OnRequest, when set, is told of every finished request (including
+	// those of endpoints mounted on Echo() by other packages), for metrics.
+	// It runs on the request's goroutine and must be quick.
+	OnRequest func(RequestInfo)
+	// OnJob, when set, is told when a background job changes state: kind
+	// "export" with "accepted", "completed", "failed" or "deleted" (by the
+	// client or at expiry).
+	OnJob func(kind, state string)
+}
+
+// RequestInfo describes a finished request for OnRequest.
+type RequestInfo struct {
+	// Interaction is the R4 interaction code ("read", "search-type"), the
+	// operation ("$export"), "capabilities", or "" for a request outside
+	// the FHIR route table (authorization endpoints, unmatched paths).
+	Interaction string
+	// Type is the resource type of a type or instance interaction; ""
+	// otherwise and for a path naming no R4 type.
+	Type     string
+	Method   string
+	Status   int
+	Duration time.Duration
 }
 
 // Server serves the FHIR REST API.
@@ -87,6 +109,8 @@ type Server struct {
 	capability []byte
 	bulk       *bulkRunner // nil when bulk export is disabled
 	observers  []CommitObserver
+	onRequest  func(RequestInfo)
+	onJob      func(kind, state string)
 }
 
 const defaultMaxBody = 16 << 20
@@ -111,6 +135,8 @@ func New(cfg Config) (*Server, error) {
 		cursorKey: cfg.CursorKey,
 		security:  cfg.Security,
 		observers: cfg.Observers,
+		onRequest: cfg.OnRequest,
+		onJob:     cfg.OnJob,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -256,7 +282,14 @@ func (s *Server) routes(authMW echo.MiddlewareFunc) *echo.Echo {
 		if authMW != nil && r.code != "capabilities" {
 			mws = append(mws, authMW)
 		}
-		g.Add(r.method, r.path, func(c echo.Context) error { return h(s, c) }, mws...)
+		code, typ := r.code, r.typ
+		g.Add(r.method, r.path, func(c echo.Context) error {
+			c.Set(interactionKey, code)
+			if typ != "" {
+				c.Set(typeKey, typ)
+			}
+			return h(s, c)
+		}, mws...)
 	}
 	return e
 }
@@ -281,14 +314,41 @@ func (s *Server) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
 		if status >= 500 {
 			lvl = slog.LevelError
 		}
+		took := time.Since(start)
 		s.log.Log(req.Context(), lvl, "http request",
 			"request_id", id, "method", req.Method, "path", req.URL.Path,
-			"status", status, "duration_ms", float64(time.Since(start).Microseconds())/1000)
+			"status", status, "duration_ms", float64(took.Microseconds())/1000)
+		if s.onRequest != nil {
+			s.onRequest(requestInfo(c, status, took))
+		}
 		return nil
 	}
 }
 
 type requestIDKey struct{}
+
+// Echo context keys of the route a request matched.
+const (
+	interactionKey = "anodyne.interaction"
+	typeKey        = "anodyne.type"
+)
+
+func (s *Server) jobEvent(kind, state string) {
+	if s.onJob != nil {
+		s.onJob(kind, state)
+	}
+}
+
+func requestInfo(c echo.Context, status int, took time.Duration) RequestInfo {
+	ri := RequestInfo{Method: c.Request().Method, Status: status, Duration: took}
+	ri.Interaction, _ = c.Get(interactionKey).(string)
+	if t, ok := c.Get(typeKey).(string); ok {
+		ri.Type = t
+	} else if ri.Interaction != "" && isResourceType(c.Param("type")) {
+		ri.Type = c.Param("type")
+	}
+	return ri
+}
 
 // requestID returns the id logRequests gave the request, for fault logs.
 func requestID(ctx context.Context) string {

@@ -748,7 +748,7 @@ func (s *Server) logTransaction(ctx context.Context, entries int, err error) {
 // atomicCommit reports whether the backend makes a multi-write Commit
 // all-or-nothing (a backend that does not say is assumed not to).
 func (s *Server) atomicCommit(ctx context.Context) bool {
-	if d, ok := s.backend.(storage.Describer); ok {
+	if d, ok := storage.As[storage.Describer](s.backend); ok {
 		return d.Capabilities(ctx).AtomicCommit
 	}
 	return false

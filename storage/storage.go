@@ -172,3 +172,28 @@ type KV interface {
 	// List returns the live keys starting with prefix, in key order.
 	List(ctx context.Context, prefix string) ([]string, error)
 }
+
+// Unwrapper is implemented by a Backend that wraps another one (metrics,
+// tracing), so that callers still find the inner backend's optional
+// interfaces with As.
+type Unwrapper interface {
+	Unwrap() Backend
+}
+
+// As reports whether b, or a backend it wraps (through Unwrapper), is a
+// T, and returns that one. Optional interfaces (Describer, Reindexer) are
+// looked up with As, never with a type assertion on the outer backend.
+func As[T any](b Backend) (T, bool) {
+	for b != nil {
+		if t, ok := b.(T); ok {
+			return t, true
+		}
+		u, ok := b.(Unwrapper)
+		if !ok {
+			break
+		}
+		b = u.Unwrap()
+	}
+	var zero T
+	return zero, false
+}

@@ -58,6 +58,9 @@ type Config struct {
 	// Now, when set, replaces time.Now as the server's clock (tests that
 	// step through lock-outs and expiries without sleeping).
 	Now func() time.Time
+	// OnToken, when set, is told of every token endpoint answer: the grant
+	// type and "issued" or the OAuth error code (for metrics).
+	OnToken func(grant, outcome string)
 }
 
 // Server is the built-in SMART authorization server.
@@ -76,6 +79,7 @@ type Server struct {
 	now      func() time.Time
 	hashes   *hashGate
 	sources  *sourceLimits
+	onToken  func(grant, outcome string)
 }
 
 // New builds the server, generating and storing a signing key on first start.
@@ -107,6 +111,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg:      cfg,
+		onToken:  cfg.OnToken,
 		kv:       kv{cfg.KV},
 		clients:  NewClientStore(cfg.KV),
 		jwks:     &jwksCache{client: cfg.HTTPClient, sets: map[string]cachedSet{}},

@@ -27,6 +27,7 @@ func (s *Server) token(c echo.Context) error {
 	}
 	h, ok := s.handlers[r.PostFormValue("grant_type")]
 	if !ok {
+		s.tokenOutcome("unsupported", ErrUnsupportedGrantType)
 		writeOAuthError(c.Response(), ErrUnsupportedGrantType.WithDescription("unsupported grant_type"))
 		return nil
 	}
@@ -39,20 +40,40 @@ func (s *Server) token(c echo.Context) error {
 	}
 	if err != nil {
 		s.logOAuth(r.Context(), "token: client authentication failed", err)
+		s.tokenOutcome(h.grantType(), err)
 		writeOAuthError(c.Response(), err)
 		return nil
 	}
 	resp, err := h.handle(r.Context(), r, client)
 	if err != nil {
 		s.logOAuth(r.Context(), "token: request refused", err, "client", client.ID, "grant", h.grantType())
+		s.tokenOutcome(h.grantType(), err)
 		writeOAuthError(c.Response(), err)
 		return nil
 	}
+	s.tokenOutcome(h.grantType(), nil)
 	hd := c.Response().Header()
 	hd.Set("Cache-Control", "no-store")
 	hd.Set("Pragma", "no-cache")
 	writeJSON(c.Response(), http.StatusOK, resp)
 	return nil
+}
+
+// tokenOutcome tells Config.OnToken how the token endpoint answered:
+// "issued", or the OAuth error code ("server_error" for other failures).
+func (s *Server) tokenOutcome(grant string, err error) {
+	if s.onToken == nil {
+		return
+	}
+	outcome := "issued"
+	if err != nil {
+		outcome = "server_error"
+		var oe *OAuthError
+		if errors.As(err, &oe) {
+			outcome = oe.Code
+		}
+	}
+	s.onToken(grant, outcome)
 }
 
 func (s *Server) logOAuth(ctx context.Context, msg string, err error, args ...any) {

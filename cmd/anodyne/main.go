@@ -224,7 +224,7 @@ func openBackend(ctx context.Context, cfg serveConfig) (storage.Backend, string,
 // when several writes cannot be committed all-or-nothing).
 func logCapabilities(ctx context.Context, log *slog.Logger, backend storage.Backend) {
 	caps := storage.Capabilities{}
-	if d, ok := backend.(storage.Describer); ok {
+	if d, ok := storage.As[storage.Describer](backend); ok {
 		caps = d.Capabilities(ctx)
 	}
 	for _, n := range caps.Notes {
