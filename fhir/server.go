@@ -275,21 +275,25 @@ func (s *Server) routes(authMW echo.MiddlewareFunc) *echo.Echo {
 	g := e.Group("/fhir")
 	for _, r := range routeTable() {
 		h := r.handler
-		var mws []echo.MiddlewareFunc
+		code, typ := r.code, r.typ
+		// First, so that a request refused by a later middleware (no
+		// token: 401) is still reported under its interaction.
+		mws := []echo.MiddlewareFunc{func(next echo.HandlerFunc) echo.HandlerFunc {
+			return func(c echo.Context) error {
+				c.Set(interactionKey, code)
+				if typ != "" {
+					c.Set(typeKey, typ)
+				}
+				return next(c)
+			}
+		}}
 		if !r.raw {
 			mws = append(mws, negotiate)
 		}
 		if authMW != nil && r.code != "capabilities" {
 			mws = append(mws, authMW)
 		}
-		code, typ := r.code, r.typ
-		g.Add(r.method, r.path, func(c echo.Context) error {
-			c.Set(interactionKey, code)
-			if typ != "" {
-				c.Set(typeKey, typ)
-			}
-			return h(s, c)
-		}, mws...)
+		g.Add(r.method, r.path, func(c echo.Context) error { return h(s, c) }, mws...)
 	}
 	return e
 }

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/anodyne-fhir/anodyne/fhir"
+	"github.com/anodyne-fhir/anodyne/metrics"
 	"github.com/anodyne-fhir/anodyne/resources"
 	"github.com/anodyne-fhir/anodyne/storage"
 	"github.com/anodyne-fhir/anodyne/storage/mongo"
@@ -107,6 +108,7 @@ type serveConfig struct {
 	SPPoll    time.Duration
 	Sec       securityConfig
 	Transport transportConfig
+	Metrics   metricsConfig
 }
 
 // parseServe reads flags, each of which may also come from ANODYNE_<NAME>
@@ -128,6 +130,7 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (se
 	fs.DurationVar(&cfg.SPPoll, "searchparameter-poll", 5*time.Second, "how often to look for new or changed SearchParameter resources (custom search parameters), which are then registered and reindexed")
 	cfg.Sec.register(fs)
 	cfg.Transport.register(fs)
+	cfg.Metrics.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: anodyne serve [flags]\n\nRuns the FHIR R4 server. Every flag can also be set with an environment\nvariable ANODYNE_<FLAG> (for example ANODYNE_MONGODB_URI); flags win.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -247,6 +250,8 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 	if err != nil {
 		return err
 	}
+	m := metrics.New()
+	backend = m.Backend(backend)
 	defer func() {
 		if cerr := backend.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("closing database: %w", cerr)
@@ -275,7 +280,8 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 		// data directory of this host).
 		ExportDir: filepath.Join(cfg.DataDir, "exports"),
 	}
-	sec, err := prepareServer(ctx, cfg, base, backend, &fcfg, log)
+	instrument(m, &fcfg)
+	sec, err := prepareServer(ctx, cfg, base, backend, &fcfg, m, log)
 	if err != nil {
 		ln.Close()
 		return err
@@ -308,6 +314,15 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 		<-spDone
 	}()
 	sec.mount(srv.Echo())
+	mountMetrics(srv.Echo(), m, cfg.Auth == "on", cfg.Sec.AdminToken)
+	if cfg.Metrics.Listen != "" {
+		stopMetrics, err := serveMetrics(ctx, cfg.Metrics.Listen, m, log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer stopMetrics()
+	}
 	hs, err := newHTTPServer(cfg.Transport, srv.Handler(), sec.limit, cfg.Auth == "on", log)
 	if err != nil {
 		ln.Close()

@@ -16,6 +16,7 @@ import (
 	"github.com/anodyne-fhir/anodyne/auth/audit"
 	"github.com/anodyne-fhir/anodyne/auth/smart"
 	"github.com/anodyne-fhir/anodyne/fhir"
+	"github.com/anodyne-fhir/anodyne/metrics"
 	"github.com/anodyne-fhir/anodyne/resources"
 	"github.com/anodyne-fhir/anodyne/storage"
 )
@@ -143,14 +144,15 @@ type security struct {
 // setupSecurity fills the authorization parts of fcfg (decision point,
 // authentication and audit middleware, CapabilityStatement security) and
 // returns what must be mounted on the router once it exists.
-func setupSecurity(ctx context.Context, cfg serveConfig, base string, backend storage.Backend, reg *resources.Registry, fcfg *fhir.Config, log *slog.Logger) (*security, error) {
+func setupSecurity(ctx context.Context, cfg serveConfig, base string, backend storage.Backend, reg *resources.Registry, fcfg *fhir.Config, m *metrics.Metrics, log *slog.Logger) (*security, error) {
 	fhirBase := strings.TrimRight(base, "/") + "/fhir"
 	sec := &security{mount: func(*echo.Echo) {}, close: func() error { return nil },
 		limit: newClientLimiter(cfg.Transport.ClientRequests, log)}
 
 	var auditMW echo.MiddlewareFunc
 	if cfg.Sec.Audit == "on" {
-		g := audit.NewGroupCommit(backend, reg, log)
+		g := audit.NewGroupCommit(backend, reg, log, auditOptions(m)...)
+		auditGauge(m, g)
 		sec.close = g.Close
 		auditMW = auth.AuditMiddleware(g, fhirBase, "/fhir", log)
 	} else {
@@ -179,6 +181,7 @@ func setupSecurity(ctx context.Context, cfg serveConfig, base string, backend st
 		KV:         backend.KV(),
 		AdminToken: cfg.Sec.AdminToken,
 		Logger:     log,
+		OnToken:    m.Token,
 	}
 	if cfg.Sec.OIDC.Issuer != "" {
 		up := cfg.Sec.OIDC
@@ -252,7 +255,7 @@ func loadCursorKey(ctx context.Context, kv storage.KV) ([]byte, error) {
 // prepareServer loads what the FHIR server and the authorization layer
 // share (the search-parameter registry, the cursor key) and wires
 // authorization and audit into fcfg.
-func prepareServer(ctx context.Context, cfg serveConfig, base string, backend storage.Backend, fcfg *fhir.Config, log *slog.Logger) (*security, error) {
+func prepareServer(ctx context.Context, cfg serveConfig, base string, backend storage.Backend, fcfg *fhir.Config, m *metrics.Metrics, log *slog.Logger) (*security, error) {
 	fhirBase := strings.TrimRight(base, "/") + "/fhir"
 	reg, err := resources.Load(resources.WithBaseURL(fhirBase), resources.WithLogger(log))
 	if err != nil {
@@ -262,5 +265,5 @@ func prepareServer(ctx context.Context, cfg serveConfig, base string, backend st
 	if fcfg.CursorKey, err = loadCursorKey(ctx, backend.KV()); err != nil {
 		return nil, err
 	}
-	return setupSecurity(ctx, cfg, base, backend, reg, fcfg, log)
+	return setupSecurity(ctx, cfg, base, backend, reg, fcfg, m, log)
 }
