@@ -90,6 +90,9 @@ type RequestInfo struct {
 	Method   string
 	Status   int
 	Duration time.Duration
+	// Request is the request as the handlers saw it (its context carries
+	// the trace span, the Principal).
+	Request *http.Request
 }
 
 // Server serves the FHIR REST API.
@@ -344,7 +347,7 @@ func (s *Server) jobEvent(kind, state string) {
 }
 
 func requestInfo(c echo.Context, status int, took time.Duration) RequestInfo {
-	ri := RequestInfo{Method: c.Request().Method, Status: status, Duration: took}
+	ri := RequestInfo{Method: c.Request().Method, Status: status, Duration: took, Request: c.Request()}
 	ri.Interaction, _ = c.Get(interactionKey).(string)
 	if t, ok := c.Get(typeKey).(string); ok {
 		ri.Type = t

@@ -2,7 +2,6 @@ package metrics
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/anodyne-fhir/anodyne/storage"
@@ -26,7 +25,7 @@ var _ storage.Unwrapper = (*timedBackend)(nil)
 // are answers, not failures.
 func (m *Metrics) observe(op string, start time.Time, err error) {
 	m.storageTime.WithLabelValues(op).Observe(time.Since(start).Seconds())
-	if err != nil && !errors.Is(err, storage.ErrNotFound) && !errors.Is(err, storage.ErrVersionConflict) && !errors.Is(err, storage.ErrDuplicateClaim) {
+	if err != nil && !storage.IsAnswer(err) {
 		m.storageErrs.WithLabelValues(op).Inc()
 	}
 }

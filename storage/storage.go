@@ -197,3 +197,10 @@ func As[T any](b Backend) (T, bool) {
 	var zero T
 	return zero, false
 }
+
+// IsAnswer reports whether err is one of the sentinel errors that answer a
+// call rather than report a failure (not found, version conflict, claim
+// held), for instrumentation that counts failures.
+func IsAnswer(err error) bool {
+	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrVersionConflict) || errors.Is(err, ErrDuplicateClaim)
+}

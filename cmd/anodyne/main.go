@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -250,6 +251,15 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 	if err != nil {
 		return err
 	}
+	tr, stopTracing, err := startTracing(ctx, cfg.Metrics, log)
+	if err != nil {
+		backend.Close()
+		return err
+	}
+	defer stopTracing()
+	if tr != nil {
+		backend = tr.Backend(backend)
+	}
 	m := metrics.New()
 	backend = m.Backend(backend)
 	defer func() {
@@ -280,7 +290,7 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 		// data directory of this host).
 		ExportDir: filepath.Join(cfg.DataDir, "exports"),
 	}
-	instrument(m, &fcfg)
+	instrument(m, tr, &fcfg)
 	sec, err := prepareServer(ctx, cfg, base, backend, &fcfg, m, log)
 	if err != nil {
 		ln.Close()
@@ -323,7 +333,11 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 		}
 		defer stopMetrics()
 	}
-	hs, err := newHTTPServer(cfg.Transport, srv.Handler(), sec.limit, cfg.Auth == "on", log)
+	var handler http.Handler = srv.Handler()
+	if tr != nil {
+		handler = tr.Handler(handler)
+	}
+	hs, err := newHTTPServer(cfg.Transport, handler, sec.limit, cfg.Auth == "on", log)
 	if err != nil {
 		ln.Close()
 		return err

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/anodyne-fhir/anodyne/auth/audit"
 	"github.com/anodyne-fhir/anodyne/fhir"
 	"github.com/anodyne-fhir/anodyne/metrics"
+	"github.com/anodyne-fhir/anodyne/tracing"
 )
 
 // metricsConfig says where /metrics is served. On the main listener it
@@ -25,17 +27,27 @@ import (
 // business), and is open with --auth=off; --metrics-listen adds a listener
 // of its own without authentication, for a scraper on a private network
 // or loopback.
+//
+// Tracing is off unless --otlp-endpoint names an OTLP/HTTP collector.
 type metricsConfig struct {
-	Listen string
+	Listen       string
+	OTLPEndpoint string
 }
 
 func (mc *metricsConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&mc.Listen, "metrics-listen", "", "also serve /metrics, without authentication, on this address (for example 127.0.0.1:9464); empty: only on the main listener, behind the admin token when --auth=on")
+	fs.StringVar(&mc.OTLPEndpoint, "otlp-endpoint", "", "send OpenTelemetry traces (a span per request, a child span per storage call) over OTLP/HTTP to this collector URL, e.g. http://127.0.0.1:4318; empty: tracing off")
 }
 
-// instrument connects the FHIR server's hooks to m.
-func instrument(m *metrics.Metrics, fcfg *fhir.Config) {
-	fcfg.OnRequest = func(ri fhir.RequestInfo) { m.Request(ri.Interaction, ri.Type, ri.Status, ri.Duration) }
+// instrument connects the FHIR server's hooks to m, and to tr when
+// tracing is on (tr may be nil).
+func instrument(m *metrics.Metrics, tr *tracing.Tracing, fcfg *fhir.Config) {
+	fcfg.OnRequest = func(ri fhir.RequestInfo) {
+		m.Request(ri.Interaction, ri.Type, ri.Status, ri.Duration)
+		if tr != nil && ri.Request != nil {
+			tracing.NameRequest(ri.Request.Context(), ri.Method, ri.Interaction, ri.Type)
+		}
+	}
 	fcfg.OnJob = func(kind, state string) {
 		if kind == "export" {
 			m.ExportJob(state)
@@ -101,5 +113,29 @@ func serveMetrics(ctx context.Context, addr string, m *metrics.Metrics, log *slo
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		_ = hs.Shutdown(sctx)
+	}, nil
+}
+
+// startTracing starts the tracer provider when --otlp-endpoint is set;
+// nil, a no-op stop and no error when it is not.
+func startTracing(ctx context.Context, mc metricsConfig, log *slog.Logger) (*tracing.Tracing, func(), error) {
+	if mc.OTLPEndpoint == "" {
+		return nil, func() {}, nil
+	}
+	version := "(devel)"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		version = bi.Main.Version
+	}
+	tr, err := tracing.New(ctx, mc.OTLPEndpoint, version)
+	if err != nil {
+		return nil, nil, err
+	}
+	log.Info("tracing on", "otlp_endpoint", mc.OTLPEndpoint)
+	return tr, func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := tr.Shutdown(sctx); err != nil {
+			log.Warn("flushing traces", "err", err)
+		}
 	}, nil
 }
