@@ -38,6 +38,13 @@ var (
 	ErrUnsupported = errors.New("storage: unsupported")
 	// ErrBadCursor: a paging cursor was not produced by this backend for this query.
 	ErrBadCursor = errors.New("storage: invalid cursor")
+	// ErrUnavailable: the database could not be reached in time (network
+	// error, no server selectable, lock wait exceeded). Nothing was
+	// written; the same call may succeed later, without a restart.
+	ErrUnavailable = errors.New("storage: database unavailable")
+	// ErrFull: the database has no room for the write (disk full, size
+	// cap reached). Nothing was written; it succeeds once space is freed.
+	ErrFull = errors.New("storage: database full")
 )
 
 // Record is one version of one resource as stored.

@@ -21,7 +21,8 @@ const staleClaimAge = time.Minute
 
 // Commit stores writes: in one transaction where the deployment has them,
 // otherwise only a single write (see the package doc).
-func (b *Backend) Commit(ctx context.Context, writes ...storage.Write) ([]storage.Record, error) {
+func (b *Backend) Commit(ctx context.Context, writes ...storage.Write) (_ []storage.Record, rerr error) {
+	defer classify(&rerr)
 	if len(writes) == 0 {
 		return nil, nil
 	}

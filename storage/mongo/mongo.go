@@ -168,8 +168,24 @@ var (
 type Option func(*config)
 
 type config struct {
-	log          *slog.Logger
-	partitioning *storage.Partitioning
+	log           *slog.Logger
+	partitioning  *storage.Partitioning
+	selectTimeout time.Duration
+}
+
+// defaultSelectTimeout bounds how long a call waits for a reachable
+// server before failing with storage.ErrUnavailable (the driver's own
+// default, 30 s, would hold every request that long during an outage).
+const defaultSelectTimeout = 5 * time.Second
+
+// WithServerSelectionTimeout sets how long a call may wait for a reachable
+// server (default 5 s); serverSelectionTimeoutMS in the URI wins.
+func WithServerSelectionTimeout(d time.Duration) Option {
+	return func(c *config) {
+		if d > 0 {
+			c.selectTimeout = d
+		}
+	}
 }
 
 // WithLogger sets the logger (default slog.Default()).
@@ -178,7 +194,7 @@ func WithLogger(l *slog.Logger) Option { return func(c *config) { c.log = l } }
 // Open connects to uri, uses database, probes what the deployment can do
 // and creates the indexes.
 func Open(ctx context.Context, uri, database string, opts ...Option) (*Backend, error) {
-	cfg := config{log: slog.Default()}
+	cfg := config{log: slog.Default(), selectTimeout: defaultSelectTimeout}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -188,7 +204,7 @@ func Open(ctx context.Context, uri, database string, opts ...Option) (*Backend, 
 	wc := writeconcern.Majority()
 	journal := true
 	wc.Journal = &journal
-	client, err := mongo.Connect(options.Client().ApplyURI(uri).SetWriteConcern(wc))
+	client, err := mongo.Connect(options.Client().SetServerSelectionTimeout(cfg.selectTimeout).ApplyURI(uri).SetWriteConcern(wc))
 	if err != nil {
 		return nil, fmt.Errorf("mongo: connect: %w", err)
 	}

@@ -19,7 +19,8 @@ import (
 var recordProjection = bson.D{{Key: "k", Value: 0}, {Key: "e", Value: 0}}
 
 // Read returns the current version of typ/id.
-func (b *Backend) Read(ctx context.Context, typ, id string) (storage.Record, error) {
+func (b *Backend) Read(ctx context.Context, typ, id string) (_ storage.Record, rerr error) {
+	defer classify(&rerr)
 	var d resourceDoc
 	err := b.res.FindOne(ctx, bson.D{{Key: "_id", Value: resourceKey(typ, id)}},
 		options.FindOne().SetProjection(recordProjection)).Decode(&d)
@@ -42,7 +43,8 @@ func (b *Backend) Read(ctx context.Context, typ, id string) (storage.Record, err
 }
 
 // ReadVersion returns one version of typ/id.
-func (b *Backend) ReadVersion(ctx context.Context, typ, id string, version int64) (storage.Record, error) {
+func (b *Backend) ReadVersion(ctx context.Context, typ, id string, version int64) (_ storage.Record, rerr error) {
+	defer classify(&rerr)
 	var d historyDoc
 	err := b.hist.FindOne(ctx, bson.D{{Key: "_id", Value: historyKey(typ, id, version)}}).Decode(&d)
 	if errors.Is(err, mongo.ErrNoDocuments) {
@@ -70,7 +72,8 @@ type historyCursor struct {
 }
 
 // History lists versions newest first by Seq.
-func (b *Backend) History(ctx context.Context, req storage.HistoryRequest) (storage.Page, error) {
+func (b *Backend) History(ctx context.Context, req storage.HistoryRequest) (_ storage.Page, rerr error) {
+	defer classify(&rerr)
 	if req.ID != "" && req.Type == "" {
 		return storage.Page{}, errors.New("mongo: history: an id needs a type")
 	}

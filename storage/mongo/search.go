@@ -66,7 +66,8 @@ type searchCursor struct {
 }
 
 // Search evaluates q over current, non-deleted resources.
-func (b *Backend) Search(ctx context.Context, q storage.Query) (storage.Page, error) {
+func (b *Backend) Search(ctx context.Context, q storage.Query) (_ storage.Page, rerr error) {
+	defer classify(&rerr)
 	if q.Count < 0 {
 		return storage.Page{}, fmt.Errorf("mongo: search: negative count %d", q.Count)
 	}

@@ -2,6 +2,7 @@ package sqlite_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -111,5 +112,54 @@ func TestBackupRestore(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(restored); len(entries) == 0 {
 		t.Fatal("restored directory is empty")
+	}
+}
+
+// TestFull fills a database capped with WithMaxBytes: the write that does
+// not fit fails with storage.ErrFull and leaves nothing (not one of its
+// resources, the ones before it intact), and once room is made the same
+// write succeeds on the same open backend.
+func TestFull(t *testing.T) {
+	ctx := context.Background()
+	b, err := sqlite.Open(ctx, t.TempDir(), sqlite.WithMaxBytes(256<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	big := make([]byte, 8<<10)
+	for i := range big {
+		big[i] = 'a' + byte(i%26)
+	}
+	write := func(i int) storage.Write {
+		return storage.Write{Record: storage.Record{Type: "Binary", ID: fmt.Sprintf("b%d", i), VersionID: 1,
+			LastUpdated: time.Now().UTC().Truncate(time.Millisecond), Method: "PUT",
+			JSON: []byte(fmt.Sprintf(`{"resourceType":"Binary","id":"b%d","data":"%s"}`, i, big))}}
+	}
+	stored := 0
+	var full error
+	for i := 0; i < 200; i++ {
+		// Two resources per Commit: all or nothing.
+		if _, err := b.Commit(ctx, write(2*i), write(2*i+1)); err != nil {
+			full = err
+			break
+		}
+		stored += 2
+	}
+	if !errors.Is(full, storage.ErrFull) {
+		t.Fatalf("after %d resources: %v, want storage.ErrFull", stored, full)
+	}
+	for _, i := range []int{stored, stored + 1} {
+		if _, err := b.Read(ctx, "Binary", fmt.Sprintf("b%d", i)); !errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("b%d of the refused Commit: %v, want not found", i, err)
+		}
+	}
+	if _, err := b.Read(ctx, "Binary", fmt.Sprintf("b%d", stored-1)); err != nil {
+		t.Errorf("the last stored resource: %v", err)
+	}
+	if err := b.SetMaxBytes(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Commit(ctx, write(stored), write(stored+1)); err != nil {
+		t.Errorf("after making room: %v", err)
 	}
 }

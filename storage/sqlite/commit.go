@@ -126,6 +126,11 @@ func (b *Backend) Commit(ctx context.Context, writes ...storage.Write) ([]storag
 // transaction of its own. Every write of the store goes through here, so
 // that writes are serialised with each other whatever their kind.
 func (b *Backend) write(ctx context.Context, fn applyFunc) ([]storage.Record, error) {
+	recs, err := b.writeGrouped(ctx, fn)
+	return recs, classify(err)
+}
+
+func (b *Backend) writeGrouped(ctx context.Context, fn applyFunc) ([]storage.Record, error) {
 	if b.queue == nil {
 		return b.writeAlone(ctx, fn)
 	}

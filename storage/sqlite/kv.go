@@ -33,7 +33,7 @@ func (k kv) Put(ctx context.Context, key string, value []byte, ttl time.Duration
 	_, err := k.b.w.ExecContext(ctx, `INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?)
 		ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at`, key, value, expiry(ttl))
 	if err != nil {
-		return fmt.Errorf("sqlite: kv put %q: %w", key, err)
+		return fmt.Errorf("sqlite: kv put %q: %w", key, classify(err))
 	}
 	return nil
 }
@@ -48,7 +48,7 @@ func (k kv) PutIfAbsent(ctx context.Context, key string, value []byte, ttl time.
 		ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
 		WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= ?`, key, value, expiry(ttl), time.Now().UnixMilli())
 	if err != nil {
-		return false, fmt.Errorf("sqlite: kv put-if-absent %q: %w", key, err)
+		return false, fmt.Errorf("sqlite: kv put-if-absent %q: %w", key, classify(err))
 	}
 	n, err := res.RowsAffected()
 	if err != nil {

@@ -117,6 +117,7 @@ type config struct {
 	log         *slog.Logger
 	sweepEvery  time.Duration
 	groupMax    int
+	maxBytes    int64
 }
 
 // Option configures Open.
@@ -154,6 +155,32 @@ func WithKVSweepInterval(d time.Duration) Option {
 // only after its group's transaction is synced.
 func WithGroupCommit(n int) Option {
 	return func(c *config) { c.groupMax = n }
+}
+
+// WithMaxBytes caps the database file at about n bytes (SQLite's
+// max_page_count): writes beyond fail with storage.ErrFull and change
+// nothing, as on a full disk. 0 (the default) is no cap.
+func WithMaxBytes(n int64) Option { return func(c *config) { c.maxBytes = n } }
+
+// SetMaxBytes changes the cap of WithMaxBytes on the open database, so an
+// operator can make room without a restart (0 lifts it).
+func (b *Backend) SetMaxBytes(ctx context.Context, n int64) error {
+	pages := int64(0)
+	if n > 0 {
+		var size int64
+		if err := b.w.QueryRowContext(ctx, "PRAGMA page_size").Scan(&size); err != nil {
+			return fmt.Errorf("sqlite: page size: %w", err)
+		}
+		pages = max(n/size, 1)
+	} else {
+		pages = 1 << 32 // SQLite's largest; the file system is then the limit
+	}
+	// max_page_count is per connection: the writer is the only one that
+	// grows the file.
+	if _, err := b.w.ExecContext(ctx, fmt.Sprintf("PRAGMA max_page_count = %d", pages)); err != nil {
+		return fmt.Errorf("sqlite: max_page_count: %w", err)
+	}
+	return nil
 }
 
 // WithLogger sets the logger (default slog.Default()).
@@ -204,6 +231,12 @@ func Open(ctx context.Context, dir string, opts ...Option) (*Backend, error) {
 	if err := b.Ping(ctx); err != nil {
 		b.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	if cfg.maxBytes > 0 {
+		if err := b.SetMaxBytes(ctx, cfg.maxBytes); err != nil {
+			b.Close()
+			return nil, err
+		}
 	}
 	b.closing = make(chan struct{})
 	if cfg.groupMax > 1 {
