@@ -1,6 +1,7 @@
 package rpm
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -213,6 +214,22 @@ func TestEndToEnd(t *testing.T) {
 				}
 				// A single Flag through it all: three episodes are versions.
 				id := AlertID(mustKey(t, th, "spo2"), "p-spo2")
+				// What the observer writes is valid R4.
+				v, _ := serverParts(t)
+				for _, path := range []string{"/Flag/" + id, "/DetectedIssue/" + id, "/Observation?subject=Patient/p-spo2&_count=1"} {
+					res := c.do("GET", path, "", 200)
+					if res["resourceType"] == "Bundle" {
+						res = asMap(asSlice(res["entry"])[0])["resource"].(map[string]any)
+					}
+					raw, _ := json.Marshal(res)
+					if _, issues := v.Validate(context.Background(), raw); len(issues) > 0 {
+						for _, is := range issues {
+							if is.Severity == "error" || is.Severity == "fatal" {
+								t.Errorf("%s is not valid R4: %+v", path, is)
+							}
+						}
+					}
+				}
 				hist := c.do("GET", "/Flag/"+id+"/_history", "", 200)
 				var statuses []string
 				for _, e := range asSlice(hist["entry"]) {
@@ -235,6 +252,18 @@ func TestEndToEnd(t *testing.T) {
 				if active, _ := checkAlerts(t, c, th, "p-hr", "heart-rate"); !active {
 					t.Error("two high heart rates of three, posted out of order: no alert")
 				}
+				// A client reads hr3, changes its value and writes it back
+				// with the interpretation it read: ours, so recomputed.
+				hr3 := c.do("GET", "/Observation/hr3", "", 200)
+				hr3["valueQuantity"].(map[string]any)["value"] = json.Number("140")
+				delete(hr3, "meta")
+				raw, _ := json.Marshal(hr3)
+				if got := interpOf(c.do("PUT", "/Observation/hr3", string(raw), 200)); got != hrDoc.interp(140) {
+					t.Errorf("hr3 changed to 140 with the interpretation read back: %s, want %s", got, hrDoc.interp(140))
+				}
+				hr3["valueQuantity"].(map[string]any)["value"] = json.Number("70")
+				raw, _ = json.Marshal(hr3)
+				c.do("PUT", "/Observation/hr3", string(raw), 200)
 				// hr1 was a mistake: entered-in-error ends the breach.
 				fix := strings.Replace(obsJSON("hr1", "p-hr", "8867-4", 1, 120, "/min"), `"status":"final"`, `"status":"entered-in-error"`, 1)
 				c.do("PUT", "/Observation/hr1", fix, 200)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/anodyne-fhir/anodyne/fhir"
 	"github.com/anodyne-fhir/anodyne/storage"
@@ -169,26 +170,54 @@ func (o *Observer) patientLimits(ctx context.Context, v *view, patient string, c
 }
 
 // readings collects the readings of a pair that can matter to its rule:
-// newest first by the date index until the window of the latest reading
-// is covered (and, for a count rule, n readings besides the set's own).
+// the set's own, and the stored ones newest first by the date index,
+// from the window before the earliest of the set's (the latest reading
+// is at least as late, so its window starts no earlier) until the window
+// is covered and, for a count rule, n stored readings are in hand.
 func (o *Observer) readings(ctx context.Context, v *view, pr pair) ([]Reading, error) {
 	m := pr.measure
+	var out []Reading
+	var from time.Time
+	for i := 0; i < v.cs.Len(); i++ {
+		w := v.cs.Write(i)
+		if w.Type != "Observation" || w.Deleted || v.pending[w.Type+"/"+w.ID] != i {
+			continue
+		}
+		d, err := docOf(w.Record)
+		if err != nil {
+			return nil, err
+		}
+		if SubjectPatient(d.res) != pr.patient {
+			continue
+		}
+		if r, ok := o.th.ReadingOf(d.ref, d.res, m); ok {
+			out = append(out, r)
+			if since := m.Rule.Since(r.Effective); from.IsZero() || since.Before(from) {
+				from = since
+			}
+		}
+	}
 	codes := storage.Or{Exprs: []storage.Expr{codeIn("code", LOINC, m.Codes), codeIn("component-code", LOINC, m.Codes)}}
+	filter := []storage.Expr{refTo("subject", "Patient", pr.patient), codes, codeIn("status", "", countedStatus)}
+	if !from.IsZero() {
+		filter = append(filter, storage.Match{Param: "date", Kind: storage.KindDate,
+			Cond: storage.Cmp{Field: storage.FieldHigh, Op: storage.OpGe, Value: from.UnixMilli()}})
+	}
 	page := 50
 	if m.Rule.Kind == RuleCount {
 		page = m.Rule.N + 2
 	}
 	q := storage.Query{
 		Types: []string{"Observation"}, Count: page,
-		Sort: []storage.Sort{{Param: "date", Kind: storage.KindDate, Desc: true}},
-		Filter: storage.And{Exprs: []storage.Expr{
-			refTo("subject", "Patient", pr.patient), codes, codeIn("status", "", countedStatus),
-		}},
+		Sort:   []storage.Sort{{Param: "date", Kind: storage.KindDate, Desc: true}},
+		Filter: storage.And{Exprs: filter},
 	}
-	var out []Reading
-	var latest Reading
-	stored := 0
+	var latest time.Time
+	var stored []Reading
 	err := v.search(ctx, q, 40, func(d doc) bool {
+		if _, mine := v.pending[d.ref]; mine {
+			return true // collected above
+		}
 		if d.res == nil || SubjectPatient(d.res) != pr.patient {
 			return true
 		}
@@ -196,21 +225,18 @@ func (o *Observer) readings(ctx context.Context, v *view, pr pair) ([]Reading, e
 		if !ok {
 			return true
 		}
-		if r.Effective.After(latest.Effective) || latest.Ref == "" {
-			latest = r
+		if r.Effective.After(latest) {
+			latest = r.Effective
 		}
-		out = append(out, r)
-		stored++
-		// Sorted newest first: a reading older than the window of the
-		// latest one cannot matter, nor (count rule) one strictly older
-		// than the n-th stored reading; the set's own readings are added
-		// after the search.
-		if r.Effective.Before(m.Rule.Since(latest.Effective)) {
+		stored = append(stored, r)
+		// Newest first: a reading older than the window of the latest one
+		// cannot matter, nor (count rule) one strictly older than the n-th.
+		if r.Effective.Before(m.Rule.Since(latest)) {
 			return false
 		}
-		return m.Rule.Kind == RuleRise || stored <= m.Rule.N || !r.Effective.Before(out[m.Rule.N-1].Effective)
+		return m.Rule.Kind == RuleRise || len(stored) <= m.Rule.N || !r.Effective.Before(stored[m.Rule.N-1].Effective)
 	})
-	return out, err
+	return append(out, stored...), err
 }
 
 // evaluate applies the rule to a pair and writes the Flag and the
@@ -234,6 +260,12 @@ func (o *Observer) evaluate(ctx context.Context, v *view, pr pair) error {
 		if err := v.cs.Put(want, flag.version); err != nil {
 			return err
 		}
+	}
+	// A DetectedIssue is opened only with an active Flag and closed no
+	// later than the Flag: without a critical breach and without an
+	// active Flag there is none open to close.
+	if !res.Critical && (cur == nil || cur["status"] != "active") {
+		return nil
 	}
 	di, ok, err := v.stored(ctx, "DetectedIssue", id)
 	if err != nil {

@@ -87,13 +87,28 @@ func partOf(m *Measure, holder map[string]any, comp int) Part {
 // patient's Goal).
 type LimitsFunc func(*Measure) Limits
 
+// DerivedURL marks the interpretation and referenceRange this package
+// wrote (valueString: the thresholds used, "defaults" or "Goal/<id>"), so
+// that a client that reads a reading, changes its value and writes it
+// back does not keep a stale interpretation as if it were its own.
+const DerivedURL = "https://anodyne-fhir.org/fhir/StructureDefinition/rpm-derived"
+
 // Enrich sets interpretation and referenceRange on every interpreted part
-// of obs that lacks them (a sender's own values are kept), and on a panel
-// whose own code is no measure (blood pressure) the Observation's
-// interpretation from its most severe component. It reports whether obs
-// changed.
+// of obs that lacks them or carries ours (a sender's own values are
+// kept), and on a panel whose own code is no measure (blood pressure) the
+// Observation's interpretation from its most severe component. It
+// reports whether obs changed.
 func Enrich(obs map[string]any, parts []Part, limits LimitsFunc) bool {
 	changed := false
+	set := func(holder map[string]any, key string, v any) {
+		if cur, ok := holder[key]; ok && !derived(cur) {
+			return // the sender's
+		} else if ok && jsonEqual(cur, v) {
+			return
+		}
+		holder[key] = v
+		changed = true
+	}
 	comps, _ := obs["component"].([]any)
 	ownPart := false
 	for _, p := range parts {
@@ -107,31 +122,72 @@ func Enrich(obs map[string]any, parts []Part, limits LimitsFunc) bool {
 			ownPart = true
 		}
 		l := limits(p.Measure)
-		if _, set := holder["interpretation"]; !set {
-			holder["interpretation"] = []any{interpretationConcept(l.Interpret(p.Value))}
-			changed = true
-		}
-		if _, set := holder["referenceRange"]; !set {
-			holder["referenceRange"] = []any{ReferenceRange(p.Measure, l, p.Unit)}
-			changed = true
-		}
+		set(holder, "interpretation", []any{interpretationConcept(l.Interpret(p.Value), l.source())})
+		set(holder, "referenceRange", []any{ReferenceRange(p.Measure, l, p.Unit)})
 	}
-	if _, set := obs["interpretation"]; !set && !ownPart {
-		worst := ""
+	if !ownPart {
+		worst, src := "", ""
 		for _, p := range parts {
 			if p.Component < 0 {
 				continue
 			}
-			if c := interpretationCode(asMap(comps[p.Component])); severity(c) > severity(worst) {
-				worst = c
+			comp := asMap(comps[p.Component])
+			if c := interpretationCode(comp); severity(c) > severity(worst) {
+				worst, src = c, derivedSource(comp["interpretation"])
 			}
 		}
 		if worst != "" {
-			obs["interpretation"] = []any{interpretationConcept(worst)}
-			changed = true
+			set(obs, "interpretation", []any{interpretationConcept(worst, src)})
 		}
 	}
 	return changed
+}
+
+func (l Limits) source() string {
+	if l.Source == "" {
+		return "defaults"
+	}
+	return l.Source
+}
+
+func derivedMark(source string) []any {
+	if source == "" {
+		source = "sender"
+	}
+	return []any{map[string]any{"url": DerivedURL, "valueString": source}}
+}
+
+// derived reports whether every element of a list carries our mark.
+func derived(v any) bool {
+	list, _ := v.([]any)
+	for _, e := range list {
+		if derivedSource([]any{e}) == "" {
+			return false
+		}
+	}
+	return len(list) > 0
+}
+
+// derivedSource is the thresholds named by our mark on the first element.
+func derivedSource(v any) string {
+	list, _ := v.([]any)
+	if len(list) == 0 {
+		return ""
+	}
+	exts, _ := asMap(list[0])["extension"].([]any)
+	for _, e := range exts {
+		if em := asMap(e); em["url"] == DerivedURL {
+			s, _ := em["valueString"].(string)
+			return s
+		}
+	}
+	return ""
+}
+
+func jsonEqual(a, b any) bool {
+	x, err1 := json.Marshal(a)
+	y, err2 := json.Marshal(b)
+	return err1 == nil && err2 == nil && string(x) == string(y)
 }
 
 var interpretationDisplay = map[string]string{
@@ -140,8 +196,8 @@ var interpretationDisplay = map[string]string{
 	"<": "Off scale low", ">": "Off scale high",
 }
 
-func interpretationConcept(code string) map[string]any {
-	return map[string]any{"coding": []any{map[string]any{
+func interpretationConcept(code, source string) map[string]any {
+	return map[string]any{"extension": derivedMark(source), "coding": []any{map[string]any{
 		"system": Interpretation, "code": code, "display": interpretationDisplay[code],
 	}}}
 }
@@ -182,7 +238,7 @@ func interpretationCode(holder map[string]any) string {
 // reading's unit, with a text that states the bands exactly (a FHIR
 // range is inclusive; "<= 70 is low" cannot be written as numbers alone).
 func ReferenceRange(m *Measure, l Limits, unit string) map[string]any {
-	rr := map[string]any{}
+	rr := map[string]any{"extension": derivedMark(l.source())}
 	qty := func(v float64) map[string]any {
 		return map[string]any{"value": json.Number(trimFloat(m.FromBase(v, unit))), "unit": unit, "system": UCUM, "code": unit}
 	}

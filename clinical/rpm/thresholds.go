@@ -179,7 +179,8 @@ func (m *Measure) ToBase(v float64, unit string) (float64, bool) {
 	if !ok {
 		return 0, false
 	}
-	return (v + c.Offset) * c.Scale, true
+	// Rounded to a billionth: 100.4 [degF] is 38 Cel, not 38.00000000000001.
+	return math.Round((v+c.Offset)*c.Scale*1e9) / 1e9, true
 }
 
 // FromBase converts a value in the measure's unit to unit, rounded to

@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/anodyne-fhir/anodyne/clinical/rpm"
 	"github.com/anodyne-fhir/anodyne/fhir"
 	"github.com/anodyne-fhir/anodyne/storage"
 	"github.com/anodyne-fhir/anodyne/storage/mongo"
@@ -268,6 +269,12 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 		// data directory of this host).
 		ExportDir: filepath.Join(cfg.DataDir, "exports"),
 	}
+	rpmObserver, err := rpm.NewDefaultObserver(log)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("remote monitoring thresholds: %w", err)
+	}
+	fcfg.Observers = append(fcfg.Observers, rpmObserver)
 	sec, err := prepareServer(ctx, cfg, base, backend, &fcfg, log)
 	if err != nil {
 		ln.Close()
