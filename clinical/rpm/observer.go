@@ -92,21 +92,28 @@ func (o *Observer) ObserveCommit(ctx context.Context, cs *fhir.CommitSet) error 
 			continue
 		}
 		patient := SubjectPatient(obs)
-		add(patient, parts)
 		lim, err := o.patientLimits(ctx, v, patient, limits)
 		if err != nil {
 			return err
 		}
-		if Enrich(obs, parts, func(m *Measure) Limits {
+		changed := Enrich(obs, parts, func(m *Measure) Limits {
 			if l, ok := lim[m.Key]; ok {
 				return l
 			}
 			return m.Defaults()
-		}) {
+		})
+		if changed {
 			if err := cs.Replace(i, obs); err != nil {
 				return fmt.Errorf("enriching Observation/%s: %w", w.ID, err)
 			}
+		} else if w.ExpectVersion == 0 && carriesMark(obs, parts) {
+			// New here yet already interpreted by Anodyne, as we would:
+			// a copy from another Anodyne store (an export being
+			// imported), whose Flags travel with it. Re-deriving them in
+			// import order would rewrite the episodes they record.
+			continue
 		}
+		add(patient, parts)
 	}
 	for _, pr := range touched {
 		if err := o.evaluate(ctx, v, pr); err != nil {
