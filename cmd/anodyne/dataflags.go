@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"strings"
 	"time"
 
+	"github.com/anodyne-fhir/anodyne/clinical/rpm"
 	"github.com/anodyne-fhir/anodyne/fhir"
 )
 
@@ -62,10 +64,17 @@ func (d *dataFlags) withDirectServer(ctx context.Context, stderr io.Writer, fn f
 		return err
 	}
 	defer be.Close()
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	// An offline import derives what a served one does.
+	rpmObserver, err := rpm.NewDefaultObserver(log)
+	if err != nil {
+		return fmt.Errorf("remote monitoring thresholds: %w", err)
+	}
 	srv, err := fhir.New(fhir.Config{
-		BaseURL: d.baseURL,
-		Backend: be,
-		Logger:  slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		BaseURL:   d.baseURL,
+		Backend:   be,
+		Logger:    log,
+		Observers: []fhir.CommitObserver{rpmObserver},
 	})
 	if err != nil {
 		return err

@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/anodyne-fhir/anodyne/clinical/rpm"
 	"github.com/anodyne-fhir/anodyne/fhir"
 	"github.com/anodyne-fhir/anodyne/metrics"
 	"github.com/anodyne-fhir/anodyne/resources"
@@ -290,6 +291,12 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 		// data directory of this host).
 		ExportDir: filepath.Join(cfg.DataDir, "exports"),
 	}
+	rpmObserver, err := rpm.NewDefaultObserver(log)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("remote monitoring thresholds: %w", err)
+	}
+	fcfg.Observers = append(fcfg.Observers, rpmObserver)
 	instrument(m, tr, &fcfg)
 	sec, err := prepareServer(ctx, cfg, base, backend, &fcfg, m, log)
 	if err != nil {
