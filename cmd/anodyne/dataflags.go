@@ -56,15 +56,15 @@ func (d *dataFlags) remote() remote {
 
 // withDirectServer opens the database and a server on it (logging
 // warnings only, to stderr), runs fn, and closes both.
-func (d *dataFlags) withDirectServer(ctx context.Context, stderr io.Writer, fn func(*fhir.Server) error) error {
-	be, _, err := openBackend(ctx, d.store)
+func (d *dataFlags) withDirectServer(ctx context.Context, use storeUse, stderr io.Writer, fn func(*fhir.Server) error) error {
+	st, err := openBackend(ctx, d.store, use)
 	if err != nil {
 		return err
 	}
-	defer be.Close()
+	defer st.Close()
 	srv, err := fhir.New(fhir.Config{
 		BaseURL: d.baseURL,
-		Backend: be,
+		Backend: st.backend,
 		Logger:  slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {

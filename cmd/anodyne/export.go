@@ -97,7 +97,7 @@ func exportCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 
 func exportDirect(ctx context.Context, cfg exportConfig, q url.Values, out string, stderr io.Writer) ([]fhir.ExportFile, error) {
 	var files []fhir.ExportFile
-	err := cfg.withDirectServer(ctx, stderr, func(srv *fhir.Server) error {
+	err := cfg.withDirectServer(ctx, useExport, stderr, func(srv *fhir.Server) error {
 		var err error
 		files, err = srv.Export(ctx, q, cfg.patients, cfg.group, out)
 		if err != nil {

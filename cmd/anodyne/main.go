@@ -24,8 +24,6 @@ import (
 
 	"github.com/anodyne-fhir/anodyne/fhir"
 	"github.com/anodyne-fhir/anodyne/storage"
-	"github.com/anodyne-fhir/anodyne/storage/mongo"
-	"github.com/anodyne-fhir/anodyne/storage/sqlite"
 )
 
 func main() {
@@ -191,27 +189,6 @@ func newLogger(cfg serveConfig, w io.Writer) (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format must be text or json, not %q", cfg.LogFormat)
 }
 
-// openBackend picks the database.
-func openBackend(ctx context.Context, cfg serveConfig) (storage.Backend, string, error) {
-	switch {
-	case cfg.MongoURI != "":
-		b, err := mongo.Open(ctx, cfg.MongoURI, cfg.MongoDB)
-		if err != nil {
-			return nil, "", fmt.Errorf("opening MongoDB database %q: %w", cfg.MongoDB, err)
-		}
-		return b, "mongodb", nil
-	default:
-		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-			return nil, "", fmt.Errorf("creating data directory: %w", err)
-		}
-		b, err := sqlite.Open(ctx, cfg.DataDir)
-		if err != nil {
-			return nil, "", fmt.Errorf("opening SQLite store in %s: %w", cfg.DataDir, err)
-		}
-		return b, "sqlite", nil
-	}
-}
-
 // logCapabilities tells operators at start-up what the database cannot do:
 // its own notes, and whether transaction Bundles are refused (they are
 // when several writes cannot be committed all-or-nothing).
@@ -236,12 +213,13 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 	if err != nil {
 		return err
 	}
-	backend, kind, err := openBackend(ctx, cfg)
+	st, err := openBackend(ctx, cfg, useServe)
 	if err != nil {
 		return err
 	}
+	backend, kind := st.backend, st.kind
 	defer func() {
-		if cerr := backend.Close(); cerr != nil && err == nil {
+		if cerr := st.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("closing database: %w", cerr)
 		}
 	}()
