@@ -73,3 +73,55 @@ func TestDataDirLockProcesses(t *testing.T) {
 	}
 	st.Close()
 }
+
+// TestStoreMustExist: commands that only read or remove refuse a data
+// directory that holds no store, and create nothing, at an explicit
+// --data-dir or the default ./anodyne-data; the add commands of a first
+// run create it (and storage/sqlite names its file as sqliteFile says).
+func TestStoreMustExist(t *testing.T) {
+	t.Chdir(t.TempDir())
+	missing := filepath.Join(t.TempDir(), "typo")
+	for _, dd := range [][]string{{"--data-dir", missing}, nil} {
+		for _, args := range [][]string{
+			{"clients", "list"},
+			{"clients", "remove", "x"},
+			{"users", "list"},
+			{"users", "remove", "--username", "x"},
+			{"export", "out"},
+			{"version"},
+			{"help"},
+			{"help", "clients"},
+			{"clients", "--help"},
+			{"import", "--help"},
+		} {
+			// Flags go before positional arguments: after the command word,
+			// or after the subcommand of clients and users.
+			at := 1
+			if args[0] == "clients" || args[0] == "users" {
+				at = 2
+			}
+			cmdArgs := append(append(append([]string{}, args[:at]...), dd...), args[at:]...)
+			if args[0] == "version" || args[0] == "help" || strings.Contains(strings.Join(args, " "), "--help") {
+				cmdArgs = args
+			}
+			var out, errOut strings.Builder
+			err := run(context.Background(), cmdArgs, &out, &errOut, func(string) string { return "" }, nil)
+			isData := args[0] != "version" && args[0] != "help" && !strings.Contains(strings.Join(args, " "), "--help")
+			if isData && (err == nil || !strings.Contains(err.Error(), "no Anodyne store")) {
+				t.Errorf("anodyne %s: %v, want a refusal of the missing store", strings.Join(cmdArgs, " "), err)
+			}
+			for _, d := range []string{missing, "anodyne-data", "out"} {
+				if _, serr := os.Stat(d); serr == nil {
+					t.Fatalf("anodyne %s created %s", strings.Join(cmdArgs, " "), d)
+				}
+			}
+		}
+	}
+	runCmd(t, false, "clients", "add", "--id", "first", "--data-dir", missing)
+	if _, err := os.Stat(filepath.Join(missing, sqliteFile)); err != nil {
+		t.Fatalf("clients add on a first run: %v", err)
+	}
+	if out := runCmd(t, false, "clients", "list", "--data-dir", missing); !strings.Contains(out, "first") {
+		t.Errorf("clients list: %s", out)
+	}
+}
