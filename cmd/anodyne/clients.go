@@ -53,12 +53,16 @@ func clientsCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := parseStoreCommand(fs, args[1:], getenv); err != nil {
 		return err
 	}
-	be, _, err := openBackend(ctx, store)
+	use := useEdit
+	if args[0] == "add" {
+		use = useAdd
+	}
+	st, err := openBackend(ctx, store, use)
 	if err != nil {
 		return err
 	}
-	defer be.Close()
-	cs := smart.NewClientStore(be.KV())
+	defer st.Close()
+	cs := smart.NewClientStore(st.backend.KV())
 	switch args[0] {
 	case "add":
 		if c.ID == "" {
@@ -148,12 +152,16 @@ func usersCommand(ctx context.Context, args []string, stdin io.Reader, stdout, s
 	if a.Username == "" {
 		return errors.New("--username is required")
 	}
-	be, _, err := openBackend(ctx, store)
+	use := useEdit
+	if args[0] == "add" {
+		use = useAdd
+	}
+	st, err := openBackend(ctx, store, use)
 	if err != nil {
 		return err
 	}
-	defer be.Close()
-	as := smart.NewAccountStore(be.KV())
+	defer st.Close()
+	as := smart.NewAccountStore(st.backend.KV())
 	if args[0] == "remove" {
 		if err := as.Delete(ctx, a.Username); err != nil {
 			return err
@@ -206,12 +214,12 @@ func refuseExisting(ctx context.Context, replace bool, what, id string, get func
 
 // listUsers prints the local accounts (never their password hashes).
 func listUsers(ctx context.Context, store serveConfig, stdout io.Writer) error {
-	be, _, err := openBackend(ctx, store)
+	st, err := openBackend(ctx, store, useEdit)
 	if err != nil {
 		return err
 	}
-	defer be.Close()
-	list, err := smart.NewAccountStore(be.KV()).List(ctx)
+	defer st.Close()
+	list, err := smart.NewAccountStore(st.backend.KV()).List(ctx)
 	if err != nil {
 		return err
 	}

@@ -58,12 +58,12 @@ func (d *dataFlags) remote() remote {
 
 // withDirectServer opens the database and a server on it (logging
 // warnings only, to stderr), runs fn, and closes both.
-func (d *dataFlags) withDirectServer(ctx context.Context, stderr io.Writer, fn func(*fhir.Server) error) error {
-	be, _, err := openBackend(ctx, d.store)
+func (d *dataFlags) withDirectServer(ctx context.Context, use storeUse, stderr io.Writer, fn func(*fhir.Server) error) error {
+	st, err := openBackend(ctx, d.store, use)
 	if err != nil {
 		return err
 	}
-	defer be.Close()
+	defer st.Close()
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	// An offline import derives what a served one does.
 	rpmObserver, err := rpm.NewDefaultObserver(log)
@@ -72,7 +72,7 @@ func (d *dataFlags) withDirectServer(ctx context.Context, stderr io.Writer, fn f
 	}
 	srv, err := fhir.New(fhir.Config{
 		BaseURL:   d.baseURL,
-		Backend:   be,
+		Backend:   st.backend,
 		Logger:    log,
 		Observers: []fhir.CommitObserver{rpmObserver},
 	})

@@ -26,10 +26,7 @@ import (
 	"github.com/anodyne-fhir/anodyne/clinical/rpm"
 	"github.com/anodyne-fhir/anodyne/fhir"
 	"github.com/anodyne-fhir/anodyne/metrics"
-	"github.com/anodyne-fhir/anodyne/resources"
 	"github.com/anodyne-fhir/anodyne/storage"
-	"github.com/anodyne-fhir/anodyne/storage/mongo"
-	"github.com/anodyne-fhir/anodyne/storage/sqlite"
 )
 
 func main() {
@@ -197,33 +194,6 @@ func newLogger(cfg serveConfig, w io.Writer) (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format must be text or json, not %q", cfg.LogFormat)
 }
 
-// openBackend picks the database.
-func openBackend(ctx context.Context, cfg serveConfig) (storage.Backend, string, error) {
-	switch {
-	case cfg.MongoURI != "":
-		// The patient partitioning comes from the R4 compartment
-		// definitions alone, so every process computes the same one.
-		reg, err := resources.Load(resources.WithLogger(slog.New(slog.DiscardHandler)))
-		if err != nil {
-			return nil, "", fmt.Errorf("loading search parameters for MongoDB partitioning: %w", err)
-		}
-		b, err := mongo.Open(ctx, cfg.MongoURI, cfg.MongoDB, mongo.WithPartitioning(reg.Partitioning()))
-		if err != nil {
-			return nil, "", fmt.Errorf("opening MongoDB database %q: %w", cfg.MongoDB, err)
-		}
-		return b, "mongodb", nil
-	default:
-		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-			return nil, "", fmt.Errorf("creating data directory: %w", err)
-		}
-		b, err := sqlite.Open(ctx, cfg.DataDir)
-		if err != nil {
-			return nil, "", fmt.Errorf("opening SQLite store in %s: %w", cfg.DataDir, err)
-		}
-		return b, "sqlite", nil
-	}
-}
-
 // logCapabilities tells operators at start-up what the database cannot do:
 // its own notes, and whether transaction Bundles are refused (they are
 // when several writes cannot be committed all-or-nothing).
@@ -248,13 +218,18 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 	if err != nil {
 		return err
 	}
-	backend, kind, err := openBackend(ctx, cfg)
+	st, err := openBackend(ctx, cfg, useServe)
 	if err != nil {
 		return err
 	}
+	backend, kind := st.backend, st.kind
+	defer func() {
+		if cerr := st.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("closing database: %w", cerr)
+		}
+	}()
 	tr, stopTracing, err := startTracing(ctx, cfg.Metrics, log)
 	if err != nil {
-		backend.Close()
 		return err
 	}
 	defer stopTracing()
@@ -263,11 +238,6 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 	}
 	m := metrics.New()
 	backend = m.Backend(backend)
-	defer func() {
-		if cerr := backend.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("closing database: %w", cerr)
-		}
-	}()
 	logCapabilities(ctx, log, backend)
 
 	ln, err := net.Listen("tcp", cfg.Listen)
