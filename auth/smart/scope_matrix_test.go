@@ -228,6 +228,7 @@ func (c mxCase) with(k, v string) mxCase { c.hdr = map[string]string{k: v}; retu
 func (c mxCase) named(p string) mxCase   { c.path = p; return c }
 func (c mxCase) noBody() mxCase          { c.bodyless = true; return c }
 func (c mxCase) more() mxCase            { c.next = 1; return c }
+func (c mxCase) nothing() mxCase         { c.want = []string{}; return c }
 func (c mxCase) last() mxCase            { c.next = 2; return c }
 func obsBody(id, patient string) map[string]any {
 	o := map[string]any{"resourceType": "Observation", "status": "final", "code": map[string]any{"text": "creatinine"}, "subject": map[string]any{"reference": "Patient/" + patient},
@@ -394,7 +395,10 @@ func matrixCases() []mxCase {
 		deny("v2 .c", "create", "v2-c", "POST", "/Observation", obsBody("", "b"), 403),
 		allow("v1 system/*.write", "create", "v1-system-write", "POST", "/Observation", obsBody("", "b"), 201),
 		deny("v2 .rs", "create", "v2-rs", "POST", "/Observation", obsBody("", "a"), 403),
-		allow("v2 .u", "update", "v2-u", "PUT", "/Observation/a-lab", obsBody("a-lab", "a"), 200),
+		allow("v2 .u", "update", "v2-u", "PUT", "/Observation/a-lab", obsBody("a-lab", "a"), 200).noBody(),
+		allow("v2 .u", "update u-only with Prefer representation", "v2-u", "PUT", "/Observation/a-lab", obsBody("a-lab", "a"), 200).noBody().with("Prefer", "return=representation"),
+		allow("v2 .u", "transaction PUT u-only with Prefer representation", "v2-u", "POST", "", map[string]any{"resourceType": "Bundle", "type": "transaction",
+			"entry": []any{map[string]any{"resource": obsBody("a-lab", "a"), "request": map[string]any{"method": "PUT", "url": "Observation/a-lab"}}}}, 200).ents(200).with("Prefer", "return=representation").nothing(),
 		deny("v2 .u", "update", "v2-u", "PUT", "/Observation/b-lab", obsBody("b-lab", "b"), 403),
 		deny("v2 .u", "update", "v2-u", "PUT", "/Observation/a-lab", obsBody("a-lab", "b"), 403).named("update (move out of the compartment)"),
 		deny("user/ with fhirUser", "update", "user-fhirUser", "PUT", "/Observation/a-lab", obsBody("a-lab", "a"), 403),
