@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/anodyne-fhir/anodyne/storage"
@@ -292,12 +293,9 @@ func narrowTo(e storage.Expr) (narrowing, bool) {
 		}
 		return narrowing{where: "v.id IN (" + placeholders(len(x.IDs)) + ")", args: args}, true
 	case storage.Match:
-		if x.Kind != storage.KindReference {
-			return narrowing{}, false
-		}
 		id, ok := eqValue(x.Cond, storage.FieldRefID)
-		if !ok {
-			return narrowing{}, false
+		if x.Kind != storage.KindReference || !ok {
+			return containsEntry(x)
 		}
 		n := narrowing{seqs: "SELECT seq FROM version_refs WHERE param = ? AND ref_id = ?", args: []any{x.Param, id}}
 		if typ, ok := eqValue(x.Cond, storage.FieldRefType); ok {
@@ -341,6 +339,59 @@ func narrowTo(e storage.Expr) (narrowing, bool) {
 		return narrowing{where: "(" + strings.Join(conds, " OR ") + ")", args: args}, true
 	}
 	return narrowing{}, false
+}
+
+// containsEntry bounds a Match that no index serves by the bytes its
+// entry must contain in the stored JSON (see entries.go): the opening of
+// an entry of the parameter and kind, and the encoding of every string it
+// must equal. SQLite checks that with instr() on each row, which is far
+// cheaper than decoding the entries of every version in Go; the rows it
+// lets through are re-checked with storage.Matches.
+func containsEntry(m storage.Match) (narrowing, bool) {
+	head, err := json.Marshal(m.Param)
+	if err != nil || m.Param == "" {
+		return narrowing{}, false
+	}
+	conds := []string{"instr(v.entries, ?) > 0"}
+	args := []any{`{"p":` + string(head) + `,"k":` + strconv.Itoa(int(m.Kind))}
+	for _, v := range eqStrings(m.Cond) {
+		enc, err := json.Marshal(v)
+		if err != nil {
+			continue
+		}
+		conds = append(conds, "instr(v.entries, ?) > 0")
+		args = append(args, string(enc))
+	}
+	return narrowing{where: "(" + strings.Join(conds, " AND ") + ")", args: args}, true
+}
+
+// eqStrings lists the non-empty strings an entry condition requires by Eq
+// on a string field, through conjunctions and composite parts.
+func eqStrings(cond storage.Expr) []string {
+	switch x := cond.(type) {
+	case storage.Cmp:
+		if v, ok := x.Value.(string); ok && v != "" && x.Op == storage.OpEq && stringField(x.Field) {
+			return []string{v}
+		}
+	case storage.And:
+		var out []string
+		for _, s := range x.Exprs {
+			out = append(out, eqStrings(s)...)
+		}
+		return out
+	case storage.Part:
+		return eqStrings(x.Cond)
+	}
+	return nil
+}
+
+func stringField(f storage.Field) bool {
+	switch f {
+	case storage.FieldText, storage.FieldExact, storage.FieldSystem, storage.FieldCode,
+		storage.FieldRefType, storage.FieldRefID, storage.FieldRefURL:
+		return true
+	}
+	return false
 }
 
 // eqValue finds "field Eq value" among the conjuncts of an entry condition.

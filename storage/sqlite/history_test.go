@@ -163,3 +163,45 @@ func TestFilteredHistoryPlan(t *testing.T) {
 		}
 	}
 }
+
+// TestFilteredHistoryContainsNarrowing: the instr() bound of a query-only
+// filter never drops a version that matches, whatever the characters of
+// the value (quotes, HTML characters, non-ASCII, escapes), in plain and
+// composite entries.
+func TestFilteredHistoryContainsNarrowing(t *testing.T) {
+	b := openT(t, t.TempDir())
+	defer b.Close()
+	odd := "a\"b<c>&d\\é\u2028x"
+	put(t, b, "Observation", "odd", 0,
+		storage.Entry{Param: "code", Kind: storage.KindToken, System: "urn:s", Code: odd},
+		storage.Entry{Param: "combo", Kind: storage.KindComposite, Parts: []storage.Entry{{Kind: storage.KindToken, Code: odd}, {Kind: storage.KindString, Exact: "Zoë"}}})
+	put(t, b, "Observation", "plain", 0, storage.Entry{Param: "code", Kind: storage.KindToken, System: "urn:s", Code: "abc"})
+	eq := func(f storage.Field, v string) storage.Cmp { return storage.Cmp{Field: f, Op: storage.OpEq, Value: v} }
+	for _, c := range []struct {
+		name   string
+		filter storage.Expr
+		want   string
+	}{
+		{"odd code", storage.Match{Param: "code", Kind: storage.KindToken, Cond: storage.And{Exprs: []storage.Expr{eq(storage.FieldSystem, "urn:s"), eq(storage.FieldCode, odd)}}}, "odd"},
+		{"plain code", storage.Match{Param: "code", Kind: storage.KindToken, Cond: eq(storage.FieldCode, "abc")}, "plain"},
+		{"prefix is not narrowed away", storage.Match{Param: "code", Kind: storage.KindToken, Cond: storage.Cmp{Field: storage.FieldCode, Op: storage.OpPrefix, Value: "a\""}}, "odd"},
+		{"composite parts", storage.Match{Param: "combo", Kind: storage.KindComposite, Cond: storage.And{Exprs: []storage.Expr{
+			storage.Part{Index: 0, Cond: eq(storage.FieldCode, odd)}, storage.Part{Index: 1, Cond: eq(storage.FieldExact, "Zoë")}}}}, "odd"},
+		{"other kind", storage.Match{Param: "code", Kind: storage.KindString, Cond: eq(storage.FieldCode, "abc")}, ""},
+		{"or of both", storage.Or{Exprs: []storage.Expr{
+			storage.Match{Param: "code", Kind: storage.KindToken, Cond: eq(storage.FieldCode, "abc")},
+			storage.Match{Param: "combo", Kind: storage.KindComposite}}}, "plain odd"},
+	} {
+		p, err := b.History(t.Context(), storage.HistoryRequest{Type: "Observation", Filter: c.filter})
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		var got []string
+		for _, r := range p.Records {
+			got = append(got, r.ID)
+		}
+		if strings.Join(got, " ") != c.want {
+			t.Errorf("%s: got %v, want %q", c.name, got, c.want)
+		}
+	}
+}
