@@ -243,6 +243,23 @@ func BenchmarkFilteredHistory(b *testing.B) {
 	code := func(c string) storage.Expr {
 		return storage.Match{Param: "code", Kind: storage.KindToken, Cond: storage.Cmp{Field: storage.FieldCode, Op: storage.OpEq, Value: c}}
 	}
+	// System history for a patient: one compartment filter per type, as
+	// the FHIR layer passes for a patient/*.rs token (about 60 types).
+	perType := map[string]storage.Expr{"Observation": storage.Or{Exprs: []storage.Expr{ref("subject"), ref("patient"), ref("performer")}}}
+	for i := range 60 {
+		perType[fmt.Sprintf("Type%02d", i)] = storage.Or{Exprs: []storage.Expr{ref("subject"), ref("patient")}}
+	}
+	b.Run("system-compartment", func(b *testing.B) {
+		for b.Loop() {
+			p, err := be.History(b.Context(), storage.HistoryRequest{Count: 50, TypeFilters: perType})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(p.Records) != 20 {
+				b.Fatalf("%d records, want 20", len(p.Records))
+			}
+		}
+	})
 	for _, c := range []struct {
 		name   string
 		filter storage.Expr
