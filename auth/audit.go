@@ -27,6 +27,29 @@ type AuditEvent struct {
 	User       string // fhirUser, or the subject when there is none
 	Source     string // our FHIR base URL (the observer)
 	RemoteAddr string
+	// Category, when its Type is set, makes the event a security event
+	// (an account lock-out) instead of a RESTful operation: it replaces
+	// AuditEvent.type and the interaction subtype.
+	Category AuditCategory
+	// Description is AuditEvent.outcomeDesc.
+	Description string
+}
+
+// AuditCategory is the type and subtypes of a security AuditEvent.
+type AuditCategory struct {
+	Type     AuditCoding
+	Subtypes []AuditCoding
+}
+
+// AuditCoding is one Coding of an AuditEvent's type or subtype.
+type AuditCoding struct{ System, Code, Display string }
+
+func (c AuditCoding) coding() map[string]any {
+	m := map[string]any{"system": c.System, "code": c.Code}
+	if c.Display != "" {
+		m["display"] = c.Display
+	}
+	return m
 }
 
 // AuditSink records audit events durably. The FHIR layer implements it.
@@ -124,6 +147,20 @@ func (ev AuditEvent) Resource() map[string]any {
 	}
 	if len(entities) > 0 {
 		res["entity"] = entities
+	}
+	if ev.Category.Type.Code != "" {
+		res["type"] = ev.Category.Type.coding()
+		subs := make([]any, len(ev.Category.Subtypes))
+		for i, c := range ev.Category.Subtypes {
+			subs[i] = c.coding()
+		}
+		res["subtype"] = subs
+		if len(subs) == 0 {
+			delete(res, "subtype")
+		}
+	}
+	if ev.Description != "" {
+		res["outcomeDesc"] = ev.Description
 	}
 	return res
 }

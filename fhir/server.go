@@ -264,7 +264,9 @@ func (s *Server) routes(authMW echo.MiddlewareFunc) *echo.Echo {
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = s.errorHandler
-	// The source address in logs and AuditEvents is the TCP peer: Echo's
+	// The source address in logs and AuditEvents is the request's
+	// RemoteAddr: the TCP peer, or the client a trusted proxy names
+	// (cmd/anodyne --trusted-proxy rewrites it before the router). Echo's
 	// default trusts X-Forwarded-For and X-Real-IP from any client, which
 	// would let a caller forge the address its accesses are recorded under.
 	e.IPExtractor = echo.ExtractIPDirect()

@@ -301,6 +301,11 @@ func (s *Server) transaction(c echo.Context, entries []*txEntry) error {
 			addEntry(out, s.subEntry(c, e, ret))
 			continue
 		}
+		if ret == "representation" && !e.minimal && !e.rec.Deleted && len(e.rec.JSON) > 0 {
+			// As respondWrite: a caller who may write but not read the
+			// result (u or c without r) gets no resource back.
+			e.minimal = !s.recordReadable(ctx, e.rec)
+		}
 		addEntry(out, s.writeEntry(e, ret))
 	}
 	return writeResource(c, http.StatusOK, out)

@@ -152,6 +152,27 @@ type HistoryRequest struct {
 	Before time.Time
 	Count  int    // page size; the backend may cap it
 	Cursor string // opaque, from Page.Next; empty for the first page
+
+	// Filter, when not nil, keeps only the versions whose own index
+	// entries match it, with the meaning of Matches: the entries that
+	// came with that version's Write (or a later Reindex of it), not the
+	// resource's current ones, so that a version stays attributable to
+	// whoever could see it when it was written. A delete carries no
+	// entries of its own; the backend keeps a copy of the entries of the
+	// version it deletes, and the delete matches through them. Paging
+	// runs over the matching versions only: a page is short only when it
+	// is the last, and Next is empty when no match follows. A version a
+	// backend stored without entries (before it kept them) never matches.
+	// Chain and Has answer ErrUnsupported (they would judge an old
+	// version by other resources' current state).
+	Filter Expr
+	// TypeFilters, for system history (Type empty) only, keeps the
+	// versions of the listed types alone, each filtered by its own
+	// expression as Filter would (nil: every version of that type): what
+	// a caller whose access differs per type may see, in one pass. A nil
+	// map keeps every type; Filter, when also set, applies on top. Setting
+	// it together with Type is an error.
+	TypeFilters map[string]Expr
 }
 
 // Page is one page of records.

@@ -52,6 +52,9 @@ type Config struct {
 	// Lockout is the password sign-in lock-out policy; zero fields take
 	// the defaults (5 failures, 1 minute doubling up to 1 hour).
 	Lockout Lockout
+	// Audit, when set, records security events (account lock-outs) as
+	// AuditEvents, in the same sink as the FHIR API's.
+	Audit auth.AuditSink
 	// PasswordChecksPerMinute bounds password and client-secret checks per
 	// source address (TCP peer); 0 means 30.
 	PasswordChecksPerMinute int

@@ -150,10 +150,12 @@ func setupSecurity(ctx context.Context, cfg serveConfig, base string, backend st
 		limit: newClientLimiter(cfg.Transport.ClientRequests, log)}
 
 	var auditMW echo.MiddlewareFunc
+	var sink auth.AuditSink
 	if cfg.Sec.Audit == "on" {
 		g := audit.NewGroupCommit(backend, reg, log, auditOptions(m)...)
 		auditGauge(m, g)
 		sec.close = g.Close
+		sink = g
 		auditMW = auth.AuditMiddleware(g, fhirBase, "/fhir", log)
 	} else {
 		log.Warn("AUDIT IS OFF: requests to patient data leave no AuditEvent")
@@ -182,6 +184,7 @@ func setupSecurity(ctx context.Context, cfg serveConfig, base string, backend st
 		AdminToken: cfg.Sec.AdminToken,
 		Logger:     log,
 		OnToken:    m.Token,
+		Audit:      sink, // account lock-outs
 	}
 	if cfg.Sec.OIDC.Issuer != "" {
 		up := cfg.Sec.OIDC

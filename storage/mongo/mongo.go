@@ -28,7 +28,11 @@
 //     references. Equality on an array element needs no $elemMatch, so k is
 //     the part of a filter that FerretDB can evaluate and that a multikey
 //     index {t, k} serves on MongoDB.
-//   - history: one document per version (_id "Type/id/version"), with s.
+//   - history: one document per version (_id "Type/id/version"), with s,
+//     and that version's own index entries in k and e as on resources (a
+//     delete: a copy of the deleted version's), ek true when they were
+//     kept (documents written before have none and never match a filtered
+//     history).
 //   - counters: the Seq counter ({_id: "seq", n}).
 //   - claims: _id is the claim (unique by construction), r the holder, cm
 //     the commit record that took it while that commit is pending.
@@ -301,6 +305,8 @@ func (b *Backend) createIndexes(ctx context.Context) error {
 			index("s", options.Index().SetUnique(true), "-s"),
 			index("t_s", nil, "t", "-s"),
 			index("t_i_s", nil, "t", "i", "-s"),
+			// Filtered history: a compartment filter is equality on k.
+			index("k_s", nil, "k", "-s"),
 		}},
 	}
 	for _, s := range specs {

@@ -330,10 +330,10 @@ func validateIndex(index []storage.Entry) error {
 
 // apply writes one version inside the Commit transaction.
 func apply(ctx context.Context, st *stmts, w *storage.Write) (storage.Record, error) {
-	var pk, cur int64
+	var pk, cur, prevSeq int64
 	var deleted bool
-	err := st.tx.QueryRowContext(ctx, `SELECT pk, version, deleted FROM resources WHERE type = ? AND id = ?`, w.Type, w.ID).
-		Scan(&pk, &cur, &deleted)
+	err := st.tx.QueryRowContext(ctx, `SELECT pk, version, deleted, seq FROM resources WHERE type = ? AND id = ?`, w.Type, w.ID).
+		Scan(&pk, &cur, &deleted, &prevSeq)
 	exists := err == nil
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return storage.Record{}, fmt.Errorf("read current version: %w", err)
@@ -352,18 +352,36 @@ func apply(ctx context.Context, st *stmts, w *storage.Write) (storage.Record, er
 		}
 	}
 
-	var body any // NULL for deletes
-	if !w.Deleted {
-		body = w.JSON
+	var res sql.Result
+	if w.Deleted {
+		// A delete keeps the entries of the version it deletes, so that a
+		// filtered history attributes it to the same caller (prevSeq 0:
+		// nothing to copy, NULL).
+		res, err = st.exec(ctx, `INSERT INTO versions (type, id, version, last_updated, deleted, method, json, entries)
+			VALUES (?, ?, ?, ?, ?, ?, NULL, (SELECT entries FROM versions WHERE seq = ?))`,
+			w.Type, w.ID, w.VersionID, w.LastUpdated.UnixMilli(), w.Deleted, w.Method, prevSeq)
+	} else {
+		entries, eerr := encodeEntries(w.Index)
+		if eerr != nil {
+			return storage.Record{}, eerr
+		}
+		res, err = st.exec(ctx, `INSERT INTO versions (type, id, version, last_updated, deleted, method, json, entries) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			w.Type, w.ID, w.VersionID, w.LastUpdated.UnixMilli(), w.Deleted, w.Method, w.JSON, entries)
 	}
-	res, err := st.exec(ctx, `INSERT INTO versions (type, id, version, last_updated, deleted, method, json) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		w.Type, w.ID, w.VersionID, w.LastUpdated.UnixMilli(), w.Deleted, w.Method, body)
 	if err != nil {
 		return storage.Record{}, fmt.Errorf("insert version: %w", err)
 	}
 	seq, err := res.LastInsertId()
 	if err != nil {
 		return storage.Record{}, fmt.Errorf("version seq: %w", err)
+	}
+	if w.Deleted {
+		if _, err := st.exec(ctx, `INSERT OR IGNORE INTO version_refs (param, ref_id, ref_type, seq)
+			SELECT param, ref_id, ref_type, ? FROM version_refs WHERE seq = ?`, seq, prevSeq); err != nil {
+			return storage.Record{}, fmt.Errorf("copy version references: %w", err)
+		}
+	} else if err := insertVersionRefs(ctx, st, seq, w.Index); err != nil {
+		return storage.Record{}, err
 	}
 
 	if exists {

@@ -22,9 +22,13 @@
 // # Tables
 //
 //	schema_version(version)                    one row; the layout version for future migrations
-//	versions(seq PK AUTOINCREMENT, type, id, version, last_updated, deleted, method, json)
+//	versions(seq PK AUTOINCREMENT, type, id, version, last_updated, deleted, method, json, entries)
 //	                                           every version ever written; seq is the global commit
-//	                                           order (AUTOINCREMENT: never reused, even after deletes)
+//	                                           order (AUTOINCREMENT: never reused, even after deletes);
+//	                                           entries: the version's own index entries (see entries.go),
+//	                                           a delete's a copy of the deleted version's, NULL before schema 3
+//	version_refs(param, ref_id, ref_type, seq) WITHOUT ROWID: the local references among those
+//	                                           entries, so that a filtered history can be index-driven
 //	resources(pk PK, type, id, version, seq, deleted)
 //	                                           one row per logical resource: its current version
 //	claims(claim PK, res_pk)                   conditional-create keys held by live resources
@@ -85,8 +89,10 @@ import (
 )
 
 // schemaVersion is the layout this code writes and reads. Version 2 added
-// res_pk, param and part to idx_composite_part (migrated on Open).
-const schemaVersion = 2
+// res_pk, param and part to idx_composite_part (migrated on Open); version 3
+// added versions.entries and version_refs (versions written before have no
+// entries: a filtered history never shows them).
+const schemaVersion = 3
 
 // Backend is a storage.Backend over one SQLite database.
 type Backend struct {
@@ -305,8 +311,14 @@ var schema = []string{
 	`CREATE TABLE IF NOT EXISTS versions (
 		seq INTEGER PRIMARY KEY AUTOINCREMENT,
 		type TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL,
-		last_updated INTEGER NOT NULL, deleted INTEGER NOT NULL, method TEXT NOT NULL, json BLOB,
+		last_updated INTEGER NOT NULL, deleted INTEGER NOT NULL, method TEXT NOT NULL, json BLOB, entries BLOB,
 		UNIQUE (type, id, version)) STRICT`,
+	// One row per local reference among a version's own entries (a
+	// delete's: those of the version it deletes), so that a history
+	// filtered to a patient's compartment is driven by an index instead of
+	// reading every version.
+	`CREATE TABLE IF NOT EXISTS version_refs (param TEXT NOT NULL, ref_id TEXT NOT NULL, ref_type TEXT NOT NULL, seq INTEGER NOT NULL,
+		PRIMARY KEY (param, ref_id, ref_type, seq)) STRICT, WITHOUT ROWID`,
 	`CREATE INDEX IF NOT EXISTS versions_type_seq ON versions (type, seq)`,
 	`CREATE INDEX IF NOT EXISTS versions_updated ON versions (last_updated)`,
 	`CREATE TABLE IF NOT EXISTS resources (
@@ -398,6 +410,17 @@ func migrate(ctx context.Context, w *sql.DB) error {
 		} {
 			if _, err := tx.ExecContext(ctx, s); err != nil {
 				return fmt.Errorf("migrate schema 1 to 2 (%s): %w", s, err)
+			}
+		}
+	}
+	if v == 1 || v == 2 {
+		var has int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM pragma_table_info('versions') WHERE name = 'entries'`).Scan(&has); err != nil {
+			return fmt.Errorf("migrate schema %d to 3: %w", v, err)
+		}
+		if has == 0 {
+			if _, err := tx.ExecContext(ctx, `ALTER TABLE versions ADD COLUMN entries BLOB`); err != nil {
+				return fmt.Errorf("migrate schema %d to 3: %w", v, err)
 			}
 		}
 	}
