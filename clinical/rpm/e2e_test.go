@@ -270,6 +270,15 @@ func TestEndToEnd(t *testing.T) {
 				if active, _ := checkAlerts(t, c, th, "p-hr", "heart-rate"); active {
 					t.Error("alert still active after the reading was entered in error")
 				}
+				// A new high reading re-opens it; deleting it closes it again.
+				c.do("PUT", "/Observation/hr4", obsJSON("hr4", "p-hr", "8867-4", 4, 125, "/min"), 201)
+				if active, _ := checkAlerts(t, c, th, "p-hr", "heart-rate"); !active {
+					t.Error("hr2 and hr4 high of the last three: no alert")
+				}
+				c.do("DELETE", "/Observation/hr4", "", 204)
+				if active, _ := checkAlerts(t, c, th, "p-hr", "heart-rate"); active {
+					t.Error("alert still active after its reading was deleted")
+				}
 			})
 			t.Run("bulk import: weight gain and blood pressure panels", func(t *testing.T) {
 				lines := []string{
