@@ -59,7 +59,7 @@ func FlagFor(m *Measure, patient string, res Result, cur map[string]any) map[str
 		return f
 	}
 	// Recovery: keep the episode's evidence and start, close the period.
-	f["extension"] = cur["extension"]
+	copyIfSet(f, cur, "extension")
 	f["status"] = "inactive"
 	period := maps.Clone(asMap(cur["period"]))
 	if period == nil {
@@ -120,10 +120,18 @@ func DetectedIssueFor(m *Measure, patient string, res Result, cur map[string]any
 	}
 	period["end"] = res.Latest.EffectiveText
 	di["identifiedPeriod"] = period
-	di["implicated"] = cur["implicated"]
-	di["code"] = cur["code"]
+	copyIfSet(di, cur, "implicated", "code")
 	di["detail"] = fmt.Sprintf("%s no longer critically out of range as of %s.", m.Display, res.Latest.EffectiveText)
 	return di
+}
+
+// copyIfSet carries elements of the stored version over (never as null).
+func copyIfSet(dst, src map[string]any, keys ...string) {
+	for _, k := range keys {
+		if v, ok := src[k]; ok && v != nil {
+			dst[k] = v
+		}
+	}
 }
 
 func refs(list []string) []any {

@@ -238,6 +238,37 @@ func TestEndToEnd(t *testing.T) {
 				if !slices.Contains(statuses, "inactive") || statuses[0] != "active" {
 					t.Errorf("Flag history (newest first) %v: want an inactive episode and active now", statuses)
 				}
+				// Migration: the readings and alerts of this patient, exported
+				// and imported into another store (in an order unlike the
+				// readings' own), arrive as they were.
+				var lines []string
+				want := map[string]string{}
+				for _, path := range []string{"/DetectedIssue/" + id, "/Observation?subject=Patient/p-spo2&_sort=-date&_count=100", "/Flag/" + id} {
+					res := c.do("GET", path, "", 200)
+					list := []any{res}
+					if res["resourceType"] == "Bundle" {
+						list = nil
+						for _, e := range asSlice(res["entry"]) {
+							list = append(list, asMap(e)["resource"])
+						}
+					}
+					for _, r := range list {
+						m := asMap(r)
+						delete(m, "meta")
+						raw, _ := json.Marshal(m)
+						lines = append(lines, string(raw))
+						want[m["resourceType"].(string)+"/"+m["id"].(string)] = string(raw)
+					}
+				}
+				c2 := startServer(t, backends()[0].open(t), NewObserver(th, nil))
+				c2.do("POST", "/$import", strings.Join(lines, "\n")+"\n", 200, "Content-Type: application/fhir+ndjson")
+				for ref, w := range want {
+					m := c2.do("GET", "/"+ref, "", 200)
+					delete(m, "meta")
+					if raw, _ := json.Marshal(m); string(raw) != w {
+						t.Errorf("%s after migration:\n%s\nwant\n%s", ref, raw, w)
+					}
+				}
 			})
 			t.Run("transaction out of order, correction", func(t *testing.T) {
 				c.do("POST", "", `{"resourceType":"Bundle","type":"transaction","entry":[
@@ -269,6 +300,15 @@ func TestEndToEnd(t *testing.T) {
 				c.do("PUT", "/Observation/hr1", fix, 200)
 				if active, _ := checkAlerts(t, c, th, "p-hr", "heart-rate"); active {
 					t.Error("alert still active after the reading was entered in error")
+				}
+				// A new high reading re-opens it; deleting it closes it again.
+				c.do("PUT", "/Observation/hr4", obsJSON("hr4", "p-hr", "8867-4", 4, 125, "/min"), 201)
+				if active, _ := checkAlerts(t, c, th, "p-hr", "heart-rate"); !active {
+					t.Error("hr2 and hr4 high of the last three: no alert")
+				}
+				c.do("DELETE", "/Observation/hr4", "", 204)
+				if active, _ := checkAlerts(t, c, th, "p-hr", "heart-rate"); active {
+					t.Error("alert still active after its reading was deleted")
 				}
 			})
 			t.Run("bulk import: weight gain and blood pressure panels", func(t *testing.T) {

@@ -106,12 +106,6 @@ func (o *Observer) ObserveCommit(ctx context.Context, cs *fhir.CommitSet) error 
 			if err := cs.Replace(i, obs); err != nil {
 				return fmt.Errorf("enriching Observation/%s: %w", w.ID, err)
 			}
-		} else if w.ExpectVersion == 0 && carriesMark(obs, parts) {
-			// New here yet already interpreted by Anodyne, as we would:
-			// a copy from another Anodyne store (an export being
-			// imported), whose Flags travel with it. Re-deriving them in
-			// import order would rewrite the episodes they record.
-			continue
 		}
 		add(patient, parts)
 	}

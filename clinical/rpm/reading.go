@@ -143,22 +143,6 @@ func Enrich(obs map[string]any, parts []Part, limits LimitsFunc) bool {
 	return changed
 }
 
-// carriesMark reports whether an interpreted part of obs has an
-// interpretation this package wrote.
-func carriesMark(obs map[string]any, parts []Part) bool {
-	comps, _ := obs["component"].([]any)
-	for _, p := range parts {
-		holder := obs
-		if p.Component >= 0 {
-			holder = asMap(comps[p.Component])
-		}
-		if derived(holder["interpretation"]) {
-			return true
-		}
-	}
-	return false
-}
-
 func (l Limits) source() string {
 	if l.Source == "" {
 		return "defaults"
