@@ -42,7 +42,7 @@ func clientsCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	var store serveConfig
 	storeFlags(fs, &store)
 	var c smart.Client
-	var typ, jwksFile, secret string
+	var typ, jwksFile, secret, genKey string
 	var redirects, origins listFlag
 	var replace bool
 	if args[0] == "add" {
@@ -53,6 +53,7 @@ func clientsCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 		fs.Var(&redirects, "redirect-uri", "registered redirect URI (repeatable)")
 		fs.Var(&origins, "origin", "browser origin allowed by CORS (repeatable)")
 		fs.StringVar(&c.Scopes, "scope", "", "scopes the client may be granted (space-separated)")
+		fs.StringVar(&genKey, "generate-key", "", "generate an ES384 key pair: write the private JWK to this new file (mode 0600) and register the public key (makes the client confidential-asymmetric, for anodyne token and backend services)")
 		fs.StringVar(&jwksFile, "jwks-file", "", "file holding the client's public JWKS (asymmetric clients)")
 		fs.StringVar(&c.JWKSURL, "jwks-uri", "", "URL of the client's JWKS (asymmetric clients)")
 		fs.StringVar(&secret, "secret", "", "client secret for a symmetric client (generated and printed when empty)")
@@ -69,6 +70,12 @@ func clientsCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	case args[0] == "remove" && fs.NArg() != 1:
 		fs.Usage()
 		return usagef("clients remove: exactly one CLIENT_ID is required")
+	case genKey != "" && (jwksFile != "" || c.JWKSURL != ""):
+		fs.Usage()
+		return usagef("clients add: --generate-key excludes --jwks-file and --jwks-uri")
+	case genKey != "" && flagSet(fs, "type") && typ != string(smart.ClientAsymmetric):
+		fs.Usage()
+		return usagef("clients add: --generate-key registers a %s client, not %s", smart.ClientAsymmetric, typ)
 	case args[0] != "remove" && fs.NArg() > 0:
 		fs.Usage()
 		return usagef("clients %s: unexpected arguments %v", args[0], fs.Args())
@@ -83,6 +90,7 @@ func clientsCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	defer st.Close()
 	cs := smart.NewClientStore(st.backend.KV())
+	registered := false
 	switch args[0] {
 	case "add":
 		if err := refuseExisting(ctx, replace, "client", c.ID, func(ctx context.Context) error {
@@ -93,6 +101,20 @@ func clientsCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 		c.Type = smart.ClientType(typ)
 		c.RedirectURIs, c.Origins = redirects, origins
+		if genKey != "" {
+			c.Type = smart.ClientAsymmetric
+			jwks, err := generateClientKey(genKey)
+			if err != nil {
+				return err
+			}
+			c.JWKS = jwks
+			// A key whose client was not registered is of no use.
+			defer func() {
+				if !registered {
+					os.Remove(genKey)
+				}
+			}()
+		}
 		if jwksFile != "" {
 			b, err := os.ReadFile(jwksFile)
 			if err != nil {
@@ -104,7 +126,11 @@ func clientsCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 		if err != nil {
 			return fmt.Errorf("registering client: %w", err)
 		}
+		registered = true
 		fmt.Fprintf(stdout, "registered %s (%s)\n", c.ID, c.Type)
+		if genKey != "" {
+			fmt.Fprintf(stdout, "private key written to %s (keep it secret); get a token with:\n  anodyne token --client %s --key %s --scope %q\n", genKey, c.ID, genKey, orDefault(c.Scopes, "system/*.rs"))
+		}
 		if generated != "" && secret == "" {
 			fmt.Fprintf(stdout, "client_secret: %s\n(shown once; only its hash is stored)\n", generated)
 		}
@@ -304,4 +330,18 @@ func readLine(r io.Reader) (string, error) {
 		}
 	}
 	return strings.TrimRight(b.String(), "\r"), nil
+}
+
+// flagSet reports whether the command line set the flag name.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }

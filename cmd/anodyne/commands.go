@@ -51,6 +51,9 @@ func commands() []command {
 		{"export", "[flags] OUTDIR", "Bulk Data export to NDJSON files (directly or via --server)", func(ctx context.Context, args []string, cio cmdIO) error {
 			return exportCommand(ctx, args, cio.stdout, cio.stderr, cio.getenv)
 		}},
+		{"token", "--client ID --key FILE --scope SCOPES", "get an access token from a running server (SMART Backend Services), for curl", func(ctx context.Context, args []string, cio cmdIO) error {
+			return tokenCommand(ctx, args, cio.stdout, cio.stderr, cio.getenv)
+		}},
 		{"version", "", "print the module version, VCS commit and Go version", func(ctx context.Context, args []string, cio cmdIO) error {
 			fs := flag.NewFlagSet("anodyne version", flag.ContinueOnError)
 			fs.SetOutput(cio.stderr)
