@@ -55,10 +55,10 @@ func exportCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()
-		return errors.New("export: exactly one OUTDIR is required")
+		return usagef("export: exactly one OUTDIR is required")
 	}
 	if cfg.patients && cfg.group != "" {
-		return errors.New("export: --patient and --group exclude each other")
+		return usagef("export: --patient and --group exclude each other")
 	}
 	out := fs.Arg(0)
 	q := url.Values{}

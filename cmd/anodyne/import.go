@@ -53,7 +53,7 @@ func importCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 	paths := fs.Args()
 	if len(paths) == 0 {
 		fs.Usage()
-		return errors.New("import: no PATH given")
+		return usagef("import: no PATH given")
 	}
 	bar := newProgressBar(stderr, cfg.quiet)
 	var (

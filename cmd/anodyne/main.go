@@ -32,62 +32,38 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv, nil); err != nil {
-		stop()
-		if errors.Is(err, flag.ErrHelp) {
-			return // --help asked for and printed: not a failure
-		}
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv, nil)
+	stop()
+	code := exitCode(err)
+	if code != 0 {
 		fmt.Fprintln(os.Stderr, "anodyne:", err)
-		os.Exit(2)
 	}
+	os.Exit(code)
 }
 
-const usage = `Anodyne, a FHIR R4 server.
-
-Usage:
-  anodyne serve [flags]    run the server (anodyne serve --help for its flags)
-  anodyne clients add|list|remove [flags]
-                           manage the SMART apps allowed to ask for tokens
-  anodyne users add|remove [flags]
-                           manage local sign-in accounts (password on stdin or --password-file)
-  anodyne import [flags] PATH...
-                           load NDJSON files, Bundles or folders (directly or via --server)
-  anodyne export [flags] OUTDIR
-                           Bulk Data export to NDJSON files (directly or via --server)
-  anodyne version          print the module version, VCS commit and Go version
-`
-
-// run dispatches the subcommand. ready, when not nil, receives the bound
-// address once the server listens (tests use it with --listen 127.0.0.1:0).
+// run dispatches the command through the table of commands(). ready,
+// when not nil, receives the bound address once the server listens
+// (tests use it with --listen 127.0.0.1:0).
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string, ready chan<- string) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stdout, usage)
-		if len(args) == 0 {
-			return errors.New("missing command")
-		}
-		return nil
+	cio := cmdIO{stdin: os.Stdin, stdout: stdout, stderr: stderr, getenv: getenv, ready: ready}
+	if len(args) == 0 {
+		printUsage(stderr)
+		return usagef("missing command")
 	}
-	switch args[0] {
-	case "serve":
-		cfg, err := parseServe(args[1:], stderr, getenv)
-		if err != nil {
-			return err
-		}
-		return serve(ctx, cfg, stderr, ready)
-	case "clients":
-		return clientsCommand(ctx, args[1:], stdout, stderr, getenv)
-	case "users":
-		return usersCommand(ctx, args[1:], os.Stdin, stdout, stderr, getenv)
-	case "import":
-		return importCommand(ctx, args[1:], stdout, stderr, getenv)
-	case "export":
-		return exportCommand(ctx, args[1:], stdout, stderr, getenv)
-	case "version":
-		return versionCommand(stdout)
-	default:
-		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("unknown command %q", args[0])
+	name := args[0]
+	switch name {
+	case "-h", "-help", "--help":
+		name = "help"
 	}
+	c, ok := lookupCommand(name)
+	if !ok {
+		printUsage(stderr)
+		return usagef("unknown command %q", name)
+	}
+	if wantsHelp(args[1:]) {
+		cio.stderr = stdout
+	}
+	return c.run(ctx, args[1:], cio)
 }
 
 // serveConfig is the configuration of "anodyne serve".
@@ -140,27 +116,36 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (se
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
-	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	if err := checkServe(&cfg, fs.Args()); err != nil {
+		fmt.Fprintln(stderr, "Usage: anodyne serve [flags] (run \"anodyne serve --help\" for the flags)")
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// checkServe validates a parsed serve configuration.
+func checkServe(cfg *serveConfig, rest []string) error {
+	if len(rest) > 0 {
+		return fmt.Errorf("unexpected arguments: %v", rest)
 	}
 	switch cfg.Auth {
 	case "off", "on":
 	default:
-		return cfg, fmt.Errorf("--auth must be on or off, not %q", cfg.Auth)
+		return fmt.Errorf("--auth must be on or off, not %q", cfg.Auth)
 	}
 	if err := cfg.Sec.validate(cfg.Auth == "on"); err != nil {
-		return cfg, err
+		return err
 	}
 	if err := cfg.Transport.validate(); err != nil {
-		return cfg, err
+		return err
 	}
 	if cfg.MaxBody <= 0 {
-		return cfg, errors.New("--max-body must be positive")
+		return errors.New("--max-body must be positive")
 	}
 	if cfg.SPPoll <= 0 {
-		return cfg, errors.New("--searchparameter-poll must be positive")
+		return errors.New("--searchparameter-poll must be positive")
 	}
-	return cfg, nil
+	return nil
 }
 
 // applyEnv sets each flag of fs from ANODYNE_<NAME> (upper case, dashes
