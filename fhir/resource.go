@@ -148,7 +148,7 @@ func (s *Server) commit(ctx context.Context, writes []storage.Write) ([]storage.
 		return nil, err
 	}
 	if !s.atomicCommit(ctx) {
-		recs, err := s.backend.Commit(ctx, writes...)
+		recs, _, err := s.commitObserved(ctx, writes)
 		if err != nil {
 			return nil, err
 		}
@@ -158,7 +158,7 @@ func (s *Server) commit(ctx context.Context, writes []storage.Write) ([]storage.
 	if err != nil {
 		return nil, err
 	}
-	recs, err := s.backend.Commit(ctx, all...)
+	recs, _, err := s.commitObserved(ctx, all)
 	done(err)
 	if err != nil {
 		return nil, err

@@ -113,6 +113,23 @@ type Backend interface {
 	Close() error
 }
 
+// KVPut is a KV record to store with a Commit (see KVCommitter).
+type KVPut struct {
+	Key   string
+	Value []byte
+	TTL   time.Duration // <= 0: no expiry
+}
+
+// KVCommitter is implemented by backends that can store KV records in the
+// same atomic Commit as resource writes, so that bookkeeping describing
+// the writes (an import's checkpoint: "these units are stored") can never
+// disagree with them, whatever the moment of a crash. Either every write
+// and every put is stored, or none; the errors are Commit's. With no
+// writes it stores the puts alone.
+type KVCommitter interface {
+	CommitWithKV(ctx context.Context, puts []KVPut, writes ...Write) ([]Record, error)
+}
+
 // Reindexer is implemented by backends that can replace the index entries
 // of a stored version in place, without writing a new version; the server
 // uses it to make a SearchParameter created at runtime searchable over

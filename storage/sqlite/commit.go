@@ -121,6 +121,40 @@ func (b *Backend) Commit(ctx context.Context, writes ...storage.Write) ([]storag
 	})
 }
 
+// CommitWithKV implements storage.KVCommitter: the puts are stored in the
+// transaction (and savepoint) of the writes.
+func (b *Backend) CommitWithKV(ctx context.Context, puts []storage.KVPut, writes ...storage.Write) ([]storage.Record, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: commit: %w", err)
+	}
+	for i := range writes {
+		if err := validateWrite(&writes[i]); err != nil {
+			return nil, fmt.Errorf("sqlite: commit: write %d: %w", i, err)
+		}
+	}
+	for _, p := range puts {
+		if p.Key == "" {
+			return nil, errors.New("sqlite: commit: kv put without a key")
+		}
+	}
+	return b.write(ctx, func(ctx context.Context, st *stmts) ([]storage.Record, error) {
+		recs, err := applyAll(ctx, st, writes)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range puts {
+			v := p.Value
+			if v == nil {
+				v = []byte{}
+			}
+			if _, err := st.exec(ctx, kvUpsert, p.Key, v, expiry(p.TTL)); err != nil {
+				return nil, fmt.Errorf("sqlite: commit: kv put %q: %w", p.Key, err)
+			}
+		}
+		return recs, nil
+	})
+}
+
 // write runs fn in a write transaction: the writer goroutine's group
 // transaction (inside its own savepoint) or, with group commit off, a
 // transaction of its own. Every write of the store goes through here, so

@@ -24,14 +24,17 @@ func expiry(ttl time.Duration) any {
 	return time.Now().Add(ttl).UnixMilli()
 }
 
+// kvUpsert stores one KV record (Put, and puts inside a Commit).
+const kvUpsert = `INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?)
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at`
+
 const live = "(expires_at IS NULL OR expires_at > ?)"
 
 func (k kv) Put(ctx context.Context, key string, value []byte, ttl time.Duration) error {
 	if value == nil {
 		value = []byte{}
 	}
-	_, err := k.b.w.ExecContext(ctx, `INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?)
-		ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at`, key, value, expiry(ttl))
+	_, err := k.b.w.ExecContext(ctx, kvUpsert, key, value, expiry(ttl))
 	if err != nil {
 		return fmt.Errorf("sqlite: kv put %q: %w", key, classify(err))
 	}
