@@ -59,7 +59,7 @@ func (m *commitMarks) wasStored() bool {
 // the puts were stored; when not (another backend), the caller stores them
 // itself after the Commit.
 func (s *Server) commitObserved(ctx context.Context, observed []storage.Write, puts ...storage.KVPut) ([]storage.Record, bool, error) {
-	kc, ok := s.backend.(storage.KVCommitter)
+	kc, ok := storage.As[storage.KVCommitter](s.backend)
 	if !ok {
 		recs, err := s.backend.Commit(ctx, observed...)
 		return recs, false, err

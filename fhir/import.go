@@ -789,7 +789,7 @@ func (im *Importer) commitBatch(ctx context.Context, file string, out []prepared
 	if len(writes) == 0 {
 		return false, nil
 	}
-	_, kvCommit := im.s.backend.(storage.KVCommitter)
+	_, kvCommit := storage.As[storage.KVCommitter](im.s.backend)
 	if len(writes) > 1 || (mark != nil && kvCommit) {
 		observed, err := im.s.observe(ctx, writes)
 		if err != nil {
