@@ -68,6 +68,9 @@ type Config struct {
 	// Observers see every change before it is committed and add what it
 	// derives to the same Commit (see CommitObserver), in this order.
 	Observers []CommitObserver
+	// Output, when set, sees every resource that leaves the server (see
+	// OutputFilter); nil sends stored resources unchanged.
+	Output OutputFilter
 }
 
 // Server serves the FHIR REST API.
@@ -87,6 +90,7 @@ type Server struct {
 	capability []byte
 	bulk       *bulkRunner // nil when bulk export is disabled
 	observers  []CommitObserver
+	output     OutputFilter
 }
 
 const defaultMaxBody = 16 << 20
@@ -111,6 +115,7 @@ func New(cfg Config) (*Server, error) {
 		cursorKey: cfg.CursorKey,
 		security:  cfg.Security,
 		observers: cfg.Observers,
+		output:    cfg.Output,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
