@@ -27,11 +27,11 @@ import (
 // header X-Caller ("clinician", "research:PROJECT" or
 // "aggregates:PROJECT"); token verification itself is covered by auth.
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	base string
 }
 
-func start(t *testing.T) *env {
+func start(t testing.TB) *env {
 	t.Helper()
 	ctx := context.Background()
 	be, err := sqlite.Open(ctx, t.TempDir())
