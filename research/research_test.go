@@ -67,7 +67,7 @@ func start(t testing.TB) *env {
 	}
 	srv, err := fhir.New(fhir.Config{
 		BaseURL: base, Backend: be, Registry: reg, Logger: log,
-		Authorizer: auth.NewPolicy(reg), Middleware: mw,
+		Authorizer: auth.NewPolicy(reg), Middleware: mw, ExportDir: t.TempDir(),
 		Output: research.New(d, be.KV(), reg, log),
 	})
 	if err != nil {
@@ -82,6 +82,16 @@ func start(t testing.TB) *env {
 
 func (e *env) do(who, method, path, body string) (int, map[string]any) {
 	e.t.Helper()
+	st, raw, _ := e.raw(who, method, path, body)
+	var m map[string]any
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec.UseNumber()
+	_ = dec.Decode(&m)
+	return st, m
+}
+
+func (e *env) raw(who, method, path, body string) (int, []byte, http.Header) {
+	e.t.Helper()
 	var rd io.Reader
 	if body != "" {
 		rd = strings.NewReader(body)
@@ -92,17 +102,19 @@ func (e *env) do(who, method, path, body string) (int, map[string]any) {
 	if body != "" {
 		req.Header.Set("Content-Type", "application/fhir+json")
 	}
+	if strings.HasSuffix(strings.SplitN(path, "?", 2)[0], "$export") {
+		req.Header.Set("Prefer", "respond-async")
+	}
+	if strings.HasPrefix(path, "http") {
+		req.URL, _ = url.Parse(path)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
-	var m map[string]any
-	dec := json.NewDecoder(strings.NewReader(string(raw)))
-	dec.UseNumber()
-	_ = dec.Decode(&m)
-	return resp.StatusCode, m
+	return resp.StatusCode, raw, resp.Header
 }
 
 func entries(b map[string]any) []map[string]any {
@@ -220,6 +232,31 @@ func TestResearchAccess(t *testing.T) {
 		if st, o := e.do(A, "GET", q, ""); st != 400 || !strings.Contains(mustString(o), "research access") {
 			t.Errorf("%s: %d %v, want 400 saying why", q, st, o)
 		}
+	}
+
+	// $export writes the same de-identified resources, same pseudonyms.
+	st, _, hdr := e.raw(A, "GET", "/Patient/$export", "")
+	if st != http.StatusAccepted {
+		t.Fatalf("research $export kick-off: %d", st)
+	}
+	var files string
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		st, m := e.do(A, "GET", hdr.Get("Content-Location"), "")
+		if st == http.StatusAccepted {
+			continue
+		}
+		outs, _ := m["output"].([]any)
+		for _, o := range outs {
+			_, body, _ := e.raw(A, "GET", o.(map[string]any)["url"].(string), "")
+			files += string(body)
+		}
+		break
+	}
+	if !strings.Contains(files, `"`+pseud+`"`) || !strings.Contains(files, subj) || strings.Contains(files, "Quixotewell") || strings.Contains(files, `"p1"`) || strings.Contains(files, "Patient/p1") {
+		t.Errorf("research export is not de-identified under the project's pseudonyms:\n%s", files)
+	}
+	if st, _, _ := e.raw("aggregates:alpha", "GET", "/$export", ""); st != http.StatusForbidden {
+		t.Errorf("aggregates client $export: %d, want 403", st)
 	}
 
 	// Research clients never write; aggregates-only clients get no row.
