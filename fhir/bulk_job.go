@@ -71,6 +71,9 @@ type exportJob struct {
 	// (for X-Progress).
 	Exported int64  `json:"exported"`
 	Failure  string `json:"failure,omitempty"`
+	// View names the output view of the caller who asked (OutputFilter.Named),
+	// so that files written later are shaped for that caller.
+	View string `json:"view,omitempty"`
 	// Finished is when the job reached done or failed (for retention).
 	Finished time.Time `json:"finished,omitzero"`
 }
@@ -352,6 +355,15 @@ func (r *bulkRunner) runGroup(ctx context.Context, job *exportJob, dir string, g
 			}
 		}
 	}()
+	var v View
+	if job.View != "" {
+		if r.s.output == nil {
+			return nil, fmt.Errorf("export job %s needs output view %q but the server has no output filter", job.ID, job.View)
+		}
+		if v, err = r.s.output.Named(ctx, job.View); err != nil {
+			return nil, fmt.Errorf("export job %s: output view %q: %w", job.ID, job.View, err)
+		}
+	}
 	lastSave := time.Now()
 	cursor := ""
 	for {
@@ -372,7 +384,11 @@ func (r *bulkRunner) runGroup(ctx context.Context, job *exportJob, dir string, g
 				f = &file{f: fh, w: bufio.NewWriterSize(fh, 64<<10)}
 				files[rec.Type] = f
 			}
-			f.w.Write(rec.JSON)
+			raw, _, err := r.s.emit(ctx, v, nil, rec)
+			if err != nil {
+				return nil, err
+			}
+			f.w.Write(raw)
 			if err := f.w.WriteByte('\n'); err != nil {
 				return nil, fmt.Errorf("writing export file: %w", err)
 			}

@@ -41,13 +41,21 @@ func (s *Server) historyInstance(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	spoken := id
+	v, err := s.view(ctx)
+	if err != nil {
+		return err
+	}
+	if id, err = s.storedID(ctx, v, typ, id); err != nil {
+		return err
+	}
 	// An instance that was never written has no history: 404, not an
 	// empty Bundle that a client would read as "nothing changed".
 	cur, exists, err := s.current(ctx, typ, id)
 	if err != nil {
 		return err
 	} else if !exists {
-		return errNotFound("%s/%s is not known", typ, id)
+		return errNotFound("%s/%s is not known", typ, spoken)
 	}
 	// One rule for every single-resource path: a resource outside the
 	// grant answers 403, as a read does, not an empty Bundle; a deleted
@@ -65,7 +73,7 @@ func (s *Server) historyInstance(c echo.Context) error {
 			return err
 		}
 	}
-	return s.history(c, storage.HistoryRequest{Type: typ, ID: id}, ActionRead, "/"+typ+"/"+id+"/_history")
+	return s.history(c, storage.HistoryRequest{Type: typ, ID: id}, ActionRead, "/"+typ+"/"+spoken+"/_history")
 }
 
 // historyType handles GET [base]/[type]/_history.
@@ -167,13 +175,24 @@ func (s *Server) history(c echo.Context, req storage.HistoryRequest, action, pat
 	// versionId, easy to skip); not re-reading it could lose a change.
 	b["meta"] = map[string]any{"lastUpdated": formatInstant(req.Before.Add(-historyLag))}
 	guard := s.newGuard(action)
+	v, err := s.view(ctx)
+	if err != nil {
+		return err
+	}
 	for _, rec := range page.Records {
 		ok, err := guard.allows(ctx, rec)
 		if err != nil {
 			return err
 		}
-		if ok {
-			addEntry(b, s.historyEntry(rec))
+		if !ok {
+			continue
+		}
+		e, err := s.historyEntry(ctx, v, rec)
+		if err != nil {
+			return err
+		}
+		if e != nil {
+			addEntry(b, e)
 		}
 	}
 	return writeResource(c, http.StatusOK, b)

@@ -280,7 +280,15 @@ func (s *Server) respondWrite(c echo.Context, status int, rec storage.Record, di
 			Severity: "information", Code: codeInfo, Diagnostics: diagnostics,
 		}}))
 	}
-	return writeRaw(c, status, rec.JSON)
+	v, err := s.view(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	raw, _, err := s.emit(c.Request().Context(), v, nil, rec)
+	if err != nil {
+		return err
+	}
+	return writeRaw(c, status, raw)
 }
 
 // preferReturn reads the return= token of the Prefer header.

@@ -68,6 +68,9 @@ type Config struct {
 	// Observers see every change before it is committed and add what it
 	// derives to the same Commit (see CommitObserver), in this order.
 	Observers []CommitObserver
+	// Output, when set, sees every resource that leaves the server (see
+	// OutputFilter); nil sends stored resources unchanged.
+	Output OutputFilter
 	// OnRequest, when set, is told of every finished request (including
 	// those of endpoints mounted on Echo() by other packages), for metrics.
 	// It runs on the request's goroutine and must be quick.
@@ -114,6 +117,7 @@ type Server struct {
 	observers  []CommitObserver
 	onRequest  func(RequestInfo)
 	onJob      func(kind, state string)
+	output     OutputFilter
 }
 
 const defaultMaxBody = 16 << 20
@@ -140,6 +144,7 @@ func New(cfg Config) (*Server, error) {
 		observers: cfg.Observers,
 		onRequest: cfg.OnRequest,
 		onJob:     cfg.OnJob,
+		output:    cfg.Output,
 	}
 	if s.log == nil {
 		s.log = slog.Default()

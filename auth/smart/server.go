@@ -170,6 +170,7 @@ func (s *Server) TrustedIssuer() auth.TrustedIssuer {
 		Audience: s.cfg.FHIRBase,
 		Algs:     []string{"RS256"},
 		Active:   s.tokenActive,
+		Claims:   auth.ClaimMapping{ResearchProject: "research_project", ResearchAccess: "research_access"},
 	}
 }
 

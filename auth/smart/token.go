@@ -107,6 +107,9 @@ type accessClaims struct {
 	Patient   string `json:"patient,omitempty"`
 	Encounter string `json:"encounter,omitempty"`
 	FHIRUser  string `json:"fhirUser,omitempty"`
+	// Research marks tokens of research clients (auth.Principal.ResearchProject).
+	ResearchProject string `json:"research_project,omitempty"`
+	ResearchAccess  string `json:"research_access,omitempty"`
 }
 
 // issue mints an access token for g (and an id_token and a refresh token
@@ -118,11 +121,22 @@ func (s *Server) issue(ctx context.Context, g grant, ttl time.Duration, refreshT
 	if sub == "" {
 		sub = g.ClientID
 	}
-	at, err := s.keys.sign(accessClaims{
+	claims := accessClaims{
 		Issuer: s.cfg.BaseURL, Subject: sub, Audience: s.cfg.FHIRBase, Expiry: exp.Unix(), IssuedAt: now.Unix(),
 		ID: randomToken(16), ClientID: g.ClientID, Scope: g.Scope,
 		Patient: g.Context.Patient, Encounter: g.Context.Encounter, FHIRUser: g.FHIRUser,
-	})
+	}
+	// The research marking is read from the registration at every issue
+	// (refresh included), so changing a client's project takes effect
+	// with its next token.
+	if cl, err := s.clients.Get(ctx, g.ClientID); err == nil && cl.ResearchProject != "" {
+		claims.ResearchProject = cl.ResearchProject
+		claims.ResearchAccess = cl.ResearchAccess
+		if claims.ResearchAccess == "" {
+			claims.ResearchAccess = auth.ResearchRows
+		}
+	}
+	at, err := s.keys.sign(claims)
 	if err != nil {
 		return nil, fmt.Errorf("sign access token: %w", err)
 	}

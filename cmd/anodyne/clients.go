@@ -59,6 +59,8 @@ func clientsCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 		fs.StringVar(&secret, "secret", "", "client secret for a symmetric client (generated and printed when empty)")
 		fs.BoolVar(&c.LaunchEHR, "launch-ehr", false, "the client is an EHR and may create launch contexts")
 		fs.BoolVar(&c.ResourceServer, "resource-server", false, "the client is a resource server and may introspect the tokens of every client")
+		fs.StringVar(&c.ResearchProject, "research-project", "", "make the client a research client of this project: de-identified reads only, never writes")
+		fs.StringVar(&c.ResearchAccess, "research-access", "", "with --research-project: rows (de-identified resources, default) or aggregates (statistics only)")
 	}
 	if err := parseStoreCommand(fs, args[1:], getenv); err != nil {
 		return err
@@ -141,9 +143,17 @@ func clientsCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 			return err
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "CLIENT_ID\tTYPE\tSCOPE\tREDIRECT_URIS")
+		fmt.Fprintln(tw, "CLIENT_ID\tTYPE\tSCOPE\tREDIRECT_URIS\tRESEARCH")
 		for _, x := range list {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", x.ID, x.Type, x.Scopes, strings.Join(x.RedirectURIs, " "))
+			research := "-"
+			if x.ResearchProject != "" {
+				access := x.ResearchAccess
+				if access == "" {
+					access = "rows"
+				}
+				research = x.ResearchProject + " (" + access + ")"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", x.ID, x.Type, x.Scopes, strings.Join(x.RedirectURIs, " "), research)
 		}
 		return tw.Flush()
 	case "remove":

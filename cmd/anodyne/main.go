@@ -68,6 +68,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 
 // serveConfig is the configuration of "anodyne serve".
 type serveConfig struct {
+	// DeidRules is the de-identification rules file of research access
+	// (empty: the embedded default).
+	DeidRules  string
 	Listen     string
 	BaseURL    string
 	DataDir    string
@@ -92,6 +95,7 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (se
 	var cfg serveConfig
 	fs := flag.NewFlagSet("anodyne serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.DeidRules, "deid-rules", "", "de-identification rules file for research clients (default: the embedded Safe Harbor rules)")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "address to listen on (host:port)")
 	fs.StringVar(&cfg.BaseURL, "base-url", "", "public URL of the server root used in every absolute URL; the FHIR base is <base-url>/fhir (default http://<listen>)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "./anodyne-data", "directory of the embedded SQLite database (ignored with --mongodb-uri)")

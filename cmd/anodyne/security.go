@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -15,8 +17,10 @@ import (
 	"github.com/anodyne-fhir/anodyne/auth"
 	"github.com/anodyne-fhir/anodyne/auth/audit"
 	"github.com/anodyne-fhir/anodyne/auth/smart"
+	"github.com/anodyne-fhir/anodyne/deid"
 	"github.com/anodyne-fhir/anodyne/fhir"
 	"github.com/anodyne-fhir/anodyne/metrics"
+	"github.com/anodyne-fhir/anodyne/research"
 	"github.com/anodyne-fhir/anodyne/resources"
 	"github.com/anodyne-fhir/anodyne/storage"
 )
@@ -35,7 +39,7 @@ const minAdminToken = 24
 
 func (sc *securityConfig) register(fs *flag.FlagSet) {
 	fs.Var(&sc.Trusted, "trusted-issuer", "also accept access tokens of an external authorization server (repeatable; several may be separated by ';'):\n"+
-		"issuer=URL,jwks=URL[,aud=URL][,scope-claim=NAME][,patient-claim=NAME][,fhir-user-claim=NAME][,client-id-claim=NAME]\n"+
+		"issuer=URL,jwks=URL[,aud=URL][,scope-claim=NAME][,patient-claim=NAME][,fhir-user-claim=NAME][,client-id-claim=NAME][,research-project-claim=NAME][,research-access-claim=NAME]\n"+
 		"(aud defaults to the FHIR base; scope-claim to scope, then scp)")
 	fs.StringVar(&sc.AdminToken, "admin-token", "", fmt.Sprintf("bearer token of the client admin API /auth/admin/clients (at least %d characters; prefer ANODYNE_ADMIN_TOKEN). Empty: the admin API is off and clients are managed with \"anodyne clients\"", minAdminToken))
 	fs.StringVar(&sc.Audit, "audit", "on", "record an AuditEvent for every FHIR request: on or off")
@@ -118,8 +122,12 @@ func parseTrustedIssuer(v string) (auth.TrustedIssuer, error) {
 			ti.Claims.FHIRUser = val
 		case "client-id-claim":
 			ti.Claims.ClientID = val
+		case "research-project-claim":
+			ti.Claims.ResearchProject = val
+		case "research-access-claim":
+			ti.Claims.ResearchAccess = val
 		default:
-			return ti, fmt.Errorf("trusted issuer %q: unknown key %q (issuer, jwks, aud, scope-claim, patient-claim, fhir-user-claim, client-id-claim)", v, k)
+			return ti, fmt.Errorf("trusted issuer %q: unknown key %q (issuer, jwks, aud, scope-claim, patient-claim, fhir-user-claim, client-id-claim, research-project-claim, research-access-claim)", v, k)
 		}
 	}
 	for name, u := range map[string]string{"issuer": ti.Issuer, "jwks": ti.JWKSURL} {
@@ -268,5 +276,19 @@ func prepareServer(ctx context.Context, cfg serveConfig, base string, backend st
 	if fcfg.CursorKey, err = loadCursorKey(ctx, backend.KV()); err != nil {
 		return nil, err
 	}
+	// Research access: every output passes the de-identifier for callers
+	// whose token names a research project. A bad rules file stops the
+	// start-up with its line and reason.
+	rules := deid.DefaultRules()
+	if cfg.DeidRules != "" {
+		if rules, err = os.ReadFile(cfg.DeidRules); err != nil {
+			return nil, fmt.Errorf("reading --deid-rules: %w", err)
+		}
+	}
+	d, err := deid.New(rules)
+	if err != nil {
+		return nil, fmt.Errorf("--deid-rules %s: %w", cmp.Or(cfg.DeidRules, "(embedded)"), err)
+	}
+	fcfg.Output = research.New(d, backend.KV(), reg, log)
 	return setupSecurity(ctx, cfg, base, backend, reg, fcfg, m, log)
 }
