@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/anodyne-fhir/anodyne/apps/clinician"
 	"github.com/anodyne-fhir/anodyne/fhir"
 	"github.com/anodyne-fhir/anodyne/storage"
 	"github.com/anodyne-fhir/anodyne/storage/mongo"
@@ -44,6 +45,7 @@ func main() {
 const usage = `Anodyne, a FHIR R4 server.
 
 Usage:
+  anodyne demo [flags]     load the generated pain-clinic data set, register a demo clinician, run the server
   anodyne serve [flags]    run the server (anodyne serve --help for its flags)
   anodyne clients add|list|remove [flags]
                            manage the SMART apps allowed to ask for tokens
@@ -73,6 +75,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 			return err
 		}
 		return serve(ctx, cfg, stderr, ready)
+	case "demo":
+		return demoCommand(ctx, args[1:], stdout, stderr, getenv, ready)
 	case "clients":
 		return clientsCommand(ctx, args[1:], stdout, stderr, getenv)
 	case "users":
@@ -106,6 +110,9 @@ type serveConfig struct {
 	SPPoll    time.Duration
 	Sec       securityConfig
 	Transport transportConfig
+	// preload, when set ("anodyne demo"), runs on the ready server before
+	// it accepts requests.
+	preload func(ctx context.Context, srv *fhir.Server, be storage.Backend, base string) error
 }
 
 // parseServe reads flags, each of which may also come from ANODYNE_<NAME>
@@ -301,6 +308,16 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 		<-spDone
 	}()
 	sec.mount(srv.Echo())
+	if err := clinician.Mount(srv.Echo()); err != nil {
+		ln.Close()
+		return err
+	}
+	if cfg.preload != nil {
+		if err := cfg.preload(ctx, srv, backend, base); err != nil {
+			ln.Close()
+			return err
+		}
+	}
 	hs, err := newHTTPServer(cfg.Transport, srv.Handler(), sec.limit, cfg.Auth == "on", log)
 	if err != nil {
 		ln.Close()

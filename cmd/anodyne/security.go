@@ -12,6 +12,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/anodyne-fhir/anodyne/apps/clinician"
 	"github.com/anodyne-fhir/anodyne/auth"
 	"github.com/anodyne-fhir/anodyne/auth/audit"
 	"github.com/anodyne-fhir/anodyne/auth/smart"
@@ -188,6 +189,11 @@ func setupSecurity(ctx context.Context, cfg serveConfig, base string, backend st
 	as, err := smart.New(ctx, scfg)
 	if err != nil {
 		return nil, fmt.Errorf("starting the SMART authorization server: %w", err)
+	}
+	// The built-in clinician app is a public client of every server with
+	// authorization on.
+	if err := clinician.Register(ctx, smart.NewClientStore(backend.KV()), base); err != nil {
+		return nil, err
 	}
 	trusted := []auth.TrustedIssuer{as.TrustedIssuer()}
 	for _, t := range cfg.Sec.Trusted {
