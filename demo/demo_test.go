@@ -367,7 +367,7 @@ func TestLoadIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	day, err := EndDay(ctx, be.KV(), end.Add(5*time.Hour))
+	day, err := EndDay(ctx, be.KV(), end.Add(29*time.Hour))
 	if err != nil || !day.Equal(end) {
 		t.Fatalf("end day %v, %v", day, err)
 	}

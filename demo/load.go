@@ -19,10 +19,11 @@ import (
 const anchorKey = "demo/end-day"
 
 // EndDay returns the data set's last day: the one stored by an earlier
-// run, or today (from now) stored for the next runs.
+// run, or yesterday (from now: a whole day, so that no reading lies in the
+// future) stored for the next runs.
 func EndDay(ctx context.Context, kv storage.KV, now time.Time) (time.Time, error) {
-	today := now.UTC().Format("2006-01-02")
-	if _, err := kv.PutIfAbsent(ctx, anchorKey, []byte(today), 0); err != nil {
+	yesterday := now.UTC().AddDate(0, 0, -1).Format("2006-01-02")
+	if _, err := kv.PutIfAbsent(ctx, anchorKey, []byte(yesterday), 0); err != nil {
 		return time.Time{}, fmt.Errorf("storing the demo end day: %w", err)
 	}
 	raw, err := kv.Get(ctx, anchorKey)

@@ -347,6 +347,7 @@ function vitalsSection(d) {
     const bandText = s.bands.map((b, k) => `${v.parts[k].label} ${b.low !== null ? "below " + b.low : ""}${b.low !== null && b.high !== null ? " or " : ""}${b.high !== null ? "above " + b.high : ""}${b.gainKg ? `gain of ${b.gainKg} kg within ${b.gainDays} days` : ""}`).join("; ");
     holder.setAttribute("aria-label", `${v.title}: ${s.readings} readings in 90 days, ${out} out of range (${bandText}), ${s.gaps} gaps in device data. The table below lists them.`);
     const colors = ["#1f5fa8", "#0f7b6c"];
+    const fills = ["rgba(31, 95, 168, 0.09)", "rgba(15, 123, 108, 0.12)"];
     const series = [{}];
     const cols = [s.x];
     v.parts.forEach((p, k) => {
@@ -357,14 +358,25 @@ function vitalsSection(d) {
       series.push({ label: `${p.label} out of range`, stroke: "#b3261e", width: 0, paths: () => null, points: { show: true, size: 9, fill: "#b3261e", stroke: "#b3261e" } });
       cols.push(s.ys[k].map((y, i) => (s.flags[k][i] ? y : null)));
     });
+    // Each part's normal range is shaded in its colour, its limits dashed.
     const band = (u) => {
       const ctx = u.ctx, { left, top, width, height } = u.bbox;
       ctx.save();
-      ctx.fillStyle = "rgba(179, 38, 30, 0.10)";
-      for (const b of s.bands) {
-        if (b.low !== null) { const y = u.valToPos(b.low, "y", true); if (y < top + height) ctx.fillRect(left, Math.max(top, y), width, top + height - Math.max(top, y)); }
-        if (b.high !== null) { const y = u.valToPos(b.high, "y", true); if (y > top) ctx.fillRect(left, top, width, Math.min(y, top + height) - top); }
-      }
+      s.bands.forEach((b, k) => {
+        if (b.low === null && b.high === null) return;
+        const yHigh = b.high === null ? top : Math.max(top, u.valToPos(b.high, "y", true));
+        const yLow = b.low === null ? top + height : Math.min(top + height, u.valToPos(b.low, "y", true));
+        ctx.fillStyle = fills[k];
+        ctx.fillRect(left, yHigh, width, Math.max(0, yLow - yHigh));
+        ctx.strokeStyle = colors[k];
+        ctx.setLineDash([5, 4]);
+        ctx.lineWidth = 1;
+        for (const v of [b.low, b.high]) {
+          if (v === null) continue;
+          const y = u.valToPos(v, "y", true);
+          ctx.beginPath(); ctx.moveTo(left, y); ctx.lineTo(left + width, y); ctx.stroke();
+        }
+      });
       ctx.restore();
     };
     const values = s.ys.flat().filter((y) => y !== null);
@@ -374,7 +386,7 @@ function vitalsSection(d) {
     const card = el("section", { class: "card", "aria-labelledby": `h-${v.key}` },
       el("h3", { id: `h-${v.key}` }, v.title),
       holder,
-      el("p", { class: "legend-note" }, `Shaded: out of range (${bandText}). Red dots: readings out of range. Breaks in the line: no device data.`),
+      el("p", { class: "legend-note" }, `Shaded between dashed lines: the normal range; out of range is ${bandText}. Red dots: readings out of range. Breaks in the line: no device data.`),
       el("details", {}, el("summary", {}, `${v.title} as a table`), el("div", { class: "scroll" },
         dataTable(["Time", ...v.parts.map((p) => `${p.label} (${v.unit})`)],
           s.x.map((x, i) => [x, i]).filter(([, i]) => s.ids[i] !== null).reverse().map(([x, i]) =>
