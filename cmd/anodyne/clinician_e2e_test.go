@@ -103,6 +103,21 @@ func exceptionText(d *runtime.ExceptionDetails) string {
 type consoleLog struct{ buf syncBuffer }
 
 func (c *consoleLog) add(s string) { c.buf.Write([]byte(s + "\n")) }
+
+// drop forgets the errors that mention s (an expected failure).
+func (c *consoleLog) drop(s string) {
+	c.buf.mu.Lock()
+	defer c.buf.mu.Unlock()
+	var keep []string
+	for _, l := range strings.Split(c.buf.b.String(), "\n") {
+		if l != "" && !strings.Contains(l, s) {
+			keep = append(keep, l+"\n")
+		}
+	}
+	c.buf.b.Reset()
+	c.buf.b.WriteString(strings.Join(keep, ""))
+}
+
 func (c *consoleLog) String() string {
 	return c.buf.String()
 }
@@ -356,6 +371,23 @@ func TestClinicianApp(t *testing.T) {
 	}
 	shot("worklist-phone")
 	run1(t, ctx, "desktop again", chromedp.EmulateViewport(1280, 900))
+
+	// A request that fails is said, with the server's status.
+	run1(t, ctx, "missing patient", chromedp.Navigate(d.base+"/apps/clinician/#patient/no-such-patient"),
+		chromedp.WaitVisible(`main#view[data-state=error]`, chromedp.ByQuery))
+	if msg := text(t, ctx, `document.querySelector("#error").textContent`); !strings.Contains(msg, "404") {
+		t.Errorf("error state says %q, want the 404", msg)
+	}
+	console.drop("/fhir/Patient/no-such-patient") // the browser logs the failed load itself
+
+	// Standalone launch with the server's patient picker: patient-level
+	// access, no worklist.
+	run1(t, ctx, "patient launch", chromedp.Navigate(d.base+"/apps/clinician/launch.html?mode=patient"))
+	signIn(t, ctx, demoUser, pw[1], other.ID)
+	waitReady(t, ctx, other.ID)
+	if n := text(t, ctx, `String(document.querySelectorAll('#view a[href="#"]').length)`); n != "0" {
+		t.Errorf("a patient-level launch offers the worklist (%s links)", n)
+	}
 
 	// EHR launch: the demo EHR gets a token (backend services), posts a
 	// launch context for the worsening patient, and opens the app with
