@@ -39,6 +39,9 @@ func commands() []command {
 			}
 			return serve(ctx, cfg, cio.stderr, cio.ready)
 		}},
+		{"demo", "[flags]", "load the generated pain-clinic data set, register a demo clinician, run the server", func(ctx context.Context, args []string, cio cmdIO) error {
+			return demoCommand(ctx, args, cio.stdout, cio.stderr, cio.getenv, cio.ready)
+		}},
 		{"clients", "add|list|remove [flags]", "manage the SMART apps allowed to ask for tokens", func(ctx context.Context, args []string, cio cmdIO) error {
 			return clientsCommand(ctx, args, cio.stdout, cio.stderr, cio.getenv)
 		}},

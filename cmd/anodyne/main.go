@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/anodyne-fhir/anodyne/apps/clinician"
 	"github.com/anodyne-fhir/anodyne/clinical/rpm"
 	"github.com/anodyne-fhir/anodyne/fhir"
 	"github.com/anodyne-fhir/anodyne/metrics"
@@ -87,6 +88,9 @@ type serveConfig struct {
 	Sec       securityConfig
 	Transport transportConfig
 	Metrics   metricsConfig
+	// preload, when set ("anodyne demo"), runs on the ready server before
+	// it accepts requests.
+	preload func(ctx context.Context, srv *fhir.Server, be storage.Backend, base string) error
 }
 
 // parseServe reads flags, each of which may also come from ANODYNE_<NAME>
@@ -290,6 +294,16 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 		<-spDone
 	}()
 	sec.mount(srv.Echo())
+	if err := clinician.Mount(srv.Echo()); err != nil {
+		ln.Close()
+		return err
+	}
+	if cfg.preload != nil {
+		if err := cfg.preload(ctx, srv, backend, base); err != nil {
+			ln.Close()
+			return err
+		}
+	}
 	mountMetrics(srv.Echo(), m, cfg.Auth == "on", cfg.Sec.AdminToken)
 	if cfg.Metrics.Listen != "" {
 		stopMetrics, err := serveMetrics(ctx, cfg.Metrics.Listen, m, log)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/anodyne-fhir/anodyne/apps/clinician"
 	"github.com/anodyne-fhir/anodyne/auth"
 	"github.com/anodyne-fhir/anodyne/auth/audit"
 	"github.com/anodyne-fhir/anodyne/auth/smart"
@@ -202,6 +203,11 @@ func setupSecurity(ctx context.Context, cfg serveConfig, base string, backend st
 	as, err := smart.New(ctx, scfg)
 	if err != nil {
 		return nil, fmt.Errorf("starting the SMART authorization server: %w", err)
+	}
+	// The built-in clinician app is a public client of every server with
+	// authorization on.
+	if err := clinician.Register(ctx, smart.NewClientStore(backend.KV()), base); err != nil {
+		return nil, err
 	}
 	trusted := []auth.TrustedIssuer{as.TrustedIssuer()}
 	for _, t := range cfg.Sec.Trusted {
