@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/anodyne-fhir/anodyne/clinical/rpm"
 	"net/http"
 	"net/url"
 	"os"
@@ -308,8 +309,19 @@ func TestClinicianApp(t *testing.T) {
 			t.Errorf("7 days hold %d pain scores: the range is not a week", want)
 		}
 	}
-	if band := attr(t, ctx, "#vital-spo2", "data-band"); band != "[[92,null]]" {
-		t.Errorf("SpO2 band %s, want [[92,null]]", band)
+	// The server's RPM observer stamps each reading's referenceRange with
+	// the normal range of the thresholds table; the app shades that range.
+	th, err := rpm.Defaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spo2, ok := th.ByCode("59408-5")
+	if !ok || spo2.Normal == nil || spo2.Normal.Low == nil {
+		t.Fatal("the thresholds table has no SpO2 normal low")
+	}
+	wantBand := fmt.Sprintf("[[%v,null]]", *spo2.Normal.Low)
+	if band := attr(t, ctx, "#vital-spo2", "data-band"); band != wantBand {
+		t.Errorf("SpO2 band %s, want %s", band, wantBand)
 	}
 	if out, _ := strconv.Atoi(attr(t, ctx, "#vital-spo2", "data-out")); out < 5 {
 		t.Errorf("SpO2: %d readings marked out of range, want the 5-day breach", out)

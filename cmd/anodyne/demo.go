@@ -41,9 +41,9 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer, g
 	if err != nil {
 		return err
 	}
-	cfg, err := parseServe(rest, stderr, getenv)
+	cfg, err := parseServeAs("demo", "Loads the generated pain-clinic data set (--patients N, --days N) into the\nstore, registers a demo clinician and EHR client, and runs the server.", rest, stderr, getenv)
 	if err != nil {
-		return err
+		return asUsage(err)
 	}
 	cfg.preload = func(ctx context.Context, srv *fhir.Server, be storage.Backend, base string) error {
 		return demoPreload(ctx, cfg, opts, srv, be, base, stdout)

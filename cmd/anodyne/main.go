@@ -96,8 +96,14 @@ type serveConfig struct {
 // parseServe reads flags, each of which may also come from ANODYNE_<NAME>
 // (upper case, dashes as underscores); a flag on the command line wins.
 func parseServe(args []string, stderr io.Writer, getenv func(string) string) (serveConfig, error) {
+	return parseServeAs("serve", "Runs the FHIR R4 server.", args, stderr, getenv)
+}
+
+// parseServeAs is parseServe for a command that runs the server under
+// another name (anodyne demo), with that name in its usage.
+func parseServeAs(name, about string, args []string, stderr io.Writer, getenv func(string) string) (serveConfig, error) {
 	var cfg serveConfig
-	fs := flag.NewFlagSet("anodyne serve", flag.ContinueOnError)
+	fs := flag.NewFlagSet("anodyne "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.DeidRules, "deid-rules", "", "de-identification rules file for research clients (default: the embedded Safe Harbor rules)")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "address to listen on (host:port)")
@@ -115,7 +121,7 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (se
 	cfg.Transport.register(fs)
 	cfg.Metrics.register(fs)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: anodyne serve [flags]\n\nRuns the FHIR R4 server. Every flag can also be set with an environment\nvariable ANODYNE_<FLAG> (for example ANODYNE_MONGODB_URI); flags win.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: anodyne %s [flags]\n\n%s Every flag can also be set with an environment\nvariable ANODYNE_<FLAG> (for example ANODYNE_MONGODB_URI); flags win.\n\nFlags:\n", name, about)
 		fs.PrintDefaults()
 	}
 	if err := applyEnv(fs, getenv); err != nil {
@@ -125,7 +131,7 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (se
 		return cfg, err
 	}
 	if err := checkServe(&cfg, fs.Args()); err != nil {
-		fmt.Fprintln(stderr, "Usage: anodyne serve [flags] (run \"anodyne serve --help\" for the flags)")
+		fmt.Fprintf(stderr, "Usage: anodyne %s [flags] (run \"anodyne %s --help\" for the flags)\n", name, name)
 		return cfg, err
 	}
 	return cfg, nil
