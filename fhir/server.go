@@ -409,8 +409,13 @@ func (s *Server) readyz(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 3*time.Second)
 	defer cancel()
 	if err := s.backend.Ping(ctx); err != nil {
+		// The cause stays in the log: /readyz answers without a token.
 		s.log.WarnContext(ctx, "readiness check failed", "err", err)
-		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "database unreachable"})
+		c.Response().Header().Set("Retry-After", "5")
+		return writeResource(c, http.StatusServiceUnavailable, outcome([]conformance.Issue{{
+			Severity: "error", Code: "transient",
+			Diagnostics: "not ready: the database did not answer its ping (the server log has the cause)",
+		}}))
 	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 }

@@ -301,6 +301,7 @@ func storeFlags(fs *flag.FlagSet, store *serveConfig) {
 	fs.StringVar(&store.DataDir, "data-dir", "./anodyne-data", "directory of the embedded SQLite database")
 	fs.StringVar(&store.MongoURI, "mongodb-uri", "", "MongoDB URI (instead of SQLite)")
 	fs.StringVar(&store.MongoDB, "mongodb-database", "anodyne", "MongoDB database name")
+	fs.DurationVar(&store.MongoConnect, "mongodb-connect-timeout", defaultMongoConnect, "how long to wait for MongoDB to answer before failing")
 }
 
 // parseStoreCommand applies ANODYNE_* variables, then the command line;

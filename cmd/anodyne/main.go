@@ -77,6 +77,8 @@ type serveConfig struct {
 	DataDir    string
 	MongoURI   string
 	MongoDB    string
+	// MongoConnect bounds the wait for MongoDB's first answer at start.
+	MongoConnect time.Duration
 	Auth       string
 	MaxBody    int64
 	LogFormat  string
@@ -111,6 +113,7 @@ func parseServeAs(name, about string, args []string, stderr io.Writer, getenv fu
 	fs.StringVar(&cfg.DataDir, "data-dir", "./anodyne-data", "directory of the embedded SQLite database (ignored with --mongodb-uri)")
 	fs.StringVar(&cfg.MongoURI, "mongodb-uri", "", "store everything in MongoDB at this URI instead of the embedded SQLite")
 	fs.StringVar(&cfg.MongoDB, "mongodb-database", "anodyne", "MongoDB database name (with --mongodb-uri)")
+	fs.DurationVar(&cfg.MongoConnect, "mongodb-connect-timeout", defaultMongoConnect, "how long to wait at start for MongoDB to answer before failing (with --mongodb-uri)")
 	fs.StringVar(&cfg.Auth, "auth", "on", "authorization: on (every FHIR request needs a SMART access token; the built-in SMART server runs under /auth) or off (development only: anyone may read and write everything)")
 	fs.Int64Var(&cfg.MaxBody, "max-body", 16<<20, "largest accepted request body in bytes (413 beyond)")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log format: text or json")

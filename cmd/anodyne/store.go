@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -42,6 +44,19 @@ var (
 	useAdd    = storeUse{create: true}             // clients add, users add
 	useEdit   = storeUse{}                         // list, remove
 )
+
+// defaultMongoConnect is long enough for a replica set election, short
+// enough that a wrong URI is noticed at once.
+const defaultMongoConnect = 5 * time.Second
+
+// redactURI is a MongoDB URI fit for messages: without its password.
+func redactURI(uri string) string {
+	u, err := url.Parse(uri)
+	if err != nil {
+		return "(unparsable URI)"
+	}
+	return u.Redacted()
+}
 
 // sqliteFile is the database file inside a data directory (the name
 // storage/sqlite gives it; TestStoreMustExist fails if they part).
@@ -81,9 +96,15 @@ func openBackend(ctx context.Context, cfg serveConfig, use storeUse) (*store, er
 		if err != nil {
 			return nil, fmt.Errorf("loading search parameters for MongoDB partitioning: %w", err)
 		}
-		b, err := mongo.Open(ctx, cfg.MongoURI, cfg.MongoDB, mongo.WithPartitioning(reg.Partitioning()))
+		if cfg.MongoConnect <= 0 {
+			return nil, usagef("--mongodb-connect-timeout must be positive")
+		}
+		b, err := mongo.Open(ctx, cfg.MongoURI, cfg.MongoDB, mongo.WithConnectTimeout(cfg.MongoConnect), mongo.WithPartitioning(reg.Partitioning()))
+		if errors.Is(err, mongo.ErrUnreachable) {
+			return nil, fmt.Errorf("cannot reach MongoDB at %s within %s (--mongodb-connect-timeout): %w", redactURI(cfg.MongoURI), cfg.MongoConnect, err)
+		}
 		if err != nil {
-			return nil, fmt.Errorf("opening MongoDB database %q: %w", cfg.MongoDB, err)
+			return nil, fmt.Errorf("opening MongoDB database %q at %s: %w", cfg.MongoDB, redactURI(cfg.MongoURI), err)
 		}
 		return &store{backend: b, kind: "mongodb"}, nil
 	}

@@ -125,3 +125,24 @@ func TestStoreMustExist(t *testing.T) {
 		t.Errorf("clients list: %s", out)
 	}
 }
+
+// TestMongoConnectTimeout: a MongoDB nobody answers at fails with one
+// clear line naming the address (password hidden) and the flag, for serve
+// and for the store commands alike.
+func TestMongoConnectTimeout(t *testing.T) {
+	uri := "mongodb://ops:s3cret@127.0.0.1:1/?directConnection=true"
+	for _, args := range [][]string{
+		{"serve", "--listen", "127.0.0.1:0", "--mongodb-uri", uri, "--mongodb-connect-timeout", "300ms", "--auth=off"},
+		{"clients", "list", "--mongodb-uri", uri, "--mongodb-connect-timeout", "300ms"},
+	} {
+		code, _, _ := runCode(t, args...)
+		msg := runErr(t, args...)
+		if code != 1 || !strings.Contains(msg, "cannot reach MongoDB at mongodb://ops:xxxxx@127.0.0.1:1") || !strings.Contains(msg, "within 300ms (--mongodb-connect-timeout)") ||
+			strings.Contains(msg, "s3cret") || strings.Contains(msg, "topology") {
+			t.Errorf("anodyne %s: status %d, %q", args[0], code, msg)
+		}
+	}
+	if code, _, _ := runCode(t, "clients", "list", "--mongodb-uri", uri, "--mongodb-connect-timeout", "0s"); code != 2 {
+		t.Errorf("--mongodb-connect-timeout 0: status %d, want 2", code)
+	}
+}

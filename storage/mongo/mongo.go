@@ -98,6 +98,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -172,9 +173,10 @@ var (
 type Option func(*config)
 
 type config struct {
-	log           *slog.Logger
-	partitioning  *storage.Partitioning
-	selectTimeout time.Duration
+	log            *slog.Logger
+	partitioning   *storage.Partitioning
+	selectTimeout  time.Duration
+	connectTimeout time.Duration
 }
 
 // defaultSelectTimeout bounds how long a call waits for a reachable
@@ -191,6 +193,16 @@ func WithServerSelectionTimeout(d time.Duration) Option {
 		}
 	}
 }
+
+// WithConnectTimeout bounds how long Open waits for the deployment to
+// answer at all (its first ping), so that a wrong URI or a database that
+// is down fails at once with ErrUnreachable instead of after the driver's
+// server selection timeout (30 s). Zero keeps the driver's.
+func WithConnectTimeout(d time.Duration) Option { return func(c *config) { c.connectTimeout = d } }
+
+// ErrUnreachable: Open got no answer from the deployment within the
+// connect timeout.
+var ErrUnreachable = errors.New("mongo: deployment unreachable")
 
 // WithLogger sets the logger (default slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.log = l } }
@@ -211,6 +223,18 @@ func Open(ctx context.Context, uri, database string, opts ...Option) (*Backend, 
 	client, err := mongo.Connect(options.Client().SetServerSelectionTimeout(cfg.selectTimeout).ApplyURI(uri).SetWriteConcern(wc))
 	if err != nil {
 		return nil, fmt.Errorf("mongo: connect: %w", err)
+	}
+	if cfg.connectTimeout > 0 {
+		pctx, cancel := context.WithTimeout(ctx, cfg.connectTimeout)
+		err := client.Ping(pctx, nil)
+		cancel()
+		if err != nil {
+			_ = client.Disconnect(context.WithoutCancel(ctx))
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("mongo: connect: %w", ctx.Err())
+			}
+			return nil, fmt.Errorf("%w: no answer within %s: %s", ErrUnreachable, cfg.connectTimeout, firstLine(err))
+		}
 	}
 	db := client.Database(database)
 	b := &Backend{
@@ -442,4 +466,18 @@ func (b *Backend) Close() error {
 		return fmt.Errorf("mongo: disconnect: %w", err)
 	}
 	return nil
+}
+
+// firstLine is the driver's error without the topology description it
+// appends to server selection failures, which says nothing an operator
+// can act on.
+func firstLine(err error) string {
+	msg := err.Error()
+	if i := strings.Index(msg, ", current topology:"); i > 0 {
+		msg = msg[:i]
+	}
+	if i := strings.IndexByte(msg, '\n'); i > 0 {
+		msg = msg[:i]
+	}
+	return msg
 }
