@@ -71,19 +71,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 type serveConfig struct {
 	// DeidRules is the de-identification rules file of research access
 	// (empty: the embedded default).
-	DeidRules  string
-	Listen     string
-	BaseURL    string
-	DataDir    string
-	MongoURI   string
-	MongoDB    string
+	DeidRules string
+	Listen    string
+	BaseURL   string
+	DataDir   string
+	MongoURI  string
+	MongoDB   string
 	// MongoConnect bounds the wait for MongoDB's first answer at start.
 	MongoConnect time.Duration
-	Auth       string
-	MaxBody    int64
-	LogFormat  string
-	LogLevel   string
-	ShutdownIn time.Duration
+	Auth         string
+	MaxBody      int64
+	LogFormat    string
+	LogLevel     string
+	ShutdownIn   time.Duration
 	// SPPoll is how often the store is checked for new or changed
 	// SearchParameter resources (custom search parameters).
 	SPPoll    time.Duration
