@@ -68,6 +68,9 @@ type Config struct {
 	// Observers see every change before it is committed and add what it
 	// derives to the same Commit (see CommitObserver), in this order.
 	Observers []CommitObserver
+	// PatientOperations are GET [base]/Patient/{id}/$name operations
+	// computed above this package (see PatientOperation).
+	PatientOperations []PatientOperation
 }
 
 // Server serves the FHIR REST API.
@@ -87,6 +90,7 @@ type Server struct {
 	capability []byte
 	bulk       *bulkRunner // nil when bulk export is disabled
 	observers  []CommitObserver
+	patientOps []PatientOperation
 }
 
 const defaultMaxBody = 16 << 20
@@ -111,6 +115,15 @@ func New(cfg Config) (*Server, error) {
 		cursorKey: cfg.CursorKey,
 		security:  cfg.Security,
 		observers: cfg.Observers,
+	}
+	for _, op := range cfg.PatientOperations {
+		if op.Name == "" || op.Run == nil {
+			return nil, errors.New("fhir: a PatientOperation needs a Name and a Run")
+		}
+		if id, _ := op.Definition["id"].(string); !validID(id) {
+			return nil, fmt.Errorf("fhir: the OperationDefinition of $%s needs a valid id", op.Name)
+		}
+		s.patientOps = append(s.patientOps, op)
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -257,6 +270,16 @@ func (s *Server) routes(authMW echo.MiddlewareFunc) *echo.Echo {
 			mws = append(mws, authMW)
 		}
 		g.Add(r.method, r.path, func(c echo.Context) error { return h(s, c) }, mws...)
+	}
+	if len(s.patientOps) > 0 {
+		mws := []echo.MiddlewareFunc{negotiate}
+		if authMW != nil {
+			mws = append(mws, authMW)
+		}
+		for _, op := range s.patientOps {
+			g.GET("/Patient/:id/$"+op.Name, s.patientOperation(op), mws...)
+		}
+		g.GET("/OperationDefinition/:id", s.operationDefinitionRead, mws...)
 	}
 	return e
 }
