@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/anodyne-fhir/anodyne/clinical/opioid"
+	"github.com/anodyne-fhir/anodyne/clinical/opioidsafety"
 	"github.com/anodyne-fhir/anodyne/fhir"
 	"github.com/anodyne-fhir/anodyne/storage"
 	"github.com/anodyne-fhir/anodyne/storage/mongo"
@@ -268,6 +270,14 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 		// data directory of this host).
 		ExportDir: filepath.Join(cfg.DataDir, "exports"),
 	}
+	// Opioid safety: MME on every MedicationRequest, DetectedIssues, $mme.
+	opioids, err := opioid.Load()
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	fcfg.Observers = append(fcfg.Observers, opioidsafety.NewObserver(opioids, log))
+	fcfg.PatientOperations = append(fcfg.PatientOperations, opioidsafety.MMEOperation(opioids))
 	sec, err := prepareServer(ctx, cfg, base, backend, &fcfg, log)
 	if err != nil {
 		ln.Close()
