@@ -68,6 +68,9 @@ type Config struct {
 	// Observers see every change before it is committed and add what it
 	// derives to the same Commit (see CommitObserver), in this order.
 	Observers []CommitObserver
+	// PatientOperations are GET [base]/Patient/{id}/$name operations
+	// computed above this package (see PatientOperation).
+	PatientOperations []PatientOperation
 	// Output, when set, sees every resource that leaves the server (see
 	// OutputFilter); nil sends stored resources unchanged.
 	Output OutputFilter
@@ -118,6 +121,7 @@ type Server struct {
 	onRequest  func(RequestInfo)
 	onJob      func(kind, state string)
 	output     OutputFilter
+	patientOps []PatientOperation
 }
 
 const defaultMaxBody = 16 << 20
@@ -145,6 +149,15 @@ func New(cfg Config) (*Server, error) {
 		onRequest: cfg.OnRequest,
 		onJob:     cfg.OnJob,
 		output:    cfg.Output,
+	}
+	for _, op := range cfg.PatientOperations {
+		if op.Name == "" || op.Run == nil {
+			return nil, errors.New("fhir: a PatientOperation needs a Name and a Run")
+		}
+		if id, _ := op.Definition["id"].(string); !validID(id) {
+			return nil, fmt.Errorf("fhir: the OperationDefinition of $%s needs a valid id", op.Name)
+		}
+		s.patientOps = append(s.patientOps, op)
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -304,6 +317,16 @@ func (s *Server) routes(authMW echo.MiddlewareFunc) *echo.Echo {
 			mws = append(mws, authMW)
 		}
 		g.Add(r.method, r.path, func(c echo.Context) error { return h(s, c) }, mws...)
+	}
+	if len(s.patientOps) > 0 {
+		mws := []echo.MiddlewareFunc{negotiate}
+		if authMW != nil {
+			mws = append(mws, authMW)
+		}
+		for _, op := range s.patientOps {
+			g.GET("/Patient/:id/$"+op.Name, s.patientOperation(op), mws...)
+		}
+		g.GET("/OperationDefinition/:id", s.operationDefinitionRead, mws...)
 	}
 	return e
 }

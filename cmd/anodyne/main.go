@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/anodyne-fhir/anodyne/apps/clinician"
+	"github.com/anodyne-fhir/anodyne/clinical/opioid"
+	"github.com/anodyne-fhir/anodyne/clinical/opioidsafety"
 	"github.com/anodyne-fhir/anodyne/clinical/rpm"
 	"github.com/anodyne-fhir/anodyne/fhir"
 	"github.com/anodyne-fhir/anodyne/metrics"
@@ -263,6 +265,14 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 		// data directory of this host).
 		ExportDir: filepath.Join(cfg.DataDir, "exports"),
 	}
+	// Opioid safety: MME on every MedicationRequest, DetectedIssues, $mme.
+	opioids, err := opioid.Load()
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	fcfg.Observers = append(fcfg.Observers, opioidsafety.NewObserver(opioids, log))
+	fcfg.PatientOperations = append(fcfg.PatientOperations, opioidsafety.MMEOperation(opioids))
 	rpmObserver, err := rpm.NewDefaultObserver(log)
 	if err != nil {
 		ln.Close()
