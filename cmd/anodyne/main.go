@@ -65,18 +65,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 
 // serveConfig is the configuration of "anodyne serve".
 type serveConfig struct {
-	Listen     string
-	BaseURL    string
-	DataDir    string
-	MongoURI   string
-	MongoDB    string
+	Listen   string
+	BaseURL  string
+	DataDir  string
+	MongoURI string
+	MongoDB  string
 	// MongoConnect bounds the wait for MongoDB's first answer at start.
 	MongoConnect time.Duration
-	Auth       string
-	MaxBody    int64
-	LogFormat  string
-	LogLevel   string
-	ShutdownIn time.Duration
+	Auth         string
+	MaxBody      int64
+	LogFormat    string
+	LogLevel     string
+	ShutdownIn   time.Duration
 	// SPPoll is how often the store is checked for new or changed
 	// SearchParameter resources (custom search parameters).
 	SPPoll    time.Duration
