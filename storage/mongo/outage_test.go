@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"testing"
 	"time"
 
@@ -19,22 +18,8 @@ import (
 // absent afterwards, and once the server is back the same backend serves
 // again, with everything acknowledged before the outage intact.
 func TestOutage(t *testing.T) {
-	dir := t.TempDir()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	start := func() *mongotest.Server {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		srv, err := mongotest.StartFerretDB(ctx, dir, addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return srv
-	}
+	outage := mongotest.NewOutage(t)
+	start := outage.Start
 	srv := start()
 	const timeout = time.Second
 	b, err := Open(context.Background(), srv.URI, "outage", WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))), WithServerSelectionTimeout(timeout))
