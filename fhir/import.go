@@ -65,6 +65,9 @@ type ImportFailure struct {
 	Type   string `json:"type,omitempty"`
 	ID     string `json:"id,omitempty"`
 	Reason string `json:"reason"`
+	// Forbidden: the caller's grant refused the resource (not a fault of
+	// the data; a run with another token may import it).
+	Forbidden bool `json:"forbidden,omitempty"`
 }
 
 // Where is "file:line" or "file#entry[n]".
@@ -829,7 +832,9 @@ func (im *Importer) commitBatch(ctx context.Context, file string, out []prepared
 }
 
 func failureOf(file string, p *prepared) ImportFailure {
-	return ImportFailure{File: file, Line: p.line, Entry: p.entry, Type: p.typ, ID: p.id, Reason: p.err.Error()}
+	var fe *Error
+	forbidden := errors.As(p.err, &fe) && fe.Status == http.StatusForbidden
+	return ImportFailure{File: file, Line: p.line, Entry: p.entry, Type: p.typ, ID: p.id, Reason: p.err.Error(), Forbidden: forbidden}
 }
 
 // prepareUnit is the CPU part of a write: validate, stamp meta, index,
@@ -1009,8 +1014,12 @@ func (s *Server) importNDJSON(c echo.Context) error {
 		Diagnostics: fmt.Sprintf("imported %d resources, %d failed", rep.Stored, rep.Failed),
 	}}
 	for _, f := range rep.Failures {
+		code := codeProcessing
+		if f.Forbidden {
+			code = codeForbidden
+		}
 		issues = append(issues, conformance.Issue{
-			Severity: "error", Code: codeProcessing,
+			Severity: "error", Code: code,
 			Diagnostics: fmt.Sprintf("line %d: %s", f.Line, f.Reason),
 		})
 	}
