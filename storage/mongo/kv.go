@@ -42,7 +42,8 @@ func newKVDoc(key string, value []byte, ttl time.Duration, now time.Time) kvDoc 
 	return d
 }
 
-func (s kvStore) Put(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+func (s kvStore) Put(ctx context.Context, key string, value []byte, ttl time.Duration) (rerr error) {
+	defer classify(&rerr)
 	d := newKVDoc(key, value, ttl, time.Now())
 	if _, err := s.b.kv.ReplaceOne(ctx, bson.D{{Key: "_id", Value: key}}, d, options.Replace().SetUpsert(true)); err != nil {
 		return fmt.Errorf("mongo: kv put %q: %w", key, err)
@@ -52,7 +53,8 @@ func (s kvStore) Put(ctx context.Context, key string, value []byte, ttl time.Dur
 
 // PutIfAbsent inserts, or replaces a record that has expired; the unique
 // _id and the conditional replace make one caller the winner.
-func (s kvStore) PutIfAbsent(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+func (s kvStore) PutIfAbsent(ctx context.Context, key string, value []byte, ttl time.Duration) (_ bool, rerr error) {
+	defer classify(&rerr)
 	now := time.Now()
 	d := newKVDoc(key, value, ttl, now)
 	_, err := s.b.kv.InsertOne(ctx, d)
@@ -77,7 +79,8 @@ func (s kvStore) PutIfAbsent(ctx context.Context, key string, value []byte, ttl 
 	return true, nil
 }
 
-func (s kvStore) Get(ctx context.Context, key string) ([]byte, error) {
+func (s kvStore) Get(ctx context.Context, key string) (_ []byte, rerr error) {
+	defer classify(&rerr)
 	var d kvDoc
 	err := s.b.kv.FindOne(ctx, bson.D{{Key: "_id", Value: key}}).Decode(&d)
 	if errors.Is(err, mongo.ErrNoDocuments) {
@@ -105,7 +108,8 @@ func (s kvStore) removeExpired(ctx context.Context, key string, now time.Time) {
 
 // Take reads, then deletes; only the caller whose delete removed the
 // document gets the value (findOneAndDelete is not atomic on FerretDB).
-func (s kvStore) Take(ctx context.Context, key string) ([]byte, error) {
+func (s kvStore) Take(ctx context.Context, key string) (_ []byte, rerr error) {
+	defer classify(&rerr)
 	var d kvDoc
 	err := s.b.kv.FindOne(ctx, bson.D{{Key: "_id", Value: key}}).Decode(&d)
 	if errors.Is(err, mongo.ErrNoDocuments) {
@@ -127,7 +131,8 @@ func (s kvStore) Take(ctx context.Context, key string) ([]byte, error) {
 	return d.Value, nil
 }
 
-func (s kvStore) Delete(ctx context.Context, key string) error {
+func (s kvStore) Delete(ctx context.Context, key string) (rerr error) {
+	defer classify(&rerr)
 	if _, err := s.b.kv.DeleteOne(ctx, bson.D{{Key: "_id", Value: key}}); err != nil {
 		return fmt.Errorf("mongo: kv delete %q: %w", key, err)
 	}
@@ -136,7 +141,8 @@ func (s kvStore) Delete(ctx context.Context, key string) error {
 
 // List scans _id from prefix upwards and stops at the first key without
 // it, which needs no regular expression and uses the _id index.
-func (s kvStore) List(ctx context.Context, prefix string) ([]string, error) {
+func (s kvStore) List(ctx context.Context, prefix string) (_ []string, rerr error) {
+	defer classify(&rerr)
 	cur, err := s.b.kv.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$gte", Value: prefix}}}},
 		options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}).SetProjection(bson.D{{Key: "_id", Value: 1}, {Key: "x", Value: 1}}))
 	if err != nil {

@@ -49,8 +49,16 @@ func TestOutage(t *testing.T) {
 	if _, err := b.Search(ctx, storage.Query{Types: []string{"Patient"}, Count: 10}); !errors.Is(err, storage.ErrUnavailable) {
 		t.Errorf("search during the outage: %v, want storage.ErrUnavailable", err)
 	}
-	if took := time.Since(began); took > 6*timeout {
-		t.Errorf("three calls during the outage took %v; each should fail within about %v", took, timeout)
+	// The KV holds authorization state: a token check during an outage
+	// must see "unavailable", not "not found" or an unclassified error.
+	if _, err := b.KV().Get(ctx, "auth/x"); !errors.Is(err, storage.ErrUnavailable) {
+		t.Errorf("kv get during the outage: %v, want storage.ErrUnavailable", err)
+	}
+	if err := b.KV().Put(ctx, "auth/x", []byte("1"), 0); !errors.Is(err, storage.ErrUnavailable) {
+		t.Errorf("kv put during the outage: %v, want storage.ErrUnavailable", err)
+	}
+	if took := time.Since(began); took > 8*timeout {
+		t.Errorf("five calls during the outage took %v; each should fail within about %v", took, timeout)
 	}
 
 	srv = start()
