@@ -59,9 +59,19 @@ type Config struct {
 	// CursorKey signs paging cursors. Replicas behind one load balancer
 	// must share it; nil draws a random key, so links die with the process.
 	CursorKey []byte
-	// ExportDir holds Bulk Data export files (one directory per job);
-	// empty disables $export. Job state lives in the Backend's KV.
+	// ExportDir holds Bulk Data export files (one directory per job). With
+	// several processes on one store it must be a directory they all share.
+	// Job state lives in the Backend's KV.
 	ExportDir string
+	// ExportInStore keeps export files in the Backend's KV instead (chunked
+	// records), so that every process sharing the store serves every job's
+	// files. $export is enabled when it is set or ExportDir is not empty;
+	// ExportDir wins when both are.
+	ExportInStore bool
+	// ExportLeaseTTL is how long a running export job stays with a process
+	// that stopped renewing its lease (crashed, partitioned) before another
+	// takes it over; 0 means 30s.
+	ExportLeaseTTL time.Duration
 	// ExportWorkers is how many export jobs run at once in this process:
 	// 0 means 1; negative means none (another replica runs the jobs).
 	ExportWorkers int
@@ -185,8 +195,11 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	s.echo = s.routes(cfg.Middleware)
-	if cfg.ExportDir != "" {
-		s.bulk = newBulkRunner(s, cfg.ExportDir, bulkWorkers(cfg.ExportWorkers))
+	switch {
+	case cfg.ExportDir != "":
+		s.bulk = newBulkRunner(s, dirFiles{dir: cfg.ExportDir}, bulkWorkers(cfg.ExportWorkers), cfg.ExportLeaseTTL)
+	case cfg.ExportInStore:
+		s.bulk = newBulkRunner(s, kvFiles{kv: s.backend.KV(), chunk: exportChunkSize}, bulkWorkers(cfg.ExportWorkers), cfg.ExportLeaseTTL)
 	}
 	// After the runner: the statement declares $export only when it runs.
 	if s.capability, err = s.capabilityStatement(); err != nil {

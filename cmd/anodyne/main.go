@@ -18,7 +18,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -92,6 +91,7 @@ type serveConfig struct {
 	Sec       securityConfig
 	Transport transportConfig
 	Metrics   metricsConfig
+	Export    exportFlags
 	// preload, when set ("anodyne demo"), runs on the ready server before
 	// it accepts requests.
 	preload func(ctx context.Context, srv *fhir.Server, be storage.Backend, base string) error
@@ -125,6 +125,7 @@ func parseServeAs(name, about string, args []string, stderr io.Writer, getenv fu
 	cfg.Sec.register(fs)
 	cfg.Transport.register(fs)
 	cfg.Metrics.register(fs)
+	cfg.Export.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: anodyne %s [flags]\n\n%s Every flag can also be set with an environment\nvariable ANODYNE_<FLAG> (for example ANODYNE_MONGODB_URI); flags win.\n\nFlags:\n", name, about)
 		fs.PrintDefaults()
@@ -164,7 +165,7 @@ func checkServe(cfg *serveConfig, rest []string) error {
 	if cfg.SPPoll <= 0 {
 		return errors.New("--searchparameter-poll must be positive")
 	}
-	return nil
+	return cfg.Export.validate()
 }
 
 // applyEnv sets each flag of fs from ANODYNE_<NAME> (upper case, dashes
@@ -261,10 +262,8 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 		Backend:      backend,
 		Logger:       log,
 		MaxBodyBytes: cfg.MaxBody,
-		// Export files sit next to the database (with MongoDB, in the
-		// data directory of this host).
-		ExportDir: filepath.Join(cfg.DataDir, "exports"),
 	}
+	cfg.Export.apply(&fcfg)
 	// Opioid safety: MME on every MedicationRequest, DetectedIssues, $mme.
 	opioids, err := opioid.Load()
 	if err != nil {

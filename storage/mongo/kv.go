@@ -26,12 +26,15 @@ type kvDoc struct {
 	Key     string     `bson:"_id"`
 	Value   []byte     `bson:"v"`
 	Expires *time.Time `bson:"x,omitempty"`
+	// Gen changes with every write of the record; conditional changes
+	// lock it (kvcas.go).
+	Gen string `bson:"g,omitempty"`
 }
 
 func (d *kvDoc) live(now time.Time) bool { return d.Expires == nil || d.Expires.After(now) }
 
 func newKVDoc(key string, value []byte, ttl time.Duration, now time.Time) kvDoc {
-	d := kvDoc{Key: key, Value: value}
+	d := kvDoc{Key: key, Value: value, Gen: newGen()}
 	if d.Value == nil {
 		d.Value = []byte{}
 	}
@@ -65,10 +68,16 @@ func (s kvStore) PutIfAbsent(ctx context.Context, key string, value []byte, ttl 
 		return false, fmt.Errorf("mongo: kv put-if-absent %q: %w", key, err)
 	}
 	// Remove an expired record, then race for the insert again: the unique
-	// _id makes exactly one inserter win, even where (FerretDB) a
-	// conditional replace is not atomic against concurrent writers.
-	if _, err := s.b.kv.DeleteOne(ctx, bson.D{{Key: "_id", Value: key}, {Key: "x", Value: bson.D{{Key: "$lte", Value: now}}}}); err != nil {
-		return false, fmt.Errorf("mongo: kv put-if-absent %q, remove expired: %w", key, err)
+	// _id makes exactly one inserter win. The removal locks the record's
+	// generation, so that it cannot remove a record that a concurrent
+	// CompareAndSwap has just renewed (FerretDB's conditional delete is a
+	// find followed by a delete by _id).
+	removed, err := s.removeExpired(ctx, key, now)
+	if err != nil {
+		return false, fmt.Errorf("mongo: kv put-if-absent %q: %w", key, err)
+	}
+	if !removed {
+		return false, nil
 	}
 	if _, err := s.b.kv.InsertOne(ctx, d); err != nil {
 		if mongo.IsDuplicateKeyError(err) {
@@ -91,19 +100,14 @@ func (s kvStore) Get(ctx context.Context, key string) (_ []byte, rerr error) {
 	}
 	now := time.Now()
 	if !d.live(now) {
-		s.removeExpired(ctx, key, now)
+		// The record is absent to the caller whatever happens here; the
+		// removal only reclaims space, so its failure is logged.
+		if _, err := s.removeExpired(ctx, key, now); err != nil {
+			s.b.log.DebugContext(ctx, "kv: remove expired record", "key", key, "err", err)
+		}
 		return nil, fmt.Errorf("mongo: kv get %q: expired: %w", key, storage.ErrNotFound)
 	}
 	return d.Value, nil
-}
-
-// removeExpired deletes key if it is still expired; failure only delays
-// the cleanup, so it is logged rather than returned.
-func (s kvStore) removeExpired(ctx context.Context, key string, now time.Time) {
-	_, err := s.b.kv.DeleteOne(ctx, bson.D{{Key: "_id", Value: key}, {Key: "x", Value: bson.D{{Key: "$lte", Value: now}}}})
-	if err != nil {
-		s.b.log.DebugContext(ctx, "kv: remove expired record", "key", key, "err", err)
-	}
 }
 
 // Take reads, then deletes; only the caller whose delete removed the

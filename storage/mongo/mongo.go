@@ -41,7 +41,12 @@
 //     documents names the record that locked or wrote them, ph marks the
 //     placeholder that locks a resource a pending commit creates.
 //   - kv: _id the key, v the value, x the expiry (TTL index where the server
-//     has one; every read also checks x, because TTL monitors are lazy).
+//     has one; every read also checks x, because TTL monitors are lazy), g
+//     the generation: a random token drawn by every write of the record
+//     (absent on records written before it existed).
+//   - kvlocks: the locks of conditional KV changes (see kvcas.go): _id
+//     "key\x00generation", n a nonce, t the time taken; "…\x00generation
+//     \x00broken\x00nonce" marks a stale lock that one caller broke.
 //
 // All indexes are created at Open; creating an existing index is a no-op.
 //
@@ -127,6 +132,7 @@ const (
 	colCounters  = "counters"
 	colClaims    = "claims"
 	colKV        = "kv"
+	colKVLocks   = "kvlocks"
 	colProbe     = "probe"
 )
 
@@ -136,7 +142,7 @@ type Backend struct {
 	db     *mongo.Database
 	log    *slog.Logger
 
-	res, hist, counters, claims, kv *mongo.Collection
+	res, hist, counters, claims, kv, kvLocks *mongo.Collection
 
 	// Detected at Open; never changed afterwards.
 	name         string
@@ -246,6 +252,7 @@ func Open(ctx context.Context, uri, database string, opts ...Option) (*Backend, 
 		counters: db.Collection(colCounters),
 		claims:   db.Collection(colClaims),
 		kv:       db.Collection(colKV),
+		kvLocks:  db.Collection(colKVLocks),
 
 		staleAfter: staleClaimAge,
 		part:       cfg.partitioning,
