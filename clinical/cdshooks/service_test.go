@@ -98,7 +98,9 @@ func cards(t *testing.T, r response) []card {
 	return out
 }
 
-func total(v float64) string { return strconv.FormatFloat(math.Round(v*100)/100, 'f', -1, 64) + " MME/day" }
+func total(v float64) string {
+	return strconv.FormatFloat(math.Round(v*100)/100, 'f', -1, 64) + " MME/day"
+}
 
 func TestOpioidMMEService(t *testing.T) {
 	w := newWorld(t, false)
