@@ -3,14 +3,12 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"strings"
 	"time"
 
-	"github.com/anodyne-fhir/anodyne/clinical/rpm"
 	"github.com/anodyne-fhir/anodyne/fhir"
 )
 
@@ -22,6 +20,8 @@ type dataFlags struct {
 	token   string
 	baseURL string
 	quiet   bool
+	// opioidTable extends the embedded opioid table (import only).
+	opioidTable string
 }
 
 // dataFlagHelp is the help of the shared flags, whose wording depends on
@@ -66,15 +66,15 @@ func (d *dataFlags) withDirectServer(ctx context.Context, use storeUse, stderr i
 	defer st.Close()
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	// An offline import derives what a served one does.
-	rpmObserver, err := rpm.NewDefaultObserver(log)
+	clin, err := loadClinical(d.opioidTable, log)
 	if err != nil {
-		return fmt.Errorf("remote monitoring thresholds: %w", err)
+		return err
 	}
 	srv, err := fhir.New(fhir.Config{
 		BaseURL:   d.baseURL,
 		Backend:   st.backend,
 		Logger:    log,
-		Observers: []fhir.CommitObserver{rpmObserver},
+		Observers: clin.observers,
 	})
 	if err != nil {
 		return err

@@ -43,6 +43,7 @@ func importCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 	fs.IntVar(&cfg.batch, "batch", 0, "resources per database commit (direct mode) or per request (--server); 0 picks a default")
 	fs.BoolVar(&cfg.restart, "restart", false, "import files again from the start, ignoring what an earlier run already imported")
 	fs.StringVar(&cfg.report, "report", "", "write the full report (JSON, every failure with file, line or entry, and reason) to this file")
+	fs.StringVar(&cfg.opioidTable, "opioid-table", "", "direct mode: "+opioidTableHelp)
 	fs.StringVar(&cfg.state, "state", ".anodyne-import-state.json", "with --server: file recording progress, for resuming")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: anodyne import [flags] PATH...\n\nLoads NDJSON files (one resource per line, ids kept), Bundles (transaction\nand batch Bundles are processed as such) or folders of them.\n\nFlags:\n")
@@ -52,6 +53,9 @@ func importCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 		return err
 	}
 	paths := fs.Args()
+	if cfg.opioidTable != "" && cfg.server != "" {
+		return usagef("import: --opioid-table applies to a direct import; with --server the server's own table is used")
+	}
 	if len(paths) == 0 {
 		fs.Usage()
 		return usagef("import: no PATH given")

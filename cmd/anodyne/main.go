@@ -23,9 +23,7 @@ import (
 	"time"
 
 	"github.com/anodyne-fhir/anodyne/apps/clinician"
-	"github.com/anodyne-fhir/anodyne/clinical/opioid"
 	"github.com/anodyne-fhir/anodyne/clinical/opioidsafety"
-	"github.com/anodyne-fhir/anodyne/clinical/rpm"
 	"github.com/anodyne-fhir/anodyne/fhir"
 	"github.com/anodyne-fhir/anodyne/metrics"
 	"github.com/anodyne-fhir/anodyne/storage"
@@ -92,6 +90,9 @@ type serveConfig struct {
 	Transport transportConfig
 	Metrics   metricsConfig
 	Export    exportFlags
+
+	// OpioidTable extends the embedded opioid table (empty: embedded only).
+	OpioidTable string
 	// preload, when set ("anodyne demo"), runs on the ready server before
 	// it accepts requests.
 	preload func(ctx context.Context, srv *fhir.Server, be storage.Backend, base string) error
@@ -110,6 +111,7 @@ func parseServeAs(name, about string, args []string, stderr io.Writer, getenv fu
 	fs := flag.NewFlagSet("anodyne "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.DeidRules, "deid-rules", "", "de-identification rules file for research clients (default: the embedded Safe Harbor rules)")
+	fs.StringVar(&cfg.OpioidTable, "opioid-table", "", opioidTableHelp)
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "address to listen on (host:port)")
 	fs.StringVar(&cfg.BaseURL, "base-url", "", "public URL of the server root used in every absolute URL; the FHIR base is <base-url>/fhir (default http://<listen>)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "./anodyne-data", "directory of the embedded SQLite database (ignored with --mongodb-uri)")
@@ -264,20 +266,15 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 		MaxBodyBytes: cfg.MaxBody,
 	}
 	cfg.Export.apply(&fcfg)
-	// Opioid safety: MME on every MedicationRequest, DetectedIssues, $mme.
-	opioids, err := opioid.Load()
+	// Clinical logic: MME on every MedicationRequest with its
+	// DetectedIssues and $mme; remote-monitoring interpretation and alerts.
+	clin, err := loadClinical(cfg.OpioidTable, log)
 	if err != nil {
 		ln.Close()
 		return err
 	}
-	fcfg.Observers = append(fcfg.Observers, opioidsafety.NewObserver(opioids, log))
-	fcfg.PatientOperations = append(fcfg.PatientOperations, opioidsafety.MMEOperation(opioids))
-	rpmObserver, err := rpm.NewDefaultObserver(log)
-	if err != nil {
-		ln.Close()
-		return fmt.Errorf("remote monitoring thresholds: %w", err)
-	}
-	fcfg.Observers = append(fcfg.Observers, rpmObserver)
+	fcfg.Observers = append(fcfg.Observers, clin.observers...)
+	fcfg.PatientOperations = append(fcfg.PatientOperations, opioidsafety.MMEOperation(clin.opioids))
 	instrument(m, tr, &fcfg)
 	sec, err := prepareServer(ctx, cfg, base, backend, &fcfg, m, log)
 	if err != nil {

@@ -101,6 +101,10 @@ func (b *Backend) tryCommitRecord(ctx context.Context, writes []storage.Write) (
 	}
 	id := doc.ID
 	if _, err := b.commits().InsertOne(ctx, doc); err != nil {
+		if mongo.IsDuplicateKeyError(err) {
+			// Its id is its first Seq: another writer drew the same one.
+			return nil, seqCollision{id}
+		}
 		return nil, fmt.Errorf("mongo: write commit record: %w", err)
 	}
 	if err := b.lockAll(ctx, &doc); err != nil {
