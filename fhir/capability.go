@@ -57,6 +57,9 @@ func (s *Server) capabilityStatement() ([]byte, error) {
 			continue // routed, but answers 501 without an export directory
 		case strings.HasPrefix(r.code, "$") && (r.level == levelSystem || r.typ != ""):
 			op := map[string]any{"name": strings.TrimPrefix(r.code, "$"), "definition": operationDefinition(r)}
+			if slices.ContainsFunc(fixedOps[r.typ], func(o any) bool { return o.(map[string]any)["name"] == op["name"] }) {
+				continue // GET and POST of one operation
+			}
 			if r.typ == "" {
 				sysOps = append(sysOps, op)
 			} else {

@@ -242,6 +242,12 @@ func TestOutputFilterEveryReadRoute(t *testing.T) {
 		"PUT /:type": func() (int, []byte) {
 			return call("PUT", "/Patient?identifier=urn:t|one", `{"resourceType":"Patient","identifier":[{"system":"urn:t","value":"one"}]}`, repr)
 		},
+		"GET /Observation/$lastn": func() (int, []byte) {
+			return call("GET", "/Observation/$lastn?subject=Patient/v-p1&code:text=x&_include=Observation:subject", "")
+		},
+		"POST /Observation/$lastn": func() (int, []byte) {
+			return call("POST", "/Observation/$lastn", "subject=Patient/v-p1&code:text=x", "Content-Type: application/x-www-form-urlencoded")
+		},
 		"GET /:type/$everything":     func() (int, []byte) { return call("GET", "/Patient/$everything", "") },
 		"GET /:type/:id/$everything": func() (int, []byte) { return call("GET", "/Patient/v-p1/$everything", "") },
 		"GET /:type/:id":             func() (int, []byte) { return call("GET", "/Observation/v-o1", "") },
