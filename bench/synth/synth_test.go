@@ -45,8 +45,10 @@ func scanDir(t *testing.T, dir string) scan {
 				ResourceType string `json:"resourceType"`
 				ID           string `json:"id"`
 				Subject      struct{ Reference string }
-				Code         struct{ Coding []struct{ System, Code string } }
-				Effective    string `json:"effectiveDateTime"`
+				Code         struct {
+					Coding []struct{ System, Code string }
+				}
+				Effective string `json:"effectiveDateTime"`
 			}
 			if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
 				t.Fatalf("%s: %v", name, err)
