@@ -16,9 +16,9 @@ import (
 // commit), so every write succeeds and the issue names every request.
 func TestConcurrentPrescriptionsOnePatient(t *testing.T) {
 	for _, be := range backends() {
-		t.Run(be.name, func(t *testing.T) {
-			s := start(t, be.open(t), nil, nil)
-			s.do(t, "PUT", "/fhir/Patient/p", patient("p")).expect(t, 201)
+		t.Run(be.Name, func(t *testing.T) {
+			s := start(t, be.Open(t), nil)
+			s.do(t, "PUT", "/fhir/Patient/p", patient("p")).Expect(t, 201)
 			// oxycodone 5 mg, 2 tablets every 4 h: 2 × 5 mg × 6/day × 1.5 = 90 MME/day
 			// each, so that every write alone already changes the issue.
 			const n = 6
@@ -32,12 +32,12 @@ func TestConcurrentPrescriptionsOnePatient(t *testing.T) {
 					defer wg.Done()
 					body := strings.Replace(mr("x", "p", "active", "1049621", "oxycodone 5 MG", 2, 4), `"id":"x",`, "", 1)
 					r := s.do(t, "POST", "/fhir/MedicationRequest", body)
-					statuses[i] = r.status
-					if r.status != 201 {
-						t.Logf("create %d: %s", i, r.body)
+					statuses[i] = r.Status
+					if r.Status != 201 {
+						t.Logf("create %d: %s", i, r.Body)
 						return
 					}
-					ids[i] = get(r.json(t), "id").(string)
+					ids[i] = get(r.JSON(t), "id").(string)
 				}(i)
 			}
 			wg.Wait()
@@ -60,7 +60,7 @@ func TestConcurrentPrescriptionsOnePatient(t *testing.T) {
 			if strings.Join(is.implicated, ",") != strings.Join(want, ",") {
 				t.Errorf("implicated %v, want %v", is.implicated, want)
 			}
-			r := s.do(t, "GET", "/fhir/DetectedIssue/"+mmeID, "").expect(t, 200).json(t)
+			r := s.do(t, "GET", "/fhir/DetectedIssue/"+mmeID, "").Expect(t, 200).JSON(t)
 			if code, _ := get(r, "code", "text").(string); !strings.Contains(code, fmt.Sprintf("%v MME/day", each*n)) {
 				t.Errorf("issue code %q, want the total %v MME/day", code, each*n)
 			}

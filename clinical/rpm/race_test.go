@@ -20,8 +20,8 @@ import (
 func TestConcurrentReadingsOnePatient(t *testing.T) {
 	th := defaults(t)
 	for _, be := range backends() {
-		t.Run(be.name, func(t *testing.T) {
-			c := startServer(t, be.open(t), NewObserver(th, nil))
+		t.Run(be.Name, func(t *testing.T) {
+			c := startServer(t, be.Open(t), NewObserver(th, nil))
 			c.do("PUT", "/Patient/p", `{"resourceType":"Patient","id":"p"}`, 201)
 			const n = 6
 			statuses := make([]int, n)
@@ -32,7 +32,7 @@ func TestConcurrentReadingsOnePatient(t *testing.T) {
 					defer wg.Done()
 					req, _ := http.NewRequest("POST", c.base+"/Observation", strings.NewReader(obsJSON("", "p", "2708-6", float64(i), 88, "%")))
 					req.Header.Set("Content-Type", "application/fhir+json")
-					res, err := c.hc.Do(req)
+					res, err := c.srv.Client.Do(req)
 					if err != nil {
 						t.Errorf("upload %d: %v", i, err)
 						return
