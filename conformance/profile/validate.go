@@ -38,7 +38,7 @@ type Options struct {
 // profile it cannot find is an error issue naming it (code "not-found").
 func (r *Registry) Validate(ctx context.Context, res map[string]any, opts Options) []Issue {
 	typ, _ := res["resourceType"].(string)
-	w := &walker{r: r, ctx: ctx, issues: new([]Issue)}
+	w := &walker{r: r, ctx: ctx, issues: new([]Issue), seen: map[string]bool{}}
 	if typ == "" {
 		w.add("error", "structure", typ, "", "the resource has no resourceType")
 		return *w.issues
@@ -97,6 +97,7 @@ type walker struct {
 	res    any           // %resource
 	root   any           // %rootResource
 	depth  int
+	seen   map[string]bool // findings reported, shared by the walkers of one Validate
 	// contained is set while validating a resource inside "contained".
 	inContained bool
 }
@@ -108,6 +109,14 @@ func (w *walker) add(sev, code, path, rule, msg string) {
 	if len(*w.issues) == maxIssues-1 {
 		*w.issues = append(*w.issues, Issue{Severity: "information", Code: "too-costly", Diagnostics: "further issues were not reported"})
 		return
+	}
+	if w.seen != nil {
+		// A profile's snapshot repeats the core rules: report each finding once.
+		key := sev + "|" + code + "|" + path + "|" + rule + "|" + msg
+		if w.seen[key] {
+			return
+		}
+		w.seen[key] = true
 	}
 	d := msg
 	if w.sd != nil && !w.r.IsCore(w.sd.URL) || rule != "" {
@@ -363,6 +372,11 @@ func (w *walker) children(obj map[string]any, elems []*Element, path string, nes
 		}
 		w.cardinality(c, len(items), path+"."+strings.TrimSuffix(c.Name, "[x]"), "")
 		if len(items) == 0 {
+			for _, s := range c.Slices {
+				if s.Min > 0 {
+					w.cardinality(s, 0, path+"."+strings.TrimSuffix(c.Name, "[x]"), s.SliceName)
+				}
+			}
 			continue
 		}
 		w.types(c, items)
