@@ -52,7 +52,9 @@ type Registry struct {
 // Option configures a Registry.
 type Option func(*Registry)
 
-// WithFetcher sets where definitions the registry does not hold are looked up.
+// WithFetcher sets where definitions the registry does not hold are
+// looked up (WithFetch overrides it for one request). Fetched
+// definitions are cached until Forget.
 func WithFetcher(f Fetcher) Option { return func(r *Registry) { r.fetch = f } }
 
 // New loads the embedded definitions: the R4 core, the vital-signs
@@ -166,8 +168,12 @@ func (r *Registry) definition(ctx context.Context, url string, depth int) (*Stru
 	if depth > 20 {
 		return nil, fmt.Errorf("StructureDefinition %s: base chain too deep or circular", url)
 	}
-	if raw == nil && r.fetch != nil {
-		fetched, err := r.fetch(ctx, url)
+	fetch := r.fetch
+	if f, ok := ctx.Value(fetcherKey{}).(Fetcher); ok {
+		fetch = f
+	}
+	if raw == nil && fetch != nil {
+		fetched, err := fetch(ctx, url)
 		if err != nil {
 			return nil, fmt.Errorf("fetching StructureDefinition %s: %w", url, err)
 		}
@@ -195,6 +201,29 @@ func (r *Registry) build(ctx context.Context, raw map[string]any, depth int) (*S
 		raw = gen
 	}
 	return compile(raw)
+}
+
+type fetcherKey struct{}
+
+// WithFetch returns a context in which definitions the registry does not
+// hold are looked up with f (the fhir server's store), for one request.
+func WithFetch(ctx context.Context, f Fetcher) context.Context {
+	return context.WithValue(ctx, fetcherKey{}, f)
+}
+
+// Check reports whether a StructureDefinition can be used as a profile:
+// its base is known, its snapshot can be generated and compiled. Nothing
+// is registered.
+func (r *Registry) Check(ctx context.Context, raw map[string]any) error {
+	url, _ := raw["url"].(string)
+	if url == "" {
+		return errors.New("the StructureDefinition has no url")
+	}
+	if r.IsCore(url) {
+		return fmt.Errorf("%s is a core FHIR definition and cannot be replaced", url)
+	}
+	_, err := r.build(ctx, raw, 0)
+	return err
 }
 
 // Add makes a StructureDefinition known (a user's profile): its snapshot

@@ -28,6 +28,8 @@ type Options struct {
 	Profiles []string
 	// IgnoreClaimed skips the resource's meta.profile (for $validate?profile=).
 	IgnoreClaimed bool
+	// Fetch, when set, finds definitions the registry does not hold (see WithFetch).
+	Fetch Fetcher
 	// SkipCore skips the core definition of the resource type (its
 	// structure and the core invariants); profiles are still checked in full.
 	SkipCore bool
@@ -38,6 +40,9 @@ type Options struct {
 // profile it cannot find is an error issue naming it (code "not-found").
 func (r *Registry) Validate(ctx context.Context, res map[string]any, opts Options) []Issue {
 	typ, _ := res["resourceType"].(string)
+	if opts.Fetch != nil {
+		ctx = WithFetch(ctx, opts.Fetch)
+	}
 	w := &walker{r: r, ctx: ctx, issues: new([]Issue), seen: map[string]bool{}}
 	if typ == "" {
 		w.add("error", "structure", typ, "", "the resource has no resourceType")
