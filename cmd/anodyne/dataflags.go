@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/anodyne-fhir/anodyne/clinical/rpm"
+	"github.com/anodyne-fhir/anodyne/conformance/profile"
 	"github.com/anodyne-fhir/anodyne/fhir"
 )
 
@@ -70,11 +71,16 @@ func (d *dataFlags) withDirectServer(ctx context.Context, use storeUse, stderr i
 	if err != nil {
 		return fmt.Errorf("remote monitoring thresholds: %w", err)
 	}
+	profiles, err := profile.New()
+	if err != nil {
+		return fmt.Errorf("loading profile definitions: %w", err)
+	}
 	srv, err := fhir.New(fhir.Config{
 		BaseURL:   d.baseURL,
 		Backend:   st.backend,
 		Logger:    log,
 		Observers: []fhir.CommitObserver{rpmObserver},
+		Profiles:  profiles,
 	})
 	if err != nil {
 		return err

@@ -27,6 +27,7 @@ import (
 	"github.com/anodyne-fhir/anodyne/clinical/opioid"
 	"github.com/anodyne-fhir/anodyne/clinical/opioidsafety"
 	"github.com/anodyne-fhir/anodyne/clinical/rpm"
+	"github.com/anodyne-fhir/anodyne/conformance/profile"
 	"github.com/anodyne-fhir/anodyne/fhir"
 	"github.com/anodyne-fhir/anodyne/metrics"
 	"github.com/anodyne-fhir/anodyne/storage"
@@ -88,10 +89,13 @@ type serveConfig struct {
 	ShutdownIn   time.Duration
 	// SPPoll is how often the store is checked for new or changed
 	// SearchParameter resources (custom search parameters).
-	SPPoll    time.Duration
-	Sec       securityConfig
-	Transport transportConfig
-	Metrics   metricsConfig
+	SPPoll time.Duration
+	// CoreInvariants checks the core R4 definitions (invariants ele-1,
+	// dom-*, obs-* ...) on every write; claimed profiles are always checked.
+	CoreInvariants bool
+	Sec            securityConfig
+	Transport      transportConfig
+	Metrics        metricsConfig
 	// preload, when set ("anodyne demo"), runs on the ready server before
 	// it accepts requests.
 	preload func(ctx context.Context, srv *fhir.Server, be storage.Backend, base string) error
@@ -122,6 +126,7 @@ func parseServeAs(name, about string, args []string, stderr io.Writer, getenv fu
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&cfg.ShutdownIn, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight requests")
 	fs.DurationVar(&cfg.SPPoll, "searchparameter-poll", 5*time.Second, "how often to look for new or changed SearchParameter resources (custom search parameters), which are then registered and reindexed")
+	fs.BoolVar(&cfg.CoreInvariants, "core-invariants", true, "check every written resource against the core R4 definitions and invariants (ele-1, dom-2..dom-6, obs-6 ...); profiles a resource claims in meta.profile are checked either way")
 	cfg.Sec.register(fs)
 	cfg.Transport.register(fs)
 	cfg.Metrics.register(fs)
@@ -279,6 +284,12 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 		return fmt.Errorf("remote monitoring thresholds: %w", err)
 	}
 	fcfg.Observers = append(fcfg.Observers, rpmObserver)
+	// Profiles: every write is checked against what it claims in meta.profile.
+	if fcfg.Profiles, err = profile.New(); err != nil {
+		ln.Close()
+		return fmt.Errorf("loading profile definitions: %w", err)
+	}
+	fcfg.SkipCoreInvariants = !cfg.CoreInvariants
 	instrument(m, tr, &fcfg)
 	sec, err := prepareServer(ctx, cfg, base, backend, &fcfg, m, log)
 	if err != nil {
@@ -298,6 +309,12 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 		return err
 	}
 	defer srv.Close()
+	// Anodyne's and the vital-signs profiles are read and searched as
+	// StructureDefinition resources.
+	if err := srv.PublishProfiles(ctx); err != nil {
+		ln.Close()
+		return err
+	}
 	// Custom SearchParameters are registered by a polling loop; it stops
 	// (and is waited for) before the database closes.
 	spCtx, spStop := context.WithCancel(ctx)

@@ -58,6 +58,8 @@ func TestAnodyneProfilesBroken(t *testing.T) {
 		{"peg", "second pain item", "component[4]", `{"code":{"coding":[{"system":` + loinc + `,"code":"75893-8"}]},"valueInteger":3}`, "Observation.component", "slice pain, cardinality 1..1"},
 		{"peg", "panel code wrong", "code.coding[0].code", `"72514-3"`, "Observation.code", "pattern patternCodeableConcept"},
 		{"peg", "item as string", "component[2].valueInteger", "", "", ""},
+		{"peg", "no mean at all", "component[3]", "", "Observation", "invariant anodyne-peg-4"},
+		{"peg", "mean out of range", "component[3].valueQuantity.value", `11`, "Observation.component[3].valueQuantity", "invariant anodyne-peg-3"},
 		{"peg", "not a survey", "category", "", "Observation.category", "slice survey"},
 		// capillary glucose
 		{"capillary-glucose", "unit g/L", "valueQuantity.code", `"g/L"`, "Observation.valueQuantity.code", "binding http://anodyne-fhir.org/fhir/ValueSet/anodyne-glucose-units (required)"},
