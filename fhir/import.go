@@ -857,6 +857,13 @@ func (im *Importer) prepareUnit(ctx context.Context, u unit, at time.Time) prepa
 		return p
 	}
 	p.res = parsed.Resource
+	if err := im.s.conform(ctx, p.typ, p.res); err != nil {
+		p.err = err
+		if fe := (*Error)(nil); errors.As(err, &fe) {
+			p.err = errors.New(issuesText(fe.Issues))
+		}
+		return p
+	}
 	p.write, p.err = im.s.prepare(p.typ, p.id, p.res, 0, at, http.MethodPut)
 	if p.err == nil && im.authorize {
 		p.err = im.s.checkEntries(ctx, ActionUpdate, p.typ, p.id, p.write.Index)

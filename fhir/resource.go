@@ -81,7 +81,8 @@ func writeTarget(c echo.Context) (typ, id string, want int64, err error) {
 	return typ, id, want, nil
 }
 
-// parseResource validates a body and checks that it is a resource of typ.
+// parseResource validates a body (structure, then profiles and core
+// invariants: conform) and checks that it is a resource of typ.
 func (s *Server) parseResource(ctx context.Context, typ string, body []byte) (conformance.Parsed, error) {
 	parsed, issues := s.validator.Validate(ctx, body)
 	if conformance.HasErrors(issues) {
@@ -92,6 +93,9 @@ func (s *Server) parseResource(ctx context.Context, typ string, body []byte) (co
 	}
 	if parsed.Type != typ {
 		return parsed, errBadRequest("the body is a %s but the URL names %s", parsed.Type, typ)
+	}
+	if err := s.conform(ctx, typ, parsed.Resource); err != nil {
+		return parsed, err
 	}
 	return parsed, nil
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/anodyne-fhir/anodyne/conformance"
+	"github.com/anodyne-fhir/anodyne/conformance/profile"
 	"github.com/anodyne-fhir/anodyne/resources"
 	"github.com/anodyne-fhir/anodyne/storage"
 )
@@ -40,6 +41,14 @@ type Config struct {
 	Backend storage.Backend
 	// Validator checks request bodies; nil loads conformance.NewValidator().
 	Validator *conformance.Validator
+	// Profiles validates every client write against the core R4
+	// definitions and the profiles it claims, backs $validate?profile=
+	// and conformsTo(); nil switches profile validation off (anodyne serve
+	// always sets it: loading the definitions takes most of a second).
+	Profiles *profile.Registry
+	// SkipCoreInvariants leaves out the core definitions (structure and
+	// invariants) on writes; claimed profiles are still checked in full.
+	SkipCoreInvariants bool
 	// Registry knows search parameters and index extraction; nil loads
 	// resources.Load with this server's base URL and logger.
 	Registry *resources.Registry
@@ -116,6 +125,8 @@ type Server struct {
 	base      string // FHIR base, no trailing slash
 	backend   storage.Backend
 	validator *conformance.Validator
+	profiles  *profile.Registry
+	skipCore  bool
 	registry  *resources.Registry
 	authz     Authorizer
 	log       *slog.Logger
@@ -150,6 +161,8 @@ func New(cfg Config) (*Server, error) {
 		base:      base + "/fhir",
 		backend:   cfg.Backend,
 		validator: cfg.Validator,
+		profiles:  cfg.Profiles,
+		skipCore:  cfg.SkipCoreInvariants,
 		registry:  cfg.Registry,
 		authz:     cfg.Authorizer,
 		log:       cfg.Logger,

@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"strings"
 	"time"
 
+	"github.com/anodyne-fhir/anodyne/conformance/profile"
 	"github.com/anodyne-fhir/anodyne/fhir"
 )
 
@@ -70,11 +72,16 @@ func (d *dataFlags) withDirectServer(ctx context.Context, use storeUse, stderr i
 	if err != nil {
 		return err
 	}
+	profiles, err := profile.New()
+	if err != nil {
+		return fmt.Errorf("loading profile definitions: %w", err)
+	}
 	srv, err := fhir.New(fhir.Config{
 		BaseURL:   d.baseURL,
 		Backend:   st.backend,
 		Logger:    log,
 		Observers: clin.observers,
+		Profiles:  profiles,
 	})
 	if err != nil {
 		return err

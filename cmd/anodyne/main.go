@@ -24,6 +24,7 @@ import (
 
 	"github.com/anodyne-fhir/anodyne/apps/clinician"
 	"github.com/anodyne-fhir/anodyne/clinical/opioidsafety"
+	"github.com/anodyne-fhir/anodyne/conformance/profile"
 	"github.com/anodyne-fhir/anodyne/fhir"
 	"github.com/anodyne-fhir/anodyne/metrics"
 	"github.com/anodyne-fhir/anodyne/storage"
@@ -85,11 +86,14 @@ type serveConfig struct {
 	ShutdownIn   time.Duration
 	// SPPoll is how often the store is checked for new or changed
 	// SearchParameter resources (custom search parameters).
-	SPPoll    time.Duration
-	Sec       securityConfig
-	Transport transportConfig
-	Metrics   metricsConfig
-	Export    exportFlags
+	SPPoll time.Duration
+	// CoreInvariants checks the core R4 definitions (invariants ele-1,
+	// dom-*, obs-* ...) on every write; claimed profiles are always checked.
+	CoreInvariants bool
+	Sec            securityConfig
+	Transport      transportConfig
+	Metrics        metricsConfig
+	Export         exportFlags
 
 	// OpioidTable extends the embedded opioid table (empty: embedded only).
 	OpioidTable string
@@ -124,6 +128,7 @@ func parseServeAs(name, about string, args []string, stderr io.Writer, getenv fu
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&cfg.ShutdownIn, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight requests")
 	fs.DurationVar(&cfg.SPPoll, "searchparameter-poll", 5*time.Second, "how often to look for new or changed SearchParameter resources (custom search parameters), which are then registered and reindexed")
+	fs.BoolVar(&cfg.CoreInvariants, "core-invariants", true, "check every written resource against the core R4 definitions and invariants (ele-1, dom-2..dom-6, obs-6 ...); profiles a resource claims in meta.profile are checked either way")
 	cfg.Sec.register(fs)
 	cfg.Transport.register(fs)
 	cfg.Metrics.register(fs)
@@ -275,6 +280,12 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 	}
 	fcfg.Observers = append(fcfg.Observers, clin.observers...)
 	fcfg.PatientOperations = append(fcfg.PatientOperations, opioidsafety.MMEOperation(clin.opioids))
+	// Profiles: every write is checked against what it claims in meta.profile.
+	if fcfg.Profiles, err = profile.New(); err != nil {
+		ln.Close()
+		return fmt.Errorf("loading profile definitions: %w", err)
+	}
+	fcfg.SkipCoreInvariants = !cfg.CoreInvariants
 	instrument(m, tr, &fcfg)
 	sec, err := prepareServer(ctx, cfg, base, backend, &fcfg, m, log)
 	if err != nil {
@@ -294,6 +305,12 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 		return err
 	}
 	defer srv.Close()
+	// Anodyne's and the vital-signs profiles are read and searched as
+	// StructureDefinition resources.
+	if err := srv.PublishProfiles(ctx); err != nil {
+		ln.Close()
+		return err
+	}
 	// Custom SearchParameters are registered by a polling loop; it stops
 	// (and is waited for) before the database closes.
 	spCtx, spStop := context.WithCancel(ctx)
