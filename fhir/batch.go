@@ -2,6 +2,7 @@ package fhir
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -9,13 +10,16 @@ import (
 	"strings"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/anodyne-fhir/anodyne/auth"
 )
 
 // batch runs a batch Bundle: every entry is an independent interaction
-// with its own response, dispatched through the server's own router (with
-// the caller's credentials), so that each one goes through exactly the
-// checks, authorization and conditional rules of the interaction it
-// names. An entry that fails does not affect the others.
+// with its own response, run by the same Go calls as the REST handlers
+// (with the caller's identity, which is on the context), so that each one
+// goes through exactly the checks, authorization and conditional rules of
+// the interaction it names. An entry that fails does not affect the
+// others. Each entry is audited as a request of its own.
 func (s *Server) batch(c echo.Context, entries []*txEntry, errs []error) error {
 	ret := bundleReturn(c)
 	out := newBundle("batch-response", nil)
@@ -25,18 +29,63 @@ func (s *Server) batch(c echo.Context, entries []*txEntry, errs []error) error {
 			addEntry(out, s.errorEntry(c, errs[i]))
 			continue
 		}
-		addEntry(out, s.subEntry(c, e, ret))
+		if e.method == http.MethodGet || e.method == http.MethodHead {
+			addEntry(out, s.subEntry(c, e, ret))
+			continue
+		}
+		addEntry(out, s.batchWrite(c, e, ret))
 	}
 	return writeResource(c, http.StatusOK, out)
 }
 
+// batchWrite runs one write entry of a batch and answers its response entry.
+func (s *Server) batchWrite(c echo.Context, e *txEntry, ret string) map[string]any {
+	target := e.typ
+	if e.id != "" {
+		target += "/" + e.id
+	}
+	if e.query != nil {
+		target += "?" + e.query.Encode()
+	}
+	ctx, audited := auth.AuditEntry(c.Request().Context(), e.method, target)
+	req := writeRequest{method: e.method, typ: e.typ, id: e.id, query: e.query,
+		ifNoneExist: e.ifNoneExist, ifMatch: e.ifMatch, body: e.raw}
+	var entry map[string]any
+	status := http.StatusOK
+	if e.method == http.MethodPatch {
+		ops, _, err := binaryPatch(e.raw)
+		if err != nil {
+			entry, status = s.failedEntry(ctx, entryError(e, err))
+			audited(status)
+			return entry
+		}
+		req.patch = ops
+	}
+	r, err := s.write(ctx, req)
+	if err == nil {
+		entry, err = s.writeEntry(ctx, r, ret)
+		status = r.status
+	}
+	if err != nil {
+		entry, status = s.failedEntry(ctx, entryError(e, err))
+	}
+	audited(status)
+	return entry
+}
+
 // errorEntry is the response entry of an entry that failed.
 func (s *Server) errorEntry(c echo.Context, err error) map[string]any {
-	fe := asError(c.Request().Context(), s.log, err)
+	entry, _ := s.failedEntry(c.Request().Context(), err)
+	return entry
+}
+
+// failedEntry is the response entry of a failure, and its status.
+func (s *Server) failedEntry(ctx context.Context, err error) (map[string]any, int) {
+	fe := asError(ctx, s.log, err)
 	return map[string]any{"response": map[string]any{
 		"status":  statusLine(fe.Status),
 		"outcome": outcome(fe.Issues),
-	}}
+	}}, fe.Status
 }
 
 // subEntry evaluates one entry as a request to this server and turns the

@@ -302,12 +302,7 @@ func (s *Server) transaction(c echo.Context, entries []*txEntry) error {
 			addEntry(out, s.subEntry(c, e, ret))
 			continue
 		}
-		if ret == "representation" && !e.minimal && !e.rec.Deleted && len(e.rec.JSON) > 0 {
-			// As respondWrite: a caller who may write but not read the
-			// result (u or c without r) gets no resource back.
-			e.minimal = !s.recordReadable(ctx, e.rec)
-		}
-		we, err := s.writeEntry(ctx, e, ret)
+		we, err := s.writeEntry(ctx, writeResult{method: e.method, status: e.status, rec: e.rec, wrote: e.wrote, minimal: e.minimal}, ret)
 		if err != nil {
 			return err
 		}
@@ -720,30 +715,36 @@ func bundleReturn(c echo.Context) string {
 	return preferReturn(c)
 }
 
-// writeEntry is the response entry of a write entry after the commit.
-func (s *Server) writeEntry(ctx context.Context, e *txEntry, ret string) (map[string]any, error) {
-	resp := map[string]any{"status": statusLine(e.status)}
+// writeEntry is the response entry of a write entry of a transaction or
+// a batch after its commit.
+func (s *Server) writeEntry(ctx context.Context, r writeResult, ret string) (map[string]any, error) {
+	resp := map[string]any{"status": statusLine(r.status)}
 	out := map[string]any{"response": resp}
-	if e.rec.ID != "" && e.rec.VersionID > 0 {
+	if r.rec.ID != "" && r.rec.VersionID > 0 {
 		v, err := s.view(ctx)
 		if err != nil {
 			return nil, err
 		}
-		resp["location"] = s.versionURL(e.rec)
-		resp["etag"] = etag(e.rec.VersionID)
-		resp["lastModified"] = formatInstant(e.rec.LastUpdated)
-		if !e.rec.Deleted {
-			out["fullUrl"] = s.resourceURL(e.rec.Type, e.rec.ID)
-			representation := ret == "representation" && !e.minimal
+		resp["location"] = s.versionURL(r.rec)
+		resp["etag"] = etag(r.rec.VersionID)
+		resp["lastModified"] = formatInstant(r.rec.LastUpdated)
+		if !r.rec.Deleted {
+			out["fullUrl"] = s.resourceURL(r.rec.Type, r.rec.ID)
+			representation := ret == "representation" && !r.minimal
+			if representation && len(r.rec.JSON) > 0 {
+				// As respondWrite: a caller who may write but not read the
+				// result (u or c without r) gets no resource back.
+				representation = s.recordReadable(ctx, r.rec)
+			}
 			if representation || v != nil {
 				// Under a view the entry names the resource as the view does.
-				raw, id, err := s.emit(ctx, v, nil, e.rec)
+				raw, id, err := s.emit(ctx, v, nil, r.rec)
 				if err != nil {
 					return nil, err
 				}
 				if v != nil {
-					out["fullUrl"] = s.resourceURL(e.rec.Type, id)
-					resp["location"] = s.resourceURL(e.rec.Type, id) + "/_history/" + strconv.FormatInt(e.rec.VersionID, 10)
+					out["fullUrl"] = s.resourceURL(r.rec.Type, id)
+					resp["location"] = s.resourceURL(r.rec.Type, id) + "/_history/" + strconv.FormatInt(r.rec.VersionID, 10)
 					delete(resp, "lastModified")
 				}
 				if representation {
@@ -753,8 +754,12 @@ func (s *Server) writeEntry(ctx context.Context, e *txEntry, ret string) (map[st
 		}
 	}
 	if ret == "OperationOutcome" {
-		msg := "stored"
-		if !e.wrote {
+		msg := r.diagnostics
+		switch {
+		case msg != "":
+		case r.wrote:
+			msg = "stored"
+		default:
 			msg = "nothing written"
 		}
 		resp["outcome"] = outcome([]conformance.Issue{{Severity: "information", Code: codeInfo, Diagnostics: msg}})
