@@ -127,21 +127,40 @@ type bundleRequest struct {
 // bounds the bytes, this bounds the per-entry overhead of tiny entries.
 const maxBundleEntries = 20000
 
+// Sentinels under the *Error of a Bundle the server does not run as
+// asked, for in-process callers (the importer) to tell them apart.
+var (
+	errNoAtomicCommit = errors.New("the database cannot commit several writes atomically")
+	errBundleTooLarge = errors.New("the Bundle is larger than a request may be")
+)
+
 // bundle handles POST [base] with a batch or transaction Bundle.
 func (s *Server) bundle(c echo.Context) error {
 	body, err := s.readBody(c, mimeFHIRJSON, mimeJSON)
 	if err != nil {
 		return err
 	}
+	r, err := s.runBundle(c.Request().Context(), body, bundleReturn(c))
+	if err != nil {
+		return err
+	}
+	return writeResource(c, http.StatusOK, r.bundle())
+}
+
+// runBundle runs a batch or transaction Bundle (body, as posted); ret is
+// the Prefer return= of its response entries.
+func (s *Server) runBundle(ctx context.Context, body []byte, ret string) (bundleResult, error) {
 	var b bundleRequest
 	if err := json.Unmarshal(body, &b); err != nil {
-		return newError(http.StatusBadRequest, codeStructure, "the body is not a FHIR JSON Bundle: %v", err)
+		return bundleResult{}, newError(http.StatusBadRequest, codeStructure, "the body is not a FHIR JSON Bundle: %v", err)
 	}
 	if b.ResourceType != "Bundle" {
-		return errBadRequest("POST to the base takes a Bundle, not %q", b.ResourceType)
+		return bundleResult{}, errBadRequest("POST to the base takes a Bundle, not %q", b.ResourceType)
 	}
 	if len(b.Entry) > maxBundleEntries {
-		return newError(http.StatusRequestEntityTooLarge, codeTooCostly, "the Bundle has %d entries; at most %d are accepted", len(b.Entry), maxBundleEntries)
+		e := newError(http.StatusRequestEntityTooLarge, codeTooCostly, "the Bundle has %d entries; at most %d are accepted", len(b.Entry), maxBundleEntries)
+		e.cause = errBundleTooLarge
+		return bundleResult{}, e
 	}
 	entries := make([]*txEntry, len(b.Entry))
 	errs := make([]error, len(b.Entry))
@@ -169,14 +188,14 @@ func (s *Server) bundle(c echo.Context) error {
 	case "transaction":
 		for _, err := range errs {
 			if err != nil {
-				return err
+				return bundleResult{}, err
 			}
 		}
-		return s.transaction(c, entries)
+		return s.transaction(ctx, entries, ret)
 	case "batch":
-		return s.batch(c, entries, errs)
+		return s.batch(ctx, entries, errs, ret), nil
 	}
-	return errBadRequest("POST to the base takes a batch or transaction Bundle, not type %q", b.Type)
+	return bundleResult{}, errBadRequest("POST to the base takes a batch or transaction Bundle, not type %q", b.Type)
 }
 
 // parseEntryURL reads request.method and request.url of an entry.
@@ -281,34 +300,33 @@ func binaryPatch(raw []byte) (jsonpatch.Patch, []byte, error) {
 }
 
 // transaction runs a transaction Bundle and answers the transaction-response.
-func (s *Server) transaction(c echo.Context, entries []*txEntry) error {
-	ctx := c.Request().Context()
+func (s *Server) transaction(ctx context.Context, entries []*txEntry, ret string) (bundleResult, error) {
 	if !s.atomicCommit(ctx) {
-		return newError(http.StatusNotImplemented, codeNotSupp,
+		e := newError(http.StatusNotImplemented, codeNotSupp,
 			"this database deployment cannot commit several writes atomically, so transaction Bundles are refused; send a batch instead")
+		e.cause = errNoAtomicCommit
+		return bundleResult{}, e
 	}
 	if err := s.parseEntries(ctx, entries); err != nil {
-		return err
+		return bundleResult{}, err
 	}
 	if err := s.runTransaction(ctx, entries); err != nil {
 		s.logTransaction(ctx, len(entries), err)
-		return err
+		return bundleResult{}, err
 	}
-	ret := bundleReturn(c)
-	out := newBundle("transaction-response", nil)
-	delete(out, "link")
-	for _, e := range entries {
+	out := bundleResult{typ: "transaction-response", entries: make([]entryResult, len(entries))}
+	for i, e := range entries {
 		if e.method == http.MethodGet || e.method == http.MethodHead {
-			addEntry(out, s.subEntry(c, e, ret))
+			out.entries[i] = s.readEntry(ctx, e)
 			continue
 		}
 		we, err := s.writeEntry(ctx, writeResult{method: e.method, status: e.status, rec: e.rec, wrote: e.wrote, minimal: e.minimal}, ret)
 		if err != nil {
-			return err
+			return bundleResult{}, err
 		}
-		addEntry(out, we)
+		out.entries[i] = entryResult{entry: we}
 	}
-	return writeResource(c, http.StatusOK, out)
+	return out, nil
 }
 
 // runTransaction plans and commits the write entries, retrying the whole
