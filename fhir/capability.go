@@ -15,17 +15,22 @@ import (
 
 // capabilities handles GET [base]/metadata.
 func (s *Server) capabilities(c echo.Context) error {
+	return s.serveRead(c, (*Server).capabilitiesRead)
+}
+
+// capabilitiesRead is the capabilities interaction.
+func (s *Server) capabilitiesRead(context.Context, readRequest) (readResult, error) {
 	// Custom SearchParameters change the registry while the server runs:
 	// once there are any, the statement is rebuilt so that it lists them
 	// (a few milliseconds, for a document clients fetch once).
 	if !s.hasCustomParams() {
-		return writeRaw(c, http.StatusOK, s.capability)
+		return readResult{status: http.StatusOK, raw: s.capability}, nil
 	}
 	raw, err := s.capabilityStatement()
 	if err != nil {
-		return fmt.Errorf("building CapabilityStatement: %w", err)
+		return readResult{}, fmt.Errorf("building CapabilityStatement: %w", err)
 	}
-	return writeRaw(c, http.StatusOK, raw)
+	return readResult{status: http.StatusOK, raw: raw}, nil
 }
 
 // hasCustomParams reports whether any parameter was added at runtime.
