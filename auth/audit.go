@@ -19,15 +19,44 @@ type AuditEvent struct {
 	IDs         []string
 	// Refs names touched resources as "Type/id" when they may be of
 	// several types (the writes of one Commit).
-	Refs       []string
-	Patients   []string // ids of the patients whose data was touched
-	Query      string   // the query string of a search, without the token
-	Outcome    int      // HTTP status
-	ClientID   string
-	User       string // fhirUser, or the subject when there is none
-	Source     string // our FHIR base URL (the observer)
-	RemoteAddr string
+	Refs     []string
+	Patients []string // ids of the patients whose data was touched
+	Query    string   // the query string of a search, without the token
+	Outcome  int      // HTTP status
+	ClientID string
+	User     string // fhirUser, or the subject when there is none
+	// ResearchProject is the project of a research client: the event then
+	// carries purposeOfUse HRESCH (research) and names the project.
+	ResearchProject string
+	Source          string // our FHIR base URL (the observer)
+	RemoteAddr      string
+	// Category, when its Type is set, makes the event a security event
+	// (an account lock-out) instead of a RESTful operation: it replaces
+	// AuditEvent.type and the interaction subtype.
+	Category AuditCategory
+	// Description is AuditEvent.outcomeDesc.
+	Description string
 }
+
+// AuditCategory is the type and subtypes of a security AuditEvent.
+type AuditCategory struct {
+	Type     AuditCoding
+	Subtypes []AuditCoding
+}
+
+// AuditCoding is one Coding of an AuditEvent's type or subtype.
+type AuditCoding struct{ System, Code, Display string }
+
+func (c AuditCoding) coding() map[string]any {
+	m := map[string]any{"system": c.System, "code": c.Code}
+	if c.Display != "" {
+		m["display"] = c.Display
+	}
+	return m
+}
+
+// ResearchProjectSystem names research projects in AuditEvent entities.
+const ResearchProjectSystem = "https://anodyne.dev/fhir/research-project"
 
 // AuditSink records audit events durably. The FHIR layer implements it.
 type AuditSink interface {
@@ -46,6 +75,7 @@ func NewAuditEvent(ctx context.Context, interaction, action, typ string) AuditEv
 		if p.Patient != "" {
 			ev.Patients = append(ev.Patients, p.Patient)
 		}
+		ev.ResearchProject = p.ResearchProject
 	}
 	return ev
 }
@@ -86,6 +116,13 @@ func (ev AuditEvent) Resource() map[string]any {
 	if ev.RemoteAddr != "" {
 		agents[0].(map[string]any)["network"] = map[string]any{"address": ev.RemoteAddr, "type": "2"}
 	}
+	var purpose []any
+	if ev.ResearchProject != "" {
+		purpose = []any{map[string]any{"coding": []any{map[string]any{
+			"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "HRESCH", "display": "healthcare research",
+		}}}}
+		agents[0].(map[string]any)["purposeOfUse"] = purpose
+	}
 	var entities []any
 	for _, p := range ev.Patients {
 		entities = append(entities, map[string]any{
@@ -103,6 +140,13 @@ func (ev AuditEvent) Resource() map[string]any {
 		entities = append(entities, map[string]any{
 			"what": map[string]any{"reference": ref},
 			"role": map[string]any{"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "4", "display": "Domain Resource"},
+		})
+	}
+	if ev.ResearchProject != "" {
+		entities = append(entities, map[string]any{
+			"what": map[string]any{"identifier": map[string]any{"system": ResearchProjectSystem, "value": ev.ResearchProject}},
+			"type": map[string]any{"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "4", "display": "Other"},
+			"name": "research project",
 		})
 	}
 	if ev.Query != "" {
@@ -124,6 +168,23 @@ func (ev AuditEvent) Resource() map[string]any {
 	}
 	if len(entities) > 0 {
 		res["entity"] = entities
+	}
+	if ev.Category.Type.Code != "" {
+		res["type"] = ev.Category.Type.coding()
+		subs := make([]any, len(ev.Category.Subtypes))
+		for i, c := range ev.Category.Subtypes {
+			subs[i] = c.coding()
+		}
+		res["subtype"] = subs
+		if len(subs) == 0 {
+			delete(res, "subtype")
+		}
+	}
+	if ev.Description != "" {
+		res["outcomeDesc"] = ev.Description
+	}
+	if purpose != nil {
+		res["purposeOfEvent"] = purpose
 	}
 	return res
 }

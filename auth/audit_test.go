@@ -54,3 +54,27 @@ func TestAuditEventResource(t *testing.T) {
 		}
 	}
 }
+
+// TestSecurityAuditEventResource: a Category replaces the RESTful type
+// and interaction subtype; Description becomes outcomeDesc.
+func TestSecurityAuditEventResource(t *testing.T) {
+	ev := AuditEvent{Action: "E", Outcome: 401, User: "alice", RemoteAddr: "10.0.0.7", Description: "locked",
+		Category: AuditCategory{
+			Type:     AuditCoding{System: "http://dicom.nema.org/resources/ontology/DCM", Code: "110114", Display: "User Authentication"},
+			Subtypes: []AuditCoding{{System: "http://dicom.nema.org/resources/ontology/DCM", Code: "110122"}},
+		}}
+	r := ev.Resource()
+	typ := r["type"].(map[string]any)
+	subs := r["subtype"].([]any)
+	if typ["code"] != "110114" || typ["display"] != "User Authentication" || len(subs) != 1 ||
+		subs[0].(map[string]any)["code"] != "110122" || subs[0].(map[string]any)["display"] != nil {
+		t.Errorf("type %v subtype %v", typ, subs)
+	}
+	if r["outcomeDesc"] != "locked" || r["outcome"] != "4" {
+		t.Errorf("outcome %v, outcomeDesc %v", r["outcome"], r["outcomeDesc"])
+	}
+	rest := AuditEvent{Interaction: "read", Action: "R", Outcome: 200}.Resource()
+	if rest["type"].(map[string]any)["code"] != "rest" || rest["outcomeDesc"] != nil {
+		t.Errorf("a RESTful event changed: %v", rest)
+	}
+}

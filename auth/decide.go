@@ -77,6 +77,16 @@ func (p *Policy) Decide(ctx context.Context, action, resourceType string) (Decis
 	if pr == nil {
 		return Decision{Reason: "no authenticated principal"}, nil
 	}
+	// Research clients read de-identified data and never write; an
+	// aggregates-only client never receives a row.
+	if pr.ResearchProject != "" {
+		if letter != 'r' && letter != 's' {
+			return Decision{Reason: "research clients (project " + pr.ResearchProject + ") may not write"}, nil
+		}
+		if pr.ResearchAccess == ResearchAggregates {
+			return Decision{Reason: "this research client has aggregates-only access: no resource is returned to it"}, nil
+		}
+	}
 	var (
 		filters []storage.Expr
 		reasons []string

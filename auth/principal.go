@@ -19,7 +19,19 @@ type Principal struct {
 	Purpose   string // purpose of use, when the token carries one
 	TokenID   string // jti
 	ExpiresAt time.Time
+	// ResearchProject, when set, makes the caller a research client of that
+	// project: it reads de-identified data only and never writes.
+	ResearchProject string
+	// ResearchAccess is "rows" (de-identified resources, the default) or
+	// "aggregates" (statistics only, never a row).
+	ResearchAccess string
 }
+
+// Research access levels.
+const (
+	ResearchRows       = "rows"
+	ResearchAggregates = "aggregates"
+)
 
 type principalKey struct{}
 

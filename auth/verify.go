@@ -24,6 +24,12 @@ type ClaimMapping struct {
 	FHIRUser  string   // default "fhirUser"
 	ClientID  string   // default "client_id", then "azp"
 	Purpose   string   // default "purpose_of_use"
+	// ResearchProject names the claim that marks a research token with its
+	// project; empty means this issuer's tokens are never research tokens.
+	ResearchProject string
+	// ResearchAccess names the claim carrying the access level ("rows" or
+	// "aggregates"); read only with ResearchProject.
+	ResearchAccess string
 }
 
 // TrustedIssuer is one authorization server whose access tokens the
@@ -162,6 +168,14 @@ func (v *Verifier) verify(ctx context.Context, raw string) (*Principal, error) {
 		FHIRUser:  str(claims, or(m.FHIRUser, "fhirUser")),
 		Purpose:   str(claims, or(m.Purpose, "purpose_of_use")),
 		TokenID:   str(claims, "jti"),
+	}
+	if m.ResearchProject != "" {
+		if p.ResearchProject = str(claims, m.ResearchProject); p.ResearchProject != "" {
+			p.ResearchAccess = ResearchRows
+			if m.ResearchAccess != "" && str(claims, m.ResearchAccess) == ResearchAggregates {
+				p.ResearchAccess = ResearchAggregates
+			}
+		}
 	}
 	if m.ClientID != "" {
 		p.ClientID = str(claims, m.ClientID)

@@ -90,7 +90,7 @@ func benchServer(b *testing.B, dir string) (*Server, *httptest.Server, storage.B
 		if err != nil {
 			return err
 		}
-		return s.serveRecord(c, d, kept)
+		return s.serveRecord(c, d, nil, kept)
 	}, negotiate)
 	ts := httptest.NewServer(s.Handler())
 	b.Cleanup(ts.Close)

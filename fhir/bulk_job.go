@@ -71,6 +71,9 @@ type exportJob struct {
 	// (for X-Progress).
 	Exported int64  `json:"exported"`
 	Failure  string `json:"failure,omitempty"`
+	// View names the output view of the caller who asked (OutputFilter.Named),
+	// so that files written later are shaped for that caller.
+	View string `json:"view,omitempty"`
 	// Finished is when the job reached done or failed (for retention).
 	Finished time.Time `json:"finished,omitzero"`
 }
@@ -252,6 +255,7 @@ func (r *bulkRunner) cancel(ctx context.Context, id string) error {
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {
 		return fmt.Errorf("deleting export job %s: %w", id, err)
 	}
+	r.s.jobEvent("export", "deleted")
 	if err := os.RemoveAll(r.jobDir(id)); err != nil {
 		return fmt.Errorf("removing export files of job %s: %w", id, err)
 	}
@@ -286,6 +290,7 @@ func (r *bulkRunner) run(parent context.Context, job exportJob) {
 	err := r.execute(ctx, &job)
 	switch {
 	case err == nil:
+		r.s.jobEvent("export", "completed")
 		r.log.InfoContext(ctx, "bulk export finished", "job", job.ID, "resources", job.Exported, "duration_ms", time.Since(start).Milliseconds())
 	case ctx.Err() != nil:
 		// Cancelled by the client or stopped by shutdown: the record (if
@@ -293,6 +298,7 @@ func (r *bulkRunner) run(parent context.Context, job exportJob) {
 		r.log.InfoContext(parent, "bulk export interrupted", "job", job.ID, "err", err)
 	default:
 		r.log.ErrorContext(ctx, "bulk export failed", "job", job.ID, "err", err)
+		r.s.jobEvent("export", "failed")
 		job.Status, job.Failure, job.Finished = jobFailed, err.Error(), time.Now().UTC()
 		if serr := r.save(ctx, job); serr != nil && !errors.Is(serr, context.Canceled) {
 			r.log.ErrorContext(ctx, "bulk export: recording failure", "job", job.ID, "err", serr)
@@ -349,6 +355,15 @@ func (r *bulkRunner) runGroup(ctx context.Context, job *exportJob, dir string, g
 			}
 		}
 	}()
+	var v View
+	if job.View != "" {
+		if r.s.output == nil {
+			return nil, fmt.Errorf("export job %s needs output view %q but the server has no output filter", job.ID, job.View)
+		}
+		if v, err = r.s.output.Named(ctx, job.View); err != nil {
+			return nil, fmt.Errorf("export job %s: output view %q: %w", job.ID, job.View, err)
+		}
+	}
 	lastSave := time.Now()
 	cursor := ""
 	for {
@@ -369,7 +384,11 @@ func (r *bulkRunner) runGroup(ctx context.Context, job *exportJob, dir string, g
 				f = &file{f: fh, w: bufio.NewWriterSize(fh, 64<<10)}
 				files[rec.Type] = f
 			}
-			f.w.Write(rec.JSON)
+			raw, _, err := r.s.emit(ctx, v, nil, rec)
+			if err != nil {
+				return nil, err
+			}
+			f.w.Write(raw)
 			if err := f.w.WriteByte('\n'); err != nil {
 				return nil, fmt.Errorf("writing export file: %w", err)
 			}

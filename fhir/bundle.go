@@ -1,6 +1,7 @@
 package fhir
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -25,17 +26,36 @@ func addEntry(b map[string]any, entry map[string]any) {
 }
 
 // historyEntry describes one version in a history Bundle
-// (http.html#history: request and response of the interaction).
-func (s *Server) historyEntry(rec storage.Record) map[string]any {
-	e := map[string]any{"fullUrl": s.resourceURL(rec.Type, rec.ID)}
+// (http.html#history: request and response of the interaction). Under a
+// view the entry speaks the view's id and dates: a deleted version, which
+// has no content to derive them from, is left out (nil), and the stored
+// lastModified gives way to the filtered meta.lastUpdated.
+func (s *Server) historyEntry(ctx context.Context, v View, rec storage.Record) (map[string]any, error) {
+	id := rec.ID
+	lastModified := formatInstant(rec.LastUpdated)
+	var body []byte
+	if v != nil && rec.Deleted {
+		return nil, nil
+	}
 	if !rec.Deleted {
-		e["resource"] = json.RawMessage(rec.JSON)
+		raw, vid, err := s.emit(ctx, v, nil, rec)
+		if err != nil {
+			return nil, err
+		}
+		body, id = raw, vid
+		if v != nil {
+			lastModified = filteredLastUpdated(raw)
+		}
+	}
+	e := map[string]any{"fullUrl": s.resourceURL(rec.Type, id)}
+	if body != nil {
+		e["resource"] = json.RawMessage(body)
 	}
 	method := rec.Method
 	if method == "" {
 		method = http.MethodPut
 	}
-	url := rec.Type + "/" + rec.ID
+	url := rec.Type + "/" + id
 	status := "200 OK"
 	switch {
 	case method == http.MethodPost:
@@ -47,11 +67,28 @@ func (s *Server) historyEntry(rec storage.Record) map[string]any {
 		status = "201 Created"
 	}
 	e["request"] = map[string]any{"method": method, "url": url}
-	e["response"] = map[string]any{
-		"status":       status,
-		"etag":         etag(rec.VersionID),
-		"lastModified": formatInstant(rec.LastUpdated),
-		"location":     rec.Type + "/" + rec.ID + "/_history/" + strconv.FormatInt(rec.VersionID, 10),
+	resp := map[string]any{
+		"status":   status,
+		"etag":     etag(rec.VersionID),
+		"location": rec.Type + "/" + id + "/_history/" + strconv.FormatInt(rec.VersionID, 10),
 	}
-	return e
+	if lastModified != "" {
+		resp["lastModified"] = lastModified
+	}
+	e["response"] = resp
+	return e, nil
+}
+
+// filteredLastUpdated reads meta.lastUpdated of an emitted resource ("" when
+// the view removed it).
+func filteredLastUpdated(raw []byte) string {
+	var r struct {
+		Meta struct {
+			LastUpdated string `json:"lastUpdated"`
+		} `json:"meta"`
+	}
+	if json.Unmarshal(raw, &r) != nil {
+		return ""
+	}
+	return r.Meta.LastUpdated
 }

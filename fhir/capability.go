@@ -78,6 +78,9 @@ func (s *Server) capabilityStatement() ([]byte, error) {
 			}
 		}
 	}
+	for _, op := range s.patientOps {
+		fixedOps["Patient"] = append(fixedOps["Patient"], map[string]any{"name": op.Name, "definition": op.Definition["url"]})
+	}
 	if bundles {
 		// One route serves both Bundle types; a transaction is claimed
 		// only on a store whose multi-write commit is all-or-nothing.

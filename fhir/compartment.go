@@ -24,6 +24,15 @@ func (s *Server) searchCompartment(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	spoken := id
+	ctx := c.Request().Context()
+	v, err := s.view(ctx)
+	if err != nil {
+		return err
+	}
+	if id, err = s.storedID(ctx, v, comp, id); err != nil {
+		return err
+	}
 	typ := c.Param("comp")
 	var types []string
 	if typ == "*" {
@@ -49,7 +58,7 @@ func (s *Server) searchCompartment(c echo.Context) error {
 	if len(inScope) == 0 {
 		return errBadRequest("%s is not in the %s compartment", typ, comp)
 	}
-	return s.search(c, searchScope{path: "/" + comp + "/" + id + "/" + typ, types: inScope, restrict: restrict})
+	return s.search(c, searchScope{path: "/" + comp + "/" + spoken + "/" + typ, types: inScope, restrict: restrict})
 }
 
 // compartmentFilter selects the resources of typ in the compartment comp/id:

@@ -1,9 +1,13 @@
 package fhir
 
 import (
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"fmt"
 	"net/url"
 	"slices"
 	"strings"
@@ -53,9 +57,27 @@ func (s *Server) cursorMAC(binding, backendCursor string) []byte {
 }
 
 // sealCursor wraps a backend cursor for the query identified by binding.
+// The backend cursor is encrypted (AES-GCM, the binding as additional
+// data), not only signed: it holds the sort values and the stored id of
+// the last row, which a caller behind an output view (research
+// pseudonyms, shifted dates) must not read from its paging links.
 func (s *Server) sealCursor(binding, backendCursor string) string {
 	enc := base64.RawURLEncoding
-	return enc.EncodeToString([]byte(backendCursor)) + "." + enc.EncodeToString(s.cursorMAC(binding, backendCursor))
+	aead := s.cursorAEAD()
+	nonce := make([]byte, aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		panic(fmt.Sprintf("crypto/rand: %v", err)) // does not fail on supported platforms
+	}
+	sealed := aead.Seal(nonce, nonce, []byte(backendCursor), []byte(binding))
+	return enc.EncodeToString(sealed) + "." + enc.EncodeToString(s.cursorMAC(binding, backendCursor))
+}
+
+// cursorAEAD derives the cursor encryption key from the cursor key.
+func (s *Server) cursorAEAD() cipher.AEAD {
+	k := sha256.Sum256(append([]byte("anodyne cursor encryption\x00"), s.cursorKey...))
+	block, _ := aes.NewCipher(k[:]) // a 32-byte key cannot be refused
+	aead, _ := cipher.NewGCM(block)
+	return aead
 }
 
 // openCursor returns the backend cursor inside token, or an error when the
@@ -66,9 +88,14 @@ func (s *Server) openCursor(binding, token string) (string, error) {
 	if !ok {
 		return "", errBadRequest("invalid paging cursor")
 	}
-	raw, err1 := enc.DecodeString(payload)
+	sealed, err1 := enc.DecodeString(payload)
 	mac, err2 := enc.DecodeString(sig)
-	if err1 != nil || err2 != nil || !hmac.Equal(mac, s.cursorMAC(binding, string(raw))) {
+	aead := s.cursorAEAD()
+	if err1 != nil || err2 != nil || len(sealed) < aead.NonceSize() {
+		return "", errBadRequest("invalid paging cursor")
+	}
+	raw, err := aead.Open(nil, sealed[:aead.NonceSize()], sealed[aead.NonceSize():], []byte(binding))
+	if err != nil || !hmac.Equal(mac, s.cursorMAC(binding, string(raw))) {
 		return "", errBadRequest("invalid paging cursor: it does not belong to this query")
 	}
 	return string(raw), nil

@@ -59,18 +59,26 @@ func (s *Server) everything(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	spoken := id
+	v, err := s.view(ctx)
+	if err != nil {
+		return err
+	}
+	if id, err = s.storedID(ctx, v, typ, id); err != nil {
+		return err
+	}
 	rec, err := s.backend.Read(ctx, typ, id)
 	if errors.Is(err, storage.ErrNotFound) {
-		return errNotFound("Patient/%s is not known", id)
+		return errNotFound("Patient/%s is not known", spoken)
 	}
 	if err != nil {
-		return fmt.Errorf("reading Patient/%s: %w", id, err)
+		return fmt.Errorf("reading Patient/%s: %w", spoken, err)
 	}
 	if rec.Deleted {
 		if err := s.deletedWithin(ctx, d, ActionRead, rec); err != nil {
 			return err
 		}
-		return newError(http.StatusGone, codeDeleted, "Patient/%s was deleted", id)
+		return newError(http.StatusGone, codeDeleted, "Patient/%s was deleted", spoken)
 	}
 	res, err := decodeRecord(rec)
 	if err != nil {
@@ -79,7 +87,7 @@ func (s *Server) everything(c echo.Context) error {
 	if err := s.within(d, ActionRead, typ, id, res); err != nil {
 		return err
 	}
-	return s.serveEverything(c, "/Patient/"+id+"/$everything", []storage.Record{rec})
+	return s.serveEverything(c, "/Patient/"+spoken+"/$everything", []storage.Record{rec})
 }
 
 // everythingType handles GET [base]/Patient/$everything: the same for
@@ -167,10 +175,18 @@ func (s *Server) serveEverything(c echo.Context, path string, patients []storage
 	}
 	b := newBundle("searchset", s.pageLinks(path, binding, query, next))
 	b["total"] = len(all)
+	v, err := s.view(ctx)
+	if err != nil {
+		return err
+	}
 	for _, rec := range all[min(offset, len(all)):end] {
+		raw, id, err := s.emit(ctx, v, nil, rec)
+		if err != nil {
+			return err
+		}
 		addEntry(b, map[string]any{
-			"fullUrl":  s.resourceURL(rec.Type, rec.ID),
-			"resource": json.RawMessage(rec.JSON),
+			"fullUrl":  s.resourceURL(rec.Type, id),
+			"resource": json.RawMessage(raw),
 			"search":   map[string]any{"mode": "match"},
 		})
 	}

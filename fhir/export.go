@@ -45,7 +45,16 @@ func (s *Server) exportGroup(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	cohort, err := s.groupCohort(c.Request().Context(), id)
+	ctx := c.Request().Context()
+	v, err := s.view(ctx)
+	if err != nil {
+		return err
+	}
+	spoken := id
+	if id, err = s.storedID(ctx, v, "Group", id); err != nil {
+		return err
+	}
+	cohort, err := s.groupCohort(ctx, id, spoken)
 	if err != nil {
 		return err
 	}
@@ -53,14 +62,15 @@ func (s *Server) exportGroup(c echo.Context) error {
 }
 
 // groupCohort reads a Group the caller may read and returns its Patients.
-func (s *Server) groupCohort(ctx context.Context, id string) ([]string, error) {
+// spoken is the id as the caller named it, for messages.
+func (s *Server) groupCohort(ctx context.Context, id, spoken string) ([]string, error) {
 	d, err := s.decide(ctx, ActionRead, "Group")
 	if err != nil {
 		return nil, err
 	}
 	rec, err := s.backend.Read(ctx, "Group", id)
 	if errors.Is(err, storage.ErrNotFound) || err == nil && rec.Deleted {
-		return nil, errNotFound("Group/%s is not known", id)
+		return nil, errNotFound("Group/%s is not known", spoken)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading Group/%s: %w", id, err)
@@ -117,12 +127,20 @@ func (s *Server) kickOff(c echo.Context, scope string, cohort []string) error {
 		return err
 	}
 	job.Owner = owner
+	v, err := s.view(ctx)
+	if err != nil {
+		return err
+	}
+	if v != nil {
+		job.View = v.Name()
+	}
 	job.RequiresAccessToken = auth.FromContext(ctx) != nil
 	job.Request = s.requestURL(c)
 	if err := s.bulk.save(ctx, job); err != nil {
 		return err
 	}
 	s.bulk.poke()
+	s.jobEvent("export", "accepted")
 	s.log.InfoContext(ctx, "bulk export queued", "job", job.ID, "scope", scope, "queries", len(job.Groups), "request_id", requestID(ctx))
 	c.Response().Header().Set("Content-Location", s.base+"/$export-status/"+job.ID)
 	return writeResource(c, http.StatusAccepted, outcome([]conformance.Issue{{
@@ -540,7 +558,7 @@ func (s *Server) Export(ctx context.Context, q url.Values, patients bool, group,
 			return nil, fmt.Errorf("invalid Group id %q", group)
 		}
 		var err error
-		if cohort, err = s.groupCohort(ctx, group); err != nil {
+		if cohort, err = s.groupCohort(ctx, group, group); err != nil {
 			return nil, err
 		}
 		scope = "group"

@@ -59,7 +59,8 @@ func backends() []backend {
 		}},
 		{"mongo", func(t testing.TB) storage.Backend {
 			srv := mongoServer.Get(t)
-			b, err := mongo.Open(context.Background(), srv.URI, mongotest.Database(t))
+			_, reg := parts(t)
+			b, err := mongo.Open(context.Background(), srv.URI, mongotest.Database(t), mongo.WithPartitioning(reg.Partitioning()))
 			if err != nil {
 				t.Fatalf("open mongo: %v", err)
 			}

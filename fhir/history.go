@@ -12,6 +12,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/anodyne-fhir/anodyne/conformance"
 	"github.com/anodyne-fhir/anodyne/storage"
 )
 
@@ -40,13 +41,21 @@ func (s *Server) historyInstance(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	spoken := id
+	v, err := s.view(ctx)
+	if err != nil {
+		return err
+	}
+	if id, err = s.storedID(ctx, v, typ, id); err != nil {
+		return err
+	}
 	// An instance that was never written has no history: 404, not an
 	// empty Bundle that a client would read as "nothing changed".
 	cur, exists, err := s.current(ctx, typ, id)
 	if err != nil {
 		return err
 	} else if !exists {
-		return errNotFound("%s/%s is not known", typ, id)
+		return errNotFound("%s/%s is not known", typ, spoken)
 	}
 	// One rule for every single-resource path: a resource outside the
 	// grant answers 403, as a read does, not an empty Bundle; a deleted
@@ -64,7 +73,7 @@ func (s *Server) historyInstance(c echo.Context) error {
 			return err
 		}
 	}
-	return s.history(c, storage.HistoryRequest{Type: typ, ID: id}, ActionRead, "/"+typ+"/"+id+"/_history")
+	return s.history(c, storage.HistoryRequest{Type: typ, ID: id}, ActionRead, "/"+typ+"/"+spoken+"/_history")
 }
 
 // historyType handles GET [base]/[type]/_history.
@@ -81,10 +90,12 @@ func (s *Server) historySystem(c echo.Context) error {
 	return s.history(c, storage.HistoryRequest{}, ActionSearch, "/_history")
 }
 
-// history serves one page of a history Bundle. Every version is checked
-// against the caller's authorization for its type; with a filter, a
-// version is shown only if its own content is inside the filter (a deleted
-// version, having no content, is then left out).
+// history serves one page of a history Bundle. The caller's grant is part
+// of the storage query (HistoryRequest.Filter for one type, TypeFilters
+// for the system), so pages, their number and the next links are made of
+// versions the caller may see and nothing else: each version is judged by
+// its own content, a delete by the content it deleted. Every version is
+// checked again on the way out (guard), in case a backend lets one through.
 func (s *Server) history(c echo.Context, req storage.HistoryRequest, action, path string) error {
 	ctx := c.Request().Context()
 	q := c.QueryParams()
@@ -134,11 +145,21 @@ func (s *Server) history(c echo.Context, req storage.HistoryRequest, action, pat
 	}
 	// Fail before reading anything when the caller may not see this type.
 	if req.Type != "" {
-		if _, err := s.decide(ctx, action, req.Type); err != nil {
+		d, err := s.decide(ctx, action, req.Type)
+		if err != nil {
 			return err
 		}
+		req.Filter = d.Filter
+	} else if req.TypeFilters, err = s.systemFilters(ctx, action); err != nil {
+		return err
 	}
 	page, err := s.backend.History(ctx, req)
+	if errors.Is(err, storage.ErrUnsupported) && (req.Filter != nil || req.TypeFilters != nil) {
+		// A grant the backend cannot apply to old versions (Chain or Has;
+		// the policy compiles no scope query into one today): refusing
+		// is the only answer that reveals nothing.
+		return newError(http.StatusForbidden, codeForbidden, "history is not available under the granted access: %v", err)
+	}
 	if err != nil {
 		return fmt.Errorf("history %s: %w", path, err)
 	}
@@ -154,16 +175,57 @@ func (s *Server) history(c echo.Context, req storage.HistoryRequest, action, pat
 	// versionId, easy to skip); not re-reading it could lose a change.
 	b["meta"] = map[string]any{"lastUpdated": formatInstant(req.Before.Add(-historyLag))}
 	guard := s.newGuard(action)
+	v, err := s.view(ctx)
+	if err != nil {
+		return err
+	}
 	for _, rec := range page.Records {
 		ok, err := guard.allows(ctx, rec)
 		if err != nil {
 			return err
 		}
-		if ok {
-			addEntry(b, s.historyEntry(rec))
+		if !ok {
+			continue
+		}
+		e, err := s.historyEntry(ctx, v, rec)
+		if err != nil {
+			return err
+		}
+		if e != nil {
+			addEntry(b, e)
 		}
 	}
 	return writeResource(c, http.StatusOK, b)
+}
+
+// systemFilters is what a system history may show of each resource type
+// under the caller's grant (see HistoryRequest.TypeFilters): nil when the
+// caller sees every version of every type, else the types it may see, each
+// with its filter. Types the decision point refuses are left out.
+func (s *Server) systemFilters(ctx context.Context, action string) (map[string]storage.Expr, error) {
+	if s.authz == nil {
+		return nil, nil
+	}
+	out := map[string]storage.Expr{}
+	open := true
+	for _, t := range conformance.ResourceTypes() {
+		d, err := s.authz.Decide(ctx, action, t)
+		if err != nil {
+			return nil, fmt.Errorf("authorizing %s on %s: %w", action, t, err)
+		}
+		if !d.Allowed {
+			open = false
+			continue
+		}
+		if d.Filter != nil {
+			open = false
+		}
+		out[t] = d.Filter
+	}
+	if open {
+		return nil, nil
+	}
+	return out, nil
 }
 
 // guard applies authorization to records leaving by a multi-resource
@@ -200,7 +262,13 @@ func (g *guard) allows(ctx context.Context, rec storage.Record) (bool, error) {
 		return true, nil
 	}
 	if rec.Deleted {
-		return false, nil
+		// A delete is shown to whoever could see what it deleted.
+		err := g.s.deletedWithin(ctx, *d, g.action, rec)
+		var fe *Error
+		if errors.As(err, &fe) && fe.Status == http.StatusForbidden {
+			return false, nil
+		}
+		return err == nil, err
 	}
 	res, err := decodeRecord(rec)
 	if err != nil {

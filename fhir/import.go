@@ -269,10 +269,40 @@ func ImportFileList(paths []string) ([]string, int64, error) {
 
 // checkpoint records how many units of a file are committed. The key
 // names the file's absolute path, size and modification time, so an
-// edited file is imported afresh.
+// edited file is imported afresh. It is stored in the same Commit as the
+// batch it counts (storage.KVCommitter), so that a resumed import neither
+// repeats nor loses a unit whenever the last run was interrupted (Ctrl-C,
+// kill -9, power loss). On other backends it is stored right after the
+// Commit; an interruption in between repeats that batch (kept ids: new
+// versions; a transaction Bundle: its creates once more).
 type checkpoint struct {
 	Done     int  `json:"done"`
 	Complete bool `json:"complete"`
+}
+
+// fileCheckpoint writes the checkpoints of one file.
+type fileCheckpoint struct {
+	kv   storage.KV
+	key  string
+	path string
+}
+
+// put is the checkpoint record saying done units are stored.
+func (fc *fileCheckpoint) put(done int, complete bool) storage.KVPut {
+	raw, _ := json.Marshal(checkpoint{Done: done, Complete: complete})
+	return storage.KVPut{Key: fc.key, Value: raw, TTL: importCheckpointTTL}
+}
+
+// save stores the checkpoint on its own, for what no Commit carried.
+func (fc *fileCheckpoint) save(ctx context.Context, done int, complete bool) error {
+	if fc == nil {
+		return nil
+	}
+	p := fc.put(done, complete)
+	if err := fc.kv.Put(ctx, p.Key, p.Value, p.TTL); err != nil {
+		return fmt.Errorf("saving import checkpoint of %s: %w", fc.path, err)
+	}
+	return nil
 }
 
 func checkpointKey(path string) (string, error) {
@@ -326,39 +356,40 @@ func (im *Importer) importFile(ctx context.Context, path string, opts ImportOpti
 		return fmt.Errorf("reading %s: %w", path, err)
 	}
 	if cp.Complete {
+		rep.Skipped += int64(cp.Done)
 		progress(info.Size())
 		im.s.log.InfoContext(ctx, "import: already imported, skipping", "file", path)
 		return nil
 	}
-	save := func(done int, complete bool) error {
-		raw, _ := json.Marshal(checkpoint{Done: done, Complete: complete})
-		if err := kv.Put(ctx, key, raw, importCheckpointTTL); err != nil {
-			return fmt.Errorf("saving import checkpoint of %s: %w", path, err)
-		}
-		return nil
-	}
+	fc := &fileCheckpoint{kv: kv, key: key, path: path}
 	src := &importSource{name: path, skip: cp.Done}
 	switch {
 	case strings.HasSuffix(path, ".ndjson"):
-		err = im.run(ctx, src, ndjsonUnits(f), opts, rep, save, progress)
+		err = im.run(ctx, src, ndjsonUnits(f), opts, rep, fc, progress)
 	default:
 		raw, rerr := io.ReadAll(f)
 		if rerr != nil {
 			return fmt.Errorf("reading %s: %w", path, rerr)
 		}
-		done, terr := im.importTransaction(ctx, path, raw, rep)
+		done, n, stored, terr := im.importTransaction(ctx, path, raw, rep, fc)
 		if terr != nil {
 			return terr
 		}
 		if done {
-			break
+			if !stored {
+				if err := fc.save(ctx, n, true); err != nil {
+					return err
+				}
+			}
+			progress(info.Size())
+			return nil
 		}
-		err = im.run(ctx, src, bundleUnits(bytes.NewReader(raw)), opts, rep, save, progress)
+		err = im.run(ctx, src, bundleUnits(bytes.NewReader(raw)), opts, rep, fc, progress)
 	}
 	if err != nil {
 		return err
 	}
-	if err := save(src.next, true); err != nil {
+	if err := fc.save(ctx, src.next, true); err != nil {
 		return err
 	}
 	progress(info.Size())
@@ -398,38 +429,48 @@ func ReadImportFile(path string, fn func(line, entry int, raw []byte) error) err
 // client's would be (urn:uuid and conditional references, ifNoneExist,
 // all-or-nothing for a transaction). It reports false, leaving the file to
 // the resource-by-resource path, when the file is not such a Bundle or
-// the database cannot run transactions.
-func (im *Importer) importTransaction(ctx context.Context, path string, raw []byte, rep *ImportReport) (bool, error) {
+// the database cannot run transactions. n is the number of entries; for a
+// transaction, the checkpoint marking the file complete goes into the
+// transaction's own Commit when the backend can (stored reports it), so
+// that a replay after a crash can never create its resources twice.
+func (im *Importer) importTransaction(ctx context.Context, path string, raw []byte, rep *ImportReport, fc *fileCheckpoint) (done bool, n int, stored bool, err error) {
 	var probe struct {
 		ResourceType string            `json:"resourceType"`
 		Type         string            `json:"type"`
 		Entry        []json.RawMessage `json:"entry"`
 	}
 	if json.Unmarshal(raw, &probe) != nil || probe.ResourceType != "Bundle" || (probe.Type != "transaction" && probe.Type != "batch") {
-		return false, nil
+		return false, 0, false, nil
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "/fhir", bytes.NewReader(raw))
+	n = len(probe.Entry)
+	rctx, marks := ctx, (*commitMarks)(nil)
+	if probe.Type == "transaction" {
+		// A batch commits entry by entry: no one Commit could carry it.
+		rctx, marks = withCommitMarks(ctx, []storage.KVPut{fc.put(n, true)})
+	}
+	req, err := http.NewRequestWithContext(rctx, http.MethodPost, "/fhir", bytes.NewReader(raw))
 	if err != nil {
-		return false, fmt.Errorf("building the %s request for %s: %w", probe.Type, path, err)
+		return false, n, false, fmt.Errorf("building the %s request for %s: %w", probe.Type, path, err)
 	}
 	req.Header.Set(echo.HeaderContentType, mimeFHIRJSON)
 	req.Header.Set("Prefer", "return=minimal")
 	rec := httptest.NewRecorder()
 	im.s.echo.ServeHTTP(rec, req)
-	if err := ctx.Err(); err != nil {
-		return false, err
+	stored = marks != nil && marks.wasStored()
+	if err := ctx.Err(); err != nil && !stored {
+		return false, n, false, err
 	}
 	body := rec.Body.Bytes()
 	if rec.Code == http.StatusNotImplemented && probe.Type == "transaction" || rec.Code == http.StatusRequestEntityTooLarge {
 		// No transactions on this database, or a Bundle beyond the request
 		// limit: its resources are imported in batches instead.
 		im.s.log.WarnContext(ctx, "import: importing the Bundle's resources in batches", "file", path, "reason", outcomeText(body))
-		return false, nil
+		return false, n, false, nil
 	}
 	if rec.Code != http.StatusOK {
 		rep.Failed += int64(len(probe.Entry)) - 1
 		im.fail(rep, ImportFailure{File: path, Entry: -1, Reason: fmt.Sprintf("%s rejected (%d entries not imported): %s", probe.Type, len(probe.Entry), outcomeText(body))})
-		return true, nil
+		return true, n, stored, nil
 	}
 	var resp struct {
 		Entry []struct {
@@ -440,7 +481,7 @@ func (im *Importer) importTransaction(ctx context.Context, path string, raw []by
 		} `json:"entry"`
 	}
 	if err := json.Unmarshal(body, &resp); err != nil {
-		return false, fmt.Errorf("decoding the %s response for %s: %w", probe.Type, path, err)
+		return false, n, stored, fmt.Errorf("decoding the %s response for %s: %w", probe.Type, path, err)
 	}
 	for i, e := range resp.Entry {
 		if strings.HasPrefix(e.Response.Status, "2") {
@@ -449,7 +490,7 @@ func (im *Importer) importTransaction(ctx context.Context, path string, raw []by
 		}
 		im.fail(rep, ImportFailure{File: path, Entry: i, Reason: e.Response.Status + ": " + outcomeText(e.Response.Outcome)})
 	}
-	return true, nil
+	return true, n, stored, nil
 }
 
 // outcomeText is the diagnostics of an OperationOutcome, for reports.
@@ -568,7 +609,8 @@ func bundleUnits(r io.Reader) unitReader {
 }
 
 // run imports the units of one source in batches.
-func (im *Importer) run(ctx context.Context, src *importSource, next unitReader, opts ImportOptions, rep *ImportReport, save func(int, bool) error, progress func(int64)) error {
+// fc, nil for $import over HTTP, records the checkpoints.
+func (im *Importer) run(ctx context.Context, src *importSource, next unitReader, opts ImportOptions, rep *ImportReport, fc *fileCheckpoint, progress func(int64)) error {
 	batchSize := opts.BatchSize
 	if batchSize <= 0 {
 		batchSize = defaultImportBatch
@@ -597,14 +639,20 @@ func (im *Importer) run(ctx context.Context, src *importSource, next unitReader,
 		if rb.unreadable != nil {
 			im.fail(rep, *rb.unreadable)
 		}
+		var mark *storage.KVPut
+		if fc != nil && rb.next > 0 {
+			p := fc.put(rb.next, false)
+			mark = &p
+		}
+		marked := false
 		if len(rb.items) > 0 {
-			if err = im.commitBatch(ctx, src.name, rb.items, rb.at, rep); err != nil {
+			if marked, err = im.commitBatch(ctx, src.name, rb.items, rb.at, rep, mark); err != nil {
 				cancel()
 				continue
 			}
 		}
-		if rb.next > 0 {
-			if err = save(rb.next, false); err != nil {
+		if rb.next > 0 && !marked {
+			if err = fc.save(ctx, rb.next, false); err != nil {
 				cancel()
 				continue
 			}
@@ -710,10 +758,12 @@ func (im *Importer) prepareBatch(ctx context.Context, batch []unit, workers int,
 }
 
 // commitBatch commits prepared resources: in one Commit when the backend
-// can, else (or when some already exist) one by one.
-func (im *Importer) commitBatch(ctx context.Context, file string, out []prepared, at time.Time, rep *ImportReport) error {
+// can, else (or when some already exist) one by one. mark, the batch's
+// checkpoint, goes into that one Commit when the backend can store it
+// there; marked reports whether it did.
+func (im *Importer) commitBatch(ctx context.Context, file string, out []prepared, at time.Time, rep *ImportReport, mark *storage.KVPut) (marked bool, err error) {
 	if err := ctx.Err(); err != nil {
-		return err
+		return false, err
 	}
 	// Failures are reported only once the batch is through: a batch that
 	// is interrupted is read again on resume and would report them twice.
@@ -737,32 +787,37 @@ func (im *Importer) commitBatch(ctx context.Context, file string, out []prepared
 		ok = append(ok, p)
 	}
 	if len(writes) == 0 {
-		return nil
+		return false, nil
 	}
-	if len(writes) > 1 {
+	_, kvCommit := storage.As[storage.KVCommitter](im.s.backend)
+	if len(writes) > 1 || (mark != nil && kvCommit) {
 		observed, err := im.s.observe(ctx, writes)
 		if err != nil {
 			failures = nil
-			return fmt.Errorf("observing a batch of %d resources from %s: %w", len(writes), file, err)
+			return false, fmt.Errorf("observing a batch of %d resources from %s: %w", len(writes), file, err)
 		}
-		_, err = im.s.backend.Commit(ctx, observed...)
+		var puts []storage.KVPut
+		if mark != nil {
+			puts = []storage.KVPut{*mark}
+		}
+		_, marked, err = im.s.commitObserved(ctx, observed, puts...)
 		if err == nil {
 			stored = int64(len(writes))
-			return nil
+			return marked, nil
 		}
 		// Some resources exist already (a re-import), the batch repeats an
 		// id, or the backend cannot commit several writes at once: fall
 		// back to one write at a time for this batch.
 		if !errors.Is(err, storage.ErrVersionConflict) && !errors.Is(err, storage.ErrUnsupported) && !errors.Is(err, storage.ErrDuplicateClaim) {
 			failures = nil
-			return fmt.Errorf("committing a batch of %d resources from %s: %w", len(writes), file, err)
+			return false, fmt.Errorf("committing a batch of %d resources from %s: %w", len(writes), file, err)
 		}
 	}
 	for _, p := range ok {
 		if err := im.commitUpsert(ctx, p, at); err != nil {
 			if ctx.Err() != nil {
 				failures = nil
-				return ctx.Err()
+				return false, ctx.Err()
 			}
 			p.err = err
 			failures = append(failures, failureOf(file, p))
@@ -770,7 +825,7 @@ func (im *Importer) commitBatch(ctx context.Context, file string, out []prepared
 		}
 		stored++
 	}
-	return nil
+	return false, nil
 }
 
 func failureOf(file string, p *prepared) ImportFailure {
@@ -813,7 +868,7 @@ func (im *Importer) commitUpsert(ctx context.Context, p *prepared, at time.Time)
 		if err != nil {
 			return fmt.Errorf("observing %s/%s: %w", p.typ, p.id, err)
 		}
-		_, err = im.s.backend.Commit(ctx, observed...)
+		_, _, err = im.s.commitObserved(ctx, observed)
 		if err == nil || !errors.Is(err, storage.ErrVersionConflict) || attempt >= maxWriteAttempts {
 			if err != nil {
 				return fmt.Errorf("storing %s/%s: %w", p.typ, p.id, err)
@@ -945,8 +1000,7 @@ func (s *Server) importNDJSON(c echo.Context) error {
 	im := &Importer{s: s, authorize: s.authz != nil}
 	var rep ImportReport
 	src := &importSource{name: "request"}
-	err = im.run(ctx, src, ndjsonUnits(bytes.NewReader(body)), ImportOptions{}, &rep,
-		func(int, bool) error { return nil }, func(int64) {})
+	err = im.run(ctx, src, ndjsonUnits(bytes.NewReader(body)), ImportOptions{}, &rep, nil, func(int64) {})
 	if err != nil {
 		return fmt.Errorf("import: %w", err)
 	}

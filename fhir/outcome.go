@@ -52,6 +52,8 @@ const (
 	codeBusiness   = "business-rule"
 	codeInvariant  = "invariant"
 	codeProcessing = "processing"
+	codeTransient  = "transient"
+	codeNoStore    = "no-store"
 )
 
 func newError(status int, code, format string, args ...any) *Error {
@@ -109,6 +111,14 @@ func asError(ctx context.Context, log *slog.Logger, err error) *Error {
 		return errBadRequest("invalid or expired paging link")
 	case errors.Is(err, storage.ErrUnsupported):
 		return newError(http.StatusNotImplemented, codeNotSupp, "this request is not supported by the configured database: %v", err)
+	case errors.Is(err, storage.ErrUnavailable):
+		log.WarnContext(ctx, "database unavailable", "request_id", requestID(ctx), "err", err)
+		e := newError(http.StatusServiceUnavailable, codeTransient, "the database is unavailable; nothing was changed; retry shortly")
+		e.Header = http.Header{"Retry-After": {"5"}}
+		return e
+	case errors.Is(err, storage.ErrFull):
+		log.ErrorContext(ctx, "database full", "request_id", requestID(ctx), "err", err)
+		return newError(http.StatusInsufficientStorage, codeNoStore, "the database has no room for this change; nothing was changed")
 	case errors.Is(err, context.DeadlineExceeded):
 		return newError(http.StatusServiceUnavailable, codeTooCostly, "the request took too long")
 	}

@@ -29,14 +29,22 @@ func (s *Server) read(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	rec, err := s.backend.Read(ctx, typ, id)
+	v, err := s.view(ctx)
+	if err != nil {
+		return err
+	}
+	stored, err := s.storedID(ctx, v, typ, id)
+	if err != nil {
+		return err
+	}
+	rec, err := s.backend.Read(ctx, typ, stored)
 	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
 			return errNotFound("%s/%s is not known", typ, id)
 		}
 		return err
 	}
-	return s.serveRecord(c, d, rec)
+	return s.serveRecord(c, d, v, rec)
 }
 
 // vread handles GET [base]/[type]/[id]/_history/[vid].
@@ -54,19 +62,30 @@ func (s *Server) vread(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	rec, err := s.backend.ReadVersion(ctx, typ, id, vid)
+	v, err := s.view(ctx)
+	if err != nil {
+		return err
+	}
+	stored, err := s.storedID(ctx, v, typ, id)
+	if err != nil {
+		return err
+	}
+	rec, err := s.backend.ReadVersion(ctx, typ, stored, vid)
 	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
 			return errNotFound("%s/%s has no version %d", typ, id, vid)
 		}
 		return err
 	}
-	return s.serveRecord(c, d, rec)
+	return s.serveRecord(c, d, v, rec)
 }
 
 // serveRecord answers with one stored version the caller is allowed to
-// read (d), honouring conditional-read headers.
-func (s *Server) serveRecord(c echo.Context, d Decision, rec storage.Record) error {
+// read (d), through its view v, honouring conditional-read headers. Under
+// a view the stored lastUpdated is never disclosed nor compared: no
+// Last-Modified, and If-Modified-Since is ignored (it would be an oracle
+// on the real timeline); the ETag (a version number) stays.
+func (s *Server) serveRecord(c echo.Context, d Decision, v View, rec storage.Record) error {
 	if rec.Deleted {
 		// A deleted version has no content of its own: under a filter it is
 		// judged by the last version that had content, so a deleted
@@ -77,6 +96,9 @@ func (s *Server) serveRecord(c echo.Context, d Decision, rec storage.Record) err
 			return err
 		}
 		e := newError(http.StatusGone, codeDeleted, "%s/%s was deleted (version %d)", rec.Type, rec.ID, rec.VersionID)
+		if v != nil {
+			e = newError(http.StatusGone, codeDeleted, "%s/%s was deleted (version %d)", rec.Type, c.Param("id"), rec.VersionID)
+		}
 		e.Header = http.Header{"Etag": {etag(rec.VersionID)}}
 		return e
 	}
@@ -90,10 +112,18 @@ func (s *Server) serveRecord(c echo.Context, d Decision, rec storage.Record) err
 		}
 	}
 	s.setVersionHeaders(c, rec, false)
+	if v != nil {
+		c.Response().Header().Del(echo.HeaderLastModified)
+		c.Request().Header.Del("If-Modified-Since")
+	}
 	if notModified(c.Request(), rec) {
 		return c.NoContent(http.StatusNotModified)
 	}
-	return writeRaw(c, http.StatusOK, rec.JSON)
+	raw, _, err := s.emit(c.Request().Context(), v, nil, rec)
+	if err != nil {
+		return err
+	}
+	return writeRaw(c, http.StatusOK, raw)
 }
 
 // deletedWithin authorizes action on deleted version rec by the content of

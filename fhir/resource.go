@@ -148,7 +148,7 @@ func (s *Server) commit(ctx context.Context, writes []storage.Write) ([]storage.
 		return nil, err
 	}
 	if !s.atomicCommit(ctx) {
-		recs, err := s.backend.Commit(ctx, writes...)
+		recs, _, err := s.commitObserved(ctx, writes)
 		if err != nil {
 			return nil, err
 		}
@@ -158,7 +158,7 @@ func (s *Server) commit(ctx context.Context, writes []storage.Write) ([]storage.
 	if err != nil {
 		return nil, err
 	}
-	recs, err := s.backend.Commit(ctx, all...)
+	recs, _, err := s.commitObserved(ctx, all)
 	done(err)
 	if err != nil {
 		return nil, err
@@ -262,9 +262,17 @@ func (s *Server) versionURL(rec storage.Record) string {
 
 // respondWrite answers a successful write according to Prefer: return=
 // (representation by default, minimal, or OperationOutcome).
+//
+// The resource is returned only to a caller who may read it: one who may
+// write but not read (SMART `u` or `c` without `r`) gets the answer of
+// return=minimal, whatever it asked for, as PATCH does.
 func (s *Server) respondWrite(c echo.Context, status int, rec storage.Record, diagnostics string) error {
 	s.setVersionHeaders(c, rec, true)
-	switch preferReturn(c) {
+	ret := preferReturn(c)
+	if ret != "minimal" && ret != "OperationOutcome" && !s.recordReadable(c.Request().Context(), rec) {
+		ret = "minimal"
+	}
+	switch ret {
 	case "minimal":
 		return c.NoContent(status)
 	case "OperationOutcome":
@@ -272,7 +280,15 @@ func (s *Server) respondWrite(c echo.Context, status int, rec storage.Record, di
 			Severity: "information", Code: codeInfo, Diagnostics: diagnostics,
 		}}))
 	}
-	return writeRaw(c, status, rec.JSON)
+	v, err := s.view(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	raw, _, err := s.emit(c.Request().Context(), v, nil, rec)
+	if err != nil {
+		return err
+	}
+	return writeRaw(c, status, raw)
 }
 
 // preferReturn reads the return= token of the Prefer header.
@@ -292,4 +308,22 @@ func preferToken(c echo.Context, name string) string {
 		}
 	}
 	return ""
+}
+
+// recordReadable reports whether the caller may read a version it has
+// just written. A failure to decide counts as no (the write is done; only
+// its echo is withheld) and is logged.
+func (s *Server) recordReadable(ctx context.Context, rec storage.Record) bool {
+	if s.authz == nil {
+		return true
+	}
+	res, err := decodeRecord(rec)
+	if err == nil {
+		var ok bool
+		if ok, err = s.readable(ctx, rec.Type, rec.ID, res); err == nil {
+			return ok
+		}
+	}
+	s.log.WarnContext(ctx, "write answered without its resource: read access undecided", "type", rec.Type, "id", rec.ID, "err", err)
+	return false
 }

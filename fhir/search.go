@@ -181,9 +181,20 @@ func (s *Server) searchWith(c echo.Context, sc searchScope, params url.Values) e
 	if len(types) == 0 {
 		return newError(http.StatusForbidden, codeForbidden, "search: access denied to every requested type")
 	}
-	req, err := s.compileSearch(ctx, decs, types, params, preferToken(c, "handling") == "strict")
+	v, err := s.view(ctx)
 	if err != nil {
 		return err
+	}
+	stored, err := viewSearch(ctx, v, types, params)
+	if err != nil {
+		return err
+	}
+	req, err := s.compileSearch(ctx, decs, types, stored, preferToken(c, "handling") == "strict")
+	if err != nil {
+		return err
+	}
+	if v != nil {
+		restoreKept(req.Kept, params)
 	}
 	query := canonicalQuery(req.Kept)
 	binding := "search " + sc.path + "?" + query
@@ -257,18 +268,18 @@ func (s *Server) searchWith(c echo.Context, sc searchScope, params url.Values) e
 		}
 		b["total"] = total
 	}
-	shape := req.shaper()
+	shape := req.shaping()
 	for _, group := range []struct {
 		recs []storage.Record
 		mode string
 	}{{matches, "match"}, {included, "include"}} {
 		for _, rec := range group.recs {
-			raw, err := shape(rec)
+			raw, id, err := s.emit(ctx, v, shape, rec)
 			if err != nil {
 				return err
 			}
 			addEntry(b, map[string]any{
-				"fullUrl":  s.resourceURL(rec.Type, rec.ID),
+				"fullUrl":  s.resourceURL(rec.Type, id),
 				"resource": json.RawMessage(raw),
 				"search":   map[string]any{"mode": group.mode},
 			})

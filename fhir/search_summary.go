@@ -7,8 +7,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-
-	"github.com/anodyne-fhir/anodyne/storage"
 )
 
 // search_elements.json lists, per resource type, the top-level elements
@@ -39,22 +37,18 @@ var subsettedTag = map[string]any{
 	"code":   "SUBSETTED",
 }
 
-// shaper returns the function that turns a stored record into the JSON of
-// its entry: as stored, or reduced by _summary / _elements.
-func (req searchRequest) shaper() func(storage.Record) ([]byte, error) {
+// shaping returns what _summary / _elements do to an entry's resource,
+// or nil when it is sent whole. It runs inside emit, before the view.
+func (req searchRequest) shaping() shaping {
 	if req.Summary == "" && len(req.Elements) == 0 {
-		return func(rec storage.Record) ([]byte, error) { return rec.JSON, nil }
+		return nil
 	}
-	return func(rec storage.Record) ([]byte, error) {
+	return func(typ string, res map[string]any) error {
 		table, err := elementTable()
 		if err != nil {
-			return nil, err
+			return err
 		}
-		res, err := decodeRecord(rec)
-		if err != nil {
-			return nil, err
-		}
-		te := table[rec.Type]
+		te := table[typ]
 		var keep func(string) bool
 		switch {
 		case req.Summary == "true":
@@ -84,7 +78,7 @@ func (req searchRequest) shaper() func(storage.Record) ([]byte, error) {
 		}
 		tags, _ := meta["tag"].([]any)
 		meta["tag"] = append(tags, subsettedTag)
-		return encodeResource(res)
+		return nil
 	}
 }
 

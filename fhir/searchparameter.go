@@ -143,7 +143,7 @@ func (s *Server) activateSearchParameter(ctx context.Context, rec storage.Record
 // on others the resource is written again as a new version with the same
 // content (visible in its history), the only way the interface offers.
 func (s *Server) reindexType(ctx context.Context, spID, typ string, st *spStatus) error {
-	ri, inPlace := s.backend.(storage.Reindexer)
+	ri, inPlace := storage.As[storage.Reindexer](s.backend)
 	cursor := ""
 	for {
 		page, err := s.backend.Search(ctx, storage.Query{Types: []string{typ}, Count: reindexBatch, Cursor: cursor})

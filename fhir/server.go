@@ -68,6 +68,37 @@ type Config struct {
 	// Observers see every change before it is committed and add what it
 	// derives to the same Commit (see CommitObserver), in this order.
 	Observers []CommitObserver
+	// PatientOperations are GET [base]/Patient/{id}/$name operations
+	// computed above this package (see PatientOperation).
+	PatientOperations []PatientOperation
+	// Output, when set, sees every resource that leaves the server (see
+	// OutputFilter); nil sends stored resources unchanged.
+	Output OutputFilter
+	// OnRequest, when set, is told of every finished request (including
+	// those of endpoints mounted on Echo() by other packages), for metrics.
+	// It runs on the request's goroutine and must be quick.
+	OnRequest func(RequestInfo)
+	// OnJob, when set, is told when a background job changes state: kind
+	// "export" with "accepted", "completed", "failed" or "deleted" (by the
+	// client or at expiry).
+	OnJob func(kind, state string)
+}
+
+// RequestInfo describes a finished request for OnRequest.
+type RequestInfo struct {
+	// Interaction is the R4 interaction code ("read", "search-type"), the
+	// operation ("$export"), "capabilities", or "" for a request outside
+	// the FHIR route table (authorization endpoints, unmatched paths).
+	Interaction string
+	// Type is the resource type of a type or instance interaction; ""
+	// otherwise and for a path naming no R4 type.
+	Type     string
+	Method   string
+	Status   int
+	Duration time.Duration
+	// Request is the request as the handlers saw it (its context carries
+	// the trace span, the Principal).
+	Request *http.Request
 }
 
 // Server serves the FHIR REST API.
@@ -87,6 +118,10 @@ type Server struct {
 	capability []byte
 	bulk       *bulkRunner // nil when bulk export is disabled
 	observers  []CommitObserver
+	onRequest  func(RequestInfo)
+	onJob      func(kind, state string)
+	output     OutputFilter
+	patientOps []PatientOperation
 }
 
 const defaultMaxBody = 16 << 20
@@ -111,6 +146,18 @@ func New(cfg Config) (*Server, error) {
 		cursorKey: cfg.CursorKey,
 		security:  cfg.Security,
 		observers: cfg.Observers,
+		onRequest: cfg.OnRequest,
+		onJob:     cfg.OnJob,
+		output:    cfg.Output,
+	}
+	for _, op := range cfg.PatientOperations {
+		if op.Name == "" || op.Run == nil {
+			return nil, errors.New("fhir: a PatientOperation needs a Name and a Run")
+		}
+		if id, _ := op.Definition["id"].(string); !validID(id) {
+			return nil, fmt.Errorf("fhir: the OperationDefinition of $%s needs a valid id", op.Name)
+		}
+		s.patientOps = append(s.patientOps, op)
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -235,7 +282,9 @@ func (s *Server) routes(authMW echo.MiddlewareFunc) *echo.Echo {
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = s.errorHandler
-	// The source address in logs and AuditEvents is the TCP peer: Echo's
+	// The source address in logs and AuditEvents is the request's
+	// RemoteAddr: the TCP peer, or the client a trusted proxy names
+	// (cmd/anodyne --trusted-proxy rewrites it before the router). Echo's
 	// default trusts X-Forwarded-For and X-Real-IP from any client, which
 	// would let a caller forge the address its accesses are recorded under.
 	e.IPExtractor = echo.ExtractIPDirect()
@@ -249,7 +298,18 @@ func (s *Server) routes(authMW echo.MiddlewareFunc) *echo.Echo {
 	g := e.Group("/fhir")
 	for _, r := range routeTable() {
 		h := r.handler
-		var mws []echo.MiddlewareFunc
+		code, typ := r.code, r.typ
+		// First, so that a request refused by a later middleware (no
+		// token: 401) is still reported under its interaction.
+		mws := []echo.MiddlewareFunc{func(next echo.HandlerFunc) echo.HandlerFunc {
+			return func(c echo.Context) error {
+				c.Set(interactionKey, code)
+				if typ != "" {
+					c.Set(typeKey, typ)
+				}
+				return next(c)
+			}
+		}}
 		if !r.raw {
 			mws = append(mws, negotiate)
 		}
@@ -257,6 +317,16 @@ func (s *Server) routes(authMW echo.MiddlewareFunc) *echo.Echo {
 			mws = append(mws, authMW)
 		}
 		g.Add(r.method, r.path, func(c echo.Context) error { return h(s, c) }, mws...)
+	}
+	if len(s.patientOps) > 0 {
+		mws := []echo.MiddlewareFunc{negotiate}
+		if authMW != nil {
+			mws = append(mws, authMW)
+		}
+		for _, op := range s.patientOps {
+			g.GET("/Patient/:id/$"+op.Name, s.patientOperation(op), mws...)
+		}
+		g.GET("/OperationDefinition/:id", s.operationDefinitionRead, mws...)
 	}
 	return e
 }
@@ -281,14 +351,41 @@ func (s *Server) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
 		if status >= 500 {
 			lvl = slog.LevelError
 		}
+		took := time.Since(start)
 		s.log.Log(req.Context(), lvl, "http request",
 			"request_id", id, "method", req.Method, "path", req.URL.Path,
-			"status", status, "duration_ms", float64(time.Since(start).Microseconds())/1000)
+			"status", status, "duration_ms", float64(took.Microseconds())/1000)
+		if s.onRequest != nil {
+			s.onRequest(requestInfo(c, status, took))
+		}
 		return nil
 	}
 }
 
 type requestIDKey struct{}
+
+// Echo context keys of the route a request matched.
+const (
+	interactionKey = "anodyne.interaction"
+	typeKey        = "anodyne.type"
+)
+
+func (s *Server) jobEvent(kind, state string) {
+	if s.onJob != nil {
+		s.onJob(kind, state)
+	}
+}
+
+func requestInfo(c echo.Context, status int, took time.Duration) RequestInfo {
+	ri := RequestInfo{Method: c.Request().Method, Status: status, Duration: took, Request: c.Request()}
+	ri.Interaction, _ = c.Get(interactionKey).(string)
+	if t, ok := c.Get(typeKey).(string); ok {
+		ri.Type = t
+	} else if ri.Interaction != "" && isResourceType(c.Param("type")) {
+		ri.Type = c.Param("type")
+	}
+	return ri
+}
 
 // requestID returns the id logRequests gave the request, for fault logs.
 func requestID(ctx context.Context) string {
@@ -335,8 +432,13 @@ func (s *Server) readyz(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 3*time.Second)
 	defer cancel()
 	if err := s.backend.Ping(ctx); err != nil {
+		// The cause stays in the log: /readyz answers without a token.
 		s.log.WarnContext(ctx, "readiness check failed", "err", err)
-		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "database unreachable"})
+		c.Response().Header().Set("Retry-After", "5")
+		return writeResource(c, http.StatusServiceUnavailable, outcome([]conformance.Issue{{
+			Severity: "error", Code: "transient",
+			Diagnostics: "not ready: the database did not answer its ping (the server log has the cause)",
+		}}))
 	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 }

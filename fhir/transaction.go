@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -301,7 +302,16 @@ func (s *Server) transaction(c echo.Context, entries []*txEntry) error {
 			addEntry(out, s.subEntry(c, e, ret))
 			continue
 		}
-		addEntry(out, s.writeEntry(e, ret))
+		if ret == "representation" && !e.minimal && !e.rec.Deleted && len(e.rec.JSON) > 0 {
+			// As respondWrite: a caller who may write but not read the
+			// result (u or c without r) gets no resource back.
+			e.minimal = !s.recordReadable(ctx, e.rec)
+		}
+		we, err := s.writeEntry(ctx, e, ret)
+		if err != nil {
+			return err
+		}
+		addEntry(out, we)
 	}
 	return writeResource(c, http.StatusOK, out)
 }
@@ -711,17 +721,34 @@ func bundleReturn(c echo.Context) string {
 }
 
 // writeEntry is the response entry of a write entry after the commit.
-func (s *Server) writeEntry(e *txEntry, ret string) map[string]any {
+func (s *Server) writeEntry(ctx context.Context, e *txEntry, ret string) (map[string]any, error) {
 	resp := map[string]any{"status": statusLine(e.status)}
 	out := map[string]any{"response": resp}
 	if e.rec.ID != "" && e.rec.VersionID > 0 {
+		v, err := s.view(ctx)
+		if err != nil {
+			return nil, err
+		}
 		resp["location"] = s.versionURL(e.rec)
 		resp["etag"] = etag(e.rec.VersionID)
 		resp["lastModified"] = formatInstant(e.rec.LastUpdated)
 		if !e.rec.Deleted {
 			out["fullUrl"] = s.resourceURL(e.rec.Type, e.rec.ID)
-			if ret == "representation" && !e.minimal {
-				out["resource"] = json.RawMessage(e.rec.JSON)
+			representation := ret == "representation" && !e.minimal
+			if representation || v != nil {
+				// Under a view the entry names the resource as the view does.
+				raw, id, err := s.emit(ctx, v, nil, e.rec)
+				if err != nil {
+					return nil, err
+				}
+				if v != nil {
+					out["fullUrl"] = s.resourceURL(e.rec.Type, id)
+					resp["location"] = s.resourceURL(e.rec.Type, id) + "/_history/" + strconv.FormatInt(e.rec.VersionID, 10)
+					delete(resp, "lastModified")
+				}
+				if representation {
+					out["resource"] = json.RawMessage(raw)
+				}
 			}
 		}
 	}
@@ -732,7 +759,7 @@ func (s *Server) writeEntry(e *txEntry, ret string) map[string]any {
 		}
 		resp["outcome"] = outcome([]conformance.Issue{{Severity: "information", Code: codeInfo, Diagnostics: msg}})
 	}
-	return out
+	return out, nil
 }
 
 func statusLine(code int) string {
@@ -748,7 +775,7 @@ func (s *Server) logTransaction(ctx context.Context, entries int, err error) {
 // atomicCommit reports whether the backend makes a multi-write Commit
 // all-or-nothing (a backend that does not say is assumed not to).
 func (s *Server) atomicCommit(ctx context.Context) bool {
-	if d, ok := s.backend.(storage.Describer); ok {
+	if d, ok := storage.As[storage.Describer](s.backend); ok {
 		return d.Capabilities(ctx).AtomicCommit
 	}
 	return false

@@ -1,7 +1,9 @@
 package fhir
 
 import (
+	"encoding/base64"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 )
@@ -58,6 +60,10 @@ func TestCursor(t *testing.T) {
 		{"tampered payload", s, "search /Patient?family=a", "eA" + tok, false},
 		{"garbage", s, "search /Patient?family=a", "nodot", false},
 		{"empty", s, "search /Patient?family=a", "", false},
+	}
+	// The backend cursor is not readable from the token.
+	if raw, _ := base64.RawURLEncoding.DecodeString(strings.SplitN(tok, ".", 2)[0]); strings.Contains(string(raw), "backend-cursor-42") {
+		t.Error("the sealed cursor shows the backend cursor in clear")
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

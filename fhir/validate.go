@@ -44,6 +44,13 @@ func (s *Server) validateInstance(c echo.Context) error {
 		}
 		return writeResource(c, http.StatusOK, outcome(s.validateBody(ctx, typ, id, body)))
 	}
+	// The outcome of validating a stored resource quotes its content,
+	// which a view would have shaped: a filtered caller cannot ask it.
+	if v, err := s.view(ctx); err != nil {
+		return err
+	} else if v != nil {
+		return errViewRefuses("$validate of a stored resource")
+	}
 	rec, err := s.backend.Read(ctx, typ, id)
 	if errors.Is(err, storage.ErrNotFound) {
 		return errNotFound("%s/%s is not known", typ, id)

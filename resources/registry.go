@@ -562,3 +562,52 @@ func (r *Registry) Unsupported() map[string]string {
 	}
 	return out
 }
+
+// Partitioning is the patient partitioning of every type (see
+// storage.Partitioning). Its links are the reference parameters of the
+// Patient CompartmentDefinition and, because searches name the patient
+// through them more than through the compartment's own ("Observation?
+// patient=" rather than "subject="), every other reference parameter whose
+// one target type is Patient. Extra links only ever move a resource to the
+// shared partition; Key and Targets read the same list, so they agree.
+// Only the R4 core parameters count: a SearchParameter added at run time
+// would change the list between restarts, and with it the partition of
+// data already stored.
+func (r *Registry) Partitioning() storage.Partitioning {
+	p := storage.Partitioning{Links: map[string][]storage.PartitionLink{}}
+	for _, typ := range r.ResourceTypes() {
+		if typ == "Patient" {
+			continue
+		}
+		compartment := r.Compartment("Patient", typ)
+		for _, param := range r.Params(typ) {
+			if param.Type != storage.KindReference || !strings.HasPrefix(param.URL, "http://hl7.org/fhir/SearchParameter/") {
+				continue
+			}
+			only := onlyPatient(param)
+			if only || slices.Contains(compartment, param.Code) {
+				p.Links[typ] = append(p.Links[typ], storage.PartitionLink{Param: param.Code, OnlyPatient: only})
+			}
+		}
+	}
+	return p
+}
+
+// onlyPatient reports whether a reference parameter indexes nothing but
+// Patient references: its one target is Patient, or every branch of its
+// expression keeps only references that resolve to a Patient (the shared
+// "patient" parameters, declared with targets Patient and Group).
+func onlyPatient(p *Param) bool {
+	if len(p.Targets) == 1 && p.Targets[0] == "Patient" {
+		return true
+	}
+	if p.Expression == "" {
+		return false
+	}
+	for _, branch := range strings.Split(p.Expression, "|") {
+		if !strings.HasSuffix(strings.TrimSpace(branch), ".where(resolve() is Patient)") {
+			return false
+		}
+	}
+	return true
+}

@@ -205,3 +205,21 @@ func TestLenientAs(t *testing.T) {
 		}
 	}
 }
+
+func TestPartitioning(t *testing.T) {
+	p := registry(t).Partitioning()
+	links := map[string]bool{}
+	for _, l := range p.Links["Observation"] {
+		links[fmt.Sprintf("%s/%v", l.Param, l.OnlyPatient)] = true
+	}
+	// Observation's patient compartment params in R4: subject, performer
+	// (references of several target types) and patient (Patient only).
+	for _, want := range []string{"subject/false", "performer/false", "patient/true"} {
+		if !links[want] {
+			t.Errorf("Observation links %v lack %s", p.Links["Observation"], want)
+		}
+	}
+	if len(p.Links["Organization"]) != 0 {
+		t.Errorf("Organization is in no patient compartment, got links %v", p.Links["Organization"])
+	}
+}

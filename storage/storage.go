@@ -38,6 +38,13 @@ var (
 	ErrUnsupported = errors.New("storage: unsupported")
 	// ErrBadCursor: a paging cursor was not produced by this backend for this query.
 	ErrBadCursor = errors.New("storage: invalid cursor")
+	// ErrUnavailable: the database could not be reached in time (network
+	// error, no server selectable, lock wait exceeded). Nothing was
+	// written; the same call may succeed later, without a restart.
+	ErrUnavailable = errors.New("storage: database unavailable")
+	// ErrFull: the database has no room for the write (disk full, size
+	// cap reached). Nothing was written; it succeeds once space is freed.
+	ErrFull = errors.New("storage: database full")
 )
 
 // Record is one version of one resource as stored.
@@ -109,6 +116,23 @@ type Backend interface {
 	Close() error
 }
 
+// KVPut is a KV record to store with a Commit (see KVCommitter).
+type KVPut struct {
+	Key   string
+	Value []byte
+	TTL   time.Duration // <= 0: no expiry
+}
+
+// KVCommitter is implemented by backends that can store KV records in the
+// same atomic Commit as resource writes, so that bookkeeping describing
+// the writes (an import's checkpoint: "these units are stored") can never
+// disagree with them, whatever the moment of a crash. Either every write
+// and every put is stored, or none; the errors are Commit's. With no
+// writes it stores the puts alone.
+type KVCommitter interface {
+	CommitWithKV(ctx context.Context, puts []KVPut, writes ...Write) ([]Record, error)
+}
+
 // Reindexer is implemented by backends that can replace the index entries
 // of a stored version in place, without writing a new version; the server
 // uses it to make a SearchParameter created at runtime searchable over
@@ -148,6 +172,27 @@ type HistoryRequest struct {
 	Before time.Time
 	Count  int    // page size; the backend may cap it
 	Cursor string // opaque, from Page.Next; empty for the first page
+
+	// Filter, when not nil, keeps only the versions whose own index
+	// entries match it, with the meaning of Matches: the entries that
+	// came with that version's Write (or a later Reindex of it), not the
+	// resource's current ones, so that a version stays attributable to
+	// whoever could see it when it was written. A delete carries no
+	// entries of its own; the backend keeps a copy of the entries of the
+	// version it deletes, and the delete matches through them. Paging
+	// runs over the matching versions only: a page is short only when it
+	// is the last, and Next is empty when no match follows. A version a
+	// backend stored without entries (before it kept them) never matches.
+	// Chain and Has answer ErrUnsupported (they would judge an old
+	// version by other resources' current state).
+	Filter Expr
+	// TypeFilters, for system history (Type empty) only, keeps the
+	// versions of the listed types alone, each filtered by its own
+	// expression as Filter would (nil: every version of that type): what
+	// a caller whose access differs per type may see, in one pass. A nil
+	// map keeps every type; Filter, when also set, applies on top. Setting
+	// it together with Type is an error.
+	TypeFilters map[string]Expr
 }
 
 // Page is one page of records.
@@ -174,4 +219,36 @@ type KV interface {
 	Delete(ctx context.Context, key string) error
 	// List returns the live keys starting with prefix, in key order.
 	List(ctx context.Context, prefix string) ([]string, error)
+}
+
+// Unwrapper is implemented by a Backend that wraps another one (metrics,
+// tracing), so that callers still find the inner backend's optional
+// interfaces with As.
+type Unwrapper interface {
+	Unwrap() Backend
+}
+
+// As reports whether b, or a backend it wraps (through Unwrapper), is a
+// T, and returns that one. Optional interfaces (Describer, Reindexer) are
+// looked up with As, never with a type assertion on the outer backend.
+func As[T any](b Backend) (T, bool) {
+	for b != nil {
+		if t, ok := b.(T); ok {
+			return t, true
+		}
+		u, ok := b.(Unwrapper)
+		if !ok {
+			break
+		}
+		b = u.Unwrap()
+	}
+	var zero T
+	return zero, false
+}
+
+// IsAnswer reports whether err is one of the sentinel errors that answer a
+// call rather than report a failure (not found, version conflict, claim
+// held), for instrumentation that counts failures.
+func IsAnswer(err error) bool {
+	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrVersionConflict) || errors.Is(err, ErrDuplicateClaim)
 }

@@ -31,6 +31,7 @@ type GroupCommit struct {
 	log      *slog.Logger
 	maxBatch int
 	timeout  time.Duration
+	onBatch  func(events int)
 
 	// mu orders RecordAudit's send against Close's close(queue): senders
 	// hold it shared, Close exclusively.
@@ -56,6 +57,15 @@ func WithMaxBatch(n int) GroupOption {
 		}
 	}
 }
+
+// WithBatchObserver is told the number of events of every group commit
+// (for the batch-size metric); it runs on the writer goroutine.
+func WithBatchObserver(f func(events int)) GroupOption {
+	return func(g *GroupCommit) { g.onBatch = f }
+}
+
+// QueueLen is the number of events waiting for the writer.
+func (g *GroupCommit) QueueLen() int { return len(g.queue) }
 
 // NewGroupCommit starts the writer. Close it to drain and stop it.
 func NewGroupCommit(backend storage.Backend, index Indexer, log *slog.Logger, opts ...GroupOption) *GroupCommit {
@@ -155,6 +165,9 @@ func (g *GroupCommit) commit(batch []pending) {
 	writes := make([]storage.Write, len(batch))
 	for i, p := range batch {
 		writes[i] = p.w
+	}
+	if g.onBatch != nil {
+		g.onBatch(len(batch))
 	}
 	_, err := g.backend.Commit(ctx, writes...)
 	if err == nil || len(batch) == 1 {

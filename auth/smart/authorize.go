@@ -273,7 +273,7 @@ func (s *Server) loginSubmit(c echo.Context) error {
 	}
 	ok = ok && hash != dummyHash
 	if !ok {
-		if err := s.signInFailed(ctx, username, c.RealIP()); err != nil {
+		if err := s.signInFailed(ctx, username, c.RealIP(), req.ClientID); err != nil {
 			return s.pageError(c, err)
 		}
 		return s.renderLogin(c, id, req, "Unknown user name or wrong password.")

@@ -100,16 +100,6 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	for _, o := range opts {
 		o(&ec)
 	}
-	cfg := ec.Config
-	cfg.Logger = quiet
-	as, err := smart.New(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ver, err := auth.NewVerifier(ctx, quiet, as.TrustedIssuer())
-	if err != nil {
-		t.Fatal(err)
-	}
 	var sink auth.AuditSink = audit.New(be, registry(t))
 	if ec.groupAudit {
 		g := audit.NewGroupCommit(be, registry(t), quiet)
@@ -118,6 +108,19 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	}
 	if ec.wrapSink != nil {
 		sink = ec.wrapSink(sink)
+	}
+	cfg := ec.Config
+	cfg.Logger = quiet
+	if !ec.noAudit && cfg.Audit == nil {
+		cfg.Audit = sink // account lock-outs go to the same sink
+	}
+	as, err := smart.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ver, err := auth.NewVerifier(ctx, quiet, as.TrustedIssuer())
+	if err != nil {
+		t.Fatal(err)
 	}
 	fs, err := fhir.New(fhir.Config{
 		BaseURL:    base,

@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 	"time"
+
+	"github.com/anodyne-fhir/anodyne/auth"
 )
 
 // pfxLockout keys the failed-sign-in record of a user name. It lives in
@@ -71,7 +74,7 @@ func (s *Server) lockedUntil(ctx context.Context, username string) (time.Time, e
 // (the KV has no compare-and-set), so a burst can spend up to the hash
 // gate's width more attempts than the threshold before the lock lands;
 // the hash gate bounds that burst.
-func (s *Server) signInFailed(ctx context.Context, username, source string) error {
+func (s *Server) signInFailed(ctx context.Context, username, source, clientID string) error {
 	key := pfxLockout + strings.ToLower(username)
 	var r lockRecord
 	if err := s.kv.getJSON(ctx, key, &r); err != nil && !notFound(err) {
@@ -95,6 +98,52 @@ func (s *Server) signInFailed(ctx context.Context, username, source string) erro
 	ttl := 24*time.Hour + time.Until(r.LockedUntil).Abs()
 	if err := s.kv.putJSON(ctx, key, r, ttl); err != nil {
 		return fmt.Errorf("record failed sign-in: %w", err)
+	}
+	if r.Failures == 0 && !r.LockedUntil.IsZero() {
+		// The lock is in force whatever happens here; a lost audit
+		// record fails the request so that it cannot go unnoticed.
+		if err := s.auditLockout(ctx, username, source, clientID, r, pol.Threshold); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Codes of the lock-out AuditEvent: DICOM "User Authentication" / "Login"
+// (what failed), and Anodyne's own subtype saying that it was a lock-out,
+// so that an administrator finds them with
+// AuditEvent?subtype=<lockoutSystem>|account-lockout.
+const (
+	dicomSystem   = "http://dicom.nema.org/resources/ontology/DCM"
+	lockoutSystem = "https://github.com/anodyne-fhir/anodyne/CodeSystem/audit-event-subtype"
+	// maxAuditName bounds the user name as typed in the record.
+	maxAuditName = 256
+)
+
+// auditLockout records the lock-out r of username as an AuditEvent.
+func (s *Server) auditLockout(ctx context.Context, username, source, clientID string, r lockRecord, failures int) error {
+	if s.cfg.Audit == nil {
+		return nil
+	}
+	name := username
+	if len(name) > maxAuditName {
+		name = strings.ToValidUTF8(name[:maxAuditName], "") + "…"
+	}
+	ev := auth.AuditEvent{
+		Time: s.now().UTC(), Action: "E", Outcome: http.StatusUnauthorized,
+		ClientID: clientID, User: name, Source: s.cfg.BaseURL, RemoteAddr: source,
+		Category: auth.AuditCategory{
+			Type: auth.AuditCoding{System: dicomSystem, Code: "110114", Display: "User Authentication"},
+			Subtypes: []auth.AuditCoding{
+				{System: dicomSystem, Code: "110122", Display: "Login"},
+				{System: lockoutSystem, Code: "account-lockout", Display: "Account locked after repeated failed sign-ins"},
+			},
+		},
+		Description: fmt.Sprintf("user name locked until %s after %d consecutive failed sign-ins (lock %d)",
+			r.LockedUntil.UTC().Format(time.RFC3339), failures, r.Level),
+	}
+	if err := s.cfg.Audit.RecordAudit(ctx, ev); err != nil {
+		return fmt.Errorf("audit account lock-out: %w", err)
 	}
 	return nil
 }

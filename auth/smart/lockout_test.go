@@ -1,6 +1,9 @@
 package smart_test
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -9,8 +12,10 @@ import (
 	"testing"
 	"time"
 
+	jose "github.com/go-jose/go-jose/v4"
 	"golang.org/x/oauth2"
 
+	"github.com/anodyne-fhir/anodyne/auth"
 	"github.com/anodyne-fhir/anodyne/auth/smart"
 )
 
@@ -156,5 +161,106 @@ func TestTokenSourceLimitRetryAfter(t *testing.T) {
 	}
 	if got := hdr.Get("Retry-After"); got != "60" {
 		t.Errorf("Retry-After = %q, want 60 (the budget refills over a minute)", got)
+	}
+}
+
+// failingLockoutSink refuses security events and passes the rest on.
+type failingLockoutSink struct{ auth.AuditSink }
+
+func (f failingLockoutSink) RecordAudit(ctx context.Context, ev auth.AuditEvent) error {
+	if ev.Category.Type.Code != "" {
+		return errors.New("audit store unavailable")
+	}
+	return f.AuditSink.RecordAudit(ctx, ev)
+}
+
+// TestLockoutAudited: each lock-out (of a real or an unknown user name)
+// is one AuditEvent in the audit trail, found by its subtype, naming the
+// user name as typed, the client, the source address and the lock's end;
+// attempts refused while locked add none. When the event cannot be
+// stored the attempt fails loudly, and the lock holds all the same.
+func TestLockoutAudited(t *testing.T) {
+	var offset atomic.Int64
+	now := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	e := newEnv(t, func(ec *envConfig) {
+		ec.Lockout = smart.Lockout{Threshold: 3, Base: time.Minute, Max: time.Hour}
+		ec.Now = now
+	})
+	e.addClient(smart.Client{ID: "app", Type: smart.ClientPublic, RedirectURIs: []string{redirect}, Scopes: "launch/patient patient/*.rs"}, "")
+	e.addAccount("alice", "Patient/a")
+	admin := newSigner(t, jose.ES384)
+	e.addClient(smart.Client{ID: "auditor", Type: smart.ClientAsymmetric, JWKS: admin.jwks(), Scopes: "system/AuditEvent.rs"}, "")
+	app := e.app("app", redirect, "launch/patient", "patient/Observation.rs")
+	authURL := app.AuthCodeURL("st", oauth2.SetAuthURLParam("aud", e.fhirBase), oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))
+	try := func(user string) page {
+		b := newBrowser(t, redirect)
+		return b.submit(b.get(authURL), url.Values{"username": {user}, "password": {"wrong password!"}})
+	}
+	lockouts := func() []map[string]any {
+		t.Helper()
+		at := e.backendToken("auditor", admin, "system/AuditEvent.rs")
+		st, bundle, _ := e.fhirDo(http.MethodGet, "/AuditEvent?subtype=https://github.com/anodyne-fhir/anodyne/CodeSystem/audit-event-subtype|account-lockout", at, nil)
+		if st != http.StatusOK {
+			t.Fatalf("audit search = %d %v", st, bundle)
+		}
+		var out []map[string]any
+		for _, en := range entryList(bundle) {
+			out = append(out, en.(map[string]any)["resource"].(map[string]any))
+		}
+		return out
+	}
+	for range 5 { // 3 failures lock; 2 more are refused by the lock
+		try("alice")
+	}
+	for range 3 {
+		try("mallory")
+	}
+	evs := lockouts()
+	if len(evs) != 2 {
+		t.Fatalf("%d lock-out AuditEvents, want 2 (alice, mallory): %v", len(evs), evs)
+	}
+	users := map[string]bool{}
+	for _, ev := range evs {
+		raw, _ := json.Marshal(ev)
+		s := string(raw)
+		var who string
+		for _, a := range ev["agent"].([]any) {
+			if w, ok := a.(map[string]any)["who"].(map[string]any)["display"].(string); ok {
+				who = w
+			}
+		}
+		users[who] = true
+		for _, want := range []string{
+			`"code":"110114"`, `"code":"110122"`, `"action":"E"`, `"outcome":"4"`, `"value":"app"`,
+			`"address":"127.0.0.1"`, `"outcomeDesc":"user name locked until `, `after 3 consecutive failed sign-ins (lock 1)`,
+		} {
+			if !strings.Contains(s, want) {
+				t.Errorf("lock-out event of %q lacks %s: %s", who, want, s)
+			}
+		}
+	}
+	if !users["alice"] || !users["mallory"] {
+		t.Errorf("lock-out events name %v, want alice and mallory", users)
+	}
+
+	// An audit trail that cannot take the event: the third failure is an
+	// error page, and the lock is in force.
+	f := newEnv(t, func(ec *envConfig) {
+		ec.Lockout = smart.Lockout{Threshold: 3, Base: time.Minute, Max: time.Hour}
+		ec.wrapSink = func(s auth.AuditSink) auth.AuditSink { return failingLockoutSink{s} }
+	})
+	f.addClient(smart.Client{ID: "app", Type: smart.ClientPublic, RedirectURIs: []string{redirect}, Scopes: "launch/patient patient/*.rs"}, "")
+	f.addAccount("alice", "Patient/a")
+	fapp := f.app("app", redirect, "launch/patient", "patient/Observation.rs")
+	fURL := fapp.AuthCodeURL("st", oauth2.SetAuthURLParam("aud", f.fhirBase), oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))
+	var statuses []int
+	var last page
+	for range 4 {
+		b := newBrowser(t, redirect)
+		last = b.submit(b.get(fURL), url.Values{"username": {"alice"}, "password": {"wrong password!"}})
+		statuses = append(statuses, last.status)
+	}
+	if fmt.Sprint(statuses[:3]) != "[401 401 500]" || !strings.Contains(last.body, "locked until") {
+		t.Errorf("with a failing audit sink: statuses %v, last page %q; want [401 401 500 …] and then locked", statuses, last.body)
 	}
 }

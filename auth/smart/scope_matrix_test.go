@@ -29,6 +29,7 @@ type mxCase struct {
 	entries    []int    // batch/transaction: the status of each entry response
 	allowed    bool
 	bodyless   bool // the answer must carry no body (u without r)
+	next       int  // Bundle next link: 0 unchecked, 1 wanted, 2 forbidden (the last page)
 }
 
 func (c mxCase) name() string {
@@ -178,6 +179,18 @@ func TestScopeMatrix(t *testing.T) {
 					t.Errorf("total %v, want %d", body["total"], c.total)
 				}
 			}
+			if c.next != 0 && body["resourceType"] == "Bundle" {
+				has := false
+				links, _ := body["link"].([]any)
+				for _, l := range links {
+					if lm, _ := l.(map[string]any); lm["relation"] == "next" {
+						has = true
+					}
+				}
+				if has != (c.next == 1) {
+					t.Errorf("next link present %v, want %v: %v", has, c.next == 1, links)
+				}
+			}
 			if c.bodyless && len(body) != 0 {
 				t.Errorf("a body was returned: %v", body)
 			}
@@ -214,6 +227,9 @@ func (c mxCase) ents(s ...int) mxCase    { c.entries = s; return c }
 func (c mxCase) with(k, v string) mxCase { c.hdr = map[string]string{k: v}; return c }
 func (c mxCase) named(p string) mxCase   { c.path = p; return c }
 func (c mxCase) noBody() mxCase          { c.bodyless = true; return c }
+func (c mxCase) more() mxCase            { c.next = 1; return c }
+func (c mxCase) nothing() mxCase         { c.want = []string{}; return c }
+func (c mxCase) last() mxCase            { c.next = 2; return c }
 func obsBody(id, patient string) map[string]any {
 	o := map[string]any{"resourceType": "Observation", "status": "final", "code": map[string]any{"text": "creatinine"}, "subject": map[string]any{"reference": "Patient/" + patient},
 		"category": []any{map[string]any{"coding": []any{map[string]any{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}}}}}
@@ -292,6 +308,15 @@ func matrixCases() []mxCase {
 		allow("v2 query", "type history", "v2-query", "GET", "/Observation/_history?_total=accurate", nil, 200, aVital),
 		allow("system/*.rs", "system history", "system-rs", "GET", "/_history?_count=100", nil, 200, aCond, bCond, aLab, aPanel, aVital, bLab, bVital, pa, pb, "Practitioner/p1", "Practitioner/p2"),
 		deny("v2 .rs", "system history", "v2-rs", "GET", "/_history?_count=100", nil, 200, aLab, aPanel, aVital),
+		// history paging: the grant is part of the query, so a page holds
+		// _count of the caller's versions (patient b's newer ones do not
+		// take slots), and the last of them ends the paging.
+		allow("v2 .rs", "history paging", "v2-rs", "GET", "/Observation/_history?_count=1", nil, 200, aPanel).more(),
+		allow("v2 .rs", "history paging", "v2-rs", "GET", "/Observation/_history?_count=2", nil, 200, aPanel, aLab).more(),
+		deny("v2 .rs", "history paging", "v2-rs", "GET", "/Observation/_history?_count=3", nil, 200, aPanel, aLab, aVital).last(),
+		deny("v1 patient/*.read", "history paging", "v1-patient-*", "GET", "/_history?_count=5", nil, 200, aPanel, aCond, aLab, aVital, pa).last(),
+		deny("user/ with fhirUser", "history paging", "user-fhirUser", "GET", "/Observation/_history?_count=2", nil, 200, bLab, bVital).last(),
+		allow("system/*.rs", "history paging", "system-rs", "GET", "/Observation/_history?_count=2", nil, 200, bLab, aPanel).more(),
 		// type search, with totals
 		allow("v1 patient/*.read", "type search", "v1-patient-*", "GET", "/Observation?_total=accurate", nil, 200, aLab, aPanel, aVital).tot(3),
 		deny("v1 patient/*.read", "type search", "v1-patient-*", "GET", "/Observation?subject=Patient/b&_total=accurate", nil, 200).tot(0),
@@ -370,7 +395,10 @@ func matrixCases() []mxCase {
 		deny("v2 .c", "create", "v2-c", "POST", "/Observation", obsBody("", "b"), 403),
 		allow("v1 system/*.write", "create", "v1-system-write", "POST", "/Observation", obsBody("", "b"), 201),
 		deny("v2 .rs", "create", "v2-rs", "POST", "/Observation", obsBody("", "a"), 403),
-		allow("v2 .u", "update", "v2-u", "PUT", "/Observation/a-lab", obsBody("a-lab", "a"), 200),
+		allow("v2 .u", "update", "v2-u", "PUT", "/Observation/a-lab", obsBody("a-lab", "a"), 200).noBody(),
+		allow("v2 .u", "update u-only with Prefer representation", "v2-u", "PUT", "/Observation/a-lab", obsBody("a-lab", "a"), 200).noBody().with("Prefer", "return=representation"),
+		allow("v2 .u", "transaction PUT u-only with Prefer representation", "v2-u", "POST", "", map[string]any{"resourceType": "Bundle", "type": "transaction",
+			"entry": []any{map[string]any{"resource": obsBody("a-lab", "a"), "request": map[string]any{"method": "PUT", "url": "Observation/a-lab"}}}}, 200).ents(200).with("Prefer", "return=representation").nothing(),
 		deny("v2 .u", "update", "v2-u", "PUT", "/Observation/b-lab", obsBody("b-lab", "b"), 403),
 		deny("v2 .u", "update", "v2-u", "PUT", "/Observation/a-lab", obsBody("a-lab", "b"), 403).named("update (move out of the compartment)"),
 		deny("user/ with fhirUser", "update", "user-fhirUser", "PUT", "/Observation/a-lab", obsBody("a-lab", "a"), 403),

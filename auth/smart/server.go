@@ -52,12 +52,18 @@ type Config struct {
 	// Lockout is the password sign-in lock-out policy; zero fields take
 	// the defaults (5 failures, 1 minute doubling up to 1 hour).
 	Lockout Lockout
+	// Audit, when set, records security events (account lock-outs) as
+	// AuditEvents, in the same sink as the FHIR API's.
+	Audit auth.AuditSink
 	// PasswordChecksPerMinute bounds password and client-secret checks per
 	// source address (TCP peer); 0 means 30.
 	PasswordChecksPerMinute int
 	// Now, when set, replaces time.Now as the server's clock (tests that
 	// step through lock-outs and expiries without sleeping).
 	Now func() time.Time
+	// OnToken, when set, is told of every token endpoint answer: the grant
+	// type and "issued" or the OAuth error code (for metrics).
+	OnToken func(grant, outcome string)
 }
 
 // Server is the built-in SMART authorization server.
@@ -76,6 +82,7 @@ type Server struct {
 	now      func() time.Time
 	hashes   *hashGate
 	sources  *sourceLimits
+	onToken  func(grant, outcome string)
 }
 
 // New builds the server, generating and storing a signing key on first start.
@@ -107,6 +114,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg:      cfg,
+		onToken:  cfg.OnToken,
 		kv:       kv{cfg.KV},
 		clients:  NewClientStore(cfg.KV),
 		jwks:     &jwksCache{client: cfg.HTTPClient, sets: map[string]cachedSet{}},
@@ -162,6 +170,7 @@ func (s *Server) TrustedIssuer() auth.TrustedIssuer {
 		Audience: s.cfg.FHIRBase,
 		Algs:     []string{"RS256"},
 		Active:   s.tokenActive,
+		Claims:   auth.ClaimMapping{ResearchProject: "research_project", ResearchAccess: "research_access"},
 	}
 }
 

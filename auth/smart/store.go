@@ -64,12 +64,25 @@ type Client struct {
 	// ResourceServer lets a confidential client introspect tokens of any
 	// client (RFC 7662); other callers see only their own tokens.
 	ResourceServer bool `json:"resource_server,omitempty"`
+	// ResearchProject makes the client a research client of that project
+	// (its tokens carry research_project); ResearchAccess is "rows"
+	// (default) or "aggregates".
+	ResearchProject string `json:"research_project,omitempty"`
+	ResearchAccess  string `json:"research_access,omitempty"`
 }
 
 // Validate checks that a client registration is coherent.
 func (c *Client) Validate() error {
 	if c.ID == "" || strings.ContainsAny(c.ID, " /\t\n") {
 		return fmt.Errorf("client id %q is empty or has spaces or slashes", c.ID)
+	}
+	switch c.ResearchAccess {
+	case "", "rows", "aggregates":
+	default:
+		return fmt.Errorf("client %s: research access must be rows or aggregates, not %q", c.ID, c.ResearchAccess)
+	}
+	if c.ResearchAccess != "" && c.ResearchProject == "" {
+		return fmt.Errorf("client %s: research access needs a research project", c.ID)
 	}
 	switch c.Type {
 	case ClientPublic:

@@ -27,6 +27,7 @@ func (s *Server) token(c echo.Context) error {
 	}
 	h, ok := s.handlers[r.PostFormValue("grant_type")]
 	if !ok {
+		s.tokenOutcome("unsupported", ErrUnsupportedGrantType)
 		writeOAuthError(c.Response(), ErrUnsupportedGrantType.WithDescription("unsupported grant_type"))
 		return nil
 	}
@@ -39,20 +40,40 @@ func (s *Server) token(c echo.Context) error {
 	}
 	if err != nil {
 		s.logOAuth(r.Context(), "token: client authentication failed", err)
+		s.tokenOutcome(h.grantType(), err)
 		writeOAuthError(c.Response(), err)
 		return nil
 	}
 	resp, err := h.handle(r.Context(), r, client)
 	if err != nil {
 		s.logOAuth(r.Context(), "token: request refused", err, "client", client.ID, "grant", h.grantType())
+		s.tokenOutcome(h.grantType(), err)
 		writeOAuthError(c.Response(), err)
 		return nil
 	}
+	s.tokenOutcome(h.grantType(), nil)
 	hd := c.Response().Header()
 	hd.Set("Cache-Control", "no-store")
 	hd.Set("Pragma", "no-cache")
 	writeJSON(c.Response(), http.StatusOK, resp)
 	return nil
+}
+
+// tokenOutcome tells Config.OnToken how the token endpoint answered:
+// "issued", or the OAuth error code ("server_error" for other failures).
+func (s *Server) tokenOutcome(grant string, err error) {
+	if s.onToken == nil {
+		return
+	}
+	outcome := "issued"
+	if err != nil {
+		outcome = "server_error"
+		var oe *OAuthError
+		if errors.As(err, &oe) {
+			outcome = oe.Code
+		}
+	}
+	s.onToken(grant, outcome)
 }
 
 func (s *Server) logOAuth(ctx context.Context, msg string, err error, args ...any) {
@@ -86,6 +107,9 @@ type accessClaims struct {
 	Patient   string `json:"patient,omitempty"`
 	Encounter string `json:"encounter,omitempty"`
 	FHIRUser  string `json:"fhirUser,omitempty"`
+	// Research marks tokens of research clients (auth.Principal.ResearchProject).
+	ResearchProject string `json:"research_project,omitempty"`
+	ResearchAccess  string `json:"research_access,omitempty"`
 }
 
 // issue mints an access token for g (and an id_token and a refresh token
@@ -97,11 +121,22 @@ func (s *Server) issue(ctx context.Context, g grant, ttl time.Duration, refreshT
 	if sub == "" {
 		sub = g.ClientID
 	}
-	at, err := s.keys.sign(accessClaims{
+	claims := accessClaims{
 		Issuer: s.cfg.BaseURL, Subject: sub, Audience: s.cfg.FHIRBase, Expiry: exp.Unix(), IssuedAt: now.Unix(),
 		ID: randomToken(16), ClientID: g.ClientID, Scope: g.Scope,
 		Patient: g.Context.Patient, Encounter: g.Context.Encounter, FHIRUser: g.FHIRUser,
-	})
+	}
+	// The research marking is read from the registration at every issue
+	// (refresh included), so changing a client's project takes effect
+	// with its next token.
+	if cl, err := s.clients.Get(ctx, g.ClientID); err == nil && cl.ResearchProject != "" {
+		claims.ResearchProject = cl.ResearchProject
+		claims.ResearchAccess = cl.ResearchAccess
+		if claims.ResearchAccess == "" {
+			claims.ResearchAccess = auth.ResearchRows
+		}
+	}
+	at, err := s.keys.sign(claims)
 	if err != nil {
 		return nil, fmt.Errorf("sign access token: %w", err)
 	}

@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"strings"
 	"time"
 
+	"github.com/anodyne-fhir/anodyne/clinical/rpm"
 	"github.com/anodyne-fhir/anodyne/fhir"
 )
 
@@ -56,16 +58,23 @@ func (d *dataFlags) remote() remote {
 
 // withDirectServer opens the database and a server on it (logging
 // warnings only, to stderr), runs fn, and closes both.
-func (d *dataFlags) withDirectServer(ctx context.Context, stderr io.Writer, fn func(*fhir.Server) error) error {
-	be, _, err := openBackend(ctx, d.store)
+func (d *dataFlags) withDirectServer(ctx context.Context, use storeUse, stderr io.Writer, fn func(*fhir.Server) error) error {
+	st, err := openBackend(ctx, d.store, use)
 	if err != nil {
 		return err
 	}
-	defer be.Close()
+	defer st.Close()
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	// An offline import derives what a served one does.
+	rpmObserver, err := rpm.NewDefaultObserver(log)
+	if err != nil {
+		return fmt.Errorf("remote monitoring thresholds: %w", err)
+	}
 	srv, err := fhir.New(fhir.Config{
-		BaseURL: d.baseURL,
-		Backend: be,
-		Logger:  slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		BaseURL:   d.baseURL,
+		Backend:   st.backend,
+		Logger:    log,
+		Observers: []fhir.CommitObserver{rpmObserver},
 	})
 	if err != nil {
 		return err

@@ -55,15 +55,12 @@ func exportCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()
-		return errors.New("export: exactly one OUTDIR is required")
+		return usagef("export: exactly one OUTDIR is required")
 	}
 	if cfg.patients && cfg.group != "" {
-		return errors.New("export: --patient and --group exclude each other")
+		return usagef("export: --patient and --group exclude each other")
 	}
 	out := fs.Arg(0)
-	if err := os.MkdirAll(out, 0o750); err != nil {
-		return fmt.Errorf("creating %s: %w", out, err)
-	}
 	q := url.Values{}
 	if cfg.types != "" {
 		q.Set("_type", cfg.types)
@@ -97,7 +94,12 @@ func exportCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 
 func exportDirect(ctx context.Context, cfg exportConfig, q url.Values, out string, stderr io.Writer) ([]fhir.ExportFile, error) {
 	var files []fhir.ExportFile
-	err := cfg.withDirectServer(ctx, stderr, func(srv *fhir.Server) error {
+	err := cfg.withDirectServer(ctx, useExport, stderr, func(srv *fhir.Server) error {
+		// Created once the store is known to exist: a wrong --data-dir
+		// leaves nothing behind.
+		if err := makeOutDir(out); err != nil {
+			return err
+		}
 		var err error
 		files, err = srv.Export(ctx, q, cfg.patients, cfg.group, out)
 		if err != nil {
@@ -114,6 +116,9 @@ func exportDirect(ctx context.Context, cfg exportConfig, q url.Values, out strin
 // exportRemote runs the Bulk Data flow: kick-off, poll, download, and
 // finally DELETE so that the server can drop its copy of the files.
 func exportRemote(ctx context.Context, cfg exportConfig, q url.Values, out string, stderr io.Writer) ([]fhir.ExportFile, error) {
+	if err := makeOutDir(out); err != nil {
+		return nil, err
+	}
 	rm := cfg.remote()
 	path := "/$export"
 	switch {
@@ -239,6 +244,13 @@ func download(ctx context.Context, rm remote, u, dest string) error {
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("writing %s: %w", dest, err)
+	}
+	return nil
+}
+
+func makeOutDir(out string) error {
+	if err := os.MkdirAll(out, 0o750); err != nil {
+		return fmt.Errorf("creating %s: %w", out, err)
 	}
 	return nil
 }

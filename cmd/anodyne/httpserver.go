@@ -30,6 +30,9 @@ type transportConfig struct {
 	ClientRequests    int
 	TLSCert           string
 	TLSKey            string
+	// TrustedProxy is --trusted-proxy as given; Proxies its parsed networks.
+	TrustedProxy string
+	Proxies      []*net.IPNet
 }
 
 func (tc *transportConfig) register(fs *flag.FlagSet) {
@@ -41,6 +44,7 @@ func (tc *transportConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&tc.ClientRequests, "max-client-requests", 32, "concurrent requests allowed per client (per token client and user when authenticated, else per source address, IPv6 per /64); 429 with Retry-After beyond")
 	fs.StringVar(&tc.TLSCert, "tls-cert", "", "PEM certificate chain: serve HTTPS (TLS 1.2 or newer) instead of HTTP; the files are re-read when they change, no restart needed")
 	fs.StringVar(&tc.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
+	fs.StringVar(&tc.TrustedProxy, "trusted-proxy", "", "CIDR[,CIDR] of reverse proxies whose X-Forwarded-For / X-Real-IP name the client address (for audit, the per-address bound, sign-in throttling and lock-outs); from any other peer the headers are ignored. Default: none, the TCP peer is the client")
 }
 
 func (tc *transportConfig) validate() error {
@@ -61,6 +65,11 @@ func (tc *transportConfig) validate() error {
 	if (tc.TLSCert == "") != (tc.TLSKey == "") {
 		return errors.New("--tls-cert and --tls-key go together")
 	}
+	nets, err := parseTrustedProxies(tc.TrustedProxy)
+	if err != nil {
+		return err
+	}
+	tc.Proxies = nets
 	return nil
 }
 
@@ -182,9 +191,11 @@ type transportHandler struct {
 	limit   *clientLimiter
 	authOn  bool
 	writeTO time.Duration
+	proxies *proxyTrust // nil: no trusted proxy
 }
 
 func (h *transportHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	r = h.proxies.resolve(r)
 	if strings.HasPrefix(r.URL.Path, "/fhir/$export-file/") {
 		// Export files can be gigabytes: the download may last as long as
 		// it keeps moving.
@@ -290,7 +301,7 @@ func (c *certReloader) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, e
 // newHTTPServer builds the http.Server of "anodyne serve" around handler.
 func newHTTPServer(tc transportConfig, handler http.Handler, limit *clientLimiter, authOn bool, log *slog.Logger) (*http.Server, error) {
 	hs := &http.Server{
-		Handler:           &transportHandler{next: handler, limit: limit, authOn: authOn, writeTO: tc.WriteTimeout},
+		Handler:           &transportHandler{next: handler, limit: limit, authOn: authOn, writeTO: tc.WriteTimeout, proxies: newProxyTrust(tc.Proxies)},
 		ReadHeaderTimeout: tc.ReadHeaderTimeout,
 		ReadTimeout:       tc.ReadTimeout,
 		WriteTimeout:      tc.WriteTimeout,

@@ -381,6 +381,11 @@ func TestParseTransport(t *testing.T) {
 		{[]string{"--read-header-timeout", "2m", "--read-timeout", "1m"}, nil, nil, true},
 		{[]string{"--max-client-requests", "0"}, nil, nil, true},
 		{[]string{"--max-header-bytes", "100"}, nil, nil, true},
+		{nil, map[string]string{"ANODYNE_TRUSTED_PROXY": "10.0.0.0/8, ::1"}, func(c transportConfig) bool {
+			return len(c.Proxies) == 2 && c.Proxies[0].String() == "10.0.0.0/8" && c.Proxies[1].String() == "::1/128"
+		}, false},
+		{[]string{"--trusted-proxy", "10.0.0.0/33"}, nil, nil, true},
+		{[]string{"--trusted-proxy", "proxy.example"}, nil, nil, true},
 	}
 	for _, tc := range tests {
 		cfg, err := parseServe(tc.args, io.Discard, func(k string) string { return tc.env[k] })

@@ -53,7 +53,7 @@ func importCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 	paths := fs.Args()
 	if len(paths) == 0 {
 		fs.Usage()
-		return errors.New("import: no PATH given")
+		return usagef("import: no PATH given")
 	}
 	bar := newProgressBar(stderr, cfg.quiet)
 	var (
@@ -82,7 +82,7 @@ func importDirect(ctx context.Context, cfg importConfig, paths []string, bar *pr
 	// The report is kept when the import fails part-way: it says what
 	// was stored before the interruption.
 	var rep fhir.ImportReport
-	err := cfg.withDirectServer(ctx, stderr, func(srv *fhir.Server) error {
+	err := cfg.withDirectServer(ctx, useServe, stderr, func(srv *fhir.Server) error {
 		var err error
 		rep, err = srv.Importer().ImportPaths(ctx, paths, fhir.ImportOptions{
 			BatchSize: cfg.batch,

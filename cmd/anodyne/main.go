@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -22,103 +23,99 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/anodyne-fhir/anodyne/apps/clinician"
+	"github.com/anodyne-fhir/anodyne/clinical/opioid"
+	"github.com/anodyne-fhir/anodyne/clinical/opioidsafety"
+	"github.com/anodyne-fhir/anodyne/clinical/rpm"
 	"github.com/anodyne-fhir/anodyne/fhir"
+	"github.com/anodyne-fhir/anodyne/metrics"
 	"github.com/anodyne-fhir/anodyne/storage"
-	"github.com/anodyne-fhir/anodyne/storage/mongo"
-	"github.com/anodyne-fhir/anodyne/storage/sqlite"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv, nil); err != nil {
-		stop()
-		if errors.Is(err, flag.ErrHelp) {
-			return // --help asked for and printed: not a failure
-		}
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv, nil)
+	stop()
+	code := exitCode(err)
+	if code != 0 {
 		fmt.Fprintln(os.Stderr, "anodyne:", err)
-		os.Exit(2)
 	}
+	os.Exit(code)
 }
 
-const usage = `Anodyne, a FHIR R4 server.
-
-Usage:
-  anodyne serve [flags]    run the server (anodyne serve --help for its flags)
-  anodyne clients add|list|remove [flags]
-                           manage the SMART apps allowed to ask for tokens
-  anodyne users add|remove [flags]
-                           manage local sign-in accounts (password on stdin or --password-file)
-  anodyne import [flags] PATH...
-                           load NDJSON files, Bundles or folders (directly or via --server)
-  anodyne export [flags] OUTDIR
-                           Bulk Data export to NDJSON files (directly or via --server)
-  anodyne version          print the module version, VCS commit and Go version
-`
-
-// run dispatches the subcommand. ready, when not nil, receives the bound
-// address once the server listens (tests use it with --listen 127.0.0.1:0).
+// run dispatches the command through the table of commands(). ready,
+// when not nil, receives the bound address once the server listens
+// (tests use it with --listen 127.0.0.1:0).
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string, ready chan<- string) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stdout, usage)
-		if len(args) == 0 {
-			return errors.New("missing command")
-		}
-		return nil
+	cio := cmdIO{stdin: os.Stdin, stdout: stdout, stderr: stderr, getenv: getenv, ready: ready}
+	if len(args) == 0 {
+		printUsage(stderr)
+		return usagef("missing command")
 	}
-	switch args[0] {
-	case "serve":
-		cfg, err := parseServe(args[1:], stderr, getenv)
-		if err != nil {
-			return err
-		}
-		return serve(ctx, cfg, stderr, ready)
-	case "clients":
-		return clientsCommand(ctx, args[1:], stdout, stderr, getenv)
-	case "users":
-		return usersCommand(ctx, args[1:], os.Stdin, stdout, stderr, getenv)
-	case "import":
-		return importCommand(ctx, args[1:], stdout, stderr, getenv)
-	case "export":
-		return exportCommand(ctx, args[1:], stdout, stderr, getenv)
-	case "version":
-		return versionCommand(stdout)
-	default:
-		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("unknown command %q", args[0])
+	name := args[0]
+	switch name {
+	case "-h", "-help", "--help":
+		name = "help"
 	}
+	c, ok := lookupCommand(name)
+	if !ok {
+		printUsage(stderr)
+		return usagef("unknown command %q", name)
+	}
+	if wantsHelp(args[1:]) {
+		cio.stderr = stdout
+	}
+	return c.run(ctx, args[1:], cio)
 }
 
 // serveConfig is the configuration of "anodyne serve".
 type serveConfig struct {
-	Listen     string
-	BaseURL    string
-	DataDir    string
-	MongoURI   string
-	MongoDB    string
-	Auth       string
-	MaxBody    int64
-	LogFormat  string
-	LogLevel   string
-	ShutdownIn time.Duration
+	// DeidRules is the de-identification rules file of research access
+	// (empty: the embedded default).
+	DeidRules string
+	Listen    string
+	BaseURL   string
+	DataDir   string
+	MongoURI  string
+	MongoDB   string
+	// MongoConnect bounds the wait for MongoDB's first answer at start.
+	MongoConnect time.Duration
+	Auth         string
+	MaxBody      int64
+	LogFormat    string
+	LogLevel     string
+	ShutdownIn   time.Duration
 	// SPPoll is how often the store is checked for new or changed
 	// SearchParameter resources (custom search parameters).
 	SPPoll    time.Duration
 	Sec       securityConfig
 	Transport transportConfig
+	Metrics   metricsConfig
+	// preload, when set ("anodyne demo"), runs on the ready server before
+	// it accepts requests.
+	preload func(ctx context.Context, srv *fhir.Server, be storage.Backend, base string) error
 }
 
 // parseServe reads flags, each of which may also come from ANODYNE_<NAME>
 // (upper case, dashes as underscores); a flag on the command line wins.
 func parseServe(args []string, stderr io.Writer, getenv func(string) string) (serveConfig, error) {
+	return parseServeAs("serve", "Runs the FHIR R4 server.", args, stderr, getenv)
+}
+
+// parseServeAs is parseServe for a command that runs the server under
+// another name (anodyne demo), with that name in its usage.
+func parseServeAs(name, about string, args []string, stderr io.Writer, getenv func(string) string) (serveConfig, error) {
 	var cfg serveConfig
-	fs := flag.NewFlagSet("anodyne serve", flag.ContinueOnError)
+	fs := flag.NewFlagSet("anodyne "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.DeidRules, "deid-rules", "", "de-identification rules file for research clients (default: the embedded Safe Harbor rules)")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "address to listen on (host:port)")
 	fs.StringVar(&cfg.BaseURL, "base-url", "", "public URL of the server root used in every absolute URL; the FHIR base is <base-url>/fhir (default http://<listen>)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "./anodyne-data", "directory of the embedded SQLite database (ignored with --mongodb-uri)")
 	fs.StringVar(&cfg.MongoURI, "mongodb-uri", "", "store everything in MongoDB at this URI instead of the embedded SQLite")
 	fs.StringVar(&cfg.MongoDB, "mongodb-database", "anodyne", "MongoDB database name (with --mongodb-uri)")
+	fs.DurationVar(&cfg.MongoConnect, "mongodb-connect-timeout", defaultMongoConnect, "how long to wait at start for MongoDB to answer before failing (with --mongodb-uri)")
 	fs.StringVar(&cfg.Auth, "auth", "on", "authorization: on (every FHIR request needs a SMART access token; the built-in SMART server runs under /auth) or off (development only: anyone may read and write everything)")
 	fs.Int64Var(&cfg.MaxBody, "max-body", 16<<20, "largest accepted request body in bytes (413 beyond)")
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log format: text or json")
@@ -127,8 +124,9 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (se
 	fs.DurationVar(&cfg.SPPoll, "searchparameter-poll", 5*time.Second, "how often to look for new or changed SearchParameter resources (custom search parameters), which are then registered and reindexed")
 	cfg.Sec.register(fs)
 	cfg.Transport.register(fs)
+	cfg.Metrics.register(fs)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: anodyne serve [flags]\n\nRuns the FHIR R4 server. Every flag can also be set with an environment\nvariable ANODYNE_<FLAG> (for example ANODYNE_MONGODB_URI); flags win.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: anodyne %s [flags]\n\n%s Every flag can also be set with an environment\nvariable ANODYNE_<FLAG> (for example ANODYNE_MONGODB_URI); flags win.\n\nFlags:\n", name, about)
 		fs.PrintDefaults()
 	}
 	if err := applyEnv(fs, getenv); err != nil {
@@ -137,27 +135,36 @@ func parseServe(args []string, stderr io.Writer, getenv func(string) string) (se
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
-	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	if err := checkServe(&cfg, fs.Args()); err != nil {
+		fmt.Fprintf(stderr, "Usage: anodyne %s [flags] (run \"anodyne %s --help\" for the flags)\n", name, name)
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// checkServe validates a parsed serve configuration.
+func checkServe(cfg *serveConfig, rest []string) error {
+	if len(rest) > 0 {
+		return fmt.Errorf("unexpected arguments: %v", rest)
 	}
 	switch cfg.Auth {
 	case "off", "on":
 	default:
-		return cfg, fmt.Errorf("--auth must be on or off, not %q", cfg.Auth)
+		return fmt.Errorf("--auth must be on or off, not %q", cfg.Auth)
 	}
 	if err := cfg.Sec.validate(cfg.Auth == "on"); err != nil {
-		return cfg, err
+		return err
 	}
 	if err := cfg.Transport.validate(); err != nil {
-		return cfg, err
+		return err
 	}
 	if cfg.MaxBody <= 0 {
-		return cfg, errors.New("--max-body must be positive")
+		return errors.New("--max-body must be positive")
 	}
 	if cfg.SPPoll <= 0 {
-		return cfg, errors.New("--searchparameter-poll must be positive")
+		return errors.New("--searchparameter-poll must be positive")
 	}
-	return cfg, nil
+	return nil
 }
 
 // applyEnv sets each flag of fs from ANODYNE_<NAME> (upper case, dashes
@@ -191,33 +198,12 @@ func newLogger(cfg serveConfig, w io.Writer) (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format must be text or json, not %q", cfg.LogFormat)
 }
 
-// openBackend picks the database.
-func openBackend(ctx context.Context, cfg serveConfig) (storage.Backend, string, error) {
-	switch {
-	case cfg.MongoURI != "":
-		b, err := mongo.Open(ctx, cfg.MongoURI, cfg.MongoDB)
-		if err != nil {
-			return nil, "", fmt.Errorf("opening MongoDB database %q: %w", cfg.MongoDB, err)
-		}
-		return b, "mongodb", nil
-	default:
-		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-			return nil, "", fmt.Errorf("creating data directory: %w", err)
-		}
-		b, err := sqlite.Open(ctx, cfg.DataDir)
-		if err != nil {
-			return nil, "", fmt.Errorf("opening SQLite store in %s: %w", cfg.DataDir, err)
-		}
-		return b, "sqlite", nil
-	}
-}
-
 // logCapabilities tells operators at start-up what the database cannot do:
 // its own notes, and whether transaction Bundles are refused (they are
 // when several writes cannot be committed all-or-nothing).
 func logCapabilities(ctx context.Context, log *slog.Logger, backend storage.Backend) {
 	caps := storage.Capabilities{}
-	if d, ok := backend.(storage.Describer); ok {
+	if d, ok := storage.As[storage.Describer](backend); ok {
 		caps = d.Capabilities(ctx)
 	}
 	for _, n := range caps.Notes {
@@ -236,15 +222,26 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 	if err != nil {
 		return err
 	}
-	backend, kind, err := openBackend(ctx, cfg)
+	st, err := openBackend(ctx, cfg, useServe)
 	if err != nil {
 		return err
 	}
+	backend, kind := st.backend, st.kind
 	defer func() {
-		if cerr := backend.Close(); cerr != nil && err == nil {
+		if cerr := st.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("closing database: %w", cerr)
 		}
 	}()
+	tr, stopTracing, err := startTracing(ctx, cfg.Metrics, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
+	if tr != nil {
+		backend = tr.Backend(backend)
+	}
+	m := metrics.New()
+	backend = m.Backend(backend)
 	logCapabilities(ctx, log, backend)
 
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -268,7 +265,22 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 		// data directory of this host).
 		ExportDir: filepath.Join(cfg.DataDir, "exports"),
 	}
-	sec, err := prepareServer(ctx, cfg, base, backend, &fcfg, log)
+	// Opioid safety: MME on every MedicationRequest, DetectedIssues, $mme.
+	opioids, err := opioid.Load()
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	fcfg.Observers = append(fcfg.Observers, opioidsafety.NewObserver(opioids, log))
+	fcfg.PatientOperations = append(fcfg.PatientOperations, opioidsafety.MMEOperation(opioids))
+	rpmObserver, err := rpm.NewDefaultObserver(log)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("remote monitoring thresholds: %w", err)
+	}
+	fcfg.Observers = append(fcfg.Observers, rpmObserver)
+	instrument(m, tr, &fcfg)
+	sec, err := prepareServer(ctx, cfg, base, backend, &fcfg, m, log)
 	if err != nil {
 		ln.Close()
 		return err
@@ -301,7 +313,30 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 		<-spDone
 	}()
 	sec.mount(srv.Echo())
-	hs, err := newHTTPServer(cfg.Transport, srv.Handler(), sec.limit, cfg.Auth == "on", log)
+	if err := clinician.Mount(srv.Echo()); err != nil {
+		ln.Close()
+		return err
+	}
+	if cfg.preload != nil {
+		if err := cfg.preload(ctx, srv, backend, base); err != nil {
+			ln.Close()
+			return err
+		}
+	}
+	mountMetrics(srv.Echo(), m, cfg.Auth == "on", cfg.Sec.AdminToken)
+	if cfg.Metrics.Listen != "" {
+		stopMetrics, err := serveMetrics(ctx, cfg.Metrics.Listen, m, log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer stopMetrics()
+	}
+	var handler http.Handler = srv.Handler()
+	if tr != nil {
+		handler = tr.Handler(handler)
+	}
+	hs, err := newHTTPServer(cfg.Transport, handler, sec.limit, cfg.Auth == "on", log)
 	if err != nil {
 		ln.Close()
 		return err

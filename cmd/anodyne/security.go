@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -8,14 +9,19 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
 	"strings"
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/anodyne-fhir/anodyne/apps/clinician"
 	"github.com/anodyne-fhir/anodyne/auth"
 	"github.com/anodyne-fhir/anodyne/auth/audit"
 	"github.com/anodyne-fhir/anodyne/auth/smart"
+	"github.com/anodyne-fhir/anodyne/deid"
 	"github.com/anodyne-fhir/anodyne/fhir"
+	"github.com/anodyne-fhir/anodyne/metrics"
+	"github.com/anodyne-fhir/anodyne/research"
 	"github.com/anodyne-fhir/anodyne/resources"
 	"github.com/anodyne-fhir/anodyne/storage"
 )
@@ -34,7 +40,7 @@ const minAdminToken = 24
 
 func (sc *securityConfig) register(fs *flag.FlagSet) {
 	fs.Var(&sc.Trusted, "trusted-issuer", "also accept access tokens of an external authorization server (repeatable; several may be separated by ';'):\n"+
-		"issuer=URL,jwks=URL[,aud=URL][,scope-claim=NAME][,patient-claim=NAME][,fhir-user-claim=NAME][,client-id-claim=NAME]\n"+
+		"issuer=URL,jwks=URL[,aud=URL][,scope-claim=NAME][,patient-claim=NAME][,fhir-user-claim=NAME][,client-id-claim=NAME][,research-project-claim=NAME][,research-access-claim=NAME]\n"+
 		"(aud defaults to the FHIR base; scope-claim to scope, then scp)")
 	fs.StringVar(&sc.AdminToken, "admin-token", "", fmt.Sprintf("bearer token of the client admin API /auth/admin/clients (at least %d characters; prefer ANODYNE_ADMIN_TOKEN). Empty: the admin API is off and clients are managed with \"anodyne clients\"", minAdminToken))
 	fs.StringVar(&sc.Audit, "audit", "on", "record an AuditEvent for every FHIR request: on or off")
@@ -117,8 +123,12 @@ func parseTrustedIssuer(v string) (auth.TrustedIssuer, error) {
 			ti.Claims.FHIRUser = val
 		case "client-id-claim":
 			ti.Claims.ClientID = val
+		case "research-project-claim":
+			ti.Claims.ResearchProject = val
+		case "research-access-claim":
+			ti.Claims.ResearchAccess = val
 		default:
-			return ti, fmt.Errorf("trusted issuer %q: unknown key %q (issuer, jwks, aud, scope-claim, patient-claim, fhir-user-claim, client-id-claim)", v, k)
+			return ti, fmt.Errorf("trusted issuer %q: unknown key %q (issuer, jwks, aud, scope-claim, patient-claim, fhir-user-claim, client-id-claim, research-project-claim, research-access-claim)", v, k)
 		}
 	}
 	for name, u := range map[string]string{"issuer": ti.Issuer, "jwks": ti.JWKSURL} {
@@ -143,15 +153,18 @@ type security struct {
 // setupSecurity fills the authorization parts of fcfg (decision point,
 // authentication and audit middleware, CapabilityStatement security) and
 // returns what must be mounted on the router once it exists.
-func setupSecurity(ctx context.Context, cfg serveConfig, base string, backend storage.Backend, reg *resources.Registry, fcfg *fhir.Config, log *slog.Logger) (*security, error) {
+func setupSecurity(ctx context.Context, cfg serveConfig, base string, backend storage.Backend, reg *resources.Registry, fcfg *fhir.Config, m *metrics.Metrics, log *slog.Logger) (*security, error) {
 	fhirBase := strings.TrimRight(base, "/") + "/fhir"
 	sec := &security{mount: func(*echo.Echo) {}, close: func() error { return nil },
 		limit: newClientLimiter(cfg.Transport.ClientRequests, log)}
 
 	var auditMW echo.MiddlewareFunc
+	var sink auth.AuditSink
 	if cfg.Sec.Audit == "on" {
-		g := audit.NewGroupCommit(backend, reg, log)
+		g := audit.NewGroupCommit(backend, reg, log, auditOptions(m)...)
+		auditGauge(m, g)
 		sec.close = g.Close
+		sink = g
 		auditMW = auth.AuditMiddleware(g, fhirBase, "/fhir", log)
 	} else {
 		log.Warn("AUDIT IS OFF: requests to patient data leave no AuditEvent")
@@ -179,6 +192,8 @@ func setupSecurity(ctx context.Context, cfg serveConfig, base string, backend st
 		KV:         backend.KV(),
 		AdminToken: cfg.Sec.AdminToken,
 		Logger:     log,
+		OnToken:    m.Token,
+		Audit:      sink, // account lock-outs
 	}
 	if cfg.Sec.OIDC.Issuer != "" {
 		up := cfg.Sec.OIDC
@@ -188,6 +203,11 @@ func setupSecurity(ctx context.Context, cfg serveConfig, base string, backend st
 	as, err := smart.New(ctx, scfg)
 	if err != nil {
 		return nil, fmt.Errorf("starting the SMART authorization server: %w", err)
+	}
+	// The built-in clinician app is a public client of every server with
+	// authorization on.
+	if err := clinician.Register(ctx, smart.NewClientStore(backend.KV()), base); err != nil {
+		return nil, err
 	}
 	trusted := []auth.TrustedIssuer{as.TrustedIssuer()}
 	for _, t := range cfg.Sec.Trusted {
@@ -252,7 +272,7 @@ func loadCursorKey(ctx context.Context, kv storage.KV) ([]byte, error) {
 // prepareServer loads what the FHIR server and the authorization layer
 // share (the search-parameter registry, the cursor key) and wires
 // authorization and audit into fcfg.
-func prepareServer(ctx context.Context, cfg serveConfig, base string, backend storage.Backend, fcfg *fhir.Config, log *slog.Logger) (*security, error) {
+func prepareServer(ctx context.Context, cfg serveConfig, base string, backend storage.Backend, fcfg *fhir.Config, m *metrics.Metrics, log *slog.Logger) (*security, error) {
 	fhirBase := strings.TrimRight(base, "/") + "/fhir"
 	reg, err := resources.Load(resources.WithBaseURL(fhirBase), resources.WithLogger(log))
 	if err != nil {
@@ -262,5 +282,19 @@ func prepareServer(ctx context.Context, cfg serveConfig, base string, backend st
 	if fcfg.CursorKey, err = loadCursorKey(ctx, backend.KV()); err != nil {
 		return nil, err
 	}
-	return setupSecurity(ctx, cfg, base, backend, reg, fcfg, log)
+	// Research access: every output passes the de-identifier for callers
+	// whose token names a research project. A bad rules file stops the
+	// start-up with its line and reason.
+	rules := deid.DefaultRules()
+	if cfg.DeidRules != "" {
+		if rules, err = os.ReadFile(cfg.DeidRules); err != nil {
+			return nil, fmt.Errorf("reading --deid-rules: %w", err)
+		}
+	}
+	d, err := deid.New(rules)
+	if err != nil {
+		return nil, fmt.Errorf("--deid-rules %s: %w", cmp.Or(cfg.DeidRules, "(embedded)"), err)
+	}
+	fcfg.Output = research.New(d, backend.KV(), reg, log)
+	return setupSecurity(ctx, cfg, base, backend, reg, fcfg, m, log)
 }

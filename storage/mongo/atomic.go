@@ -93,7 +93,11 @@ func (b *Backend) tryCommitRecord(ctx context.Context, writes []storage.Write) (
 	if err != nil {
 		return nil, err
 	}
-	doc, recs, err := buildCommit(writes, seq0)
+	deleted, err := b.deletedEntries(ctx, writes)
+	if err != nil {
+		return nil, err
+	}
+	doc, recs, err := b.buildCommit(writes, seq0, deleted)
 	if err != nil {
 		return nil, err
 	}
@@ -125,8 +129,34 @@ func (b *Backend) tryCommitRecord(ctx context.Context, writes []storage.Write) (
 	return recs, nil
 }
 
-// buildCommit prepares the record of writes, numbered from seq0.
-func buildCommit(writes []storage.Write, seq0 int64) (commitDoc, []storage.Record, error) {
+// deletedEntries gives each delete among writes the own entries of the
+// version it deletes: an earlier write of the same commit, or the stored one.
+func (b *Backend) deletedEntries(ctx context.Context, writes []storage.Write) (map[int]ownEntries, error) {
+	out := map[int]ownEntries{}
+	latest := map[string]ownEntries{}
+	for i := range writes {
+		w := &writes[i]
+		key := resourceKey(w.Type, w.ID)
+		own := ownEntriesOf(w.Index)
+		if w.Deleted {
+			prev, ok := latest[key]
+			if !ok {
+				var err error
+				if prev, err = b.versionEntries(ctx, w.Type, w.ID, w.ExpectVersion); err != nil {
+					return nil, err
+				}
+			}
+			own = prev
+			out[i] = own
+		}
+		latest[key] = own
+	}
+	return out, nil
+}
+
+// buildCommit prepares the record of writes, numbered from seq0; deleted
+// holds the entries each delete keeps (see deletedEntries).
+func (b *Backend) buildCommit(writes []storage.Write, seq0 int64, deleted map[int]ownEntries) (commitDoc, []storage.Record, error) {
 	id := "c" + strconv.FormatInt(seq0, 10)
 	now := time.Now()
 	doc := commitDoc{ID: id, State: stPrepared, At: now}
@@ -154,14 +184,18 @@ func buildCommit(writes []storage.Write, seq0 int64) (commitDoc, []storage.Recor
 				ID: historyKey(rec.Type, rec.ID, rec.VersionID), Type: rec.Type, LID: rec.ID, Version: rec.VersionID,
 				Updated: rec.LastUpdated, Nanos: rec.LastUpdated.UnixNano(), Deleted: rec.Deleted,
 				Method: rec.Method, JSON: rec.JSON, Seq: rec.Seq, Wall: now, Pending: id,
+				Own: ownEntriesOf(entries),
 			},
 			Res: resourceDoc{
 				ID: key, Type: rec.Type, LID: rec.ID, Version: rec.VersionID,
 				Updated: rec.LastUpdated, Nanos: rec.LastUpdated.UnixNano(), Deleted: rec.Deleted,
 				Method: rec.Method, JSON: rec.JSON, Seq: rec.Seq, Claim: claim,
-				Keys: keysOf(entries), Entries: toEntryDocs(entries),
+				Keys: keysOf(entries), Entries: toEntryDocs(entries), PK: b.partitionKey(rec.Type, rec.ID, entries),
 			},
 			Events: outboxDocs(w.Events, rec.Seq, id),
+		}
+		if rec.Deleted {
+			cw.Hist.Own = deleted[i]
 		}
 		if cw.Res.Keys == nil {
 			cw.Res.Keys = []string{}

@@ -50,7 +50,7 @@ func TestCommitRecordCrash(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			doc, _, err := buildCommit(ws, seq0)
+			doc, _, err := (&Backend{}).buildCommit(ws, seq0, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

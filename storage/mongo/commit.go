@@ -21,7 +21,8 @@ const staleClaimAge = time.Minute
 
 // Commit stores writes: in one transaction where the deployment has them,
 // otherwise only a single write (see the package doc).
-func (b *Backend) Commit(ctx context.Context, writes ...storage.Write) ([]storage.Record, error) {
+func (b *Backend) Commit(ctx context.Context, writes ...storage.Write) (_ []storage.Record, rerr error) {
+	defer classify(&rerr)
 	if len(writes) == 0 {
 		return nil, nil
 	}
@@ -146,7 +147,15 @@ func (b *Backend) apply(ctx context.Context, w *storage.Write, seq int64, inTxn 
 	h := historyDoc{
 		ID: historyKey(rec.Type, rec.ID, rec.VersionID), Type: rec.Type, LID: rec.ID, Version: rec.VersionID,
 		Updated: rec.LastUpdated, Nanos: rec.LastUpdated.UnixNano(), Deleted: rec.Deleted,
-		Method: rec.Method, JSON: rec.JSON, Wall: time.Now(),
+		Method: rec.Method, JSON: rec.JSON, Wall: time.Now(), Own: ownEntriesOf(w.Index),
+	}
+	if rec.Deleted {
+		own, err := b.versionEntries(ctx, rec.Type, rec.ID, w.ExpectVersion)
+		if err != nil {
+			undo("")
+			return storage.Record{}, err
+		}
+		h.Own = own
 	}
 	if err := b.insertHistory(ctx, &h, seq, inTxn, w.ExpectVersion); err != nil {
 		undo("")
@@ -167,7 +176,7 @@ func (b *Backend) apply(ctx context.Context, w *storage.Write, seq int64, inTxn 
 		ID: key, Type: rec.Type, LID: rec.ID, Version: rec.VersionID,
 		Updated: rec.LastUpdated, Nanos: rec.LastUpdated.UnixNano(), Deleted: rec.Deleted,
 		Method: rec.Method, JSON: rec.JSON, Seq: rec.Seq, Claim: claim,
-		Keys: keysOf(entries), Entries: toEntryDocs(entries),
+		Keys: keysOf(entries), Entries: toEntryDocs(entries), PK: b.partitionKey(rec.Type, rec.ID, entries),
 	}
 	if doc.Keys == nil {
 		doc.Keys = []string{}
@@ -342,4 +351,23 @@ func (b *Backend) acquireClaim(ctx context.Context, claim, key, commit string) (
 	}
 	b.log.InfoContext(ctx, "took over stale claim", "claim", claim, "from", held.Holder, "to", key)
 	return true, nil
+}
+
+// versionEntries reads the own entries of one stored version, for the
+// delete that follows it. A version that is not there (the delete will
+// fail its compare-and-set) or that kept none gives none.
+func (b *Backend) versionEntries(ctx context.Context, typ, id string, version int64) (ownEntries, error) {
+	if version <= 0 {
+		return ownEntries{}, nil
+	}
+	var d historyDoc
+	err := b.hist.FindOne(ctx, bson.D{{Key: "_id", Value: historyKey(typ, id, version)}},
+		options.FindOne().SetProjection(bson.D{{Key: "k", Value: 1}, {Key: "e", Value: 1}, {Key: "ek", Value: 1}})).Decode(&d)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return ownEntries{}, nil
+	}
+	if err != nil {
+		return ownEntries{}, fmt.Errorf("mongo: entries of %s/%s version %d: %w", typ, id, version, err)
+	}
+	return d.Own, nil
 }

@@ -23,6 +23,8 @@ type resourceDoc struct {
 	Claim   string     `bson:"c,omitempty"`
 	Keys    []string   `bson:"k"`
 	Entries []entryDoc `bson:"e"`
+	// PK is the partition key (see partition.go); empty without partitioning.
+	PK string `bson:"pk,omitempty"`
 	// Pending names the commit record that has locked this resource; the
 	// document still holds the version before that commit (see atomic.go).
 	Pending string `bson:"pc,omitempty"`
@@ -47,7 +49,34 @@ type historyDoc struct {
 	Wall time.Time `bson:"w"`
 	// Pending names the commit record that wrote this version; it is
 	// visible only once that commit is decided (see atomic.go).
-	Pending string `bson:"pc,omitempty"`
+	Pending string     `bson:"pc,omitempty"`
+	Own     ownEntries `bson:",inline"`
+}
+
+// ownEntries are a version's own index entries in the shapes of a
+// resource document (k, e), for filtered history; a delete holds a copy of
+// the deleted version's. Kept (ek) tells an empty list from a version
+// written before history documents carried entries, which a filtered
+// history never shows.
+type ownEntries struct {
+	Keys    []string   `bson:"k,omitempty"`
+	Entries []entryDoc `bson:"e,omitempty"`
+	Kept    bool       `bson:"ek,omitempty"`
+}
+
+func ownEntriesOf(es []storage.Entry) ownEntries {
+	return ownEntries{Keys: keysOf(es), Entries: toEntryDocs(es), Kept: true}
+}
+
+// entries returns the entries, nil when they were not kept.
+func (o *ownEntries) entries() []storage.Entry {
+	if !o.Kept {
+		return nil
+	}
+	if es := fromEntryDocs(o.Entries); es != nil {
+		return es
+	}
+	return []storage.Entry{}
 }
 
 // entryDoc is storage.Entry as stored; the field names are the ones the

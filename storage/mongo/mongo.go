@@ -28,7 +28,11 @@
 //     references. Equality on an array element needs no $elemMatch, so k is
 //     the part of a filter that FerretDB can evaluate and that a multikey
 //     index {t, k} serves on MongoDB.
-//   - history: one document per version (_id "Type/id/version"), with s.
+//   - history: one document per version (_id "Type/id/version"), with s,
+//     and that version's own index entries in k and e as on resources (a
+//     delete: a copy of the deleted version's), ek true when they were
+//     kept (documents written before have none and never match a filtered
+//     history).
 //   - counters: the Seq counter ({_id: "seq", n}).
 //   - claims: _id is the claim (unique by construction), r the holder, cm
 //     the commit record that took it while that commit is pending.
@@ -96,6 +100,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -153,6 +158,12 @@ type Backend struct {
 	// or a history document) must be before another writer removes them;
 	// staleClaimAge, except in tests that simulate a crash.
 	staleAfter time.Duration
+
+	// part, when set, keys every document with its partition (see
+	// partition.go); targeting says searches may filter on that key,
+	// decided at Open.
+	part      *storage.Partitioning
+	targeting bool
 }
 
 var (
@@ -164,8 +175,36 @@ var (
 type Option func(*config)
 
 type config struct {
-	log *slog.Logger
+	log            *slog.Logger
+	partitioning   *storage.Partitioning
+	selectTimeout  time.Duration
+	connectTimeout time.Duration
 }
+
+// defaultSelectTimeout bounds how long a call waits for a reachable
+// server before failing with storage.ErrUnavailable (the driver's own
+// default, 30 s, would hold every request that long during an outage).
+const defaultSelectTimeout = 5 * time.Second
+
+// WithServerSelectionTimeout sets how long a call may wait for a reachable
+// server (default 5 s); serverSelectionTimeoutMS in the URI wins.
+func WithServerSelectionTimeout(d time.Duration) Option {
+	return func(c *config) {
+		if d > 0 {
+			c.selectTimeout = d
+		}
+	}
+}
+
+// WithConnectTimeout bounds how long Open waits for the deployment to
+// answer at all (its first ping), so that a wrong URI or a database that
+// is down fails at once with ErrUnreachable instead of after the driver's
+// server selection timeout (30 s). Zero keeps the driver's.
+func WithConnectTimeout(d time.Duration) Option { return func(c *config) { c.connectTimeout = d } }
+
+// ErrUnreachable: Open got no answer from the deployment within the
+// connect timeout.
+var ErrUnreachable = errors.New("mongo: deployment unreachable")
 
 // WithLogger sets the logger (default slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.log = l } }
@@ -173,7 +212,7 @@ func WithLogger(l *slog.Logger) Option { return func(c *config) { c.log = l } }
 // Open connects to uri, uses database, probes what the deployment can do
 // and creates the indexes.
 func Open(ctx context.Context, uri, database string, opts ...Option) (*Backend, error) {
-	cfg := config{log: slog.Default()}
+	cfg := config{log: slog.Default(), selectTimeout: defaultSelectTimeout}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -183,9 +222,21 @@ func Open(ctx context.Context, uri, database string, opts ...Option) (*Backend, 
 	wc := writeconcern.Majority()
 	journal := true
 	wc.Journal = &journal
-	client, err := mongo.Connect(options.Client().ApplyURI(uri).SetWriteConcern(wc))
+	client, err := mongo.Connect(options.Client().SetServerSelectionTimeout(cfg.selectTimeout).ApplyURI(uri).SetWriteConcern(wc))
 	if err != nil {
 		return nil, fmt.Errorf("mongo: connect: %w", err)
+	}
+	if cfg.connectTimeout > 0 {
+		pctx, cancel := context.WithTimeout(ctx, cfg.connectTimeout)
+		err := client.Ping(pctx, nil)
+		cancel()
+		if err != nil {
+			_ = client.Disconnect(context.WithoutCancel(ctx))
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("mongo: connect: %w", ctx.Err())
+			}
+			return nil, fmt.Errorf("%w: no answer within %s: %s", ErrUnreachable, cfg.connectTimeout, firstLine(err))
+		}
 	}
 	db := client.Database(database)
 	b := &Backend{
@@ -199,6 +250,7 @@ func Open(ctx context.Context, uri, database string, opts ...Option) (*Backend, 
 		kv:       db.Collection(colKV),
 
 		staleAfter: staleClaimAge,
+		part:       cfg.partitioning,
 	}
 	if err := b.setup(ctx); err != nil {
 		_ = client.Disconnect(context.WithoutCancel(ctx))
@@ -244,6 +296,9 @@ func (b *Backend) setup(ctx context.Context) error {
 		return err
 	}
 	b.elemMatch = em
+	if err := b.setupPartitioning(ctx); err != nil {
+		return err
+	}
 	if !b.transactions {
 		b.notes = append(b.notes, "no multi-document transactions: Commit of several writes uses a commit record, searches re-run when a commit lands during them")
 		if err := b.recover(ctx); err != nil {
@@ -279,6 +334,8 @@ func (b *Backend) createIndexes(ctx context.Context) error {
 			index("s", options.Index().SetUnique(true), "-s"),
 			index("t_s", nil, "t", "-s"),
 			index("t_i_s", nil, "t", "i", "-s"),
+			// Filtered history: a compartment filter is equality on k.
+			index("k_s", nil, "k", "-s"),
 		}},
 	}
 	for _, s := range specs {
@@ -414,4 +471,18 @@ func (b *Backend) Close() error {
 		return fmt.Errorf("mongo: disconnect: %w", err)
 	}
 	return nil
+}
+
+// firstLine is the driver's error without the topology description it
+// appends to server selection failures, which says nothing an operator
+// can act on.
+func firstLine(err error) string {
+	msg := err.Error()
+	if i := strings.Index(msg, ", current topology:"); i > 0 {
+		msg = msg[:i]
+	}
+	if i := strings.IndexByte(msg, '\n'); i > 0 {
+		msg = msg[:i]
+	}
+	return msg
 }

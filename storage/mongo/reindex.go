@@ -44,7 +44,12 @@ func (b *Backend) Reindex(ctx context.Context, typ, id string, version int64, in
 		return fmt.Errorf("mongo: reindex %q/%q: type and id are required", typ, id)
 	}
 	key := resourceKey(typ, id)
-	set := bson.D{{Key: "$set", Value: bson.D{{Key: "e", Value: toEntryDocs(index)}, {Key: "k", Value: nonNil(keysOf(index))}}}}
+	fields := bson.D{{Key: "e", Value: toEntryDocs(index)}, {Key: "k", Value: nonNil(keysOf(index))}}
+	if b.part != nil {
+		// New entries may move the resource to another patient's partition.
+		fields = append(fields, bson.E{Key: "pk", Value: b.partitionKey(typ, id, index)})
+	}
+	set := bson.D{{Key: "$set", Value: fields}}
 	filter := bson.D{{Key: "_id", Value: key}, {Key: "v", Value: version}, {Key: "d", Value: false}, {Key: "pc", Value: bson.D{{Key: "$exists", Value: false}}}}
 	if b.name == "ferretdb" {
 		release, err := b.lockNext(ctx, typ, id, version)
@@ -59,6 +64,14 @@ func (b *Backend) Reindex(ctx context.Context, typ, id string, version int64, in
 			return fmt.Errorf("mongo: reindex %s: %w", key, err)
 		}
 		if r.MatchedCount == 1 {
+			// The version's own entries (filtered history) follow. Not in
+			// the same write: a failure here returns an error, and the
+			// caller's retry finds the resource still at version.
+			own := ownEntriesOf(index)
+			if _, err := b.hist.UpdateOne(ctx, bson.D{{Key: "_id", Value: historyKey(typ, id, version)}},
+				bson.D{{Key: "$set", Value: bson.D{{Key: "e", Value: own.Entries}, {Key: "k", Value: nonNil(own.Keys)}, {Key: "ek", Value: true}}}}); err != nil {
+				return fmt.Errorf("mongo: reindex %s: history entries: %w", key, err)
+			}
 			return nil
 		}
 		if err := b.checkReindexable(ctx, key, version); err != nil {

@@ -66,7 +66,8 @@ type searchCursor struct {
 }
 
 // Search evaluates q over current, non-deleted resources.
-func (b *Backend) Search(ctx context.Context, q storage.Query) (storage.Page, error) {
+func (b *Backend) Search(ctx context.Context, q storage.Query) (_ storage.Page, rerr error) {
+	defer classify(&rerr)
 	if q.Count < 0 {
 		return storage.Page{}, fmt.Errorf("mongo: search: negative count %d", q.Count)
 	}
@@ -88,20 +89,33 @@ func (b *Backend) Search(ctx context.Context, q storage.Query) (storage.Page, er
 	// A search reads many documents; isolated makes it see commit records
 	// whole (see atomic.go).
 	return isolated(ctx, b, func() (storage.Page, error) {
-		root, err := b.resolve(ctx, q.Filter, 0)
+		root, full, exact, err := b.searchFilter(ctx, q)
 		if err != nil {
 			return storage.Page{}, err
 		}
-		f, exact, err := b.filter(root)
-		if err != nil {
-			return storage.Page{}, err
-		}
-		full := and(baseFilter(q.Types), f)
 		if exact && len(q.Sort) == 0 && b.dbPaging {
 			return b.searchInDB(ctx, full, q, count, qh, after)
 		}
 		return b.searchInGo(ctx, full, exact, root, q, count, qh, after)
 	})
+}
+
+// searchFilter is the filter on resources of q: exact, or a superset that
+// root re-checks in Go.
+func (b *Backend) searchFilter(ctx context.Context, q storage.Query) (root *node, full bson.D, exact bool, err error) {
+	root, err = b.resolve(ctx, q.Filter, 0)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	f, exact, err := b.filter(root)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	full = and(baseFilter(q.Types), f)
+	if t := b.targetFilter(q); t != nil {
+		full = and(full, t)
+	}
+	return root, full, exact, nil
 }
 
 // searchInDB pages in the database by keyset on _id: the filter is exact

@@ -124,11 +124,50 @@ func (b *Backend) Commit(ctx context.Context, writes ...storage.Write) ([]storag
 	})
 }
 
+// CommitWithKV implements storage.KVCommitter: the puts are stored in the
+// transaction (and savepoint) of the writes.
+func (b *Backend) CommitWithKV(ctx context.Context, puts []storage.KVPut, writes ...storage.Write) ([]storage.Record, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: commit: %w", err)
+	}
+	for i := range writes {
+		if err := validateWrite(&writes[i]); err != nil {
+			return nil, fmt.Errorf("sqlite: commit: write %d: %w", i, err)
+		}
+	}
+	for _, p := range puts {
+		if p.Key == "" {
+			return nil, errors.New("sqlite: commit: kv put without a key")
+		}
+	}
+	return b.write(ctx, func(ctx context.Context, st *stmts) ([]storage.Record, error) {
+		recs, err := applyAll(ctx, st, writes)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range puts {
+			v := p.Value
+			if v == nil {
+				v = []byte{}
+			}
+			if _, err := st.exec(ctx, kvUpsert, p.Key, v, expiry(p.TTL)); err != nil {
+				return nil, fmt.Errorf("sqlite: commit: kv put %q: %w", p.Key, err)
+			}
+		}
+		return recs, nil
+	})
+}
+
 // write runs fn in a write transaction: the writer goroutine's group
 // transaction (inside its own savepoint) or, with group commit off, a
 // transaction of its own. Every write of the store goes through here, so
 // that writes are serialised with each other whatever their kind.
 func (b *Backend) write(ctx context.Context, fn applyFunc) ([]storage.Record, error) {
+	recs, err := b.writeGrouped(ctx, fn)
+	return recs, classify(err)
+}
+
+func (b *Backend) writeGrouped(ctx context.Context, fn applyFunc) ([]storage.Record, error) {
 	if b.queue == nil {
 		return b.writeAlone(ctx, fn)
 	}
@@ -328,10 +367,10 @@ func validateIndex(index []storage.Entry) error {
 
 // apply writes one version inside the Commit transaction.
 func apply(ctx context.Context, st *stmts, w *storage.Write) (storage.Record, error) {
-	var pk, cur int64
+	var pk, cur, prevSeq int64
 	var deleted bool
-	err := st.tx.QueryRowContext(ctx, `SELECT pk, version, deleted FROM resources WHERE type = ? AND id = ?`, w.Type, w.ID).
-		Scan(&pk, &cur, &deleted)
+	err := st.tx.QueryRowContext(ctx, `SELECT pk, version, deleted, seq FROM resources WHERE type = ? AND id = ?`, w.Type, w.ID).
+		Scan(&pk, &cur, &deleted, &prevSeq)
 	exists := err == nil
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return storage.Record{}, fmt.Errorf("read current version: %w", err)
@@ -350,18 +389,36 @@ func apply(ctx context.Context, st *stmts, w *storage.Write) (storage.Record, er
 		}
 	}
 
-	var body any // NULL for deletes
-	if !w.Deleted {
-		body = w.JSON
+	var res sql.Result
+	if w.Deleted {
+		// A delete keeps the entries of the version it deletes, so that a
+		// filtered history attributes it to the same caller (prevSeq 0:
+		// nothing to copy, NULL).
+		res, err = st.exec(ctx, `INSERT INTO versions (type, id, version, last_updated, deleted, method, json, entries)
+			VALUES (?, ?, ?, ?, ?, ?, NULL, (SELECT entries FROM versions WHERE seq = ?))`,
+			w.Type, w.ID, w.VersionID, w.LastUpdated.UnixMilli(), w.Deleted, w.Method, prevSeq)
+	} else {
+		entries, eerr := encodeEntries(w.Index)
+		if eerr != nil {
+			return storage.Record{}, eerr
+		}
+		res, err = st.exec(ctx, `INSERT INTO versions (type, id, version, last_updated, deleted, method, json, entries) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			w.Type, w.ID, w.VersionID, w.LastUpdated.UnixMilli(), w.Deleted, w.Method, w.JSON, entries)
 	}
-	res, err := st.exec(ctx, `INSERT INTO versions (type, id, version, last_updated, deleted, method, json) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		w.Type, w.ID, w.VersionID, w.LastUpdated.UnixMilli(), w.Deleted, w.Method, body)
 	if err != nil {
 		return storage.Record{}, fmt.Errorf("insert version: %w", err)
 	}
 	seq, err := res.LastInsertId()
 	if err != nil {
 		return storage.Record{}, fmt.Errorf("version seq: %w", err)
+	}
+	if w.Deleted {
+		if _, err := st.exec(ctx, `INSERT OR IGNORE INTO version_refs (param, ref_id, ref_type, seq)
+			SELECT param, ref_id, ref_type, ? FROM version_refs WHERE seq = ?`, seq, prevSeq); err != nil {
+			return storage.Record{}, fmt.Errorf("copy version references: %w", err)
+		}
+	} else if err := insertVersionRefs(ctx, st, seq, w.Index); err != nil {
+		return storage.Record{}, err
 	}
 
 	if exists {

@@ -24,16 +24,19 @@ func expiry(ttl time.Duration) any {
 	return time.Now().Add(ttl).UnixMilli()
 }
 
+// kvUpsert stores one KV record (Put, and puts inside a Commit).
+const kvUpsert = `INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?)
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at`
+
 const live = "(expires_at IS NULL OR expires_at > ?)"
 
 func (k kv) Put(ctx context.Context, key string, value []byte, ttl time.Duration) error {
 	if value == nil {
 		value = []byte{}
 	}
-	_, err := k.b.w.ExecContext(ctx, `INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?)
-		ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at`, key, value, expiry(ttl))
+	_, err := k.b.w.ExecContext(ctx, kvUpsert, key, value, expiry(ttl))
 	if err != nil {
-		return fmt.Errorf("sqlite: kv put %q: %w", key, err)
+		return fmt.Errorf("sqlite: kv put %q: %w", key, classify(err))
 	}
 	return nil
 }
@@ -48,7 +51,7 @@ func (k kv) PutIfAbsent(ctx context.Context, key string, value []byte, ttl time.
 		ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
 		WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= ?`, key, value, expiry(ttl), time.Now().UnixMilli())
 	if err != nil {
-		return false, fmt.Errorf("sqlite: kv put-if-absent %q: %w", key, err)
+		return false, fmt.Errorf("sqlite: kv put-if-absent %q: %w", key, classify(err))
 	}
 	n, err := res.RowsAffected()
 	if err != nil {

@@ -37,10 +37,10 @@ func (b *Backend) Reindex(ctx context.Context, typ, id string, version int64, in
 
 // reindex replaces the index rows of the current version inside the write transaction.
 func reindex(ctx context.Context, st *stmts, typ, id string, version int64, index []storage.Entry) error {
-	var pk, cur int64
+	var pk, cur, seq int64
 	var deleted bool
-	err := st.tx.QueryRowContext(ctx, `SELECT pk, version, deleted FROM resources WHERE type = ? AND id = ?`, typ, id).
-		Scan(&pk, &cur, &deleted)
+	err := st.tx.QueryRowContext(ctx, `SELECT pk, version, deleted, seq FROM resources WHERE type = ? AND id = ?`, typ, id).
+		Scan(&pk, &cur, &deleted, &seq)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return storage.ErrNotFound
@@ -61,5 +61,24 @@ func reindex(ctx context.Context, st *stmts, typ, id string, version int64, inde
 			return fmt.Errorf("index %s: %w", index[i].Param, err)
 		}
 	}
-	return nil
+	// The version's own entries (for filtered history) follow its index.
+	var raw []byte
+	if err := st.tx.QueryRowContext(ctx, `SELECT entries FROM versions WHERE seq = ?`, seq).Scan(&raw); err != nil {
+		return fmt.Errorf("read version entries: %w", err)
+	}
+	old, err := decodeEntries(raw)
+	if err != nil {
+		return err
+	}
+	if err := deleteVersionRefs(ctx, st, seq, old); err != nil {
+		return err
+	}
+	enc, err := encodeEntries(index)
+	if err != nil {
+		return err
+	}
+	if _, err := st.exec(ctx, `UPDATE versions SET entries = ? WHERE seq = ?`, enc, seq); err != nil {
+		return fmt.Errorf("replace version entries: %w", err)
+	}
+	return insertVersionRefs(ctx, st, seq, index)
 }

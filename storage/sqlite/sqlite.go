@@ -22,9 +22,13 @@
 // # Tables
 //
 //	schema_version(version)                    one row; the layout version for future migrations
-//	versions(seq PK AUTOINCREMENT, type, id, version, last_updated, deleted, method, json)
+//	versions(seq PK AUTOINCREMENT, type, id, version, last_updated, deleted, method, json, entries)
 //	                                           every version ever written; seq is the global commit
-//	                                           order (AUTOINCREMENT: never reused, even after deletes)
+//	                                           order (AUTOINCREMENT: never reused, even after deletes);
+//	                                           entries: the version's own index entries (see entries.go),
+//	                                           a delete's a copy of the deleted version's, NULL before schema 3
+//	version_refs(param, ref_id, ref_type, seq) WITHOUT ROWID: the local references among those
+//	                                           entries, so that a filtered history can be index-driven
 //	resources(pk PK, type, id, version, seq, deleted)
 //	                                           one row per logical resource: its current version
 //	claims(claim PK, res_pk)                   conditional-create keys held by live resources
@@ -87,8 +91,10 @@ import (
 )
 
 // schemaVersion is the layout this code writes and reads. Version 2 added
-// res_pk, param and part to idx_composite_part (migrated on Open).
-const schemaVersion = 2
+// res_pk, param and part to idx_composite_part (migrated on Open); version 3
+// added versions.entries and version_refs (versions written before have no
+// entries: a filtered history never shows them).
+const schemaVersion = 3
 
 // Backend is a storage.Backend over one SQLite database.
 type Backend struct {
@@ -119,6 +125,7 @@ type config struct {
 	log         *slog.Logger
 	sweepEvery  time.Duration
 	groupMax    int
+	maxBytes    int64
 }
 
 // Option configures Open.
@@ -158,6 +165,32 @@ func WithGroupCommit(n int) Option {
 	return func(c *config) { c.groupMax = n }
 }
 
+// WithMaxBytes caps the database file at about n bytes (SQLite's
+// max_page_count): writes beyond fail with storage.ErrFull and change
+// nothing, as on a full disk. 0 (the default) is no cap.
+func WithMaxBytes(n int64) Option { return func(c *config) { c.maxBytes = n } }
+
+// SetMaxBytes changes the cap of WithMaxBytes on the open database, so an
+// operator can make room without a restart (0 lifts it).
+func (b *Backend) SetMaxBytes(ctx context.Context, n int64) error {
+	pages := int64(0)
+	if n > 0 {
+		var size int64
+		if err := b.w.QueryRowContext(ctx, "PRAGMA page_size").Scan(&size); err != nil {
+			return fmt.Errorf("sqlite: page size: %w", err)
+		}
+		pages = max(n/size, 1)
+	} else {
+		pages = 1 << 32 // SQLite's largest; the file system is then the limit
+	}
+	// max_page_count is per connection: the writer is the only one that
+	// grows the file.
+	if _, err := b.w.ExecContext(ctx, fmt.Sprintf("PRAGMA max_page_count = %d", pages)); err != nil {
+		return fmt.Errorf("sqlite: max_page_count: %w", err)
+	}
+	return nil
+}
+
 // WithLogger sets the logger (default slog.Default()).
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) {
@@ -179,7 +212,7 @@ func Open(ctx context.Context, dir string, opts ...Option) (*Backend, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("sqlite: open: %w", err)
 	}
-	path := filepath.Join(dir, "anodyne.db")
+	path := filepath.Join(dir, dbFile)
 	common := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=synchronous(FULL)&_pragma=foreign_keys(0)", cfg.busyTimeout)
 
 	w, err := sql.Open("sqlite", path+"?"+common+"&_pragma=journal_mode(WAL)&_txlock=immediate")
@@ -206,6 +239,12 @@ func Open(ctx context.Context, dir string, opts ...Option) (*Backend, error) {
 	if err := b.Ping(ctx); err != nil {
 		b.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	if cfg.maxBytes > 0 {
+		if err := b.SetMaxBytes(ctx, cfg.maxBytes); err != nil {
+			b.Close()
+			return nil, err
+		}
 	}
 	b.closing = make(chan struct{})
 	if cfg.groupMax > 1 {
@@ -274,8 +313,14 @@ var schema = []string{
 	`CREATE TABLE IF NOT EXISTS versions (
 		seq INTEGER PRIMARY KEY AUTOINCREMENT,
 		type TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL,
-		last_updated INTEGER NOT NULL, deleted INTEGER NOT NULL, method TEXT NOT NULL, json BLOB,
+		last_updated INTEGER NOT NULL, deleted INTEGER NOT NULL, method TEXT NOT NULL, json BLOB, entries BLOB,
 		UNIQUE (type, id, version)) STRICT`,
+	// One row per local reference among a version's own entries (a
+	// delete's: those of the version it deletes), so that a history
+	// filtered to a patient's compartment is driven by an index instead of
+	// reading every version.
+	`CREATE TABLE IF NOT EXISTS version_refs (param TEXT NOT NULL, ref_id TEXT NOT NULL, ref_type TEXT NOT NULL, seq INTEGER NOT NULL,
+		PRIMARY KEY (param, ref_id, ref_type, seq)) STRICT, WITHOUT ROWID`,
 	`CREATE INDEX IF NOT EXISTS versions_type_seq ON versions (type, seq)`,
 	`CREATE INDEX IF NOT EXISTS versions_updated ON versions (last_updated)`,
 	`CREATE TABLE IF NOT EXISTS resources (
@@ -371,6 +416,17 @@ func migrate(ctx context.Context, w *sql.DB) error {
 		} {
 			if _, err := tx.ExecContext(ctx, s); err != nil {
 				return fmt.Errorf("migrate schema 1 to 2 (%s): %w", s, err)
+			}
+		}
+	}
+	if v == 1 || v == 2 {
+		var has int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM pragma_table_info('versions') WHERE name = 'entries'`).Scan(&has); err != nil {
+			return fmt.Errorf("migrate schema %d to 3: %w", v, err)
+		}
+		if has == 0 {
+			if _, err := tx.ExecContext(ctx, `ALTER TABLE versions ADD COLUMN entries BLOB`); err != nil {
+				return fmt.Errorf("migrate schema %d to 3: %w", v, err)
 			}
 		}
 	}

@@ -72,6 +72,7 @@ func Run(t *testing.T, h Harness) {
 		{"Commit", commitCases},
 		{"Claim", claimCases},
 		{"History", historyCases},
+		{"FilteredHistory", filteredHistoryCases},
 		{"Search", searchCases},
 		{"Sort", sortCases},
 		{"Paging", pagingCases},

@@ -44,8 +44,16 @@ func Start(ctx context.Context, dir string) (*Server, error) {
 	if uri := os.Getenv(EnvURI); uri != "" {
 		return &Server{URI: uri, stop: func() {}}, nil
 	}
+	return StartFerretDB(ctx, dir, "127.0.0.1:0")
+}
+
+// StartFerretDB starts an embedded FerretDB listening on addr and keeping
+// its files in dir, whatever ANODYNE_TEST_MONGODB_URI says: for tests that
+// stop the server and start it again on the same address and files (an
+// outage), which a shared real MongoDB cannot offer.
+func StartFerretDB(ctx context.Context, dir, addr string) (*Server, error) {
 	f, err := ferretdb.New(&ferretdb.Config{
-		Listener:  ferretdb.ListenerConfig{TCP: "127.0.0.1:0"},
+		Listener:  ferretdb.ListenerConfig{TCP: addr},
 		Handler:   "sqlite",
 		SQLiteURL: "file:" + strings.TrimSuffix(dir, "/") + "/",
 		// FerretDB logs every connection at info level; tests only need its errors.

@@ -1,0 +1,204 @@
+// Package research is Anodyne's research access: it plugs the
+// de-identifier (package deid) into the FHIR layer's one output hook
+// (fhir.OutputFilter) for callers whose Principal names a research
+// project, keeps each project's pseudonym key in the store, answers
+// requests that speak pseudonyms, and refuses searches on what the rules
+// hide, so no answer depends on a hidden value.
+//
+// It must not know how resources are stored or routed: it sees resources
+// only as they leave through the hook and requests only as parameters.
+package research
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/anodyne-fhir/anodyne/auth"
+	"github.com/anodyne-fhir/anodyne/deid"
+	"github.com/anodyne-fhir/anodyne/fhir"
+	"github.com/anodyne-fhir/anodyne/resources"
+	"github.com/anodyne-fhir/anodyne/storage"
+)
+
+// KV namespaces. Keys are never logged.
+const (
+	keyPrefix       = "research/key/"       // + project: 32 random bytes
+	pseudonymPrefix = "research/pseudonym/" // + project + "/" + Type/pseudonym: Type/id
+	viewPrefix      = "research:"           // + project: View.Name of a bulk job
+)
+
+// maxRemembered bounds the in-process memory of pseudonyms already
+// recorded, per filter; beyond it the memory starts again (a record is
+// then rewritten with the same value, which costs a write, nothing else).
+const maxRemembered = 1 << 18
+
+// Filter is the fhir.OutputFilter of research access.
+type Filter struct {
+	deid     *deid.Deidentifier
+	kv       storage.KV
+	registry *resources.Registry
+	log      *slog.Logger
+
+	mu   sync.Mutex
+	keys map[string][]byte // project -> key, read once from the store
+	seen map[string]bool   // project + "\x00" + Type/pseudonym already recorded
+}
+
+var _ fhir.OutputFilter = (*Filter)(nil)
+
+// New returns the research output filter over d, keeping keys and
+// pseudonyms in kv; reg tells parameter types for search checks.
+func New(d *deid.Deidentifier, kv storage.KV, reg *resources.Registry, log *slog.Logger) *Filter {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Filter{deid: d, kv: kv, registry: reg, log: log, keys: map[string][]byte{}, seen: map[string]bool{}}
+}
+
+// For returns the view of a research caller, nil for everyone else.
+func (f *Filter) For(ctx context.Context) (fhir.View, error) {
+	p := auth.FromContext(ctx)
+	if p == nil || p.ResearchProject == "" {
+		return nil, nil
+	}
+	v, err := f.view(ctx, p.ResearchProject)
+	if err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// Named returns the view a bulk job recorded.
+func (f *Filter) Named(ctx context.Context, name string) (fhir.View, error) {
+	project, ok := cutPrefix(name, viewPrefix)
+	if !ok || project == "" {
+		return nil, fmt.Errorf("research: unknown view %q", name)
+	}
+	v, err := f.view(ctx, project)
+	if err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+func cutPrefix(s, p string) (string, bool) {
+	if len(s) >= len(p) && s[:len(p)] == p {
+		return s[len(p):], true
+	}
+	return s, false
+}
+
+func (f *Filter) view(ctx context.Context, project string) (*view, error) {
+	key, err := f.projectKey(ctx, project)
+	if err != nil {
+		return nil, err
+	}
+	return &view{f: f, project: project, key: key}, nil
+}
+
+// projectKey reads (creating on first use) the project's pseudonym key.
+// Creation is PutIfAbsent, so replicas racing on a new project agree.
+func (f *Filter) projectKey(ctx context.Context, project string) ([]byte, error) {
+	f.mu.Lock()
+	k, ok := f.keys[project]
+	f.mu.Unlock()
+	if ok {
+		return k, nil
+	}
+	fresh := make([]byte, 32)
+	if _, err := rand.Read(fresh); err != nil {
+		return nil, fmt.Errorf("research: drawing a project key: %w", err)
+	}
+	if _, err := f.kv.PutIfAbsent(ctx, keyPrefix+project, fresh, 0); err != nil {
+		return nil, fmt.Errorf("research: storing the key of project %s: %w", project, err)
+	}
+	k, err := f.kv.Get(ctx, keyPrefix+project)
+	if err != nil {
+		return nil, fmt.Errorf("research: reading the key of project %s: %w", project, err)
+	}
+	if len(k) != 32 {
+		return nil, fmt.Errorf("research: the stored key of project %s is damaged (%d bytes)", project, len(k))
+	}
+	f.mu.Lock()
+	f.keys[project] = k
+	f.mu.Unlock()
+	return k, nil
+}
+
+// remember records pseudonyms the caller has been shown, so that a later
+// request naming one can be answered.
+func (f *Filter) remember(ctx context.Context, project string, pseudonyms map[string]string) error {
+	for p, real := range pseudonyms {
+		mk := project + "\x00" + p
+		f.mu.Lock()
+		known := f.seen[mk]
+		f.mu.Unlock()
+		if known {
+			continue
+		}
+		if _, err := f.kv.PutIfAbsent(ctx, pseudonymPrefix+project+"/"+p, []byte(real), 0); err != nil {
+			return fmt.Errorf("research: recording a pseudonym: %w", err)
+		}
+		f.mu.Lock()
+		if len(f.seen) >= maxRemembered {
+			clear(f.seen)
+		}
+		f.seen[mk] = true
+		f.mu.Unlock()
+	}
+	return nil
+}
+
+// resolve maps Type/pseudonym to the stored id; ok false when the
+// project never saw it (a real id, a guess, another project's pseudonym).
+func (f *Filter) resolve(ctx context.Context, project, typ, pseudonym string) (string, bool, error) {
+	raw, err := f.kv.Get(ctx, pseudonymPrefix+project+"/"+typ+"/"+pseudonym)
+	if errors.Is(err, storage.ErrNotFound) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("research: resolving a pseudonym: %w", err)
+	}
+	rt, id, ok := cut(string(raw), '/')
+	if !ok || rt != typ {
+		return "", false, nil
+	}
+	return id, true, nil
+}
+
+func cut(s string, sep byte) (string, string, bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == sep {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
+
+// view is one project's fhir.View.
+type view struct {
+	f       *Filter
+	project string
+	key     []byte
+}
+
+func (v *view) Name() string { return viewPrefix + v.project }
+
+func (v *view) Resource(ctx context.Context, res map[string]any) (map[string]any, error) {
+	out, result, err := v.f.deid.Apply(res, v.key)
+	if err != nil {
+		return nil, err
+	}
+	if err := v.f.remember(ctx, v.project, result.Pseudonyms); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (v *view) ID(ctx context.Context, typ, id string) (string, bool, error) {
+	return v.f.resolve(ctx, v.project, typ, id)
+}
