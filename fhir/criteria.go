@@ -111,3 +111,19 @@ func (s *Server) PutOwned(ctx context.Context, res map[string]any, expect int64)
 	}
 	return s.commitOne(ctx, w)
 }
+
+// Emit returns a stored version as the Principal in ctx may receive it:
+// through Config.Output (the one output filter), like every read. It
+// returns the JSON and the id that caller knows the resource by.
+// Authorization is the caller's: Emit does not decide.
+func (s *Server) Emit(ctx context.Context, rec storage.Record) ([]byte, string, error) {
+	v, err := s.view(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	return s.emit(ctx, v, nil, rec)
+}
+
+// Base is the FHIR base URL (Config.BaseURL + "/fhir"), for absolute
+// references in what is sent outside a request.
+func (s *Server) Base() string { return s.base }

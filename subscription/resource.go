@@ -15,9 +15,9 @@ import (
 const (
 	// ownerURL records who owns the Subscription: client, scope, patient
 	// (sub-extensions). Always set by the server from the writer's Principal.
-	ownerURL = "https://anodyne-fhir.org/fhir/StructureDefinition/subscription-owner"
+	ownerURL = "http://anodyne-fhir.org/fhir/StructureDefinition/subscription-owner"
 	// secretURL on Subscription.channel holds the HMAC secret (valueString).
-	secretURL = "https://anodyne-fhir.org/fhir/StructureDefinition/subscription-secret"
+	secretURL = "http://anodyne-fhir.org/fhir/StructureDefinition/subscription-secret"
 )
 
 // R4 Subscription.status values.
@@ -33,16 +33,37 @@ const (
 	minSecret       = 16
 )
 
-// owner is who a Subscription acts for.
+// owner is who a Subscription acts for: the parts of the writer's
+// Principal that auth.Policy.Decide and the output filter judge by.
 type owner struct {
-	Client  string
-	Scope   string
-	Patient string
+	Client          string
+	Scope           string
+	Patient         string
+	FHIRUser        string
+	ResearchProject string
+	ResearchAccess  string
+}
+
+// ownerParts are the sub-extensions of ownerURL (pinned: stored in
+// resources; TestOwnerExtension).
+var ownerParts = []struct {
+	url string
+	get func(*owner) *string
+}{
+	{"client", func(o *owner) *string { return &o.Client }},
+	{"scope", func(o *owner) *string { return &o.Scope }},
+	{"patient", func(o *owner) *string { return &o.Patient }},
+	{"fhirUser", func(o *owner) *string { return &o.FHIRUser }},
+	{"researchProject", func(o *owner) *string { return &o.ResearchProject }},
+	{"researchAccess", func(o *owner) *string { return &o.ResearchAccess }},
 }
 
 // principal rebuilds the grant the owner had when writing the Subscription.
 func (o owner) principal() *auth.Principal {
-	return &auth.Principal{ClientID: o.Client, Subject: o.Client, Scopes: auth.ParseScopes(o.Scope), Patient: o.Patient}
+	return &auth.Principal{
+		ClientID: o.Client, Subject: o.Client, Scopes: auth.ParseScopes(o.Scope), Patient: o.Patient,
+		FHIRUser: o.FHIRUser, ResearchProject: o.ResearchProject, ResearchAccess: o.ResearchAccess,
+	}
 }
 
 // sub is the parts of a Subscription the service uses.
@@ -56,6 +77,8 @@ type sub struct {
 	Payload  string
 	Headers  []string
 	Secret   string
+	Channel  string    // channel.type
+	Error    string    // Subscription.error
 	End      time.Time // zero: none
 	Owner    *owner    // nil: written with authorization off
 }
@@ -80,6 +103,8 @@ func parseSub(res map[string]any, version int64) (*sub, error) {
 	if ch == nil {
 		return nil, fmt.Errorf("Subscription.channel is required")
 	}
+	s.Channel = stringAt(ch, "type")
+	s.Error = stringAt(res, "error")
 	s.Endpoint = stringAt(ch, "endpoint")
 	s.Payload = stringAt(ch, "payload")
 	if hs, ok := ch["header"].([]any); ok {
@@ -146,13 +171,10 @@ func ownerOf(res map[string]any) *owner {
 		o := &owner{}
 		for _, p := range extensions(em) {
 			pm, _ := p.(map[string]any)
-			switch stringAt(pm, "url") {
-			case "client":
-				o.Client = stringAt(pm, "valueString")
-			case "scope":
-				o.Scope = stringAt(pm, "valueString")
-			case "patient":
-				o.Patient = stringAt(pm, "valueString")
+			for _, part := range ownerParts {
+				if stringAt(pm, "url") == part.url {
+					*part.get(o) = stringAt(pm, "valueString")
+				}
 			}
 		}
 		return o
@@ -161,12 +183,11 @@ func ownerOf(res map[string]any) *owner {
 }
 
 func ownerExt(o *owner) map[string]any {
-	parts := []any{
-		map[string]any{"url": "client", "valueString": o.Client},
-		map[string]any{"url": "scope", "valueString": o.Scope},
-	}
-	if o.Patient != "" {
-		parts = append(parts, map[string]any{"url": "patient", "valueString": o.Patient})
+	var parts []any
+	for _, part := range ownerParts {
+		if v := *part.get(o); v != "" {
+			parts = append(parts, map[string]any{"url": part.url, "valueString": v})
+		}
 	}
 	return map[string]any{"url": ownerURL, "extension": parts}
 }
@@ -175,7 +196,10 @@ func ownerFrom(p *auth.Principal) *owner {
 	if p == nil {
 		return nil
 	}
-	return &owner{Client: p.ClientID, Scope: p.Scopes.String(), Patient: p.Patient}
+	return &owner{
+		Client: p.ClientID, Scope: p.Scopes.String(), Patient: p.Patient, FHIRUser: p.FHIRUser,
+		ResearchProject: p.ResearchProject, ResearchAccess: p.ResearchAccess,
+	}
 }
 
 func newSecret() (string, error) {
