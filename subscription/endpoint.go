@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -41,10 +42,13 @@ func (p endpoints) checkURL(raw string) (*url.URL, error) {
 	default:
 		return nil, fmt.Errorf("channel.endpoint must be https, not %q", u.Scheme)
 	}
-	if ip, err := netip.ParseAddr(u.Hostname()); err == nil {
+	ip, err := netip.ParseAddr(u.Hostname())
+	if err == nil {
 		if err := p.checkIP(ip, u.Scheme == "http"); err != nil {
 			return nil, fmt.Errorf("channel.endpoint: %w", err)
 		}
+	} else if u.Scheme == "http" && !strings.EqualFold(u.Hostname(), "localhost") {
+		return nil, fmt.Errorf("channel.endpoint: http is allowed to loopback only (localhost or a loopback address), not %s", u.Hostname())
 	}
 	return u, nil
 }
