@@ -26,6 +26,11 @@ func (s *Service) Run(ctx context.Context) error {
 	if err := s.reg.load(ctx); err != nil {
 		s.log.Error("subscription: loading Subscriptions (retrying)", "err", err)
 	}
+	if s.cfg.Exclusive {
+		if err := clearLeases(ctx, s.cfg.Backend.KV()); err != nil {
+			s.log.Error("subscription: clearing leases of a previous run", "err", err)
+		}
+	}
 	client := s.policy.client(s.cfg.Timeout)
 	var wg sync.WaitGroup
 	defer wg.Wait()

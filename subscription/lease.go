@@ -93,3 +93,18 @@ func (l *lease) renew(ctx context.Context, ttl time.Duration) (bool, error) {
 	l.until = until
 	return true, nil
 }
+
+// clearLeases deletes every stream lease: only for a store this process
+// owns alone, where any lease is a dead predecessor's.
+func clearLeases(ctx context.Context, kv storage.KV) error {
+	keys, err := kv.List(ctx, leasePrefix)
+	if err != nil {
+		return fmt.Errorf("listing leases: %w", err)
+	}
+	for _, k := range keys {
+		if err := kv.Delete(ctx, k); err != nil {
+			return fmt.Errorf("clearing lease %s: %w", k, err)
+		}
+	}
+	return nil
+}

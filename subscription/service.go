@@ -50,6 +50,10 @@ type Config struct {
 	// LeaseTTL is how long a process owns a Subscription's delivery
 	// before renewing its lease (at least 3 × (Timeout + 2s)).
 	LeaseTTL time.Duration
+	// Exclusive says no other process uses the store (the SQLite data
+	// directory lock): leases a killed predecessor left are cleared at
+	// Run instead of waited out.
+	Exclusive bool
 	// MaxPerClient caps the Subscriptions one client may have that are not
 	// off (100).
 	MaxPerClient int
@@ -192,3 +196,8 @@ func ownedWrite(ctx context.Context) bool {
 	v, _ := ctx.Value(ownedKey{}).(bool)
 	return v
 }
+
+// Load reads the Subscriptions from the store so that writes match them.
+// Run does it; a process that only writes (an offline import) calls it
+// after Attach, and its events wait in the outbox for a server's Run.
+func (s *Service) Load(ctx context.Context) error { return s.reg.load(ctx) }

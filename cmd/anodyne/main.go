@@ -92,6 +92,7 @@ type serveConfig struct {
 	Sec       securityConfig
 	Transport transportConfig
 	Metrics   metricsConfig
+	Subs      subscriptionConfig
 	// preload, when set ("anodyne demo"), runs on the ready server before
 	// it accepts requests.
 	preload func(ctx context.Context, srv *fhir.Server, be storage.Backend, base string) error
@@ -125,6 +126,7 @@ func parseServeAs(name, about string, args []string, stderr io.Writer, getenv fu
 	cfg.Sec.register(fs)
 	cfg.Transport.register(fs)
 	cfg.Metrics.register(fs)
+	cfg.Subs.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: anodyne %s [flags]\n\n%s Every flag can also be set with an environment\nvariable ANODYNE_<FLAG> (for example ANODYNE_MONGODB_URI); flags win.\n\nFlags:\n", name, about)
 		fs.PrintDefaults()
@@ -156,6 +158,9 @@ func checkServe(cfg *serveConfig, rest []string) error {
 		return err
 	}
 	if err := cfg.Transport.validate(); err != nil {
+		return err
+	}
+	if err := cfg.Subs.validate(); err != nil {
 		return err
 	}
 	if cfg.MaxBody <= 0 {
@@ -292,12 +297,23 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 			err = fmt.Errorf("closing audit writer: %w", cerr)
 		}
 	}()
+	// Subscriptions observe last, so that they hear of what the other
+	// observers derive (Flags, DetectedIssues).
+	subs, err := cfg.Subs.service(backend, kind == "sqlite", fcfg.Authorizer, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	if subs != nil {
+		fcfg.Observers = append(fcfg.Observers, subs)
+	}
 	srv, err := fhir.New(fcfg)
 	if err != nil {
 		ln.Close()
 		return err
 	}
 	defer srv.Close()
+	defer runSubscriptions(ctx, subs, srv, log)()
 	// Custom SearchParameters are registered by a polling loop; it stops
 	// (and is waited for) before the database closes.
 	spCtx, spStop := context.WithCancel(ctx)
