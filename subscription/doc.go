@@ -19,9 +19,11 @@
 // notify nothing: a deleted version has no index entries to match.
 //
 // The active set lives in memory: loaded at Run, changed at once by the
-// Subscription writes this process observes, and reloaded every
+// Subscription writes this process observes (before their Commit returns;
+// a reload corrects a change whose Commit failed), and reloaded every
 // Config.Reload so that Subscriptions written by other processes on the
-// same database take effect within that interval.
+// same database take effect within that interval: until then, writes to
+// another process do not match a new Subscription.
 //
 // # Ownership and authorization
 //
@@ -36,7 +38,7 @@
 // # Delivery
 //
 // Run also delivers. Each stream is leased through the store's KV
-// (PutIfAbsent with expiry), so that of several processes on one database
+// (PutIfAbsent with expiry; see lease for what that relies on), so that of several processes on one database
 // exactly one delivers a Subscription's events at a time, in stream
 // (commit) order, one at a time; a process that dies loses its lease when
 // it expires and another takes over. An event is deleted only after the
@@ -49,11 +51,14 @@
 // when the endpoint answers. Deleting a Subscription, setting it off, or
 // its end passing stops delivery and drops its stream.
 //
-// Each request is a POST to channel.endpoint with the channel.header
-// values, the body empty (channel.payload absent) or a history Bundle of
-// the event's version (application/fhir+json), and:
+// Each request follows R4 rest-hook: with channel.payload absent, a POST
+// to channel.endpoint with an empty body; with application/fhir+json, a
+// PUT of the version to channel.endpoint/<type>/<id>, the resource as the
+// owner may receive it (through fhir.OutputFilter, like every read: a
+// research owner gets it de-identified, under its pseudonymous id). Every
+// request carries the channel.header values and:
 //
-//	X-Anodyne-Event-Id:      the event id (stable across retries)
+//	X-Anodyne-Event-Id:      the event id (stable across retries and restarts)
 //	X-Anodyne-Subscription:  Subscription/<id>
 //	X-Anodyne-Signature:     sha256=<hex HMAC-SHA256(secret, event id + "." + body)>
 //
@@ -66,7 +71,8 @@
 // # Endpoint safety
 //
 // Endpoints must be https; http only to a loopback address when
-// Config.AllowLoopback is set (development). The address a connection is
+// Config.AllowLoopback is set (development), to localhost or a loopback
+// literal. The address a connection is
 // made to is checked at dial time (after DNS, so rebinding cannot bypass
 // it): loopback, private, link-local (including 169.254.169.254 cloud
 // metadata), CGNAT, unspecified and multicast addresses are refused unless
