@@ -80,6 +80,9 @@ type Write struct {
 	// non-deleted resources of the store (for example a hash of a
 	// conditional-create query). A delete releases the resource's claim.
 	Claim string
+	// Events are appended to the outbox (see Outbox) in the same Commit,
+	// each taking this write's Seq.
+	Events []Event
 }
 
 // Backend is what every database behind Anodyne implements.

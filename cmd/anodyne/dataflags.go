@@ -10,8 +10,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/anodyne-fhir/anodyne/auth"
 	"github.com/anodyne-fhir/anodyne/conformance/profile"
 	"github.com/anodyne-fhir/anodyne/fhir"
+	"github.com/anodyne-fhir/anodyne/resources"
+	"github.com/anodyne-fhir/anodyne/subscription"
 )
 
 // dataFlags are the flags "anodyne import" and "anodyne export" share:
@@ -76,16 +79,32 @@ func (d *dataFlags) withDirectServer(ctx context.Context, use storeUse, stderr i
 	if err != nil {
 		return fmt.Errorf("loading profile definitions: %w", err)
 	}
+	// Subscriptions match offline writes too; the events wait in the
+	// outbox for a server to deliver them. Owners are judged by the same
+	// decision point as when served with authorization on.
+	reg, err := resources.Load(resources.WithBaseURL(strings.TrimRight(d.baseURL, "/")+"/fhir"), resources.WithLogger(log))
+	if err != nil {
+		return err
+	}
+	subs, err := subscription.New(subscription.Config{Backend: st.backend, Authorizer: auth.NewPolicy(reg), Logger: log})
+	if err != nil {
+		return err
+	}
 	srv, err := fhir.New(fhir.Config{
 		BaseURL:   d.baseURL,
 		Backend:   st.backend,
+		Registry:  reg,
 		Logger:    log,
-		Observers: clin.observers,
+		Observers: append(clin.observers, subs),
 		Profiles:  profiles,
 	})
 	if err != nil {
 		return err
 	}
 	defer srv.Close()
+	subs.Attach(srv)
+	if err := subs.Load(ctx); err != nil {
+		return err
+	}
 	return fn(srv)
 }

@@ -94,6 +94,7 @@ type serveConfig struct {
 	Transport      transportConfig
 	Metrics        metricsConfig
 	Export         exportFlags
+	Subs           subscriptionConfig
 
 	// OpioidTable extends the embedded opioid table (empty: embedded only).
 	OpioidTable string
@@ -133,6 +134,7 @@ func parseServeAs(name, about string, args []string, stderr io.Writer, getenv fu
 	cfg.Transport.register(fs)
 	cfg.Metrics.register(fs)
 	cfg.Export.register(fs)
+	cfg.Subs.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: anodyne %s [flags]\n\n%s Every flag can also be set with an environment\nvariable ANODYNE_<FLAG> (for example ANODYNE_MONGODB_URI); flags win.\n\nFlags:\n", name, about)
 		fs.PrintDefaults()
@@ -164,6 +166,9 @@ func checkServe(cfg *serveConfig, rest []string) error {
 		return err
 	}
 	if err := cfg.Transport.validate(); err != nil {
+		return err
+	}
+	if err := cfg.Subs.validate(); err != nil {
 		return err
 	}
 	if cfg.MaxBody <= 0 {
@@ -299,6 +304,16 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 			err = fmt.Errorf("closing audit writer: %w", cerr)
 		}
 	}()
+	// Subscriptions observe last, so that they hear of what the other
+	// observers derive (Flags, DetectedIssues).
+	subs, err := cfg.Subs.service(backend, kind == "sqlite", fcfg.Authorizer, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	if subs != nil {
+		fcfg.Observers = append(fcfg.Observers, subs)
+	}
 	srv, err := fhir.New(fcfg)
 	if err != nil {
 		ln.Close()
@@ -311,6 +326,7 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 		ln.Close()
 		return err
 	}
+	defer runSubscriptions(ctx, subs, srv, log)()
 	// Custom SearchParameters are registered by a polling loop; it stops
 	// (and is waited for) before the database closes.
 	spCtx, spStop := context.WithCancel(ctx)
