@@ -193,6 +193,13 @@ func (s *Server) patientOperation(op PatientOperation) echo.HandlerFunc {
 // operations at [base]/OperationDefinition/{id}; other ids are ordinary
 // stored resources.
 func (s *Server) operationDefinitionRead(c echo.Context) error {
+	if c.Param("id") == "observation-stats" {
+		def, err := statsDefinition()
+		if err != nil {
+			return err
+		}
+		return writeResource(c, http.StatusOK, def)
+	}
 	for _, op := range s.patientOps {
 		if id, _ := op.Definition["id"].(string); id != "" && id == c.Param("id") {
 			return writeResource(c, http.StatusOK, op.Definition)

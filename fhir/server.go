@@ -251,6 +251,7 @@ func routeTable() []route {
 		{method: http.MethodPost, path: "/:type/$validate", level: levelType, code: "$validate", handler: (*Server).validateType},
 		{method: http.MethodPut, path: "/:type", level: levelType, code: "update", handler: (*Server).conditionalUpdate},
 		{method: http.MethodDelete, path: "/:type", level: levelType, code: "delete", handler: (*Server).conditionalDelete},
+		{method: http.MethodGet, path: "/Observation/$stats", level: levelType, code: "$stats", handler: (*Server).stats, typ: "Observation"},
 		{method: http.MethodGet, path: "/:type/$everything", level: levelType, code: "$everything", handler: (*Server).everythingType},
 		{method: http.MethodGet, path: "/:type/:id/$everything", level: levelInstance, code: "$everything", handler: (*Server).everything},
 		{method: http.MethodGet, path: "/:type/:id", level: levelInstance, code: "read", handler: (*Server).read},
@@ -318,16 +319,15 @@ func (s *Server) routes(authMW echo.MiddlewareFunc) *echo.Echo {
 		}
 		g.Add(r.method, r.path, func(c echo.Context) error { return h(s, c) }, mws...)
 	}
-	if len(s.patientOps) > 0 {
-		mws := []echo.MiddlewareFunc{negotiate}
-		if authMW != nil {
-			mws = append(mws, authMW)
-		}
-		for _, op := range s.patientOps {
-			g.GET("/Patient/:id/$"+op.Name, s.patientOperation(op), mws...)
-		}
-		g.GET("/OperationDefinition/:id", s.operationDefinitionRead, mws...)
+	mws := []echo.MiddlewareFunc{negotiate}
+	if authMW != nil {
+		mws = append(mws, authMW)
 	}
+	for _, op := range s.patientOps {
+		g.GET("/Patient/:id/$"+op.Name, s.patientOperation(op), mws...)
+	}
+	// Our own OperationDefinitions ($stats, the patient operations).
+	g.GET("/OperationDefinition/:id", s.operationDefinitionRead, mws...)
 	return e
 }
 
