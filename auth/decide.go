@@ -24,7 +24,9 @@ type Decision struct {
 // Authorizer is what the FHIR layer calls on every path a resource leaves
 // or enters by. action is "create", "read", "update", "delete" or "search"
 // (vread and instance history are "read"; type and system history are
-// "search"); resourceType is empty for system-level interactions.
+// "search"), or "aggregate" (statistics such as $stats, which return no
+// resource: the only action an aggregates-only research client is
+// granted); resourceType is empty for system-level interactions.
 type Authorizer interface {
 	Decide(ctx context.Context, action, resourceType string) (Decision, error)
 }
@@ -63,7 +65,9 @@ func (AllowAll) Decide(context.Context, string, string) (Decision, error) {
 	return Decision{Allowed: true}, nil
 }
 
-var actionLetter = map[string]byte{"create": 'c', "read": 'r', "update": 'u', "delete": 'd', "search": 's'}
+// "aggregate" ($stats) needs the search letter: statistics are computed
+// over what the caller may search.
+var actionLetter = map[string]byte{"create": 'c', "read": 'r', "update": 'u', "delete": 'd', "search": 's', "aggregate": 's'}
 
 // Decide grants the interaction when at least one granted scope covers it.
 // The filters of all covering scopes are ORed: each scope opens its own
@@ -83,7 +87,7 @@ func (p *Policy) Decide(ctx context.Context, action, resourceType string) (Decis
 		if letter != 'r' && letter != 's' {
 			return Decision{Reason: "research clients (project " + pr.ResearchProject + ") may not write"}, nil
 		}
-		if pr.ResearchAccess == ResearchAggregates {
+		if pr.ResearchAccess == ResearchAggregates && action != "aggregate" {
 			return Decision{Reason: "this research client has aggregates-only access: no resource is returned to it"}, nil
 		}
 	}

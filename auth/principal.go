@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -44,4 +45,22 @@ func WithPrincipal(ctx context.Context, p *Principal) context.Context {
 func FromContext(ctx context.Context) *Principal {
 	p, _ := ctx.Value(principalKey{}).(*Principal)
 	return p
+}
+
+// ValidResearchProject checks a research project name: it keys the
+// project's pseudonym key and records in the store, so it is a plain
+// name of 1 to 64 letters, digits, '.', '_' or '-', starting with a letter
+// or digit.
+func ValidResearchProject(p string) error {
+	ok := p != "" && len(p) <= 64
+	for i, r := range p {
+		alnum := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
+		if !alnum && (i == 0 || (r != '.' && r != '_' && r != '-')) {
+			ok = false
+		}
+	}
+	if !ok {
+		return fmt.Errorf("research project %q must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit", p)
+	}
+	return nil
 }

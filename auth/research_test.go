@@ -18,6 +18,7 @@ func TestResearchDecide(t *testing.T) {
 		{ResearchRows, "read", true}, {ResearchRows, "search", true},
 		{ResearchRows, "create", false}, {ResearchRows, "update", false}, {ResearchRows, "delete", false},
 		{ResearchAggregates, "read", false}, {ResearchAggregates, "search", false}, {ResearchAggregates, "create", false},
+		{ResearchAggregates, "aggregate", true}, {ResearchRows, "aggregate", true},
 		{"", "create", true}, // not a research client: the scope decides
 	}
 	for _, tc := range cases {
@@ -50,5 +51,16 @@ func TestResearchAuditEvent(t *testing.T) {
 	plain := NewAuditEvent(WithPrincipal(context.Background(), &Principal{ClientID: "app"}), "read", "R", "Patient")
 	if raw, _ := json.Marshal(plain.Resource()); strings.Contains(string(raw), "HRESCH") {
 		t.Errorf("a non-research event claims research: %s", raw)
+	}
+}
+
+func TestValidResearchProject(t *testing.T) {
+	for name, ok := range map[string]bool{
+		"knee-pain": true, "K2": true, "back_pain.2024": true, strings.Repeat("p", 64): true,
+		"": false, "-x": false, ".x": false, "a/b": false, "a b": false, "ä": false, strings.Repeat("p", 65): false, "a\x00": false,
+	} {
+		if err := ValidResearchProject(name); (err == nil) != ok {
+			t.Errorf("ValidResearchProject(%q) = %v, want ok=%v", name, err, ok)
+		}
 	}
 }

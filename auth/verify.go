@@ -179,6 +179,9 @@ func (v *Verifier) verify(ctx context.Context, raw string) (*Principal, error) {
 	}
 	if m.ResearchProject != "" {
 		if p.ResearchProject = str(claims, m.ResearchProject); p.ResearchProject != "" {
+			if err := ValidResearchProject(p.ResearchProject); err != nil {
+				return nil, fmt.Errorf("%w: claim %s: %w", ErrInvalidToken, m.ResearchProject, err)
+			}
 			p.ResearchAccess = ResearchRows
 			if m.ResearchAccess != "" && str(claims, m.ResearchAccess) == ResearchAggregates {
 				p.ResearchAccess = ResearchAggregates

@@ -38,6 +38,7 @@ type Deidentifier struct {
 	model      *fhirpath.Model
 	restricted map[string]bool
 	maxShift   int
+	minCell    int
 	now        func() time.Time
 }
 
@@ -63,6 +64,9 @@ func New(rulesFile []byte, opts ...Option) (*Deidentifier, error) {
 	if d.maxShift <= 0 {
 		d.maxShift = 365
 	}
+	if d.minCell = f.Parameters.MinCellPatients; d.minCell == 0 {
+		d.minCell = 11
+	}
 	for _, z := range f.Parameters.RestrictedZip3 {
 		d.restricted[z] = true
 	}
@@ -71,6 +75,12 @@ func New(rulesFile []byte, opts ...Option) (*Deidentifier, error) {
 	}
 	return d, nil
 }
+
+// MaxShiftDays bounds the date shift: ShiftDays(key, patient, MaxShiftDays()).
+func (d *Deidentifier) MaxShiftDays() int { return d.maxShift }
+
+// MinCellPatients is the small-cell threshold of aggregate answers.
+func (d *Deidentifier) MinCellPatients() int { return d.minCell }
 
 // Version is the rule set's version, as written in the output's meta.tag.
 func (d *Deidentifier) Version() string { return d.version }

@@ -40,6 +40,10 @@ type Parameters struct {
 	// MaxShiftDays bounds the per-patient date shift (1..MaxShiftDays days
 	// back); 0 means 365.
 	MaxShiftDays int `json:"maxShiftDays"`
+	// MinCellPatients is the small-cell threshold of aggregate answers: a
+	// statistic over fewer distinct patients (but more than none) is
+	// withheld. 0 means 11 (CMS cell-size suppression: no cell of 1 to 10).
+	MinCellPatients int `json:"minCellPatients"`
 }
 
 // RuleSpec is one rule as written in the file.
@@ -125,6 +129,9 @@ func compile(data []byte, model *fhirpath.Model) (File, []rule, error) {
 		if len(z) != 3 || strings.Trim(z, "0123456789") != "" {
 			return f, nil, &RuleError{Reason: fmt.Sprintf("restrictedZip3: %q is not three digits", z)}
 		}
+	}
+	if f.Parameters.MinCellPatients < 0 {
+		return f, nil, &RuleError{Reason: fmt.Sprintf("minCellPatients: %d is negative", f.Parameters.MinCellPatients)}
 	}
 	return f, out, nil
 }

@@ -18,6 +18,9 @@ const (
 	ActionUpdate = "update"
 	ActionDelete = "delete"
 	ActionSearch = "search"
+	// ActionAggregate is statistics over what the caller may search
+	// ($stats): no resource is returned by it.
+	ActionAggregate = "aggregate"
 )
 
 // Decision is the answer of an Authorizer. It is auth's type, not a copy:

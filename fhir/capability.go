@@ -219,6 +219,9 @@ func operationDefinition(r route) string {
 		}
 		return "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"
 	}
+	if r.code == "$stats" {
+		return "http://anodyne-fhir.org/fhir/OperationDefinition/observation-stats"
+	}
 	if r.typ != "" {
 		return "http://hl7.org/fhir/OperationDefinition/" + r.typ + "-" + strings.TrimPrefix(r.code, "$")
 	}

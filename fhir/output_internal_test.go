@@ -163,6 +163,7 @@ func TestOutputFilterEveryReadRoute(t *testing.T) {
 		`{"resourceType":"Patient","id":"p1","identifier":[{"system":"urn:t","value":"one"}]}`,
 		`{"resourceType":"Observation","id":"o1","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/p1"}}`,
 		`{"resourceType":"Group","id":"g1","type":"person","actual":true,"member":[{"entity":{"reference":"Patient/p1"}}]}`,
+		`{"resourceType":"Observation","id":"o9","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"72514-3"}]},"subject":{"reference":"Patient/p1"},"valueQuantity":{"value":3}}`,
 	} {
 		parsed, issues := s.validator.Validate(ctx, []byte(body))
 		if len(issues) > 0 {
@@ -248,7 +249,28 @@ func TestOutputFilterEveryReadRoute(t *testing.T) {
 		"POST /Observation/$lastn": func() (int, []byte) {
 			return call("POST", "/Observation/$lastn", "subject=Patient/v-p1&code:text=x", "Content-Type: application/x-www-form-urlencoded")
 		},
-		"GET /:type/$everything":     func() (int, []byte) { return call("GET", "/Patient/$everything", "") },
+		"GET /:type/$everything": func() (int, []byte) { return call("GET", "/Patient/$everything", "") },
+		// The statistics Observations are built by the server (no stored
+		// content); the source Observations must pass the view.
+		"GET /Observation/$stats": func() (int, []byte) {
+			st, raw := call("GET", "/Observation/$stats?coding=http://loinc.org|72514-3&statistic=count&include=true&patient=Group/v-g1", "")
+			var p struct {
+				Parameter []struct {
+					Name     string          `json:"name"`
+					Resource json.RawMessage `json:"resource"`
+				} `json:"parameter"`
+			}
+			if err := json.Unmarshal(raw, &p); err != nil || st != http.StatusOK {
+				return st, raw
+			}
+			var sources []string
+			for _, pm := range p.Parameter {
+				if pm.Name == "source" {
+					sources = append(sources, string(pm.Resource))
+				}
+			}
+			return st, []byte("[" + strings.Join(sources, ",") + "]")
+		},
 		"GET /:type/:id/$everything": func() (int, []byte) { return call("GET", "/Patient/v-p1/$everything", "") },
 		"GET /:type/:id":             func() (int, []byte) { return call("GET", "/Observation/v-o1", "") },
 		"GET /:type/:id/_history/:vid": func() (int, []byte) {

@@ -204,8 +204,12 @@ func (s *Server) patientOperationRead(ctx context.Context, op PatientOperation, 
 // operations at [base]/OperationDefinition/{id}; other ids are ordinary
 // stored resources.
 func (s *Server) operationDefinitionRead(c echo.Context) error {
-	if c.Param("id") == "Observation-lastn" {
-		def, err := lastnDefinition()
+	builtin := map[string]func() (map[string]any, error){
+		"Observation-lastn": lastnDefinition,
+		"observation-stats": statsDefinition,
+	}
+	if load, ok := builtin[c.Param("id")]; ok {
+		def, err := load()
 		if err != nil {
 			return err
 		}

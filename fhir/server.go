@@ -280,6 +280,7 @@ func routeTable() []route {
 		{method: http.MethodDelete, path: "/:type", level: levelType, code: "delete", handler: (*Server).conditionalDelete},
 		{method: http.MethodGet, path: "/Observation/$lastn", level: levelType, code: "$lastn", handler: (*Server).lastn, typ: "Observation"},
 		{method: http.MethodPost, path: "/Observation/$lastn", level: levelType, code: "$lastn", handler: (*Server).lastn, typ: "Observation"},
+		{method: http.MethodGet, path: "/Observation/$stats", level: levelType, code: "$stats", handler: (*Server).stats, typ: "Observation"},
 		{method: http.MethodGet, path: "/:type/$everything", level: levelType, code: "$everything", handler: (*Server).everythingType},
 		{method: http.MethodGet, path: "/:type/:id/$everything", level: levelInstance, code: "$everything", handler: (*Server).everything},
 		{method: http.MethodGet, path: "/:type/:id", level: levelInstance, code: "read", handler: (*Server).read},
@@ -354,8 +355,9 @@ func (s *Server) routes(authMW echo.MiddlewareFunc) *echo.Echo {
 	for _, op := range s.patientOps {
 		g.GET("/Patient/:id/$"+op.Name, s.patientOperation(op), mws...)
 	}
-	// The definitions of the operations the server declares ($lastn, the
-	// patient operations) are read here; other ids are stored resources.
+	// The definitions of the operations the server declares ($lastn,
+	// $stats, the patient operations) are read here; other ids are stored
+	// resources.
 	g.GET("/OperationDefinition/:id", s.operationDefinitionRead, mws...)
 	return e
 }

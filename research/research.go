@@ -46,6 +46,8 @@ type Filter struct {
 	mu   sync.Mutex
 	keys map[string][]byte // project -> key, read once from the store
 	seen map[string]bool   // project + "\x00" + Type/pseudonym already recorded
+
+	cellsMu sync.Mutex // serializes $stats releases (research/stats.go)
 }
 
 var _ fhir.OutputFilter = (*Filter)(nil)
@@ -64,6 +66,11 @@ func (f *Filter) For(ctx context.Context) (fhir.View, error) {
 	p := auth.FromContext(ctx)
 	if p == nil || p.ResearchProject == "" {
 		return nil, nil
+	}
+	// Registrations and trusted issuers check the name; a Principal made
+	// any other way must not reach the project's records with a bad one.
+	if err := auth.ValidResearchProject(p.ResearchProject); err != nil {
+		return nil, fhir.OperationError(403, "research access: %v", err)
 	}
 	v, err := f.view(ctx, p.ResearchProject)
 	if err != nil {

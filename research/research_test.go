@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +20,9 @@ import (
 	"github.com/anodyne-fhir/anodyne/fhir"
 	"github.com/anodyne-fhir/anodyne/research"
 	"github.com/anodyne-fhir/anodyne/resources"
+	"github.com/anodyne-fhir/anodyne/storage"
+	"github.com/anodyne-fhir/anodyne/storage/mongo"
+	"github.com/anodyne-fhir/anodyne/storage/mongo/mongotest"
 	"github.com/anodyne-fhir/anodyne/storage/sqlite"
 )
 
@@ -31,21 +35,62 @@ type env struct {
 	base string
 }
 
-func start(t testing.TB) *env {
+// The FerretDB server of the MongoDB runs, started on first use.
+var mongoServer *mongotest.Shared
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "anodyne-research-ferretdb-")
+	if err != nil {
+		panic(err)
+	}
+	mongoServer = mongotest.NewShared(dir)
+	code := m.Run()
+	if err := mongoServer.Stop(); err != nil {
+		slog.Error("stopping FerretDB", "err", err)
+	}
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// backendNames are the backends the end-to-end tests run on.
+var backendNames = []string{"sqlite", "mongo"}
+
+func start(t testing.TB) *env { return startOn(t, "sqlite", nil) }
+
+// startOn starts the server on the named backend; rules replaces the
+// default de-identification rules when not nil.
+func startOn(t testing.TB, backend string, rules []byte) *env {
 	t.Helper()
 	ctx := context.Background()
-	be, err := sqlite.Open(ctx, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { be.Close() })
 	ts := httptest.NewUnstartedServer(nil)
 	base := "http://" + ts.Listener.Addr().String()
 	reg, err := resources.Load(resources.WithBaseURL(base + "/fhir"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := deid.New(deid.DefaultRules())
+	var be storage.Backend
+	switch backend {
+	case "sqlite":
+		b, err := sqlite.Open(ctx, t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		be = b
+	case "mongo":
+		srv := mongoServer.Get(t)
+		b, err := mongo.Open(ctx, srv.URI, mongotest.Database(t), mongo.WithPartitioning(reg.Partitioning()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		be = b
+	default:
+		t.Fatalf("unknown backend %q", backend)
+	}
+	t.Cleanup(func() { be.Close() })
+	if rules == nil {
+		rules = deid.DefaultRules()
+	}
+	d, err := deid.New(rules)
 	if err != nil {
 		t.Fatal(err)
 	}

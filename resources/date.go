@@ -15,6 +15,15 @@ import (
 // leaves it to the server, and UTC keeps indexing and searching consistent
 // and independent of where the server runs.
 func dateRange(s string) (lo, hi int64, err error) {
+	return parseDateRange(s)
+}
+
+// DateRange is the inclusive range of milliseconds a FHIR date, dateTime
+// or instant denotes at its precision (see dateRange), for operation
+// parameters parsed above this package ($stats period).
+func DateRange(s string) (lo, hi int64, err error) { return dateRange(s) }
+
+func parseDateRange(s string) (lo, hi int64, err error) {
 	bad := func() (int64, int64, error) { return 0, 0, invalid("invalid date %q", s) }
 	datePart, timePart, hasTime := strings.Cut(s, "T")
 	fields := strings.Split(datePart, "-")

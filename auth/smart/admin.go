@@ -33,10 +33,18 @@ func (s *Server) adminList(c echo.Context) error {
 		s.log.ErrorContext(c.Request().Context(), "admin: list clients", "err", err)
 		return c.JSON(http.StatusInternalServerError, ErrServerError)
 	}
+	// ?research_project=NAME lists that project's clients; an empty value
+	// lists every research client.
+	project, byProject := c.QueryParams()["research_project"]
+	out := make([]*Client, 0, len(cl))
 	for _, x := range cl {
 		x.SecretHash = ""
+		if byProject && (x.ResearchProject == "" || (project[0] != "" && x.ResearchProject != project[0])) {
+			continue
+		}
+		out = append(out, x)
 	}
-	return c.JSON(http.StatusOK, cl)
+	return c.JSON(http.StatusOK, out)
 }
 
 // adminPut registers or replaces a client. A symmetric client without a

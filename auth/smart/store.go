@@ -84,6 +84,11 @@ func (c *Client) Validate() error {
 	if c.ResearchAccess != "" && c.ResearchProject == "" {
 		return fmt.Errorf("client %s: research access needs a research project", c.ID)
 	}
+	if c.ResearchProject != "" {
+		if err := validResearchClient(c); err != nil {
+			return fmt.Errorf("client %s: %w", c.ID, err)
+		}
+	}
 	switch c.Type {
 	case ClientPublic:
 	case ClientSymmetric:
@@ -338,4 +343,24 @@ func RegisterClient(ctx context.Context, cs *ClientStore, c *Client, secret stri
 		return "", err
 	}
 	return secret, nil
+}
+
+// validResearchClient checks what only a research client must satisfy.
+// The project name keys the project's pseudonym key and records in the
+// store, so it is a plain name; a research client reads and never writes,
+// so it may not hold a write scope, launch EHR contexts or introspect
+// other clients' tokens.
+func validResearchClient(c *Client) error {
+	if err := auth.ValidResearchProject(c.ResearchProject); err != nil {
+		return err
+	}
+	if c.LaunchEHR || c.ResourceServer {
+		return errors.New("a research client cannot launch EHR contexts or introspect other tokens")
+	}
+	for _, sc := range auth.ParseScopes(c.Scopes).Resource {
+		if strings.ContainsAny(sc.Letters, "cud") {
+			return fmt.Errorf("research clients never write: scope %s grants %s", sc.Raw, sc.Letters)
+		}
+	}
+	return nil
 }

@@ -1,0 +1,163 @@
+package sqlite
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/anodyne-fhir/anodyne/storage"
+)
+
+// TestAggregate checks Summarize and Samples against statistics this test
+// computes itself from the values it wrote.
+func TestAggregate(t *testing.T) {
+	ctx := context.Background()
+	b, err := Open(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+
+	type obs struct {
+		id, code, unit, patient string
+		num                     float64
+		date                    int64
+		deleted                 bool
+	}
+	rng := rand.New(rand.NewPCG(7, 11))
+	var all []obs
+	for i := range 80 {
+		o := obs{id: fmt.Sprintf("o%d", i), code: []string{"pain", "hr"}[i%2], unit: "{score}",
+			patient: fmt.Sprintf("p%d", rng.IntN(13)), num: math.Round(rng.Float64()*1000) / 100,
+			date: int64(1_700_000_000_000 + i*86_400_000), deleted: i%17 == 0}
+		if o.code == "hr" && i%3 == 0 {
+			o.unit = "/min"
+		}
+		all = append(all, o)
+		w := storage.Write{Record: storage.Record{Type: "Observation", ID: o.id, VersionID: 1, LastUpdated: time.Now(), Method: "PUT", JSON: []byte(`{}`)},
+			Index: []storage.Entry{
+				{Param: "code", Kind: storage.KindToken, System: "s", Code: o.code},
+				{Param: "value-quantity", Kind: storage.KindQuantity, Num: o.num, NumLow: o.num, NumHigh: o.num, System: "http://unitsofmeasure.org", Code: o.unit},
+				{Param: "value-quantity:canonical", Kind: storage.KindQuantity, Num: o.num * 1000, System: "http://unitsofmeasure.org", Code: "x"},
+				{Param: "patient", Kind: storage.KindReference, RefType: "Patient", RefID: o.patient},
+				{Param: "date", Kind: storage.KindDate, Low: o.date, High: o.date + 999},
+			}}
+		if _, err := b.Commit(ctx, w); err != nil {
+			t.Fatal(err)
+		}
+		if o.deleted {
+			if _, err := b.Commit(ctx, storage.Write{Record: storage.Record{Type: "Observation", ID: o.id, VersionID: 2, LastUpdated: time.Now(), Method: "DELETE", Deleted: true}, ExpectVersion: 1}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// A resource of another type with the same parameter is never counted.
+	if _, err := b.Commit(ctx, storage.Write{Record: storage.Record{Type: "Basic", ID: "b1", VersionID: 1, LastUpdated: time.Now(), Method: "PUT", JSON: []byte(`{}`)},
+		Index: []storage.Entry{{Param: "value-quantity", Kind: storage.KindQuantity, Num: 1e6, Code: "{score}", System: "http://unitsofmeasure.org"}}}); err != nil {
+		t.Fatal(err)
+	}
+
+	code := func(c string) storage.Expr {
+		return storage.Match{Param: "code", Kind: storage.KindToken, Cond: storage.Cmp{Field: storage.FieldCode, Op: storage.OpEq, Value: c}}
+	}
+	after := all[40].date
+	cases := []struct {
+		name   string
+		filter storage.Expr
+		keep   func(obs) bool
+	}{
+		{"everything", nil, func(obs) bool { return true }},
+		{"one code", code("pain"), func(o obs) bool { return o.code == "pain" }},
+		{"two units", code("hr"), func(o obs) bool { return o.code == "hr" }},
+		{"code and date", storage.And{Exprs: []storage.Expr{code("pain"),
+			storage.Match{Param: "date", Kind: storage.KindDate, Cond: storage.Cmp{Field: storage.FieldLow, Op: storage.OpGe, Value: after}}}},
+			func(o obs) bool { return o.code == "pain" && o.date >= after }},
+		{"nothing", code("none"), func(obs) bool { return false }},
+	}
+	qs := []float64{0, 0.2, 0.25, 0.5, 0.75, 0.8, 1}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			q := storage.AggregateQuery{Type: "Observation", Filter: tc.filter, Value: "value-quantity", Subject: "patient", Date: "date", Quantiles: qs}
+			got, err := b.Summarize(ctx, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The expected figures, unit by unit, computed here.
+			byUnit := map[string][]obs{}
+			for _, o := range all {
+				if !o.deleted && tc.keep(o) {
+					byUnit[o.unit] = append(byUnit[o.unit], o)
+				}
+			}
+			units := make([]string, 0, len(byUnit))
+			for u := range byUnit {
+				units = append(units, u)
+			}
+			sort.Strings(units)
+			if len(got) != len(units) {
+				t.Fatalf("%d summaries, want %d (%v): %+v", len(got), len(units), units, got)
+			}
+			for i, u := range units {
+				g, os := got[i], byUnit[u]
+				var vals []float64
+				pats := map[string]bool{}
+				sum := 0.0
+				for _, o := range os {
+					vals = append(vals, o.num)
+					pats[o.patient] = true
+					sum += o.num
+				}
+				sort.Float64s(vals)
+				mean := sum / float64(len(vals))
+				sq := 0.0
+				for _, v := range vals {
+					sq += (v - mean) * (v - mean)
+				}
+				if g.Code != u || g.Count != len(vals) || g.Subjects != len(pats) || !near(g.Sum, sum) || g.Min != vals[0] || g.Max != vals[len(vals)-1] ||
+					!near(g.Mean, mean) || !near(g.SquaredDeviations, sq) {
+					t.Errorf("unit %s: got %+v; want count %d subjects %d sum %v min %v max %v mean %v sq %v", u, g, len(vals), len(pats), sum, vals[0], vals[len(vals)-1], mean, sq)
+				}
+				for j, q := range qs {
+					// Linear between closest ranks, by hand.
+					pos := q * float64(len(vals)-1)
+					lo := int(pos)
+					want := vals[lo]
+					if lo+1 < len(vals) {
+						want += (pos - float64(lo)) * (vals[lo+1] - vals[lo])
+					}
+					if !near(g.Quantiles[j], want) {
+						t.Errorf("unit %s quantile %v: %v, want %v", u, q, g.Quantiles[j], want)
+					}
+				}
+			}
+			samples, err := b.Samples(ctx, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]obs{}
+			for _, o := range all {
+				if !o.deleted && tc.keep(o) {
+					want[o.id] = o
+				}
+			}
+			if len(samples) != len(want) {
+				t.Fatalf("%d samples, want %d", len(samples), len(want))
+			}
+			for _, s := range samples {
+				o, ok := want[s.ID]
+				if !ok || s.Num != o.num || s.Code != o.unit || s.Subject != "Patient/"+o.patient || s.Date != o.date {
+					t.Errorf("sample %+v, want %+v", s, o)
+				}
+			}
+		})
+	}
+	if _, err := b.Summarize(ctx, storage.AggregateQuery{Type: "Observation"}); err == nil {
+		t.Error("a query without a Value parameter was accepted")
+	}
+}
+
+func near(a, b float64) bool { return math.Abs(a-b) <= 1e-9*math.Max(1, math.Abs(b)) }
