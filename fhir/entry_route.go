@@ -16,15 +16,17 @@ func (s *Server) readRoute(seg []string) (readFunc, map[string]string, error) {
 		return nil, nil, newError(http.StatusBadRequest, codeNotSupp, "GET %s cannot be an entry of a batch or transaction", strings.Join(seg, "/"))
 	}
 	op := func(i int) bool { return len(seg) > i && strings.HasPrefix(seg[i], "$") }
+	if op(0) {
+		// The system operations: $export, its status and files, $import.
+		return notEntry()
+	}
 	switch len(seg) {
 	case 1:
-		switch {
-		case seg[0] == "metadata":
+		switch seg[0] {
+		case "metadata":
 			return (*Server).capabilitiesRead, nil, nil
-		case seg[0] == "_history":
+		case "_history":
 			return (*Server).historySystemRead, nil, nil
-		case op(0):
-			return notEntry()
 		}
 		return (*Server).searchTypeRead, map[string]string{"type": seg[0]}, nil
 	case 2:
