@@ -161,6 +161,9 @@ func (s *Service) deliverStream(ctx context.Context, client *http.Client, stream
 				if err := s.outbox.OutboxPurge(ctx, stream); err != nil {
 					s.log.Error("subscription: dropping events", "stream", stream, "err", err)
 				}
+				if sb == nil {
+					_ = s.cfg.Backend.KV().Delete(ctx, eventCounterPrefix+id) // its numbering ends with it
+				}
 				return
 			}
 			if !l.live() {
@@ -173,6 +176,11 @@ func (s *Service) deliverStream(ctx context.Context, client *http.Client, stream
 				if err := s.outbox.OutboxDelete(context.WithoutCancel(ctx), stream, ev.ID); err != nil {
 					s.log.Error("subscription: acknowledging event (it will be sent again)", "stream", stream, "event", ev.ID, "err", err)
 					return
+				}
+				if sb.Topic != "" {
+					if err := s.cfg.Backend.KV().Delete(ctx, eventNumberPrefix+ev.ID); err != nil {
+						s.log.Warn("subscription: forgetting an event number", "event", ev.ID, "err", err)
+					}
 				}
 				s.succeeded(stream)
 				if sb.Status == statusError {
@@ -264,7 +272,11 @@ func (s *Service) deliver(ctx context.Context, client *http.Client, sb *sub, ev 
 	}
 	method, url := http.MethodPost, sb.Endpoint
 	var body []byte
-	if sb.Payload == payloadFHIRJSON {
+	if sb.Topic != "" {
+		if body, err = s.notification(ctx, sb, ev, e); err != nil {
+			return err
+		}
+	} else if sb.Payload == payloadFHIRJSON {
 		srv, err := s.server()
 		if err != nil {
 			return err
@@ -310,6 +322,39 @@ func (s *Service) deliver(ctx context.Context, client *http.Client, sb *sub, ev 
 		return fmt.Errorf("%s %s answered %s", method, sb.Endpoint, resp.Status)
 	}
 	return nil
+}
+
+// notification builds a backport notification Bundle for one event.
+func (s *Service) notification(ctx context.Context, sb *sub, ev storage.Event, e eventV1) ([]byte, error) {
+	srv, err := s.server()
+	if err != nil {
+		return nil, err
+	}
+	rec, err := s.cfg.Backend.ReadVersion(ctx, e.Type, e.ID, e.Version)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s/%s version %d: %w", e.Type, e.ID, e.Version, err)
+	}
+	focus, focusID := []byte(nil), e.ID
+	if sb.Content != contentEmpty {
+		octx := ctx
+		if sb.Owner != nil {
+			octx = auth.WithPrincipal(ctx, sb.Owner.principal())
+		}
+		// Even id-only passes the output filter: the id is the one the
+		// owner knows the resource by.
+		if focus, focusID, err = srv.Emit(octx, rec); err != nil {
+			return nil, fmt.Errorf("filtering %s/%s for the subscriber: %w", e.Type, e.ID, err)
+		}
+	}
+	n, err := s.eventNumber(ctx, sb.ID, ev.ID)
+	if err != nil {
+		return nil, err
+	}
+	status := sb.Status
+	if status == statusRequested {
+		status = statusActive
+	}
+	return notificationBundle(srv.Base(), sb, status, n, rec, focusID, focus)
 }
 
 // setStatus writes the Subscription's status (and error text) through

@@ -10,6 +10,7 @@ import (
 
 	"github.com/anodyne-fhir/anodyne/auth"
 	"github.com/anodyne-fhir/anodyne/fhir"
+	"github.com/anodyne-fhir/anodyne/fhir/fhirpath"
 	"github.com/anodyne-fhir/anodyne/storage"
 )
 
@@ -20,11 +21,12 @@ type active struct {
 	criteria storage.Expr // nil: every resource of the type
 	filter   storage.Expr // nil: unrestricted
 	denied   bool         // the owner may not search the type at all
+	path     *fhirpath.Expression // a topic's condition on the written resource
 }
 
 // matches reports whether a written version is an event for a: the
 // criteria and the owner's access both hold on its own index entries.
-func (a *active) matches(log *slog.Logger, w storage.Write) bool {
+func (a *active) matches(log *slog.Logger, w storage.Write, res func() map[string]any) bool {
 	if a.denied {
 		return false
 	}
@@ -42,6 +44,18 @@ func (a *active) matches(log *slog.Logger, w storage.Write) bool {
 		if !ok {
 			return false
 		}
+	}
+	if a.path != nil {
+		r := res()
+		if r == nil {
+			return false
+		}
+		c, err := a.path.Evaluate(r)
+		if err != nil {
+			log.Warn("subscription: topic condition failed", "subscription", a.sub.ID, "resource", w.Type+"/"+w.ID, "err", err)
+			return false
+		}
+		return truthy(c)
 	}
 	return true
 }
@@ -211,17 +225,57 @@ func (s *Service) compile(ctx context.Context, sb *sub) (*active, error) {
 	if err != nil {
 		return nil, err
 	}
-	typ, expr, err := srv.CompileCriteria(ctx, sb.Criteria)
-	if err != nil {
-		return nil, err
+	var a *active
+	if sb.Topic != "" {
+		if a, err = s.compileTopic(ctx, srv, sb); err != nil {
+			return nil, err
+		}
+	} else {
+		typ, expr, err := srv.CompileCriteria(ctx, sb.Criteria)
+		if err != nil {
+			return nil, err
+		}
+		sb.Type = typ
+		a = &active{sub: sb, criteria: expr}
 	}
-	sb.Type = typ
-	a := &active{sub: sb, criteria: expr}
+	typ := sb.Type
 	d, err := s.ownerDecision(ctx, sb.Owner, typ)
 	if err != nil {
 		return nil, err
 	}
 	a.denied, a.filter = !d.Allowed, d.Filter
+	return a, nil
+}
+
+// compileTopic compiles a backport Subscription: the topic's criteria
+// and condition, ANDed with each filter (a search on the same type).
+func (s *Service) compileTopic(ctx context.Context, srv *fhir.Server, sb *sub) (*active, error) {
+	t := s.topics[sb.Topic]
+	if t == nil {
+		return nil, &fhir.CriteriaError{Why: fmt.Sprintf("%s is not a topic of this server", sb.Topic)}
+	}
+	sb.Type = t.Resource
+	var exprs []storage.Expr
+	for _, c := range append([]string{t.Criteria}, sb.Filters...) {
+		typ, e, err := srv.CompileCriteria(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		if typ != t.Resource {
+			return nil, &fhir.CriteriaError{Why: fmt.Sprintf("filter %q is not on %s, the topic's resource", c, t.Resource)}
+		}
+		if e != nil {
+			exprs = append(exprs, e)
+		}
+	}
+	a := &active{sub: sb, path: t.path}
+	switch len(exprs) {
+	case 0:
+	case 1:
+		a.criteria = exprs[0]
+	default:
+		a.criteria = storage.And{Exprs: exprs}
+	}
 	return a, nil
 }
 

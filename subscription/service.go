@@ -100,6 +100,7 @@ type Service struct {
 	holder string // this process's lease holder id
 	srv    atomic.Pointer[fhir.Server]
 	reg    *registry
+	topics map[string]*topic
 	wake   chan struct{}
 
 	mu       sync.Mutex
@@ -117,12 +118,17 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("subscription: backend %T has no outbox", cfg.Backend)
 	}
 	cfg.defaults()
+	topics, err := loadTopics()
+	if err != nil {
+		return nil, err
+	}
 	b := make([]byte, 12)
 	_, _ = rand.Read(b)
 	s := &Service{
 		cfg: cfg, log: cfg.Logger, outbox: ob,
 		policy:   endpoints{allowLoopback: cfg.AllowLoopback, allow: cfg.Allow},
 		holder:   hex.EncodeToString(b),
+		topics:   topics,
 		wake:     make(chan struct{}, 1),
 		failures: map[string]int{},
 	}
@@ -165,8 +171,18 @@ func (s *Service) ObserveCommit(ctx context.Context, cs *fhir.CommitSet) error {
 		if w.Deleted {
 			continue
 		}
+		var decoded map[string]any
+		res := func() map[string]any { // decoded once, for topic conditions only
+			if decoded == nil {
+				var err error
+				if decoded, err = decode(w.JSON); err != nil {
+					s.log.Error("subscription: decoding a written resource", "resource", w.Type+"/"+w.ID, "err", err)
+				}
+			}
+			return decoded
+		}
 		for _, a := range act[w.Type] {
-			if !a.matches(s.log, w) {
+			if !a.matches(s.log, w, res) {
 				continue
 			}
 			cs.Enqueue(i, storage.Event{Stream: streamOf(a.sub.ID), ID: newEventID(), Data: encodeEvent(w.Type, w.ID, w.VersionID)})
