@@ -18,9 +18,9 @@ import (
 // read filter its owner was granted on the criteria's type.
 type active struct {
 	sub      *sub
-	criteria storage.Expr // nil: every resource of the type
-	filter   storage.Expr // nil: unrestricted
-	denied   bool         // the owner may not search the type at all
+	criteria storage.Expr         // nil: every resource of the type
+	filter   storage.Expr         // nil: unrestricted
+	denied   bool                 // the owner may not search the type at all
 	path     *fhirpath.Expression // a topic's condition on the written resource
 }
 
