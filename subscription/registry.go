@@ -63,7 +63,7 @@ func (a *active) matches(log *slog.Logger, w storage.Write, res func() map[strin
 // pendingGrace is how long a change observed in this process outranks
 // what the store says: its Commit may not have returned yet when a reload
 // reads, and a Commit that failed is forgotten after it.
-const pendingGrace = time.Minute
+const pendingGrace = 15 * time.Second
 
 type pending struct {
 	a       *active // nil: deleted
@@ -90,23 +90,6 @@ func (r *registry) snapshot() map[string][]*active {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return r.byType
-}
-
-// get returns the Subscription as this process knows it (nil: unknown
-// or deleted).
-func (r *registry) get(id string) *sub {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	if p, ok := r.pending[id]; ok {
-		if p.a == nil {
-			return nil
-		}
-		return p.a.sub
-	}
-	if a := r.stored[id]; a != nil {
-		return a.sub
-	}
-	return nil
 }
 
 // countOwned is how many Subscriptions of client are not off, except id.
@@ -294,13 +277,11 @@ func (s *Service) ownerDecision(ctx context.Context, o *owner, typ string) (auth
 	return d, nil
 }
 
-// lookup returns a Subscription for delivery: from the registry, or from
-// the store when another process wrote it after the last reload (nil:
-// deleted or never existed).
+// lookup returns a Subscription for delivery as the store has it now
+// (nil: deleted or never stored), never the registry's view: a change
+// observed in this process whose Commit then failed must not be served,
+// and a deletion by another process stops delivery at once.
 func (s *Service) lookup(ctx context.Context, id string) (*sub, error) {
-	if sb := s.reg.get(id); sb != nil {
-		return sb, nil
-	}
 	rec, err := s.cfg.Backend.Read(ctx, "Subscription", id)
 	if errors.Is(err, storage.ErrNotFound) || (err == nil && rec.Deleted) {
 		return nil, nil
