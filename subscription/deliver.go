@@ -131,7 +131,32 @@ func (s *Service) deliverStream(ctx context.Context, client *http.Client, stream
 		s.log.Error("subscription: unknown outbox stream; leaving it", "stream", stream)
 		return
 	}
+	// Acknowledged events are removed from the outbox a batch at a time
+	// (one storage write per batch, not per event); a crash before the
+	// removal sends them again under the same ids.
+	var acked, numbered []string
+	flush := func() bool {
+		if len(acked) == 0 {
+			return true
+		}
+		dctx := context.WithoutCancel(ctx)
+		if err := s.outbox.OutboxDelete(dctx, stream, acked...); err != nil {
+			s.log.Error("subscription: acknowledging events (they will be sent again)", "stream", stream, "events", len(acked), "err", err)
+			return false
+		}
+		for _, evID := range numbered {
+			if err := s.cfg.Backend.KV().Delete(dctx, eventNumberPrefix+evID); err != nil {
+				s.log.Warn("subscription: forgetting an event number", "event", evID, "err", err)
+			}
+		}
+		acked, numbered = acked[:0], numbered[:0]
+		return true
+	}
+	defer flush()
 	for ctx.Err() == nil {
+		if !flush() {
+			return
+		}
 		if !l.live() {
 			if ok, err := l.renew(ctx, s.cfg.LeaseTTL); err != nil || !ok {
 				return
@@ -143,7 +168,10 @@ func (s *Service) deliverStream(ctx context.Context, client *http.Client, stream
 			return
 		}
 		if len(evs) == 0 {
-			return
+			if !s.linger(ctx, stream) {
+				return
+			}
+			continue
 		}
 		for _, ev := range evs {
 			sb, err := s.lookup(ctx, id)
@@ -158,6 +186,7 @@ func (s *Service) deliverStream(ctx context.Context, client *http.Client, stream
 						s.log.Warn("subscription: turning off at end", "subscription", id, "err", err)
 					}
 				}
+				acked = acked[:0]
 				if err := s.outbox.OutboxPurge(ctx, stream); err != nil {
 					s.log.Error("subscription: dropping events", "stream", stream, "err", err)
 				}
@@ -167,20 +196,18 @@ func (s *Service) deliverStream(ctx context.Context, client *http.Client, stream
 				return
 			}
 			if !l.live() {
+				if !flush() {
+					return
+				}
 				if ok, err := l.renew(ctx, s.cfg.LeaseTTL); err != nil || !ok {
 					return
 				}
 			}
 			derr := s.deliver(ctx, client, sb, ev)
 			if derr == nil {
-				if err := s.outbox.OutboxDelete(context.WithoutCancel(ctx), stream, ev.ID); err != nil {
-					s.log.Error("subscription: acknowledging event (it will be sent again)", "stream", stream, "event", ev.ID, "err", err)
-					return
-				}
+				acked = append(acked, ev.ID)
 				if sb.Topic != "" {
-					if err := s.cfg.Backend.KV().Delete(ctx, eventNumberPrefix+ev.ID); err != nil {
-						s.log.Warn("subscription: forgetting an event number", "event", ev.ID, "err", err)
-					}
+					numbered = append(numbered, ev.ID)
 				}
 				s.succeeded(stream)
 				if sb.Status == statusError {
@@ -191,6 +218,9 @@ func (s *Service) deliverStream(ctx context.Context, client *http.Client, stream
 				continue
 			}
 			if ctx.Err() != nil {
+				return
+			}
+			if !flush() {
 				return
 			}
 			n := s.failed(stream)
@@ -204,6 +234,51 @@ func (s *Service) deliverStream(ctx context.Context, client *http.Client, stream
 				return
 			}
 			break // read the stream again from its head
+		}
+	}
+}
+
+// lingerFor is how long a drained stream keeps its lease and deliverer
+// waiting for the next event, which then goes out without a new lease.
+const lingerFor = time.Second
+
+// linger waits for this process to enqueue on stream; false after
+// lingerFor without one.
+func (s *Service) linger(ctx context.Context, stream string) bool {
+	ch := make(chan struct{}, 1)
+	s.mu.Lock()
+	s.waiters[stream] = ch
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		if s.waiters[stream] == ch {
+			delete(s.waiters, stream)
+		}
+		s.mu.Unlock()
+	}()
+	t := time.NewTimer(lingerFor)
+	defer t.Stop()
+	select {
+	case <-ch:
+		// The observer signals before its Commit returns; give it a moment.
+		time.Sleep(2 * time.Millisecond)
+		return true
+	case <-t.C:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// signal tells a lingering deliverer of stream that an event is coming.
+func (s *Service) signal(stream string) {
+	s.mu.Lock()
+	ch := s.waiters[stream]
+	s.mu.Unlock()
+	if ch != nil {
+		select {
+		case ch <- struct{}{}:
+		default:
 		}
 	}
 }

@@ -104,7 +104,8 @@ type Service struct {
 	wake   chan struct{}
 
 	mu       sync.Mutex
-	failures map[string]int // stream -> consecutive failed deliveries
+	failures map[string]int           // stream -> consecutive failed deliveries
+	waiters  map[string]chan struct{} // stream -> its lingering deliverer
 }
 
 // New returns a Service over cfg.Backend, which must implement
@@ -131,6 +132,7 @@ func New(cfg Config) (*Service, error) {
 		topics:   topics,
 		wake:     make(chan struct{}, 1),
 		failures: map[string]int{},
+		waiters:  map[string]chan struct{}{},
 	}
 	s.reg = newRegistry(s)
 	return s, nil
@@ -185,7 +187,9 @@ func (s *Service) ObserveCommit(ctx context.Context, cs *fhir.CommitSet) error {
 			if !a.matches(s.log, w, res) {
 				continue
 			}
-			cs.Enqueue(i, storage.Event{Stream: streamOf(a.sub.ID), ID: newEventID(), Data: encodeEvent(w.Type, w.ID, w.VersionID)})
+			st := streamOf(a.sub.ID)
+			cs.Enqueue(i, storage.Event{Stream: st, ID: newEventID(), Data: encodeEvent(w.Type, w.ID, w.VersionID)})
+			s.signal(st)
 			enqueued = true
 		}
 	}
