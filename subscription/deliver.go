@@ -38,6 +38,8 @@ func (s *Service) Run(ctx context.Context) error {
 	var busyMu sync.Mutex
 	reload := time.NewTicker(s.cfg.Reload)
 	defer reload.Stop()
+	check := time.NewTicker(s.cfg.Check)
+	defer check.Stop()
 	poll := time.NewTimer(0)
 	defer poll.Stop()
 	for {
@@ -49,6 +51,11 @@ func (s *Service) Run(ctx context.Context) error {
 				s.log.Error("subscription: reloading Subscriptions", "err", err)
 			}
 			s.expire(ctx)
+			continue
+		case <-check.C:
+			if err := s.reg.changed(ctx); err != nil && ctx.Err() == nil {
+				s.log.Error("subscription: checking for changed Subscriptions", "err", err)
+			}
 			continue
 		case <-s.wake:
 			// The event is readable once its Commit returns, a moment after

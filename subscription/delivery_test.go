@@ -133,11 +133,14 @@ func TestDeletedSubscriptionStops(t *testing.T) {
 func TestTwoProcessesOneDatabase(t *testing.T) {
 	db := mongotest.Database(t)
 	rcv := newReceiver(t)
-	a := start(t, openMongo(t, db), nil, nil)
-	b := start(t, openMongo(t, db), nil, nil)
+	// No full reload within the test: the change check alone must tell.
+	slow := func(c *subscription.Config) { c.Reload = time.Hour }
+	a := start(t, openMongo(t, db), nil, slow)
+	b := start(t, openMongo(t, db), nil, slow)
 	a.do(t, "", "POST", "/Subscription", subscriptionJSON("Observation?code="+painCode, rcv.ts.URL+"/hook", "application/fhir+json")).expect(t, http.StatusCreated)
-	// The other process learns of the Subscription at its next reload.
-	time.Sleep(time.Second)
+	// The other process learns of the Subscription at its next check
+	// (Check: 100ms here).
+	time.Sleep(250 * time.Millisecond)
 	var want []string
 	for i := range 6 {
 		s := a

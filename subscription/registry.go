@@ -76,6 +76,8 @@ type pending struct {
 type registry struct {
 	s *Service
 
+	lastSeq int64 // Seq of the newest Subscription version at the last load (Run's goroutine only)
+
 	mu      sync.RWMutex
 	stored  map[string]*active
 	pending map[string]pending
@@ -164,8 +166,34 @@ func (r *registry) rebuild() {
 	r.byType = by
 }
 
+// newest is the Seq of the newest Subscription version in the store.
+func (r *registry) newest(ctx context.Context) (int64, error) {
+	page, err := r.s.cfg.Backend.History(ctx, storage.HistoryRequest{Type: "Subscription", Count: 1})
+	if err != nil {
+		return 0, fmt.Errorf("reading Subscription history: %w", err)
+	}
+	if len(page.Records) == 0 {
+		return 0, nil
+	}
+	return page.Records[0].Seq, nil
+}
+
+// changed reloads when a Subscription version newer than the last load
+// exists (written by any process).
+func (r *registry) changed(ctx context.Context) error {
+	seq, err := r.newest(ctx)
+	if err != nil || seq == r.lastSeq {
+		return err
+	}
+	return r.load(ctx)
+}
+
 // load reads every Subscription from the store.
 func (r *registry) load(ctx context.Context) error {
+	seq, err := r.newest(ctx)
+	if err != nil {
+		return err
+	}
 	out := map[string]*active{}
 	q := storage.Query{Types: []string{"Subscription"}, Count: 500}
 	for {
@@ -187,6 +215,7 @@ func (r *registry) load(ctx context.Context) error {
 		q.Cursor = page.Next
 	}
 	r.replace(out)
+	r.lastSeq = seq
 	return nil
 }
 

@@ -44,6 +44,10 @@ type Config struct {
 	// Reload is how often Subscriptions are re-read from the store, so
 	// that those written by other processes take effect (10s).
 	Reload time.Duration
+	// Check is how often the store is asked whether any Subscription
+	// changed (one history read of the newest version), reloading at once
+	// when one did (1s).
+	Check time.Duration
 	// Poll is how often the outbox is scanned when nothing was written in
 	// this process (1s).
 	Poll time.Duration
@@ -73,6 +77,7 @@ func (c *Config) defaults() {
 	set(&c.BackoffMax, 5*time.Minute)
 	set(&c.Reload, 10*time.Second)
 	set(&c.Poll, time.Second)
+	set(&c.Check, time.Second)
 	if c.BackoffMax < c.BackoffMin {
 		c.BackoffMax = c.BackoffMin
 	}
