@@ -187,19 +187,8 @@ func (s *Service) deliverStream(ctx context.Context, client *http.Client, stream
 				return
 			}
 			if sb == nil || sb.Status == statusOff || sb.ended(time.Now()) {
-				// Deleted, off or over: nothing of it is delivered any more.
-				if sb != nil && sb.Status != statusOff {
-					if err := s.setStatus(ctx, id, statusOff, ""); err != nil {
-						s.log.Warn("subscription: turning off at end", "subscription", id, "err", err)
-					}
-				}
-				acked = acked[:0]
-				if err := s.outbox.OutboxPurge(ctx, stream); err != nil {
-					s.log.Error("subscription: dropping events", "stream", stream, "err", err)
-				}
-				if sb == nil {
-					_ = s.cfg.Backend.KV().Delete(ctx, eventCounterPrefix+id) // its numbering ends with it
-				}
+				acked = acked[:0] // purged with the rest
+				s.retire(ctx, id, stream, sb)
 				return
 			}
 			if !l.live() {
@@ -224,25 +213,42 @@ func (s *Service) deliverStream(ctx context.Context, client *http.Client, stream
 				}
 				continue
 			}
-			if ctx.Err() != nil {
-				return
-			}
-			if !flush() {
-				return
-			}
-			n := s.failed(stream)
-			s.log.Warn("subscription: delivery failed", "subscription", id, "event", ev.ID, "failures", n, "err", derr)
-			if n == s.cfg.FailuresBeforeError && sb.Status != statusError {
-				if err := s.setStatus(ctx, id, statusError, derr.Error()); err != nil {
-					s.log.Warn("subscription: marking error", "subscription", id, "err", err)
-				}
-			}
-			if !s.wait(ctx, l, s.backoff(n)) {
+			if ctx.Err() != nil || !flush() || !s.failure(ctx, l, stream, sb, ev, derr) {
 				return
 			}
 			break // read the stream again from its head
 		}
 	}
+}
+
+// retire drops the stream of a Subscription that is deleted, off or
+// over: nothing of it is delivered any more.
+func (s *Service) retire(ctx context.Context, id, stream string, sb *sub) {
+	if sb != nil && sb.Status != statusOff {
+		if err := s.setStatus(ctx, id, statusOff, ""); err != nil {
+			s.log.Warn("subscription: turning off at end", "subscription", id, "err", err)
+		}
+	}
+	if err := s.outbox.OutboxPurge(ctx, stream); err != nil {
+		s.log.Error("subscription: dropping events", "stream", stream, "err", err)
+	}
+	if sb == nil {
+		_ = s.cfg.Backend.KV().Delete(ctx, eventCounterPrefix+id) // its numbering ends with it
+	}
+}
+
+// failure records a failed delivery, marks the Subscription error after
+// the configured run, and backs off; false when the lease was lost or
+// ctx ended meanwhile.
+func (s *Service) failure(ctx context.Context, l *lease, stream string, sb *sub, ev storage.Event, derr error) bool {
+	n := s.failed(stream)
+	s.log.Warn("subscription: delivery failed", "subscription", sb.ID, "event", ev.ID, "failures", n, "err", derr)
+	if n == s.cfg.FailuresBeforeError && sb.Status != statusError {
+		if err := s.setStatus(ctx, sb.ID, statusError, derr.Error()); err != nil {
+			s.log.Warn("subscription: marking error", "subscription", sb.ID, "err", err)
+		}
+	}
+	return s.wait(ctx, l, s.backoff(n))
 }
 
 // lingerFor is how long a drained stream keeps its lease and deliverer
