@@ -38,6 +38,8 @@ func (s *Service) Run(ctx context.Context) error {
 	var busyMu sync.Mutex
 	reload := time.NewTicker(s.cfg.Reload)
 	defer reload.Stop()
+	check := time.NewTicker(s.cfg.Check)
+	defer check.Stop()
 	poll := time.NewTimer(0)
 	defer poll.Stop()
 	for {
@@ -49,6 +51,11 @@ func (s *Service) Run(ctx context.Context) error {
 				s.log.Error("subscription: reloading Subscriptions", "err", err)
 			}
 			s.expire(ctx)
+			continue
+		case <-check.C:
+			if err := s.reg.changed(ctx); err != nil && ctx.Err() == nil {
+				s.log.Error("subscription: checking for changed Subscriptions", "err", err)
+			}
 			continue
 		case <-s.wake:
 			// The event is readable once its Commit returns, a moment after
@@ -131,7 +138,32 @@ func (s *Service) deliverStream(ctx context.Context, client *http.Client, stream
 		s.log.Error("subscription: unknown outbox stream; leaving it", "stream", stream)
 		return
 	}
+	// Acknowledged events are removed from the outbox a batch at a time
+	// (one storage write per batch, not per event); a crash before the
+	// removal sends them again under the same ids.
+	var acked, numbered []string
+	flush := func() bool {
+		if len(acked) == 0 {
+			return true
+		}
+		dctx := context.WithoutCancel(ctx)
+		if err := s.outbox.OutboxDelete(dctx, stream, acked...); err != nil {
+			s.log.Error("subscription: acknowledging events (they will be sent again)", "stream", stream, "events", len(acked), "err", err)
+			return false
+		}
+		for _, evID := range numbered {
+			if err := s.cfg.Backend.KV().Delete(dctx, eventNumberPrefix+evID); err != nil {
+				s.log.Warn("subscription: forgetting an event number", "event", evID, "err", err)
+			}
+		}
+		acked, numbered = acked[:0], numbered[:0]
+		return true
+	}
+	defer flush()
 	for ctx.Err() == nil {
+		if !flush() {
+			return
+		}
 		if !l.live() {
 			if ok, err := l.renew(ctx, s.cfg.LeaseTTL); err != nil || !ok {
 				return
@@ -143,7 +175,10 @@ func (s *Service) deliverStream(ctx context.Context, client *http.Client, stream
 			return
 		}
 		if len(evs) == 0 {
-			return
+			if !s.linger(ctx, stream) {
+				return
+			}
+			continue
 		}
 		for _, ev := range evs {
 			sb, err := s.lookup(ctx, id)
@@ -152,27 +187,23 @@ func (s *Service) deliverStream(ctx context.Context, client *http.Client, stream
 				return
 			}
 			if sb == nil || sb.Status == statusOff || sb.ended(time.Now()) {
-				// Deleted, off or over: nothing of it is delivered any more.
-				if sb != nil && sb.Status != statusOff {
-					if err := s.setStatus(ctx, id, statusOff, ""); err != nil {
-						s.log.Warn("subscription: turning off at end", "subscription", id, "err", err)
-					}
-				}
-				if err := s.outbox.OutboxPurge(ctx, stream); err != nil {
-					s.log.Error("subscription: dropping events", "stream", stream, "err", err)
-				}
+				acked = acked[:0] // purged with the rest
+				s.retire(ctx, id, stream, sb)
 				return
 			}
 			if !l.live() {
+				if !flush() {
+					return
+				}
 				if ok, err := l.renew(ctx, s.cfg.LeaseTTL); err != nil || !ok {
 					return
 				}
 			}
 			derr := s.deliver(ctx, client, sb, ev)
 			if derr == nil {
-				if err := s.outbox.OutboxDelete(context.WithoutCancel(ctx), stream, ev.ID); err != nil {
-					s.log.Error("subscription: acknowledging event (it will be sent again)", "stream", stream, "event", ev.ID, "err", err)
-					return
+				acked = append(acked, ev.ID)
+				if sb.Topic != "" {
+					numbered = append(numbered, ev.ID)
 				}
 				s.succeeded(stream)
 				if sb.Status == statusError {
@@ -182,20 +213,85 @@ func (s *Service) deliverStream(ctx context.Context, client *http.Client, stream
 				}
 				continue
 			}
-			if ctx.Err() != nil {
-				return
-			}
-			n := s.failed(stream)
-			s.log.Warn("subscription: delivery failed", "subscription", id, "event", ev.ID, "failures", n, "err", derr)
-			if n == s.cfg.FailuresBeforeError && sb.Status != statusError {
-				if err := s.setStatus(ctx, id, statusError, derr.Error()); err != nil {
-					s.log.Warn("subscription: marking error", "subscription", id, "err", err)
-				}
-			}
-			if !s.wait(ctx, l, s.backoff(n)) {
+			if ctx.Err() != nil || !flush() || !s.failure(ctx, l, stream, sb, ev, derr) {
 				return
 			}
 			break // read the stream again from its head
+		}
+	}
+}
+
+// retire drops the stream of a Subscription that is deleted, off or
+// over: nothing of it is delivered any more.
+func (s *Service) retire(ctx context.Context, id, stream string, sb *sub) {
+	if sb != nil && sb.Status != statusOff {
+		if err := s.setStatus(ctx, id, statusOff, ""); err != nil {
+			s.log.Warn("subscription: turning off at end", "subscription", id, "err", err)
+		}
+	}
+	if err := s.outbox.OutboxPurge(ctx, stream); err != nil {
+		s.log.Error("subscription: dropping events", "stream", stream, "err", err)
+	}
+	if sb == nil {
+		_ = s.cfg.Backend.KV().Delete(ctx, eventCounterPrefix+id) // its numbering ends with it
+	}
+}
+
+// failure records a failed delivery, marks the Subscription error after
+// the configured run, and backs off; false when the lease was lost or
+// ctx ended meanwhile.
+func (s *Service) failure(ctx context.Context, l *lease, stream string, sb *sub, ev storage.Event, derr error) bool {
+	n := s.failed(stream)
+	s.log.Warn("subscription: delivery failed", "subscription", sb.ID, "event", ev.ID, "failures", n, "err", derr)
+	if n == s.cfg.FailuresBeforeError && sb.Status != statusError {
+		if err := s.setStatus(ctx, sb.ID, statusError, derr.Error()); err != nil {
+			s.log.Warn("subscription: marking error", "subscription", sb.ID, "err", err)
+		}
+	}
+	return s.wait(ctx, l, s.backoff(n))
+}
+
+// lingerFor is how long a drained stream keeps its lease and deliverer
+// waiting for the next event, which then goes out without a new lease.
+const lingerFor = time.Second
+
+// linger waits for this process to enqueue on stream; false after
+// lingerFor without one.
+func (s *Service) linger(ctx context.Context, stream string) bool {
+	ch := make(chan struct{}, 1)
+	s.mu.Lock()
+	s.waiters[stream] = ch
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		if s.waiters[stream] == ch {
+			delete(s.waiters, stream)
+		}
+		s.mu.Unlock()
+	}()
+	t := time.NewTimer(lingerFor)
+	defer t.Stop()
+	select {
+	case <-ch:
+		// The observer signals before its Commit returns; give it a moment.
+		time.Sleep(2 * time.Millisecond)
+		return true
+	case <-t.C:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// signal tells a lingering deliverer of stream that an event is coming.
+func (s *Service) signal(stream string) {
+	s.mu.Lock()
+	ch := s.waiters[stream]
+	s.mu.Unlock()
+	if ch != nil {
+		select {
+		case ch <- struct{}{}:
+		default:
 		}
 	}
 }
@@ -264,7 +360,11 @@ func (s *Service) deliver(ctx context.Context, client *http.Client, sb *sub, ev 
 	}
 	method, url := http.MethodPost, sb.Endpoint
 	var body []byte
-	if sb.Payload == payloadFHIRJSON {
+	if sb.Topic != "" {
+		if body, err = s.notification(ctx, sb, ev, e); err != nil {
+			return err
+		}
+	} else if sb.Payload == payloadFHIRJSON {
 		srv, err := s.server()
 		if err != nil {
 			return err
@@ -310,6 +410,39 @@ func (s *Service) deliver(ctx context.Context, client *http.Client, sb *sub, ev 
 		return fmt.Errorf("%s %s answered %s", method, sb.Endpoint, resp.Status)
 	}
 	return nil
+}
+
+// notification builds a backport notification Bundle for one event.
+func (s *Service) notification(ctx context.Context, sb *sub, ev storage.Event, e eventV1) ([]byte, error) {
+	srv, err := s.server()
+	if err != nil {
+		return nil, err
+	}
+	rec, err := s.cfg.Backend.ReadVersion(ctx, e.Type, e.ID, e.Version)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s/%s version %d: %w", e.Type, e.ID, e.Version, err)
+	}
+	focus, focusID := []byte(nil), e.ID
+	if sb.Content != contentEmpty {
+		octx := ctx
+		if sb.Owner != nil {
+			octx = auth.WithPrincipal(ctx, sb.Owner.principal())
+		}
+		// Even id-only passes the output filter: the id is the one the
+		// owner knows the resource by.
+		if focus, focusID, err = srv.Emit(octx, rec); err != nil {
+			return nil, fmt.Errorf("filtering %s/%s for the subscriber: %w", e.Type, e.ID, err)
+		}
+	}
+	n, err := s.eventNumber(ctx, sb.ID, ev.ID)
+	if err != nil {
+		return nil, err
+	}
+	status := sb.Status
+	if status == statusRequested {
+		status = statusActive
+	}
+	return notificationBundle(srv.Base(), sb, status, n, rec, focusID, focus)
 }
 
 // setStatus writes the Subscription's status (and error text) through

@@ -133,11 +133,14 @@ func TestDeletedSubscriptionStops(t *testing.T) {
 func TestTwoProcessesOneDatabase(t *testing.T) {
 	db := mongotest.Database(t)
 	rcv := newReceiver(t)
-	a := start(t, openMongo(t, db), nil, nil)
-	b := start(t, openMongo(t, db), nil, nil)
+	// No full reload within the test: the change check alone must tell.
+	slow := func(c *subscription.Config) { c.Reload = time.Hour }
+	a := start(t, openMongo(t, db), nil, slow)
+	b := start(t, openMongo(t, db), nil, slow)
 	a.do(t, "", "POST", "/Subscription", subscriptionJSON("Observation?code="+painCode, rcv.ts.URL+"/hook", "application/fhir+json")).expect(t, http.StatusCreated)
-	// The other process learns of the Subscription at its next reload.
-	time.Sleep(time.Second)
+	// The other process learns of the Subscription at its next check
+	// (Check: 100ms here).
+	time.Sleep(250 * time.Millisecond)
 	var want []string
 	for i := range 6 {
 		s := a
@@ -158,5 +161,31 @@ func TestTwoProcessesOneDatabase(t *testing.T) {
 	}
 	if len(ids) != len(want) {
 		t.Fatalf("%d event ids for %d deliveries", len(ids), len(want))
+	}
+}
+
+// TestRefusedSubscriptionWriteNotifiesNothing: a transaction that creates
+// a Subscription and then fails leaves no Subscription, and later writes
+// notify nobody (the registry saw the Subscription before the Commit).
+func TestRefusedSubscriptionWriteNotifiesNothing(t *testing.T) {
+	rcv := newReceiver(t)
+	s := start(t, backends()[0].open(t), nil, nil)
+	s.do(t, "", "PUT", "/Observation/x", observation("x", pulseCode, "p1", 1)).expect(t, http.StatusCreated)
+	tx := fmt.Sprintf(`{"resourceType":"Bundle","type":"transaction","entry":[
+		{"fullUrl":"urn:uuid:5b1e8d6c-1a52-4e55-9d0f-2d0c3c1b7a11","resource":%s,"request":{"method":"POST","url":"Subscription"}},
+		{"resource":%s,"request":{"method":"PUT","url":"Observation/x","ifMatch":"W/\"7\""}}]}`,
+		subscriptionJSON("Observation?code="+painCode, rcv.ts.URL+"/hook", ""), observation("x", pulseCode, "p1", 2))
+	if r := s.do(t, "", "POST", "", tx); r.status < 400 {
+		t.Fatalf("transaction with a stale If-Match answered %d", r.status)
+	}
+	if b := s.do(t, "", "GET", "/Subscription", "").json(t); b["total"] != nil && fmt.Sprint(b["total"]) != "0" {
+		t.Fatalf("a Subscription was stored: %v", b["total"])
+	}
+	for i := range 2 {
+		s.do(t, "", "POST", "/Observation", observation("", painCode, "p1", i)).expect(t, http.StatusCreated)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if got := rcv.under("/hook"); len(got) != 0 {
+		t.Fatalf("a refused Subscription was notified: %v", paths(got))
 	}
 }

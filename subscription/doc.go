@@ -20,10 +20,12 @@
 //
 // The active set lives in memory: loaded at Run, changed at once by the
 // Subscription writes this process observes (before their Commit returns;
-// a reload corrects a change whose Commit failed), and reloaded every
-// Config.Reload so that Subscriptions written by other processes on the
-// same database take effect within that interval: until then, writes to
-// another process do not match a new Subscription.
+// a reload corrects a change whose Commit failed), reloaded when the
+// newest Subscription version in the store changes (checked every
+// Config.Check, so that Subscriptions written by other processes on the
+// same database take effect within it: until then, writes to another
+// process do not match a new Subscription), and in full every
+// Config.Reload.
 //
 // # Ownership and authorization
 //
@@ -42,7 +44,7 @@
 // exactly one delivers a Subscription's events at a time, in stream
 // (commit) order, one at a time; a process that dies loses its lease when
 // it expires and another takes over. An event is deleted only after the
-// endpoint answered 2xx; a crash between the answer and the delete sends
+// endpoint answered 2xx (deletes are batched); a crash between the answer and the delete sends
 // it again, with the same event id (at-least-once: receivers de-duplicate
 // by X-Anodyne-Event-Id). Failures back off exponentially with jitter up
 // to a cap; after Config.FailuresBeforeError consecutive failures the

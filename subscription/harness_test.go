@@ -123,6 +123,7 @@ func fast(cfg *subscription.Config) {
 	cfg.AllowLoopback = true
 	cfg.Poll = 50 * time.Millisecond
 	cfg.Reload = 500 * time.Millisecond
+	cfg.Check = 100 * time.Millisecond
 	cfg.BackoffMin = 20 * time.Millisecond
 	cfg.BackoffMax = 200 * time.Millisecond
 	cfg.Timeout = 2 * time.Second

@@ -65,7 +65,7 @@ func BenchmarkMatch(b *testing.B) {
 		b.Run(fmt.Sprintf("subscriptions=%d", n), func(b *testing.B) {
 			for b.Loop() {
 				for _, a := range list {
-					if a.matches(log, w) {
+					if a.matches(log, w, func() map[string]any { return obs }) {
 						b.Fatal("matched")
 					}
 				}

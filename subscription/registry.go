@@ -10,6 +10,7 @@ import (
 
 	"github.com/anodyne-fhir/anodyne/auth"
 	"github.com/anodyne-fhir/anodyne/fhir"
+	"github.com/anodyne-fhir/anodyne/fhir/fhirpath"
 	"github.com/anodyne-fhir/anodyne/storage"
 )
 
@@ -17,14 +18,15 @@ import (
 // read filter its owner was granted on the criteria's type.
 type active struct {
 	sub      *sub
-	criteria storage.Expr // nil: every resource of the type
-	filter   storage.Expr // nil: unrestricted
-	denied   bool         // the owner may not search the type at all
+	criteria storage.Expr         // nil: every resource of the type
+	filter   storage.Expr         // nil: unrestricted
+	denied   bool                 // the owner may not search the type at all
+	path     *fhirpath.Expression // a topic's condition on the written resource
 }
 
 // matches reports whether a written version is an event for a: the
 // criteria and the owner's access both hold on its own index entries.
-func (a *active) matches(log *slog.Logger, w storage.Write) bool {
+func (a *active) matches(log *slog.Logger, w storage.Write, res func() map[string]any) bool {
 	if a.denied {
 		return false
 	}
@@ -43,13 +45,25 @@ func (a *active) matches(log *slog.Logger, w storage.Write) bool {
 			return false
 		}
 	}
+	if a.path != nil {
+		r := res()
+		if r == nil {
+			return false
+		}
+		c, err := a.path.Evaluate(r)
+		if err != nil {
+			log.Warn("subscription: topic condition failed", "subscription", a.sub.ID, "resource", w.Type+"/"+w.ID, "err", err)
+			return false
+		}
+		return truthy(c)
+	}
 	return true
 }
 
 // pendingGrace is how long a change observed in this process outranks
 // what the store says: its Commit may not have returned yet when a reload
 // reads, and a Commit that failed is forgotten after it.
-const pendingGrace = time.Minute
+const pendingGrace = 15 * time.Second
 
 type pending struct {
 	a       *active // nil: deleted
@@ -61,6 +75,8 @@ type pending struct {
 // store overlaid with the changes this process observed since.
 type registry struct {
 	s *Service
+
+	lastSeq int64 // Seq of the newest Subscription version at the last load (Run's goroutine only)
 
 	mu      sync.RWMutex
 	stored  map[string]*active
@@ -76,23 +92,6 @@ func (r *registry) snapshot() map[string][]*active {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return r.byType
-}
-
-// get returns the Subscription as this process knows it (nil: unknown
-// or deleted).
-func (r *registry) get(id string) *sub {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	if p, ok := r.pending[id]; ok {
-		if p.a == nil {
-			return nil
-		}
-		return p.a.sub
-	}
-	if a := r.stored[id]; a != nil {
-		return a.sub
-	}
-	return nil
 }
 
 // countOwned is how many Subscriptions of client are not off, except id.
@@ -167,8 +166,34 @@ func (r *registry) rebuild() {
 	r.byType = by
 }
 
+// newest is the Seq of the newest Subscription version in the store.
+func (r *registry) newest(ctx context.Context) (int64, error) {
+	page, err := r.s.cfg.Backend.History(ctx, storage.HistoryRequest{Type: "Subscription", Count: 1})
+	if err != nil {
+		return 0, fmt.Errorf("reading Subscription history: %w", err)
+	}
+	if len(page.Records) == 0 {
+		return 0, nil
+	}
+	return page.Records[0].Seq, nil
+}
+
+// changed reloads when a Subscription version newer than the last load
+// exists (written by any process).
+func (r *registry) changed(ctx context.Context) error {
+	seq, err := r.newest(ctx)
+	if err != nil || seq == r.lastSeq {
+		return err
+	}
+	return r.load(ctx)
+}
+
 // load reads every Subscription from the store.
 func (r *registry) load(ctx context.Context) error {
+	seq, err := r.newest(ctx)
+	if err != nil {
+		return err
+	}
 	out := map[string]*active{}
 	q := storage.Query{Types: []string{"Subscription"}, Count: 500}
 	for {
@@ -190,6 +215,7 @@ func (r *registry) load(ctx context.Context) error {
 		q.Cursor = page.Next
 	}
 	r.replace(out)
+	r.lastSeq = seq
 	return nil
 }
 
@@ -211,17 +237,57 @@ func (s *Service) compile(ctx context.Context, sb *sub) (*active, error) {
 	if err != nil {
 		return nil, err
 	}
-	typ, expr, err := srv.CompileCriteria(ctx, sb.Criteria)
-	if err != nil {
-		return nil, err
+	var a *active
+	if sb.Topic != "" {
+		if a, err = s.compileTopic(ctx, srv, sb); err != nil {
+			return nil, err
+		}
+	} else {
+		typ, expr, err := srv.CompileCriteria(ctx, sb.Criteria)
+		if err != nil {
+			return nil, err
+		}
+		sb.Type = typ
+		a = &active{sub: sb, criteria: expr}
 	}
-	sb.Type = typ
-	a := &active{sub: sb, criteria: expr}
+	typ := sb.Type
 	d, err := s.ownerDecision(ctx, sb.Owner, typ)
 	if err != nil {
 		return nil, err
 	}
 	a.denied, a.filter = !d.Allowed, d.Filter
+	return a, nil
+}
+
+// compileTopic compiles a backport Subscription: the topic's criteria
+// and condition, ANDed with each filter (a search on the same type).
+func (s *Service) compileTopic(ctx context.Context, srv *fhir.Server, sb *sub) (*active, error) {
+	t := s.topics[sb.Topic]
+	if t == nil {
+		return nil, &fhir.CriteriaError{Why: fmt.Sprintf("%s is not a topic of this server", sb.Topic)}
+	}
+	sb.Type = t.Resource
+	var exprs []storage.Expr
+	for _, c := range append([]string{t.Criteria}, sb.Filters...) {
+		typ, e, err := srv.CompileCriteria(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		if typ != t.Resource {
+			return nil, &fhir.CriteriaError{Why: fmt.Sprintf("filter %q is not on %s, the topic's resource", c, t.Resource)}
+		}
+		if e != nil {
+			exprs = append(exprs, e)
+		}
+	}
+	a := &active{sub: sb, path: t.path}
+	switch len(exprs) {
+	case 0:
+	case 1:
+		a.criteria = exprs[0]
+	default:
+		a.criteria = storage.And{Exprs: exprs}
+	}
 	return a, nil
 }
 
@@ -240,13 +306,11 @@ func (s *Service) ownerDecision(ctx context.Context, o *owner, typ string) (auth
 	return d, nil
 }
 
-// lookup returns a Subscription for delivery: from the registry, or from
-// the store when another process wrote it after the last reload (nil:
-// deleted or never existed).
+// lookup returns a Subscription for delivery as the store has it now
+// (nil: deleted or never stored), never the registry's view: a change
+// observed in this process whose Commit then failed must not be served,
+// and a deletion by another process stops delivery at once.
 func (s *Service) lookup(ctx context.Context, id string) (*sub, error) {
-	if sb := s.reg.get(id); sb != nil {
-		return sb, nil
-	}
 	rec, err := s.cfg.Backend.Read(ctx, "Subscription", id)
 	if errors.Is(err, storage.ErrNotFound) || (err == nil && rec.Deleted) {
 		return nil, nil

@@ -78,6 +78,9 @@ type sub struct {
 	Headers  []string
 	Secret   string
 	Channel  string    // channel.type
+	Topic    string    // backport: the topic's canonical URL (criteria)
+	Filters  []string  // backport-filter-criteria
+	Content  string    // backport-payload-content ("" for an R4 Subscription)
 	Error    string    // Subscription.error
 	End      time.Time // zero: none
 	Owner    *owner    // nil: written with authorization off
@@ -92,6 +95,16 @@ func stringAt(m map[string]any, key string) string {
 func parseSub(res map[string]any, version int64) (*sub, error) {
 	s := &sub{ID: stringAt(res, "id"), Version: version, Status: stringAt(res, "status"), Criteria: stringAt(res, "criteria")}
 	s.Type, _, _ = strings.Cut(s.Criteria, "?")
+	if isTopic(s.Criteria) {
+		s.Topic, s.Type = s.Criteria, ""
+		if ce, ok := res["_criteria"].(map[string]any); ok {
+			for _, e := range extensions(ce) {
+				if em, ok := e.(map[string]any); ok && em["url"] == filterCriteriaURL {
+					s.Filters = append(s.Filters, stringAt(em, "valueString"))
+				}
+			}
+		}
+	}
 	if end := stringAt(res, "end"); end != "" {
 		t, err := parseInstant(end)
 		if err != nil {
@@ -107,6 +120,16 @@ func parseSub(res map[string]any, version int64) (*sub, error) {
 	s.Error = stringAt(res, "error")
 	s.Endpoint = stringAt(ch, "endpoint")
 	s.Payload = stringAt(ch, "payload")
+	if pe, ok := ch["_payload"].(map[string]any); ok {
+		for _, e := range extensions(pe) {
+			if em, ok := e.(map[string]any); ok && em["url"] == payloadContentURL {
+				s.Content = stringAt(em, "valueCode")
+			}
+		}
+	}
+	if s.Topic != "" && s.Content == "" {
+		s.Content = contentEmpty
+	}
 	if hs, ok := ch["header"].([]any); ok {
 		for _, h := range hs {
 			if v, ok := h.(string); ok {

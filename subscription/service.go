@@ -44,6 +44,10 @@ type Config struct {
 	// Reload is how often Subscriptions are re-read from the store, so
 	// that those written by other processes take effect (10s).
 	Reload time.Duration
+	// Check is how often the store is asked whether any Subscription
+	// changed (one history read of the newest version), reloading at once
+	// when one did (1s).
+	Check time.Duration
 	// Poll is how often the outbox is scanned when nothing was written in
 	// this process (1s).
 	Poll time.Duration
@@ -73,6 +77,7 @@ func (c *Config) defaults() {
 	set(&c.BackoffMax, 5*time.Minute)
 	set(&c.Reload, 10*time.Second)
 	set(&c.Poll, time.Second)
+	set(&c.Check, time.Second)
 	if c.BackoffMax < c.BackoffMin {
 		c.BackoffMax = c.BackoffMin
 	}
@@ -100,10 +105,12 @@ type Service struct {
 	holder string // this process's lease holder id
 	srv    atomic.Pointer[fhir.Server]
 	reg    *registry
+	topics map[string]*topic
 	wake   chan struct{}
 
 	mu       sync.Mutex
-	failures map[string]int // stream -> consecutive failed deliveries
+	failures map[string]int           // stream -> consecutive failed deliveries
+	waiters  map[string]chan struct{} // stream -> its lingering deliverer
 }
 
 // New returns a Service over cfg.Backend, which must implement
@@ -117,14 +124,20 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("subscription: backend %T has no outbox", cfg.Backend)
 	}
 	cfg.defaults()
+	topics, err := loadTopics()
+	if err != nil {
+		return nil, err
+	}
 	b := make([]byte, 12)
 	_, _ = rand.Read(b)
 	s := &Service{
 		cfg: cfg, log: cfg.Logger, outbox: ob,
 		policy:   endpoints{allowLoopback: cfg.AllowLoopback, allow: cfg.Allow},
 		holder:   hex.EncodeToString(b),
+		topics:   topics,
 		wake:     make(chan struct{}, 1),
 		failures: map[string]int{},
+		waiters:  map[string]chan struct{}{},
 	}
 	s.reg = newRegistry(s)
 	return s, nil
@@ -165,11 +178,23 @@ func (s *Service) ObserveCommit(ctx context.Context, cs *fhir.CommitSet) error {
 		if w.Deleted {
 			continue
 		}
+		var decoded map[string]any
+		res := func() map[string]any { // decoded once, for topic conditions only
+			if decoded == nil {
+				var err error
+				if decoded, err = decode(w.JSON); err != nil {
+					s.log.Error("subscription: decoding a written resource", "resource", w.Type+"/"+w.ID, "err", err)
+				}
+			}
+			return decoded
+		}
 		for _, a := range act[w.Type] {
-			if !a.matches(s.log, w) {
+			if !a.matches(s.log, w, res) {
 				continue
 			}
-			cs.Enqueue(i, storage.Event{Stream: streamOf(a.sub.ID), ID: newEventID(), Data: encodeEvent(w.Type, w.ID, w.VersionID)})
+			st := streamOf(a.sub.ID)
+			cs.Enqueue(i, storage.Event{Stream: st, ID: newEventID(), Data: encodeEvent(w.Type, w.ID, w.VersionID)})
+			s.signal(st)
 			enqueued = true
 		}
 	}

@@ -152,6 +152,16 @@ func (s *Service) check(ctx context.Context, sb *sub, prev *sub) (*active, error
 	default:
 		return nil, invalid(http.StatusUnprocessableEntity, "not-supported", "Subscription.channel.payload", "payload %q is not supported (leave it out, or %s)", sb.Payload, payloadFHIRJSON)
 	}
+	if sb.Topic != "" {
+		if sb.Payload != payloadFHIRJSON {
+			return nil, invalid(http.StatusUnprocessableEntity, "invalid", "Subscription.channel.payload", "a topic-based Subscription needs payload %s (its notifications are Bundles)", payloadFHIRJSON)
+		}
+		switch sb.Content {
+		case contentEmpty, contentIDOnly, contentFull:
+		default:
+			return nil, invalid(http.StatusUnprocessableEntity, "invalid", "Subscription.channel.payload.extension", "backport-payload-content %q is not empty, id-only or full-resource", sb.Content)
+		}
+	}
 	for _, h := range sb.Headers {
 		name, _, ok := strings.Cut(h, ":")
 		name = strings.TrimSpace(name)
@@ -168,9 +178,6 @@ func (s *Service) check(ctx context.Context, sb *sub, prev *sub) (*active, error
 	if sb.Secret != "" && len(sb.Secret) < minSecret {
 		return nil, invalid(http.StatusUnprocessableEntity, "invalid", "Subscription.channel.extension", "the secret extension must be at least %d characters", minSecret)
 	}
-	if sb.Type == "Subscription" {
-		return nil, invalid(http.StatusUnprocessableEntity, "invalid", "Subscription.criteria", "criteria on Subscription are not supported")
-	}
 	a, err := s.compile(ctx, sb)
 	if err != nil {
 		var ce *fhir.CriteriaError
@@ -178,6 +185,9 @@ func (s *Service) check(ctx context.Context, sb *sub, prev *sub) (*active, error
 			return nil, fhir.CriteriaOutcome(ce, "Subscription.criteria")
 		}
 		return nil, err
+	}
+	if sb.Type == "Subscription" {
+		return nil, invalid(http.StatusUnprocessableEntity, "invalid", "Subscription.criteria", "criteria on Subscription are not supported")
 	}
 	if a.denied {
 		return nil, invalid(http.StatusForbidden, "forbidden", "Subscription.criteria", "the client may not search %s, so it cannot subscribe to it", sb.Type)

@@ -7,7 +7,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -171,5 +173,84 @@ func TestSubscriptionSurvivesKill(t *testing.T) {
 	}
 	if first == "" || gotIDs[first] != 1 {
 		t.Errorf("the event tried before the kill (%q) was not delivered under the same id after it: %v", first, gotIDs)
+	}
+}
+
+// TestSubscriptionWithSmartTokens runs the served configuration with
+// authorization on and real signed backend-services tokens: a client
+// whose scope is limited to one patient's Observations subscribes to pain
+// scores and hears of that patient's only; a client with every scope
+// hears of all; each Subscription's owner is the client whose token
+// created it.
+func TestSubscriptionWithSmartTokens(t *testing.T) {
+	dir := t.TempDir()
+	key, jwks := es384(t)
+	jwksFile := filepath.Join(dir, "jwks.json")
+	if err := os.WriteFile(jwksFile, jwks, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const narrowScope = "system/Observation.rs?subject=Patient/p1 system/Subscription.cruds"
+	for id, scope := range map[string]string{"ehr": "system/*.cruds", "narrow": narrowScope} {
+		cli(t, "clients", "add", "--data-dir", dir, "--id", id, "--type", "confidential-asymmetric", "--jwks-file", jwksFile, "--scope", scope)
+	}
+	var mu sync.Mutex
+	got := map[string][]string{}
+	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		who, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+		got[who] = append(got[who], r.URL.Path)
+	}))
+	defer rcv.Close()
+	srv := startServe(t, "--data-dir", dir, "--audit=off", "--subscription-allow-loopback")
+	ehr := backendToken(t, srv.base, "ehr", key, "system/*.cruds")
+	narrow := backendToken(t, srv.base, "narrow", key, narrowScope)
+	subscribe := func(token, who string) map[string]any {
+		res, b := call(t, http.MethodPost, srv.base+"/fhir/Subscription", token, nil, map[string]any{
+			"resourceType": "Subscription", "status": "requested", "reason": "pain", "criteria": "Observation?code=72514-3",
+			"channel": map[string]any{"type": "rest-hook", "endpoint": rcv.URL + "/" + who, "payload": "application/fhir+json"},
+		})
+		if res.StatusCode != http.StatusCreated {
+			t.Fatalf("%s: POST Subscription: %d %v", who, res.StatusCode, b)
+		}
+		return b
+	}
+	subscribe(ehr, "ehr")
+	ns := subscribe(narrow, "narrow")
+	if raw, _ := json.Marshal(ns["extension"]); !strings.Contains(string(raw), `{"url":"client","valueString":"narrow"}`) {
+		t.Errorf("owner extension %s, want client narrow", raw)
+	}
+	var all, p1 []string
+	for i, p := range []string{"p1", "p2", "p1", "p2"} {
+		id := fmt.Sprintf("tok-%d", i)
+		obs := map[string]any{"resourceType": "Observation", "id": id, "status": "final",
+			"code":    map[string]any{"coding": []any{map[string]any{"system": "http://loinc.org", "code": "72514-3"}}},
+			"subject": map[string]any{"reference": "Patient/" + p}, "valueQuantity": map[string]any{"value": i}}
+		if res, b := call(t, http.MethodPut, srv.base+"/fhir/Observation/"+id, ehr, nil, obs); res.StatusCode != http.StatusCreated {
+			t.Fatalf("PUT Observation: %d %v", res.StatusCode, b)
+		}
+		all = append(all, "/ehr/Observation/"+id)
+		if p == "p1" {
+			p1 = append(p1, "/narrow/Observation/"+id)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mu.Lock()
+		done := len(got["ehr"]) >= len(all) && len(got["narrow"]) >= len(p1)
+		mu.Unlock()
+		if done || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Join(got["ehr"], " ") != strings.Join(all, " ") {
+		t.Errorf("ehr got %v, want %v", got["ehr"], all)
+	}
+	if strings.Join(got["narrow"], " ") != strings.Join(p1, " ") {
+		t.Errorf("narrow got %v, want only Patient/p1's %v", got["narrow"], p1)
 	}
 }

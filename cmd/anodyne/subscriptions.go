@@ -37,7 +37,7 @@ func (sc *subscriptionConfig) register(fs *flag.FlagSet) {
 	fs.DurationVar(&sc.BackoffMax, "subscription-backoff-max", 5*time.Minute, "longest wait between retries of a failing endpoint (the wait starts at 1s and doubles, with jitter)")
 	fs.IntVar(&sc.Failures, "subscription-failures-before-error", 5, "consecutive failed notifications after which a Subscription's status becomes error (delivery keeps retrying)")
 	fs.IntVar(&sc.MaxPerClient, "subscription-max-per-client", 100, "Subscriptions one client may have that are not off")
-	fs.DurationVar(&sc.Reload, "subscription-reload", 10*time.Second, "how often Subscriptions are re-read from the database (those written by other server processes on it take effect within this)")
+	fs.DurationVar(&sc.Reload, "subscription-reload", 10*time.Second, "how often all Subscriptions are re-read from the database; a change by another server process on it is noticed within about a second anyway")
 }
 
 func (sc *subscriptionConfig) validate() error {
