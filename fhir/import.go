@@ -791,7 +791,7 @@ func (im *Importer) commitBatch(ctx context.Context, file string, out []prepared
 	}
 	_, kvCommit := storage.As[storage.KVCommitter](im.s.backend)
 	if len(writes) > 1 || (mark != nil && kvCommit) {
-		observed, err := im.s.observe(ctx, writes)
+		observed, release, err := im.s.observe(ctx, writes)
 		if err != nil {
 			failures = nil
 			return false, fmt.Errorf("observing a batch of %d resources from %s: %w", len(writes), file, err)
@@ -801,6 +801,7 @@ func (im *Importer) commitBatch(ctx context.Context, file string, out []prepared
 			puts = []storage.KVPut{*mark}
 		}
 		_, marked, err = im.s.commitObserved(ctx, observed, puts...)
+		release()
 		if err == nil {
 			stored = int64(len(writes))
 			return marked, nil
@@ -864,11 +865,12 @@ func (im *Importer) prepareUnit(ctx context.Context, u unit, at time.Time) prepa
 func (im *Importer) commitUpsert(ctx context.Context, p *prepared, at time.Time) error {
 	w := p.write
 	for attempt := 0; ; attempt++ {
-		observed, err := im.s.observe(ctx, []storage.Write{w})
+		observed, release, err := im.s.observe(ctx, []storage.Write{w})
 		if err != nil {
 			return fmt.Errorf("observing %s/%s: %w", p.typ, p.id, err)
 		}
 		_, _, err = im.s.commitObserved(ctx, observed)
+		release()
 		if err == nil || !errors.Is(err, storage.ErrVersionConflict) || attempt >= maxWriteAttempts {
 			if err != nil {
 				return fmt.Errorf("storing %s/%s: %w", p.typ, p.id, err)
