@@ -21,7 +21,7 @@ type cdsConfig struct {
 
 func (c *cdsConfig) register(fs *flag.FlagSet) {
 	fs.Var(&c.Clients, "cds-client", "CDS Hooks client (an EHR) allowed to call /cds-services, checked against its JWKS (repeatable; several may be separated by ';'):\n"+
-		"issuer=ISS,jwks=URL or issuer=ISS,jwks-file=PATH")
+		"issuer=ISS,jwks=URL or issuer=ISS,jwks-file=PATH, optionally with fhir-server=URL (repeatable key): the only remote fhirServers it may have the service fetch from")
 	fs.StringVar(&c.ClientAuth, "cds-client-auth", "on", "CDS Hooks client authentication: on (every service call needs a JWT signed by a --cds-client) or off (development only: anyone may call)")
 }
 
@@ -72,8 +72,13 @@ func (c *cdsClients) Set(v string) error {
 				tc.JWKSURL = val
 			case "jwks-file":
 				tc.JWKSFile = val
+			case "fhir-server":
+				if !strings.HasPrefix(val, "https://") && !strings.HasPrefix(val, "http://") {
+					return fmt.Errorf("CDS client %q: fhir-server must be an http(s) URL", one)
+				}
+				tc.FHIRServers = append(tc.FHIRServers, val)
 			default:
-				return fmt.Errorf("CDS client %q: unknown key %q (issuer, jwks, jwks-file)", one, k)
+				return fmt.Errorf("CDS client %q: unknown key %q (issuer, jwks, jwks-file, fhir-server)", one, k)
 			}
 		}
 		if tc.Issuer == "" || (tc.JWKSURL == "") == (tc.JWKSFile == "") {

@@ -118,6 +118,7 @@ func TestServeCDSFlags(t *testing.T) {
 		{"--cds-client", "issuer=x"},
 		{"--cds-client", "issuer=x,jwks=file.json"},
 		{"--cds-client", "issuer=x,jwks-file=a,color=blue"},
+		{"--cds-client", "issuer=x,jwks-file=a,fhir-server=ehr.example"},
 		{"--cds-client", "issuer=x,jwks-file=a", "--cds-client-auth", "off"},
 	} {
 		err := run(t.Context(), append([]string{"serve", "--data-dir", t.TempDir()}, args...), nil, &strings.Builder{}, func(string) string { return "" }, nil)
