@@ -33,8 +33,12 @@ func (s *Server) importNDJSON(c echo.Context) error {
 		Diagnostics: fmt.Sprintf("imported %d resources, %d failed", rep.Stored, rep.Failed),
 	}}
 	for _, f := range rep.Failures {
+		code := codeProcessing
+		if f.Forbidden {
+			code = codeForbidden
+		}
 		issues = append(issues, conformance.Issue{
-			Severity: "error", Code: codeProcessing,
+			Severity: "error", Code: code,
 			Diagnostics: fmt.Sprintf("line %d: %s", f.Line, f.Reason),
 		})
 	}

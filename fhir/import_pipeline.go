@@ -212,7 +212,7 @@ func (im *Importer) commitBatch(ctx context.Context, file string, out []prepared
 	}
 	_, kvCommit := storage.As[storage.KVCommitter](im.s.backend)
 	if len(writes) > 1 || (mark != nil && kvCommit) {
-		observed, err := im.s.observe(ctx, writes)
+		observed, release, err := im.s.observe(ctx, writes)
 		if err != nil {
 			failures = nil
 			return false, fmt.Errorf("observing a batch of %d resources from %s: %w", len(writes), file, err)
@@ -222,6 +222,7 @@ func (im *Importer) commitBatch(ctx context.Context, file string, out []prepared
 			puts = []storage.KVPut{*mark}
 		}
 		_, marked, err = im.s.commitObserved(ctx, observed, puts...)
+		release()
 		if err == nil {
 			stored = int64(len(writes))
 			return marked, nil
@@ -250,7 +251,9 @@ func (im *Importer) commitBatch(ctx context.Context, file string, out []prepared
 }
 
 func failureOf(file string, p *prepared) ImportFailure {
-	return ImportFailure{File: file, Line: p.line, Entry: p.entry, Type: p.typ, ID: p.id, Reason: p.err.Error()}
+	var fe *Error
+	forbidden := errors.As(p.err, &fe) && fe.Status == http.StatusForbidden
+	return ImportFailure{File: file, Line: p.line, Entry: p.entry, Type: p.typ, ID: p.id, Reason: p.err.Error(), Forbidden: forbidden}
 }
 
 // prepareUnit is the CPU part of a write: validate, stamp meta, index,
@@ -273,6 +276,13 @@ func (im *Importer) prepareUnit(ctx context.Context, u unit, at time.Time) prepa
 		return p
 	}
 	p.res = parsed.Resource
+	if err := im.s.conform(ctx, p.typ, p.res); err != nil {
+		p.err = err
+		if fe := (*Error)(nil); errors.As(err, &fe) {
+			p.err = errors.New(issuesText(fe.Issues))
+		}
+		return p
+	}
 	p.write, p.err = im.s.prepare(p.typ, p.id, p.res, 0, at, http.MethodPut)
 	if p.err == nil && im.authorize {
 		p.err = im.s.checkEntries(ctx, ActionUpdate, p.typ, p.id, p.write.Index)
@@ -285,11 +295,12 @@ func (im *Importer) prepareUnit(ctx context.Context, u unit, at time.Time) prepa
 func (im *Importer) commitUpsert(ctx context.Context, p *prepared, at time.Time) error {
 	w := p.write
 	for attempt := 0; ; attempt++ {
-		observed, err := im.s.observe(ctx, []storage.Write{w})
+		observed, release, err := im.s.observe(ctx, []storage.Write{w})
 		if err != nil {
 			return fmt.Errorf("observing %s/%s: %w", p.typ, p.id, err)
 		}
 		_, _, err = im.s.commitObserved(ctx, observed)
+		release()
 		if err == nil || !errors.Is(err, storage.ErrVersionConflict) || attempt >= maxWriteAttempts {
 			if err != nil {
 				return fmt.Errorf("storing %s/%s: %w", p.typ, p.id, err)

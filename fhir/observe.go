@@ -2,8 +2,10 @@ package fhir
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/anodyne-fhir/anodyne/storage"
@@ -41,7 +43,9 @@ type CommitSet struct {
 	s       *Server
 	at      time.Time
 	writes  []storage.Write
-	primary int // writes[:primary] are the caller's; the rest derived
+	primary int      // writes[:primary] are the caller's; the rest derived
+	held    []string // Serialize keys this set holds
+	relock  []string // the keys to take in order when Serialize asked to start over
 }
 
 // Len is the number of writes so far, the caller's and derived ones.
@@ -112,17 +116,39 @@ func (cs *CommitSet) Enqueue(i int, events ...storage.Event) {
 }
 
 // observe runs the observers over writes and returns them with what the
-// observers changed and added. Every path to storage.Backend.Commit of
-// resource changes calls it.
-func (s *Server) observe(ctx context.Context, writes []storage.Write) ([]storage.Write, error) {
+// observers changed and added, and the function that releases the keys
+// they serialized on (CommitSet.Serialize): call it once the Commit
+// returned. Every path to storage.Backend.Commit of resource changes
+// calls it.
+func (s *Server) observe(ctx context.Context, writes []storage.Write) ([]storage.Write, func(), error) {
 	if len(s.observers) == 0 || len(writes) == 0 {
-		return writes, nil
+		return writes, func() {}, nil
 	}
-	cs := &CommitSet{s: s, at: writes[0].LastUpdated, writes: append([]storage.Write(nil), writes...), primary: len(writes)}
+	var keys []string
+	for {
+		cs := &CommitSet{s: s, at: writes[0].LastUpdated, writes: append([]storage.Write(nil), writes...), primary: len(writes)}
+		if err := cs.lockAll(ctx, keys); err != nil {
+			return nil, nil, err
+		}
+		err := s.runObservers(ctx, cs)
+		if errors.Is(err, errRelock) {
+			keys = slices.Compact(slices.Sorted(slices.Values(cs.relock)))
+			cs.release()
+			continue
+		}
+		if err != nil {
+			cs.release()
+			return nil, nil, err
+		}
+		return cs.writes, cs.release, nil
+	}
+}
+
+func (s *Server) runObservers(ctx context.Context, cs *CommitSet) error {
 	for _, o := range s.observers {
 		if err := o.ObserveCommit(ctx, cs); err != nil {
-			return nil, fmt.Errorf("commit observer %T: %w", o, err)
+			return fmt.Errorf("commit observer %T: %w", o, err)
 		}
 	}
-	return cs.writes, nil
+	return nil
 }

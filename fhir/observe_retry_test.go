@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/anodyne-fhir/anodyne/fhir"
 	"github.com/anodyne-fhir/anodyne/storage"
@@ -170,5 +171,88 @@ func TestDerivedConflictRetried(t *testing.T) {
 				t.Errorf("count after the racing updates: %d, want %d", got, want)
 			}
 		})
+	}
+}
+
+// serialObserver serializes on each written Observation's patient, in
+// the order of the writes, and checks no two Commits of a patient are
+// observed at once.
+type serialObserver struct {
+	mu     sync.Mutex
+	inside map[string]bool
+	bad    atomic.Int64
+}
+
+func (o *serialObserver) ObserveCommit(ctx context.Context, cs *fhir.CommitSet) error {
+	var mine []string
+	defer func() {
+		o.mu.Lock()
+		for _, p := range mine {
+			delete(o.inside, p)
+		}
+		o.mu.Unlock()
+	}()
+	for i := 0; i < cs.Len(); i++ {
+		w := cs.Write(i)
+		if w.Type != "Observation" || w.Deleted {
+			continue
+		}
+		var res struct {
+			Subject struct{ Reference string } `json:"subject"`
+		}
+		if err := json.Unmarshal(w.JSON, &res); err != nil {
+			return err
+		}
+		if err := cs.Serialize(ctx, res.Subject.Reference); err != nil {
+			return err
+		}
+		o.mu.Lock()
+		if o.inside[res.Subject.Reference] {
+			o.bad.Add(1)
+		}
+		o.inside[res.Subject.Reference] = true
+		o.mu.Unlock()
+		mine = append(mine, res.Subject.Reference)
+	}
+	time.Sleep(time.Millisecond) // widen the window a second Commit would use
+	return nil
+}
+
+// TestSerializeDeadlockFree: transactions that serialize on two patients
+// in opposite orders, all at once, neither deadlock nor overlap.
+func TestSerializeDeadlockFree(t *testing.T) {
+	b := backends()[0].open(t)
+	obs := &serialObserver{inside: map[string]bool{}}
+	c, _ := startServer(t, b, func(cfg *fhir.Config) { cfg.Observers = []fhir.CommitObserver{obs} })
+	entry := func(p string) string {
+		return fmt.Sprintf(`{"request":{"method":"POST","url":"Observation"},"resource":{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/%s"}}}`, p)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var wg sync.WaitGroup
+		for i := 0; i < 12; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				a, z := "a", "z"
+				if i%2 == 1 {
+					a, z = z, a
+				}
+				body := `{"resourceType":"Bundle","type":"transaction","entry":[` + entry(a) + "," + entry(z) + `]}`
+				if r := c.do("POST", "", body); r.status != http.StatusOK {
+					t.Errorf("transaction %d: %d %s", i, r.status, r.body)
+				}
+			}(i)
+		}
+		wg.Wait()
+	}()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("transactions serializing on two patients in opposite orders deadlocked")
+	}
+	if n := obs.bad.Load(); n > 0 {
+		t.Errorf("%d times two Commits of one patient were observed at once", n)
 	}
 }

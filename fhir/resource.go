@@ -196,11 +196,12 @@ func (s *Server) stillCurrent(ctx context.Context, writes []storage.Write) (bool
 // the observers added writes (only those can lose a race worth retrying).
 func (s *Server) commitAttempt(ctx context.Context, writes []storage.Write) (_ []storage.Record, derived bool, _ error) {
 	primary := len(writes)
-	writes, err := s.observe(ctx, writes)
+	writes, release, err := s.observe(ctx, writes)
 	derived = len(writes) > primary
 	if err != nil {
 		return nil, derived, err
 	}
+	defer release()
 	if !s.atomicCommit(ctx) {
 		recs, _, err := s.commitObserved(ctx, writes)
 		if err != nil {

@@ -139,6 +139,7 @@ type Server struct {
 	capability []byte
 	bulk       *bulkRunner // nil when bulk export is disabled
 	observers  []CommitObserver
+	keyLocks   keyLocks // CommitSet.Serialize
 	onRequest  func(RequestInfo)
 	onJob      func(kind, state string)
 	output     OutputFilter

@@ -26,6 +26,11 @@ type TrustedClient struct {
 	JWKSFile string
 	// KeySet verifies signatures directly (tests, embedding).
 	KeySet oidc.KeySet
+	// FHIRServers, when set, are the only remote fhirServer bases the
+	// client may have the service fetch from (with the client's token);
+	// this server's own base is always allowed (its reads are authorized
+	// like any FHIR request). Empty: any http(s) URL.
+	FHIRServers []string
 }
 
 // Client JWT rules (CDS Hooks 1.0/2.0 "Trusting CDS Clients").
@@ -47,6 +52,7 @@ type ReplayStore interface {
 // clientVerifier checks the Authorization of a service call.
 type clientVerifier struct {
 	keys   map[string]oidc.KeySet // issuer -> keys
+	allow  map[string][]string    // issuer -> FHIRServers
 	replay ReplayStore
 	now    func() time.Time
 }
@@ -55,7 +61,7 @@ func newClientVerifier(ctx context.Context, clients []TrustedClient, replay Repl
 	if replay == nil {
 		return nil, errors.New("cds hooks: client authentication needs a replay store")
 	}
-	v := &clientVerifier{keys: map[string]oidc.KeySet{}, replay: replay, now: now}
+	v := &clientVerifier{keys: map[string]oidc.KeySet{}, allow: map[string][]string{}, replay: replay, now: now}
 	for _, c := range clients {
 		if c.Issuer == "" {
 			return nil, errors.New("cds hooks: a trusted CDS client needs an issuer")
@@ -77,6 +83,7 @@ func newClientVerifier(ctx context.Context, clients []TrustedClient, replay Repl
 			return nil, fmt.Errorf("cds hooks: CDS client %q needs a JWKS URL or file", c.Issuer)
 		}
 		v.keys[c.Issuer] = ks
+		v.allow[c.Issuer] = c.FHIRServers
 	}
 	return v, nil
 }

@@ -239,14 +239,31 @@ func (s *Service) source(req *Request, patient, client string) dataSource {
 		if s.isSelf(req.FHIRServer) {
 			return s.fetchSelf(ctx, req, patient, client)
 		}
+		if s.clients != nil && !allowedServer(s.clients.allow[client], req.FHIRServer) {
+			return nil, preconditionFailed("medications were not prefetched and fhirServer %s is not one this CDS client may have the service fetch from", req.FHIRServer)
+		}
 		return s.fetchRemote(ctx, req, patient)
 	}
 }
 
+// allowedServer reports whether a client's list (empty: any) names server.
+func allowedServer(list []string, server string) bool {
+	if len(list) == 0 {
+		return true
+	}
+	for _, a := range list {
+		if normURL(a) == normURL(server) {
+			return true
+		}
+	}
+	return false
+}
+
+func normURL(u string) string { return strings.ToLower(strings.TrimRight(u, "/")) }
+
 // isSelf reports whether a fhirServer URL is this server's FHIR base.
 func (s *Service) isSelf(server string) bool {
-	norm := func(u string) string { return strings.ToLower(strings.TrimRight(u, "/")) }
-	return s.cfg.FHIRBase != "" && norm(server) == norm(s.cfg.FHIRBase)
+	return s.cfg.FHIRBase != "" && normURL(server) == normURL(s.cfg.FHIRBase)
 }
 
 // audit records a read of this server's data on behalf of the hook.

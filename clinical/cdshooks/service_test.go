@@ -1,12 +1,18 @@
 package cdshooks_test
 
 import (
+	"context"
 	"fmt"
 	"math"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/anodyne-fhir/anodyne/clinical/cdshooks"
 )
 
 // The CDC 2022 conversion factors, restated from the guideline so that
@@ -320,4 +326,48 @@ func TestClientAuthOff(t *testing.T) {
 	if r.status != 200 || r.header.Get("X-Anodyne-CDS-Client-Auth") == "" {
 		t.Errorf("client auth off: %d %v", r.status, r.header)
 	}
+}
+
+// TestFHIRServerAllowList: a client limited to its own FHIR server cannot
+// have the service fetch (with its token) from anywhere else.
+func TestFHIRServerAllowList(t *testing.T) {
+	w := newWorld(t, false)
+	w.put(t, map[string]any{"resourceType": "Patient", "id": "p1"})
+	_, _, tab := parts(t)
+	ts := httptest.NewUnstartedServer(nil)
+	root := "http://" + ts.Listener.Addr().String()
+	svc, err := cdshooks.New(context.Background(), cdshooks.Config{BaseURL: root, Table: tab, Replay: memReplay{m: map[string]bool{}},
+		Clients: []cdshooks.TrustedClient{{Issuer: w.client.iss, JWKSURL: w.client.jwks, FHIRServers: []string{"https://fhir.ehr.example.org/r4/"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := echo.New()
+	svc.Register(e)
+	ts.Config.Handler = e
+	ts.Start()
+	t.Cleanup(ts.Close)
+	user := w.iss.token(t, w.fhirBase, "user/*.rs", "")
+	d := medReq("d", "p1", "draft", "1049621", "oxycodone hydrochloride 5 MG Oral Tablet", 1, 6)
+	r := w.call(t, root, hookRequest(t, "order-sign.json", "p1", []map[string]any{d}, w.fhirBase, user, nil))
+	if r.status != 412 || !strings.Contains(string(r.body), "not one this CDS client may") {
+		t.Errorf("fetch from a server the client may not name: %d %s", r.status, r.body)
+	}
+	// With the data prefetched nothing is fetched: answered.
+	req := hookRequest(t, "order-sign.json", "p1", []map[string]any{d}, w.fhirBase, user, map[string]any{"medications": bundle()})
+	if got := cards(t, w.call(t, root, req)); len(got) != 1 || !strings.Contains(got[0].summary, total(mme("oxycodone", 5, 1, 6))) {
+		t.Errorf("with prefetch: %+v", got)
+	}
+}
+
+// memReplay is a replay store for a service outside the FHIR server.
+type memReplay struct {
+	m map[string]bool
+}
+
+func (r memReplay) PutIfAbsent(_ context.Context, key string, _ []byte, _ time.Duration) (bool, error) {
+	if r.m[key] {
+		return false, nil
+	}
+	r.m[key] = true
+	return true, nil
 }

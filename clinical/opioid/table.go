@@ -7,7 +7,7 @@
 // It is pure logic over decoded FHIR JSON (map[string]any): it must not
 // know about HTTP, storage, authorization or how a referenced Medication
 // is fetched (the caller passes a Resolver). What is recorded where, and
-// when an alert is raised, belongs to its callers (clinical/opioidobs,
+// when an alert is raised, belongs to its callers (clinical/opioidsafety,
 // clinical/cdshooks).
 package opioid
 

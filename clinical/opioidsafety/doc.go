@@ -1,8 +1,9 @@
 // Package opioidsafety puts the opioid arithmetic of clinical/opioid to
 // work in the server: a fhir.CommitObserver that records each
 // MedicationRequest's MME/day on it and keeps the patient's opioid
-// DetectedIssues current in the same Commit, the Patient $mme operation
-// (a fhir.PatientOperation), and the CDS Hooks opioid-mme service.
+// DetectedIssues current in the same Commit, and the Patient $mme
+// operation (a fhir.PatientOperation). The CDS Hooks opioid-mme service
+// is clinical/cdshooks.
 //
 // It owns what is recorded (the extension, the DetectedIssue ids, codes
 // and statuses) and when an alert is raised; the MME of one request and

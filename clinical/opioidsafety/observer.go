@@ -24,10 +24,12 @@ import (
 // the same moment each see the store without the other; when both change
 // an issue, the issue's compare-and-set refuses one of them and the fhir
 // server observes that Commit again over the winner's state (the caller
-// never sees it). Two changes that each alone leave the issues alone do
-// not conflict: they can leave a recorded patientTotal one change behind,
-// or an issue they raise only together unraised, until the patient's next
-// MedicationRequest change.
+// never sees it). Within one process the observer serializes a patient's
+// Commits (fhir.CommitSet.Serialize), so that two changes that each alone
+// leave the issues alone but together raise one (an opioid and a
+// benzodiazepine ordered at once) are seen together; several processes
+// on one MongoDB database can still leave such an issue to the patient's
+// next MedicationRequest change.
 type Observer struct {
 	table *opioid.Table
 	log   *slog.Logger
@@ -111,6 +113,12 @@ func (o *Observer) ObserveCommit(ctx context.Context, cs *fhir.CommitSet) error 
 	}
 	totals := map[string]float64{}
 	for _, p := range patients {
+		// One patient's Commits observe one at a time, so that each sees
+		// the requests the one before stored (two that together cross a
+		// threshold or overlap raise the issue).
+		if err := cs.Serialize(ctx, "opioid-safety/Patient/"+p); err != nil {
+			return err
+		}
 		active, err := o.activeRequests(ctx, cs.Backend(), p, changes)
 		if err != nil {
 			return err

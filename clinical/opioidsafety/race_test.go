@@ -1,6 +1,7 @@
 package opioidsafety_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
@@ -66,4 +67,50 @@ func TestConcurrentPrescriptionsOnePatient(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestConcurrentOpioidAndBenzodiazepine: an opioid and a benzodiazepine
+// ordered at the same moment each alone raise nothing; together they
+// overlap. The patient's Commits are serialized, so the second one
+// observed sees the first and raises the issue.
+func TestConcurrentOpioidAndBenzodiazepine(t *testing.T) {
+	for _, be := range backends() {
+		t.Run(be.Name, func(t *testing.T) {
+			s := start(t, be.Open(t), nil)
+			const patients = 4
+			var wg sync.WaitGroup
+			for i := 0; i < patients; i++ {
+				p := fmt.Sprintf("p%d", i)
+				s.do(t, "PUT", "/fhir/Patient/"+p, patient(p)).Expect(t, 201)
+				for _, body := range []string{
+					mr("oxy-"+p, p, "active", "1049621", "oxycodone 5 MG", 1, 6),
+					mr("benzo-"+p, p, "active", "596", "alprazolam", 1, 8),
+				} {
+					wg.Add(1)
+					go func(id, body string) {
+						defer wg.Done()
+						if r := s.do(t, "PUT", "/fhir/MedicationRequest/"+id, body); r.Status != 201 {
+							t.Errorf("%s: %d %s", id, r.Status, r.Body)
+						}
+					}(get(decodeJSON(t, body), "id").(string), body)
+				}
+			}
+			wg.Wait()
+			for i := 0; i < patients; i++ {
+				_, benzoID := opioidsafety.IssueIDs(fmt.Sprintf("p%d", i))
+				if is, ok := readIssue(t, s, benzoID); !ok || is.status != "final" || len(is.implicated) != 2 {
+					t.Errorf("DetectedIssue/%s after a concurrent opioid and benzodiazepine: %+v (found %v)", benzoID, is, ok)
+				}
+			}
+		})
+	}
+}
+
+func decodeJSON(t *testing.T, s string) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal([]byte(s), &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
 }

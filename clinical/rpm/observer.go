@@ -110,6 +110,11 @@ func (o *Observer) ObserveCommit(ctx context.Context, cs *fhir.CommitSet) error 
 		add(patient, parts)
 	}
 	for _, pr := range touched {
+		// One patient's Commits evaluate one at a time, so that readings
+		// uploaded together are seen together by the rule.
+		if err := cs.Serialize(ctx, "rpm/Patient/"+pr.patient); err != nil {
+			return err
+		}
 		if err := o.evaluate(ctx, v, pr); err != nil {
 			return fmt.Errorf("rpm %s of Patient/%s: %w", pr.measure.Key, pr.patient, err)
 		}

@@ -98,6 +98,7 @@ type serveConfig struct {
 
 	// OpioidTable extends the embedded opioid table (empty: embedded only).
 	OpioidTable string
+	CDS         cdsConfig
 	// preload, when set ("anodyne demo"), runs on the ready server before
 	// it accepts requests.
 	preload func(ctx context.Context, srv *fhir.Server, be storage.Backend, base string) error
@@ -135,6 +136,7 @@ func parseServeAs(name, about string, args []string, stderr io.Writer, getenv fu
 	cfg.Metrics.register(fs)
 	cfg.Export.register(fs)
 	cfg.Subs.register(fs)
+	cfg.CDS.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: anodyne %s [flags]\n\n%s Every flag can also be set with an environment\nvariable ANODYNE_<FLAG> (for example ANODYNE_MONGODB_URI); flags win.\n\nFlags:\n", name, about)
 		fs.PrintDefaults()
@@ -169,6 +171,9 @@ func checkServe(cfg *serveConfig, rest []string) error {
 		return err
 	}
 	if err := cfg.Subs.validate(); err != nil {
+		return err
+	}
+	if err := cfg.CDS.validate(); err != nil {
 		return err
 	}
 	if cfg.MaxBody <= 0 {
@@ -342,6 +347,10 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 		<-spDone
 	}()
 	sec.mount(srv.Echo())
+	if err := mountCDS(ctx, cfg, base, srv, backend, clin.opioids, sec, log); err != nil {
+		ln.Close()
+		return err
+	}
 	if err := clinician.Mount(srv.Echo()); err != nil {
 		ln.Close()
 		return err

@@ -148,6 +148,12 @@ type security struct {
 	close func() error
 	// limit bounds concurrent requests per client.
 	limit *clientLimiter
+	// selfAuth verifies an access token as the FHIR API does and puts its
+	// caller on ctx (the CDS Hooks service reading this server); nil with
+	// authorization off.
+	selfAuth func(ctx context.Context, token string) (context.Context, error)
+	// audit records AuditEvents (nil with audit off).
+	audit auth.AuditSink
 }
 
 // setupSecurity fills the authorization parts of fcfg (decision point,
@@ -165,6 +171,7 @@ func setupSecurity(ctx context.Context, cfg serveConfig, base string, backend st
 		auditGauge(m, g)
 		sec.close = g.Close
 		sink = g
+		sec.audit = g
 		auditMW = auth.AuditMiddleware(g, fhirBase, "/fhir", log)
 	} else {
 		log.Warn("AUDIT IS OFF: requests to patient data leave no AuditEvent")
@@ -221,6 +228,13 @@ func setupSecurity(ctx context.Context, cfg serveConfig, base string, backend st
 		return nil, fmt.Errorf("trusted issuers: %w", err)
 	}
 	authn := ver.Middleware(base, nil)
+	sec.selfAuth = func(ctx context.Context, token string) (context.Context, error) {
+		p, err := ver.Verify(ctx, token)
+		if err != nil {
+			return nil, err
+		}
+		return auth.WithPrincipal(ctx, p), nil
+	}
 	fcfg.Authorizer = auth.NewPolicy(reg)
 	fcfg.Security = as.SecurityComponent()
 	// Verify first, so that the bound and the audit record know who called.

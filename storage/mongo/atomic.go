@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"time"
 
@@ -75,10 +76,16 @@ func (b *Backend) commitRecord(ctx context.Context, writes []storage.Write) ([]s
 	for attempt := 0; ; attempt++ {
 		recs, err := b.tryCommitRecord(ctx, writes)
 		var sc seqCollision
-		if errors.As(err, &sc) && attempt < 5 {
-			continue
+		if !errors.As(err, &sc) || attempt >= 10 {
+			return recs, err
 		}
-		return recs, err
+		// Writers that collided draw again at once and collide again
+		// (FerretDB's $inc is not atomic): spread them out.
+		select {
+		case <-time.After(rand.N(time.Duration(attempt+1) * 2 * time.Millisecond)):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 }
 
