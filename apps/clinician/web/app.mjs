@@ -318,7 +318,7 @@ function latestSection(d) {
   const t = dataTable(["Measure", "Latest", "When"], rows);
   t.id = "latest";
   t.dataset.source = d.fromLastn ? "lastn" : "series";
-  return section("Latest readings", el("div", { class: "scroll" }, t));
+  return section("Latest readings", el("div", { class: "wide" }, t));
 }
 
 // goalHigh is the pain target from the CarePlan's Goal (target.measure
