@@ -364,7 +364,8 @@ func (s *Server) lastnSeek(ctx context.Context, keys *lastnKeys, base storage.Ex
 				storage.Cmp{Field: storage.FieldCode, Op: storage.OpGt, Value: ""},
 				storage.Not{Expr: codingCond(set)},
 			}}}
-			page, err := s.lastnSearch(ctx, storage.Query{Filter: and(base, codingMatch(set), other), Count: 1})
+			// Any one will do: no sort (the cheapest order).
+			page, err := s.lastnSearch(ctx, storage.Query{Filter: and(base, codingMatch(set), other), Count: 1, Sort: []storage.Sort{}})
 			if err != nil {
 				return nil, err
 			}
