@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"sort"
@@ -384,4 +385,34 @@ func TestLastNSelfLink(t *testing.T) {
 	if q.Get("max") != "3" || q.Get("patient") != "pa" || q.Has("bogus") {
 		t.Errorf("self link query %v", q)
 	}
+}
+
+// FuzzLastN: whatever the query string and Parameters body, $lastn answers
+// a resource with a 2xx or 4xx status, never a 500 or a panic.
+func FuzzLastN(f *testing.F) {
+	f.Add("patient=pa&category=vital-signs&max=3", `{"resourceType":"Parameters","parameter":[{"name":"max","valueInteger":2}]}`)
+	f.Add("patient=pa&code:text=x&_include=Observation:subject&_elements=code", `{"resourceType":"Parameters","parameter":[{"name":"patient","valueString":"pa"},{"name":"code","valueString":"a|b"}]}`)
+	f.Add("subject=Patient/x&category=a,b&date=ge2026&max=1000", `{"resourceType":"Parameters","parameter":[{"name":"","valueBoolean":true},{"name":"x"}]}`)
+	f.Add("patient=%zz&max=-1", `{"resourceType":"Parameters","parameter":[7,null,{"name":"max","valueDecimal":1e999}]}`)
+	h := fuzzHandler(f)
+	f.Fuzz(func(t *testing.T, query, body string) {
+		for _, req := range []*http.Request{
+			httptest.NewRequest(http.MethodGet, "/fhir/Observation/$lastn?"+url.PathEscape(query), nil),
+			httptest.NewRequest(http.MethodPost, "/fhir/Observation/$lastn?"+url.PathEscape(query), strings.NewReader(body)),
+		} {
+			req.URL.RawQuery = query
+			if req.Method == http.MethodPost {
+				req.Header.Set("Content-Type", "application/fhir+json")
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code >= 500 {
+				t.Fatalf("%s ?%s: status %d for %q: %s", req.Method, query, rec.Code, body, rec.Body.Bytes())
+			}
+			var out map[string]any
+			if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || out["resourceType"] == nil {
+				t.Fatalf("%s ?%s: status %d, body is not a resource (%v): %q", req.Method, query, rec.Code, err, rec.Body.Bytes())
+			}
+		}
+	})
 }

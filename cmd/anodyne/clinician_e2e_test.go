@@ -4,24 +4,28 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/anodyne-fhir/anodyne/clinical/rpm"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
+	"github.com/anodyne-fhir/anodyne/clinical/rpm"
 	"github.com/anodyne-fhir/anodyne/demo"
 )
 
@@ -46,6 +50,21 @@ func headlessChromium(t *testing.T) (context.Context, *consoleLog) {
 	if path == "" {
 		unavailable("chromium not found on PATH")
 	}
+	// A start that fails on a loaded machine is tried once more.
+	ctx, cl, err := startChromium(t, path)
+	if err != nil {
+		t.Logf("chromium did not start (%v); trying again", err)
+		ctx, cl, err = startChromium(t, path)
+	}
+	if err != nil {
+		unavailable("chromium did not start: " + err.Error())
+	}
+	return ctx, cl
+}
+
+// startChromium starts one headless Chromium with its own profile, stopped
+// at the test's cleanup.
+func startChromium(t *testing.T, path string) (context.Context, *consoleLog, error) {
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(path), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
 		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
@@ -81,16 +100,22 @@ func headlessChromium(t *testing.T) (context.Context, *consoleLog) {
 			}
 		case *runtime.EventExceptionThrown:
 			cl.add("exception: " + e.ExceptionDetails.Text + " " + exceptionText(e.ExceptionDetails))
+		case *network.EventRequestWillBeSent:
+			// Every request the page makes to the FHIR API, counted by the
+			// browser rather than by the app.
+			if strings.Contains(e.Request.URL, "/fhir/") || strings.HasSuffix(e.Request.URL, "/fhir") {
+				cl.fhirRequests.Add(1)
+			}
 		case *log.EventEntryAdded:
 			if e.Entry.Level == log.LevelError {
 				cl.add("log: " + e.Entry.Text + " " + e.Entry.URL)
 			}
 		}
 	})
-	if err := chromedp.Run(ctx, log.Enable(), runtime.Enable()); err != nil {
-		unavailable("chromium did not start: " + err.Error())
+	if err := chromedp.Run(ctx, log.Enable(), runtime.Enable(), network.Enable()); err != nil {
+		return nil, nil, err
 	}
-	return ctx, cl
+	return ctx, cl, nil
 }
 
 func exceptionText(d *runtime.ExceptionDetails) string {
@@ -100,8 +125,12 @@ func exceptionText(d *runtime.ExceptionDetails) string {
 	return ""
 }
 
-// consoleLog collects the browser's console errors.
-type consoleLog struct{ buf syncBuffer }
+// consoleLog collects the browser's console errors and counts the
+// page's requests to the FHIR API.
+type consoleLog struct {
+	buf          syncBuffer
+	fhirRequests atomic.Int64
+}
 
 func (c *consoleLog) add(s string) { c.buf.Write([]byte(s + "\n")) }
 
@@ -189,6 +218,118 @@ func serverCount(t *testing.T, ctx context.Context, search string) int {
 	return int(total)
 }
 
+// serverJSON reads a FHIR path with the app's own token (from
+// fhirclient's session state), outside the app's code.
+func serverJSON(t *testing.T, ctx context.Context, path string) map[string]any {
+	t.Helper()
+	var raw string
+	js := fmt.Sprintf(`(async () => {
+		const key = JSON.parse(sessionStorage.getItem("SMART_KEY"));
+		const st = JSON.parse(sessionStorage.getItem(key));
+		const r = await fetch(st.serverUrl + "/" + %q,
+			{headers: {Authorization: "Bearer " + st.tokenResponse.access_token, Accept: "application/fhir+json"}});
+		return String(r.status) + " " + await r.text();
+	})()`, path)
+	run1(t, ctx, "read "+path, chromedp.Evaluate(js, &raw, func(p *runtime.EvaluateParams) *runtime.EvaluateParams {
+		return p.WithAwaitPromise(true)
+	}))
+	status, body, _ := strings.Cut(raw, " ")
+	var m map[string]any
+	if err := json.Unmarshal([]byte(body), &m); err != nil || status != "200" {
+		t.Fatalf("GET %s: %s %v: %.300s", path, status, err, body)
+	}
+	return m
+}
+
+// bundleResources lists the resources of a searchset's entries.
+func bundleResources(b map[string]any) []map[string]any {
+	var out []map[string]any
+	list, _ := b["entry"].([]any)
+	for _, e := range list {
+		if r, ok := e.(map[string]any)["resource"].(map[string]any); ok {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func str(v any, path ...string) string {
+	for _, k := range path {
+		m, _ := v.(map[string]any)
+		v = m[k]
+	}
+	s, _ := v.(string)
+	return s
+}
+
+// checkAlerts compares the patient view's alerts with the server's active
+// Flags and live DetectedIssues of the patient, and each alert's readings
+// with the references the server recorded (Flag flag-detail, DetectedIssue
+// implicated), each shown with its stored value.
+func checkAlerts(t *testing.T, ctx context.Context, patient string) {
+	t.Helper()
+	want := map[string][]string{} // alert -> Observation references
+	for _, r := range bundleResources(serverJSON(t, ctx, "Flag?patient="+patient+"&status=active&_count=200")) {
+		var refs []string
+		exts, _ := r["extension"].([]any)
+		for _, e := range exts {
+			if str(e, "url") == rpm.FlagDetailURL {
+				refs = append(refs, str(e, "valueReference", "reference"))
+			}
+		}
+		want["Flag/"+str(r, "id")] = refs
+	}
+	for _, r := range bundleResources(serverJSON(t, ctx, "DetectedIssue?patient="+patient+"&_count=200")) {
+		if st := str(r, "status"); st == "cancelled" || st == "entered-in-error" || str(r, "identifiedPeriod", "end") != "" {
+			continue
+		}
+		var refs []string
+		imp, _ := r["implicated"].([]any)
+		for _, x := range imp {
+			if ref := str(x, "reference"); strings.HasPrefix(ref, "Observation/") {
+				refs = append(refs, ref)
+			}
+		}
+		want["DetectedIssue/"+str(r, "id")] = refs
+	}
+	if len(want) == 0 {
+		t.Fatalf("the server holds no active alert for %s: nothing to check", patient)
+	}
+	raw := text(t, ctx, `JSON.stringify(Object.fromEntries([...document.querySelectorAll("#alerts li[data-alert]")].map(li =>
+		[li.dataset.alert, [...li.querySelectorAll("[data-ref]")].map(s => [s.dataset.ref, s.textContent])])))`)
+	var got map[string][][2]string
+	if err := json.Unmarshal([]byte(raw), &got); err != nil {
+		t.Fatalf("alerts on the page %q: %v", raw, err)
+	}
+	if gk, wk := slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(want)); !slices.Equal(gk, wk) {
+		t.Errorf("alerts on the page %v, the server's active ones %v", gk, wk)
+	}
+	var ids []string
+	shown := map[string]string{}
+	for alert, refs := range want {
+		var gotRefs []string
+		for _, r := range got[alert] {
+			gotRefs = append(gotRefs, r[0])
+			shown[r[0]] = r[1]
+		}
+		if !slices.Equal(slices.Sorted(slices.Values(gotRefs)), slices.Sorted(slices.Values(refs))) {
+			t.Errorf("%s: readings on the page %v, on the server %v", alert, gotRefs, refs)
+		}
+		for _, r := range refs {
+			ids = append(ids, strings.TrimPrefix(r, "Observation/"))
+		}
+	}
+	if len(ids) == 0 {
+		t.Fatalf("no alert of %s names a reading", patient)
+	}
+	for _, o := range bundleResources(serverJSON(t, ctx, "Observation?_id="+strings.Join(ids, ",")+"&_count=200")) {
+		v, _ := o["valueQuantity"].(map[string]any)["value"].(float64)
+		if s := shown["Observation/"+str(o, "id")]; !strings.HasPrefix(strings.TrimPrefix(s, ", "), strconv.FormatFloat(v, 'f', -1, 64)+" ") {
+			t.Errorf("reading Observation/%s shown as %q, stored value %v", str(o, "id"), s, v)
+		}
+	}
+}
+
 func attr(t *testing.T, ctx context.Context, sel, name string) string {
 	t.Helper()
 	var v string
@@ -260,19 +401,31 @@ func TestClinicianApp(t *testing.T) {
 	run1(t, ctx, "open launch page", chromedp.Navigate(d.base+"/apps/clinician/launch.html?mode=worklist"))
 	signIn(t, ctx, demoUser, pw[1], "")
 	waitReady(t, ctx, "")
-	rows := text(t, ctx, `JSON.stringify([...document.querySelectorAll("table.worklist tbody tr")].map(r => [r.dataset.patient, r.cells[2].textContent, r.cells[3].textContent]))`)
-	var got [][3]string
+	rows := text(t, ctx, `JSON.stringify([...document.querySelectorAll("table.worklist tbody tr")].map(r => [r.dataset.patient, r.cells[2].textContent, r.cells[3].textContent, r.cells[1].textContent]))`)
+	var got [][4]string
 	if err := json.Unmarshal([]byte(rows), &got); err != nil || len(got) != patients {
 		t.Fatalf("worklist rows %s (%v), want %d", rows, err, patients)
 	}
-	// No alerts on this branch: worsening trends come first.
-	seenOther := false
-	for _, r := range got {
-		w := strings.Contains(r[2], "worsening")
-		if w && seenOther {
-			t.Errorf("worsening row %v after a row that is not worsening: %v", r, got)
+	// Attention order: high-severity alerts, then alerts, then a worsening trend.
+	alertCell := regexp.MustCompile(`^(\d+)(?: \((\d+) high\))?$`)
+	rank := func(r [4]string) [3]int {
+		m := alertCell.FindStringSubmatch(r[3])
+		if m == nil {
+			t.Fatalf("alert cell %q", r[3])
 		}
-		seenOther = seenOther || !w
+		n, _ := strconv.Atoi(m[1])
+		high, _ := strconv.Atoi(m[2])
+		w := 0
+		if strings.Contains(r[2], "worsening") {
+			w = 1
+		}
+		return [3]int{high, n, w}
+	}
+	for i := 1; i < len(got); i++ {
+		a, b := rank(got[i-1]), rank(got[i])
+		if slices.Compare(a[:], b[:]) < 0 {
+			t.Errorf("worklist row %v (%v) after %v (%v): not in attention order", got[i], b, got[i-1], a)
+		}
 	}
 	latest := map[string]float64{}
 	for _, res := range ds.Resources {
@@ -289,10 +442,31 @@ func TestClinicianApp(t *testing.T) {
 	shot("worklist-desktop")
 
 	// The worsening patient, by keyboard: focus the link and press Enter.
+	// The browser counts the FHIR requests the view makes.
+	console.fhirRequests.Store(0)
 	run1(t, ctx, "open the worsening patient",
 		chromedp.Focus(`a[href="#patient/`+worse.ID+`"]`, chromedp.ByQuery),
 		chromedp.KeyEvent("\r"))
 	waitReady(t, ctx, worse.ID)
+	sent := console.fhirRequests.Load()
+	reqs := attr(t, ctx, "main#view", "data-requests")
+	t.Logf("patient view of %s (90 days, first patient of the session): %d FHIR requests seen by the browser, %s counted by the app", worse.ID, sent, reqs)
+	if strconv.FormatInt(sent, 10) != reqs {
+		t.Errorf("the browser saw %d FHIR requests, the app counted %s", sent, reqs)
+	}
+	if sent > 9 {
+		t.Errorf("the patient view made %d requests: it should read with $lastn, _include and paged searches (8 expected)", sent)
+	}
+	// The newest reading per code comes from $lastn; the pain row shows the
+	// generator's last score.
+	if src := attr(t, ctx, "#latest", "data-source"); src != "lastn" {
+		t.Errorf("latest readings from %q, want lastn", src)
+	}
+	painRow := text(t, ctx, `[...document.querySelectorAll("#latest tbody tr")].map(r => r.cells[0].textContent + "=" + r.cells[1].textContent).find(s => /^Pain severity/.test(s)) ?? ""`)
+	if want := fmt.Sprintf("=%g", latest[worse.ID]); !strings.HasSuffix(painRow, want) && !strings.Contains(painRow, want+" ") {
+		t.Errorf("latest pain row %q, want the value %s", painRow, want)
+	}
+	checkAlerts(t, ctx, worse.ID)
 	for _, days := range []string{"30", "7", "90"} {
 		run1(t, ctx, "range "+days, chromedp.Click(`button[data-range="`+days+`"]`, chromedp.ByQuery))
 		points, err := strconv.Atoi(attr(t, ctx, "#pain-chart", "data-points"))
@@ -333,27 +507,31 @@ func TestClinicianApp(t *testing.T) {
 	if canvases != "3" {
 		t.Errorf("%s chart canvases, want 3", canvases)
 	}
-	// MME: equal to $mme where the server has it; otherwise said absent.
-	var caps map[string]any
-	res, err := http.Get(d.base + "/fhir/metadata")
-	if err == nil {
-		err = json.NewDecoder(res.Body).Decode(&caps)
-		res.Body.Close()
-	}
+	// MME: the total shown is the server's Patient/$mme total.
+	mmeShown, err := strconv.ParseFloat(attr(t, ctx, "#mme-total", "data-mme"), 64)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("MME total on the page: %v", err)
 	}
-	mme := attr(t, ctx, "#mme-total", "data-mme")
-	if b, _ := json.Marshal(caps); strings.Contains(string(b), `"name":"mme"`) {
-		t.Logf("server declares $mme; app total %s", mme)
-		if mme == "" {
-			t.Error("the server has $mme but the app shows no total")
+	var mmeServer float64 = -1
+	params, _ := serverJSON(t, ctx, "Patient/"+worse.ID+"/$mme")["parameter"].([]any)
+	for _, p := range params {
+		if str(p, "name") == "total" {
+			mmeServer, _ = p.(map[string]any)["valueDecimal"].(float64)
 		}
-	} else if mme != "" || !strings.Contains(text(t, ctx, `document.querySelector("#mme-total").textContent`), "records no MME") {
-		t.Errorf("no $mme on the server, yet the app shows %q", mme)
 	}
-	reqs := attr(t, ctx, "main#view", "data-requests")
-	t.Logf("patient view of %s (90 days): %s FHIR requests", worse.ID, reqs)
+	if mmeServer < 0 || mmeShown != mmeServer {
+		t.Errorf("MME total shown %v, Patient/$mme total %v", mmeShown, mmeServer)
+	}
+	if mmeServer < 90 {
+		t.Errorf("the worsening demo patient's $mme total is %v: the test expects the high-MME patient", mmeServer)
+	}
+	// A second patient: the CapabilityStatement is not read again.
+	console.fhirRequests.Store(0)
+	run1(t, ctx, "open the improving patient", chromedp.Evaluate(`location.hash = "#patient/`+other.ID+`"`, nil))
+	waitReady(t, ctx, other.ID)
+	t.Logf("patient view of %s (next patient): %d FHIR requests", other.ID, console.fhirRequests.Load())
+	run1(t, ctx, "back to the worsening patient", chromedp.Evaluate(`location.hash = "#patient/`+worse.ID+`"`, nil))
+	waitReady(t, ctx, worse.ID)
 	shot("patient-desktop")
 
 	// Switch patients, twice in a row: only the last one may show, and

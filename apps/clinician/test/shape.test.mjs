@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import {
   DAY, LOINC, VITALS, scoreSeries, trend, vitalSeries, thresholds, isOut,
   recordedMME, mmeFromOperation, mmeLevel, activeAlerts, worklistOrder, patientName, subjectId,
+  alertEvidence, localRef, readingValue, abnormal, latestReadings,
 } from "../web/shape.mjs";
 
 const T0 = Date.parse("2026-11-01T00:00:00Z");
@@ -154,4 +155,72 @@ test("names and subjects", () => {
   assert.equal(subjectId({ subject: { reference: "Patient/demo-p03" } }), "demo-p03");
   assert.equal(subjectId({ patient: { reference: "http://h/fhir/Patient/p9" } }), "p9");
   assert.equal(subjectId({ subject: { reference: "Group/g" } }), null);
+});
+
+test("MME per prescription: the sum of its contributors' mme, excluded ones count nothing", () => {
+  // The Patient/$mme answer as clinical/opioidsafety writes it.
+  const ref = (id) => ({ name: "medicationRequest", valueReference: { reference: `MedicationRequest/${id}` } });
+  const contributor = (id, mme, extra = []) => ({ name: "contributor", part: [
+    ref(id), { name: "ingredient", valueCoding: { code: "7052" } },
+    { name: "dailyDose", valueQuantity: { value: 60, unit: "mg" } }, // not the MME
+    { name: "factor", valueDecimal: 1.5 }, { name: "mme", valueDecimal: mme }, ...extra] });
+  const op = mmeFromOperation({ resourceType: "Parameters", parameter: [
+    { name: "total", valueDecimal: 135 },
+    { name: "level", valueCode: "90-or-more" },
+    contributor("m1", 90), contributor("m1", 30),           // a combination product: 90 + 30
+    contributor("m2", 15),
+    contributor("m3", 40, [{ name: "excluded", valueString: "buprenorphine for OUD" }]),
+    { name: "notComputed", part: [ref("m4"), { name: "reason", valueString: "no dose" }] },
+  ] });
+  assert.equal(op.total, 135);
+  assert.deepEqual(op.byRequest, { "MedicationRequest/m1": 120, "MedicationRequest/m2": 15, "MedicationRequest/m3": 0 });
+});
+
+test("alerts: a DetectedIssue whose identified period ended no longer holds; evidence listed once", () => {
+  const flag = { resourceType: "Flag", id: "spo2-p1", status: "active", code: { text: "SpO2 out of range" },
+    extension: [
+      { url: "http://hl7.org/fhir/StructureDefinition/flag-priority", valueCodeableConcept: { coding: [{ code: "PH" }] } },
+      { url: "http://hl7.org/fhir/StructureDefinition/flag-detail", valueReference: { reference: "Observation/o1" } },
+      { url: "http://hl7.org/fhir/StructureDefinition/flag-detail", valueReference: { reference: "https://ehr.example/fhir/Observation/o2" } },
+      { url: "http://hl7.org/fhir/StructureDefinition/flag-detail", valueReference: { reference: "Observation/o1" } },
+    ] };
+  const live = { resourceType: "DetectedIssue", id: "spo2-p1", status: "final", severity: "high", detail: "Sustained critical SpO2",
+    identifiedPeriod: { start: "2026-11-01T00:00:00Z" },
+    implicated: [{ reference: "Observation/o2" }, { reference: "Observation/o3" }],
+    evidence: [{ detail: [{ reference: "Flag/spo2-p1" }] }] };
+  const ended = { ...live, id: "hr-p1", identifiedPeriod: { start: "2026-10-01T00:00:00Z", end: "2026-10-03T00:00:00Z" } };
+  const a = activeAlerts([flag, live, ended]);
+  assert.deepEqual(a.map((x) => [x.resource.id, x.resource.resourceType, x.high]), [["spo2-p1", "Flag", true], ["spo2-p1", "DetectedIssue", true]]);
+  assert.deepEqual(a[0].evidence, ["Observation/o1", "Observation/o2"]);
+  assert.deepEqual(alertEvidence(live), ["Observation/o2", "Observation/o3", "Flag/spo2-p1"]);
+  assert.deepEqual([localRef("Observation/x-1"), localRef("http://s/fhir/Flag/f.2"), localRef("#contained"), localRef(undefined)],
+    ["Observation/x-1", "Flag/f.2", null, null]);
+});
+
+test("readingValue and abnormal: panels as systolic/diastolic, units, the server's interpretation", () => {
+  const bp = { resourceType: "Observation", code: {}, component: [
+    { code: {}, valueQuantity: { value: 128, unit: "mmHg" } }, { code: {}, valueQuantity: { value: 82, unit: "mmHg" } }],
+    interpretation: [{ coding: [{ code: "N" }] }] };
+  const spo2 = { resourceType: "Observation", code: {}, valueQuantity: { value: 89, unit: "%" }, interpretation: [{ coding: [{ code: "L" }] }] };
+  const pain = { resourceType: "Observation", code: {}, valueQuantity: { value: 7, code: "{score}" } };
+  const integer = { resourceType: "Observation", code: {}, valueInteger: 4 };
+  assert.deepEqual([readingValue(bp), readingValue(spo2), readingValue(pain), readingValue(integer), readingValue({ code: {} })],
+    ["128/82 mmHg", "89 %", "7", "4", "—"]);
+  assert.deepEqual([abnormal(bp), abnormal(spo2), abnormal(pain)], [false, true, null]);
+});
+
+test("latestReadings: pain first, then the charted vitals, then other codes newest first; withdrawn dropped", () => {
+  const list = [
+    obs("w", LOINC.weight, 5, 80),
+    obs("x1", "1234-5", 2, 1, { code: { text: "Other old", coding: [{ system: "http://loinc.org", code: "1234-5" }] } }),
+    obs("x2", "2345-6", 4, 1, { code: { text: "Other new", coding: [{ system: "http://loinc.org", code: "2345-6" }] } }),
+    obs("p", LOINC.pain, 1, 6, { code: { text: "Pain", coding: [{ system: "http://loinc.org", code: LOINC.pain }] } }),
+    obs("s", LOINC.spo2Pulse, 3, 93),
+    obs("e", LOINC.heartRate, 5, 70, { status: "entered-in-error" }),
+  ];
+  const rows = latestReadings(list);
+  assert.deepEqual(rows.map((r) => r.id), ["p", "s", "w", "x2", "x1"]);
+  assert.equal(rows[0].label, "Pain");
+  assert.equal(rows[0].value, "6");
+  assert.equal(rows[0].t, T0 + 1 * DAY);
 });

@@ -4,6 +4,7 @@
 import {
   DAY, LOINC, VITALS, scoreSeries, trend, vitalSeries, isOut, recordedMME,
   mmeFromOperation, mmeLevel, activeAlerts, worklistOrder, patientName, subjectId,
+  latestReadings, readingValue, localRef, effectiveTime,
 } from "./shape.mjs";
 
 const $ = (sel) => document.querySelector(sel);
@@ -128,10 +129,10 @@ async function showWorklist() {
       patients = await fetchAll(`Patient?general-practitioner=${encodeURIComponent(fhirUser)}&_count=500`, gen);
     }
     if (patients.length === 0) patients = await fetchAll("Patient?_count=500", gen);
-    const [obs, flags, issues, meds] = await Promise.all([
+    // Flags and DetectedIssues in one search (activeAlerts keeps the live ones).
+    const [obs, alertList, meds] = await Promise.all([
       fetchAll(`Observation?date=ge${from}&_count=1000&_elements=status,code,subject,effective,value,component`, gen),
-      fetchAll("Flag?status=active&_count=1000", gen),
-      fetchAll("DetectedIssue?_count=1000", gen),
+      fetchAll("?_type=Flag,DetectedIssue&_count=1000", gen),
       fetchAll("MedicationRequest?status=active&_count=1000", gen),
     ]);
     const by = (list) => {
@@ -144,7 +145,7 @@ async function showWorklist() {
       }
       return m;
     };
-    const obsBy = by(obs), alertBy = by([...flags, ...issues]), medBy = by(meds);
+    const obsBy = by(obs), alertBy = by(alertList), medBy = by(meds);
     const rows = patients.filter((p) => p.resourceType === "Patient").map((p) => {
       const po = obsBy.get(p.id) ?? [];
       const pain = scoreSeries(po, [LOINC.pain]);
@@ -203,27 +204,57 @@ async function showPatient(id) {
     const now = Date.now();
     const from = new Date(now - 90 * DAY).toISOString();
     const pid = encodeURIComponent(id);
-    const painCodes = `http://loinc.org|${LOINC.pain},http://loinc.org|${LOINC.pegMean}`;
     const mmeOp = await hasOperation("mme", gen);
-    const [patient, scores, vitals, meds, flags, issues, plans, visits, mme] = await Promise.all([
-      fetchOne(`Patient/${pid}`, gen),
-      fetchAll(`Observation?patient=${pid}&code=${painCodes}&date=ge${from}&_sort=date&_count=1000`, gen),
-      fetchAll(`Observation?patient=${pid}&category=vital-signs,laboratory&date=ge${from}&_sort=date&_count=1000`, gen),
-      fetchAll(`MedicationRequest?patient=${pid}&status=active&_count=200`, gen),
-      fetchAll(`Flag?patient=${pid}&status=active&_count=200`, gen),
-      fetchAll(`DetectedIssue?patient=${pid}&_count=200`, gen),
-      fetchAll(`CarePlan?patient=${pid}&status=active&_include=CarePlan:goal&_count=50`, gen),
+    const lastnOp = await hasOperation("lastn", gen);
+    // Seven searches for the whole view: the care plan brings its goals
+    // and the Patient (_include), 90 days of every Observation come in
+    // pages of 1000, $lastn the newest reading per code whatever its age,
+    // MedicationRequests their Medications, and Flags and DetectedIssues
+    // come together with the readings a DetectedIssue implicates.
+    const [plans, observations, lastn, medsAll, alertList, visits, mme] = await Promise.all([
+      fetchAll(`CarePlan?patient=${pid}&status=active&_include=CarePlan:goal&_include=CarePlan:subject&_count=50`, gen),
+      fetchAll(`Observation?patient=${pid}&date=ge${from}&_sort=date&_count=1000`, gen),
+      lastnOp ? fetchAll(`Observation/$lastn?patient=${pid}&category=vital-signs,survey,laboratory`, gen) : Promise.resolve(null),
+      fetchAll(`MedicationRequest?patient=${pid}&status=active&_include=MedicationRequest:medication&_count=200`, gen),
+      fetchAll(`?_type=Flag,DetectedIssue&patient=${pid}&_include=DetectedIssue:implicated&_count=200`, gen),
       fetchAll(`Encounter?patient=${pid}&class=VR&_sort=-date&_count=100`, gen),
       mmeOp ? fetchOne(`Patient/${pid}/$mme`, gen).catch(() => null) : Promise.resolve(null),
     ]);
+    // Without an active care plan the Patient was not included.
+    const patient = plans.find((r) => r.resourceType === "Patient" && r.id === id) ?? await fetchOne(`Patient/${pid}`, gen);
+    const alerts = activeAlerts(alertList);
+    // The readings behind the alerts: in the 90 days already read, or
+    // included; the few older ones in one more search.
+    const byRef = new Map([...observations, ...alertList].filter((r) => r.resourceType === "Observation").map((o) => [`Observation/${o.id}`, o]));
+    const missing = [...new Set(alerts.flatMap((a) => a.evidence).filter((r) => r.startsWith("Observation/") && !byRef.has(r)))];
+    if (missing.length) {
+      for (const o of await fetchAll(`Observation?_id=${missing.map((r) => encodeURIComponent(r.slice(12))).join(",")}&_count=${missing.length}`, gen)) byRef.set(`Observation/${o.id}`, o);
+    }
+    const scores = observations.filter((o) => o.resourceType === "Observation");
+    const latest = latestReadings(lastn ?? latestFromSeries(scores));
+    const meds = medsAll.filter((r) => r.resourceType === "MedicationRequest");
+    const medications = new Map(medsAll.filter((r) => r.resourceType === "Medication").map((m) => [`Medication/${m.id}`, m]));
     if (gen !== generation) return;
-    const data = { now, patient, scores, vitals, meds, alerts: activeAlerts([...flags, ...issues]), plans, visits, mme: mmeFromOperation(mme), range: 30 };
+    const data = { now, patient, scores, vitals: scores, meds, medications, alerts, byRef, latest, fromLastn: lastn !== null, plans, visits, mme: mmeFromOperation(mme), range: 30 };
     renderPatient(data, gen);
     finishScreen(gen, `${patientName(patient)}: ${requests} requests.`);
     $("#view h2")?.focus();
   } catch (err) {
     failScreen(gen, err);
   }
+}
+
+// latestFromSeries is the newest Observation per first coding, for a
+// server without $lastn (only within the 90 days read).
+function latestFromSeries(list) {
+  const m = new Map();
+  for (const o of list) {
+    const c = o.code?.coding?.[0];
+    const k = c ? `${c.system}|${c.code}` : o.code?.text;
+    const prev = m.get(k);
+    if (!prev || effectiveTime(o) > effectiveTime(prev)) m.set(k, o);
+  }
+  return [...m.values()];
 }
 
 // hasOperation reads the CapabilityStatement once and says whether the
@@ -243,6 +274,7 @@ function renderPatient(d, gen) {
     el("p", { class: "muted" }, [p.gender, p.birthDate ? "born " + p.birthDate : null, p.identifier?.[0]?.value].filter(Boolean).join(" · ")),
   );
   view.append(alertsSection(d));
+  view.append(latestSection(d));
   view.append(painSection(d, gen));
   view.append(vitalsSection(d));
   view.append(opioidSection(d));
@@ -257,20 +289,36 @@ function section(title, ...children) {
 
 function alertsSection(d) {
   if (d.alerts.length === 0) return section("Alerts", el("p", { class: "muted" }, "No active Flags or detected issues."));
-  const list = el("ul", { class: "alerts" });
+  const list = el("ul", { class: "alerts", id: "alerts" });
   for (const a of d.alerts) {
     const r = a.resource;
-    const evidence = [
-      ...(r.evidence ?? []).flatMap((e) => (e.detail ?? []).map((x) => x.display ?? x.reference)),
-      ...(r.implicated ?? []).map((x) => x.display ?? x.reference),
-      ...(r.extension ?? []).filter((e) => e.valueReference).map((e) => e.valueReference.display ?? e.valueReference.reference),
-    ].filter(Boolean);
-    list.append(el("li", { class: a.high ? "high" : "" },
+    const readings = a.evidence.filter((ref) => d.byRef.has(ref)).map((ref) => d.byRef.get(ref))
+      .sort((x, y) => effectiveTime(y) - effectiveTime(x));
+    // Prescriptions an opioid issue implicates; a Flag the issue cites is on the list already.
+    const meds = new Map(d.meds.map((m) => [`MedicationRequest/${m.id}`, m]));
+    const others = a.evidence.filter((ref) => meds.has(ref)).map((ref) => medName(meds.get(ref), d.medications));
+    const start = r.period?.start ?? r.identifiedPeriod?.start ?? r.identifiedDateTime;
+    list.append(el("li", { class: a.high ? "high" : "", "data-alert": `${r.resourceType}/${r.id}` },
       `${r.resourceType === "Flag" ? "Flag" : "Detected issue"}${a.high ? " (high)" : ""}: ${a.text}`,
-      r.period?.start || r.identifiedDateTime ? el("span", { class: "muted small" }, " since " + fmtTime(r.period?.start ?? r.identifiedDateTime)) : null,
-      evidence.length ? el("div", { class: "small" }, "Raised by: " + evidence.join(", ")) : null));
+      start ? el("span", { class: "muted small" }, " since " + fmtTime(Date.parse(start))) : null,
+      readings.length ? el("div", { class: "small" }, "Raised by: ",
+        readings.map((o, i) => el("span", { class: "reading", "data-ref": `Observation/${o.id}` },
+          i ? ", " : "", `${readingValue(o)} at ${fmtTime(effectiveTime(o))}`))) : null,
+      others.length ? el("div", { class: "small" }, "Prescriptions: " + others.join(", ")) : null));
   }
   return section("Alerts", list);
+}
+
+// latestSection is the newest reading of each code ($lastn), whatever its age.
+function latestSection(d) {
+  if (d.latest.length === 0) return section("Latest readings", el("p", { class: "muted" }, "No readings."));
+  const rows = d.latest.map((r) => [r.label,
+    r.abnormal ? el("span", { class: "out" }, `${r.value} (out of range)`) : r.value,
+    Number.isNaN(r.t) ? "—" : since(r.t, d.now)]);
+  const t = dataTable(["Measure", "Latest", "When"], rows);
+  t.id = "latest";
+  t.dataset.source = d.fromLastn ? "lastn" : "series";
+  return section("Latest readings", el("div", { class: "wide" }, t));
 }
 
 // goalHigh is the pain target from the CarePlan's Goal (target.measure
@@ -399,8 +447,8 @@ function vitalsSection(d) {
   return wrap;
 }
 
-function medName(mr) {
-  const c = mr.medicationCodeableConcept;
+function medName(mr, medications) {
+  const c = mr.medicationCodeableConcept ?? medications?.get(localRef(mr.medicationReference?.reference))?.code;
   return c?.text ?? c?.coding?.[0]?.display ?? mr.medicationReference?.display ?? "Medication";
 }
 
@@ -412,7 +460,7 @@ function opioidSection(d) {
   const known = rows.filter((r) => r.mme !== null && r.mme !== undefined);
   const total = d.mme?.total ?? (known.length ? known.reduce((a, r) => a + r.mme, 0) : null);
   const level = mmeLevel(total);
-  const body = rows.map((r) => [medName(r.mr), r.mr.dosageInstruction?.[0]?.text ?? "", r.mme === null || r.mme === undefined ? "n/a" : fmtNum(r.mme, 1)]);
+  const body = rows.map((r) => [medName(r.mr, d.medications), r.mr.dosageInstruction?.[0]?.text ?? "", r.mme === null || r.mme === undefined ? "n/a" : fmtNum(r.mme, 1)]);
   const scale = total === null ? el("p", { class: "muted", id: "mme-total", "data-mme": "" }, "This server records no MME for these prescriptions.")
     : el("div", {},
       el("p", { id: "mme-total", "data-mme": String(total) }, "Total: ", el("span", { class: "pill " + level }, `${fmtNum(total, 1)} MME/day`),
@@ -445,7 +493,7 @@ function planSection(d) {
     el("p", {}, el("strong", {}, cp.title ?? "Care plan"), cp.period?.start ? el("span", { class: "muted small" }, " since " + fmtDay(Date.parse(cp.period.start))) : null),
     el("ul", {}, (cp.activity ?? []).map((a) => el("li", {},
       a.detail ? `${a.detail.description ?? a.detail.code?.text ?? "Activity"} (${a.detail.status ?? "status unknown"})`
-        : a.reference ? `Medication: ${meds.has(a.reference.reference) ? medName(meds.get(a.reference.reference)) : a.reference.display ?? a.reference.reference}` : "Activity"))),
+        : a.reference ? `Medication: ${meds.has(a.reference.reference) ? medName(meds.get(a.reference.reference), d.medications) : a.reference.display ?? a.reference.reference}` : "Activity"))),
     el("ul", {}, (cp.goal ?? []).map((r) => goals.get(r.reference)).filter(Boolean).map((g) => el("li", {},
       `Goal: ${g.description?.text ?? "goal"}`,
       g.achievementStatus ? el("span", { class: "muted" }, ` (${g.achievementStatus.text ?? g.achievementStatus.coding?.[0]?.display})`) : null,

@@ -198,7 +198,9 @@ export function recordedMME(mr) {
 }
 
 // mmeFromOperation reads a $mme answer (a Parameters resource): the total
-// and the per-prescription values when the server lists them.
+// and, per prescription, the sum of its contributors' "mme" parts (an
+// excluded contributor counts nothing). Older or other servers that name a
+// per-request value differently still give the total.
 export function mmeFromOperation(params) {
   if (!params || params.resourceType !== "Parameters") return null;
   const out = { total: null, byRequest: {} };
@@ -208,8 +210,12 @@ export function mmeFromOperation(params) {
     if (v !== null && ["total", "mme", "totalmme", "mme-total", "mmeperday", "total-mme"].includes(name)) out.total = v;
     const parts = p.part ?? [];
     const ref = parts.find((x) => x.valueReference)?.valueReference?.reference;
-    const val = parts.map(numeric).find((x) => x !== null);
-    if (ref && val !== undefined && val !== null) out.byRequest[ref] = val;
+    if (!ref) continue;
+    const mme = parts.find((x) => (x.name ?? "").toLowerCase() === "mme");
+    const val = mme ? numeric(mme) : null;
+    if (val === null) continue;
+    const excluded = parts.some((x) => (x.name ?? "").toLowerCase() === "excluded");
+    out.byRequest[ref] = (out.byRequest[ref] ?? 0) + (excluded ? 0 : val);
   }
   return out.total === null && Object.keys(out.byRequest).length === 0 ? null : out;
 }
@@ -222,20 +228,91 @@ export function mmeLevel(total) {
   return "low";
 }
 
-// activeAlerts are the patient's Flags (active) and DetectedIssues
-// (neither cancelled nor entered in error), with their severity.
+// activeAlerts are the patient's Flags (active) and DetectedIssues that
+// still hold (neither cancelled nor entered in error, and no end to their
+// identified period), with their severity and the references to what
+// raised them.
 export function activeAlerts(resources) {
   const out = [];
   for (const r of resources) {
     if (r.resourceType === "Flag" && r.status === "active") {
       const prio = (r.extension ?? []).find((e) => /flag-priority/.test(e.url ?? ""));
       const code = prio?.valueCodeableConcept?.coding?.[0]?.code;
-      out.push({ resource: r, high: code === "PH" || code === "high", text: r.code?.text ?? r.code?.coding?.[0]?.display ?? "Flag" });
-    } else if (r.resourceType === "DetectedIssue" && !["cancelled", "entered-in-error"].includes(r.status)) {
-      out.push({ resource: r, high: r.severity === "high", text: r.detail ?? r.code?.text ?? r.code?.coding?.[0]?.display ?? "Detected issue" });
+      out.push({ resource: r, high: code === "PH" || code === "high", text: r.code?.text ?? r.code?.coding?.[0]?.display ?? "Flag", evidence: alertEvidence(r) });
+    } else if (r.resourceType === "DetectedIssue" && !["cancelled", "entered-in-error"].includes(r.status) && !r.identifiedPeriod?.end) {
+      out.push({ resource: r, high: r.severity === "high", text: r.detail ?? r.code?.text ?? r.code?.coding?.[0]?.display ?? "Detected issue", evidence: alertEvidence(r) });
     }
   }
   return out;
+}
+
+// localRef turns a reference into "Type/id" (a server's absolute URL too).
+export function localRef(ref) {
+  const m = /([A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64})$/.exec(ref ?? "");
+  return m ? m[1] : null;
+}
+
+// alertEvidence lists, once each, what an alert names as its cause: a
+// Flag's flag-detail extensions, a DetectedIssue's implicated resources and
+// evidence details.
+export function alertEvidence(r) {
+  const refs = [
+    ...(r.extension ?? []).filter((e) => /flag-detail/.test(e.url ?? "")).map((e) => e.valueReference?.reference),
+    ...(r.implicated ?? []).map((x) => x.reference),
+    ...(r.evidence ?? []).flatMap((e) => (e.detail ?? []).map((x) => x.reference)),
+  ].map(localRef).filter(Boolean);
+  return [...new Set(refs)];
+}
+
+// readingValue is an Observation's value as the clinician reads it:
+// "128/82 mmHg" for a panel of components, "89 %" for a quantity.
+export function readingValue(o) {
+  const one = (el) => {
+    const v = numeric(el);
+    if (v === null) return el.valueCodeableConcept?.text ?? el.valueString ?? null;
+    return String(v);
+  };
+  const unit = (el) => el.valueQuantity?.unit ?? el.valueQuantity?.code ?? "";
+  if (o.component?.length && numeric(o) === null) {
+    const vals = o.component.map(one).filter((v) => v !== null);
+    if (vals.length === 0) return "—";
+    const units = [...new Set(o.component.map(unit).filter(Boolean))];
+    return vals.join("/") + (units.length === 1 ? " " + units[0] : "");
+  }
+  const v = one(o);
+  if (v === null) return "—";
+  const u = unit(o);
+  return u && !u.startsWith("{") ? `${v} ${u}` : v;
+}
+
+// abnormal says whether the server interpreted a reading as out of range
+// (interpretation other than N), or null when it gave none.
+export function abnormal(o) {
+  const codes = (o.interpretation ?? []).flatMap((i) => (i.coding ?? []).map((c) => c.code)).filter(Boolean);
+  if (codes.length === 0) return null;
+  return codes.some((c) => c !== "N");
+}
+
+// LATEST_ORDER is the order of the latest-readings table: pain first,
+// then the charted vitals; other codes follow, newest first.
+const LATEST_ORDER = [LOINC.pain, LOINC.pegMean, LOINC.bp, LOINC.spo2, LOINC.spo2Pulse, LOINC.heartRate, LOINC.glucose, LOINC.weight];
+
+// latestReadings shapes a $lastn answer (max=1: the newest reading per
+// code) into rows {id, label, value, t, abnormal}.
+export function latestReadings(observations) {
+  const rank = (o) => {
+    const i = (o.code?.coding ?? []).map((c) => LATEST_ORDER.indexOf(c.code)).filter((x) => x >= 0);
+    return i.length ? Math.min(...i) : LATEST_ORDER.length;
+  };
+  return observations
+    .filter((o) => o.resourceType === "Observation" && !["entered-in-error", "cancelled"].includes(o.status))
+    .map((o) => ({ o, r: rank(o), t: effectiveTime(o) }))
+    .sort((a, b) => a.r - b.r || (b.t || 0) - (a.t || 0))
+    .map(({ o, t }) => ({
+      id: o.id,
+      label: o.code?.text ?? o.code?.coding?.[0]?.display ?? o.code?.coding?.[0]?.code ?? "Observation",
+      value: readingValue(o), t, abnormal: abnormal(o),
+    }));
 }
 
 // subjectId is the Patient id a resource is about.
