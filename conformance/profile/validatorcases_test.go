@@ -113,9 +113,9 @@ func TestHL7ValidatorCases(t *testing.T) {
 func javaErrors(t *testing.T, outcome []byte) (bool, string) {
 	var oo struct {
 		Issue []struct {
-			Severity   string   `json:"severity"`
+			Severity   string                `json:"severity"`
 			Details    struct{ Text string } `json:"details"`
-			Expression []string `json:"expression"`
+			Expression []string              `json:"expression"`
 		} `json:"issue"`
 	}
 	if err := json.Unmarshal(outcome, &oo); err != nil {
