@@ -475,6 +475,9 @@ func itemsOf(v, ext any, typ, path string) []item {
 }
 
 func (w *walker) cardinality(c *Element, n int, path, slice string) {
+	if n >= c.Min && (c.Max < 0 || n <= c.Max) {
+		return
+	}
 	rule := "cardinality " + cardText(c)
 	if slice != "" {
 		rule = "slice " + slice + ", " + rule
@@ -535,6 +538,12 @@ func (w *walker) constraints(it item, e *Element, typeRoot *Element) {
 		if done != nil && done[c.Key] {
 			return
 		}
+		if c.Key == "ele-1" && c.Expression == ele1Expression {
+			if !ele1(it) {
+				w.add("error", "invariant", it.path, "invariant ele-1", "constraint failed: "+c.Human)
+			}
+			return
+		}
 		if !built {
 			node = fhirpath.NewNode(it.val, w.nodeType(it, e))
 			built = true
@@ -556,6 +565,46 @@ func (w *walker) constraints(it item, e *Element, typeRoot *Element) {
 			run(&typeRoot.Constraints[i], done)
 		}
 	}
+}
+
+// ele1Expression is ele-1, the invariant of every element. It is computed
+// directly (ele1) rather than by the FHIRPath engine because it runs on
+// every node of every resource; TestEle1MatchesFHIRPath holds the two to
+// the same answers.
+const ele1Expression = "hasValue() or (children().count() > id.count())"
+
+// ele1 is "hasValue() or (children().count() > id.count())": a primitive
+// with a value, or an element with some child other than its id.
+func ele1(it item) bool {
+	switch v := it.val.(type) {
+	case string, bool, json.Number:
+		return true
+	case map[string]any:
+		for k, c := range v {
+			if k == "id" || k == "resourceType" {
+				continue
+			}
+			if l, ok := c.([]any); ok && len(l) == 0 {
+				continue
+			}
+			if c != nil {
+				return true
+			}
+		}
+		return false
+	case nil:
+		for k, c := range it.ext {
+			if k == "id" {
+				continue
+			}
+			if l, ok := c.([]any); ok && len(l) == 0 {
+				continue
+			}
+			return true
+		}
+		return false
+	}
+	return true
 }
 
 // nodeType is the FHIRPath type of a value: backbone elements are typed by
