@@ -264,11 +264,6 @@ func (s *snapshotter) unfold(id string, depth int) error {
 	var srcRoot string
 	if ref, _ := e["contentReference"].(string); ref != "" {
 		target := strings.TrimPrefix(ref, "#")
-		for _, x := range s.elems {
-			if x["id"] == target {
-				break
-			}
-		}
 		var sub []any
 		for _, x := range s.elems {
 			xid, _ := x["id"].(string)
@@ -291,9 +286,6 @@ func (s *snapshotter) unfold(id string, depth int) error {
 		td, err := s.r.definition(s.ctx, url, depth+1)
 		if err != nil {
 			return fmt.Errorf("cannot unfold %s: %w", id, err)
-		}
-		if td.Kind == "primitive-type" && code != "Extension" {
-			// Primitives have id, extension and value; keep them.
 		}
 		els, _ := td.JSON["snapshot"].(map[string]any)["element"].([]any)
 		if len(els) > 0 {

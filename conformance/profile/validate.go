@@ -208,13 +208,15 @@ func (w *walker) node(it item, e *Element, nested bool) {
 	}
 	obj, isObj := it.val.(map[string]any)
 	var typeDef *StructureDef
-	if !isObj || e == w.sd.Root {
-		// primitives and the resource root: the element's own constraints
-	} else if rt, _ := obj["resourceType"].(string); rt != "" && isResourceElement(e) {
+	switch {
+	case !isObj || e == w.sd.Root:
+		// Primitives and the resource root: the element's own rules only.
+	case obj["resourceType"] != nil && isResourceElement(e):
+		rt, _ := obj["resourceType"].(string)
 		w.innerResource(obj, rt, it.path, nested)
 		w.constraints(it, e, nil)
 		return
-	} else {
+	default:
 		typeDef = w.typeDefinition(it, e)
 	}
 	var typeRoot *Element
