@@ -28,11 +28,11 @@ func (s *Server) conform(ctx context.Context, typ string, res map[string]any) er
 		return nil
 	}
 	issues := s.profiles.Validate(ctx, res, profile.Options{SkipCore: s.skipCore, Fetch: s.profileFetcher})
-	if typ == "StructureDefinition" && !conformance.HasErrors(issues) {
-		if err := s.profiles.Check(profile.WithFetch(ctx, s.profileFetcher), res); err != nil {
-			issues = append(issues, conformance.Issue{Severity: "error", Code: codeProcessing,
-				Diagnostics: "the StructureDefinition cannot be used as a profile: " + err.Error(), Expression: "StructureDefinition"})
-		}
+	if u, _ := res["url"].(string); typ == "StructureDefinition" && s.profiles.IsCore(u) {
+		// Core definitions are the law the server validates by; a stored
+		// copy would not change it and would mislead readers.
+		issues = append(issues, conformance.Issue{Severity: "error", Code: codeBusiness,
+			Diagnostics: u + " is a core FHIR definition and cannot be replaced", Expression: "StructureDefinition.url"})
 	}
 	if conformance.HasErrors(issues) {
 		var errs []conformance.Issue

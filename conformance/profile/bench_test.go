@@ -1,6 +1,9 @@
 package profile
 
-import "testing"
+import (
+	"path/filepath"
+	"testing"
+)
 
 func BenchmarkNew(b *testing.B) {
 	for b.Loop() {
@@ -24,6 +27,21 @@ func BenchmarkValidate(b *testing.B) {
 	b.Run("core+vitalsigns", func(b *testing.B) {
 		for b.Loop() {
 			r.Validate(bg, hr, Options{})
+		}
+	})
+	var synthea []map[string]any
+	files, _ := filepath.Glob("../testdata/synthea/*.json")
+	for _, f := range files {
+		for _, e := range load(b, f)["entry"].([]any) {
+			synthea = append(synthea, e.(map[string]any)["resource"].(map[string]any))
+		}
+	}
+	// One op validates every resource of the Synthea bundles (305).
+	b.Run("synthea-core", func(b *testing.B) {
+		for b.Loop() {
+			for _, res := range synthea {
+				r.Validate(bg, res, Options{})
+			}
 		}
 	})
 	b.Run("core+pain-score", func(b *testing.B) {

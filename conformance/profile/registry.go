@@ -219,9 +219,6 @@ func (r *Registry) Check(ctx context.Context, raw map[string]any) error {
 	if url == "" {
 		return errors.New("the StructureDefinition has no url")
 	}
-	if r.IsCore(url) {
-		return fmt.Errorf("%s is a core FHIR definition and cannot be replaced", url)
-	}
 	_, err := r.build(ctx, raw, 0)
 	return err
 }

@@ -54,7 +54,7 @@ func (r *Registry) generateSnapshot(ctx context.Context, sd map[string]any, dept
 		if first, _, _ := strings.Cut(id, "."); strings.Split(first, ":")[0] != rootType {
 			return nil, fmt.Errorf("StructureDefinition %s: differential element %q is not within %s", url, id, rootType)
 		}
-		pos, err := s.resolve(id, depth)
+		pos, err := s.resolve(id, typeCodes(dm), depth)
 		if err != nil {
 			return nil, fmt.Errorf("StructureDefinition %s: differential element %q: %w", url, id, err)
 		}
@@ -119,13 +119,18 @@ func (s *snapshotter) reindex() {
 
 // resolve finds (creating slices and unfolding types as needed) the
 // snapshot element a differential id designates and returns its position.
-func (s *snapshotter) resolve(id string, depth int) (int, error) {
+//
+// diffTypes are the types the differential element lists: a choice named
+// for one type (valueQuantity) whose element lists just that type narrows
+// value[x] itself, as HL7's generator does, instead of slicing it.
+func (s *snapshotter) resolve(id string, diffTypes []string, depth int) (int, error) {
 	segs := strings.Split(id, ".")
 	cur := segs[0]
 	if _, ok := s.index[cur]; !ok {
 		return 0, fmt.Errorf("root %q not in the base", cur)
 	}
-	for _, seg := range segs[1:] {
+	for i, seg := range segs[1:] {
+		last := i == len(segs)-2
 		name, slice, _ := strings.Cut(seg, ":")
 		if name == "" {
 			return 0, fmt.Errorf("empty element name in %q", id)
@@ -141,7 +146,7 @@ func (s *snapshotter) resolve(id string, depth int) (int, error) {
 				return 0, fmt.Errorf("no element %q in %s", name, cur)
 			}
 			next = choice
-			if types := typeCodes(s.elems[s.index[choice]]); len(types) > 1 {
+			if types := typeCodes(s.elems[s.index[choice]]); len(types) > 1 && !(last && len(diffTypes) == 1 && diffTypes[0] == typ) {
 				if err := s.ensureTypeSlice(choice, name, typ); err != nil {
 					return 0, err
 				}
@@ -198,7 +203,7 @@ func (s *snapshotter) ensureTypeSlice(choice, sliceName, typ string) error {
 	if _, ok := e["slicing"]; !ok {
 		e["slicing"] = map[string]any{
 			"discriminator": []any{map[string]any{"type": "type", "path": "$this"}},
-			"ordered":       false, "rules": "open",
+			"ordered":       false, "rules": "closed",
 		}
 	}
 	sid := choice + ":" + sliceName
@@ -259,11 +264,6 @@ func (s *snapshotter) unfold(id string, depth int) error {
 	var srcRoot string
 	if ref, _ := e["contentReference"].(string); ref != "" {
 		target := strings.TrimPrefix(ref, "#")
-		for _, x := range s.elems {
-			if x["id"] == target {
-				break
-			}
-		}
 		var sub []any
 		for _, x := range s.elems {
 			xid, _ := x["id"].(string)
@@ -286,9 +286,6 @@ func (s *snapshotter) unfold(id string, depth int) error {
 		td, err := s.r.definition(s.ctx, url, depth+1)
 		if err != nil {
 			return fmt.Errorf("cannot unfold %s: %w", id, err)
-		}
-		if td.Kind == "primitive-type" && code != "Extension" {
-			// Primitives have id, extension and value; keep them.
 		}
 		els, _ := td.JSON["snapshot"].(map[string]any)["element"].([]any)
 		if len(els) > 0 {

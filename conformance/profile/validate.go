@@ -56,6 +56,13 @@ func (r *Registry) Validate(ctx context.Context, res map[string]any, opts Option
 		}
 		w.resourceAgainst(res, typ, sd, typ, true)
 	}
+	if typ == "StructureDefinition" && !conformance.HasErrors(*w.issues) {
+		// A definition is valid only if it can be used: its snapshot can
+		// be generated from its differential and compiled.
+		if err := r.Check(ctx, res); err != nil {
+			w.add("error", "processing", typ, "", "the StructureDefinition cannot be used: "+err.Error())
+		}
+	}
 	var urls []string
 	if !opts.IgnoreClaimed {
 		urls = append(urls, claimedProfiles(res)...)
@@ -103,6 +110,7 @@ type walker struct {
 	root   any           // %rootResource
 	depth  int
 	seen   map[string]bool // findings reported, shared by the walkers of one Validate
+	owner  owner           // the object whose children are being validated
 	// contained is set while validating a resource inside "contained".
 	inContained bool
 }
@@ -171,6 +179,9 @@ func (w *walker) resourceAgainst(res map[string]any, typ string, sd *StructureDe
 	sub.node(item{val: res, typ: typ, path: path}, sd.Root, nested)
 }
 
+// owner is the element an extension sits on, for the extension's context.
+type owner struct{ elemPath, instPath, typ string }
+
 // item is one value of an element in the instance.
 type item struct {
 	val  any            // JSON value; nil for a primitive with only extensions
@@ -197,13 +208,15 @@ func (w *walker) node(it item, e *Element, nested bool) {
 	}
 	obj, isObj := it.val.(map[string]any)
 	var typeDef *StructureDef
-	if !isObj || e == w.sd.Root {
-		// primitives and the resource root: the element's own constraints
-	} else if rt, _ := obj["resourceType"].(string); rt != "" && isResourceElement(e) {
+	switch {
+	case !isObj || e == w.sd.Root:
+		// Primitives and the resource root: the element's own rules only.
+	case obj["resourceType"] != nil && isResourceElement(e):
+		rt, _ := obj["resourceType"].(string)
 		w.innerResource(obj, rt, it.path, nested)
 		w.constraints(it, e, nil)
 		return
-	} else {
+	default:
 		typeDef = w.typeDefinition(it, e)
 	}
 	var typeRoot *Element
@@ -226,16 +239,15 @@ func (w *walker) node(it item, e *Element, nested bool) {
 			children = target.Children
 		}
 	}
+	cw := *w
+	cw.owner = owner{elemPath: e.Path, instPath: it.path, typ: w.nodeType(it, e)}
 	if len(children) == 0 && typeRoot != nil {
 		children = typeRoot.Children
 		if typeDef != w.sd {
-			sub := *w
-			sub.sd = typeDef
-			sub.children(obj, children, it.path, nested)
-			return
+			cw.sd = typeDef
 		}
 	}
-	w.children(obj, children, it.path, nested)
+	cw.children(obj, children, it.path, nested)
 }
 
 func isResourceElement(e *Element) bool {
@@ -282,6 +294,7 @@ func (w *walker) typeDefinition(it item, e *Element) *StructureDef {
 		if obj, ok := it.val.(map[string]any); ok {
 			if url, _ := obj["url"].(string); url != "" {
 				if sd, err := w.r.Definition(w.ctx, url); err == nil && sd.Type == "Extension" {
+					w.extensionContext(sd, it.path)
 					return sd
 				}
 			}
@@ -317,11 +330,58 @@ func (sd *StructureDef) elementByID(id string) *Element {
 	return find(sd.Root)
 }
 
+// extensionContext checks that an extension is used where its definition
+// allows (StructureDefinition.context of type element: an element path
+// such as HumanName.family, or a type the owner is or derives from).
+func (w *walker) extensionContext(sd *StructureDef, path string) {
+	ctxs, _ := sd.JSON["context"].([]any)
+	if len(ctxs) == 0 || w.owner.elemPath == "" {
+		return
+	}
+	m, err := fhirpath.R4()
+	if err != nil {
+		return
+	}
+	inst := stripIndexes(w.owner.instPath)
+	var allowed []string
+	for _, c := range ctxs {
+		cm, _ := c.(map[string]any)
+		expr, _ := cm["expression"].(string)
+		if cm["type"] != "element" || expr == "" {
+			return // fhirpath and extension contexts are not judged here
+		}
+		// "Element" is read as anywhere, resources included, as the reference validator does.
+		if expr == "Element" || expr == w.owner.elemPath || expr == inst || (w.owner.typ != "" && m.IsA(w.owner.typ, expr)) {
+			return
+		}
+		allowed = append(allowed, expr)
+	}
+	w.add("error", "structure", path, "extension context", fmt.Sprintf("the extension %s is not allowed on %s (allowed on: %s)", sd.URL, inst, strings.Join(allowed, ", ")))
+}
+
+func stripIndexes(p string) string {
+	var b strings.Builder
+	depth := 0
+	for _, r := range p {
+		switch {
+		case r == '[':
+			depth++
+		case r == ']':
+			depth--
+		case depth == 0:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
 // primitiveExtensions validates the extensions of a primitive's "_name" part.
 func (w *walker) primitiveExtensions(it item, e *Element) {
 	list, _ := it.ext["extension"].([]any)
+	pw := *w
+	pw.owner = owner{elemPath: e.Path, instPath: it.path, typ: it.typ}
 	for i, x := range list {
-		w.node(item{val: x, typ: "Extension", path: fmt.Sprintf("%s.extension[%d]", it.path, i)}, extensionElement, true)
+		pw.node(item{val: x, typ: "Extension", path: fmt.Sprintf("%s.extension[%d]", it.path, i)}, extensionElement, true)
 	}
 }
 
@@ -417,6 +477,9 @@ func itemsOf(v, ext any, typ, path string) []item {
 }
 
 func (w *walker) cardinality(c *Element, n int, path, slice string) {
+	if n >= c.Min && (c.Max < 0 || n <= c.Max) {
+		return
+	}
 	rule := "cardinality " + cardText(c)
 	if slice != "" {
 		rule = "slice " + slice + ", " + rule
@@ -477,6 +540,12 @@ func (w *walker) constraints(it item, e *Element, typeRoot *Element) {
 		if done != nil && done[c.Key] {
 			return
 		}
+		if c.Key == "ele-1" && c.Expression == ele1Expression {
+			if !ele1(it) {
+				w.add("error", "invariant", it.path, "invariant ele-1", "constraint failed: "+c.Human)
+			}
+			return
+		}
 		if !built {
 			node = fhirpath.NewNode(it.val, w.nodeType(it, e))
 			built = true
@@ -498,6 +567,46 @@ func (w *walker) constraints(it item, e *Element, typeRoot *Element) {
 			run(&typeRoot.Constraints[i], done)
 		}
 	}
+}
+
+// ele1Expression is ele-1, the invariant of every element. It is computed
+// directly (ele1) rather than by the FHIRPath engine because it runs on
+// every node of every resource; TestEle1MatchesFHIRPath holds the two to
+// the same answers.
+const ele1Expression = "hasValue() or (children().count() > id.count())"
+
+// ele1 is "hasValue() or (children().count() > id.count())": a primitive
+// with a value, or an element with some child other than its id.
+func ele1(it item) bool {
+	switch v := it.val.(type) {
+	case string, bool, json.Number:
+		return true
+	case map[string]any:
+		for k, c := range v {
+			if k == "id" || k == "resourceType" {
+				continue
+			}
+			if l, ok := c.([]any); ok && len(l) == 0 {
+				continue
+			}
+			if c != nil {
+				return true
+			}
+		}
+		return false
+	case nil:
+		for k, c := range it.ext {
+			if k == "id" {
+				continue
+			}
+			if l, ok := c.([]any); ok && len(l) == 0 {
+				continue
+			}
+			return true
+		}
+		return false
+	}
+	return true
 }
 
 // nodeType is the FHIRPath type of a value: backbone elements are typed by
