@@ -28,6 +28,7 @@ import (
 	"github.com/anodyne-fhir/anodyne/conformance"
 	"github.com/anodyne-fhir/anodyne/resources"
 	"github.com/anodyne-fhir/anodyne/storage"
+	"github.com/anodyne-fhir/anodyne/storage/lease"
 )
 
 // Config configures a Server.
@@ -68,10 +69,11 @@ type Config struct {
 	// files. $export is enabled when it is set or ExportDir is not empty;
 	// ExportDir wins when both are.
 	ExportInStore bool
-	// ExportLeaseTTL is how long a running export job stays with a process
-	// that stopped renewing its lease (crashed, partitioned) before another
-	// takes it over; 0 means 30s.
-	ExportLeaseTTL time.Duration
+	// LeaseTTL is how long background work (an export job, the reindexing
+	// for a new SearchParameter) stays with a process that stopped renewing
+	// its lease (crashed, partitioned) before another process takes it over
+	// and resumes it from its checkpoint; 0 means 30s.
+	LeaseTTL time.Duration
 	// ExportWorkers is how many export jobs run at once in this process:
 	// 0 means 1; negative means none (another replica runs the jobs).
 	ExportWorkers int
@@ -127,6 +129,10 @@ type Server struct {
 	// while the server runs.
 	capability []byte
 	bulk       *bulkRunner // nil when bulk export is disabled
+	// leaseOwner names this server in the leases of background work;
+	// leaseTTL is Config.LeaseTTL (defaulted).
+	leaseOwner string
+	leaseTTL   time.Duration
 	observers  []CommitObserver
 	onRequest  func(RequestInfo)
 	onJob      func(kind, state string)
@@ -159,6 +165,12 @@ func New(cfg Config) (*Server, error) {
 		onRequest: cfg.OnRequest,
 		onJob:     cfg.OnJob,
 		output:    cfg.Output,
+
+		leaseOwner: lease.NewOwner(),
+		leaseTTL:   cfg.LeaseTTL,
+	}
+	if s.leaseTTL <= 0 {
+		s.leaseTTL = defaultLeaseTTL
 	}
 	for _, op := range cfg.PatientOperations {
 		if op.Name == "" || op.Run == nil {
@@ -197,9 +209,9 @@ func New(cfg Config) (*Server, error) {
 	s.echo = s.routes(cfg.Middleware)
 	switch {
 	case cfg.ExportDir != "":
-		s.bulk = newBulkRunner(s, dirFiles{dir: cfg.ExportDir}, bulkWorkers(cfg.ExportWorkers), cfg.ExportLeaseTTL)
+		s.bulk = newBulkRunner(s, dirFiles{dir: cfg.ExportDir}, bulkWorkers(cfg.ExportWorkers))
 	case cfg.ExportInStore:
-		s.bulk = newBulkRunner(s, kvFiles{kv: s.backend.KV(), chunk: exportChunkSize}, bulkWorkers(cfg.ExportWorkers), cfg.ExportLeaseTTL)
+		s.bulk = newBulkRunner(s, kvFiles{kv: s.backend.KV(), chunk: exportChunkSize}, bulkWorkers(cfg.ExportWorkers))
 	}
 	// After the runner: the statement declares $export only when it runs.
 	if s.capability, err = s.capabilityStatement(); err != nil {
