@@ -93,6 +93,9 @@
 //     re-run when a commit is decided during their scan, and Open rolls
 //     unfinished records forward or back. Capabilities therefore reports
 //     AtomicCommit=true on every deployment.
+//   - CommitWithKV (storage.KVCommitter) lists its KV puts in the commit
+//     record (even for one write), stored when the record is applied, so a
+//     crash leaves writes and puts both stored or both absent after recovery.
 //   - Seq is drawn from a counter before the write, so it is unique and
 //     increasing per resource, but concurrent writers may become visible out
 //     of Seq order.
@@ -285,7 +288,7 @@ func (b *Backend) setup(ctx context.Context) error {
 	}
 	// Collections used inside transactions must exist beforehand on
 	// servers older than 4.4; the others are created with their indexes.
-	for _, name := range []string{colCounters, colClaims, colCommits} {
+	for _, name := range []string{colCounters, colClaims, colCommits, colKV} {
 		err := b.db.CreateCollection(ctx, name)
 		var ce mongo.CommandError
 		if err != nil && !(errors.As(err, &ce) && ce.Code == codeNamespaceExists) {
