@@ -465,7 +465,17 @@ func (s *Server) readyz(c echo.Context) error {
 			Diagnostics: "not ready: the database did not answer its ping (the server log has the cause)",
 		}}))
 	}
-	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+	out := map[string]any{"status": "ready"}
+	if d, ok := storage.As[storage.Describer](s.backend); ok {
+		// What the deployment can do, for an operator checking a new
+		// database (the capabilities are detected once, at start-up).
+		caps := d.Capabilities(ctx)
+		out["database"] = map[string]any{
+			"backend": caps.Name, "version": caps.Version, "topology": caps.Topology,
+			"transactions": caps.Transactions, "atomicCommit": caps.AtomicCommit,
+		}
+	}
+	return c.JSON(http.StatusOK, out)
 }
 
 // randomID returns a random UUID (version 4), used for server-assigned

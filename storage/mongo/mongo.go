@@ -149,6 +149,8 @@ type Backend struct {
 
 	// Detected at Open; never changed afterwards.
 	name         string
+	version      string
+	topology     string
 	transactions bool
 	elemMatch    bool
 	ttl          bool
@@ -277,14 +279,26 @@ func (b *Backend) setup(ctx context.Context) error {
 	}
 	_, replSet := hello["setName"]
 	b.transactions = replSet || hello["msg"] == "isdbgrid"
+	switch {
+	case hello["msg"] == "isdbgrid":
+		b.topology = "sharded"
+	case replSet:
+		b.topology = "replicaSet"
+	default:
+		b.topology = "standalone"
+	}
 
 	var info bson.M
 	if err := b.db.RunCommand(ctx, bson.D{{Key: "buildInfo", Value: 1}}).Decode(&info); err != nil {
 		return fmt.Errorf("mongo: buildInfo: %w", err)
 	}
 	b.name = "mongodb"
-	if _, ok := info["ferretdbVersion"]; ok {
+	b.version, _ = info["version"].(string)
+	if v, ok := info["ferretdbVersion"]; ok {
 		b.name = "ferretdb"
+		if fv, ok := v.(string); ok {
+			b.version = fv + " (MongoDB " + b.version + " compatible)"
+		}
 	}
 	// Collections used inside transactions must exist beforehand on
 	// servers older than 4.4; the others are created with their indexes.
@@ -457,6 +471,9 @@ func (b *Backend) Capabilities(context.Context) storage.Capabilities {
 		Name:         b.name,
 		AtomicCommit: true, // transactions, or commit records without them
 		Notes:        append([]string(nil), b.notes...),
+		Version:      b.version,
+		Topology:     b.topology,
+		Transactions: b.transactions,
 	}
 }
 
