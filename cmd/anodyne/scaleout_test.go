@@ -16,7 +16,7 @@ import (
 )
 
 // freeAddr returns a local address that was free a moment ago.
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -28,7 +28,7 @@ func freeAddr(t *testing.T) string {
 
 // serveChild starts "anodyne serve" as a separate process on the given
 // MongoDB database and returns its root URL once it listens.
-func serveChild(t *testing.T, uri, db string, extra ...string) string {
+func serveChild(t testing.TB, uri, db string, extra ...string) string {
 	t.Helper()
 	addr := freeAddr(t)
 	args := append([]string{"serve", "--listen", addr, "--data-dir", t.TempDir(), "--mongodb-uri", uri, "--mongodb-database", db,
@@ -49,7 +49,7 @@ func serveChild(t *testing.T, uri, db string, extra ...string) string {
 	return ""
 }
 
-func httpCall(t *testing.T, method, u, body string, hdr ...string) (int, http.Header, []byte) {
+func httpCall(t testing.TB, method, u, body string, hdr ...string) (int, http.Header, []byte) {
 	t.Helper()
 	var rd io.Reader
 	if body != "" {
@@ -209,4 +209,60 @@ func TestScaleOutProcesses(t *testing.T) {
 			t.Fatalf("%d creates answered 201 (%v), %d resources stored; want exactly one", created, codes, bundle.Total)
 		}
 	})
+}
+
+// BenchmarkScaleOutRead measures reads (GET Patient/{id}, and a search by
+// family) from 8 concurrent clients spread over one or two "anodyne
+// serve" processes on one FerretDB database. FerretDB answers from one
+// embedded SQLite file, so the figure says how much the server processes
+// themselves limit throughput, not how a MongoDB cluster scales.
+func BenchmarkScaleOutRead(b *testing.B) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	srv, err := mongotest.StartFerretDB(ctx, b.TempDir(), "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = srv.Stop() })
+	db := mongotest.Database(b)
+	roots := []string{serveChild(b, srv.URI, db), serveChild(b, srv.URI, db)}
+	const patients = 20
+	for i := range patients {
+		body := fmt.Sprintf(`{"resourceType":"Patient","id":"p%d","name":[{"family":"F%d"}]}`, i, i%4)
+		if code, _, raw := httpCall(b, "PUT", fmt.Sprintf("%s/fhir/Patient/p%d", roots[0], i), body); code != http.StatusCreated {
+			b.Fatalf("PUT: %d %s", code, raw)
+		}
+	}
+	for _, kind := range []string{"read", "search"} {
+		for _, procs := range []int{1, 2} {
+			b.Run(fmt.Sprintf("%s/processes=%d", kind, procs), func(b *testing.B) {
+				var next sync.Mutex
+				n := 0
+				b.SetParallelism(4) // 8 clients on 2 cores
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						next.Lock()
+						i := n
+						n++
+						next.Unlock()
+						u := fmt.Sprintf("%s/fhir/Patient/p%d", roots[i%procs], i%patients)
+						if kind == "search" {
+							u = fmt.Sprintf("%s/fhir/Patient?family=F%d", roots[i%procs], i%4)
+						}
+						resp, err := http.Get(u)
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != http.StatusOK {
+							b.Errorf("GET %s: %d", u, resp.StatusCode)
+							return
+						}
+					}
+				})
+			})
+		}
+	}
 }
