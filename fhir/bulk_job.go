@@ -35,9 +35,9 @@ import (
 const (
 	bulkJobPrefix   = "bulk/export/job/"
 	bulkLeasePrefix = "bulk/export/lease/"
-	// exportLeaseTTL is how long a job stays with a process that stopped
-	// renewing (Config.ExportLeaseTTL overrides it).
-	exportLeaseTTL = 30 * time.Second
+	// defaultLeaseTTL is how long background work stays with a process
+	// that stopped renewing (Config.LeaseTTL overrides it).
+	defaultLeaseTTL = 30 * time.Second
 	// exportPageSize is how many resources one storage query returns; the
 	// worker yields between pages so interactive requests keep their share.
 	exportPageSize = 500
@@ -136,14 +136,11 @@ type runState struct {
 }
 
 // newBulkRunner starts workers goroutines (none when workers < 0).
-func newBulkRunner(s *Server, files exportFiles, workers int, leaseTTL time.Duration) *bulkRunner {
-	if leaseTTL <= 0 {
-		leaseTTL = exportLeaseTTL
-	}
+func newBulkRunner(s *Server, files exportFiles, workers int) *bulkRunner {
 	ctx, stop := context.WithCancel(context.Background())
 	r := &bulkRunner{
 		s: s, files: files, workers: workers, log: s.log,
-		owner: lease.NewOwner(), leaseTTL: leaseTTL, rescan: min(exportRescan, leaseTTL),
+		owner: s.leaseOwner, leaseTTL: s.leaseTTL, rescan: min(exportRescan, s.leaseTTL),
 		wake: make(chan struct{}, 1), stop: stop,
 		running: map[string]context.CancelFunc{}, cancelled: map[string]bool{},
 	}

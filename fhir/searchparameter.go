@@ -11,6 +11,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/anodyne-fhir/anodyne/storage"
+	"github.com/anodyne-fhir/anodyne/storage/lease"
 )
 
 // Custom search parameters.
@@ -20,8 +21,15 @@ import (
 // registers it in the registry (from then on every write indexes it) and
 // reindexes the existing resources of its base types. Polling the store
 // rather than hooking the create handler means every replica behind a load
-// balancer registers the parameter, whichever replica received the write;
-// a KV lease makes only one of them do the reindexing.
+// balancer registers the parameter, whichever replica received the write.
+// The reindexing of one SearchParameter version runs in one replica at a
+// time, under the lease spLeaseKey<id>/<version> (storage/lease): the
+// replica holding it checkpoints after every page (the base type and the
+// storage cursor of the next page, in the status record), and if it dies
+// another replica takes the lease over once it expires and resumes from
+// that checkpoint. Reindexing a resource twice is harmless (the entries
+// are recomputed from the same version), so a page redone after a
+// takeover costs time, not correctness.
 //
 // Progress is kept in the KV under searchparameter/status/<id> and served
 // at GET [base]/SearchParameter/[id]/$reindex-status as a Parameters
@@ -30,11 +38,8 @@ import (
 // reindexed so far; clients that need completeness wait for "active".
 
 const (
-	spStatusKey = "searchparameter/status/"
-	spLeaseKey  = "searchparameter/lease/"
-	// spLease bounds how long a replica that died mid-reindex blocks the
-	// others: after it, another replica takes the job over.
-	spLease        = 10 * time.Minute
+	spStatusKey    = "searchparameter/status/"
+	spLeaseKey     = "searchparameter/lease/"
 	reindexBatch   = 200
 	spStateWorking = "reindexing"
 	spStateActive  = "active"
@@ -48,7 +53,13 @@ type spStatus struct {
 	Done    int       `json:"done"`
 	Error   string    `json:"error,omitempty"`
 	Updated time.Time `json:"updated"`
+	// The checkpoint while reindexing: the index of the base type in
+	// progress and the storage cursor of its next page ("" from the start).
+	Base   int    `json:"base,omitempty"`
+	Cursor string `json:"cursor,omitempty"`
 }
+
+func (st spStatus) final() bool { return st.State == spStateActive || st.State == spStateFailed }
 
 // RunSearchParameters registers SearchParameter resources as they appear
 // in the store and reindexes existing resources for them, checking every
@@ -56,13 +67,14 @@ type spStatus struct {
 // (cmd/anodyne, tests) owns its lifetime: run it in a goroutine with the
 // server's context.
 func (s *Server) RunSearchParameters(ctx context.Context, interval time.Duration) error {
-	// handled remembers, per SearchParameter id, the version registered by
-	// this replica; it lives as long as the loop.
-	handled := map[string]int64{}
+	// registered remembers, per SearchParameter id, the version registered
+	// by this replica; settled the version whose reindexing is over (in
+	// any replica). They live as long as the loop.
+	registered, settled := map[string]int64{}, map[string]int64{}
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		if err := s.syncSearchParameters(ctx, handled); err != nil && ctx.Err() == nil {
+		if err := s.syncSearchParameters(ctx, registered, settled); err != nil && ctx.Err() == nil {
 			s.log.WarnContext(ctx, "search parameter sync", "err", err)
 		}
 		select {
@@ -73,7 +85,7 @@ func (s *Server) RunSearchParameters(ctx context.Context, interval time.Duration
 	}
 }
 
-func (s *Server) syncSearchParameters(ctx context.Context, handled map[string]int64) error {
+func (s *Server) syncSearchParameters(ctx context.Context, registered, settled map[string]int64) error {
 	cursor := ""
 	for {
 		page, err := s.backend.Search(ctx, storage.Query{Types: []string{"SearchParameter"}, Count: 100, Cursor: cursor})
@@ -81,12 +93,30 @@ func (s *Server) syncSearchParameters(ctx context.Context, handled map[string]in
 			return fmt.Errorf("listing SearchParameters: %w", err)
 		}
 		for _, rec := range page.Records {
-			if handled[rec.ID] == rec.VersionID {
+			if settled[rec.ID] == rec.VersionID {
 				continue
 			}
-			handled[rec.ID] = rec.VersionID
-			if err := s.activateSearchParameter(ctx, rec); err != nil {
+			sp, err := decodeRecord(rec)
+			if err != nil {
 				return err
+			}
+			if registered[rec.ID] != rec.VersionID {
+				registered[rec.ID] = rec.VersionID
+				if err := s.registry.Add(sp); err != nil {
+					settled[rec.ID] = rec.VersionID
+					if err := s.putSPStatus(ctx, rec.ID, spStatus{State: spStateFailed, Version: rec.VersionID, Error: err.Error()}); err != nil {
+						return err
+					}
+					continue
+				}
+				s.log.InfoContext(ctx, "search parameter registered", "id", rec.ID, "code", sp["code"])
+			}
+			done, err := s.reindexSearchParameter(ctx, rec, sp)
+			if err != nil {
+				return err
+			}
+			if done {
+				settled[rec.ID] = rec.VersionID
 			}
 		}
 		if page.Next == "" {
@@ -96,46 +126,92 @@ func (s *Server) syncSearchParameters(ctx context.Context, handled map[string]in
 	}
 }
 
-// activateSearchParameter registers one SearchParameter version and, if
-// this replica wins the lease, reindexes its base types.
-func (s *Server) activateSearchParameter(ctx context.Context, rec storage.Record) error {
-	sp, err := decodeRecord(rec)
+// reindexSearchParameter reindexes for one registered SearchParameter
+// version if its reindexing is not over and no other replica holds its
+// lease, resuming from the checkpoint. It reports whether the reindexing
+// is over (here or elsewhere).
+func (s *Server) reindexSearchParameter(ctx context.Context, rec storage.Record, sp map[string]any) (bool, error) {
+	st, err := s.spStatus(ctx, rec.ID)
 	if err != nil {
+		return false, err
+	}
+	if st.Version == rec.VersionID && st.final() {
+		return true, nil
+	}
+	key := fmt.Sprintf("%s%s/%d", spLeaseKey, rec.ID, rec.VersionID)
+	var final bool
+	held, err := lease.Hold(ctx, s.backend.KV(), key, s.leaseOwner, s.leaseTTL, func(lctx context.Context) error {
+		var err error
+		final, err = s.reindexHeld(lctx, rec, sp)
 		return err
+	})
+	if errors.Is(err, lease.ErrLost) {
+		s.log.WarnContext(ctx, "search parameter reindex: lease lost; another replica resumes it", "id", rec.ID, "err", err)
+		return false, nil
 	}
-	st := spStatus{State: spStateWorking, Version: rec.VersionID}
-	if err := s.registry.Add(sp); err != nil {
-		st.State, st.Error = spStateFailed, err.Error()
-		return s.putSPStatus(ctx, rec.ID, st)
+	if err != nil || !held {
+		return false, err
 	}
-	s.log.InfoContext(ctx, "search parameter registered", "id", rec.ID, "code", sp["code"])
-	won, err := s.backend.KV().PutIfAbsent(ctx, fmt.Sprintf("%s%s/%d", spLeaseKey, rec.ID, rec.VersionID), []byte("1"), spLease)
+	return final, nil
+}
+
+// reindexHeld runs the reindexing under its lease, from the checkpoint of
+// the status record when it is this version's.
+func (s *Server) reindexHeld(ctx context.Context, rec storage.Record, sp map[string]any) (bool, error) {
+	st, err := s.spStatus(ctx, rec.ID)
 	if err != nil {
-		return fmt.Errorf("taking reindex lease for SearchParameter/%s: %w", rec.ID, err)
+		return false, err
 	}
-	if !won {
-		return nil
-	}
-	if err := s.putSPStatus(ctx, rec.ID, st); err != nil {
-		return err
+	switch {
+	case st.Version == rec.VersionID && st.final():
+		return true, nil // finished by the replica that held the lease before
+	case st.Version == rec.VersionID && st.State == spStateWorking:
+		s.log.InfoContext(ctx, "search parameter reindex resumed", "id", rec.ID, "base", st.Base, "done", st.Done)
+	default:
+		st = spStatus{State: spStateWorking, Version: rec.VersionID}
+		if err := s.putSPStatus(ctx, rec.ID, st); err != nil {
+			return false, err
+		}
 	}
 	bases, _ := sp["base"].([]any)
-	for _, b := range bases {
-		typ, _ := b.(string)
+	for st.Base < len(bases) {
+		typ, _ := bases[st.Base].(string)
 		if typ == "Resource" || typ == "DomainResource" {
 			st.State, st.Error = spStateFailed, "reindexing every resource type for a Resource-based parameter is not supported; new writes are indexed"
-			return s.putSPStatus(ctx, rec.ID, st)
+			return true, s.putSPStatus(ctx, rec.ID, st)
 		}
 		if err := s.reindexType(ctx, rec.ID, typ, &st); err != nil {
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return false, ctx.Err()
 			}
 			st.State, st.Error = spStateFailed, err.Error()
-			return s.putSPStatus(ctx, rec.ID, st)
+			return true, s.putSPStatus(ctx, rec.ID, st)
+		}
+		st.Base, st.Cursor = st.Base+1, ""
+		if st.Base < len(bases) {
+			if err := s.putSPStatus(ctx, rec.ID, st); err != nil {
+				return false, err
+			}
 		}
 	}
-	st.State = spStateActive
-	return s.putSPStatus(ctx, rec.ID, st)
+	st.State, st.Cursor = spStateActive, ""
+	return true, s.putSPStatus(ctx, rec.ID, st)
+}
+
+// spStatus reads the status record of a SearchParameter (zero when none).
+func (s *Server) spStatus(ctx context.Context, id string) (spStatus, error) {
+	var st spStatus
+	raw, err := s.backend.KV().Get(ctx, spStatusKey+id)
+	if errors.Is(err, storage.ErrNotFound) {
+		return st, nil
+	}
+	if err != nil {
+		return st, fmt.Errorf("reading reindex status of SearchParameter/%s: %w", id, err)
+	}
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return st, fmt.Errorf("decoding reindex status of SearchParameter/%s: %w", id, err)
+	}
+	return st, nil
 }
 
 // reindexType re-extracts the index entries of every current resource of
@@ -144,9 +220,14 @@ func (s *Server) activateSearchParameter(ctx context.Context, rec storage.Record
 // content (visible in its history), the only way the interface offers.
 func (s *Server) reindexType(ctx context.Context, spID, typ string, st *spStatus) error {
 	ri, inPlace := storage.As[storage.Reindexer](s.backend)
-	cursor := ""
 	for {
-		page, err := s.backend.Search(ctx, storage.Query{Types: []string{typ}, Count: reindexBatch, Cursor: cursor})
+		page, err := s.backend.Search(ctx, storage.Query{Types: []string{typ}, Count: reindexBatch, Cursor: st.Cursor})
+		if errors.Is(err, storage.ErrBadCursor) && st.Cursor != "" {
+			// A checkpoint the backend no longer accepts (written by
+			// another version): redo the type, which is harmless.
+			st.Cursor = ""
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("reindex %s: listing: %w", typ, err)
 		}
@@ -177,13 +258,13 @@ func (s *Server) reindexType(ctx context.Context, spID, typ string, st *spStatus
 			}
 			st.Done++
 		}
-		if err := s.putSPStatus(ctx, spID, *st); err != nil {
-			return err
-		}
 		if page.Next == "" {
 			return nil
 		}
-		cursor = page.Next
+		st.Cursor = page.Next
+		if err := s.putSPStatus(ctx, spID, *st); err != nil {
+			return err
+		}
 	}
 }
 

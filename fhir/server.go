@@ -29,6 +29,7 @@ import (
 	"github.com/anodyne-fhir/anodyne/conformance/profile"
 	"github.com/anodyne-fhir/anodyne/resources"
 	"github.com/anodyne-fhir/anodyne/storage"
+	"github.com/anodyne-fhir/anodyne/storage/lease"
 )
 
 // Config configures a Server.
@@ -77,10 +78,11 @@ type Config struct {
 	// files. $export is enabled when it is set or ExportDir is not empty;
 	// ExportDir wins when both are.
 	ExportInStore bool
-	// ExportLeaseTTL is how long a running export job stays with a process
-	// that stopped renewing its lease (crashed, partitioned) before another
-	// takes it over; 0 means 30s.
-	ExportLeaseTTL time.Duration
+	// LeaseTTL is how long background work (an export job, the reindexing
+	// for a new SearchParameter) stays with a process that stopped renewing
+	// its lease (crashed, partitioned) before another process takes it over
+	// and resumes it from its checkpoint; 0 means 30s.
+	LeaseTTL time.Duration
 	// ExportWorkers is how many export jobs run at once in this process:
 	// 0 means 1; negative means none (another replica runs the jobs).
 	ExportWorkers int
@@ -138,6 +140,10 @@ type Server struct {
 	// while the server runs.
 	capability []byte
 	bulk       *bulkRunner // nil when bulk export is disabled
+	// leaseOwner names this server in the leases of background work;
+	// leaseTTL is Config.LeaseTTL (defaulted).
+	leaseOwner string
+	leaseTTL   time.Duration
 	observers  []CommitObserver
 	keyLocks   keyLocks // CommitSet.Serialize
 	onRequest  func(RequestInfo)
@@ -174,6 +180,12 @@ func New(cfg Config) (*Server, error) {
 		onRequest: cfg.OnRequest,
 		onJob:     cfg.OnJob,
 		output:    cfg.Output,
+
+		leaseOwner: lease.NewOwner(),
+		leaseTTL:   cfg.LeaseTTL,
+	}
+	if s.leaseTTL <= 0 {
+		s.leaseTTL = defaultLeaseTTL
 	}
 	for _, op := range cfg.PatientOperations {
 		if op.Name == "" || op.Run == nil {
@@ -212,9 +224,9 @@ func New(cfg Config) (*Server, error) {
 	s.echo = s.routes(cfg.Middleware)
 	switch {
 	case cfg.ExportDir != "":
-		s.bulk = newBulkRunner(s, dirFiles{dir: cfg.ExportDir}, bulkWorkers(cfg.ExportWorkers), cfg.ExportLeaseTTL)
+		s.bulk = newBulkRunner(s, dirFiles{dir: cfg.ExportDir}, bulkWorkers(cfg.ExportWorkers))
 	case cfg.ExportInStore:
-		s.bulk = newBulkRunner(s, kvFiles{kv: s.backend.KV(), chunk: exportChunkSize}, bulkWorkers(cfg.ExportWorkers), cfg.ExportLeaseTTL)
+		s.bulk = newBulkRunner(s, kvFiles{kv: s.backend.KV(), chunk: exportChunkSize}, bulkWorkers(cfg.ExportWorkers))
 	}
 	// After the runner: the statement declares $export only when it runs.
 	if s.capability, err = s.capabilityStatement(); err != nil {
@@ -472,7 +484,17 @@ func (s *Server) readyz(c echo.Context) error {
 			Diagnostics: "not ready: the database did not answer its ping (the server log has the cause)",
 		}}))
 	}
-	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+	out := map[string]any{"status": "ready"}
+	if d, ok := storage.As[storage.Describer](s.backend); ok {
+		// What the deployment can do, for an operator checking a new
+		// database (the capabilities are detected once, at start-up).
+		caps := d.Capabilities(ctx)
+		out["database"] = map[string]any{
+			"backend": caps.Name, "version": caps.Version, "topology": caps.Topology,
+			"transactions": caps.Transactions, "atomicCommit": caps.AtomicCommit,
+		}
+	}
+	return c.JSON(http.StatusOK, out)
 }
 
 // randomID returns a random UUID (version 4), used for server-assigned

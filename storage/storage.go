@@ -152,6 +152,12 @@ type Capabilities struct {
 	AtomicCommit bool
 	// Notes are human-readable remarks on degraded paths (shown in logs and tests).
 	Notes []string
+	// Deployment, for operators (start-up log, /readyz): the server's
+	// version, its topology ("standalone", "replicaSet", "sharded",
+	// "embedded") and whether it has multi-document transactions.
+	Version      string
+	Topology     string
+	Transactions bool
 }
 
 // Describer is implemented by backends that report their capabilities.

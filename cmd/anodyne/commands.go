@@ -63,6 +63,9 @@ func commands() []command {
 		{"token", "--client ID --key FILE --scope SCOPES", "get an access token from a running server (SMART Backend Services), for curl", func(ctx context.Context, args []string, cio cmdIO) error {
 			return tokenCommand(ctx, args, cio.stdout, cio.stderr, cio.getenv)
 		}},
+		{"mongo", "shard-setup [flags]", "shard a MongoDB database on a sharded cluster (or print the commands)", func(ctx context.Context, args []string, cio cmdIO) error {
+			return mongoCommand(ctx, args, cio.stdout, cio.stderr, cio.getenv)
+		}},
 		{"version", "", "print the module version, VCS commit and Go version", func(ctx context.Context, args []string, cio cmdIO) error {
 			fs := flag.NewFlagSet("anodyne version", flag.ContinueOnError)
 			fs.SetOutput(cio.stderr)

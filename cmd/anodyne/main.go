@@ -224,6 +224,8 @@ func logCapabilities(ctx context.Context, log *slog.Logger, backend storage.Back
 	if d, ok := storage.As[storage.Describer](backend); ok {
 		caps = d.Capabilities(ctx)
 	}
+	log.Info("database deployment", "backend", caps.Name, "version", caps.Version, "topology", caps.Topology,
+		"transactions", caps.Transactions, "atomic_commit", caps.AtomicCommit)
 	for _, n := range caps.Notes {
 		log.Warn("database capability", "backend", caps.Name, "note", n)
 	}

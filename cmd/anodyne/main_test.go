@@ -62,15 +62,15 @@ func TestParseServe(t *testing.T) {
 		{"export defaults: files in the store", nil, nil, func(c serveConfig) bool {
 			var f fhir.Config
 			c.Export.apply(&f)
-			return f.ExportInStore && f.ExportDir == "" && f.ExportWorkers == 1 && f.ExportLeaseTTL == 30*time.Second
+			return f.ExportInStore && f.ExportDir == "" && f.ExportWorkers == 1 && f.LeaseTTL == 30*time.Second
 		}, false},
-		{"export flags", []string{"--export-dir", "/shared/exports", "--export-workers", "0", "--export-lease", "5s"}, nil, func(c serveConfig) bool {
+		{"export flags", []string{"--export-dir", "/shared/exports", "--export-workers", "0", "--lease-ttl", "5s"}, nil, func(c serveConfig) bool {
 			var f fhir.Config
 			c.Export.apply(&f)
-			return !f.ExportInStore && f.ExportDir == "/shared/exports" && f.ExportWorkers < 0 && f.ExportLeaseTTL == 5*time.Second
+			return !f.ExportInStore && f.ExportDir == "/shared/exports" && f.ExportWorkers < 0 && f.LeaseTTL == 5*time.Second
 		}, false},
 		{"export workers negative", []string{"--export-workers", "-1"}, nil, nil, true},
-		{"export lease too short", []string{"--export-lease", "1ms"}, nil, nil, true},
+		{"export lease too short", []string{"--lease-ttl", "1ms"}, nil, nil, true},
 		{"unknown flag", []string{"--nope"}, nil, nil, true},
 		{"stray argument", []string{"extra"}, nil, nil, true},
 	}

@@ -23,7 +23,7 @@ func TestMain(m *testing.M) {
 
 // child starts "anodyne args..." as a separate process; stdout and stderr
 // are piped for the test to read.
-func child(t *testing.T, args ...string) (*exec.Cmd, io.ReadCloser, io.ReadCloser) {
+func child(t testing.TB, args ...string) (*exec.Cmd, io.ReadCloser, io.ReadCloser) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), "ANODYNE_TEST_RUN_MAIN=1")

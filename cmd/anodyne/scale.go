@@ -19,7 +19,7 @@ type exportFlags struct {
 func (e *exportFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&e.Dir, "export-dir", "", "keep Bulk Data export files in this directory instead of the database; with several processes on one database it must be shared by all of them (default: in the database, served by every process)")
 	fs.IntVar(&e.Workers, "export-workers", 1, "export jobs run at once by this process (0: none; the other processes of the database run them)")
-	fs.DurationVar(&e.LeaseTTL, "export-lease", 30*time.Second, "how long a running export job stays with a process that stopped renewing its lease (crashed) before another process resumes it")
+	fs.DurationVar(&e.LeaseTTL, "lease-ttl", 30*time.Second, "how long background work (a running export job, a SearchParameter reindex) stays with a process that stopped renewing its lease (crashed) before another process resumes it from its checkpoint")
 }
 
 func (e *exportFlags) validate() error {
@@ -27,7 +27,7 @@ func (e *exportFlags) validate() error {
 		return errors.New("--export-workers must not be negative")
 	}
 	if e.LeaseTTL < 100*time.Millisecond {
-		return errors.New("--export-lease must be at least 100ms")
+		return errors.New("--lease-ttl must be at least 100ms")
 	}
 	return nil
 }
@@ -40,5 +40,5 @@ func (e *exportFlags) apply(cfg *fhir.Config) {
 	if e.Workers == 0 {
 		cfg.ExportWorkers = -1 // fhir: 0 means one worker
 	}
-	cfg.ExportLeaseTTL = e.LeaseTTL
+	cfg.LeaseTTL = e.LeaseTTL
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -129,8 +130,9 @@ func TestServeLogsCapabilities(t *testing.T) {
 		name      string
 		args      func(t *testing.T) []string
 		wantNotes bool
+		topology  string // what /readyz and the log report (a real MongoDB: any)
 	}{
-		{"sqlite", func(t *testing.T) []string { return []string{"--data-dir", t.TempDir()} }, false},
+		{"sqlite", func(t *testing.T) []string { return []string{"--data-dir", t.TempDir()} }, false, "embedded"},
 		{"ferretdb", func(t *testing.T) []string {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
@@ -144,7 +146,7 @@ func TestServeLogsCapabilities(t *testing.T) {
 				}
 			})
 			return []string{"--data-dir", t.TempDir(), "--mongodb-uri", srv.URI, "--mongodb-database", mongotest.Database(t)}
-		}, os.Getenv(mongotest.EnvURI) == ""}, // a real MongoDB may have no degraded path
+		}, os.Getenv(mongotest.EnvURI) == "", map[bool]string{true: "standalone"}[os.Getenv(mongotest.EnvURI) == ""]}, // a real MongoDB may have no degraded path
 	}
 	tx := `{"resourceType":"Bundle","type":"transaction","entry":[{"resource":{"resourceType":"Patient","id":"tx1"},"request":{"method":"PUT","url":"Patient/tx1"}}]}`
 	for _, tc := range tests {
@@ -153,10 +155,22 @@ func TestServeLogsCapabilities(t *testing.T) {
 			if code, out := fhirCall(t, "POST", srv.base+"/fhir", tx); code != http.StatusOK {
 				t.Errorf("transaction Bundle: %d %v", code, out)
 			}
+			code, ready := fhirCall(t, "GET", srv.base+"/readyz", "")
+			db, _ := ready["database"].(map[string]any)
+			if code != http.StatusOK || db == nil || db["backend"] != tc.name && !(tc.name == "ferretdb" && db["backend"] == "mongodb") ||
+				(tc.topology != "" && db["topology"] != tc.topology) || db["atomicCommit"] != true {
+				t.Errorf("/readyz = %d %v; want the deployment (topology %q)", code, ready, tc.topology)
+			}
+			if tc.name == "ferretdb" && tc.topology == "standalone" && (db["transactions"] != false || !strings.Contains(fmt.Sprint(db["version"]), "MongoDB")) {
+				t.Errorf("/readyz on FerretDB: %v; want no transactions and a version", db)
+			}
 			srv.stop()
 			logs := srv.logs.String()
 			if strings.Contains(logs, refusedNote) {
 				t.Errorf("logs announce refused transactions on an atomic store:\n%s", logs)
+			}
+			if !strings.Contains(logs, `msg="database deployment" backend=`) || (tc.topology != "" && !strings.Contains(logs, "topology="+tc.topology)) {
+				t.Errorf("no deployment line with topology %q in the logs:\n%s", tc.topology, logs)
 			}
 			if got := strings.Contains(logs, `msg="database capability"`); got != tc.wantNotes {
 				t.Errorf("capability notes logged: %v, want %v; logs:\n%s", got, tc.wantNotes, logs)

@@ -53,6 +53,9 @@ type commitDoc struct {
 	State  string        `bson:"st"`
 	At     time.Time     `bson:"at"`
 	Writes []commitWrite `bson:"w"`
+	// KV holds the KV records of a CommitWithKV, stored when the record
+	// is applied (rollForward), after the commit point.
+	KV []kvDoc `bson:"kv,omitempty"`
 }
 
 type commitWrite struct {
@@ -71,10 +74,11 @@ type commitWrite struct {
 
 func visible(state string) bool { return state == stCommitted || state == stDone }
 
-// commitRecord commits several writes atomically without transactions.
-func (b *Backend) commitRecord(ctx context.Context, writes []storage.Write) ([]storage.Record, error) {
+// commitRecord commits several writes, and the KV puts, atomically
+// without transactions.
+func (b *Backend) commitRecord(ctx context.Context, writes []storage.Write, puts []storage.KVPut) ([]storage.Record, error) {
 	for attempt := 0; ; attempt++ {
-		recs, err := b.tryCommitRecord(ctx, writes)
+		recs, err := b.tryCommitRecord(ctx, writes, puts)
 		var sc seqCollision
 		if !errors.As(err, &sc) || attempt >= 10 {
 			return recs, err
@@ -95,18 +99,28 @@ type seqCollision struct{ id string }
 
 func (e seqCollision) Error() string { return "mongo: seq collision on " + e.id }
 
-func (b *Backend) tryCommitRecord(ctx context.Context, writes []storage.Write) ([]storage.Record, error) {
-	seq0, err := b.nextSeq(ctx, int64(len(writes)))
-	if err != nil {
-		return nil, err
+func (b *Backend) tryCommitRecord(ctx context.Context, writes []storage.Write, puts []storage.KVPut) ([]storage.Record, error) {
+	var doc commitDoc
+	var recs []storage.Record
+	if len(writes) == 0 {
+		// KV puts alone: no Seq to name the record after.
+		doc = commitDoc{ID: "kv" + newGen(), State: stPrepared, At: time.Now()}
+	} else {
+		seq0, err := b.nextSeq(ctx, int64(len(writes)))
+		if err != nil {
+			return nil, err
+		}
+		deleted, err := b.deletedEntries(ctx, writes)
+		if err != nil {
+			return nil, err
+		}
+		if doc, recs, err = b.buildCommit(writes, seq0, deleted); err != nil {
+			return nil, err
+		}
 	}
-	deleted, err := b.deletedEntries(ctx, writes)
-	if err != nil {
-		return nil, err
-	}
-	doc, recs, err := b.buildCommit(writes, seq0, deleted)
-	if err != nil {
-		return nil, err
+	now := time.Now()
+	for _, p := range puts {
+		doc.KV = append(doc.KV, newKVDoc(p.Key, p.Value, p.TTL, now))
 	}
 	id := doc.ID
 	if _, err := b.commits().InsertOne(ctx, doc); err != nil {
@@ -370,6 +384,12 @@ func (b *Backend) rollForward(ctx context.Context, doc *commitDoc) error {
 			if _, err := b.claims.UpdateOne(ctx, bson.D{{Key: "_id", Value: w.Claim}, {Key: "cm", Value: doc.ID}}, unset("cm")); err != nil {
 				return fmt.Errorf("mongo: apply %s: %w", doc.ID, err)
 			}
+		}
+	}
+	for i := range doc.KV {
+		// Idempotent: the same record, generation included, each time.
+		if _, err := b.kv.ReplaceOne(ctx, bson.D{{Key: "_id", Value: doc.KV[i].Key}}, doc.KV[i], options.Replace().SetUpsert(true)); err != nil {
+			return fmt.Errorf("mongo: apply kv %q of %s: %w", doc.KV[i].Key, doc.ID, err)
 		}
 	}
 	if _, err := b.commits().UpdateOne(ctx, bson.D{{Key: "_id", Value: doc.ID}},

@@ -20,10 +20,23 @@ import (
 const staleClaimAge = time.Minute
 
 // Commit stores writes: in one transaction where the deployment has them,
-// otherwise only a single write (see the package doc).
+// otherwise through a commit record (see the package doc).
 func (b *Backend) Commit(ctx context.Context, writes ...storage.Write) (_ []storage.Record, rerr error) {
+	return b.CommitWithKV(ctx, nil, writes...)
+}
+
+// CommitWithKV implements storage.KVCommitter: the puts are stored in the
+// writes' transaction, or, without transactions, listed in the commit
+// record and stored when it is applied, so that a crash after the commit
+// point stores them at recovery and one before it stores neither them nor
+// the writes. Without transactions a reader of the KV may see the writes
+// a moment before the puts (between the commit point and the apply); a
+// recovery rolling a commit forward re-stores its puts even over a later
+// Put of the same key, which is why they suit checkpoints written by the
+// committer alone.
+func (b *Backend) CommitWithKV(ctx context.Context, puts []storage.KVPut, writes ...storage.Write) (_ []storage.Record, rerr error) {
 	defer classify(&rerr)
-	if len(writes) == 0 {
+	if len(writes) == 0 && len(puts) == 0 {
 		return nil, nil
 	}
 	for i := range writes {
@@ -34,11 +47,16 @@ func (b *Backend) Commit(ctx context.Context, writes ...storage.Write) (_ []stor
 	if err := storage.CheckEvents(writes); err != nil {
 		return nil, fmt.Errorf("mongo: commit: %w", err)
 	}
+	for _, p := range puts {
+		if p.Key == "" {
+			return nil, errors.New("mongo: commit: kv put without a key")
+		}
+	}
 	if !b.transactions {
-		// Events exist exactly when their write does only through a
-		// commit record (see outbox.go).
-		if len(writes) > 1 || hasEvents(writes) {
-			return b.commitRecord(ctx, writes)
+		// Events and KV puts exist exactly when their write does only
+		// through a commit record (see outbox.go, atomic.go).
+		if len(writes) > 1 || hasEvents(writes) || len(puts) > 0 {
+			return b.commitRecord(ctx, writes, puts)
 		}
 		rec, err := b.apply(ctx, &writes[0], 0, false)
 		if err != nil {
@@ -52,14 +70,24 @@ func (b *Backend) Commit(ctx context.Context, writes ...storage.Write) (_ []stor
 	}
 	defer sess.EndSession(context.WithoutCancel(ctx))
 	out, err := sess.WithTransaction(ctx, func(tctx context.Context) (any, error) {
-		first, err := b.nextSeq(tctx, int64(len(writes)))
-		if err != nil {
-			return nil, err
+		var first int64
+		var err error
+		if len(writes) > 0 {
+			if first, err = b.nextSeq(tctx, int64(len(writes))); err != nil {
+				return nil, err
+			}
 		}
 		recs := make([]storage.Record, len(writes))
 		for i := range writes {
 			if recs[i], err = b.apply(tctx, &writes[i], first+int64(i), true); err != nil {
 				return nil, err
+			}
+		}
+		now := time.Now()
+		for _, p := range puts {
+			d := newKVDoc(p.Key, p.Value, p.TTL, now)
+			if _, err := b.kv.ReplaceOne(tctx, bson.D{{Key: "_id", Value: p.Key}}, d, options.Replace().SetUpsert(true)); err != nil {
+				return nil, fmt.Errorf("mongo: commit: kv put %q: %w", p.Key, err)
 			}
 		}
 		return recs, nil

@@ -95,6 +95,9 @@
 //     re-run when a commit is decided during their scan, and Open rolls
 //     unfinished records forward or back. Capabilities therefore reports
 //     AtomicCommit=true on every deployment.
+//   - CommitWithKV (storage.KVCommitter) lists its KV puts in the commit
+//     record (even for one write), stored when the record is applied, so a
+//     crash leaves writes and puts both stored or both absent after recovery.
 //   - Seq is drawn from a counter before the write, so it is unique and
 //     increasing per resource, but concurrent writers may become visible out
 //     of Seq order.
@@ -148,6 +151,8 @@ type Backend struct {
 
 	// Detected at Open; never changed afterwards.
 	name         string
+	version      string
+	topology     string
 	transactions bool
 	elemMatch    bool
 	ttl          bool
@@ -276,18 +281,30 @@ func (b *Backend) setup(ctx context.Context) error {
 	}
 	_, replSet := hello["setName"]
 	b.transactions = replSet || hello["msg"] == "isdbgrid"
+	switch {
+	case hello["msg"] == "isdbgrid":
+		b.topology = "sharded"
+	case replSet:
+		b.topology = "replicaSet"
+	default:
+		b.topology = "standalone"
+	}
 
 	var info bson.M
 	if err := b.db.RunCommand(ctx, bson.D{{Key: "buildInfo", Value: 1}}).Decode(&info); err != nil {
 		return fmt.Errorf("mongo: buildInfo: %w", err)
 	}
 	b.name = "mongodb"
-	if _, ok := info["ferretdbVersion"]; ok {
+	b.version, _ = info["version"].(string)
+	if v, ok := info["ferretdbVersion"]; ok {
 		b.name = "ferretdb"
+		if fv, ok := v.(string); ok {
+			b.version = fv + " (MongoDB " + b.version + " compatible)"
+		}
 	}
 	// Collections used inside transactions must exist beforehand on
 	// servers older than 4.4; the others are created with their indexes.
-	for _, name := range []string{colCounters, colClaims, colCommits, colOutbox} {
+	for _, name := range []string{colCounters, colClaims, colCommits, colOutbox, colKV} {
 		err := b.db.CreateCollection(ctx, name)
 		var ce mongo.CommandError
 		if err != nil && !(errors.As(err, &ce) && ce.Code == codeNamespaceExists) {
@@ -459,6 +476,9 @@ func (b *Backend) Capabilities(context.Context) storage.Capabilities {
 		Name:         b.name,
 		AtomicCommit: true, // transactions, or commit records without them
 		Notes:        append([]string(nil), b.notes...),
+		Version:      b.version,
+		Topology:     b.topology,
+		Transactions: b.transactions,
 	}
 }
 

@@ -216,3 +216,15 @@ func (b *Backend) ShardCommands() []bson.D {
 		{{Key: "shardCollection", Value: db + "." + colHistory}, {Key: "key", Value: bson.D{{Key: "_id", Value: 1}}}},
 	}
 }
+
+// ApplyShardCommands runs ShardCommands against the admin database of the
+// deployment (a mongos), in order, stopping at the first refusal.
+func (b *Backend) ApplyShardCommands(ctx context.Context) error {
+	admin := b.client.Database("admin")
+	for _, c := range b.ShardCommands() {
+		if err := admin.RunCommand(ctx, c).Err(); err != nil {
+			return fmt.Errorf("mongo: %s: %w", c[0].Key, err)
+		}
+	}
+	return nil
+}

@@ -268,7 +268,7 @@ func (b *Backend) Path() string { return b.path }
 
 // Capabilities implements storage.Describer.
 func (b *Backend) Capabilities(context.Context) storage.Capabilities {
-	return storage.Capabilities{Name: "sqlite", AtomicCommit: true}
+	return storage.Capabilities{Name: "sqlite", AtomicCommit: true, Topology: "embedded", Transactions: true}
 }
 
 // Ping checks both pools.
