@@ -1,13 +1,11 @@
 package audit
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -38,11 +36,13 @@ import (
 // stored exactly once even after a kill -9. AuditEvent searches see an
 // event once it is materialized, normally within a fraction of a second.
 //
-// Journal files are journal-NNNNNNNN.log in the directory; a file is
-// deleted once every event in it is stored. Each line is
-// "CRC32C(hex, 8) SP JSON LF" (the AuditEvent resource, id and meta
-// included); a torn last line (no LF, or a bad CRC) was never
-// acknowledged and is cut off on open.
+// Journal files are journal-NNNNNNNN.log in the directory, preallocated
+// (zeros) so that a group needs a data sync only, a new one per run and
+// per 16 MB; a file is deleted once every event in it is stored. Each
+// line is "CRC32C(hex, 8) SP JSON LF" (the AuditEvent resource, id and
+// meta included). A file ends at its first line that is not whole and
+// intact: the zeros of the preallocation, or a torn write that was never
+// acknowledged.
 type Journal struct {
 	dir     string
 	backend storage.Backend
@@ -79,7 +79,7 @@ type position struct {
 const (
 	journalKey     = "audit/journal/position"
 	journalBatch   = 500
-	journalMaxFile = 64 << 20
+	journalMaxFile = 16 << 20
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -115,25 +115,13 @@ func OpenJournal(ctx context.Context, dir string, backend storage.Backend, index
 	if err != nil {
 		return nil, err
 	}
-	j.file = max(last, start.File)
-	path := j.path(j.file)
-	size, err := validPrefix(path)
-	if err != nil {
+	// A new file for every run: an earlier run's last file may end in a
+	// torn write, which readers treat as its end; it is never appended to.
+	j.file = max(last, start.File) + 1
+	if j.f, err = createJournalFile(j.path(j.file), j.dir, j.maxFile); err != nil {
 		return nil, err
 	}
-	if j.f, err = os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o640); err != nil {
-		return nil, fmt.Errorf("audit journal: %w", err)
-	}
-	// Cut a torn tail so that the next event starts on a line of its own.
-	if err := j.f.Truncate(size); err != nil {
-		j.f.Close()
-		return nil, fmt.Errorf("audit journal: %w", err)
-	}
-	if _, err := j.f.Seek(size, io.SeekStart); err != nil {
-		j.f.Close()
-		return nil, fmt.Errorf("audit journal: %w", err)
-	}
-	j.durable = size
+	j.durable = 0
 	j.storedAt = start
 	go j.flushLoop()
 	go j.materialize(start)
@@ -147,6 +135,16 @@ type JournalOption func(*Journal)
 // (for the batch-size metric); it runs on the flusher goroutine.
 func WithFsyncObserver(f func(events int)) JournalOption {
 	return func(j *Journal) { j.onBatch = f }
+}
+
+// WithFileSize sets the preallocated size of each journal file (default
+// 16 MB); a group that does not fit starts the next file.
+func WithFileSize(n int64) JournalOption {
+	return func(j *Journal) {
+		if n > 0 {
+			j.maxFile = n
+		}
+	}
 }
 
 // QueueLen is the number of events waiting for their fsync.
@@ -213,31 +211,6 @@ func decodeLine(line []byte) ([]byte, bool) {
 	return body, crc32.Checksum(body, castagnoli) == uint32(sum)
 }
 
-// validPrefix is the length of the longest prefix of the file made of
-// whole, intact lines (0 for a missing file).
-func validPrefix(path string) (int64, error) {
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("audit journal: %w", err)
-	}
-	defer f.Close()
-	r := bufio.NewReaderSize(f, 1<<16)
-	var n int64
-	for {
-		line, err := r.ReadBytes('\n')
-		if err != nil { // EOF: a last line without LF is torn
-			return n, nil
-		}
-		if _, ok := decodeLine(line[:len(line)-1]); !ok {
-			return n, nil
-		}
-		n += int64(len(line))
-	}
-}
-
 // PrepareAudit returns the write of ev's AuditEvent: a write request
 // commits its record with its data, not through the journal.
 func (j *Journal) PrepareAudit(ev auth.AuditEvent) (storage.Write, error) {
@@ -302,35 +275,63 @@ func (j *Journal) flushLoop() {
 	}
 }
 
-// append writes buf to the current file, fsyncs it, and starts a new file
-// once the current one is full (only the flusher touches j.f).
+// append writes buf to the current file and makes it durable, starting a
+// new file first when buf would not fit in the preallocated space (only
+// the flusher touches j.f).
 func (j *Journal) append(buf []byte) error {
+	j.mu.Lock()
+	full := j.durable > 0 && j.durable+int64(len(buf)) > j.maxFile
+	j.mu.Unlock()
+	if full {
+		if next, err := createJournalFile(j.path(j.file+1), j.dir, j.maxFile); err != nil {
+			j.log.Warn("audit journal: cannot start a new file; appending to the full one", "err", err)
+		} else {
+			old := j.f
+			j.mu.Lock()
+			j.f, j.file, j.durable = next, j.file+1, 0
+			j.mu.Unlock()
+			if err := old.Close(); err != nil {
+				j.log.Warn("audit journal: closing a full file", "err", err)
+			}
+		}
+	}
 	if _, err := j.f.Write(buf); err != nil {
 		return fmt.Errorf("audit journal: write: %w", err)
 	}
-	if err := j.f.Sync(); err != nil {
+	if err := datasync(j.f); err != nil {
 		return fmt.Errorf("audit journal: fsync: %w", err)
 	}
 	j.mu.Lock()
 	j.durable += int64(len(buf))
-	full := j.durable >= j.maxFile
 	j.mu.Unlock()
-	if !full {
-		return nil
-	}
-	next, err := os.OpenFile(j.path(j.file+1), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
-	if err != nil {
-		j.log.Warn("audit journal: cannot start a new file; appending to the full one", "err", err)
-		return nil
-	}
-	old := j.f
-	j.mu.Lock()
-	j.f, j.file, j.durable = next, j.file+1, 0
-	j.mu.Unlock()
-	if err := old.Close(); err != nil {
-		j.log.Warn("audit journal: closing a full file", "err", err)
-	}
 	return nil
+}
+
+// createJournalFile creates a file with size bytes preallocated (zeros),
+// durable with its directory entry before any event goes in: appends
+// then change no file size, and each group needs only a data sync.
+func createJournalFile(path, dir string, size int64) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("audit journal: %w", err)
+	}
+	if err := preallocate(f, size); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("audit journal: preallocating %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("audit journal: %w", err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		err = d.Sync()
+		d.Close()
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("audit journal: syncing %s: %w", dir, err)
+		}
+	}
+	return f, nil
 }
 
 // Close stops taking events, fsyncs what is pending, stores every

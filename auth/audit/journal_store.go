@@ -113,9 +113,11 @@ func writeOfBody(index Indexer, body []byte) (storage.Write, error) {
 	return writeOf(index, head.ID, head.Meta.LastUpdated.UTC(), body)
 }
 
-// readLines returns the JSON of at most max intact lines of the file
-// from offset, not reading past end (-1: to the end of the file), and the
-// offset after them. A missing file is empty.
+// readLines returns the JSON of at most max lines of the file from
+// offset, not reading past end (-1: to the end of the file's events),
+// and the offset after them. The events end at the first line that is
+// not whole and intact (preallocated zeros, a torn write). A missing file
+// is empty.
 func readLines(path string, offset, end int64, max int) ([][]byte, int64, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -135,18 +137,40 @@ func readLines(path string, offset, end int64, max int) ([][]byte, int64, error)
 	r := bufio.NewReaderSize(rd, 1<<16)
 	var out [][]byte
 	for len(out) < max {
-		line, err := r.ReadBytes('\n')
+		if b, err := r.Peek(1); err != nil || b[0] == 0 {
+			break // the end of the events
+		}
+		line, err := readLine(r)
 		if err != nil {
-			break // the end, or a torn tail of a file that is not being appended to
+			break
 		}
 		body, ok := decodeLine(line[:len(line)-1])
 		if !ok {
-			return out, offset, fmt.Errorf("audit journal: %s: corrupt line at offset %d", path, offset)
+			break
 		}
 		out = append(out, body)
 		offset += int64(len(line))
 	}
 	return out, offset, nil
+}
+
+// maxLine bounds one event's line, so that a torn file cannot make a
+// reader swallow megabytes looking for a line end.
+const maxLine = 1 << 20
+
+// readLine reads one LF-terminated line of at most maxLine bytes.
+func readLine(r *bufio.Reader) ([]byte, error) {
+	var line []byte
+	for {
+		chunk, err := r.ReadSlice('\n')
+		line = append(line, chunk...)
+		if err == nil {
+			return line, nil
+		}
+		if !errors.Is(err, bufio.ErrBufferFull) || len(line) > maxLine {
+			return nil, io.ErrUnexpectedEOF
+		}
+	}
 }
 
 // WaitStored waits until every event acknowledged so far is stored as a

@@ -2,6 +2,7 @@ package audit_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -112,6 +113,48 @@ func TestJournal(t *testing.T) {
 	}
 }
 
+// TestJournalFiles: with small files, events spread over several; each
+// is deleted once stored, and every event is stored once.
+func TestJournalFiles(t *testing.T) {
+	dir := t.TempDir()
+	be, reg := openStore(t, filepath.Join(dir, "db"))
+	defer be.Close()
+	jdir := filepath.Join(dir, "audit")
+	j, err := audit.OpenJournal(t.Context(), jdir, be, reg, nil, audit.WithFileSize(4096))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 40
+	for i := range n {
+		if err := j.RecordAudit(t.Context(), event(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if err := j.WaitStored(ctx); err != nil {
+		t.Fatal(err)
+	}
+	files := journalFiles(t, jdir)
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got := stored(t, be)
+	for i := range n {
+		if got[fmt.Sprintf("client-%d", i)] != 1 {
+			t.Fatalf("stored %v", got)
+		}
+	}
+	// 40 events of about 600 bytes in files of 4 KB: at least 6 files
+	// were written; only the one being appended to is left.
+	if len(files) != 1 {
+		t.Errorf("journal files left after storing: %v, want only the current one", files)
+	}
+	if last := files[len(files)-1]; last <= filepath.Join(jdir, "journal-00000005.log") {
+		t.Errorf("current file %s: the events did not spread over several files", last)
+	}
+}
+
 // TestJournalTornTail: the lines of a journal that a crash left behind
 // are stored on open, a torn or corrupt last line (never acknowledged)
 // is cut off, and the next event starts on a clean line.
@@ -145,11 +188,21 @@ func TestJournalTornTail(t *testing.T) {
 			if len(files) != 1 {
 				t.Fatalf("journal files %v", files)
 			}
-			f, err := os.OpenFile(files[0], os.O_APPEND|os.O_WRONLY, 0)
+			// The torn write goes where the next group would have: after
+			// the last event, over the preallocated zeros.
+			raw, err := os.ReadFile(files[0])
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := f.WriteString(tail); err != nil {
+			end := bytes.IndexByte(raw, 0)
+			if end <= 0 || bytes.Count(raw[:end], []byte("\n")) != 3 {
+				t.Fatalf("journal file: %d bytes of events before the zeros", end)
+			}
+			f, err := os.OpenFile(files[0], os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.WriteAt([]byte(tail), int64(end)); err != nil {
 				t.Fatal(err)
 			}
 			f.Close()
