@@ -80,6 +80,11 @@ const (
 	journalKey     = "audit/journal/position"
 	journalBatch   = 500
 	journalMaxFile = 16 << 20
+	// storeEvery is how often the materializer stores what is journaled,
+	// wakeBytes the backlog that wakes it earlier: a Commit per read group
+	// would cost the database writer what the journal saves.
+	storeEvery = 100 * time.Millisecond
+	wakeBytes  = 256 << 10
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -268,9 +273,16 @@ func (j *Journal) flushLoop() {
 		for _, w := range waiters {
 			w <- err
 		}
-		select {
-		case j.wake <- struct{}{}:
-		default:
+		// The materializer runs on its tick (storeEvery) so that its
+		// Commits hold many events; a backlog wakes it sooner.
+		j.mu.Lock()
+		backlog := j.file != j.storedAt.File || j.durable-j.storedAt.Offset >= wakeBytes
+		j.mu.Unlock()
+		if backlog {
+			select {
+			case j.wake <- struct{}{}:
+			default:
+			}
 		}
 	}
 }

@@ -14,11 +14,11 @@ import (
 )
 
 // materialize stores journaled events as AuditEvent resources, from pos
-// on, whenever the flusher has made some durable (and at least every
-// second), until Close; then it stores what is left and returns.
+// on, when the flusher reports a backlog (and at least every
+// storeEvery), until Close; then it stores what is left and returns.
 func (j *Journal) materialize(pos position) {
 	defer close(j.matDone)
-	tick := time.NewTicker(time.Second)
+	tick := time.NewTicker(storeEvery)
 	defer tick.Stop()
 	for {
 		stopping := false
