@@ -71,6 +71,11 @@ func prepare(index Indexer, ev auth.AuditEvent) (storage.Write, error) {
 	if err != nil {
 		return storage.Write{}, fmt.Errorf("audit: encode: %w", err)
 	}
+	return writeOf(index, id, at, body)
+}
+
+// writeOf is the write of an encoded AuditEvent resource.
+func writeOf(index Indexer, id string, at time.Time, body []byte) (storage.Write, error) {
 	// Index the JSON as the FHIR layer would see it (numbers as json.Number).
 	var decoded map[string]any
 	dec := json.NewDecoder(bytes.NewReader(body))

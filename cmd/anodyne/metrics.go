@@ -61,7 +61,7 @@ func auditOptions(m *metrics.Metrics) []audit.GroupOption {
 	return []audit.GroupOption{audit.WithBatchObserver(m.AuditBatch)}
 }
 
-func auditGauge(m *metrics.Metrics, g *audit.GroupCommit) {
+func auditGauge(m *metrics.Metrics, g interface{ QueueLen() int }) {
 	m.Gauge("anodyne_audit_queue_events", "AuditEvents waiting for the group-commit writer.", func() float64 { return float64(g.QueueLen()) })
 }
 

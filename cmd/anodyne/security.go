@@ -8,9 +8,12 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -166,14 +169,29 @@ func setupSecurity(ctx context.Context, cfg serveConfig, base string, backend st
 
 	var auditMW echo.MiddlewareFunc
 	var sink auth.AuditSink
-	if cfg.Sec.Audit == "on" {
+	_, kvCommits := storage.As[storage.KVCommitter](backend)
+	switch {
+	case cfg.Sec.Audit == "on" && cfg.MongoURI == "" && kvCommits:
+		// The embedded store: reads' events go to the journal beside the
+		// database (fsynced before the response) and are stored as
+		// AuditEvents in batches (auth/audit.Journal).
+		j, err := audit.OpenJournal(ctx, filepath.Join(cfg.DataDir, "audit-journal"), backend, reg, log, audit.WithFsyncObserver(m.AuditBatch))
+		if err != nil {
+			return nil, err
+		}
+		auditGauge(m, j)
+		sec.close = j.Close
+		sink = j
+		record, wait := auth.AuditMiddleware(j, fhirBase, "/fhir", log), auditConsistent(j)
+		auditMW = func(next echo.HandlerFunc) echo.HandlerFunc { return record(wait(next)) }
+	case cfg.Sec.Audit == "on":
 		g := audit.NewGroupCommit(backend, reg, log, auditOptions(m)...)
 		auditGauge(m, g)
 		sec.close = g.Close
 		sink = g
 		sec.audit = g
 		auditMW = auth.AuditMiddleware(g, fhirBase, "/fhir", log)
-	} else {
+	default:
 		log.Warn("AUDIT IS OFF: requests to patient data leave no AuditEvent")
 	}
 
@@ -311,4 +329,46 @@ func prepareServer(ctx context.Context, cfg serveConfig, base string, backend st
 	}
 	fcfg.Output = research.New(d, backend.KV(), reg, log)
 	return setupSecurity(ctx, cfg, base, backend, reg, fcfg, m, log)
+}
+
+// auditConsistent makes a request that may return AuditEvents wait until
+// every event acknowledged before it is stored as a resource (the journal
+// stores them a few milliseconds after their fsync), so that an auditor
+// never misses a read whose client already has its answer.
+func auditConsistent(j *audit.Journal) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			if mayReturnAuditEvents(c.Request().URL.Path) {
+				ctx, cancel := context.WithTimeout(c.Request().Context(), 10*time.Second)
+				err := j.WaitStored(ctx)
+				cancel()
+				if err != nil {
+					c.Response().Header().Set("Retry-After", "1")
+					return echo.NewHTTPError(http.StatusServiceUnavailable, "the audit trail is not stored yet; retry")
+				}
+			}
+			return next(c)
+		}
+	}
+}
+
+// mayReturnAuditEvents: AuditEvent itself, system-level interactions
+// (search, history, $export), type-level operations and Patient
+// compartment requests ($everything, Patient/x/AuditEvent).
+func mayReturnAuditEvents(path string) bool {
+	rest, ok := strings.CutPrefix(path, "/fhir")
+	if !ok {
+		return false
+	}
+	rest = strings.Trim(rest, "/")
+	seg := strings.SplitN(rest, "/", 3)
+	switch {
+	case rest == "" || strings.HasPrefix(rest, "_") || strings.HasPrefix(rest, "$"):
+		return true
+	case seg[0] == "AuditEvent":
+		return true
+	case len(seg) >= 2 && strings.HasPrefix(seg[1], "$"):
+		return true
+	}
+	return len(seg) == 3 && !strings.HasPrefix(seg[2], "_history")
 }

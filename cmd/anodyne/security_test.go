@@ -579,3 +579,28 @@ func TestAddRefusesReplace(t *testing.T) {
 		t.Fatalf("users add --replace:\n%s", list)
 	}
 }
+
+func TestMayReturnAuditEvents(t *testing.T) {
+	for path, want := range map[string]bool{
+		"/fhir":                           true,
+		"/fhir/":                          true,
+		"/fhir/_history":                  true,
+		"/fhir/$export":                   true,
+		"/fhir/_search":                   true,
+		"/fhir/AuditEvent":                true,
+		"/fhir/AuditEvent/abc":            true,
+		"/fhir/Patient/$export":           true,
+		"/fhir/Patient/p1/$everything":    true,
+		"/fhir/Patient/p1/AuditEvent":     true,
+		"/fhir/Patient":                   false,
+		"/fhir/Observation":               false,
+		"/fhir/Observation/o1":            false,
+		"/fhir/Observation/o1/_history/2": false,
+		"/auth/token":                     false,
+		"/fhirx/AuditEvent":               false,
+	} {
+		if got := mayReturnAuditEvents(path); got != want {
+			t.Errorf("mayReturnAuditEvents(%q) = %v, want %v", path, got, want)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -40,36 +41,23 @@ func (b *Backend) Search(ctx context.Context, q storage.Query) (storage.Page, er
 		cur = &c
 	}
 
-	n := 0
-	where := newSQLB(&n)
-	where.w("r.deleted = 0")
-	if len(q.Types) > 0 {
-		// With a filter, the unary + leaves the (type, id) index alone so
-		// that SQLite drives the query from the filter's value index
-		// instead of scanning every resource of the type.
-		plus := ""
-		if q.Filter != nil && !idsDriven(q.Filter) {
-			plus = "+"
-		}
-		where.w(" AND " + plus + "r.type IN (" + placeholders(len(q.Types)) + ")")
-		for _, t := range q.Types {
-			where.args = append(where.args, t)
-		}
-	}
-	if q.Filter != nil {
-		where.w(" AND ")
-		if err := where.resource(q.Filter, "r"); err != nil {
-			return storage.Page{}, fmt.Errorf("sqlite: search %v: %w", q.Filter, err)
-		}
-	}
-
-	// One read transaction: the total, the walk and the collect plan see
-	// the same snapshot.
+	// One read transaction: the statistics, the total, the walk and the
+	// collect plan see the same snapshot.
 	tx, err := b.r.BeginTx(ctx, nil)
 	if err != nil {
 		return storage.Page{}, fmt.Errorf("sqlite: search: %w", err)
 	}
 	defer tx.Rollback()
+
+	limit := count + 1
+	drive, driveEntries, err := b.measureDriver(ctx, tx, q.Filter, walkWindow(limit))
+	if err != nil {
+		return storage.Page{}, fmt.Errorf("sqlite: search %v: %w", q.Filter, err)
+	}
+	where, err := searchWhere(q, drive)
+	if err != nil {
+		return storage.Page{}, err
+	}
 
 	page := storage.Page{Total: -1}
 	if q.Total {
@@ -84,8 +72,7 @@ func (b *Backend) Search(ctx context.Context, q storage.Query) (storage.Page, er
 		return page, nil
 	}
 
-	limit := count + 1
-	plan, err := b.plan(ctx, tx, q, limit)
+	plan, err := b.plan(ctx, tx, q, limit, drive, driveEntries)
 	if err != nil {
 		return storage.Page{}, fmt.Errorf("sqlite: search %v: %w", q.Filter, err)
 	}
@@ -157,17 +144,93 @@ func (b *Backend) Search(ctx context.Context, q storage.Query) (storage.Page, er
 	return page, nil
 }
 
-// plan gathers the statistics the query's shape needs and chooses its plan.
-func (b *Backend) plan(ctx context.Context, tx *sql.Tx, q storage.Query, limit int) (searchPlan, error) {
+// searchWhere is the condition on the resources row r of a search, the
+// top-level And driven by its conjunct drive (-1: chosen by kind).
+func searchWhere(q storage.Query, drive int) (*sqlb, error) {
+	n := 0
+	where := newSQLB(&n)
+	where.w("r.deleted = 0")
+	if len(q.Types) > 0 {
+		// With a filter, the unary + leaves the (type, id) index alone so
+		// that SQLite drives the query from the filter's value index
+		// instead of scanning every resource of the type.
+		plus := ""
+		if q.Filter != nil && !idsDriven(q.Filter) {
+			plus = "+"
+		}
+		where.w(" AND " + plus + "r.type IN (" + placeholders(len(q.Types)) + ")")
+		for _, t := range q.Types {
+			where.args = append(where.args, t)
+		}
+	}
+	if q.Filter != nil {
+		where.w(" AND ")
+		if err := where.resourceDriven(q.Filter, "r", drive); err != nil {
+			return nil, fmt.Errorf("sqlite: search %v: %w", q.Filter, err)
+		}
+	}
+	return where, nil
+}
+
+// measureDriver chooses the driver of a top-level And from the data when
+// several conjuncts are equality lookups (eqCandidates): each one's index
+// entries are counted, the kind-order driver first and the others capped
+// at the smallest count so far, so the measuring costs at most a few
+// times the entries of the cheapest driver (and never more than cap rows
+// each). It returns the chosen conjunct and its count (capped at cap), or
+// -1, -1 when the kind order decides alone.
+func (b *Backend) measureDriver(ctx context.Context, tx *sql.Tx, f storage.Expr, cap int) (int, int, error) {
+	x, ok := f.(storage.And)
+	if !ok || idsDriven(f) {
+		return -1, -1, nil
+	}
+	cands := eqCandidates(x.Exprs)
+	fallback := driver(x.Exprs)
+	if len(cands) < 2 || !slices.Contains(cands, fallback) {
+		return -1, -1, nil
+	}
+	// The kind-order driver first: its count caps the others'.
+	order := append([]int{slices.Index(cands, fallback)}, slices.DeleteFunc(seq(len(cands)), func(i int) bool { return cands[i] == fallback })...)
+	counts := make([]int, len(cands))
+	limit := cap
+	for _, i := range order {
+		n, err := countEntries(ctx, tx, x.Exprs[cands[i]].(storage.Match), limit)
+		if err != nil {
+			return -1, -1, err
+		}
+		counts[i] = n
+		limit = min(limit, n)
+	}
+	d := pickDriver(fallback, cands, counts)
+	return d, counts[slices.Index(cands, d)], nil
+}
+
+func seq(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i
+	}
+	return out
+}
+
+// plan gathers the statistics the query's shape needs and chooses its
+// plan. A driver measured by measureDriver (drive >= 0) comes with its
+// count, which is the statistic; otherwise the kind-order driver is
+// counted here.
+func (b *Backend) plan(ctx context.Context, tx *sql.Tx, q storage.Query, limit, drive, driveEntries int) (searchPlan, error) {
 	s := shapeOf(q, limit)
 	st := planStats{driverEntries: -1}
 	if s.needsStats() {
-		m, _ := walkDriver(q.Filter)
-		n, err := countEntries(ctx, tx, m, walkWindow(limit))
-		if err != nil {
-			return searchPlan{}, err
+		if drive >= 0 {
+			st.driverEntries = driveEntries
+		} else {
+			m, _ := walkDriver(q.Filter)
+			n, err := countEntries(ctx, tx, m, walkWindow(limit))
+			if err != nil {
+				return searchPlan{}, err
+			}
+			st.driverEntries = n
 		}
-		st.driverEntries = n
 	}
 	return choosePlan(s, st), nil
 }
@@ -176,13 +239,44 @@ func (b *Backend) plan(ctx context.Context, tx *sql.Tx, q storage.Query, limit i
 // ordered, after the cursor position cur (nil: from the start), at most
 // limit rows.
 func (b *Backend) collect(ctx context.Context, tx *sql.Tx, q storage.Query, where *sqlb, cur *cursor, limit int) ([]hit, error) {
+	query, args, err := collectSQL(q, where, cur, limit)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := tx.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: search: %w", err)
+	}
+	defer rows.Close()
+	var hits []hit
+	for rows.Next() {
+		vals := make([]any, len(q.Sort))
+		ptrs := make([]any, len(vals))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		r, err := scanRecord(rows, ptrs...)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: search: %w", err)
+		}
+		hits = append(hits, hit{rec: r, keys: vals})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: search: %w", err)
+	}
+	return hits, nil
+}
+
+// collectSQL is the statement of the collect plan (the plan tests read
+// its EXPLAIN QUERY PLAN).
+func collectSQL(q storage.Query, where *sqlb, cur *cursor, limit int) (string, []any, error) {
 	sel := newSQLB(where.n)
 	types := make([]byte, len(q.Sort))
 	keys := make([]keyCol, 0, len(q.Sort)+2)
 	for i, s := range q.Sort {
 		table, key, typ, err := sortSource(s)
 		if err != nil {
-			return nil, err
+			return "", nil, err
 		}
 		agg := "MIN"
 		if s.Desc {
@@ -210,7 +304,7 @@ func (b *Backend) collect(ctx context.Context, tx *sql.Tx, q storage.Query, wher
 		for i, v := range cur.K {
 			val, err := cursorValue(v, types[i])
 			if err != nil {
-				return nil, err
+				return "", nil, err
 			}
 			keys[i].val = val
 		}
@@ -227,29 +321,7 @@ func (b *Backend) collect(ctx context.Context, tx *sql.Tx, q storage.Query, wher
 		fmt.Fprintf(&outer.sb, "(q.s%d IS NULL), q.s%d%s, ", i, i, dir)
 	}
 	outer.w("q.type, q.id LIMIT ?", limit)
-
-	rows, err := tx.QueryContext(ctx, outer.String(), outer.args...)
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: search: %w", err)
-	}
-	defer rows.Close()
-	var hits []hit
-	for rows.Next() {
-		vals := make([]any, len(q.Sort))
-		ptrs := make([]any, len(vals))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		r, err := scanRecord(rows, ptrs...)
-		if err != nil {
-			return nil, fmt.Errorf("sqlite: search: %w", err)
-		}
-		hits = append(hits, hit{rec: r, keys: vals})
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlite: search: %w", err)
-	}
-	return hits, nil
+	return outer.String(), outer.args, nil
 }
 
 func toCursorVal(v any) (cursorVal, error) {

@@ -1,6 +1,11 @@
 package sqlite
 
-import "testing"
+import (
+	"fmt"
+	"testing"
+
+	"github.com/anodyne-fhir/anodyne/storage"
+)
 
 // TestChoosePlan pins the chooser as a pure function of shape and
 // statistics: a walk only when the driver is at least a window broad, and
@@ -36,5 +41,41 @@ func TestChoosePlan(t *testing.T) {
 				t.Fatalf("window %d, want %d", got.window, window)
 			}
 		})
+	}
+}
+
+// TestPickDriver pins the measured choice: the fewest entries wins, a tie
+// (including two capped counts) keeps the kind-order driver.
+func TestPickDriver(t *testing.T) {
+	tests := []struct {
+		name     string
+		fallback int
+		cands    []int
+		counts   []int
+		want     int
+	}{
+		{"fewer entries win", 0, []int{0, 2}, []int{1000, 12}, 2},
+		{"fallback fewer", 0, []int{0, 2}, []int{30, 400}, 0},
+		{"tie keeps the fallback", 2, []int{0, 2}, []int{30, 30}, 2},
+		{"both capped keep the fallback", 1, []int{1, 3}, []int{1000, 1000}, 1},
+		{"three: the smallest", 0, []int{0, 1, 3}, []int{500, 9, 8}, 3},
+		{"empty conjunct wins", 1, []int{0, 1}, []int{0, 5}, 0},
+	}
+	for _, tt := range tests {
+		if got := pickDriver(tt.fallback, tt.cands, tt.counts); got != tt.want {
+			t.Errorf("%s: pickDriver(%d, %v, %v) = %d, want %d", tt.name, tt.fallback, tt.cands, tt.counts, got, tt.want)
+		}
+	}
+}
+
+func TestEqCandidates(t *testing.T) {
+	ref := skewRef("patient", "p1")
+	code := skewCode("1234-5")
+	rng := storage.Match{Param: "value-quantity", Kind: storage.KindQuantity, Cond: storage.Cmp{Field: storage.FieldNum, Op: storage.OpGt, Value: 1.0}}
+	prefix := storage.Match{Param: "name", Kind: storage.KindString, Cond: storage.Cmp{Field: storage.FieldText, Op: storage.OpEq, Value: "x"}}
+	system := storage.Match{Param: "code", Kind: storage.KindToken, Cond: storage.Cmp{Field: storage.FieldSystem, Op: storage.OpEq, Value: "http://loinc.org"}}
+	got := eqCandidates([]storage.Expr{rng, ref, prefix, code, system, storage.Not{Expr: code}, storage.IDs{IDs: []string{"a"}}})
+	if fmt.Sprint(got) != "[1 3]" {
+		t.Errorf("eqCandidates = %v, want [1 3] (the reference and the code)", got)
 	}
 }

@@ -39,6 +39,44 @@ func driver(es []storage.Expr) int {
 	return best
 }
 
+// eqCandidates are the conjuncts that can drive by an equality lookup on
+// their value index (an exact reference or a code): the ones whose
+// selectivity the kind of condition cannot tell apart on skewed data (one
+// patient's thousands of Observations against a code seen ten times).
+func eqCandidates(es []storage.Expr) []int {
+	var out []int
+	for i, e := range es {
+		m, ok := e.(storage.Match)
+		if !ok || m.Cond == nil || m.Kind == storage.KindComposite {
+			continue
+		}
+		if m.Kind == storage.KindReference && hasEq(m.Cond, storage.FieldRefID, storage.FieldRefURL) ||
+			m.Kind == storage.KindToken && hasEq(m.Cond, storage.FieldCode) {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// pickDriver is the measured choice among the equality candidates: the
+// one with the fewest index entries, counts[i] for cands[i] (each capped;
+// a capped count is "at least the cap"). Ties keep the kind order of
+// driver (fallback), so that data without skew plans as before.
+func pickDriver(fallback int, cands, counts []int) int {
+	best, bestN := fallback, -1
+	for i, c := range cands {
+		if c == fallback {
+			bestN = counts[i]
+		}
+	}
+	for i, c := range cands {
+		if bestN < 0 || counts[i] < bestN {
+			best, bestN = c, counts[i]
+		}
+	}
+	return best
+}
+
 // idsDriven reports whether a filter is driven by logical ids, which only
 // the (type, id) index can find: the + that steers other filters away
 // from that index would turn an id lookup into a scan of every resource.

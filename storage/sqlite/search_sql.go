@@ -40,20 +40,7 @@ func unsupported(format string, args ...any) error {
 func (b *sqlb) resource(e storage.Expr, r string) error {
 	switch x := e.(type) {
 	case storage.And:
-		// SQLite materializes every "pk IN (subquery)" of a conjunction in
-		// full before intersecting them, so one unselective condition
-		// (code=pain score: half the Observations) costs as much as the
-		// whole table. One conjunct, the likeliest to be selective, drives
-		// the query as an IN list; the other plain matches become EXISTS
-		// probes on (res_pk, param), a few index lookups per candidate.
-		drive, i := driver(x.Exprs), -1
-		return b.list(x.Exprs, " AND ", "1", func(s storage.Expr) error {
-			i++
-			if m, ok := s.(storage.Match); ok && drive >= 0 && i != drive && m.Kind != storage.KindComposite {
-				return b.matchExists(m, r)
-			}
-			return b.resource(s, r)
-		})
+		return b.and(x, r, driver(x.Exprs))
 	case storage.Or:
 		return b.list(x.Exprs, " OR ", "0", func(s storage.Expr) error { return b.resource(s, r) })
 	case storage.Not:
@@ -126,6 +113,33 @@ func (b *sqlb) resource(e storage.Expr, r string) error {
 		return unsupported("%T is not a resource-level expression", e)
 	}
 	return nil
+}
+
+// and writes a conjunction driven by its conjunct drive (-1: none).
+// SQLite materializes every "pk IN (subquery)" of a conjunction in full
+// before intersecting them, so one unselective condition (code=pain
+// score: half the Observations) costs as much as the whole table. One
+// conjunct, the likeliest to be selective, drives the query as an IN
+// list; the other plain matches become EXISTS probes on (res_pk, param),
+// a few index lookups per candidate.
+func (b *sqlb) and(x storage.And, r string, drive int) error {
+	i := -1
+	return b.list(x.Exprs, " AND ", "1", func(s storage.Expr) error {
+		i++
+		if m, ok := s.(storage.Match); ok && drive >= 0 && i != drive && m.Kind != storage.KindComposite {
+			return b.matchExists(m, r)
+		}
+		return b.resource(s, r)
+	})
+}
+
+// resourceDriven is resource with the driver of a top-level And chosen
+// by the caller from measured statistics (drive < 0: by kind).
+func (b *sqlb) resourceDriven(e storage.Expr, r string, drive int) error {
+	if x, ok := e.(storage.And); ok && drive >= 0 && drive < len(x.Exprs) {
+		return b.and(x, r, drive)
+	}
+	return b.resource(e, r)
 }
 
 // matchExists writes a non-composite Match as a probe correlated on the
