@@ -56,7 +56,7 @@ func (c AuditCoding) coding() map[string]any {
 }
 
 // ResearchProjectSystem names research projects in AuditEvent entities.
-const ResearchProjectSystem = "https://anodyne.dev/fhir/research-project"
+const ResearchProjectSystem = "http://anodyne-fhir.org/fhir/research-project"
 
 // AuditSink records audit events durably. The FHIR layer implements it.
 type AuditSink interface {

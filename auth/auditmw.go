@@ -28,6 +28,11 @@ func AuditMiddleware(sink AuditSink, source, fhirPath string, log *slog.Logger) 
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			var wa *writeAudit
+			{
+				r := c.Request()
+				ra := &requestAudit{sink: sink, source: source, remoteAddr: c.RealIP(), log: log}
+				c.SetRequest(r.WithContext(context.WithValue(r.Context(), requestAuditKey{}, ra)))
+			}
 			if prep, ok := sink.(AuditPreparer); ok {
 				r := c.Request()
 				if rest, ok := strings.CutPrefix(r.URL.Path, fhirPath); ok {
@@ -72,6 +77,66 @@ func AuditMiddleware(sink AuditSink, source, fhirPath string, log *slog.Logger) 
 				log.ErrorContext(r.Context(), "audit event not recorded", "err", rerr, "interaction", interaction, "type", typ)
 			}
 			return err
+		}
+	}
+}
+
+// requestAudit is what AuditMiddleware leaves on each request's context
+// so that the entries of a batch Bundle, which the FHIR server evaluates
+// in process, are recorded as requests of their own (AuditEntry).
+type requestAudit struct {
+	sink       AuditSink
+	source     string
+	remoteAddr string
+	log        *slog.Logger
+}
+
+type requestAuditKey struct{}
+
+// AuditEntry prepares the record of one entry of a batch Bundle, as if it
+// were a request of its own: method and target (the entry's request.url,
+// relative to the FHIR base, with its query). It returns the context the
+// entry runs with (a write then records itself in its own Commit, see
+// AuditWrites) and the function to call with the entry's status once it
+// is answered, which records what no Commit carried. Outside a request
+// audited by AuditMiddleware it changes nothing.
+func AuditEntry(ctx context.Context, method, target string) (context.Context, func(status int)) {
+	ra, _ := ctx.Value(requestAuditKey{}).(*requestAudit)
+	if ra == nil {
+		return ctx, func(int) {}
+	}
+	path, query, _ := strings.Cut(strings.Trim(target, "/"), "?")
+	interaction, action, typ, id := classify(method, strings.Trim(path, "/"))
+	var wa *writeAudit
+	if prep, ok := ra.sink.(AuditPreparer); ok {
+		base := NewAuditEvent(ctx, interaction, action, typ)
+		base.Type = ""
+		base.Query = query
+		base.Source = ra.source
+		base.RemoteAddr = ra.remoteAddr
+		wa = &writeAudit{prep: prep, base: base}
+		ctx = context.WithValue(ctx, writeAuditKey{}, wa)
+	} else {
+		// The outer request's write audit must not record the entry.
+		ctx = context.WithValue(ctx, writeAuditKey{}, (*writeAudit)(nil))
+	}
+	return ctx, func(status int) {
+		if wa != nil && wa.done() > 0 {
+			return // recorded by the Commit that made the change
+		}
+		ev := NewAuditEvent(ctx, interaction, action, typ)
+		if id != "" {
+			ev.IDs = []string{id}
+			if typ == "Patient" && !contains(ev.Patients, id) {
+				ev.Patients = append(ev.Patients, id)
+			}
+		}
+		ev.Query = query
+		ev.Outcome = status
+		ev.Source = ra.source
+		ev.RemoteAddr = ra.remoteAddr
+		if err := ra.sink.RecordAudit(ctx, ev); err != nil {
+			ra.log.ErrorContext(ctx, "audit event not recorded", "err", err, "interaction", interaction, "type", typ)
 		}
 	}
 }

@@ -32,6 +32,15 @@ func WriteUnauthorized(w http.ResponseWriter, realm, errCode, desc string) {
 	_, _ = w.Write(outcome("login", desc))
 }
 
+// WriteUnavailable answers 503 with Retry-After and a transient
+// OperationOutcome: the request may succeed when retried.
+func WriteUnavailable(w http.ResponseWriter, desc string) {
+	w.Header().Set("Content-Type", "application/fhir+json")
+	w.Header().Set("Retry-After", "5")
+	w.WriteHeader(http.StatusServiceUnavailable)
+	_, _ = w.Write(outcome("transient", desc))
+}
+
 // WriteForbidden answers 403 with an OperationOutcome.
 func WriteForbidden(w http.ResponseWriter, desc string) {
 	w.Header().Set("Content-Type", "application/fhir+json")

@@ -13,6 +13,8 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/labstack/echo/v4"
+
+	"github.com/anodyne-fhir/anodyne/storage"
 )
 
 // ClaimMapping names the claims that carry SMART context in a trusted
@@ -132,6 +134,12 @@ func (v *Verifier) active(ctx context.Context, is issuer, raw string) error {
 		return nil
 	}
 	if err := is.cfg.Active(ctx, raw); err != nil {
+		// A store that does not answer says nothing about the token: the
+		// caller gets a 503 to retry, not a 401 that makes an app drop a
+		// valid token and send its user through sign-in again.
+		if errors.Is(err, storage.ErrUnavailable) {
+			return fmt.Errorf("checking whether the token is revoked: %w", err)
+		}
 		return fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
 	return nil
@@ -292,6 +300,11 @@ func (v *Verifier) Middleware(realm string, public func(*http.Request) bool) ech
 				return nil
 			}
 			p, err := v.Verify(r.Context(), raw)
+			if errors.Is(err, storage.ErrUnavailable) {
+				v.log.WarnContext(r.Context(), "bearer token not checked: the store does not answer", "err", err, "path", r.URL.Path)
+				WriteUnavailable(c.Response(), "the token cannot be checked now: the database does not answer; retry later")
+				return nil
+			}
 			if err != nil {
 				v.log.InfoContext(r.Context(), "bearer token refused", "err", err, "path", r.URL.Path)
 				WriteUnauthorized(c.Response(), realm, "invalid_token", "the access token is invalid, expired or revoked")

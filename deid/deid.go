@@ -19,9 +19,9 @@ const (
 	// SecuritySystem is the v3 ObservationValue code system of meta.security.
 	SecuritySystem = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue"
 	// RulesTagSystem tags the output with the rule set's version.
-	RulesTagSystem = "https://anodyne.dev/fhir/CodeSystem/deid-rules"
+	RulesTagSystem = "http://anodyne-fhir.org/fhir/CodeSystem/deid-rules"
 	// AgeBandExtension marks an element withheld because it implies an age over 89.
-	AgeBandExtension = "https://anodyne.dev/fhir/StructureDefinition/age-band"
+	AgeBandExtension = "http://anodyne-fhir.org/fhir/StructureDefinition/age-band"
 )
 
 // label is the meta.security code each method leaves.

@@ -1,136 +1,144 @@
 package fhir
 
 import (
-	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
-	"strconv"
+	"net/url"
 	"strings"
 
-	"github.com/labstack/echo/v4"
+	"github.com/anodyne-fhir/anodyne/auth"
 )
 
-// batch runs a batch Bundle: every entry is an independent interaction
-// with its own response, dispatched through the server's own router (with
-// the caller's credentials), so that each one goes through exactly the
-// checks, authorization and conditional rules of the interaction it
-// names. An entry that fails does not affect the others.
-func (s *Server) batch(c echo.Context, entries []*txEntry, errs []error) error {
-	ret := bundleReturn(c)
-	out := newBundle("batch-response", nil)
+// entryResult is the answer to one entry of a batch or transaction: its
+// response entry, and its failure when it failed.
+type entryResult struct {
+	entry map[string]any
+	err   *Error
+}
+
+// bundleResult is the answer to a batch or transaction Bundle, an entry
+// per entry of the request, in order.
+type bundleResult struct {
+	typ     string // batch-response or transaction-response
+	entries []entryResult
+}
+
+// bundle is the response Bundle.
+func (r bundleResult) bundle() map[string]any {
+	out := newBundle(r.typ, nil)
 	delete(out, "link")
-	for i, e := range entries {
-		if errs[i] != nil {
-			addEntry(out, s.errorEntry(c, errs[i]))
-			continue
-		}
-		addEntry(out, s.subEntry(c, e, ret))
-	}
-	return writeResource(c, http.StatusOK, out)
-}
-
-// errorEntry is the response entry of an entry that failed.
-func (s *Server) errorEntry(c echo.Context, err error) map[string]any {
-	fe := asError(c.Request().Context(), s.log, err)
-	return map[string]any{"response": map[string]any{
-		"status":  statusLine(fe.Status),
-		"outcome": outcome(fe.Issues),
-	}}
-}
-
-// subEntry evaluates one entry as a request to this server and turns the
-// answer into a response entry.
-func (s *Server) subEntry(c echo.Context, e *txEntry, ret string) map[string]any {
-	outer := c.Request()
-	target := e.target
-	var body []byte
-	hdr := http.Header{}
-	switch e.method {
-	case http.MethodGet, http.MethodHead:
-		if e.ifNoneMatch != "" {
-			hdr.Set("If-None-Match", e.ifNoneMatch)
-		}
-		if e.ifModifiedSince != "" {
-			hdr.Set("If-Modified-Since", e.ifModifiedSince)
-		}
-	default:
-		target = e.typ
-		if e.id != "" {
-			target += "/" + e.id
-		}
-		if e.query != nil {
-			target += "?" + e.query.Encode()
-		}
-		body = e.raw
-		hdr.Set(echo.HeaderContentType, mimeFHIRJSON)
-		if e.method == http.MethodPatch {
-			_, data, err := binaryPatch(e.raw)
-			if err != nil {
-				return s.errorEntry(c, entryError(e, err))
-			}
-			body = data
-			hdr.Set(echo.HeaderContentType, mimeJSONPatch)
-		}
-		if e.ifMatch != 0 {
-			hdr.Set("If-Match", etag(e.ifMatch))
-		}
-		if e.ifNoneExist != "" {
-			hdr.Set("If-None-Exist", e.ifNoneExist)
-		}
-		r := ret
-		if r == "" {
-			r = "minimal"
-		}
-		hdr.Set("Prefer", "return="+r)
-	}
-	req, err := http.NewRequestWithContext(outer.Context(), e.method, "/fhir/"+target, bytes.NewReader(body))
-	if err != nil {
-		return s.errorEntry(c, entryError(e, errBadRequest("request.url %q: %v", e.url, err)))
-	}
-	req.Header = hdr
-	// The entry acts with the caller's identity; the middleware checks it
-	// again, as for any request.
-	for _, h := range []string{echo.HeaderAuthorization, "Cookie"} {
-		if v := outer.Header.Values(h); len(v) > 0 {
-			req.Header[h] = v
-		}
-	}
-	req.Header.Set(echo.HeaderAccept, mimeFHIRJSON)
-	if id := requestID(outer.Context()); id != "" && len(id) < 54 {
-		req.Header.Set(echo.HeaderXRequestID, id+"."+strconv.Itoa(e.n))
-	}
-	req.RemoteAddr = outer.RemoteAddr
-	rec := httptest.NewRecorder()
-	s.echo.ServeHTTP(rec, req)
-
-	resp := map[string]any{"status": statusLine(rec.Code)}
-	out := map[string]any{"response": resp}
-	h := rec.Header()
-	if v := h.Get(echo.HeaderLocation); v != "" {
-		resp["location"] = v
-		if i := strings.Index(v, "/_history/"); i > 0 {
-			out["fullUrl"] = v[:i]
-		}
-	}
-	if v := h.Get("ETag"); v != "" {
-		resp["etag"] = v
-	}
-	if v := h.Get(echo.HeaderLastModified); v != "" {
-		if t, err := http.ParseTime(v); err == nil {
-			resp["lastModified"] = formatInstant(t)
-		}
-	}
-	raw := rec.Body.Bytes()
-	if len(bytes.TrimSpace(raw)) == 0 || e.method == http.MethodHead {
-		return out
-	}
-	isOutcome := bytes.Contains(raw[:min(len(raw), 64)], []byte(`"OperationOutcome"`))
-	switch {
-	case rec.Code >= 400 || isOutcome:
-		resp["outcome"] = json.RawMessage(raw)
-	default:
-		out["resource"] = json.RawMessage(raw)
+	for _, e := range r.entries {
+		addEntry(out, e.entry)
 	}
 	return out
+}
+
+// batch runs a batch Bundle: every entry is an independent interaction
+// with its own response, run by the same Go calls as the REST handlers
+// (with the caller's identity, which is on the context), so that each one
+// goes through exactly the checks, authorization and conditional rules of
+// the interaction it names. An entry that fails does not affect the
+// others. Each entry is audited as a request of its own.
+func (s *Server) batch(ctx context.Context, entries []*txEntry, errs []error, ret string) bundleResult {
+	out := bundleResult{typ: "batch-response", entries: make([]entryResult, len(entries))}
+	for i, e := range entries {
+		switch {
+		case errs[i] != nil:
+			out.entries[i] = s.failedEntry(ctx, errs[i])
+		case e.method == http.MethodGet || e.method == http.MethodHead:
+			out.entries[i] = s.readEntry(ctx, e)
+		default:
+			out.entries[i] = s.batchWrite(ctx, e, ret)
+		}
+	}
+	return out
+}
+
+// batchWrite runs one write entry of a batch.
+func (s *Server) batchWrite(ctx context.Context, e *txEntry, ret string) entryResult {
+	target := e.typ
+	if e.id != "" {
+		target += "/" + e.id
+	}
+	if e.query != nil {
+		target += "?" + e.query.Encode()
+	}
+	ctx, audited := auth.AuditEntry(ctx, e.method, target)
+	res, status := s.batchWriteResult(ctx, e, ret)
+	audited(status)
+	return res
+}
+
+func (s *Server) batchWriteResult(ctx context.Context, e *txEntry, ret string) (entryResult, int) {
+	req := writeRequest{method: e.method, typ: e.typ, id: e.id, query: e.query,
+		ifNoneExist: e.ifNoneExist, ifMatch: e.ifMatch, body: e.raw}
+	if e.method == http.MethodPatch {
+		ops, _, err := binaryPatch(e.raw)
+		if err != nil {
+			return s.failed(ctx, entryError(e, err))
+		}
+		req.patch = ops
+	}
+	r, err := s.write(ctx, req)
+	if err != nil {
+		return s.failed(ctx, entryError(e, err))
+	}
+	entry, err := s.writeEntry(ctx, r, ret)
+	if err != nil {
+		return s.failed(ctx, entryError(e, err))
+	}
+	return entryResult{entry: entry}, r.status
+}
+
+// failedEntry is the answer to an entry that failed.
+func (s *Server) failedEntry(ctx context.Context, err error) entryResult {
+	r, _ := s.failed(ctx, err)
+	return r
+}
+
+// failed is failedEntry with the failure's status.
+func (s *Server) failed(ctx context.Context, err error) (entryResult, int) {
+	fe := asError(ctx, s.log, err)
+	return entryResult{err: fe, entry: map[string]any{"response": map[string]any{
+		"status":  statusLine(fe.Status),
+		"outcome": outcome(fe.Issues),
+	}}}, fe.Status
+}
+
+// readEntry runs one GET or HEAD entry of a batch or transaction. The
+// entry is audited as a request of its own.
+func (s *Server) readEntry(ctx context.Context, e *txEntry) entryResult {
+	ctx, audited := auth.AuditEntry(ctx, e.method, e.target)
+	res, status := s.readEntryResult(ctx, e)
+	audited(status)
+	return res
+}
+
+func (s *Server) readEntryResult(ctx context.Context, e *txEntry) (entryResult, int) {
+	path, rawQuery, _ := strings.Cut(e.target, "?")
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return s.failed(ctx, entryError(e, errBadRequest("request.url %q: the query is not valid: %v", e.url, err)))
+	}
+	fn, params, err := s.readRoute(strings.Split(path, "/"))
+	if err != nil {
+		return s.failed(ctx, entryError(e, err))
+	}
+	r, err := fn(s, ctx, readRequest{path: params, query: q, ifNoneMatch: e.ifNoneMatch, ifModifiedSince: e.ifModifiedSince})
+	if err != nil {
+		return s.failed(ctx, entryError(e, err))
+	}
+	resp := map[string]any{"status": statusLine(r.status)}
+	out := map[string]any{"response": resp}
+	if r.rec != nil {
+		resp["etag"] = etag(r.rec.VersionID)
+		if !r.hideModified {
+			resp["lastModified"] = formatInstant(r.rec.LastUpdated)
+		}
+	}
+	if len(r.raw) > 0 && e.method != http.MethodHead {
+		out["resource"] = json.RawMessage(r.raw)
+	}
+	return entryResult{entry: out}, r.status
 }

@@ -15,17 +15,22 @@ import (
 
 // capabilities handles GET [base]/metadata.
 func (s *Server) capabilities(c echo.Context) error {
+	return s.serveRead(c, (*Server).capabilitiesRead)
+}
+
+// capabilitiesRead is the capabilities interaction.
+func (s *Server) capabilitiesRead(context.Context, readRequest) (readResult, error) {
 	// Custom SearchParameters change the registry while the server runs:
 	// once there are any, the statement is rebuilt so that it lists them
 	// (a few milliseconds, for a document clients fetch once).
 	if !s.hasCustomParams() {
-		return writeRaw(c, http.StatusOK, s.capability)
+		return readResult{status: http.StatusOK, raw: s.capability}, nil
 	}
 	raw, err := s.capabilityStatement()
 	if err != nil {
-		return fmt.Errorf("building CapabilityStatement: %w", err)
+		return readResult{}, fmt.Errorf("building CapabilityStatement: %w", err)
 	}
-	return writeRaw(c, http.StatusOK, raw)
+	return readResult{status: http.StatusOK, raw: raw}, nil
 }
 
 // hasCustomParams reports whether any parameter was added at runtime.
@@ -57,6 +62,9 @@ func (s *Server) capabilityStatement() ([]byte, error) {
 			continue // routed, but answers 501 without an export directory
 		case strings.HasPrefix(r.code, "$") && (r.level == levelSystem || r.typ != ""):
 			op := map[string]any{"name": strings.TrimPrefix(r.code, "$"), "definition": operationDefinition(r)}
+			if slices.ContainsFunc(fixedOps[r.typ], func(o any) bool { return o.(map[string]any)["name"] == op["name"] }) {
+				continue // GET and POST of one operation
+			}
 			if r.typ == "" {
 				sysOps = append(sysOps, op)
 			} else {

@@ -44,6 +44,9 @@ func (m *commitMarks) done(err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.stored = err == nil
+	// A refused Commit stored nothing: the marks go with the next attempt
+	// (Server.commit observing again after a lost race).
+	m.taken = m.stored
 }
 
 // wasStored reports whether the marks went into a successful Commit.

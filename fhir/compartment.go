@@ -1,6 +1,7 @@
 package fhir
 
 import (
+	"context"
 	"net/http"
 	"slices"
 
@@ -16,24 +17,28 @@ var compartmentTypes = []string{"Patient", "Encounter", "RelatedPerson", "Practi
 // [type] = "*" (http.html#vsearch): a search restricted, per type, to the
 // resources that the compartment definition links to the focal resource.
 func (s *Server) searchCompartment(c echo.Context) error {
-	comp := c.Param("type")
+	return s.serveRead(c, (*Server).compartmentSearch)
+}
+
+// compartmentSearch is the compartment search interaction.
+func (s *Server) compartmentSearch(ctx context.Context, r readRequest) (readResult, error) {
+	comp := r.param("type")
 	if !slices.Contains(compartmentTypes, comp) {
-		return errNotFound("%q is not a compartment type", comp)
+		return readResult{}, errNotFound("%q is not a compartment type", comp)
 	}
-	id, err := pathID(c, http.StatusNotFound)
-	if err != nil {
-		return err
+	id := r.param("id")
+	if !validID(id) {
+		return readResult{}, newError(http.StatusNotFound, codeInvalid, "invalid resource id %q: R4 ids are 1-64 of [A-Za-z0-9-.]", id)
 	}
 	spoken := id
-	ctx := c.Request().Context()
 	v, err := s.view(ctx)
 	if err != nil {
-		return err
+		return readResult{}, err
 	}
 	if id, err = s.storedID(ctx, v, comp, id); err != nil {
-		return err
+		return readResult{}, err
 	}
-	typ := c.Param("comp")
+	typ := r.param("comp")
 	var types []string
 	if typ == "*" {
 		for _, t := range s.registry.ResourceTypes() {
@@ -43,7 +48,7 @@ func (s *Server) searchCompartment(c echo.Context) error {
 		}
 	} else {
 		if !isResourceType(typ) {
-			return errNotFound("%q is not a resource type", typ)
+			return readResult{}, errNotFound("%q is not a resource type", typ)
 		}
 		types = []string{typ}
 	}
@@ -56,9 +61,13 @@ func (s *Server) searchCompartment(c echo.Context) error {
 		}
 	}
 	if len(inScope) == 0 {
-		return errBadRequest("%s is not in the %s compartment", typ, comp)
+		return readResult{}, errBadRequest("%s is not in the %s compartment", typ, comp)
 	}
-	return s.search(c, searchScope{path: "/" + comp + "/" + spoken + "/" + typ, types: inScope, restrict: restrict})
+	b, err := s.searchBundle(ctx, searchScope{path: "/" + comp + "/" + spoken + "/" + typ, types: inScope, restrict: restrict}, r.query, r.strict)
+	if err != nil {
+		return readResult{}, err
+	}
+	return resourceResult(b)
 }
 
 // compartmentFilter selects the resources of typ in the compartment comp/id:

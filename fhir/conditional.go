@@ -111,12 +111,6 @@ func requireCriteria(c echo.Context) error {
 	return nil
 }
 
-// createConditional handles POST [type] with If-None-Exist.
-func (s *Server) createConditional(c echo.Context, typ string, raw []byte, criteria string) error {
-	e := &txEntry{n: -1, method: http.MethodPost, typ: typ, raw: raw, ifNoneExist: criteria}
-	return s.runSingle(c, e)
-}
-
 // conditionalTarget returns what a conditional PUT or DELETE applies to:
 // the type, its criteria, and the version If-Match requires (0 when
 // absent).
@@ -149,8 +143,11 @@ func (s *Server) conditionalUpdate(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	e := &txEntry{n: -1, method: http.MethodPut, typ: typ, query: q, raw: body, ifMatch: want}
-	return s.runSingle(c, e)
+	r, err := s.write(c.Request().Context(), writeRequest{method: http.MethodPut, typ: typ, query: q, body: body, ifMatch: want})
+	if err != nil {
+		return err
+	}
+	return s.respondResult(c, r)
 }
 
 // conditionalDelete handles DELETE [type]?criteria: no match is a
@@ -161,29 +158,9 @@ func (s *Server) conditionalDelete(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	e := &txEntry{n: -1, method: http.MethodDelete, typ: typ, query: q, ifMatch: want}
-	return s.runSingle(c, e)
-}
-
-// runSingle runs one conditional write through the transaction engine (a
-// transaction of one entry) and answers it as a plain interaction.
-func (s *Server) runSingle(c echo.Context, e *txEntry) error {
-	ctx := c.Request().Context()
-	if err := s.parseEntryResource(ctx, e); err != nil {
+	r, err := s.write(c.Request().Context(), writeRequest{method: http.MethodDelete, typ: typ, query: q, ifMatch: want})
+	if err != nil {
 		return err
 	}
-	if err := s.runTransaction(ctx, []*txEntry{e}); err != nil {
-		return err
-	}
-	switch {
-	case e.method == http.MethodDelete:
-		if e.wrote {
-			c.Response().Header().Set("ETag", etag(e.rec.VersionID))
-			return s.respondDelete(c, fmt.Sprintf("deleted %s/%s (version %d)", e.rec.Type, e.rec.ID, e.rec.VersionID))
-		}
-		return s.respondDelete(c, "nothing matched the criteria: nothing to delete")
-	case !e.wrote:
-		return s.respondWrite(c, http.StatusOK, e.rec, fmt.Sprintf("%s/%s matches the criteria: nothing created", e.rec.Type, e.rec.ID))
-	}
-	return s.respondWrite(c, e.status, e.rec, fmt.Sprintf("stored %s/%s version %d", e.rec.Type, e.rec.ID, e.rec.VersionID))
+	return s.respondResult(c, r)
 }

@@ -1,6 +1,7 @@
 package fhir
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 
@@ -9,7 +10,7 @@ import (
 
 // create handles POST [base]/[type]: the server assigns a new id (any id in
 // the body is ignored, as http.html#create requires) and answers 201 with
-// Location and ETag.
+// Location and ETag. With If-None-Exist it is a conditional create.
 func (s *Server) create(c echo.Context) error {
 	typ, err := resourceType(c)
 	if err != nil {
@@ -19,25 +20,34 @@ func (s *Server) create(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if criteria := c.Request().Header.Get("If-None-Exist"); criteria != "" {
-		return s.createConditional(c, typ, body, criteria)
-	}
-	ctx := c.Request().Context()
-	parsed, err := s.parseResource(ctx, typ, body)
+	r, err := s.write(c.Request().Context(), writeRequest{
+		method: http.MethodPost, typ: typ, body: body,
+		ifNoneExist: c.Request().Header.Get("If-None-Exist"),
+	})
 	if err != nil {
 		return err
+	}
+	return s.respondResult(c, r)
+}
+
+// createResource stores body as a new resource of typ with a new id.
+func (s *Server) createResource(ctx context.Context, typ string, body []byte) (writeResult, error) {
+	parsed, err := s.parseResource(ctx, typ, body)
+	if err != nil {
+		return writeResult{}, err
 	}
 	id := randomID()
 	w, err := s.prepare(typ, id, parsed.Resource, 0, now(), http.MethodPost)
 	if err != nil {
-		return err
+		return writeResult{}, err
 	}
 	if err := s.checkEntries(ctx, ActionCreate, typ, id, w.Index); err != nil {
-		return err
+		return writeResult{}, err
 	}
 	rec, err := s.commitOne(ctx, w)
 	if err != nil {
-		return fmt.Errorf("create: %w", err)
+		return writeResult{}, fmt.Errorf("create: %w", err)
 	}
-	return s.respondWrite(c, http.StatusCreated, rec, fmt.Sprintf("created %s/%s", typ, id))
+	return writeResult{method: http.MethodPost, status: http.StatusCreated, rec: rec, wrote: true,
+		diagnostics: fmt.Sprintf("created %s/%s", typ, id)}, nil
 }

@@ -1,6 +1,7 @@
 package fhir
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 
@@ -19,7 +20,16 @@ func (s *Server) delete(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx := c.Request().Context()
+	r, err := s.deleteResource(c.Request().Context(), typ, id, want)
+	if err != nil {
+		return err
+	}
+	return s.respondResult(c, r)
+}
+
+// deleteResource deletes typ/id (want: the version If-Match requires, 0
+// for any).
+func (s *Server) deleteResource(ctx context.Context, typ, id string, want int64) (writeResult, error) {
 	rec, wrote, err := s.writeWithRetry(ctx, "delete", typ, id, want, func(cur storage.Record, exists bool) (*storage.Write, error) {
 		if !exists || cur.Deleted {
 			if _, err := s.decide(ctx, ActionDelete, typ); err != nil {
@@ -44,13 +54,14 @@ func (s *Server) delete(c echo.Context) error {
 		}, nil
 	})
 	if err != nil {
-		return err
+		return writeResult{}, err
 	}
-	if !wrote {
-		return s.respondDelete(c, "nothing to delete")
+	r := writeResult{method: http.MethodDelete, status: http.StatusNoContent, diagnostics: "nothing to delete"}
+	if wrote {
+		r.rec, r.wrote = rec, true
+		r.diagnostics = fmt.Sprintf("deleted %s/%s (version %d)", typ, id, rec.VersionID)
 	}
-	c.Response().Header().Set("ETag", etag(rec.VersionID))
-	return s.respondDelete(c, fmt.Sprintf("deleted %s/%s (version %d)", typ, id, rec.VersionID))
+	return r, nil
 }
 
 func (s *Server) respondDelete(c echo.Context, diagnostics string) error {

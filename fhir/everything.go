@@ -43,103 +43,106 @@ type everythingOpts struct {
 
 // everything handles GET [base]/Patient/[id]/$everything.
 func (s *Server) everything(c echo.Context) error {
-	typ, err := resourceType(c)
+	return s.serveRead(c, (*Server).everythingInstance)
+}
+
+// everythingInstance is Patient/[id]/$everything.
+func (s *Server) everythingInstance(ctx context.Context, r readRequest) (readResult, error) {
+	typ, id, err := instanceOf(r)
 	if err != nil {
-		return err
+		return readResult{}, err
 	}
 	if typ != "Patient" {
-		return errNotFound("$everything is defined on Patient, not %s", typ)
+		return readResult{}, errNotFound("$everything is defined on Patient, not %s", typ)
 	}
-	id, err := pathID(c, http.StatusNotFound)
-	if err != nil {
-		return err
-	}
-	ctx := c.Request().Context()
 	d, err := s.decide(ctx, ActionRead, typ)
 	if err != nil {
-		return err
+		return readResult{}, err
 	}
 	spoken := id
 	v, err := s.view(ctx)
 	if err != nil {
-		return err
+		return readResult{}, err
 	}
 	if id, err = s.storedID(ctx, v, typ, id); err != nil {
-		return err
+		return readResult{}, err
 	}
 	rec, err := s.backend.Read(ctx, typ, id)
 	if errors.Is(err, storage.ErrNotFound) {
-		return errNotFound("Patient/%s is not known", spoken)
+		return readResult{}, errNotFound("Patient/%s is not known", spoken)
 	}
 	if err != nil {
-		return fmt.Errorf("reading Patient/%s: %w", spoken, err)
+		return readResult{}, fmt.Errorf("reading Patient/%s: %w", spoken, err)
 	}
 	if rec.Deleted {
 		if err := s.deletedWithin(ctx, d, ActionRead, rec); err != nil {
-			return err
+			return readResult{}, err
 		}
-		return newError(http.StatusGone, codeDeleted, "Patient/%s was deleted", spoken)
+		return readResult{}, newError(http.StatusGone, codeDeleted, "Patient/%s was deleted", spoken)
 	}
 	res, err := decodeRecord(rec)
 	if err != nil {
-		return err
+		return readResult{}, err
 	}
 	if err := s.within(d, ActionRead, typ, id, res); err != nil {
-		return err
+		return readResult{}, err
 	}
-	return s.serveEverything(c, "/Patient/"+spoken+"/$everything", []storage.Record{rec})
+	return s.serveEverything(ctx, r, "/Patient/"+spoken+"/$everything", []storage.Record{rec})
 }
 
 // everythingType handles GET [base]/Patient/$everything: the same for
 // every patient the caller may see.
 func (s *Server) everythingType(c echo.Context) error {
-	typ, err := resourceType(c)
-	if err != nil {
-		return err
+	return s.serveRead(c, (*Server).everythingAll)
+}
+
+// everythingAll is Patient/$everything.
+func (s *Server) everythingAll(ctx context.Context, r readRequest) (readResult, error) {
+	typ := r.param("type")
+	if !conformance.IsResourceType(typ) {
+		return readResult{}, errNotFound("unknown resource type %q", typ)
 	}
 	if typ != "Patient" {
-		return errNotFound("$everything is defined on Patient, not %s", typ)
+		return readResult{}, errNotFound("$everything is defined on Patient, not %s", typ)
 	}
-	ctx := c.Request().Context()
 	d, err := s.decide(ctx, ActionSearch, typ)
 	if err != nil {
-		return err
+		return readResult{}, err
 	}
 	page, err := s.backend.Search(ctx, storage.Query{Types: []string{typ}, Filter: d.Filter, Count: maxEverythingPatients + 1})
 	if err != nil {
-		return fmt.Errorf("$everything: listing patients: %w", err)
+		return readResult{}, fmt.Errorf("$everything: listing patients: %w", err)
 	}
 	if len(page.Records) > maxEverythingPatients {
-		return newError(http.StatusRequestEntityTooLarge, codeTooCostly,
+		return readResult{}, newError(http.StatusRequestEntityTooLarge, codeTooCostly,
 			"$everything over more than %d patients: use Bulk Data $export", maxEverythingPatients)
 	}
-	return s.serveEverything(c, "/Patient/$everything", page.Records)
+	return s.serveEverything(ctx, r, "/Patient/$everything", page.Records)
 }
 
-func (s *Server) serveEverything(c echo.Context, path string, patients []storage.Record) error {
-	ctx := c.Request().Context()
-	q := c.QueryParams()
+func (s *Server) serveEverything(ctx context.Context, r readRequest, path string, patients []storage.Record) (readResult, error) {
+	q := r.query
 	var o everythingOpts
 	for k := range q {
 		switch k {
 		case "start", "end", "_since":
 			v := q.Get(k)
 			if _, err := parseDateTime(v); err != nil {
-				return errBadRequest("%s: %q is not a FHIR date or instant", k, v)
+				return readResult{}, errBadRequest("%s: %q is not a FHIR date or instant", k, v)
 			}
 		case "_type":
 			for _, v := range q[k] {
 				for _, t := range strings.Split(v, ",") {
 					if !slices.Contains(s.registry.ResourceTypes(), t) {
-						return errBadRequest("_type: %q is not a resource type", t)
+						return readResult{}, errBadRequest("_type: %q is not a resource type", t)
 					}
 					o.types = append(o.types, t)
 				}
 			}
 		case "_count", cursorParam, "_format", "_pretty":
 		default:
-			if preferToken(c, "handling") == "strict" {
-				return errBadRequest("unknown $everything parameter %q", k)
+			if r.strict {
+				return readResult{}, errBadRequest("unknown $everything parameter %q", k)
 			}
 			delete(q, k)
 		}
@@ -147,7 +150,7 @@ func (s *Server) serveEverything(c echo.Context, path string, patients []storage
 	o.start, o.end, o.since = q.Get("start"), q.Get("end"), q.Get("_since")
 	count, err := countParam(q)
 	if err != nil {
-		return err
+		return readResult{}, err
 	}
 	if count == 0 {
 		count = defaultCount
@@ -158,15 +161,15 @@ func (s *Server) serveEverything(c echo.Context, path string, patients []storage
 	if tok := q.Get(cursorParam); tok != "" {
 		raw, err := s.openCursor(binding, tok)
 		if err != nil {
-			return err
+			return readResult{}, err
 		}
 		if offset, err = strconv.Atoi(raw); err != nil || offset < 0 {
-			return errBadRequest("invalid paging cursor")
+			return readResult{}, errBadRequest("invalid paging cursor")
 		}
 	}
 	all, err := s.collectEverything(ctx, patients, o)
 	if err != nil {
-		return err
+		return readResult{}, err
 	}
 	next := ""
 	end := min(offset+count, len(all))
@@ -177,12 +180,12 @@ func (s *Server) serveEverything(c echo.Context, path string, patients []storage
 	b["total"] = len(all)
 	v, err := s.view(ctx)
 	if err != nil {
-		return err
+		return readResult{}, err
 	}
 	for _, rec := range all[min(offset, len(all)):end] {
 		raw, id, err := s.emit(ctx, v, nil, rec)
 		if err != nil {
-			return err
+			return readResult{}, err
 		}
 		addEntry(b, map[string]any{
 			"fullUrl":  s.resourceURL(rec.Type, id),
@@ -190,7 +193,7 @@ func (s *Server) serveEverything(c echo.Context, path string, patients []storage
 			"search":   map[string]any{"mode": "match"},
 		})
 	}
-	return writeResource(c, http.StatusOK, b)
+	return resourceResult(b)
 }
 
 // collectEverything assembles the patients, their compartments and the

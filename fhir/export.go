@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -136,7 +135,7 @@ func (s *Server) kickOff(c echo.Context, scope string, cohort []string) error {
 	}
 	job.RequiresAccessToken = auth.FromContext(ctx) != nil
 	job.Request = s.requestURL(c)
-	if err := s.bulk.save(ctx, job); err != nil {
+	if err := s.bulk.create(ctx, job); err != nil {
 		return err
 	}
 	s.bulk.poke()
@@ -436,7 +435,7 @@ func (s *Server) ownJob(c echo.Context) (exportJob, error) {
 	if !validID(id) {
 		return exportJob{}, errNotFound("no export job %q", id)
 	}
-	job, err := s.bulk.load(ctx, id)
+	job, _, err := s.bulk.load(ctx, id)
 	if errors.Is(err, storage.ErrNotFound) {
 		return exportJob{}, errNotFound("no export job %q", id)
 	}
@@ -512,17 +511,14 @@ func (s *Server) exportFile(c echo.Context) error {
 	if job.Status != jobDone || idx < 0 {
 		return errNotFound("export job %s has no file %q", job.ID, name)
 	}
-	f, err := os.Open(filepath.Join(s.bulk.jobDir(job.ID), job.Output[idx].File))
+	f, err := s.bulk.files.open(c.Request().Context(), job.ID, job.Output[idx])
 	if err != nil {
-		return fmt.Errorf("opening export file: %w", err)
+		return err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return fmt.Errorf("reading export file: %w", err)
-	}
 	c.Response().Header().Set(echo.HeaderContentType, mimeNDJSON)
-	http.ServeContent(c.Response(), c.Request(), "", st.ModTime(), f)
+	// The file never changes once listed: the job's end is its time.
+	http.ServeContent(c.Response(), c.Request(), "", job.Finished, f)
 	return nil
 }
 
@@ -569,11 +565,13 @@ func (s *Server) Export(ctx context.Context, q url.Values, patients bool, group,
 	if err != nil {
 		return nil, err
 	}
-	r := &bulkRunner{s: s, dir: dir, log: s.log, direct: true,
+	r := &bulkRunner{s: s, files: dirFiles{dir: dir, flat: true}, log: s.log, direct: true,
 		running: map[string]context.CancelFunc{}, cancelled: map[string]bool{}}
-	if err := r.execute(ctx, &job); err != nil {
+	st := &runState{exportJob: job}
+	if err := r.execute(ctx, st); err != nil {
 		return nil, err
 	}
+	job = st.exportJob
 	out := make([]ExportFile, 0, len(job.Output))
 	for _, o := range job.Output {
 		out = append(out, ExportFile{Type: o.Type, Path: filepath.Join(dir, o.File), Count: o.Count})

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -54,22 +53,8 @@ func TestDatabaseFull(t *testing.T) {
 // OperationOutcome with Retry-After within the selection timeout, and the
 // server answers again by itself once the database is back.
 func TestDatabaseOutage(t *testing.T) {
-	dir := t.TempDir()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	start := func() *mongotest.Server {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		srv, err := mongotest.StartFerretDB(ctx, dir, addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return srv
-	}
+	outage := mongotest.NewOutage(t)
+	start := outage.Start
 	db := start()
 	b, err := mongo.Open(context.Background(), db.URI, "outage", mongo.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))), mongo.WithServerSelectionTimeout(time.Second))
 	if err != nil {

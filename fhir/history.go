@@ -32,62 +32,76 @@ const (
 
 // historyInstance handles GET [base]/[type]/[id]/_history.
 func (s *Server) historyInstance(c echo.Context) error {
-	typ, id, err := instancePath(c, http.StatusNotFound)
+	return s.serveRead(c, (*Server).historyInstanceRead)
+}
+
+// historyInstanceRead is the history-instance interaction.
+func (s *Server) historyInstanceRead(ctx context.Context, r readRequest) (readResult, error) {
+	typ, id, err := instanceOf(r)
 	if err != nil {
-		return err
+		return readResult{}, err
 	}
-	ctx := c.Request().Context()
 	d, err := s.decide(ctx, ActionRead, typ)
 	if err != nil {
-		return err
+		return readResult{}, err
 	}
 	spoken := id
 	v, err := s.view(ctx)
 	if err != nil {
-		return err
+		return readResult{}, err
 	}
 	if id, err = s.storedID(ctx, v, typ, id); err != nil {
-		return err
+		return readResult{}, err
 	}
 	// An instance that was never written has no history: 404, not an
 	// empty Bundle that a client would read as "nothing changed".
 	cur, exists, err := s.current(ctx, typ, id)
 	if err != nil {
-		return err
+		return readResult{}, err
 	} else if !exists {
-		return errNotFound("%s/%s is not known", typ, spoken)
+		return readResult{}, errNotFound("%s/%s is not known", typ, spoken)
 	}
 	// One rule for every single-resource path: a resource outside the
 	// grant answers 403, as a read does, not an empty Bundle; a deleted
 	// one is judged by its last content, as read judges it.
 	if cur.Deleted {
 		if err := s.deletedWithin(ctx, d, ActionRead, cur); err != nil {
-			return err
+			return readResult{}, err
 		}
 	} else {
 		res, err := decodeRecord(cur)
 		if err != nil {
-			return err
+			return readResult{}, err
 		}
 		if err := s.within(d, ActionRead, typ, id, res); err != nil {
-			return err
+			return readResult{}, err
 		}
 	}
-	return s.history(c, storage.HistoryRequest{Type: typ, ID: id}, ActionRead, "/"+typ+"/"+spoken+"/_history")
+	return s.history(ctx, r, storage.HistoryRequest{Type: typ, ID: id}, ActionRead, "/"+typ+"/"+spoken+"/_history")
 }
 
 // historyType handles GET [base]/[type]/_history.
 func (s *Server) historyType(c echo.Context) error {
-	typ, err := resourceType(c)
-	if err != nil {
-		return err
+	return s.serveRead(c, (*Server).historyTypeRead)
+}
+
+// historyTypeRead is the history-type interaction.
+func (s *Server) historyTypeRead(ctx context.Context, r readRequest) (readResult, error) {
+	typ := r.param("type")
+	if !conformance.IsResourceType(typ) {
+		return readResult{}, errNotFound("unknown resource type %q", typ)
 	}
-	return s.history(c, storage.HistoryRequest{Type: typ}, ActionSearch, "/"+typ+"/_history")
+	return s.history(ctx, r, storage.HistoryRequest{Type: typ}, ActionSearch, "/"+typ+"/_history")
 }
 
 // historySystem handles GET [base]/_history.
 func (s *Server) historySystem(c echo.Context) error {
-	return s.history(c, storage.HistoryRequest{}, ActionSearch, "/_history")
+	return s.serveRead(c, (*Server).historySystemRead)
+}
+
+// historySystemRead is the history-system interaction.
+func (s *Server) historySystemRead(ctx context.Context, r readRequest) (readResult, error) {
+	return s.history(ctx, r, storage.HistoryRequest{}, ActionSearch, "/_history")
 }
 
 // history serves one page of a history Bundle. The caller's grant is part
@@ -96,28 +110,27 @@ func (s *Server) historySystem(c echo.Context) error {
 // versions the caller may see and nothing else: each version is judged by
 // its own content, a delete by the content it deleted. Every version is
 // checked again on the way out (guard), in case a backend lets one through.
-func (s *Server) history(c echo.Context, req storage.HistoryRequest, action, path string) error {
-	ctx := c.Request().Context()
-	q := c.QueryParams()
+func (s *Server) history(ctx context.Context, r readRequest, req storage.HistoryRequest, action, path string) (readResult, error) {
+	q := r.query
 	for k := range q {
 		switch k {
 		case "_since", "_at", "_count", cursorParam, "_format", "_pretty":
 		default:
-			if preferToken(c, "handling") == "strict" {
-				return errBadRequest("unknown history parameter %q", k)
+			if r.strict {
+				return readResult{}, errBadRequest("unknown history parameter %q", k)
 			}
 			delete(q, k)
 		}
 	}
 	var err error
 	if req.Since, err = timeParam(q, "_since"); err != nil {
-		return err
+		return readResult{}, err
 	}
 	if req.At, err = timeParam(q, "_at"); err != nil {
-		return err
+		return readResult{}, err
 	}
 	if req.Count, err = countParam(q); err != nil {
-		return err
+		return readResult{}, err
 	}
 	if req.Count == 0 {
 		req.Count = 1 // history has no total-only form; _count=0 still pages
@@ -134,12 +147,12 @@ func (s *Server) history(c echo.Context, req storage.HistoryRequest, action, pat
 	if tok := q.Get(cursorParam); tok != "" {
 		payload, err := s.openCursor(binding, tok)
 		if err != nil {
-			return err
+			return readResult{}, err
 		}
 		pin, backendCursor, ok := strings.Cut(payload, "|")
 		ms, perr := strconv.ParseInt(pin, 10, 64)
 		if !ok || perr != nil {
-			return errBadRequest("invalid paging cursor")
+			return readResult{}, errBadRequest("invalid paging cursor")
 		}
 		req.Before, req.Cursor = time.UnixMilli(ms).UTC(), backendCursor
 	}
@@ -147,21 +160,21 @@ func (s *Server) history(c echo.Context, req storage.HistoryRequest, action, pat
 	if req.Type != "" {
 		d, err := s.decide(ctx, action, req.Type)
 		if err != nil {
-			return err
+			return readResult{}, err
 		}
 		req.Filter = d.Filter
 	} else if req.TypeFilters, err = s.systemFilters(ctx, action); err != nil {
-		return err
+		return readResult{}, err
 	}
 	page, err := s.backend.History(ctx, req)
 	if errors.Is(err, storage.ErrUnsupported) && (req.Filter != nil || req.TypeFilters != nil) {
 		// A grant the backend cannot apply to old versions (Chain or Has;
 		// the policy compiles no scope query into one today): refusing
 		// is the only answer that reveals nothing.
-		return newError(http.StatusForbidden, codeForbidden, "history is not available under the granted access: %v", err)
+		return readResult{}, newError(http.StatusForbidden, codeForbidden, "history is not available under the granted access: %v", err)
 	}
 	if err != nil {
-		return fmt.Errorf("history %s: %w", path, err)
+		return readResult{}, fmt.Errorf("history %s: %w", path, err)
 	}
 	next := ""
 	if page.Next != "" {
@@ -177,25 +190,25 @@ func (s *Server) history(c echo.Context, req storage.HistoryRequest, action, pat
 	guard := s.newGuard(action)
 	v, err := s.view(ctx)
 	if err != nil {
-		return err
+		return readResult{}, err
 	}
 	for _, rec := range page.Records {
 		ok, err := guard.allows(ctx, rec)
 		if err != nil {
-			return err
+			return readResult{}, err
 		}
 		if !ok {
 			continue
 		}
 		e, err := s.historyEntry(ctx, v, rec)
 		if err != nil {
-			return err
+			return readResult{}, err
 		}
 		if e != nil {
 			addEntry(b, e)
 		}
 	}
-	return writeResource(c, http.StatusOK, b)
+	return resourceResult(b)
 }
 
 // systemFilters is what a system history may show of each resource type

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -65,6 +64,9 @@ type ImportFailure struct {
 	Type   string `json:"type,omitempty"`
 	ID     string `json:"id,omitempty"`
 	Reason string `json:"reason"`
+	// Forbidden: the caller's grant refused the resource (not a fault of
+	// the data; a run with another token may import it).
+	Forbidden bool `json:"forbidden,omitempty"`
 }
 
 // Where is "file:line" or "file#entry[n]".
@@ -424,15 +426,16 @@ func ReadImportFile(path string, fn func(line, entry int, raw []byte) error) err
 	}
 }
 
-// importTransaction posts a transaction or batch Bundle to this server's
-// own Bundle endpoint, in process, so that it is processed exactly as a
+// importTransaction runs a transaction or batch Bundle through this
+// server's Bundle engine (runBundle), so that it is processed exactly as a
 // client's would be (urn:uuid and conditional references, ifNoneExist,
 // all-or-nothing for a transaction). It reports false, leaving the file to
-// the resource-by-resource path, when the file is not such a Bundle or
-// the database cannot run transactions. n is the number of entries; for a
-// transaction, the checkpoint marking the file complete goes into the
-// transaction's own Commit when the backend can (stored reports it), so
-// that a replay after a crash can never create its resources twice.
+// the resource-by-resource path, when the file is not such a Bundle, the
+// database cannot run transactions, or the Bundle is larger than a client
+// could post. n is the number of entries; for a transaction, the
+// checkpoint marking the file complete goes into the transaction's own
+// Commit when the backend can (stored reports it), so that a replay after
+// a crash can never create its resources twice.
 func (im *Importer) importTransaction(ctx context.Context, path string, raw []byte, rep *ImportReport, fc *fileCheckpoint) (done bool, n int, stored bool, err error) {
 	var probe struct {
 		ResourceType string            `json:"resourceType"`
@@ -443,74 +446,41 @@ func (im *Importer) importTransaction(ctx context.Context, path string, raw []by
 		return false, 0, false, nil
 	}
 	n = len(probe.Entry)
+	if int64(len(raw)) > im.s.maxBody {
+		im.s.log.WarnContext(ctx, "import: importing the Bundle's resources in batches", "file", path,
+			"reason", fmt.Sprintf("the Bundle is larger than a request may be (%d bytes)", im.s.maxBody))
+		return false, n, false, nil
+	}
 	rctx, marks := ctx, (*commitMarks)(nil)
 	if probe.Type == "transaction" {
 		// A batch commits entry by entry: no one Commit could carry it.
 		rctx, marks = withCommitMarks(ctx, []storage.KVPut{fc.put(n, true)})
 	}
-	req, err := http.NewRequestWithContext(rctx, http.MethodPost, "/fhir", bytes.NewReader(raw))
-	if err != nil {
-		return false, n, false, fmt.Errorf("building the %s request for %s: %w", probe.Type, path, err)
-	}
-	req.Header.Set(echo.HeaderContentType, mimeFHIRJSON)
-	req.Header.Set("Prefer", "return=minimal")
-	rec := httptest.NewRecorder()
-	im.s.echo.ServeHTTP(rec, req)
+	res, err := im.s.runBundle(rctx, raw, "minimal")
 	stored = marks != nil && marks.wasStored()
-	if err := ctx.Err(); err != nil && !stored {
-		return false, n, false, err
+	if cerr := ctx.Err(); cerr != nil && !stored {
+		return false, n, false, cerr
 	}
-	body := rec.Body.Bytes()
-	if rec.Code == http.StatusNotImplemented && probe.Type == "transaction" || rec.Code == http.StatusRequestEntityTooLarge {
-		// No transactions on this database, or a Bundle beyond the request
-		// limit: its resources are imported in batches instead.
-		im.s.log.WarnContext(ctx, "import: importing the Bundle's resources in batches", "file", path, "reason", outcomeText(body))
+	if errors.Is(err, errNoAtomicCommit) || errors.Is(err, errBundleTooLarge) {
+		// No transactions on this database, or more entries than a client
+		// may post: the Bundle's resources are imported in batches instead.
+		im.s.log.WarnContext(ctx, "import: importing the Bundle's resources in batches", "file", path, "reason", err.Error())
 		return false, n, false, nil
 	}
-	if rec.Code != http.StatusOK {
-		rep.Failed += int64(len(probe.Entry)) - 1
-		im.fail(rep, ImportFailure{File: path, Entry: -1, Reason: fmt.Sprintf("%s rejected (%d entries not imported): %s", probe.Type, len(probe.Entry), outcomeText(body))})
+	if err != nil {
+		fe := asError(ctx, im.s.log, err)
+		rep.Failed += int64(n) - 1
+		im.fail(rep, ImportFailure{File: path, Entry: -1, Reason: fmt.Sprintf("%s rejected (%d entries not imported): %s", probe.Type, n, issuesText(fe.Issues))})
 		return true, n, stored, nil
 	}
-	var resp struct {
-		Entry []struct {
-			Response struct {
-				Status  string          `json:"status"`
-				Outcome json.RawMessage `json:"outcome"`
-			} `json:"response"`
-		} `json:"entry"`
-	}
-	if err := json.Unmarshal(body, &resp); err != nil {
-		return false, n, stored, fmt.Errorf("decoding the %s response for %s: %w", probe.Type, path, err)
-	}
-	for i, e := range resp.Entry {
-		if strings.HasPrefix(e.Response.Status, "2") {
+	for i, e := range res.entries {
+		if e.err == nil {
 			rep.Stored++
 			continue
 		}
-		im.fail(rep, ImportFailure{File: path, Entry: i, Reason: e.Response.Status + ": " + outcomeText(e.Response.Outcome)})
+		im.fail(rep, ImportFailure{File: path, Entry: i, Reason: statusLine(e.err.Status) + ": " + issuesText(e.err.Issues)})
 	}
 	return true, n, stored, nil
-}
-
-// outcomeText is the diagnostics of an OperationOutcome, for reports.
-func outcomeText(raw []byte) string {
-	var oo struct {
-		Issue []struct {
-			Severity    string   `json:"severity"`
-			Code        string   `json:"code"`
-			Diagnostics string   `json:"diagnostics"`
-			Expression  []string `json:"expression"`
-		} `json:"issue"`
-	}
-	if json.Unmarshal(raw, &oo) != nil || len(oo.Issue) == 0 {
-		return strings.TrimSpace(string(raw))
-	}
-	issues := make([]conformance.Issue, len(oo.Issue))
-	for i, is := range oo.Issue {
-		issues[i] = conformance.Issue{Severity: is.Severity, Code: is.Code, Diagnostics: is.Diagnostics, Expression: strings.Join(is.Expression, ", ")}
-	}
-	return issuesText(issues)
 }
 
 // importSource tracks the position in one input.
@@ -829,7 +799,9 @@ func (im *Importer) commitBatch(ctx context.Context, file string, out []prepared
 }
 
 func failureOf(file string, p *prepared) ImportFailure {
-	return ImportFailure{File: file, Line: p.line, Entry: p.entry, Type: p.typ, ID: p.id, Reason: p.err.Error()}
+	var fe *Error
+	forbidden := errors.As(p.err, &fe) && fe.Status == http.StatusForbidden
+	return ImportFailure{File: file, Line: p.line, Entry: p.entry, Type: p.typ, ID: p.id, Reason: p.err.Error(), Forbidden: forbidden}
 }
 
 // prepareUnit is the CPU part of a write: validate, stamp meta, index,
@@ -852,6 +824,13 @@ func (im *Importer) prepareUnit(ctx context.Context, u unit, at time.Time) prepa
 		return p
 	}
 	p.res = parsed.Resource
+	if err := im.s.conform(ctx, p.typ, p.res); err != nil {
+		p.err = err
+		if fe := (*Error)(nil); errors.As(err, &fe) {
+			p.err = errors.New(issuesText(fe.Issues))
+		}
+		return p
+	}
 	p.write, p.err = im.s.prepare(p.typ, p.id, p.res, 0, at, http.MethodPut)
 	if p.err == nil && im.authorize {
 		p.err = im.s.checkEntries(ctx, ActionUpdate, p.typ, p.id, p.write.Index)
@@ -1009,8 +988,12 @@ func (s *Server) importNDJSON(c echo.Context) error {
 		Diagnostics: fmt.Sprintf("imported %d resources, %d failed", rep.Stored, rep.Failed),
 	}}
 	for _, f := range rep.Failures {
+		code := codeProcessing
+		if f.Forbidden {
+			code = codeForbidden
+		}
 		issues = append(issues, conformance.Issue{
-			Severity: "error", Code: codeProcessing,
+			Severity: "error", Code: code,
 			Diagnostics: fmt.Sprintf("line %d: %s", f.Line, f.Reason),
 		})
 	}

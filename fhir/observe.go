@@ -103,6 +103,14 @@ func (cs *CommitSet) Put(res map[string]any, current int64) error {
 	return nil
 }
 
+// Enqueue appends events to the durable outbox with write i: they are
+// stored by the same Commit, take its Seq (so a stream follows commit
+// order) and vanish with it when the change is refused. Delivery is the
+// enqueuer's business (see storage.Outbox).
+func (cs *CommitSet) Enqueue(i int, events ...storage.Event) {
+	cs.writes[i].Events = append(cs.writes[i].Events, events...)
+}
+
 // observe runs the observers over writes and returns them with what the
 // observers changed and added. Every path to storage.Backend.Commit of
 // resource changes calls it.

@@ -243,6 +243,12 @@ func TestOutputFilterEveryReadRoute(t *testing.T) {
 		"PUT /:type": func() (int, []byte) {
 			return call("PUT", "/Patient?identifier=urn:t|one", `{"resourceType":"Patient","identifier":[{"system":"urn:t","value":"one"}]}`, repr)
 		},
+		"GET /Observation/$lastn": func() (int, []byte) {
+			return call("GET", "/Observation/$lastn?subject=Patient/v-p1&code:text=x&_include=Observation:subject", "")
+		},
+		"POST /Observation/$lastn": func() (int, []byte) {
+			return call("POST", "/Observation/$lastn", "subject=Patient/v-p1&code:text=x", "Content-Type: application/x-www-form-urlencoded")
+		},
 		"GET /:type/$everything": func() (int, []byte) { return call("GET", "/Patient/$everything", "") },
 		// The statistics Observations are built by the server (no stored
 		// content); the source Observations must pass the view.

@@ -35,7 +35,16 @@ func (s *Server) patch(c echo.Context) error {
 	if err != nil {
 		return newError(http.StatusBadRequest, codeStructure, "invalid JSON Patch document: %v", err)
 	}
-	ctx := c.Request().Context()
+	r, err := s.patchResource(c.Request().Context(), typ, id, want, ops)
+	if err != nil {
+		return err
+	}
+	return s.respondResult(c, r)
+}
+
+// patchResource applies ops to typ/id (want: the version If-Match
+// requires, 0 for any).
+func (s *Server) patchResource(ctx context.Context, typ, id string, want int64, ops jsonpatch.Patch) (writeResult, error) {
 	var (
 		unchanged storage.Record
 		canRead   bool
@@ -70,18 +79,15 @@ func (s *Server) patch(c echo.Context) error {
 		return &w, nil
 	})
 	if err != nil {
-		return err
+		return writeResult{}, err
 	}
-	msg := fmt.Sprintf("patched %s/%s to version %d", typ, id, rec.VersionID)
+	r := writeResult{method: http.MethodPatch, status: http.StatusOK, rec: rec, wrote: wrote, minimal: !canRead,
+		diagnostics: fmt.Sprintf("patched %s/%s to version %d", typ, id, rec.VersionID)}
 	if !wrote {
-		rec = unchanged
-		msg = fmt.Sprintf("the patch left %s/%s unchanged at version %d", typ, id, rec.VersionID)
+		r.rec = unchanged
+		r.diagnostics = fmt.Sprintf("the patch left %s/%s unchanged at version %d", typ, id, unchanged.VersionID)
 	}
-	if !canRead {
-		s.setVersionHeaders(c, rec, true)
-		return c.NoContent(http.StatusOK)
-	}
-	return s.respondWrite(c, http.StatusOK, rec, msg)
+	return r, nil
 }
 
 // applyPatch authorizes and evaluates ops against the live version cur

@@ -165,28 +165,39 @@ func (r *PatientReader) Read(ctx context.Context, ref string) (map[string]any, e
 // patientOperation handles GET [base]/Patient/{id}/$name.
 func (s *Server) patientOperation(op PatientOperation) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		id, err := pathID(c, http.StatusNotFound)
+		r, err := s.patientOperationRead(c.Request().Context(), op, readRequestOf(c))
 		if err != nil {
 			return err
 		}
-		ctx := c.Request().Context()
-		r, err := s.PatientReader(ctx, id)
-		if err != nil {
-			return err
-		}
-		q := c.QueryParams()
-		delete(q, "_format")
-		delete(q, "_pretty")
-		res, err := op.Run(ctx, r, q)
-		if err != nil {
-			var fe *Error
-			if errors.As(err, &fe) {
-				return fe
-			}
-			return fmt.Errorf("$%s on Patient/%s: %w", op.Name, id, err)
-		}
-		return writeResource(c, http.StatusOK, res)
+		return respondRead(c, r)
 	}
+}
+
+// patientOperationRead runs a patient operation.
+func (s *Server) patientOperationRead(ctx context.Context, op PatientOperation, rq readRequest) (readResult, error) {
+	id := rq.param("id")
+	if !validID(id) {
+		return readResult{}, newError(http.StatusNotFound, codeInvalid, "invalid resource id %q: R4 ids are 1-64 of [A-Za-z0-9-.]", id)
+	}
+	r, err := s.PatientReader(ctx, id)
+	if err != nil {
+		return readResult{}, err
+	}
+	q := url.Values{}
+	for k, v := range rq.query {
+		if k != "_format" && k != "_pretty" {
+			q[k] = v
+		}
+	}
+	res, err := op.Run(ctx, r, q)
+	if err != nil {
+		var fe *Error
+		if errors.As(err, &fe) {
+			return readResult{}, fe
+		}
+		return readResult{}, fmt.Errorf("$%s on Patient/%s: %w", op.Name, id, err)
+	}
+	return resourceResult(res)
 }
 
 // operationDefinitionRead serves the OperationDefinitions of the patient
@@ -195,6 +206,13 @@ func (s *Server) patientOperation(op PatientOperation) echo.HandlerFunc {
 func (s *Server) operationDefinitionRead(c echo.Context) error {
 	if c.Param("id") == "observation-stats" {
 		def, err := statsDefinition()
+		if err != nil {
+			return err
+		}
+		return writeResource(c, http.StatusOK, def)
+	}
+	if c.Param("id") == "Observation-lastn" {
+		def, err := lastnDefinition()
 		if err != nil {
 			return err
 		}

@@ -11,119 +11,150 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/anodyne-fhir/anodyne/conformance"
+
 	"github.com/anodyne-fhir/anodyne/storage"
 )
 
 // read handles GET [base]/[type]/[id]: the current version, 410 when it is
 // deleted, 304 when the client's copy is current (If-None-Match,
 // If-Modified-Since).
-func (s *Server) read(c echo.Context) error {
-	typ, id, err := instancePath(c, http.StatusNotFound)
-	if err != nil {
-		return err
+func (s *Server) read(c echo.Context) error { return s.serveRead(c, (*Server).readInstance) }
+
+// vread handles GET [base]/[type]/[id]/_history/[vid].
+func (s *Server) vread(c echo.Context) error { return s.serveRead(c, (*Server).vreadInstance) }
+
+// instanceOf checks the type and id of an instance read; a malformed id
+// cannot name a stored resource: 404.
+func instanceOf(r readRequest) (typ, id string, err error) {
+	typ, id = r.param("type"), r.param("id")
+	if !conformance.IsResourceType(typ) {
+		return "", "", errNotFound("unknown resource type %q", typ)
 	}
-	ctx := c.Request().Context()
+	if !validID(id) {
+		return "", "", newError(http.StatusNotFound, codeInvalid, "invalid resource id %q: R4 ids are 1-64 of [A-Za-z0-9-.]", id)
+	}
+	return typ, id, nil
+}
+
+// readInstance is the read interaction.
+func (s *Server) readInstance(ctx context.Context, r readRequest) (readResult, error) {
+	typ, id, err := instanceOf(r)
+	if err != nil {
+		return readResult{}, err
+	}
 	// Decide before touching storage, so that a caller without access to
 	// the type cannot even learn which ids exist.
 	d, err := s.decide(ctx, ActionRead, typ)
 	if err != nil {
-		return err
+		return readResult{}, err
 	}
 	v, err := s.view(ctx)
 	if err != nil {
-		return err
+		return readResult{}, err
 	}
 	stored, err := s.storedID(ctx, v, typ, id)
 	if err != nil {
-		return err
+		return readResult{}, err
 	}
 	rec, err := s.backend.Read(ctx, typ, stored)
 	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
-			return errNotFound("%s/%s is not known", typ, id)
+			return readResult{}, errNotFound("%s/%s is not known", typ, id)
 		}
-		return err
+		return readResult{}, err
 	}
-	return s.serveRecord(c, d, v, rec)
+	return s.recordResult(ctx, r, d, v, rec)
 }
 
-// vread handles GET [base]/[type]/[id]/_history/[vid].
-func (s *Server) vread(c echo.Context) error {
-	typ, id, err := instancePath(c, http.StatusNotFound)
+// vreadInstance is the vread interaction.
+func (s *Server) vreadInstance(ctx context.Context, r readRequest) (readResult, error) {
+	typ, id, err := instanceOf(r)
 	if err != nil {
-		return err
+		return readResult{}, err
 	}
-	vid, err := strconv.ParseInt(c.Param("vid"), 10, 64)
+	vid, err := strconv.ParseInt(r.param("vid"), 10, 64)
 	if err != nil || vid < 1 {
-		return errNotFound("%s/%s has no version %q", typ, id, c.Param("vid"))
+		return readResult{}, errNotFound("%s/%s has no version %q", typ, id, r.param("vid"))
 	}
-	ctx := c.Request().Context()
 	d, err := s.decide(ctx, ActionRead, typ)
 	if err != nil {
-		return err
+		return readResult{}, err
 	}
 	v, err := s.view(ctx)
 	if err != nil {
-		return err
+		return readResult{}, err
 	}
 	stored, err := s.storedID(ctx, v, typ, id)
 	if err != nil {
-		return err
+		return readResult{}, err
 	}
 	rec, err := s.backend.ReadVersion(ctx, typ, stored, vid)
 	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
-			return errNotFound("%s/%s has no version %d", typ, id, vid)
+			return readResult{}, errNotFound("%s/%s has no version %d", typ, id, vid)
 		}
-		return err
+		return readResult{}, err
 	}
-	return s.serveRecord(c, d, v, rec)
+	return s.recordResult(ctx, r, d, v, rec)
 }
 
 // serveRecord answers with one stored version the caller is allowed to
-// read (d), through its view v, honouring conditional-read headers. Under
-// a view the stored lastUpdated is never disclosed nor compared: no
-// Last-Modified, and If-Modified-Since is ignored (it would be an oracle
-// on the real timeline); the ETag (a version number) stays.
+// read (d), through its view v, honouring conditional-read headers.
 func (s *Server) serveRecord(c echo.Context, d Decision, v View, rec storage.Record) error {
+	r, err := s.recordResult(c.Request().Context(), readRequestOf(c), d, v, rec)
+	if err != nil {
+		return err
+	}
+	return respondRead(c, r)
+}
+
+// recordResult is the answer of a read of one stored version the caller
+// is allowed to read (d), through its view v, honouring conditional-read
+// headers. Under a view the stored lastUpdated is never disclosed nor
+// compared: no Last-Modified, and If-Modified-Since is ignored (it would
+// be an oracle on the real timeline); the ETag (a version number) stays.
+func (s *Server) recordResult(ctx context.Context, r readRequest, d Decision, v View, rec storage.Record) (readResult, error) {
 	if rec.Deleted {
 		// A deleted version has no content of its own: under a filter it is
 		// judged by the last version that had content, so a deleted
 		// resource outside the grant answers exactly as a live one outside
 		// it (403), and 410 never tells a caller that an id it may not see
 		// once existed.
-		if err := s.deletedWithin(c.Request().Context(), d, ActionRead, rec); err != nil {
-			return err
+		if err := s.deletedWithin(ctx, d, ActionRead, rec); err != nil {
+			return readResult{}, err
 		}
 		e := newError(http.StatusGone, codeDeleted, "%s/%s was deleted (version %d)", rec.Type, rec.ID, rec.VersionID)
 		if v != nil {
-			e = newError(http.StatusGone, codeDeleted, "%s/%s was deleted (version %d)", rec.Type, c.Param("id"), rec.VersionID)
+			e = newError(http.StatusGone, codeDeleted, "%s/%s was deleted (version %d)", rec.Type, r.param("id"), rec.VersionID)
 		}
 		e.Header = http.Header{"Etag": {etag(rec.VersionID)}}
-		return e
+		return readResult{}, e
 	}
 	if d.Filter != nil {
 		res, err := decodeRecord(rec)
 		if err != nil {
-			return err
+			return readResult{}, err
 		}
 		if err := s.within(d, ActionRead, rec.Type, rec.ID, res); err != nil {
-			return err
+			return readResult{}, err
 		}
 	}
-	s.setVersionHeaders(c, rec, false)
+	out := readResult{status: http.StatusOK, rec: &rec, hideModified: v != nil}
+	ims := r.ifModifiedSince
 	if v != nil {
-		c.Response().Header().Del(echo.HeaderLastModified)
-		c.Request().Header.Del("If-Modified-Since")
+		ims = ""
 	}
-	if notModified(c.Request(), rec) {
-		return c.NoContent(http.StatusNotModified)
+	if notModified(r.ifNoneMatch, ims, rec) {
+		out.status = http.StatusNotModified
+		return out, nil
 	}
-	raw, _, err := s.emit(c.Request().Context(), v, nil, rec)
+	raw, _, err := s.emit(ctx, v, nil, rec)
 	if err != nil {
-		return err
+		return readResult{}, err
 	}
-	return writeRaw(c, http.StatusOK, raw)
+	out.raw = raw
+	return out, nil
 }
 
 // deletedWithin authorizes action on deleted version rec by the content of
@@ -169,8 +200,8 @@ func (s *Server) gone(ctx context.Context, action string, rec storage.Record) er
 
 // notModified applies If-None-Match (preferred when present) and
 // If-Modified-Since (second precision, as HTTP dates have).
-func notModified(r *http.Request, rec storage.Record) bool {
-	if inm := r.Header.Get("If-None-Match"); inm != "" {
+func notModified(inm, ims string, rec storage.Record) bool {
+	if inm != "" {
 		for _, tag := range strings.Split(inm, ",") {
 			if strings.TrimSpace(tag) == "*" {
 				return true
@@ -181,7 +212,7 @@ func notModified(r *http.Request, rec storage.Record) bool {
 		}
 		return false
 	}
-	if ims := r.Header.Get("If-Modified-Since"); ims != "" {
+	if ims != "" {
 		t, err := http.ParseTime(ims)
 		if err != nil {
 			return false

@@ -81,7 +81,8 @@ func writeTarget(c echo.Context) (typ, id string, want int64, err error) {
 	return typ, id, want, nil
 }
 
-// parseResource validates a body and checks that it is a resource of typ.
+// parseResource validates a body (structure, then profiles and core
+// invariants: conform) and checks that it is a resource of typ.
 func (s *Server) parseResource(ctx context.Context, typ string, body []byte) (conformance.Parsed, error) {
 	parsed, issues := s.validator.Validate(ctx, body)
 	if conformance.HasErrors(issues) {
@@ -92,6 +93,9 @@ func (s *Server) parseResource(ctx context.Context, typ string, body []byte) (co
 	}
 	if parsed.Type != typ {
 		return parsed, errBadRequest("the body is a %s but the URL names %s", parsed.Type, typ)
+	}
+	if err := s.conform(ctx, typ, parsed.Resource); err != nil {
+		return parsed, err
 	}
 	return parsed, nil
 }
@@ -141,32 +145,82 @@ func (s *Server) prepare(typ, id string, res map[string]any, expect int64, at ti
 // a change from its record. A backend that cannot commit several writes
 // atomically gets the data alone and the audit middleware records the
 // request afterwards, as for reads. The records returned are the data's.
+//
+// Observers derive writes from the store as it was before the Commit (a
+// patient's alert, with compare-and-set on its version). When a concurrent
+// Commit changed a derived resource first, the Commit is refused with
+// ErrVersionConflict although the caller's own writes still hold: the
+// observers then run again over the new state, up to maxObserveAttempts
+// times, instead of answering the caller 409 for a race it did not cause.
+// Every path through commit (create, update, patch, delete, conditional
+// forms, transaction and batch entries) shares it; so do all observers.
 func (s *Server) commit(ctx context.Context, writes []storage.Write) ([]storage.Record, error) {
+	for attempt := 1; ; attempt++ {
+		recs, derived, err := s.commitAttempt(ctx, writes)
+		if err == nil || !derived || !errors.Is(err, storage.ErrVersionConflict) || attempt == maxObserveAttempts {
+			return recs, err
+		}
+		held, cerr := s.stillCurrent(ctx, writes)
+		if cerr != nil {
+			return nil, errors.Join(err, cerr)
+		}
+		if !held {
+			return nil, err // the caller's own write lost: its 409
+		}
+		s.log.DebugContext(ctx, "derived write lost a race; observing the commit again", "attempt", attempt, "err", err)
+	}
+}
+
+// maxObserveAttempts bounds the re-observed Commits of one change. Each
+// lost race means another Commit for the same derived resource succeeded,
+// so a change is refused only under a sustained burst of writes for one
+// patient.
+const maxObserveAttempts = 8
+
+// stillCurrent reports whether the compare-and-set of every write still
+// holds against the store.
+func (s *Server) stillCurrent(ctx context.Context, writes []storage.Write) (bool, error) {
+	for _, w := range writes {
+		cur, exists, err := s.current(ctx, w.Type, w.ID)
+		if err != nil {
+			return false, err
+		}
+		if (exists && cur.VersionID != w.ExpectVersion) || (!exists && w.ExpectVersion != 0) {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// commitAttempt observes and commits writes once; derived reports whether
+// the observers added writes (only those can lose a race worth retrying).
+func (s *Server) commitAttempt(ctx context.Context, writes []storage.Write) (_ []storage.Record, derived bool, _ error) {
 	primary := len(writes)
 	writes, err := s.observe(ctx, writes)
+	derived = len(writes) > primary
 	if err != nil {
-		return nil, err
+		return nil, derived, err
 	}
 	if !s.atomicCommit(ctx) {
 		recs, _, err := s.commitObserved(ctx, writes)
 		if err != nil {
-			return nil, err
+			return nil, derived, err
 		}
-		return recs[:primary], nil
+		return recs[:primary], derived, nil
 	}
 	all, done, err := auth.AuditWrites(ctx, writes)
 	if err != nil {
-		return nil, err
+		return nil, derived, err
 	}
 	recs, _, err := s.commitObserved(ctx, all)
 	done(err)
 	if err != nil {
-		return nil, err
+		return nil, derived, err
 	}
 	if len(recs) != len(all) {
-		return nil, fmt.Errorf("backend returned %d records for %d writes", len(recs), len(all))
+		return nil, derived, fmt.Errorf("backend returned %d records for %d writes", len(recs), len(all))
 	}
-	return recs[:primary], nil
+	return recs[:primary], derived, nil
 }
 
 // commitOne commits a single write and returns the stored record.

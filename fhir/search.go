@@ -152,8 +152,31 @@ func (d *searchDecisions) require(ctx context.Context, typ string) (storage.Expr
 	return td.filter, nil
 }
 
+// searchWith answers a search over HTTP.
 func (s *Server) searchWith(c echo.Context, sc searchScope, params url.Values) error {
-	ctx := c.Request().Context()
+	b, err := s.searchBundle(c.Request().Context(), sc, params, preferToken(c, "handling") == "strict")
+	if err != nil {
+		return err
+	}
+	return writeResource(c, http.StatusOK, b)
+}
+
+// searchTypeRead is the search-type interaction (GET [type]?params).
+func (s *Server) searchTypeRead(ctx context.Context, r readRequest) (readResult, error) {
+	typ := r.param("type")
+	if !conformance.IsResourceType(typ) {
+		return readResult{}, errNotFound("unknown resource type %q", typ)
+	}
+	b, err := s.searchBundle(ctx, searchScope{path: "/" + typ, types: []string{typ}}, r.query, r.strict)
+	if err != nil {
+		return readResult{}, err
+	}
+	return resourceResult(b)
+}
+
+// searchBundle runs a search and returns its searchset Bundle; strict is
+// Prefer: handling=strict.
+func (s *Server) searchBundle(ctx context.Context, sc searchScope, params url.Values, strict bool) (map[string]any, error) {
 	decs := s.newSearchDecisions()
 	// Per-type selection: authorization AND scope restriction.
 	var types []string
@@ -163,12 +186,12 @@ func (s *Server) searchWith(c echo.Context, sc searchScope, params url.Values) e
 		if len(sc.types) == 1 {
 			var err error
 			if f, err = decs.require(ctx, t); err != nil {
-				return err
+				return nil, err
 			}
 		} else {
 			td, err := decs.get(ctx, t)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if !td.allowed {
 				continue
@@ -179,19 +202,19 @@ func (s *Server) searchWith(c echo.Context, sc searchScope, params url.Values) e
 		types = append(types, t)
 	}
 	if len(types) == 0 {
-		return newError(http.StatusForbidden, codeForbidden, "search: access denied to every requested type")
+		return nil, newError(http.StatusForbidden, codeForbidden, "search: access denied to every requested type")
 	}
 	v, err := s.view(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	stored, err := viewSearch(ctx, v, types, params)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	req, err := s.compileSearch(ctx, decs, types, stored, preferToken(c, "handling") == "strict")
+	req, err := s.compileSearch(ctx, decs, types, stored, strict)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if v != nil {
 		restoreKept(req.Kept, params)
@@ -200,7 +223,7 @@ func (s *Server) searchWith(c echo.Context, sc searchScope, params url.Values) e
 	binding := "search " + sc.path + "?" + query
 	stack, err := s.openPageStack(binding, params.Get(cursorParam))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if n := len(stack.Positions); n > 0 {
 		req.Cursor = stack.Positions[n-1]
@@ -242,20 +265,20 @@ func (s *Server) searchWith(c echo.Context, sc searchScope, params url.Values) e
 	})
 	if err != nil {
 		if errors.Is(err, storage.ErrUnsupported) {
-			return newError(http.StatusBadRequest, codeNotSupp, "search %s: this database cannot evaluate the query: %v", sc.path, err)
+			return nil, newError(http.StatusBadRequest, codeNotSupp, "search %s: this database cannot evaluate the query: %v", sc.path, err)
 		}
-		return fmt.Errorf("search %s: %w", sc.path, err)
+		return nil, fmt.Errorf("search %s: %w", sc.path, err)
 	}
 	matches := page.Records
 	if post != nil {
 		matches, err = s.postFilter(matches, post)
 		if err != nil {
-			return err
+			return nil, err
 		}
 	}
 	included, err := s.includes(ctx, decs, matches, req.Includes)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	b := newBundle("searchset", s.searchLinks(sc.path, binding, query, stack, page.Next))
 	switch {
@@ -264,7 +287,7 @@ func (s *Server) searchWith(c echo.Context, sc searchScope, params url.Values) e
 	case req.Total && post != nil:
 		total, err := s.countBySelection(ctx, types, req.Filters, post)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		b["total"] = total
 	}
@@ -276,7 +299,7 @@ func (s *Server) searchWith(c echo.Context, sc searchScope, params url.Values) e
 		for _, rec := range group.recs {
 			raw, id, err := s.emit(ctx, v, shape, rec)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			addEntry(b, map[string]any{
 				"fullUrl":  s.resourceURL(rec.Type, id),
@@ -285,7 +308,7 @@ func (s *Server) searchWith(c echo.Context, sc searchScope, params url.Values) e
 			})
 		}
 	}
-	return writeResource(c, http.StatusOK, b)
+	return b, nil
 }
 
 // postFilter keeps the records inside their type's selection, checked on

@@ -26,6 +26,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/anodyne-fhir/anodyne/conformance"
+	"github.com/anodyne-fhir/anodyne/conformance/profile"
 	"github.com/anodyne-fhir/anodyne/resources"
 	"github.com/anodyne-fhir/anodyne/storage"
 )
@@ -40,6 +41,14 @@ type Config struct {
 	Backend storage.Backend
 	// Validator checks request bodies; nil loads conformance.NewValidator().
 	Validator *conformance.Validator
+	// Profiles validates every client write against the core R4
+	// definitions and the profiles it claims, backs $validate?profile=
+	// and conformsTo(); nil switches profile validation off (anodyne serve
+	// always sets it: loading the definitions takes most of a second).
+	Profiles *profile.Registry
+	// SkipCoreInvariants leaves out the core definitions (structure and
+	// invariants) on writes; claimed profiles are still checked in full.
+	SkipCoreInvariants bool
 	// Registry knows search parameters and index extraction; nil loads
 	// resources.Load with this server's base URL and logger.
 	Registry *resources.Registry
@@ -59,9 +68,19 @@ type Config struct {
 	// CursorKey signs paging cursors. Replicas behind one load balancer
 	// must share it; nil draws a random key, so links die with the process.
 	CursorKey []byte
-	// ExportDir holds Bulk Data export files (one directory per job);
-	// empty disables $export. Job state lives in the Backend's KV.
+	// ExportDir holds Bulk Data export files (one directory per job). With
+	// several processes on one store it must be a directory they all share.
+	// Job state lives in the Backend's KV.
 	ExportDir string
+	// ExportInStore keeps export files in the Backend's KV instead (chunked
+	// records), so that every process sharing the store serves every job's
+	// files. $export is enabled when it is set or ExportDir is not empty;
+	// ExportDir wins when both are.
+	ExportInStore bool
+	// ExportLeaseTTL is how long a running export job stays with a process
+	// that stopped renewing its lease (crashed, partitioned) before another
+	// takes it over; 0 means 30s.
+	ExportLeaseTTL time.Duration
 	// ExportWorkers is how many export jobs run at once in this process:
 	// 0 means 1; negative means none (another replica runs the jobs).
 	ExportWorkers int
@@ -106,6 +125,8 @@ type Server struct {
 	base      string // FHIR base, no trailing slash
 	backend   storage.Backend
 	validator *conformance.Validator
+	profiles  *profile.Registry
+	skipCore  bool
 	registry  *resources.Registry
 	authz     Authorizer
 	log       *slog.Logger
@@ -122,6 +143,7 @@ type Server struct {
 	onJob      func(kind, state string)
 	output     OutputFilter
 	patientOps []PatientOperation
+	lastnProbe int // $lastn's in-memory page (lastnDefaultProbe; tests lower it)
 }
 
 const defaultMaxBody = 16 << 20
@@ -139,6 +161,8 @@ func New(cfg Config) (*Server, error) {
 		base:      base + "/fhir",
 		backend:   cfg.Backend,
 		validator: cfg.Validator,
+		profiles:  cfg.Profiles,
+		skipCore:  cfg.SkipCoreInvariants,
 		registry:  cfg.Registry,
 		authz:     cfg.Authorizer,
 		log:       cfg.Logger,
@@ -185,8 +209,11 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	s.echo = s.routes(cfg.Middleware)
-	if cfg.ExportDir != "" {
-		s.bulk = newBulkRunner(s, cfg.ExportDir, bulkWorkers(cfg.ExportWorkers))
+	switch {
+	case cfg.ExportDir != "":
+		s.bulk = newBulkRunner(s, dirFiles{dir: cfg.ExportDir}, bulkWorkers(cfg.ExportWorkers), cfg.ExportLeaseTTL)
+	case cfg.ExportInStore:
+		s.bulk = newBulkRunner(s, kvFiles{kv: s.backend.KV(), chunk: exportChunkSize}, bulkWorkers(cfg.ExportWorkers), cfg.ExportLeaseTTL)
 	}
 	// After the runner: the statement declares $export only when it runs.
 	if s.capability, err = s.capabilityStatement(); err != nil {
@@ -252,6 +279,8 @@ func routeTable() []route {
 		{method: http.MethodPut, path: "/:type", level: levelType, code: "update", handler: (*Server).conditionalUpdate},
 		{method: http.MethodDelete, path: "/:type", level: levelType, code: "delete", handler: (*Server).conditionalDelete},
 		{method: http.MethodGet, path: "/Observation/$stats", level: levelType, code: "$stats", handler: (*Server).stats, typ: "Observation"},
+		{method: http.MethodGet, path: "/Observation/$lastn", level: levelType, code: "$lastn", handler: (*Server).lastn, typ: "Observation"},
+		{method: http.MethodPost, path: "/Observation/$lastn", level: levelType, code: "$lastn", handler: (*Server).lastn, typ: "Observation"},
 		{method: http.MethodGet, path: "/:type/$everything", level: levelType, code: "$everything", handler: (*Server).everythingType},
 		{method: http.MethodGet, path: "/:type/:id/$everything", level: levelInstance, code: "$everything", handler: (*Server).everything},
 		{method: http.MethodGet, path: "/:type/:id", level: levelInstance, code: "read", handler: (*Server).read},
@@ -326,7 +355,9 @@ func (s *Server) routes(authMW echo.MiddlewareFunc) *echo.Echo {
 	for _, op := range s.patientOps {
 		g.GET("/Patient/:id/$"+op.Name, s.patientOperation(op), mws...)
 	}
-	// Our own OperationDefinitions ($stats, the patient operations).
+	// The definitions of the operations the server declares ($stats,
+	// $lastn, the patient operations) are read here; other ids are stored
+	// resources.
 	g.GET("/OperationDefinition/:id", s.operationDefinitionRead, mws...)
 	return e
 }

@@ -127,21 +127,40 @@ type bundleRequest struct {
 // bounds the bytes, this bounds the per-entry overhead of tiny entries.
 const maxBundleEntries = 20000
 
+// Sentinels under the *Error of a Bundle the server does not run as
+// asked, for in-process callers (the importer) to tell them apart.
+var (
+	errNoAtomicCommit = errors.New("the database cannot commit several writes atomically")
+	errBundleTooLarge = errors.New("the Bundle is larger than a request may be")
+)
+
 // bundle handles POST [base] with a batch or transaction Bundle.
 func (s *Server) bundle(c echo.Context) error {
 	body, err := s.readBody(c, mimeFHIRJSON, mimeJSON)
 	if err != nil {
 		return err
 	}
+	r, err := s.runBundle(c.Request().Context(), body, bundleReturn(c))
+	if err != nil {
+		return err
+	}
+	return writeResource(c, http.StatusOK, r.bundle())
+}
+
+// runBundle runs a batch or transaction Bundle (body, as posted); ret is
+// the Prefer return= of its response entries.
+func (s *Server) runBundle(ctx context.Context, body []byte, ret string) (bundleResult, error) {
 	var b bundleRequest
 	if err := json.Unmarshal(body, &b); err != nil {
-		return newError(http.StatusBadRequest, codeStructure, "the body is not a FHIR JSON Bundle: %v", err)
+		return bundleResult{}, newError(http.StatusBadRequest, codeStructure, "the body is not a FHIR JSON Bundle: %v", err)
 	}
 	if b.ResourceType != "Bundle" {
-		return errBadRequest("POST to the base takes a Bundle, not %q", b.ResourceType)
+		return bundleResult{}, errBadRequest("POST to the base takes a Bundle, not %q", b.ResourceType)
 	}
 	if len(b.Entry) > maxBundleEntries {
-		return newError(http.StatusRequestEntityTooLarge, codeTooCostly, "the Bundle has %d entries; at most %d are accepted", len(b.Entry), maxBundleEntries)
+		e := newError(http.StatusRequestEntityTooLarge, codeTooCostly, "the Bundle has %d entries; at most %d are accepted", len(b.Entry), maxBundleEntries)
+		e.cause = errBundleTooLarge
+		return bundleResult{}, e
 	}
 	entries := make([]*txEntry, len(b.Entry))
 	errs := make([]error, len(b.Entry))
@@ -169,14 +188,14 @@ func (s *Server) bundle(c echo.Context) error {
 	case "transaction":
 		for _, err := range errs {
 			if err != nil {
-				return err
+				return bundleResult{}, err
 			}
 		}
-		return s.transaction(c, entries)
+		return s.transaction(ctx, entries, ret)
 	case "batch":
-		return s.batch(c, entries, errs)
+		return s.batch(ctx, entries, errs, ret), nil
 	}
-	return errBadRequest("POST to the base takes a batch or transaction Bundle, not type %q", b.Type)
+	return bundleResult{}, errBadRequest("POST to the base takes a batch or transaction Bundle, not type %q", b.Type)
 }
 
 // parseEntryURL reads request.method and request.url of an entry.
@@ -281,39 +300,33 @@ func binaryPatch(raw []byte) (jsonpatch.Patch, []byte, error) {
 }
 
 // transaction runs a transaction Bundle and answers the transaction-response.
-func (s *Server) transaction(c echo.Context, entries []*txEntry) error {
-	ctx := c.Request().Context()
+func (s *Server) transaction(ctx context.Context, entries []*txEntry, ret string) (bundleResult, error) {
 	if !s.atomicCommit(ctx) {
-		return newError(http.StatusNotImplemented, codeNotSupp,
+		e := newError(http.StatusNotImplemented, codeNotSupp,
 			"this database deployment cannot commit several writes atomically, so transaction Bundles are refused; send a batch instead")
+		e.cause = errNoAtomicCommit
+		return bundleResult{}, e
 	}
 	if err := s.parseEntries(ctx, entries); err != nil {
-		return err
+		return bundleResult{}, err
 	}
 	if err := s.runTransaction(ctx, entries); err != nil {
 		s.logTransaction(ctx, len(entries), err)
-		return err
+		return bundleResult{}, err
 	}
-	ret := bundleReturn(c)
-	out := newBundle("transaction-response", nil)
-	delete(out, "link")
-	for _, e := range entries {
+	out := bundleResult{typ: "transaction-response", entries: make([]entryResult, len(entries))}
+	for i, e := range entries {
 		if e.method == http.MethodGet || e.method == http.MethodHead {
-			addEntry(out, s.subEntry(c, e, ret))
+			out.entries[i] = s.readEntry(ctx, e)
 			continue
 		}
-		if ret == "representation" && !e.minimal && !e.rec.Deleted && len(e.rec.JSON) > 0 {
-			// As respondWrite: a caller who may write but not read the
-			// result (u or c without r) gets no resource back.
-			e.minimal = !s.recordReadable(ctx, e.rec)
-		}
-		we, err := s.writeEntry(ctx, e, ret)
+		we, err := s.writeEntry(ctx, writeResult{method: e.method, status: e.status, rec: e.rec, wrote: e.wrote, minimal: e.minimal}, ret)
 		if err != nil {
-			return err
+			return bundleResult{}, err
 		}
-		addEntry(out, we)
+		out.entries[i] = entryResult{entry: we}
 	}
-	return writeResource(c, http.StatusOK, out)
+	return out, nil
 }
 
 // runTransaction plans and commits the write entries, retrying the whole
@@ -720,30 +733,36 @@ func bundleReturn(c echo.Context) string {
 	return preferReturn(c)
 }
 
-// writeEntry is the response entry of a write entry after the commit.
-func (s *Server) writeEntry(ctx context.Context, e *txEntry, ret string) (map[string]any, error) {
-	resp := map[string]any{"status": statusLine(e.status)}
+// writeEntry is the response entry of a write entry of a transaction or
+// a batch after its commit.
+func (s *Server) writeEntry(ctx context.Context, r writeResult, ret string) (map[string]any, error) {
+	resp := map[string]any{"status": statusLine(r.status)}
 	out := map[string]any{"response": resp}
-	if e.rec.ID != "" && e.rec.VersionID > 0 {
+	if r.rec.ID != "" && r.rec.VersionID > 0 {
 		v, err := s.view(ctx)
 		if err != nil {
 			return nil, err
 		}
-		resp["location"] = s.versionURL(e.rec)
-		resp["etag"] = etag(e.rec.VersionID)
-		resp["lastModified"] = formatInstant(e.rec.LastUpdated)
-		if !e.rec.Deleted {
-			out["fullUrl"] = s.resourceURL(e.rec.Type, e.rec.ID)
-			representation := ret == "representation" && !e.minimal
+		resp["location"] = s.versionURL(r.rec)
+		resp["etag"] = etag(r.rec.VersionID)
+		resp["lastModified"] = formatInstant(r.rec.LastUpdated)
+		if !r.rec.Deleted {
+			out["fullUrl"] = s.resourceURL(r.rec.Type, r.rec.ID)
+			representation := ret == "representation" && !r.minimal
+			if representation && len(r.rec.JSON) > 0 {
+				// As respondWrite: a caller who may write but not read the
+				// result (u or c without r) gets no resource back.
+				representation = s.recordReadable(ctx, r.rec)
+			}
 			if representation || v != nil {
 				// Under a view the entry names the resource as the view does.
-				raw, id, err := s.emit(ctx, v, nil, e.rec)
+				raw, id, err := s.emit(ctx, v, nil, r.rec)
 				if err != nil {
 					return nil, err
 				}
 				if v != nil {
-					out["fullUrl"] = s.resourceURL(e.rec.Type, id)
-					resp["location"] = s.resourceURL(e.rec.Type, id) + "/_history/" + strconv.FormatInt(e.rec.VersionID, 10)
+					out["fullUrl"] = s.resourceURL(r.rec.Type, id)
+					resp["location"] = s.resourceURL(r.rec.Type, id) + "/_history/" + strconv.FormatInt(r.rec.VersionID, 10)
 					delete(resp, "lastModified")
 				}
 				if representation {
@@ -753,8 +772,12 @@ func (s *Server) writeEntry(ctx context.Context, e *txEntry, ret string) (map[st
 		}
 	}
 	if ret == "OperationOutcome" {
-		msg := "stored"
-		if !e.wrote {
+		msg := r.diagnostics
+		switch {
+		case msg != "":
+		case r.wrote:
+			msg = "stored"
+		default:
 			msg = "nothing written"
 		}
 		resp["outcome"] = outcome([]conformance.Issue{{Severity: "information", Code: codeInfo, Diagnostics: msg}})

@@ -86,17 +86,26 @@ func (s *Server) update(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx := c.Request().Context()
-	parsed, err := s.parseResource(ctx, typ, body)
+	r, err := s.updateResource(c.Request().Context(), typ, id, want, body)
 	if err != nil {
 		return err
+	}
+	return s.respondResult(c, r)
+}
+
+// updateResource stores body as the next version of typ/id (want: the
+// version If-Match requires, 0 for any).
+func (s *Server) updateResource(ctx context.Context, typ, id string, want int64, body []byte) (writeResult, error) {
+	parsed, err := s.parseResource(ctx, typ, body)
+	if err != nil {
+		return writeResult{}, err
 	}
 	switch parsed.ID {
 	case id:
 	case "":
-		return errBadRequest("the resource has no id; update requires it to equal the URL id %q", id)
+		return writeResult{}, errBadRequest("the resource has no id; update requires it to equal the URL id %q", id)
 	default:
-		return errBadRequest("the resource id %q does not match the URL id %q", parsed.ID, id)
+		return writeResult{}, errBadRequest("the resource id %q does not match the URL id %q", parsed.ID, id)
 	}
 	// live is set by each attempt, so after the loop it describes the
 	// version the committed write replaced: 200 for an update, 201 for a
@@ -127,11 +136,12 @@ func (s *Server) update(c echo.Context) error {
 		return &w, nil
 	})
 	if err != nil {
-		return err
+		return writeResult{}, err
 	}
 	status := http.StatusOK
 	if !live {
 		status = http.StatusCreated
 	}
-	return s.respondWrite(c, status, rec, fmt.Sprintf("stored %s/%s version %d", typ, id, rec.VersionID))
+	return writeResult{method: http.MethodPut, status: status, rec: rec, wrote: true,
+		diagnostics: fmt.Sprintf("stored %s/%s version %d", typ, id, rec.VersionID)}, nil
 }

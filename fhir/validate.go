@@ -8,6 +8,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/anodyne-fhir/anodyne/conformance"
+	"github.com/anodyne-fhir/anodyne/conformance/profile"
 	"github.com/anodyne-fhir/anodyne/storage"
 )
 
@@ -26,7 +27,7 @@ func (s *Server) validateType(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return writeResource(c, http.StatusOK, outcome(s.validateBody(c.Request().Context(), typ, "", body)))
+	return writeResource(c, http.StatusOK, outcome(s.validateBody(c.Request().Context(), typ, "", body, c.QueryParam("profile"))))
 }
 
 // validateInstance handles POST [base]/[type]/[id]/$validate: the body
@@ -42,7 +43,7 @@ func (s *Server) validateInstance(c echo.Context) error {
 		if err != nil {
 			return err
 		}
-		return writeResource(c, http.StatusOK, outcome(s.validateBody(ctx, typ, id, body)))
+		return writeResource(c, http.StatusOK, outcome(s.validateBody(ctx, typ, id, body, c.QueryParam("profile"))))
 	}
 	// The outcome of validating a stored resource quotes its content,
 	// which a view would have shaped: a filtered caller cannot ask it.
@@ -68,11 +69,17 @@ func (s *Server) validateInstance(c echo.Context) error {
 	if err := s.checkResource(ctx, ActionRead, typ, id, res); err != nil {
 		return err
 	}
-	return writeResource(c, http.StatusOK, outcome(s.validateBody(ctx, typ, id, rec.JSON)))
+	return writeResource(c, http.StatusOK, outcome(s.validateBody(ctx, typ, id, rec.JSON, c.QueryParam("profile"))))
 }
 
-// validateBody validates a $validate input and returns every issue found.
-func (s *Server) validateBody(ctx context.Context, typ, id string, body []byte) []conformance.Issue {
+// validateBody validates a $validate input and returns every issue found:
+// structure, then the core definitions and invariants, the profiles the
+// resource claims and the one the request names (?profile= or the
+// Parameters "profile").
+func (s *Server) validateBody(ctx context.Context, typ, id string, body []byte, profileURL string) []conformance.Issue {
+	if p := parametersProfile(body); p != "" && profileURL == "" {
+		profileURL = p
+	}
 	if inner, ok := parametersResource(body); ok {
 		raw, err := encodeResource(inner)
 		if err != nil {
@@ -92,7 +99,42 @@ func (s *Server) validateBody(ctx context.Context, typ, id string, body []byte) 
 		issues = append(issues, conformance.Issue{Severity: "error", Code: codeInvalid,
 			Diagnostics: "the resource id " + parsed.ID + " is not the URL id " + id, Expression: parsed.Type + ".id"})
 	}
+	if s.profiles != nil && parsed.Resource != nil {
+		opts := profile.Options{Fetch: s.profileFetcher}
+		if profileURL != "" {
+			opts.Profiles = []string{profileURL}
+		}
+		issues = append(issues, s.profiles.Validate(ctx, parsed.Resource, opts)...)
+	} else if profileURL != "" {
+		issues = append(issues, conformance.Issue{Severity: "error", Code: codeNotSupp,
+			Diagnostics: "profile validation is not enabled on this server", Expression: parsed.Type})
+	}
 	return issues
+}
+
+// parametersProfile returns the "profile" parameter of a Parameters body.
+func parametersProfile(body []byte) string {
+	v, err := decodeJSON(body)
+	if err != nil {
+		return ""
+	}
+	m, _ := v.(map[string]any)
+	if m["resourceType"] != "Parameters" {
+		return ""
+	}
+	list, _ := m["parameter"].([]any)
+	for _, p := range list {
+		pm, _ := p.(map[string]any)
+		if pm["name"] != "profile" {
+			continue
+		}
+		for _, k := range []string{"valueUri", "valueCanonical", "valueString", "valueUrl"} {
+			if u, ok := pm[k].(string); ok {
+				return u
+			}
+		}
+	}
+	return ""
 }
 
 // parametersResource returns the "resource" parameter of a Parameters

@@ -100,3 +100,13 @@ func (k *timedKV) List(ctx context.Context, prefix string) (keys []string, err e
 	defer func(s time.Time) { k.m.observe("kv_list", s, err) }(time.Now())
 	return k.inner.List(ctx, prefix)
 }
+
+func (k *timedKV) CompareAndSwap(ctx context.Context, key string, old, new []byte, ttl time.Duration) (ok bool, err error) {
+	defer func(s time.Time) { k.m.observe("kv_compare_and_swap", s, err) }(time.Now())
+	return k.inner.CompareAndSwap(ctx, key, old, new, ttl)
+}
+
+func (k *timedKV) CompareAndDelete(ctx context.Context, key string, old []byte) (ok bool, err error) {
+	defer func(s time.Time) { k.m.observe("kv_compare_and_delete", s, err) }(time.Now())
+	return k.inner.CompareAndDelete(ctx, key, old)
+}

@@ -80,6 +80,9 @@ type Write struct {
 	// non-deleted resources of the store (for example a hash of a
 	// conditional-create query). A delete releases the resource's claim.
 	Claim string
+	// Events are appended to the outbox (see Outbox) in the same Commit,
+	// each taking this write's Seq.
+	Events []Event
 }
 
 // Backend is what every database behind Anodyne implements.
@@ -216,6 +219,18 @@ type KV interface {
 	Delete(ctx context.Context, key string) error
 	// List returns the live keys starting with prefix, in key order.
 	List(ctx context.Context, prefix string) ([]string, error)
+	// CompareAndSwap replaces the value of key with new, and its expiry
+	// with ttl (<= 0: none), only when key is live and holds exactly old;
+	// it reports whether it replaced. It is atomic against every other
+	// conditional call on the key (CompareAndSwap, CompareAndDelete,
+	// PutIfAbsent over an expired record): of several callers comparing
+	// against the same value, at most one wins. An absent or expired key
+	// never matches. The unconditional Put, Delete and Take are not
+	// ordered against it: a key shared with them has no defined winner.
+	CompareAndSwap(ctx context.Context, key string, old, new []byte, ttl time.Duration) (bool, error)
+	// CompareAndDelete deletes key only when it is live and holds exactly
+	// old, atomically as CompareAndSwap; it reports whether it deleted.
+	CompareAndDelete(ctx context.Context, key string, old []byte) (bool, error)
 }
 
 // Unwrapper is implemented by a Backend that wraps another one (metrics,

@@ -115,3 +115,15 @@ func (k *tracedKV) List(ctx context.Context, prefix string) (keys []string, err 
 	defer func() { end(err) }()
 	return k.inner.List(ctx, prefix)
 }
+
+func (k *tracedKV) CompareAndSwap(ctx context.Context, key string, old, new []byte, ttl time.Duration) (ok bool, err error) {
+	ctx, end := k.t.span(ctx, "kv_compare_and_swap")
+	defer func() { end(err) }()
+	return k.inner.CompareAndSwap(ctx, key, old, new, ttl)
+}
+
+func (k *tracedKV) CompareAndDelete(ctx context.Context, key string, old []byte) (ok bool, err error) {
+	ctx, end := k.t.span(ctx, "kv_compare_and_delete")
+	defer func() { end(err) }()
+	return k.inner.CompareAndDelete(ctx, key, old)
+}

@@ -134,6 +134,22 @@ func TestWriteAuditInSameCommit(t *testing.T) {
 				t.Fatalf("transaction: %d %v", st, body)
 			}
 
+			// A batch: each entry is recorded as a request of its own (a
+			// write in its own Commit), besides the Bundle's record.
+			before := obs.separate.Load()
+			batch := map[string]any{"resourceType": "Bundle", "type": "batch", "entry": []any{
+				map[string]any{"resource": obsJSON("w4", "final"), "request": map[string]any{"method": "PUT", "url": "Observation/w4"}},
+				map[string]any{"request": map[string]any{"method": "GET", "url": "Observation/w4"}},
+				map[string]any{"resource": obsJSON("w5", "final"), "request": map[string]any{"method": "PUT", "url": "Observation/w5", "ifMatch": `W/"3"`}},
+			}}
+			if st, body, _ := e.fhirDo(http.MethodPost, "", wt, batch); st != http.StatusOK {
+				t.Fatalf("batch: %d %v", st, body)
+			}
+			// The read, the failed update and the Bundle itself.
+			if n := obs.separate.Load() - before; n != 3 {
+				t.Errorf("the batch left %d records outside Commits, want 3", n)
+			}
+
 			at := e.backendToken("auditor", admin, "system/AuditEvent.rs")
 			st, bundle, _ := e.fhirDo(http.MethodGet, "/AuditEvent?_count=100", at, nil)
 			if st != http.StatusOK {
@@ -144,12 +160,12 @@ func TestWriteAuditInSameCommit(t *testing.T) {
 				r := en.(map[string]any)["resource"].(map[string]any)
 				b, _ := json.Marshal(r)
 				sub := r["subtype"].([]any)[0].(map[string]any)["code"].(string)
-				for _, ref := range []string{"Observation/w1", "Observation/w2", "Observation/w3"} {
+				for _, ref := range []string{"Observation/w1", "Observation/w2", "Observation/w3", "Observation/w4", "Observation/w5"} {
 					if strings.Contains(string(b), `"reference":"`+ref+`"`) {
 						count[fmt.Sprintf("%s %s %s", sub, ref, r["outcome"])]++
 					}
 				}
-				if sub == "update" && r["outcome"] == "4" {
+				if sub == "update" && r["outcome"] == "4" && !strings.Contains(string(b), "Observation/w5") {
 					count["update failed"]++
 				}
 			}
@@ -159,6 +175,9 @@ func TestWriteAuditInSameCommit(t *testing.T) {
 				"update failed":                      1, // and no other failure
 				"batch/transaction Observation/w2 0": 1, // both writes in one record
 				"batch/transaction Observation/w3 0": 1,
+				"update Observation/w4 0":            1, // the batch entry, in its Commit
+				"read Observation/w4 0":              1, // the batch's read entry
+				"update Observation/w5 4":            1, // the batch's failed entry
 			}
 			if !maps.Equal(count, want) {
 				t.Errorf("audit records %v, want %v", count, want)

@@ -22,9 +22,12 @@ import (
 // The total is read from the store as it was before the Commit, with the
 // set's own writes laid over it. Two Commits for one patient that run at
 // the same moment each see the store without the other; when both change
-// an issue, the issue's compare-and-set refuses one of them (the client
-// retries), but two changes that leave the issues alone can leave a
-// recorded patientTotal one change behind until the next write.
+// an issue, the issue's compare-and-set refuses one of them and the fhir
+// server observes that Commit again over the winner's state (the caller
+// never sees it). Two changes that each alone leave the issues alone do
+// not conflict: they can leave a recorded patientTotal one change behind,
+// or an issue they raise only together unraised, until the patient's next
+// MedicationRequest change.
 type Observer struct {
 	table *opioid.Table
 	log   *slog.Logger

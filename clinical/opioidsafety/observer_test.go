@@ -84,10 +84,10 @@ type issueState struct {
 func readIssue(t *testing.T, s *server, id string) (issueState, bool) {
 	t.Helper()
 	r := s.do(t, "GET", "/fhir/DetectedIssue/"+id, "")
-	if r.status == http.StatusNotFound {
+	if r.Status == http.StatusNotFound {
 		return issueState{}, false
 	}
-	m := r.expect(t, 200).json(t)
+	m := r.Expect(t, 200).JSON(t)
 	st := issueState{status: get(m, "status").(string), severity: fmt.Sprint(get(m, "severity")), version: get(m, "meta", "versionId").(string)}
 	for _, x := range get(m, "implicated").([]any) {
 		st.implicated = append(st.implicated, get(x, "reference").(string))
@@ -100,19 +100,19 @@ func readIssue(t *testing.T, s *server, id string) (issueState, bool) {
 
 func TestObserverRecordsMMEAndIssues(t *testing.T) {
 	for _, be := range backends() {
-		t.Run(be.name, func(t *testing.T) {
-			s := start(t, be.open(t), nil, nil)
+		t.Run(be.Name, func(t *testing.T) {
+			s := start(t, be.Open(t), nil)
 			mmeID, benzoID := opioidsafety.IssueIDs("p1")
-			s.do(t, "PUT", "/fhir/Patient/p1", patient("p1")).expect(t, 201)
+			s.do(t, "PUT", "/fhir/Patient/p1", patient("p1")).Expect(t, 201)
 
 			// 45: recorded, no issue. A forged extension from the client is replaced.
 			body := strings.Replace(mr("mr1", "p1", "active", "1049621", "oxycodone 5 MG", 1, 4), `"intent"`,
 				`"extension":[{"url":"`+opioidsafety.ExtensionURL+`","extension":[{"url":"mmePerDay","valueDecimal":1}]}],"intent"`, 1)
-			got := s.do(t, "PUT", "/fhir/MedicationRequest/mr1", body).expect(t, 201).json(t)
+			got := s.do(t, "PUT", "/fhir/MedicationRequest/mr1", body).Expect(t, 201).JSON(t)
 			if m, tot, _ := mmeExt(t, got); !near(m, oxy45) || !near(tot, oxy45) {
 				t.Fatalf("mr1: MME %v total %v, want %v %v", m, tot, oxy45, oxy45)
 			}
-			stored := s.do(t, "GET", "/fhir/MedicationRequest/mr1", "").expect(t, 200).json(t)
+			stored := s.do(t, "GET", "/fhir/MedicationRequest/mr1", "").Expect(t, 200).JSON(t)
 			if m, _, _ := mmeExt(t, stored); !near(m, oxy45) {
 				t.Fatalf("stored MME %v", m)
 			}
@@ -121,7 +121,7 @@ func TestObserverRecordsMMEAndIssues(t *testing.T) {
 			}
 
 			// + 40 = 85: moderate, implicating both.
-			got = s.do(t, "PUT", "/fhir/MedicationRequest/mr2", mr("mr2", "p1", "active", "835603", "tramadol 50 MG", 1, 6)).expect(t, 201).json(t)
+			got = s.do(t, "PUT", "/fhir/MedicationRequest/mr2", mr("mr2", "p1", "active", "835603", "tramadol 50 MG", 1, 6)).Expect(t, 201).JSON(t)
 			if m, tot, _ := mmeExt(t, got); !near(m, tramadol40) || !near(tot, oxy45+tramadol40) {
 				t.Fatalf("mr2: MME %v total %v", m, tot)
 			}
@@ -132,7 +132,7 @@ func TestObserverRecordsMMEAndIssues(t *testing.T) {
 			}
 
 			// The same request again: the issue is not rewritten.
-			s.do(t, "PUT", "/fhir/MedicationRequest/mr2", mr("mr2", "p1", "active", "835603", "tramadol 50 MG", 1, 6)).expect(t, 200)
+			s.do(t, "PUT", "/fhir/MedicationRequest/mr2", mr("mr2", "p1", "active", "835603", "tramadol 50 MG", 1, 6)).Expect(t, 200)
 			if is, _ := readIssue(t, s, mmeID); is.version != "1" {
 				t.Fatalf("unchanged total rewrote the issue: version %s", is.version)
 			}
@@ -141,7 +141,7 @@ func TestObserverRecordsMMEAndIssues(t *testing.T) {
 			patch := `{"resourceType":"MedicationRequest","id":"mr3","status":"active","intent":"order","subject":{"reference":"Patient/p1"},
 			 "medicationCodeableConcept":{"coding":[{"system":"http://www.nlm.nih.gov/research/umls/rxnorm","code":"245134"}],"text":"fentanyl 25 mcg/hr patch"},
 			 "dosageInstruction":[{"doseAndRate":[{"doseQuantity":{"value":1,"unit":"patch"}}],"timing":{"repeat":{"frequency":1,"period":72,"periodUnit":"h"}}}]}`
-			got = s.do(t, "PUT", "/fhir/MedicationRequest/mr3", patch).expect(t, 201).json(t)
+			got = s.do(t, "PUT", "/fhir/MedicationRequest/mr3", patch).Expect(t, 201).JSON(t)
 			if m, tot, _ := mmeExt(t, got); !near(m, fentanyl60) || !near(tot, oxy45+tramadol40+fentanyl60) {
 				t.Fatalf("mr3: MME %v total %v", m, tot)
 			}
@@ -152,43 +152,43 @@ func TestObserverRecordsMMEAndIssues(t *testing.T) {
 			// A benzodiazepine: the overlap issue.
 			benzo := `{"resourceType":"MedicationRequest","id":"bz","status":"active","intent":"order","subject":{"reference":"Patient/p1"},
 			 "medicationCodeableConcept":{"coding":[{"system":"http://www.nlm.nih.gov/research/umls/rxnorm","code":"596","display":"alprazolam"}]}}`
-			s.do(t, "PUT", "/fhir/MedicationRequest/bz", benzo).expect(t, 201)
+			s.do(t, "PUT", "/fhir/MedicationRequest/bz", benzo).Expect(t, 201)
 			bi, ok := readIssue(t, s, benzoID)
 			if !ok || bi.status != "final" || bi.severity != "high" || !contains(bi.implicated, "MedicationRequest/bz") || !contains(bi.implicated, "MedicationRequest/mr1") {
 				t.Fatalf("overlap: %+v %v", bi, ok)
 			}
 
 			// Stopping the patch: back to 85, moderate.
-			s.do(t, "PUT", "/fhir/MedicationRequest/mr3", strings.Replace(patch, `"active"`, `"stopped"`, 1)).expect(t, 200)
+			s.do(t, "PUT", "/fhir/MedicationRequest/mr3", strings.Replace(patch, `"active"`, `"stopped"`, 1)).Expect(t, 200)
 			if is, _ := readIssue(t, s, mmeID); is.severity != "moderate" || is.status != "final" {
 				t.Fatalf("after stopping the patch: %+v", is)
 			}
 			// Deleting tramadol: 45, resolved (cancelled), history kept.
-			s.do(t, "DELETE", "/fhir/MedicationRequest/mr2", "").expect(t, 204)
+			s.do(t, "DELETE", "/fhir/MedicationRequest/mr2", "").Expect(t, 204)
 			if is, _ := readIssue(t, s, mmeID); is.status != "cancelled" {
 				t.Fatalf("after the total fell to 45: %+v", is)
 			}
-			stored = s.do(t, "GET", "/fhir/MedicationRequest/mr1", "").expect(t, 200).json(t)
+			stored = s.do(t, "GET", "/fhir/MedicationRequest/mr1", "").Expect(t, 200).JSON(t)
 			// Deleting the benzodiazepine resolves the overlap; the opioid
 			// it implicated still exists, so it was real: cancelled.
-			s.do(t, "DELETE", "/fhir/MedicationRequest/bz", "").expect(t, 204)
+			s.do(t, "DELETE", "/fhir/MedicationRequest/bz", "").Expect(t, 204)
 			if bi, _ := readIssue(t, s, benzoID); bi.status != "cancelled" {
 				t.Fatalf("overlap after the benzodiazepine went: %+v", bi)
 			}
 			// Nothing duplicated: one issue of each id, found by search.
-			b := s.do(t, "GET", "/fhir/DetectedIssue?patient=p1", "").expect(t, 200).json(t)
+			b := s.do(t, "GET", "/fhir/DetectedIssue?patient=p1", "").Expect(t, 200).JSON(t)
 			if n := len(get(b, "entry").([]any)); n != 2 {
 				t.Fatalf("%d DetectedIssues for p1, want 2", n)
 			}
 
 			// A request entered in error takes its issue with it.
-			s.do(t, "PUT", "/fhir/Patient/p3", patient("p3")).expect(t, 201)
-			s.do(t, "PUT", "/fhir/MedicationRequest/m3", mr("m3", "p3", "active", "864706", "methadone 10 MG", 1, 8)).expect(t, 201)
+			s.do(t, "PUT", "/fhir/Patient/p3", patient("p3")).Expect(t, 201)
+			s.do(t, "PUT", "/fhir/MedicationRequest/m3", mr("m3", "p3", "active", "864706", "methadone 10 MG", 1, 8)).Expect(t, 201)
 			id3, _ := opioidsafety.IssueIDs("p3")
 			if is, _ := readIssue(t, s, id3); is.severity != "high" {
 				t.Fatalf("methadone %v MME/day: %+v", methadone, is)
 			}
-			s.do(t, "DELETE", "/fhir/MedicationRequest/m3", "").expect(t, 204)
+			s.do(t, "DELETE", "/fhir/MedicationRequest/m3", "").Expect(t, 204)
 			if is, _ := readIssue(t, s, id3); is.status != "entered-in-error" {
 				t.Fatalf("after its only request was deleted: %+v", is)
 			}
@@ -200,8 +200,8 @@ func TestObserverRecordsMMEAndIssues(t *testing.T) {
 // Commit, which the store does not show yet.
 func TestObserverTransaction(t *testing.T) {
 	for _, be := range backends() {
-		t.Run(be.name, func(t *testing.T) {
-			s := start(t, be.open(t), nil, nil)
+		t.Run(be.Name, func(t *testing.T) {
+			s := start(t, be.Open(t), nil)
 			entry := func(res string) string {
 				var m map[string]any
 				_ = json.Unmarshal([]byte(res), &m)
@@ -212,14 +212,14 @@ func TestObserverTransaction(t *testing.T) {
 				entry(mr("a", "p2", "active", "1049621", "oxycodone 5 MG", 1, 4)),
 				entry(mr("b", "p2", "active", "1049621", "oxycodone 5 MG", 1, 4)),
 			}, ",") + `]}`
-			s.do(t, "POST", "/fhir", bundle).expect(t, 200)
+			s.do(t, "POST", "/fhir", bundle).Expect(t, 200)
 			id, _ := opioidsafety.IssueIDs("p2")
 			is, ok := readIssue(t, s, id)
 			if !ok || is.severity != "high" || len(is.implicated) != 2 { // 45 + 45 = 90
 				t.Fatalf("after one transaction of two requests of %v: %+v %v", oxy45, is, ok)
 			}
 			for _, r := range []string{"a", "b"} {
-				res := s.do(t, "GET", "/fhir/MedicationRequest/"+r, "").expect(t, 200).json(t)
+				res := s.do(t, "GET", "/fhir/MedicationRequest/"+r, "").Expect(t, 200).JSON(t)
 				if _, tot, _ := mmeExt(t, res); !near(tot, 2*oxy45) {
 					t.Errorf("%s records total %v, want %v", r, tot, 2*oxy45)
 				}
@@ -230,20 +230,20 @@ func TestObserverTransaction(t *testing.T) {
 
 func TestMMEOperation(t *testing.T) {
 	for _, be := range backends() {
-		t.Run(be.name, func(t *testing.T) {
-			b := be.open(t)
-			s := start(t, b, nil, nil)
+		t.Run(be.Name, func(t *testing.T) {
+			b := be.Open(t)
+			s := start(t, b, nil)
 			for _, p := range []string{"p1", "p2"} {
-				s.do(t, "PUT", "/fhir/Patient/"+p, patient(p)).expect(t, 201)
+				s.do(t, "PUT", "/fhir/Patient/"+p, patient(p)).Expect(t, 201)
 			}
-			s.do(t, "PUT", "/fhir/MedicationRequest/mr1", mr("mr1", "p1", "active", "1049621", "oxycodone 5 MG", 1, 4)).expect(t, 201)
-			s.do(t, "PUT", "/fhir/MedicationRequest/mr2", mr("mr2", "p1", "active", "835603", "tramadol 50 MG", 1, 6)).expect(t, 201)
-			s.do(t, "PUT", "/fhir/MedicationRequest/old", mr("old", "p1", "completed", "835603", "tramadol 50 MG", 2, 6)).expect(t, 201)
-			s.do(t, "PUT", "/fhir/MedicationRequest/unk", mr("unk", "p1", "active", "999999999", "oxycodone 7.5 MG tablet", 1, 4)).expect(t, 201)
-			s.do(t, "PUT", "/fhir/MedicationRequest/bup", mr("bup", "p1", "active", "351265", "buprenorphine 8 MG", 1, 24)).expect(t, 201)
-			s.do(t, "PUT", "/fhir/MedicationRequest/other", mr("other", "p2", "active", "1049621", "oxycodone 5 MG", 2, 4)).expect(t, 201)
+			s.do(t, "PUT", "/fhir/MedicationRequest/mr1", mr("mr1", "p1", "active", "1049621", "oxycodone 5 MG", 1, 4)).Expect(t, 201)
+			s.do(t, "PUT", "/fhir/MedicationRequest/mr2", mr("mr2", "p1", "active", "835603", "tramadol 50 MG", 1, 6)).Expect(t, 201)
+			s.do(t, "PUT", "/fhir/MedicationRequest/old", mr("old", "p1", "completed", "835603", "tramadol 50 MG", 2, 6)).Expect(t, 201)
+			s.do(t, "PUT", "/fhir/MedicationRequest/unk", mr("unk", "p1", "active", "999999999", "oxycodone 7.5 MG tablet", 1, 4)).Expect(t, 201)
+			s.do(t, "PUT", "/fhir/MedicationRequest/bup", mr("bup", "p1", "active", "351265", "buprenorphine 8 MG", 1, 24)).Expect(t, 201)
+			s.do(t, "PUT", "/fhir/MedicationRequest/other", mr("other", "p2", "active", "1049621", "oxycodone 5 MG", 2, 4)).Expect(t, 201)
 
-			p := s.do(t, "GET", "/fhir/Patient/p1/$mme", "").expect(t, 200).json(t)
+			p := s.do(t, "GET", "/fhir/Patient/p1/$mme", "").Expect(t, 200).JSON(t)
 			if p["resourceType"] != "Parameters" {
 				t.Fatalf("not Parameters: %v", p)
 			}
@@ -282,11 +282,11 @@ func TestMMEOperation(t *testing.T) {
 			}
 
 			// Published and declared.
-			od := s.do(t, "GET", "/fhir/OperationDefinition/"+opioidsafety.OperationDefinitionID, "").expect(t, 200).json(t)
+			od := s.do(t, "GET", "/fhir/OperationDefinition/"+opioidsafety.OperationDefinitionID, "").Expect(t, 200).JSON(t)
 			if od["resourceType"] != "OperationDefinition" || od["code"] != "mme" {
 				t.Fatalf("OperationDefinition: %v", od)
 			}
-			cs := s.do(t, "GET", "/fhir/metadata", "").expect(t, 200).json(t)
+			cs := s.do(t, "GET", "/fhir/metadata", "").Expect(t, 200).JSON(t)
 			declared := false
 			for _, r := range get(cs, "rest", 0, "resource").([]any) {
 				if get(r, "type") != "Patient" {
@@ -301,19 +301,19 @@ func TestMMEOperation(t *testing.T) {
 			if !declared {
 				t.Error("$mme is not declared on Patient in the CapabilityStatement")
 			}
-			s.do(t, "GET", "/fhir/Patient/nobody/$mme", "").expect(t, 404)
-			s.do(t, "GET", "/fhir/Patient/p1/$mme?foo=1", "").expect(t, 400)
+			s.do(t, "GET", "/fhir/Patient/nobody/$mme", "").Expect(t, 404)
+			s.do(t, "GET", "/fhir/Patient/p1/$mme?foo=1", "").Expect(t, 400)
 
 			// Authorization through the decision point: patient p2's own
 			// token sees only p2; without MedicationRequest read, nothing.
-			p2 := start(t, b, &auth.Principal{Patient: "p2", Scopes: auth.ParseScopes("patient/Patient.rs patient/MedicationRequest.rs patient/Medication.rs")}, nil)
-			p2.do(t, "GET", "/fhir/Patient/p1/$mme", "").expect(t, 403)
-			got := p2.do(t, "GET", "/fhir/Patient/p2/$mme", "").expect(t, 200).json(t)
+			p2 := start(t, b, &auth.Principal{Patient: "p2", Scopes: auth.ParseScopes("patient/Patient.rs patient/MedicationRequest.rs patient/Medication.rs")})
+			p2.do(t, "GET", "/fhir/Patient/p1/$mme", "").Expect(t, 403)
+			got := p2.do(t, "GET", "/fhir/Patient/p2/$mme", "").Expect(t, 200).JSON(t)
 			if v := num(t, get(got, "parameter", 0, "valueDecimal")); !near(v, 2*oxy45) {
 				t.Errorf("p2 total %v, want %v", v, 2*oxy45)
 			}
-			noMR := start(t, b, &auth.Principal{Patient: "p2", Scopes: auth.ParseScopes("patient/Patient.rs")}, nil)
-			noMR.do(t, "GET", "/fhir/Patient/p2/$mme", "").expect(t, 403)
+			noMR := start(t, b, &auth.Principal{Patient: "p2", Scopes: auth.ParseScopes("patient/Patient.rs")})
+			noMR.do(t, "GET", "/fhir/Patient/p2/$mme", "").Expect(t, 403)
 		})
 	}
 }

@@ -91,7 +91,7 @@ func TestCrashKeepsDerivedAlerts(t *testing.T) {
 					return b
 				}
 			} else {
-				srv := mongoServer.Get(t)
+				srv := fhirEnv.Mongo(t)
 				db := fmt.Sprintf("crash_%d", time.Now().UnixNano())
 				env = "mongo " + srv.URI + " " + db
 				reopen = func() storage.Backend {

@@ -186,8 +186,8 @@ func asSlice(v any) []any { s, _ := v.([]any); return s }
 func TestEndToEnd(t *testing.T) {
 	th := defaults(t)
 	for _, be := range backends() {
-		t.Run(be.name, func(t *testing.T) {
-			c := startServer(t, be.open(t), NewObserver(th, nil))
+		t.Run(be.Name, func(t *testing.T) {
+			c := startServer(t, be.Open(t), NewObserver(th, nil))
 			for _, p := range []string{"spo2", "hr", "wt", "copd", "loose", "sender"} {
 				c.do("PUT", "/Patient/p-"+p, `{"resourceType":"Patient","id":"p-`+p+`"}`, 201)
 			}
@@ -260,7 +260,7 @@ func TestEndToEnd(t *testing.T) {
 						want[m["resourceType"].(string)+"/"+m["id"].(string)] = string(raw)
 					}
 				}
-				c2 := startServer(t, backends()[0].open(t), NewObserver(th, nil))
+				c2 := startServer(t, backends()[0].Open(t), NewObserver(th, nil))
 				c2.do("POST", "/$import", strings.Join(lines, "\n")+"\n", 200, "Content-Type: application/fhir+ndjson")
 				for ref, w := range want {
 					m := c2.do("GET", "/"+ref, "", 200)

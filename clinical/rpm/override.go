@@ -10,7 +10,7 @@ import (
 // LL or HH. Without it the default critical bands apply, moved out of the
 // Goal's target range where they would reach into it (a COPD patient's
 // SpO2 target of 88-100 % makes 90 % low, not critical).
-const CriticalRangeURL = "https://anodyne-fhir.org/fhir/StructureDefinition/rpm-critical-range"
+const CriticalRangeURL = "http://anodyne-fhir.org/fhir/StructureDefinition/rpm-critical-range"
 
 // A per-patient override is a Goal the care team records:
 //

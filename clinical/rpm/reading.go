@@ -91,7 +91,7 @@ type LimitsFunc func(*Measure) Limits
 // wrote (valueString: the thresholds used, "defaults" or "Goal/<id>"), so
 // that a client that reads a reading, changes its value and writes it
 // back does not keep a stale interpretation as if it were its own.
-const DerivedURL = "https://anodyne-fhir.org/fhir/StructureDefinition/rpm-derived"
+const DerivedURL = "http://anodyne-fhir.org/fhir/StructureDefinition/rpm-derived"
 
 // Enrich sets interpretation and referenceRange on every interpreted part
 // of obs that lacks them or carries ours (a sender's own values are

@@ -54,6 +54,12 @@ func commands() []command {
 		{"export", "[flags] OUTDIR", "Bulk Data export to NDJSON files (directly or via --server)", func(ctx context.Context, args []string, cio cmdIO) error {
 			return exportCommand(ctx, args, cio.stdout, cio.stderr, cio.getenv)
 		}},
+		{"backup", "[flags] DIR", "copy a running SQLite store consistently into DIR", func(ctx context.Context, args []string, cio cmdIO) error {
+			return backupCommand(ctx, args, cio.stdout, cio.stderr, cio.getenv)
+		}},
+		{"restore", "[flags] DIR", "put a backup in place as the store of an empty data directory", func(ctx context.Context, args []string, cio cmdIO) error {
+			return restoreCommand(ctx, args, cio.stdout, cio.stderr, cio.getenv)
+		}},
 		{"token", "--client ID --key FILE --scope SCOPES", "get an access token from a running server (SMART Backend Services), for curl", func(ctx context.Context, args []string, cio cmdIO) error {
 			return tokenCommand(ctx, args, cio.stdout, cio.stderr, cio.getenv)
 		}},

@@ -10,8 +10,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/anodyne-fhir/anodyne/clinical/rpm"
+	"github.com/anodyne-fhir/anodyne/auth"
+	"github.com/anodyne-fhir/anodyne/conformance/profile"
 	"github.com/anodyne-fhir/anodyne/fhir"
+	"github.com/anodyne-fhir/anodyne/resources"
+	"github.com/anodyne-fhir/anodyne/subscription"
 )
 
 // dataFlags are the flags "anodyne import" and "anodyne export" share:
@@ -22,6 +25,8 @@ type dataFlags struct {
 	token   string
 	baseURL string
 	quiet   bool
+	// opioidTable extends the embedded opioid table (import only).
+	opioidTable string
 }
 
 // dataFlagHelp is the help of the shared flags, whose wording depends on
@@ -66,19 +71,40 @@ func (d *dataFlags) withDirectServer(ctx context.Context, use storeUse, stderr i
 	defer st.Close()
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	// An offline import derives what a served one does.
-	rpmObserver, err := rpm.NewDefaultObserver(log)
+	clin, err := loadClinical(d.opioidTable, log)
 	if err != nil {
-		return fmt.Errorf("remote monitoring thresholds: %w", err)
+		return err
+	}
+	profiles, err := profile.New()
+	if err != nil {
+		return fmt.Errorf("loading profile definitions: %w", err)
+	}
+	// Subscriptions match offline writes too; the events wait in the
+	// outbox for a server to deliver them. Owners are judged by the same
+	// decision point as when served with authorization on.
+	reg, err := resources.Load(resources.WithBaseURL(strings.TrimRight(d.baseURL, "/")+"/fhir"), resources.WithLogger(log))
+	if err != nil {
+		return err
+	}
+	subs, err := subscription.New(subscription.Config{Backend: st.backend, Authorizer: auth.NewPolicy(reg), Logger: log})
+	if err != nil {
+		return err
 	}
 	srv, err := fhir.New(fhir.Config{
 		BaseURL:   d.baseURL,
 		Backend:   st.backend,
+		Registry:  reg,
 		Logger:    log,
-		Observers: []fhir.CommitObserver{rpmObserver},
+		Observers: append(clin.observers, subs),
+		Profiles:  profiles,
 	})
 	if err != nil {
 		return err
 	}
 	defer srv.Close()
+	subs.Attach(srv)
+	if err := subs.Load(ctx); err != nil {
+		return err
+	}
 	return fn(srv)
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/anodyne-fhir/anodyne/fhir"
@@ -42,6 +43,7 @@ func importCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 	fs.IntVar(&cfg.batch, "batch", 0, "resources per database commit (direct mode) or per request (--server); 0 picks a default")
 	fs.BoolVar(&cfg.restart, "restart", false, "import files again from the start, ignoring what an earlier run already imported")
 	fs.StringVar(&cfg.report, "report", "", "write the full report (JSON, every failure with file, line or entry, and reason) to this file")
+	fs.StringVar(&cfg.opioidTable, "opioid-table", "", "direct mode: "+opioidTableHelp)
 	fs.StringVar(&cfg.state, "state", ".anodyne-import-state.json", "with --server: file recording progress, for resuming")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: anodyne import [flags] PATH...\n\nLoads NDJSON files (one resource per line, ids kept), Bundles (transaction\nand batch Bundles are processed as such) or folders of them.\n\nFlags:\n")
@@ -51,9 +53,17 @@ func importCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 		return err
 	}
 	paths := fs.Args()
+	if cfg.opioidTable != "" && cfg.server != "" {
+		return usagef("import: --opioid-table applies to a direct import; with --server the server's own table is used")
+	}
 	if len(paths) == 0 {
 		fs.Usage()
 		return usagef("import: no PATH given")
+	}
+	// A path that does not exist is a mistake to say at once, not an
+	// interruption to resume.
+	if _, _, err := fhir.ImportFileList(paths); err != nil {
+		return fmt.Errorf("import: %w", err)
 	}
 	bar := newProgressBar(stderr, cfg.quiet)
 	var (
@@ -65,17 +75,28 @@ func importCommand(ctx context.Context, args []string, stdout, stderr io.Writer,
 	} else {
 		rep, err = importDirect(ctx, cfg, paths, bar, stderr)
 	}
-	bar.finish()
+	bar.finish(err == nil, rep.Stored, rep.Failed)
 	if rerr := printImportReport(stdout, cfg.report, rep); rerr != nil && err == nil {
 		err = rerr
 	}
 	if err != nil {
-		return fmt.Errorf("import interrupted (run the same command again to resume): %w", err)
+		return importStopped(err)
 	}
 	if rep.Failed > 0 {
 		return fmt.Errorf("import: %d resources could not be imported", rep.Failed)
 	}
 	return nil
+}
+
+// importStopped is the error of an import that did not finish: an
+// interruption (Ctrl-C, SIGTERM) says so; anything else says what went
+// wrong first. Either way what was imported stays, and the same command
+// resumes.
+func importStopped(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return fmt.Errorf("import interrupted (run the same command again to resume): %w", err)
+	}
+	return fmt.Errorf("import stopped: %w (what was imported is kept; run the same command again to resume once this is fixed)", err)
 }
 
 func importDirect(ctx context.Context, cfg importConfig, paths []string, bar *progressBar, stderr io.Writer) (fhir.ImportReport, error) {
@@ -195,12 +216,28 @@ func (r remote) do(ctx context.Context, method, url, contentType string, body []
 	}
 	res, err := r.hc.Do(req)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s %s: %w", method, url, err)
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
+		}
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, nil, fmt.Errorf("cannot reach the server at %s: connection refused (is it running? check --server): %w", r.base, err)
+		}
+		return nil, nil, fmt.Errorf("cannot reach the server at %s (check --server): %w", r.base, err)
 	}
 	defer res.Body.Close()
 	raw, err := io.ReadAll(res.Body)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s %s: reading the answer: %w", method, url, err)
+	}
+	switch res.StatusCode {
+	case http.StatusUnauthorized:
+		hint := "pass an access token with --token or ANODYNE_TOKEN (\"anodyne token\" prints one)"
+		if r.token != "" {
+			hint = "the token given is not accepted (expired, or from another server): get a new one"
+		}
+		return nil, nil, fmt.Errorf("the server at %s refused the request (401 Unauthorized): %s: %s", r.base, hint, diagnostics(raw))
+	case http.StatusForbidden:
+		return nil, nil, fmt.Errorf("the server at %s refused the request (403 Forbidden): the token's scopes do not allow this (an import needs write scopes such as system/*.cu, an export system/*.rs): %s", r.base, diagnostics(raw))
 	}
 	return res, raw, nil
 }
@@ -384,11 +421,20 @@ func postChunk(ctx context.Context, rm remote, path string, chunk []byte, where 
 	var oo struct {
 		Issue []struct {
 			Severity    string `json:"severity"`
+			Code        string `json:"code"`
 			Diagnostics string `json:"diagnostics"`
 		} `json:"issue"`
 	}
 	if err := json.Unmarshal(body, &oo); err != nil {
 		return fmt.Errorf("%s: decoding the $import answer: %w", path, err)
+	}
+	// A refusal by the token's grant is not a fault of the data: stop
+	// before the file counts as done, so a run with a better token
+	// imports what was refused.
+	for _, is := range oo.Issue {
+		if is.Severity == "error" && is.Code == "forbidden" {
+			return fmt.Errorf("%s: the server refused resources (403 Forbidden): the token's scopes do not allow writing them (an import needs write scopes such as system/*.cu): %s", path, is.Diagnostics)
+		}
 	}
 	failed := 0
 	for _, is := range oo.Issue {
@@ -443,6 +489,7 @@ type progressBar struct {
 	start time.Time
 	last  time.Time
 	drawn bool
+	frac  float64 // of the input read, at the last update
 }
 
 func newProgressBar(w io.Writer, quiet bool) *progressBar {
@@ -456,23 +503,65 @@ func newProgressBar(w io.Writer, quiet bool) *progressBar {
 }
 
 func (p *progressBar) update(done, total, stored, failed int64) {
+	p.frac = 1.0
+	if total > 0 {
+		p.frac = min(float64(done)/float64(total), 1)
+	}
 	if !p.on || time.Since(p.last) < 100*time.Millisecond {
 		return
 	}
+	p.draw(p.frac, stored, failed)
+}
+
+// draw writes the line: bar, percentage, counts, rate and elapsed time.
+func (p *progressBar) draw(frac float64, stored, failed int64) {
 	p.last = time.Now()
 	const width = 30
-	frac := 1.0
-	if total > 0 {
-		frac = min(float64(done)/float64(total), 1)
-	}
 	n := int(frac * width)
-	rate := float64(stored) / max(time.Since(p.start).Seconds(), 1e-3)
-	fmt.Fprintf(p.w, "\r[%s%s] %3.0f%%  %d resources  %.0f/s  %d failed ", strings.Repeat("#", n), strings.Repeat(".", width-n), frac*100, stored, rate, failed)
+	elapsed := time.Since(p.start)
+	rate := float64(stored) / max(elapsed.Seconds(), 1e-3)
+	fmt.Fprintf(p.w, "\r[%s%s] %3.0f%%  %s resources  %s/s  %d failed  %s ", strings.Repeat("#", n), strings.Repeat(".", width-n),
+		frac*100, humanCount(float64(stored)), humanCount(rate), failed, humanDuration(elapsed))
 	p.drawn = true
 }
 
-func (p *progressBar) finish() {
+// finish draws the last state (100 % when the import completed) and ends
+// the line.
+func (p *progressBar) finish(complete bool, stored, failed int64) {
+	if p.on && (p.drawn || complete) {
+		frac := 1.0
+		if !complete {
+			frac = p.frac
+		}
+		p.draw(frac, stored, failed)
+	}
 	if p.drawn {
 		fmt.Fprintln(p.w)
+	}
+}
+
+// humanCount writes 950, 12.3k, 4.56M.
+func humanCount(v float64) string {
+	switch {
+	case v >= 1e6:
+		return fmt.Sprintf("%.3gM", v/1e6)
+	case v >= 1e3:
+		return fmt.Sprintf("%.3gk", v/1e3)
+	default:
+		return fmt.Sprintf("%.0f", v)
+	}
+}
+
+// humanDuration writes 850ms, 12.4s, 3m07s, 1h02m.
+func humanDuration(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return fmt.Sprintf("%dms", d.Milliseconds())
+	case d < time.Minute:
+		return fmt.Sprintf("%.1fs", d.Seconds())
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	default:
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
 	}
 }

@@ -18,15 +18,13 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/anodyne-fhir/anodyne/apps/clinician"
-	"github.com/anodyne-fhir/anodyne/clinical/opioid"
 	"github.com/anodyne-fhir/anodyne/clinical/opioidsafety"
-	"github.com/anodyne-fhir/anodyne/clinical/rpm"
+	"github.com/anodyne-fhir/anodyne/conformance/profile"
 	"github.com/anodyne-fhir/anodyne/fhir"
 	"github.com/anodyne-fhir/anodyne/metrics"
 	"github.com/anodyne-fhir/anodyne/storage"
@@ -88,10 +86,18 @@ type serveConfig struct {
 	ShutdownIn   time.Duration
 	// SPPoll is how often the store is checked for new or changed
 	// SearchParameter resources (custom search parameters).
-	SPPoll    time.Duration
-	Sec       securityConfig
-	Transport transportConfig
-	Metrics   metricsConfig
+	SPPoll time.Duration
+	// CoreInvariants checks the core R4 definitions (invariants ele-1,
+	// dom-*, obs-* ...) on every write; claimed profiles are always checked.
+	CoreInvariants bool
+	Sec            securityConfig
+	Transport      transportConfig
+	Metrics        metricsConfig
+	Export         exportFlags
+	Subs           subscriptionConfig
+
+	// OpioidTable extends the embedded opioid table (empty: embedded only).
+	OpioidTable string
 	// preload, when set ("anodyne demo"), runs on the ready server before
 	// it accepts requests.
 	preload func(ctx context.Context, srv *fhir.Server, be storage.Backend, base string) error
@@ -110,6 +116,7 @@ func parseServeAs(name, about string, args []string, stderr io.Writer, getenv fu
 	fs := flag.NewFlagSet("anodyne "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.DeidRules, "deid-rules", "", "de-identification rules file for research clients (default: the embedded Safe Harbor rules)")
+	fs.StringVar(&cfg.OpioidTable, "opioid-table", "", opioidTableHelp)
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "address to listen on (host:port)")
 	fs.StringVar(&cfg.BaseURL, "base-url", "", "public URL of the server root used in every absolute URL; the FHIR base is <base-url>/fhir (default http://<listen>)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "./anodyne-data", "directory of the embedded SQLite database (ignored with --mongodb-uri)")
@@ -122,9 +129,12 @@ func parseServeAs(name, about string, args []string, stderr io.Writer, getenv fu
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&cfg.ShutdownIn, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight requests")
 	fs.DurationVar(&cfg.SPPoll, "searchparameter-poll", 5*time.Second, "how often to look for new or changed SearchParameter resources (custom search parameters), which are then registered and reindexed")
+	fs.BoolVar(&cfg.CoreInvariants, "core-invariants", true, "check every written resource against the core R4 definitions and invariants (ele-1, dom-2..dom-6, obs-6 ...); profiles a resource claims in meta.profile are checked either way")
 	cfg.Sec.register(fs)
 	cfg.Transport.register(fs)
 	cfg.Metrics.register(fs)
+	cfg.Export.register(fs)
+	cfg.Subs.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: anodyne %s [flags]\n\n%s Every flag can also be set with an environment\nvariable ANODYNE_<FLAG> (for example ANODYNE_MONGODB_URI); flags win.\n\nFlags:\n", name, about)
 		fs.PrintDefaults()
@@ -158,13 +168,16 @@ func checkServe(cfg *serveConfig, rest []string) error {
 	if err := cfg.Transport.validate(); err != nil {
 		return err
 	}
+	if err := cfg.Subs.validate(); err != nil {
+		return err
+	}
 	if cfg.MaxBody <= 0 {
 		return errors.New("--max-body must be positive")
 	}
 	if cfg.SPPoll <= 0 {
 		return errors.New("--searchparameter-poll must be positive")
 	}
-	return nil
+	return cfg.Export.validate()
 }
 
 // applyEnv sets each flag of fs from ANODYNE_<NAME> (upper case, dashes
@@ -261,24 +274,23 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 		Backend:      backend,
 		Logger:       log,
 		MaxBodyBytes: cfg.MaxBody,
-		// Export files sit next to the database (with MongoDB, in the
-		// data directory of this host).
-		ExportDir: filepath.Join(cfg.DataDir, "exports"),
 	}
-	// Opioid safety: MME on every MedicationRequest, DetectedIssues, $mme.
-	opioids, err := opioid.Load()
+	cfg.Export.apply(&fcfg)
+	// Clinical logic: MME on every MedicationRequest with its
+	// DetectedIssues and $mme; remote-monitoring interpretation and alerts.
+	clin, err := loadClinical(cfg.OpioidTable, log)
 	if err != nil {
 		ln.Close()
 		return err
 	}
-	fcfg.Observers = append(fcfg.Observers, opioidsafety.NewObserver(opioids, log))
-	fcfg.PatientOperations = append(fcfg.PatientOperations, opioidsafety.MMEOperation(opioids))
-	rpmObserver, err := rpm.NewDefaultObserver(log)
-	if err != nil {
+	fcfg.Observers = append(fcfg.Observers, clin.observers...)
+	fcfg.PatientOperations = append(fcfg.PatientOperations, opioidsafety.MMEOperation(clin.opioids))
+	// Profiles: every write is checked against what it claims in meta.profile.
+	if fcfg.Profiles, err = profile.New(); err != nil {
 		ln.Close()
-		return fmt.Errorf("remote monitoring thresholds: %w", err)
+		return fmt.Errorf("loading profile definitions: %w", err)
 	}
-	fcfg.Observers = append(fcfg.Observers, rpmObserver)
+	fcfg.SkipCoreInvariants = !cfg.CoreInvariants
 	instrument(m, tr, &fcfg)
 	sec, err := prepareServer(ctx, cfg, base, backend, &fcfg, m, log)
 	if err != nil {
@@ -292,12 +304,29 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 			err = fmt.Errorf("closing audit writer: %w", cerr)
 		}
 	}()
+	// Subscriptions observe last, so that they hear of what the other
+	// observers derive (Flags, DetectedIssues).
+	subs, err := cfg.Subs.service(backend, kind == "sqlite", fcfg.Authorizer, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	if subs != nil {
+		fcfg.Observers = append(fcfg.Observers, subs)
+	}
 	srv, err := fhir.New(fcfg)
 	if err != nil {
 		ln.Close()
 		return err
 	}
 	defer srv.Close()
+	// Anodyne's and the vital-signs profiles are read and searched as
+	// StructureDefinition resources.
+	if err := srv.PublishProfiles(ctx); err != nil {
+		ln.Close()
+		return err
+	}
+	defer runSubscriptions(ctx, subs, srv, log)()
 	// Custom SearchParameters are registered by a polling loop; it stops
 	// (and is waited for) before the database closes.
 	spCtx, spStop := context.WithCancel(ctx)

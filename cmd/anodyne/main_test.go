@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/anodyne-fhir/anodyne/fhir"
 )
 
 func TestParseServe(t *testing.T) {
@@ -57,6 +59,18 @@ func TestParseServe(t *testing.T) {
 		{"oidc without client id", []string{"--oidc-issuer", "https://login.example"}, nil, nil, true},
 		{"audit junk", []string{"--audit=sometimes"}, nil, nil, true},
 		{"auth junk", []string{"--auth=maybe"}, nil, nil, true},
+		{"export defaults: files in the store", nil, nil, func(c serveConfig) bool {
+			var f fhir.Config
+			c.Export.apply(&f)
+			return f.ExportInStore && f.ExportDir == "" && f.ExportWorkers == 1 && f.ExportLeaseTTL == 30*time.Second
+		}, false},
+		{"export flags", []string{"--export-dir", "/shared/exports", "--export-workers", "0", "--export-lease", "5s"}, nil, func(c serveConfig) bool {
+			var f fhir.Config
+			c.Export.apply(&f)
+			return !f.ExportInStore && f.ExportDir == "/shared/exports" && f.ExportWorkers < 0 && f.ExportLeaseTTL == 5*time.Second
+		}, false},
+		{"export workers negative", []string{"--export-workers", "-1"}, nil, nil, true},
+		{"export lease too short", []string{"--export-lease", "1ms"}, nil, nil, true},
 		{"unknown flag", []string{"--nope"}, nil, nil, true},
 		{"stray argument", []string{"extra"}, nil, nil, true},
 	}

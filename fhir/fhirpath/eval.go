@@ -77,7 +77,16 @@ type config struct {
 	resolver Resolver
 	now      time.Time
 	logger   *slog.Logger
+	conforms ConformsTo
 }
+
+// ConformsTo decides conformsTo(url) for a resource: the profile
+// validator injects it, the engine knows nothing of profiles.
+type ConformsTo func(ctx context.Context, resource any, url string) (bool, error)
+
+// WithConformsTo installs the hook used by conformsTo(); without one,
+// conformsTo() is an evaluation error.
+func WithConformsTo(f ConformsTo) Option { return func(c *config) { c.conforms = f } }
 
 // WithContext sets the Go context handed to the Resolver and checked for
 // cancellation during long evaluations.
@@ -129,6 +138,7 @@ type evalCtx struct {
 	resolver Resolver
 	now      time.Time
 	logger   *slog.Logger
+	conforms ConformsTo
 	budget   int
 }
 
@@ -164,7 +174,7 @@ func (e *Expression) Evaluate(input any, opts ...Option) (Collection, error) {
 	in := toCollection(input)
 	// Default variables are answered by lookupVar rather than copied into
 	// a map, because extraction evaluates on every write.
-	c := &evalCtx{ctx: cfg.ctx, model: m, input: in, vars: cfg.vars, resolver: cfg.resolver, now: cfg.now, logger: cfg.logger, budget: evalBudget}
+	c := &evalCtx{ctx: cfg.ctx, model: m, input: in, vars: cfg.vars, resolver: cfg.resolver, now: cfg.now, logger: cfg.logger, conforms: cfg.conforms, budget: evalBudget}
 	out, err := e.root.eval(c, in, &frame{this: in})
 	if err != nil {
 		return nil, fmt.Errorf("fhirpath: evaluate %q: %w", e.src, err)

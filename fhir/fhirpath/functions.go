@@ -56,6 +56,7 @@ var functionTable = map[string]fnSpec{
 	"is":          {1, 1, fnIs, true},
 	"extension":   {1, 1, fnExtension, false},
 	"resolve":     {0, 0, fnResolve, false},
+	"conformsTo":  {1, 1, fnConformsTo, false},
 	"children":    {0, 0, fnChildren, false},
 	"descendants": {0, 0, fnDescendants, false},
 	"aggregate":   {1, 2, fnAggregate, false},
@@ -1197,4 +1198,34 @@ func fnType(c *evalCtx, in Collection, _ *callNode, _ *frame) (Collection, error
 		out = append(out, Node{value: map[string]any{"namespace": ns, "name": name}, typ: "System.TypeInfo"})
 	}
 	return out, nil
+}
+
+// fnConformsTo answers conformsTo(url) for a single resource through the
+// injected ConformsTo hook.
+func fnConformsTo(c *evalCtx, in Collection, call *callNode, fr *frame) (Collection, error) {
+	if len(in) == 0 {
+		return nil, nil
+	}
+	if len(in) > 1 {
+		return nil, evalErr("conformsTo() needs a single item, got %d", len(in))
+	}
+	arg, err := call.arg(c, 0, fr)
+	if err != nil {
+		return nil, err
+	}
+	if len(arg) != 1 {
+		return nil, evalErr("conformsTo() needs one URL")
+	}
+	url, ok := arg[0].value.(string)
+	if !ok {
+		return nil, evalErr("conformsTo() needs a string URL")
+	}
+	if c.conforms == nil {
+		return nil, evalErr("conformsTo(%q): no profile validator is configured", url)
+	}
+	ok, err = c.conforms(c.ctx, in[0].value, url)
+	if err != nil {
+		return nil, evalErr("conformsTo(%q): %v", url, err)
+	}
+	return boolColl(ok), nil
 }

@@ -64,6 +64,8 @@ type commitWrite struct {
 	Claim string      `bson:"c,omitempty"`
 	Hist  historyDoc  `bson:"h"`
 	Res   resourceDoc `bson:"r"`
+	// Events are the write's outbox documents, marked pc until applied.
+	Events []outboxDoc `bson:"ev,omitempty"`
 }
 
 func visible(state string) bool { return state == stCommitted || state == stDone }
@@ -101,6 +103,10 @@ func (b *Backend) tryCommitRecord(ctx context.Context, writes []storage.Write) (
 	}
 	id := doc.ID
 	if _, err := b.commits().InsertOne(ctx, doc); err != nil {
+		if mongo.IsDuplicateKeyError(err) {
+			// Its id is its first Seq: another writer drew the same one.
+			return nil, seqCollision{id}
+		}
 		return nil, fmt.Errorf("mongo: write commit record: %w", err)
 	}
 	if err := b.lockAll(ctx, &doc); err != nil {
@@ -190,6 +196,7 @@ func (b *Backend) buildCommit(writes []storage.Write, seq0 int64, deleted map[in
 				Method: rec.Method, JSON: rec.JSON, Seq: rec.Seq, Claim: claim,
 				Keys: keysOf(entries), Entries: toEntryDocs(entries), PK: b.partitionKey(rec.Type, rec.ID, entries),
 			},
+			Events: outboxDocs(w.Events, rec.Seq, id),
 		}
 		if rec.Deleted {
 			cw.Hist.Own = deleted[i]
@@ -232,6 +239,9 @@ func (b *Backend) lockAll(ctx context.Context, doc *commitDoc) error {
 				}
 			}
 			return fmt.Errorf("mongo: %s already written: %w", w.Hist.ID, storage.ErrVersionConflict)
+		}
+		if err := b.insertEvents(ctx, w.Events); err != nil {
+			return err
 		}
 	}
 	for i := range doc.Writes {
@@ -287,6 +297,11 @@ func (b *Backend) abort(ctx context.Context, doc *commitDoc) error {
 		if _, err := b.hist.DeleteOne(ctx, bson.D{{Key: "_id", Value: w.Hist.ID}, {Key: "pc", Value: id}}); err != nil {
 			return fmt.Errorf("mongo: abort %s: %w", id, err)
 		}
+		for _, ev := range w.Events {
+			if _, err := b.outbox().DeleteOne(ctx, bson.D{{Key: "_id", Value: ev.ID}, {Key: "pc", Value: id}}); err != nil {
+				return fmt.Errorf("mongo: abort %s: %w", id, err)
+			}
+		}
 		if w.First {
 			if _, err := b.res.DeleteOne(ctx, bson.D{{Key: "_id", Value: w.Key}, {Key: "pc", Value: id}, {Key: "ph", Value: true}}); err != nil {
 				return fmt.Errorf("mongo: abort %s: %w", id, err)
@@ -338,6 +353,11 @@ func (b *Backend) rollForward(ctx context.Context, doc *commitDoc) error {
 		w := &doc.Writes[i]
 		if _, err := b.hist.UpdateOne(ctx, bson.D{{Key: "_id", Value: w.Hist.ID}, {Key: "pc", Value: doc.ID}}, unset("pc")); err != nil {
 			return fmt.Errorf("mongo: apply %s: %w", doc.ID, err)
+		}
+		for _, ev := range w.Events {
+			if _, err := b.outbox().UpdateOne(ctx, bson.D{{Key: "_id", Value: ev.ID}, {Key: "pc", Value: doc.ID}}, unset("pc")); err != nil {
+				return fmt.Errorf("mongo: apply %s: %w", doc.ID, err)
+			}
 		}
 		if w.Last && w.Claim != "" {
 			if _, err := b.claims.UpdateOne(ctx, bson.D{{Key: "_id", Value: w.Claim}, {Key: "cm", Value: doc.ID}}, unset("cm")); err != nil {

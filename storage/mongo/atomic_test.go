@@ -41,6 +41,11 @@ func TestCommitRecordCrash(t *testing.T) {
 			}
 			// The commit: update a, create n.
 			ws := []storage.Write{write("a", 1, "new"), write("n", 0, "new")}
+			ws[1].Events = []storage.Event{{Stream: "s", ID: "e1", Data: []byte("x")}}
+			if _, err := b.Commit(ctx, storage.Write{Record: write("b", 0, "b").Record,
+				Events: []storage.Event{{Stream: "s", ID: "e0", Data: []byte("y")}}}); err != nil {
+				t.Fatal(err)
+			}
 			seq0, err := b.nextSeq(ctx, 2)
 			if err != nil {
 				t.Fatal(err)
@@ -72,12 +77,17 @@ func TestCommitRecordCrash(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// The outbox is read up to the undecided event, never past it.
+			evs, err := b.OutboxRead(ctx, "s", 10)
+			if err != nil || len(evs) != 1 || evs[0].ID != "e0" {
+				t.Fatalf("outbox before recovery: %v %v, want e0 only", evs, err)
+			}
 			if tt.committed {
-				if a.VersionID != 2 || errN != nil || errV != nil || len(h.Records) != 3 {
+				if a.VersionID != 2 || errN != nil || errV != nil || len(h.Records) != 4 {
 					t.Fatalf("committed record not fully visible: a v%d, read n: %v, read a/2: %v, history %d", a.VersionID, errN, errV, len(h.Records))
 				}
 			} else {
-				if a.VersionID != 1 || !errors.Is(errN, storage.ErrNotFound) || !errors.Is(errV, storage.ErrNotFound) || len(h.Records) != 1 {
+				if a.VersionID != 1 || !errors.Is(errN, storage.ErrNotFound) || !errors.Is(errV, storage.ErrNotFound) || len(h.Records) != 2 {
 					t.Fatalf("prepared record partly visible: a v%d, read n: %v, read a/2: %v, history %d", a.VersionID, errN, errV, len(h.Records))
 				}
 				// A prepared record holds its locks: a competing write conflicts.
@@ -111,6 +121,18 @@ func TestCommitRecordCrash(t *testing.T) {
 			}
 			if !slices.Equal(got, want) {
 				t.Fatalf("after recovery, code=new finds %v, want %v", got, want)
+			}
+			evs, err = r.OutboxRead(ctx, "s", 10)
+			var ids []string
+			for _, ev := range evs {
+				ids = append(ids, ev.ID)
+			}
+			wantEv := []string{"e0"}
+			if tt.committed {
+				wantEv = []string{"e0", "e1"}
+			}
+			if err != nil || !slices.Equal(ids, wantEv) {
+				t.Fatalf("outbox after recovery: %v %v, want %v", ids, err, wantEv)
 			}
 			n, err := r.commits().CountDocuments(ctx, bson.D{{Key: "st", Value: bson.D{{Key: "$ne", Value: stDone}}}})
 			if err != nil || n != 0 {

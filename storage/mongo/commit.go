@@ -31,8 +31,13 @@ func (b *Backend) Commit(ctx context.Context, writes ...storage.Write) (_ []stor
 			return nil, err
 		}
 	}
+	if err := storage.CheckEvents(writes); err != nil {
+		return nil, fmt.Errorf("mongo: commit: %w", err)
+	}
 	if !b.transactions {
-		if len(writes) > 1 {
+		// Events exist exactly when their write does only through a
+		// commit record (see outbox.go).
+		if len(writes) > 1 || hasEvents(writes) {
 			return b.commitRecord(ctx, writes)
 		}
 		rec, err := b.apply(ctx, &writes[0], 0, false)
@@ -157,6 +162,11 @@ func (b *Backend) apply(ctx context.Context, w *storage.Write, seq int64, inTxn 
 		return storage.Record{}, err
 	}
 	rec.Seq = h.Seq
+	if inTxn {
+		if err := b.insertEvents(ctx, outboxDocs(w.Events, rec.Seq, "")); err != nil {
+			return storage.Record{}, err
+		}
+	}
 
 	entries := w.Index
 	if rec.Deleted {

@@ -26,12 +26,15 @@ type kvDoc struct {
 	Key     string     `bson:"_id"`
 	Value   []byte     `bson:"v"`
 	Expires *time.Time `bson:"x,omitempty"`
+	// Gen changes with every write of the record; conditional changes
+	// lock it (kvcas.go).
+	Gen string `bson:"g,omitempty"`
 }
 
 func (d *kvDoc) live(now time.Time) bool { return d.Expires == nil || d.Expires.After(now) }
 
 func newKVDoc(key string, value []byte, ttl time.Duration, now time.Time) kvDoc {
-	d := kvDoc{Key: key, Value: value}
+	d := kvDoc{Key: key, Value: value, Gen: newGen()}
 	if d.Value == nil {
 		d.Value = []byte{}
 	}
@@ -42,7 +45,8 @@ func newKVDoc(key string, value []byte, ttl time.Duration, now time.Time) kvDoc 
 	return d
 }
 
-func (s kvStore) Put(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+func (s kvStore) Put(ctx context.Context, key string, value []byte, ttl time.Duration) (rerr error) {
+	defer classify(&rerr)
 	d := newKVDoc(key, value, ttl, time.Now())
 	if _, err := s.b.kv.ReplaceOne(ctx, bson.D{{Key: "_id", Value: key}}, d, options.Replace().SetUpsert(true)); err != nil {
 		return fmt.Errorf("mongo: kv put %q: %w", key, err)
@@ -52,7 +56,8 @@ func (s kvStore) Put(ctx context.Context, key string, value []byte, ttl time.Dur
 
 // PutIfAbsent inserts, or replaces a record that has expired; the unique
 // _id and the conditional replace make one caller the winner.
-func (s kvStore) PutIfAbsent(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+func (s kvStore) PutIfAbsent(ctx context.Context, key string, value []byte, ttl time.Duration) (_ bool, rerr error) {
+	defer classify(&rerr)
 	now := time.Now()
 	d := newKVDoc(key, value, ttl, now)
 	_, err := s.b.kv.InsertOne(ctx, d)
@@ -63,10 +68,16 @@ func (s kvStore) PutIfAbsent(ctx context.Context, key string, value []byte, ttl 
 		return false, fmt.Errorf("mongo: kv put-if-absent %q: %w", key, err)
 	}
 	// Remove an expired record, then race for the insert again: the unique
-	// _id makes exactly one inserter win, even where (FerretDB) a
-	// conditional replace is not atomic against concurrent writers.
-	if _, err := s.b.kv.DeleteOne(ctx, bson.D{{Key: "_id", Value: key}, {Key: "x", Value: bson.D{{Key: "$lte", Value: now}}}}); err != nil {
-		return false, fmt.Errorf("mongo: kv put-if-absent %q, remove expired: %w", key, err)
+	// _id makes exactly one inserter win. The removal locks the record's
+	// generation, so that it cannot remove a record that a concurrent
+	// CompareAndSwap has just renewed (FerretDB's conditional delete is a
+	// find followed by a delete by _id).
+	removed, err := s.removeExpired(ctx, key, now)
+	if err != nil {
+		return false, fmt.Errorf("mongo: kv put-if-absent %q: %w", key, err)
+	}
+	if !removed {
+		return false, nil
 	}
 	if _, err := s.b.kv.InsertOne(ctx, d); err != nil {
 		if mongo.IsDuplicateKeyError(err) {
@@ -77,7 +88,8 @@ func (s kvStore) PutIfAbsent(ctx context.Context, key string, value []byte, ttl 
 	return true, nil
 }
 
-func (s kvStore) Get(ctx context.Context, key string) ([]byte, error) {
+func (s kvStore) Get(ctx context.Context, key string) (_ []byte, rerr error) {
+	defer classify(&rerr)
 	var d kvDoc
 	err := s.b.kv.FindOne(ctx, bson.D{{Key: "_id", Value: key}}).Decode(&d)
 	if errors.Is(err, mongo.ErrNoDocuments) {
@@ -88,24 +100,20 @@ func (s kvStore) Get(ctx context.Context, key string) ([]byte, error) {
 	}
 	now := time.Now()
 	if !d.live(now) {
-		s.removeExpired(ctx, key, now)
+		// The record is absent to the caller whatever happens here; the
+		// removal only reclaims space, so its failure is logged.
+		if _, err := s.removeExpired(ctx, key, now); err != nil {
+			s.b.log.DebugContext(ctx, "kv: remove expired record", "key", key, "err", err)
+		}
 		return nil, fmt.Errorf("mongo: kv get %q: expired: %w", key, storage.ErrNotFound)
 	}
 	return d.Value, nil
 }
 
-// removeExpired deletes key if it is still expired; failure only delays
-// the cleanup, so it is logged rather than returned.
-func (s kvStore) removeExpired(ctx context.Context, key string, now time.Time) {
-	_, err := s.b.kv.DeleteOne(ctx, bson.D{{Key: "_id", Value: key}, {Key: "x", Value: bson.D{{Key: "$lte", Value: now}}}})
-	if err != nil {
-		s.b.log.DebugContext(ctx, "kv: remove expired record", "key", key, "err", err)
-	}
-}
-
 // Take reads, then deletes; only the caller whose delete removed the
 // document gets the value (findOneAndDelete is not atomic on FerretDB).
-func (s kvStore) Take(ctx context.Context, key string) ([]byte, error) {
+func (s kvStore) Take(ctx context.Context, key string) (_ []byte, rerr error) {
+	defer classify(&rerr)
 	var d kvDoc
 	err := s.b.kv.FindOne(ctx, bson.D{{Key: "_id", Value: key}}).Decode(&d)
 	if errors.Is(err, mongo.ErrNoDocuments) {
@@ -127,7 +135,8 @@ func (s kvStore) Take(ctx context.Context, key string) ([]byte, error) {
 	return d.Value, nil
 }
 
-func (s kvStore) Delete(ctx context.Context, key string) error {
+func (s kvStore) Delete(ctx context.Context, key string) (rerr error) {
+	defer classify(&rerr)
 	if _, err := s.b.kv.DeleteOne(ctx, bson.D{{Key: "_id", Value: key}}); err != nil {
 		return fmt.Errorf("mongo: kv delete %q: %w", key, err)
 	}
@@ -136,7 +145,8 @@ func (s kvStore) Delete(ctx context.Context, key string) error {
 
 // List scans _id from prefix upwards and stops at the first key without
 // it, which needs no regular expression and uses the _id index.
-func (s kvStore) List(ctx context.Context, prefix string) ([]string, error) {
+func (s kvStore) List(ctx context.Context, prefix string) (_ []string, rerr error) {
+	defer classify(&rerr)
 	cur, err := s.b.kv.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$gte", Value: prefix}}}},
 		options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}).SetProjection(bson.D{{Key: "_id", Value: 1}, {Key: "x", Value: 1}}))
 	if err != nil {

@@ -40,8 +40,15 @@
 //     without transactions (see Writes); pc on resources and history
 //     documents names the record that locked or wrote them, ph marks the
 //     placeholder that locks a resource a pending commit creates.
+//   - outbox: storage.Events until deleted (_id the event id, st, s, n, d,
+//     pc while pending; see outbox.go).
 //   - kv: _id the key, v the value, x the expiry (TTL index where the server
-//     has one; every read also checks x, because TTL monitors are lazy).
+//     has one; every read also checks x, because TTL monitors are lazy), g
+//     the generation: a random token drawn by every write of the record
+//     (absent on records written before it existed).
+//   - kvlocks: the locks of conditional KV changes (see kvcas.go): _id
+//     "key\x00generation", n a nonce, t the time taken; "…\x00generation
+//     \x00broken\x00nonce" marks a stale lock that one caller broke.
 //
 // All indexes are created at Open; creating an existing index is a no-op.
 //
@@ -127,6 +134,7 @@ const (
 	colCounters  = "counters"
 	colClaims    = "claims"
 	colKV        = "kv"
+	colKVLocks   = "kvlocks"
 	colProbe     = "probe"
 )
 
@@ -136,7 +144,7 @@ type Backend struct {
 	db     *mongo.Database
 	log    *slog.Logger
 
-	res, hist, counters, claims, kv *mongo.Collection
+	res, hist, counters, claims, kv, kvLocks *mongo.Collection
 
 	// Detected at Open; never changed afterwards.
 	name         string
@@ -246,6 +254,7 @@ func Open(ctx context.Context, uri, database string, opts ...Option) (*Backend, 
 		counters: db.Collection(colCounters),
 		claims:   db.Collection(colClaims),
 		kv:       db.Collection(colKV),
+		kvLocks:  db.Collection(colKVLocks),
 
 		staleAfter: staleClaimAge,
 		part:       cfg.partitioning,
@@ -278,7 +287,7 @@ func (b *Backend) setup(ctx context.Context) error {
 	}
 	// Collections used inside transactions must exist beforehand on
 	// servers older than 4.4; the others are created with their indexes.
-	for _, name := range []string{colCounters, colClaims, colCommits} {
+	for _, name := range []string{colCounters, colClaims, colCommits, colOutbox} {
 		err := b.db.CreateCollection(ctx, name)
 		var ce mongo.CommandError
 		if err != nil && !(errors.As(err, &ce) && ce.Code == codeNamespaceExists) {
@@ -324,6 +333,9 @@ func (b *Backend) createIndexes(ctx context.Context) error {
 			index("t_ep_enl", nil, "t", "e.p", "e.nl"),
 			index("t_id", nil, "t", "_id"),
 			index("i", nil, "i"),
+		}},
+		{b.outbox(), []mongo.IndexModel{
+			index("st_s_n", nil, "st", "s", "n"),
 		}},
 		{b.hist, []mongo.IndexModel{
 			index("s", options.Index().SetUnique(true), "-s"),

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"testing"
 	"time"
 
@@ -19,22 +18,8 @@ import (
 // absent afterwards, and once the server is back the same backend serves
 // again, with everything acknowledged before the outage intact.
 func TestOutage(t *testing.T) {
-	dir := t.TempDir()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	start := func() *mongotest.Server {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		srv, err := mongotest.StartFerretDB(ctx, dir, addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return srv
-	}
+	outage := mongotest.NewOutage(t)
+	start := outage.Start
 	srv := start()
 	const timeout = time.Second
 	b, err := Open(context.Background(), srv.URI, "outage", WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))), WithServerSelectionTimeout(timeout))
@@ -64,8 +49,16 @@ func TestOutage(t *testing.T) {
 	if _, err := b.Search(ctx, storage.Query{Types: []string{"Patient"}, Count: 10}); !errors.Is(err, storage.ErrUnavailable) {
 		t.Errorf("search during the outage: %v, want storage.ErrUnavailable", err)
 	}
-	if took := time.Since(began); took > 6*timeout {
-		t.Errorf("three calls during the outage took %v; each should fail within about %v", took, timeout)
+	// The KV holds authorization state: a token check during an outage
+	// must see "unavailable", not "not found" or an unclassified error.
+	if _, err := b.KV().Get(ctx, "auth/x"); !errors.Is(err, storage.ErrUnavailable) {
+		t.Errorf("kv get during the outage: %v, want storage.ErrUnavailable", err)
+	}
+	if err := b.KV().Put(ctx, "auth/x", []byte("1"), 0); !errors.Is(err, storage.ErrUnavailable) {
+		t.Errorf("kv put during the outage: %v, want storage.ErrUnavailable", err)
+	}
+	if took := time.Since(began); took > 8*timeout {
+		t.Errorf("five calls during the outage took %v; each should fail within about %v", took, timeout)
 	}
 
 	srv = start()

@@ -116,6 +116,9 @@ func (b *Backend) Commit(ctx context.Context, writes ...storage.Write) ([]storag
 			return nil, fmt.Errorf("sqlite: commit: write %d: %w", i, err)
 		}
 	}
+	if err := storage.CheckEvents(writes); err != nil {
+		return nil, fmt.Errorf("sqlite: commit: %w", err)
+	}
 	return b.write(ctx, func(ctx context.Context, st *stmts) ([]storage.Record, error) {
 		return applyAll(ctx, st, writes)
 	})
@@ -452,6 +455,9 @@ func apply(ctx context.Context, st *stmts, w *storage.Write) (storage.Record, er
 		if err := insertEntry(ctx, st, pk, &w.Index[i]); err != nil {
 			return storage.Record{}, fmt.Errorf("index %s: %w", w.Index[i].Param, err)
 		}
+	}
+	if err := insertEvents(ctx, st, seq, w.Events); err != nil {
+		return storage.Record{}, err
 	}
 	rec := w.Record
 	rec.Seq = seq

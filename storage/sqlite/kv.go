@@ -171,3 +171,41 @@ func (k kv) List(ctx context.Context, prefix string) ([]string, error) {
 	}
 	return keys, nil
 }
+
+// CompareAndSwap is one conditional UPDATE on the single writer
+// connection, so that no other statement runs between compare and swap.
+func (k kv) CompareAndSwap(ctx context.Context, key string, old, new []byte, ttl time.Duration) (bool, error) {
+	if old == nil {
+		old = []byte{}
+	}
+	if new == nil {
+		new = []byte{}
+	}
+	res, err := k.b.w.ExecContext(ctx, `UPDATE kv SET value = ?, expires_at = ? WHERE key = ? AND value = ? AND `+live,
+		new, expiry(ttl), key, old, time.Now().UnixMilli())
+	if err != nil {
+		return false, fmt.Errorf("sqlite: kv compare-and-swap %q: %w", key, classify(err))
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("sqlite: kv compare-and-swap %q: %w", key, err)
+	}
+	return n == 1, nil
+}
+
+// CompareAndDelete is one conditional DELETE, atomic as CompareAndSwap.
+func (k kv) CompareAndDelete(ctx context.Context, key string, old []byte) (bool, error) {
+	if old == nil {
+		old = []byte{}
+	}
+	res, err := k.b.w.ExecContext(ctx, `DELETE FROM kv WHERE key = ? AND value = ? AND `+live,
+		key, old, time.Now().UnixMilli())
+	if err != nil {
+		return false, fmt.Errorf("sqlite: kv compare-and-delete %q: %w", key, classify(err))
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("sqlite: kv compare-and-delete %q: %w", key, err)
+	}
+	return n == 1, nil
+}

@@ -42,6 +42,8 @@
 //	idx_composite(cid PK, res_pk, param)       one row per composite entry...
 //	idx_composite_part(cid, part, res_pk, param, <every field column>)  WITHOUT ROWID, PK (cid, part)
 //	                                           ...and one row per part, indexed by (param, part, value)
+//	outbox(n PK AUTOINCREMENT, stream, id UNIQUE, seq, data)
+//	                                           storage.Events until deleted (outbox.go)
 //	kv(key PK, value, expires_at)              expires_at in Unix ms, NULL for no expiry; expired
 //	                                           rows are deleted by Get, Take and a periodic sweep
 //
@@ -381,6 +383,10 @@ var schema = []string{
 
 	`CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at INTEGER) STRICT`,
 	`CREATE INDEX IF NOT EXISTS kv_expires ON kv (expires_at) WHERE expires_at IS NOT NULL`,
+	// Added within version 2: a database without it gains it at Open, and
+	// an older program simply never reads it.
+	outboxSchema,
+	outboxIndex,
 }
 
 // migrate brings the schema to schemaVersion (idempotent) in one transaction.

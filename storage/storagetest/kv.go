@@ -3,6 +3,7 @@ package storagetest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -148,6 +149,205 @@ var kvCases = []testCase{
 			t.Fatalf("Get = %q, %v; want the winner's v%d", got, err, winner)
 		}
 	}},
+	{"CompareAndSwap", func(t *testing.T, e *env) {
+		kv := e.b.KV()
+		swapped, err := kv.CompareAndSwap(e.ctx, "cas", nil, []byte("x"), time.Hour)
+		if err != nil || swapped {
+			t.Fatalf("CompareAndSwap of an absent key = %v, %v; want false", swapped, err)
+		}
+		if _, err := kv.Get(e.ctx, "cas"); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("CompareAndSwap of an absent key created it: %v", err)
+		}
+		if err := kv.Put(e.ctx, "cas", []byte("one"), shortTTL); err != nil {
+			t.Fatal(err)
+		}
+		swapped, err = kv.CompareAndSwap(e.ctx, "cas", []byte("other"), []byte("two"), time.Hour)
+		if err != nil || swapped {
+			t.Fatalf("CompareAndSwap with a wrong old value = %v, %v; want false", swapped, err)
+		}
+		// The swap replaces the expiry too: shortTTL becomes none.
+		swapped, err = kv.CompareAndSwap(e.ctx, "cas", []byte("one"), []byte("two"), 0)
+		if err != nil || !swapped {
+			t.Fatalf("CompareAndSwap with the right old value = %v, %v; want true", swapped, err)
+		}
+		time.Sleep(2 * shortTTL)
+		if got, err := kv.Get(e.ctx, "cas"); err != nil || string(got) != "two" {
+			t.Fatalf("Get after swap = %q, %v; want two, without the old expiry", got, err)
+		}
+		swapped, err = kv.CompareAndSwap(e.ctx, "cas", []byte("one"), []byte("three"), 0)
+		if err != nil || swapped {
+			t.Fatalf("second CompareAndSwap from the replaced value = %v, %v; want false", swapped, err)
+		}
+		// Same value, new expiry: the renewal of a lease.
+		swapped, err = kv.CompareAndSwap(e.ctx, "cas", []byte("two"), []byte("two"), shortTTL)
+		if err != nil || !swapped {
+			t.Fatalf("CompareAndSwap to the same value = %v, %v; want true", swapped, err)
+		}
+		time.Sleep(2 * shortTTL)
+		swapped, err = kv.CompareAndSwap(e.ctx, "cas", []byte("two"), []byte("four"), time.Hour)
+		if err != nil || swapped {
+			t.Fatalf("CompareAndSwap of an expired key = %v, %v; want false", swapped, err)
+		}
+		if _, err := kv.Get(e.ctx, "cas"); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("Get of the expired key after a failed swap: %v; want ErrNotFound", err)
+		}
+		// An empty value compares equal to an empty (or nil) old value.
+		if err := kv.Put(e.ctx, "empty", nil, 0); err != nil {
+			t.Fatal(err)
+		}
+		swapped, err = kv.CompareAndSwap(e.ctx, "empty", []byte{}, []byte{0, 0xff}, 0)
+		if err != nil || !swapped {
+			t.Fatalf("CompareAndSwap from an empty value = %v, %v; want true", swapped, err)
+		}
+		swapped, err = kv.CompareAndSwap(e.ctx, "empty", []byte{0}, nil, 0)
+		if err != nil || swapped {
+			t.Fatalf("CompareAndSwap from a prefix of the value = %v, %v; want false", swapped, err)
+		}
+		if got, err := kv.Get(e.ctx, "empty"); err != nil || !bytes.Equal(got, []byte{0, 0xff}) {
+			t.Fatalf("Get = %q, %v", got, err)
+		}
+	}},
+	{"CompareAndSwapRace", func(t *testing.T, e *env) {
+		kv := e.b.KV()
+		if err := kv.Put(e.ctx, "race", []byte("start"), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		// Each round, every goroutine tries to move the value it last saw
+		// to its own: exactly one may win per round, and the winners'
+		// values chain (each winner compared against the previous winner's).
+		const n, rounds = 6, 3
+		prev := "start"
+		for round := range rounds {
+			var wg sync.WaitGroup
+			wins := make([]bool, n)
+			errs := make([]error, n)
+			for i := range n {
+				wg.Go(func() {
+					wins[i], errs[i] = kv.CompareAndSwap(e.ctx, "race", []byte(prev), fmt.Appendf(nil, "r%d-g%d", round, i), time.Hour)
+				})
+			}
+			wg.Wait()
+			winner := -1
+			for i := range n {
+				if errs[i] != nil {
+					t.Fatalf("CompareAndSwap: %v", errs[i])
+				}
+				if wins[i] {
+					if winner >= 0 {
+						t.Fatalf("round %d: CompareAndSwap won by %d and %d", round, winner, i)
+					}
+					winner = i
+				}
+			}
+			if winner < 0 {
+				t.Fatalf("round %d: nobody won CompareAndSwap", round)
+			}
+			prev = fmt.Sprintf("r%d-g%d", round, winner)
+			if got, err := kv.Get(e.ctx, "race"); err != nil || string(got) != prev {
+				t.Fatalf("round %d: Get = %q, %v; want the winner's %s", round, got, err, prev)
+			}
+		}
+	}},
+	{"CompareAndDelete", func(t *testing.T, e *env) {
+		kv := e.b.KV()
+		deleted, err := kv.CompareAndDelete(e.ctx, "cad", []byte("v"))
+		if err != nil || deleted {
+			t.Fatalf("CompareAndDelete of an absent key = %v, %v; want false", deleted, err)
+		}
+		if err := kv.Put(e.ctx, "cad", []byte("v"), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		deleted, err = kv.CompareAndDelete(e.ctx, "cad", []byte("w"))
+		if err != nil || deleted {
+			t.Fatalf("CompareAndDelete with a wrong value = %v, %v; want false", deleted, err)
+		}
+		if got, err := kv.Get(e.ctx, "cad"); err != nil || string(got) != "v" {
+			t.Fatalf("Get after a refused delete = %q, %v", got, err)
+		}
+		const n = 6
+		var wg sync.WaitGroup
+		dels := make([]bool, n)
+		errs := make([]error, n)
+		for i := range n {
+			wg.Go(func() { dels[i], errs[i] = kv.CompareAndDelete(e.ctx, "cad", []byte("v")) })
+		}
+		wg.Wait()
+		count := 0
+		for i := range n {
+			if errs[i] != nil {
+				t.Fatalf("CompareAndDelete: %v", errs[i])
+			}
+			if dels[i] {
+				count++
+			}
+		}
+		if count != 1 {
+			t.Fatalf("%d CompareAndDeletes succeeded, want exactly 1", count)
+		}
+		if _, err := kv.Get(e.ctx, "cad"); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("Get after CompareAndDelete: %v; want ErrNotFound", err)
+		}
+		// Once expired, the value no longer matches.
+		if err := kv.Put(e.ctx, "cad", []byte("v"), shortTTL); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * shortTTL)
+		deleted, err = kv.CompareAndDelete(e.ctx, "cad", []byte("v"))
+		if err != nil || deleted {
+			t.Fatalf("CompareAndDelete of an expired key = %v, %v; want false", deleted, err)
+		}
+	}},
+	{"ExpiredTakeoverRace", func(t *testing.T, e *env) {
+		// The holder of an expired record renews it (CompareAndSwap)
+		// while others take it over (PutIfAbsent): at most one of all of
+		// them may win, whatever the interleaving.
+		kv := e.b.KV()
+		for round := range 4 {
+			key := fmt.Sprintf("takeover/%d", round)
+			if err := kv.Put(e.ctx, key, []byte("holder"), shortTTL); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(shortTTL + time.Duration(round)*5*time.Millisecond - 10*time.Millisecond)
+			const n = 4
+			var wg sync.WaitGroup
+			wins := make([]bool, n+1)
+			errs := make([]error, n+1)
+			wg.Go(func() {
+				wins[n], errs[n] = kv.CompareAndSwap(e.ctx, key, []byte("holder"), []byte("holder"), time.Hour)
+			})
+			for i := range n {
+				wg.Go(func() { wins[i], errs[i] = kv.PutIfAbsent(e.ctx, key, fmt.Appendf(nil, "taker%d", i), time.Hour) })
+			}
+			wg.Wait()
+			var winners []int
+			for i := range n + 1 {
+				if errs[i] != nil {
+					t.Fatalf("round %d: %v", round, errs[i])
+				}
+				if wins[i] {
+					winners = append(winners, i)
+				}
+			}
+			got, err := kv.Get(e.ctx, key)
+			switch {
+			case len(winners) > 1:
+				t.Fatalf("round %d: %v all won the record", round, winners)
+			case len(winners) == 0:
+				// Only possible when the renewal lost to nobody: the
+				// record expired under it and every taker found it held
+				// while the renewal ran.
+				t.Logf("round %d: nobody won (%q, %v)", round, got, err)
+			case winners[0] == n:
+				if err != nil || string(got) != "holder" {
+					t.Fatalf("round %d: the renewal won but Get = %q, %v", round, got, err)
+				}
+			default:
+				if want := fmt.Sprintf("taker%d", winners[0]); err != nil || string(got) != want {
+					t.Fatalf("round %d: %s won but Get = %q, %v", round, want, got, err)
+				}
+			}
+		}
+	}},
 	{"ListByPrefix", func(t *testing.T, e *env) {
 		kv := e.b.KV()
 		for _, k := range []string{"auth/b", "auth/a", "authx", "job/1", "a%_1", "ab_1", "auth/c/d"} {
@@ -254,6 +454,11 @@ var contextCases = []testCase{
 			"KV.Delete":   func() error { return kv.Delete(ctx, "k") },
 			"KV.List":     func() error { _, err := kv.List(ctx, ""); return err },
 			"PutIfAbsent": func() error { _, err := kv.PutIfAbsent(ctx, "k3", []byte("v"), 0); return err },
+			"CompareAndSwap": func() error {
+				_, err := kv.CompareAndSwap(ctx, "k", []byte("v"), []byte("w"), 0)
+				return err
+			},
+			"CompareAndDelete": func() error { _, err := kv.CompareAndDelete(ctx, "k", []byte("v")); return err },
 		}
 		for name, call := range calls {
 			if err := call(); err == nil {

@@ -3,7 +3,7 @@
 // storage/storage.go and storage/expr.go (compare-and-set commits, claims,
 // history, every expression node on every kind, sorting, paging, totals,
 // the KV store, durability across a reopen and context cancellation) and,
-// for backends that implement it, storage.Reindexer.
+// for backends that implement them, storage.Reindexer and storage.Outbox.
 //
 // It knows only the storage package. It must not know any concrete backend
 // (backends import it from their tests, never the reverse) and it must not
@@ -78,6 +78,7 @@ func Run(t *testing.T, h Harness) {
 		{"Paging", pagingCases},
 		{"Reindex", reindexCases},
 		{"KV", kvCases},
+		{"Outbox", outboxCases},
 		{"Durability", durabilityCases},
 		{"Context", contextCases},
 	}

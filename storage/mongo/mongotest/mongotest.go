@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -143,4 +144,39 @@ func (s *Shared) Stop() error {
 		return nil
 	}
 	return s.srv.Stop()
+}
+
+// Outage is an embedded FerretDB that a test can stop and start again on the
+// same address and files, to play a database outage and its recovery.
+type Outage struct {
+	t    testing.TB
+	dir  string
+	addr string
+}
+
+// NewOutage reserves a free local address and a directory for an outage
+// test's FerretDB; call Start to run it.
+func NewOutage(t testing.TB) *Outage {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	if err := ln.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return &Outage{t: t, dir: t.TempDir(), addr: addr}
+}
+
+// Start runs the FerretDB (again), failing the test if it cannot.
+func (o *Outage) Start() *Server {
+	o.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	srv, err := StartFerretDB(ctx, o.dir, o.addr)
+	if err != nil {
+		o.t.Fatalf("starting FerretDB on %s: %v", o.addr, err)
+	}
+	return srv
 }

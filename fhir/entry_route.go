@@ -1,0 +1,76 @@
+package fhir
+
+import (
+	"context"
+	"net/http"
+	"strings"
+)
+
+// readRoute finds the read interaction a GET entry of a batch or
+// transaction names (the segments of its path under the base), with the
+// path's named segments, as the route table maps the same URLs over
+// HTTP. Asynchronous and file-serving operations ($export, its status and
+// files, $reindex-status, $import) are not Bundle entries.
+func (s *Server) readRoute(seg []string) (readFunc, map[string]string, error) {
+	notEntry := func() (readFunc, map[string]string, error) {
+		return nil, nil, newError(http.StatusBadRequest, codeNotSupp, "GET %s cannot be an entry of a batch or transaction", strings.Join(seg, "/"))
+	}
+	op := func(i int) bool { return len(seg) > i && strings.HasPrefix(seg[i], "$") }
+	switch len(seg) {
+	case 1:
+		switch {
+		case seg[0] == "metadata":
+			return (*Server).capabilitiesRead, nil, nil
+		case seg[0] == "_history":
+			return (*Server).historySystemRead, nil, nil
+		case op(0):
+			return notEntry()
+		}
+		return (*Server).searchTypeRead, map[string]string{"type": seg[0]}, nil
+	case 2:
+		p := map[string]string{"type": seg[0]}
+		switch {
+		case seg[1] == "_history":
+			return (*Server).historyTypeRead, p, nil
+		case seg[1] == "$everything":
+			return (*Server).everythingAll, p, nil
+		case op(1) || seg[1] == "_search":
+			return notEntry()
+		}
+		p["id"] = seg[1]
+		if seg[0] == "OperationDefinition" {
+			for _, po := range s.patientOps {
+				if id, _ := po.Definition["id"].(string); id != "" && id == seg[1] {
+					return func(*Server, context.Context, readRequest) (readResult, error) { return resourceResult(po.Definition) }, p, nil
+				}
+			}
+		}
+		return (*Server).readInstance, p, nil
+	case 3:
+		p := map[string]string{"type": seg[0], "id": seg[1]}
+		switch {
+		case seg[2] == "_history":
+			return (*Server).historyInstanceRead, p, nil
+		case seg[2] == "$everything":
+			return (*Server).everythingInstance, p, nil
+		case op(2) && seg[0] == "Patient":
+			for _, po := range s.patientOps {
+				if seg[2] == "$"+po.Name {
+					return func(s *Server, ctx context.Context, r readRequest) (readResult, error) {
+						return s.patientOperationRead(ctx, po, r)
+					}, p, nil
+				}
+			}
+			return notEntry()
+		case op(2):
+			return notEntry()
+		}
+		p["comp"] = seg[2]
+		return (*Server).compartmentSearch, p, nil
+	case 4:
+		if seg[2] == "_history" {
+			return (*Server).vreadInstance, map[string]string{"type": seg[0], "id": seg[1], "vid": seg[3]}, nil
+		}
+	}
+	return nil, nil, errNotFound("%s is not a FHIR interaction of this server", strings.Join(seg, "/"))
+}

@@ -1,0 +1,162 @@
+package subscription_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/anodyne-fhir/anodyne/storage"
+	"github.com/anodyne-fhir/anodyne/storage/mongo/mongotest"
+	"github.com/anodyne-fhir/anodyne/subscription"
+)
+
+// waitFor polls cond until it holds or timeout passes.
+func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// TestReceiverFailsThenRecovers: the receiver answers 503 and then times
+// out for a while; the Subscription goes to error with the reason, every
+// event arrives afterwards in commit order, and it is active again.
+func TestReceiverFailsThenRecovers(t *testing.T) {
+	for _, be := range backends() {
+		t.Run(be.name, func(t *testing.T) {
+			rcv := newReceiver(t)
+			var mu sync.Mutex
+			attempts := 0
+			rcv.fail = func(int, delivery) int {
+				mu.Lock()
+				defer mu.Unlock()
+				attempts++
+				switch {
+				case attempts <= 3:
+					return http.StatusServiceUnavailable
+				case attempts == 4:
+					time.Sleep(600 * time.Millisecond) // beyond the delivery timeout
+					return http.StatusServiceUnavailable
+				case attempts <= 6:
+					return http.StatusInternalServerError
+				}
+				return 0
+			}
+			s := start(t, be.open(t), nil, func(c *subscription.Config) {
+				c.FailuresBeforeError = 3
+				c.Timeout = 300 * time.Millisecond
+			})
+			sub := s.do(t, "", "POST", "/Subscription", subscriptionJSON("Observation?code="+painCode, rcv.ts.URL+"/hook", "application/fhir+json")).expect(t, http.StatusCreated).json(t)
+			id := sub["id"].(string)
+			var want []string
+			for i := range 4 {
+				oid := fmt.Sprintf("o%d", i)
+				s.do(t, "", "PUT", "/Observation/"+oid, observation(oid, painCode, "p1", i)).expect(t, http.StatusCreated)
+				want = append(want, "PUT /hook/Observation/"+oid)
+			}
+			waitFor(t, "status error", 10*time.Second, func() bool {
+				r := s.do(t, "", "GET", "/Subscription/"+id, "").json(t)
+				return r["status"] == "error" && r["error"] != nil
+			})
+			got := rcv.wait(t, "/hook", len(want), 20*time.Second, 200*time.Millisecond)
+			if !slices.Equal(paths(got), want) {
+				t.Fatalf("got\n%v\nwant (commit order)\n%v", paths(got), want)
+			}
+			waitFor(t, "status active again", 10*time.Second, func() bool {
+				r := s.do(t, "", "GET", "/Subscription/"+id, "").json(t)
+				return r["status"] == "active" && r["error"] == nil
+			})
+			mu.Lock()
+			defer mu.Unlock()
+			if attempts < 7+3 {
+				t.Errorf("%d attempts; 6 failures and 4 deliveries need at least 10", attempts)
+			}
+		})
+	}
+}
+
+// TestDeletedSubscriptionStops: events queued for an unreachable receiver
+// are dropped when the Subscription is deleted, and none is sent after.
+func TestDeletedSubscriptionStops(t *testing.T) {
+	rcv := newReceiver(t)
+	var mu sync.Mutex
+	failing := true
+	rcv.fail = func(int, delivery) int {
+		mu.Lock()
+		defer mu.Unlock()
+		if failing {
+			return http.StatusBadGateway
+		}
+		return 0
+	}
+	b := backends()[0].open(t)
+	s := start(t, b, nil, nil)
+	sub := s.do(t, "", "POST", "/Subscription", subscriptionJSON("Observation?code="+painCode, rcv.ts.URL+"/hook", "")).expect(t, http.StatusCreated).json(t)
+	id := sub["id"].(string)
+	for i := range 3 {
+		s.do(t, "", "POST", "/Observation", observation("", painCode, "p1", i)).expect(t, http.StatusCreated)
+	}
+	ob, _ := storage.As[storage.Outbox](b)
+	queued := func() int {
+		evs, err := ob.OutboxRead(context.Background(), "Subscription/"+id, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(evs)
+	}
+	if n := queued(); n != 3 {
+		t.Fatalf("%d events queued, want 3", n)
+	}
+	s.do(t, "", "DELETE", "/Subscription/"+id, "").expect(t, http.StatusNoContent)
+	s.do(t, "", "POST", "/Observation", observation("", painCode, "p1", 9)).expect(t, http.StatusCreated)
+	mu.Lock()
+	failing = false
+	mu.Unlock()
+	waitFor(t, "the stream dropped", 10*time.Second, func() bool { return queued() == 0 })
+	time.Sleep(300 * time.Millisecond)
+	if got := rcv.under("/hook"); len(got) != 0 {
+		t.Fatalf("a deleted Subscription was delivered: %v", paths(got))
+	}
+}
+
+// TestTwoProcessesOneDatabase: two servers with their own delivery loops
+// on one FerretDB database; writes through both reach the receiver once
+// each, in commit order.
+func TestTwoProcessesOneDatabase(t *testing.T) {
+	db := mongotest.Database(t)
+	rcv := newReceiver(t)
+	a := start(t, openMongo(t, db), nil, nil)
+	b := start(t, openMongo(t, db), nil, nil)
+	a.do(t, "", "POST", "/Subscription", subscriptionJSON("Observation?code="+painCode, rcv.ts.URL+"/hook", "application/fhir+json")).expect(t, http.StatusCreated)
+	// The other process learns of the Subscription at its next reload.
+	time.Sleep(time.Second)
+	var want []string
+	for i := range 6 {
+		s := a
+		if i%2 == 1 {
+			s = b
+		}
+		oid := fmt.Sprintf("two-%d", i)
+		s.do(t, "", "PUT", "/Observation/"+oid, observation(oid, painCode, "p1", i)).expect(t, http.StatusCreated)
+		want = append(want, "PUT /hook/Observation/"+oid)
+	}
+	got := rcv.wait(t, "/hook", len(want), 20*time.Second, time.Second)
+	if !slices.Equal(paths(got), want) {
+		t.Fatalf("got\n%v\nwant each once, in commit order\n%v", paths(got), want)
+	}
+	ids := map[string]bool{}
+	for _, d := range got {
+		ids[d.Header.Get(subscription.HeaderEventID)] = true
+	}
+	if len(ids) != len(want) {
+		t.Fatalf("%d event ids for %d deliveries", len(ids), len(want))
+	}
+}

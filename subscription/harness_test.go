@@ -1,0 +1,336 @@
+package subscription_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/anodyne-fhir/anodyne/auth"
+	"github.com/anodyne-fhir/anodyne/conformance"
+	"github.com/anodyne-fhir/anodyne/fhir"
+	"github.com/anodyne-fhir/anodyne/resources"
+	"github.com/anodyne-fhir/anodyne/storage"
+	"github.com/anodyne-fhir/anodyne/storage/mongo"
+	"github.com/anodyne-fhir/anodyne/storage/mongo/mongotest"
+	"github.com/anodyne-fhir/anodyne/storage/sqlite"
+	"github.com/anodyne-fhir/anodyne/subscription"
+)
+
+var mongoServer *mongotest.Shared
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "anodyne-subs-ferretdb-")
+	if err != nil {
+		panic(err)
+	}
+	mongoServer = mongotest.NewShared(dir)
+	code := m.Run()
+	if err := mongoServer.Stop(); err != nil {
+		slog.Error("stopping FerretDB", "err", err)
+	}
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type backend struct {
+	name string
+	open func(t testing.TB) storage.Backend
+}
+
+// openMongo opens database db (one per test unless shared on purpose).
+func openMongo(t testing.TB, db string) storage.Backend {
+	srv := mongoServer.Get(t)
+	_, reg := parts(t)
+	b, err := mongo.Open(context.Background(), srv.URI, db, mongo.WithPartitioning(reg.Partitioning()))
+	if err != nil {
+		t.Fatalf("open mongo: %v", err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+func backends() []backend {
+	return []backend{
+		{"sqlite", func(t testing.TB) storage.Backend {
+			b, err := sqlite.Open(context.Background(), t.TempDir())
+			if err != nil {
+				t.Fatalf("open sqlite: %v", err)
+			}
+			t.Cleanup(func() { b.Close() })
+			return b
+		}},
+		{"mongo", func(t testing.TB) storage.Backend { return openMongo(t, mongotest.Database(t)) }},
+	}
+}
+
+var (
+	partsOnce sync.Once
+	validator *conformance.Validator
+	registry  *resources.Registry
+	partsErr  error
+)
+
+func parts(t testing.TB) (*conformance.Validator, *resources.Registry) {
+	t.Helper()
+	partsOnce.Do(func() {
+		if validator, partsErr = conformance.NewValidator(); partsErr != nil {
+			return
+		}
+		registry, partsErr = resources.Load()
+	})
+	if partsErr != nil {
+		t.Fatalf("loading parts: %v", partsErr)
+	}
+	return validator, registry
+}
+
+// asPrincipal stands in for token verification (tested in package auth
+// and end to end in cmd/anodyne): the X-Test-As header names one of the
+// given Principals, and the real decision point (auth.Policy) judges it.
+// A request naming none has no Principal and is denied.
+func asPrincipal(ps map[string]*auth.Principal) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			r := c.Request()
+			if p := ps[r.Header.Get("X-Test-As")]; p != nil {
+				c.SetRequest(r.WithContext(auth.WithPrincipal(r.Context(), p)))
+			}
+			return next(c)
+		}
+	}
+}
+
+type server struct {
+	srv  *fhir.Server
+	svc  *subscription.Service
+	root string
+	hc   *http.Client
+}
+
+// fast are delivery settings for tests: quick polls and retries.
+func fast(cfg *subscription.Config) {
+	cfg.AllowLoopback = true
+	cfg.Poll = 50 * time.Millisecond
+	cfg.Reload = 500 * time.Millisecond
+	cfg.BackoffMin = 20 * time.Millisecond
+	cfg.BackoffMax = 200 * time.Millisecond
+	cfg.Timeout = 2 * time.Second
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// start runs the real FHIR server on b with the subscription service as
+// its last observer, and the service's delivery loop until cleanup.
+func start(t testing.TB, b storage.Backend, ps map[string]*auth.Principal, mod func(*subscription.Config)) *server {
+	t.Helper()
+	v, reg := parts(t)
+	sc := subscription.Config{Backend: b}
+	if ps != nil {
+		sc.Authorizer = auth.NewPolicy(reg)
+	}
+	fast(&sc)
+	if mod != nil {
+		mod(&sc)
+	}
+	svc, err := subscription.New(sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewUnstartedServer(nil)
+	cfg := fhir.Config{
+		BaseURL:   "http://" + ts.Listener.Addr().String(),
+		Backend:   b,
+		Validator: v,
+		Registry:  reg,
+		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Observers: []fhir.CommitObserver{svc},
+	}
+	if ps != nil {
+		cfg.Authorizer = sc.Authorizer
+		cfg.Middleware = asPrincipal(ps)
+	}
+	srv, err := fhir.New(cfg)
+	if err != nil {
+		t.Fatalf("fhir.New: %v", err)
+	}
+	svc.Attach(srv)
+	ts.Config.Handler = srv.Handler()
+	ts.Start()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := svc.Run(ctx); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		ts.Close()
+		srv.Close()
+	})
+	return &server{srv: srv, svc: svc, root: ts.URL, hc: ts.Client()}
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// do sends a request under the FHIR base ("/Patient/1") as principal as.
+func (s *server) do(t testing.TB, as, method, path, body string, hdr ...string) response {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, s.root+"/fhir"+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/fhir+json")
+	}
+	req.Header.Set("X-Test-As", as)
+	for _, h := range hdr {
+		k, v, _ := strings.Cut(h, ":")
+		req.Header.Set(strings.TrimSpace(k), strings.TrimSpace(v))
+	}
+	res, err := s.hc.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	return response{status: res.StatusCode, header: res.Header, body: raw}
+}
+
+func (r response) expect(t testing.TB, want int) response {
+	t.Helper()
+	if r.status != want {
+		t.Fatalf("status %d, want %d; body: %s", r.status, want, r.body)
+	}
+	return r
+}
+
+func (r response) json(t testing.TB) map[string]any {
+	t.Helper()
+	d := json.NewDecoder(bytes.NewReader(r.body))
+	d.UseNumber()
+	var m map[string]any
+	if err := d.Decode(&m); err != nil {
+		t.Fatalf("not a JSON object (%v): %q", err, r.body)
+	}
+	return m
+}
+
+func get(v any, path ...any) any {
+	for _, p := range path {
+		switch k := p.(type) {
+		case string:
+			m, _ := v.(map[string]any)
+			v = m[k]
+		case int:
+			a, _ := v.([]any)
+			if k >= len(a) {
+				return nil
+			}
+			v = a[k]
+		}
+	}
+	return v
+}
+
+// delivery is one request a receiver got.
+type delivery struct {
+	Method, Path string
+	Header       http.Header
+	Body         []byte
+}
+
+// receiver is a real HTTP endpoint recording what it is sent; fail, when
+// set, decides the status of each request (0: 200).
+type receiver struct {
+	ts   *httptest.Server
+	mu   sync.Mutex
+	got  []delivery
+	fail func(n int, d delivery) int
+	tick chan struct{}
+}
+
+func newReceiver(t testing.TB) *receiver {
+	r := &receiver{tick: make(chan struct{}, 1000)}
+	r.ts = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, _ := io.ReadAll(req.Body)
+		d := delivery{Method: req.Method, Path: req.URL.Path, Header: req.Header.Clone(), Body: body}
+		r.mu.Lock()
+		status := http.StatusOK
+		if r.fail != nil {
+			if s := r.fail(len(r.got), d); s != 0 {
+				status = s
+			}
+		}
+		if status < 300 {
+			r.got = append(r.got, d)
+		}
+		r.mu.Unlock()
+		w.WriteHeader(status)
+		select {
+		case r.tick <- struct{}{}:
+		default:
+		}
+	}))
+	t.Cleanup(r.ts.Close)
+	return r
+}
+
+// under returns the accepted deliveries whose path starts with prefix.
+func (r *receiver) under(prefix string) []delivery {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []delivery
+	for _, d := range r.got {
+		if strings.HasPrefix(d.Path, prefix) {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// wait returns the deliveries under prefix once there are n, then waits
+// settle longer to catch any extra one; it fails after timeout.
+func (r *receiver) wait(t testing.TB, prefix string, n int, timeout, settle time.Duration) []delivery {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for len(r.under(prefix)) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d deliveries after %v, want %d: %v", prefix, len(r.under(prefix)), timeout, n, paths(r.under(prefix)))
+		}
+		select {
+		case <-r.tick:
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	time.Sleep(settle)
+	return r.under(prefix)
+}
+
+func paths(ds []delivery) []string {
+	var out []string
+	for _, d := range ds {
+		out = append(out, d.Method+" "+d.Path)
+	}
+	return out
+}
