@@ -114,7 +114,7 @@ func startOn(t testing.TB, backend string, rules []byte) *env {
 	srv, err := fhir.New(fhir.Config{
 		BaseURL: base, Backend: be, Registry: reg, Logger: log,
 		Authorizer: auth.NewPolicy(reg), Middleware: mw, ExportDir: t.TempDir(),
-		Output: research.New(d, be.KV(), reg, log),
+		Output: research.New(d, be, reg, log),
 	})
 	if err != nil {
 		t.Fatal(err)
