@@ -182,8 +182,9 @@ func (s *Server) serveEverything(ctx context.Context, r readRequest, path string
 	if err != nil {
 		return readResult{}, err
 	}
+	ectx, flush := deferOutput(ctx, v)
 	for _, rec := range all[min(offset, len(all)):end] {
-		raw, id, err := s.emit(ctx, v, nil, rec)
+		raw, id, err := s.emit(ectx, v, nil, rec)
 		if err != nil {
 			return readResult{}, err
 		}
@@ -192,6 +193,9 @@ func (s *Server) serveEverything(ctx context.Context, r readRequest, path string
 			"resource": json.RawMessage(raw),
 			"search":   map[string]any{"mode": "match"},
 		})
+	}
+	if err := flush(ctx); err != nil {
+		return readResult{}, fmt.Errorf("$everything: recording what the output view derived: %w", err)
 	}
 	return resourceResult(b)
 }

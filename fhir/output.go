@@ -45,6 +45,25 @@ type View interface {
 	Search(ctx context.Context, types []string, params url.Values) (url.Values, error)
 }
 
+// A DeferringView is a View that records something durable for each
+// resource it shapes (research pseudonyms, so that later requests naming
+// them can be answered). Under the context Defer returns, Resource only
+// collects those records; flush stores them all at once, and must
+// succeed before the response that holds the resources is sent.
+type DeferringView interface {
+	View
+	Defer(ctx context.Context) (deferred context.Context, flush func(context.Context) error)
+}
+
+// deferOutput lets a response of many resources record what its View
+// derives from them in one write; for other Views flush does nothing.
+func deferOutput(ctx context.Context, v View) (context.Context, func(context.Context) error) {
+	if dv, ok := v.(DeferringView); ok {
+		return dv.Defer(ctx)
+	}
+	return ctx, func(context.Context) error { return nil }
+}
+
 // view returns the caller's View (nil without an OutputFilter or when the
 // caller's output is unfiltered).
 func (s *Server) view(ctx context.Context) (View, error) {

@@ -292,12 +292,13 @@ func (s *Server) searchBundle(ctx context.Context, sc searchScope, params url.Va
 		b["total"] = total
 	}
 	shape := req.shaping()
+	ectx, flush := deferOutput(ctx, v)
 	for _, group := range []struct {
 		recs []storage.Record
 		mode string
 	}{{matches, "match"}, {included, "include"}} {
 		for _, rec := range group.recs {
-			raw, id, err := s.emit(ctx, v, shape, rec)
+			raw, id, err := s.emit(ectx, v, shape, rec)
 			if err != nil {
 				return nil, err
 			}
@@ -307,6 +308,9 @@ func (s *Server) searchBundle(ctx context.Context, sc searchScope, params url.Va
 				"search":   map[string]any{"mode": group.mode},
 			})
 		}
+	}
+	if err := flush(ctx); err != nil {
+		return nil, fmt.Errorf("search %s: recording what the output view derived: %w", sc.path, err)
 	}
 	return b, nil
 }

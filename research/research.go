@@ -40,6 +40,7 @@ const maxRemembered = 1 << 18
 type Filter struct {
 	deid     *deid.Deidentifier
 	kv       storage.KV
+	batch    storage.KVCommitter // nil when the backend has none
 	registry *resources.Registry
 	log      *slog.Logger
 
@@ -53,12 +54,18 @@ type Filter struct {
 var _ fhir.OutputFilter = (*Filter)(nil)
 
 // New returns the research output filter over d, keeping keys and
-// pseudonyms in kv; reg tells parameter types for search checks.
-func New(d *deid.Deidentifier, kv storage.KV, reg *resources.Registry, log *slog.Logger) *Filter {
+// pseudonyms in the backend's KV (the pseudonyms of a whole response in
+// one Commit where the backend is a storage.KVCommitter); reg tells
+// parameter types for search checks.
+func New(d *deid.Deidentifier, be storage.Backend, reg *resources.Registry, log *slog.Logger) *Filter {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Filter{deid: d, kv: kv, registry: reg, log: log, keys: map[string][]byte{}, seen: map[string]bool{}}
+	f := &Filter{deid: d, kv: be.KV(), registry: reg, log: log, keys: map[string][]byte{}, seen: map[string]bool{}}
+	if c, ok := storage.As[storage.KVCommitter](be); ok {
+		f.batch = c
+	}
+	return f
 }
 
 // For returns the view of a research caller, nil for everyone else.
@@ -137,26 +144,80 @@ func (f *Filter) projectKey(ctx context.Context, project string) ([]byte, error)
 }
 
 // remember records pseudonyms the caller has been shown, so that a later
-// request naming one can be answered.
+// request naming one can be answered; under a deferred context (Defer) it
+// only collects them.
 func (f *Filter) remember(ctx context.Context, project string, pseudonyms map[string]string) error {
-	for p, real := range pseudonyms {
-		mk := project + "\x00" + p
+	p, _ := ctx.Value(pendingKey{}).(*pending)
+	for ps, real := range pseudonyms {
+		mk := project + "\x00" + ps
 		f.mu.Lock()
 		known := f.seen[mk]
 		f.mu.Unlock()
 		if known {
 			continue
 		}
-		if _, err := f.kv.PutIfAbsent(ctx, pseudonymPrefix+project+"/"+p, []byte(real), 0); err != nil {
+		if p != nil {
+			p.mu.Lock()
+			p.puts[pseudonymPrefix+project+"/"+ps] = pendingPut{mk, real}
+			p.mu.Unlock()
+			continue
+		}
+		if _, err := f.kv.PutIfAbsent(ctx, pseudonymPrefix+project+"/"+ps, []byte(real), 0); err != nil {
 			return fmt.Errorf("research: recording a pseudonym: %w", err)
 		}
-		f.mu.Lock()
-		if len(f.seen) >= maxRemembered {
-			clear(f.seen)
-		}
-		f.seen[mk] = true
-		f.mu.Unlock()
+		f.markSeen(mk)
 	}
+	return nil
+}
+
+func (f *Filter) markSeen(mk string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.seen) >= maxRemembered {
+		clear(f.seen)
+	}
+	f.seen[mk] = true
+}
+
+type pendingKey struct{}
+
+type pendingPut struct{ seenKey, real string }
+
+// pending collects the pseudonym records of one response.
+type pending struct {
+	mu   sync.Mutex
+	puts map[string]pendingPut // KV key -> record
+}
+
+// flush stores the collected records: in one Commit where the backend
+// can, one put each otherwise. A pseudonym's record never changes (the
+// pseudonym is a keyed hash of what it stands for), so a plain put
+// rewriting an existing one is harmless.
+func (f *Filter) flush(ctx context.Context, p *pending) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.puts) == 0 {
+		return nil
+	}
+	if f.batch != nil {
+		puts := make([]storage.KVPut, 0, len(p.puts))
+		for k, r := range p.puts {
+			puts = append(puts, storage.KVPut{Key: k, Value: []byte(r.real)})
+		}
+		if _, err := f.batch.CommitWithKV(ctx, puts); err != nil {
+			return fmt.Errorf("research: recording %d pseudonyms: %w", len(puts), err)
+		}
+	} else {
+		for k, r := range p.puts {
+			if _, err := f.kv.PutIfAbsent(ctx, k, []byte(r.real), 0); err != nil {
+				return fmt.Errorf("research: recording a pseudonym: %w", err)
+			}
+		}
+	}
+	for _, r := range p.puts {
+		f.markSeen(r.seenKey)
+	}
+	clear(p.puts)
 	return nil
 }
 
@@ -204,6 +265,15 @@ func (v *view) Resource(ctx context.Context, res map[string]any) (map[string]any
 		return nil, err
 	}
 	return out, nil
+}
+
+var _ fhir.DeferringView = (*view)(nil)
+
+// Defer collects the pseudonyms of a response's resources so that they
+// are recorded in one write before it is sent.
+func (v *view) Defer(ctx context.Context) (context.Context, func(context.Context) error) {
+	p := &pending{puts: map[string]pendingPut{}}
+	return context.WithValue(ctx, pendingKey{}, p), func(ctx context.Context) error { return v.f.flush(ctx, p) }
 }
 
 func (v *view) ID(ctx context.Context, typ, id string) (string, bool, error) {

@@ -26,9 +26,9 @@ import (
 	"github.com/anodyne-fhir/anodyne/storage/sqlite"
 )
 
-// env starts the real FHIR server on SQLite with the real decision point
+// env starts the real FHIR server (SQLite or FerretDB) with the real decision point
 // and the research filter. The caller is chosen per request by the test
-// header X-Caller ("clinician", "research:PROJECT" or
+// Authorization header ("Bearer WHO", with WHO "clinician", "research:PROJECT" or
 // "aggregates:PROJECT"); token verification itself is covered by auth.
 type env struct {
 	t    testing.TB
@@ -97,7 +97,8 @@ func startOn(t testing.TB, backend string, rules []byte) *env {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	mw := func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
-			who := c.Request().Header.Get("X-Caller")
+			// The Authorization header, as batch entries carry it on.
+			who := strings.TrimPrefix(c.Request().Header.Get("Authorization"), "Bearer ")
 			p := &auth.Principal{ClientID: who, Scopes: auth.ParseScopes("system/*.cruds")}
 			if kind, project, ok := strings.Cut(who, ":"); ok {
 				p.Scopes = auth.ParseScopes("system/*.rs")
@@ -113,7 +114,7 @@ func startOn(t testing.TB, backend string, rules []byte) *env {
 	srv, err := fhir.New(fhir.Config{
 		BaseURL: base, Backend: be, Registry: reg, Logger: log,
 		Authorizer: auth.NewPolicy(reg), Middleware: mw, ExportDir: t.TempDir(),
-		Output: research.New(d, be.KV(), reg, log),
+		Output: research.New(d, be, reg, log),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -142,7 +143,7 @@ func (e *env) raw(who, method, path, body string) (int, []byte, http.Header) {
 		rd = strings.NewReader(body)
 	}
 	req, _ := http.NewRequest(method, e.base+path, rd)
-	req.Header.Set("X-Caller", who)
+	req.Header.Set("Authorization", "Bearer "+who)
 	req.Header.Set("Accept", "application/fhir+json")
 	if body != "" {
 		req.Header.Set("Content-Type", "application/fhir+json")
@@ -183,7 +184,12 @@ const (
 )
 
 func TestResearchAccess(t *testing.T) {
-	e := start(t)
+	for _, backend := range backendNames {
+		t.Run(backend, func(t *testing.T) { testResearchAccess(t, startOn(t, backend, nil)) })
+	}
+}
+
+func testResearchAccess(t *testing.T, e *env) {
 	for _, r := range []struct{ path, body string }{{"/Patient/p1", patient}, {"/Observation/o1", obs1}, {"/Observation/o2", obs2}} {
 		if st, b := e.do("clinician", "PUT", r.path, r.body); st >= 300 {
 			t.Fatalf("seed %s: %d %v", r.path, st, b)
@@ -224,6 +230,7 @@ func TestResearchAccess(t *testing.T) {
 		t.Fatalf("one patient, two pseudonyms: %v", obs)
 	}
 	pseud := strings.TrimPrefix(subj, "Patient/")
+	testNoIdentityLeaves(t, e, "research:alpha", pseud)
 
 	// Requests speak pseudonyms; real ids match nothing.
 	if st, p := e.do(A, "GET", "/Patient/"+pseud, ""); st != 200 || p["name"] != nil || p["telecom"] != nil || p["id"] != pseud {

@@ -32,7 +32,8 @@ import (
 // holds no patient or at least k distinct ones; so any union of atoms
 // (every derivable cell) holds none or at least k. The released cells of a
 // project (not of one client: its clients can pool answers) are kept in
-// the KV; an identical cell asked again is answered again. At most
+// the KV (replaced by compare-and-swap, so replicas agree); an identical
+// cell asked again is answered again. At most
 // maxReleased different cells per project, code and unit are remembered;
 // beyond that, new ones are withheld.
 
@@ -132,57 +133,73 @@ func (c releasedCell) holds(s storage.Sample) bool {
 func (v *view) Release(ctx context.Context, cells []fhir.StatsCell, universe [][]storage.Sample) ([]bool, error) {
 	k := v.f.deid.MinCellPatients()
 	out := make([]bool, len(cells))
-	// One project's releases are decided one at a time in this process.
+	// One process decides one release at a time (fewer lost swaps).
 	v.f.cellsMu.Lock()
 	defer v.f.cellsMu.Unlock()
 	for i, c := range cells {
 		rc := releasedCell{Subjects: c.Subjects, All: c.Subjects == nil, Start: c.Start, End: c.End}
-		key := cellsPrefix + v.project + "/" + hashCell(c.Code, c.Unit)
-		released, err := v.loadCells(ctx, key)
+		ok, err := v.release(ctx, cellsPrefix+v.project+"/"+hashCell(c.Code, c.Unit), rc, universe[i], k)
 		if err != nil {
 			return nil, err
 		}
+		out[i] = ok
+	}
+	return out, nil
+}
+
+// release decides one cell against the project's released cells of its
+// code and unit and records it when released. The record is replaced by
+// compare-and-swap, so replicas deciding at once cannot both release
+// cells that are safe only one at a time: the loser decides again
+// against the winner's record.
+func (v *view) release(ctx context.Context, key string, rc releasedCell, universe []storage.Sample, k int) (bool, error) {
+	for range 20 {
+		old, err := v.f.kv.Get(ctx, key)
+		if errors.Is(err, storage.ErrNotFound) {
+			old, err = nil, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("research: reading released cells: %w", err)
+		}
+		var released []releasedCell
+		if old != nil {
+			if err := json.Unmarshal(old, &released); err != nil {
+				return false, fmt.Errorf("research: released cells are damaged: %w", err)
+			}
+		}
 		if slices.ContainsFunc(released, rc.same) {
-			out[i] = true
-			continue
+			return true, nil
 		}
 		if len(released) >= maxReleased {
-			continue
+			return false, nil
 		}
 		candidate := append(slices.Clip(released), rc)
-		if !atomsSafe(candidate, universe[i], k) {
-			continue
+		if !atomsSafe(candidate, universe, k) {
+			return false, nil
 		}
 		raw, err := json.Marshal(candidate)
 		if err != nil {
-			return nil, fmt.Errorf("research: encoding released cells: %w", err)
+			return false, fmt.Errorf("research: encoding released cells: %w", err)
 		}
-		if err := v.f.kv.Put(ctx, key, raw, 0); err != nil {
-			return nil, fmt.Errorf("research: recording a released cell: %w", err)
+		var stored bool
+		if old == nil {
+			stored, err = v.f.kv.PutIfAbsent(ctx, key, raw, 0)
+		} else {
+			stored, err = v.f.kv.CompareAndSwap(ctx, key, old, raw, 0)
 		}
-		out[i] = true
+		if err != nil {
+			return false, fmt.Errorf("research: recording a released cell: %w", err)
+		}
+		if stored {
+			return true, nil
+		}
 	}
-	return out, nil
+	return false, errors.New("research: the released cells of a project changed 20 times while deciding one")
 }
 
 func hashCell(code, unit string) string {
 	h := sha256.Sum256([]byte(code + "\x00" + unit))
 	return hex.EncodeToString(h[:12])
-}
-
-func (v *view) loadCells(ctx context.Context, key string) ([]releasedCell, error) {
-	raw, err := v.f.kv.Get(ctx, key)
-	if errors.Is(err, storage.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("research: reading released cells: %w", err)
-	}
-	var cells []releasedCell
-	if err := json.Unmarshal(raw, &cells); err != nil {
-		return nil, fmt.Errorf("research: released cells are damaged: %w", err)
-	}
-	return cells, nil
 }
 
 // atomsSafe reports whether every atom of cells (the samples lying in

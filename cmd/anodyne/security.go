@@ -327,7 +327,7 @@ func prepareServer(ctx context.Context, cfg serveConfig, base string, backend st
 	if err != nil {
 		return nil, fmt.Errorf("--deid-rules %s: %w", cmp.Or(cfg.DeidRules, "(embedded)"), err)
 	}
-	fcfg.Output = research.New(d, backend.KV(), reg, log)
+	fcfg.Output = research.New(d, backend, reg, log)
 	return setupSecurity(ctx, cfg, base, backend, reg, fcfg, m, log)
 }
 
