@@ -33,6 +33,10 @@ func TestReadRouteCoversRouteTable(t *testing.T) {
 		"/$export-status/:job":       true,
 		"/$export-file/:job/:file":   true,
 		"/:type/:id/$reindex-status": true,
+		// Not yet runnable as entries (refused with 400 not-supported):
+		// a batch client sends them as requests of their own.
+		"/Observation/$lastn": true,
+		"/Observation/$stats": true,
 	}
 	sample := strings.NewReplacer(":type", "Patient", ":id", "p1", ":vid", "2", ":comp", "Observation", ":job", "j1", ":file", "f1")
 	s := &Server{}

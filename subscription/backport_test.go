@@ -43,9 +43,9 @@ func param(params any, name string) any {
 // SubscriptionStatus Parameters first and numbered events.
 func TestBackportTopics(t *testing.T) {
 	for _, be := range backends() {
-		t.Run(be.name, func(t *testing.T) {
+		t.Run(be.Name, func(t *testing.T) {
 			rcv := newReceiver(t)
-			s := start(t, be.open(t), nil, nil)
+			s := start(t, be.Open(t), nil, nil)
 			const topics = "http://anodyne-fhir.org/fhir/SubscriptionTopic/"
 			pain := s.do(t, "", "POST", "/Subscription", topicSubscription(topics+"pain-score", "Observation?patient=Patient/p1", "id-only", rcv.ts.URL+"/pain")).expect(t, http.StatusCreated).json(t)
 			flag := s.do(t, "", "POST", "/Subscription", topicSubscription(topics+"flag-raised", "", "full-resource", rcv.ts.URL+"/flag")).expect(t, http.StatusCreated).json(t)

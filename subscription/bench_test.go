@@ -27,7 +27,7 @@ func BenchmarkObservationWrite(b *testing.B) {
 			"ehr": {ClientID: "ehr", Subject: "ehr", Scopes: auth.ParseScopes("system/*.cruds")},
 			"app": {ClientID: "app", Subject: "dr", FHIRUser: "Practitioner/dr", Scopes: auth.ParseScopes("patient/Observation.rs user/Subscription.cruds"), Patient: "p1"},
 		}
-		s := start(b, backends()[0].open(b), ps, func(c *subscription.Config) { c.MaxPerClient = 10000 })
+		s := start(b, backends()[0].Open(b), ps, func(c *subscription.Config) { c.MaxPerClient = 10000 })
 		for i := range n {
 			crit := fmt.Sprintf("Observation?code=http://loinc.org|bench-%d&value-quantity=ge7", i)
 			s.do(b, "app", "POST", "/Subscription", subscriptionJSON(crit, "http://127.0.0.1:9/hook", "")).expect(b, http.StatusCreated)
@@ -58,7 +58,7 @@ func BenchmarkDeliveryLatency(b *testing.B) {
 		mu.Unlock()
 	}))
 	defer rcv.Close()
-	s := start(b, backends()[0].open(b), nil, func(c *subscription.Config) {
+	s := start(b, backends()[0].Open(b), nil, func(c *subscription.Config) {
 		*c = subscription.Config{Backend: c.Backend, AllowLoopback: true, Logger: c.Logger}
 	})
 	s.do(b, "", "POST", "/Subscription", subscriptionJSON("Observation?code="+painCode, rcv.URL+"/hook", "application/fhir+json")).expect(b, http.StatusCreated)

@@ -31,7 +31,7 @@ func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool)
 // event arrives afterwards in commit order, and it is active again.
 func TestReceiverFailsThenRecovers(t *testing.T) {
 	for _, be := range backends() {
-		t.Run(be.name, func(t *testing.T) {
+		t.Run(be.Name, func(t *testing.T) {
 			rcv := newReceiver(t)
 			var mu sync.Mutex
 			attempts := 0
@@ -50,7 +50,7 @@ func TestReceiverFailsThenRecovers(t *testing.T) {
 				}
 				return 0
 			}
-			s := start(t, be.open(t), nil, func(c *subscription.Config) {
+			s := start(t, be.Open(t), nil, func(c *subscription.Config) {
 				c.FailuresBeforeError = 3
 				c.Timeout = 300 * time.Millisecond
 			})
@@ -97,7 +97,7 @@ func TestDeletedSubscriptionStops(t *testing.T) {
 		}
 		return 0
 	}
-	b := backends()[0].open(t)
+	b := backends()[0].Open(t)
 	s := start(t, b, nil, nil)
 	sub := s.do(t, "", "POST", "/Subscription", subscriptionJSON("Observation?code="+painCode, rcv.ts.URL+"/hook", "")).expect(t, http.StatusCreated).json(t)
 	id := sub["id"].(string)
@@ -169,7 +169,7 @@ func TestTwoProcessesOneDatabase(t *testing.T) {
 // notify nobody (the registry saw the Subscription before the Commit).
 func TestRefusedSubscriptionWriteNotifiesNothing(t *testing.T) {
 	rcv := newReceiver(t)
-	s := start(t, backends()[0].open(t), nil, nil)
+	s := start(t, backends()[0].Open(t), nil, nil)
 	s.do(t, "", "PUT", "/Observation/x", observation("x", pulseCode, "p1", 1)).expect(t, http.StatusCreated)
 	tx := fmt.Sprintf(`{"resourceType":"Bundle","type":"transaction","entry":[
 		{"fullUrl":"urn:uuid:5b1e8d6c-1a52-4e55-9d0f-2d0c3c1b7a11","resource":%s,"request":{"method":"POST","url":"Subscription"}},

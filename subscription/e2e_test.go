@@ -61,7 +61,7 @@ type written struct {
 // signed with its Subscription's secret.
 func TestRestHookEveryWritePath(t *testing.T) {
 	for _, be := range backends() {
-		t.Run(be.name, func(t *testing.T) {
+		t.Run(be.Name, func(t *testing.T) {
 			rcv := newReceiver(t)
 			ps := map[string]*auth.Principal{
 				"ehr": {ClientID: "ehr", Subject: "ehr", Scopes: auth.ParseScopes("system/*.cruds")},
@@ -70,7 +70,7 @@ func TestRestHookEveryWritePath(t *testing.T) {
 				// open Subscription, which is in no patient's compartment).
 				"app": {ClientID: "app", Subject: "dr1", FHIRUser: "Practitioner/dr1", Scopes: auth.ParseScopes("patient/Observation.rs user/Subscription.cruds"), Patient: "p1"},
 			}
-			s := start(t, be.open(t), ps, nil)
+			s := start(t, be.Open(t), ps, nil)
 			for _, p := range []string{"p1", "p2"} {
 				s.do(t, "ehr", "PUT", "/Patient/"+p, fmt.Sprintf(`{"resourceType":"Patient","id":%q}`, p)).expect(t, http.StatusCreated)
 			}
@@ -181,7 +181,7 @@ func TestSubscriptionWriteRules(t *testing.T) {
 		"other": {ClientID: "other", Subject: "other", Scopes: auth.ParseScopes("system/*.cruds")},
 		"subs":  {ClientID: "subs", Subject: "subs", Scopes: auth.ParseScopes("system/Subscription.cruds")},
 	}
-	s := start(t, be.open(t), ps, func(c *subscription.Config) { c.MaxPerClient = 2 })
+	s := start(t, be.Open(t), ps, func(c *subscription.Config) { c.MaxPerClient = 2 })
 	const ep = "http://127.0.0.1:9/hook"
 	cases := []struct {
 		name, as, body string

@@ -19,39 +19,33 @@ import (
 	"github.com/anodyne-fhir/anodyne/auth"
 	"github.com/anodyne-fhir/anodyne/conformance"
 	"github.com/anodyne-fhir/anodyne/fhir"
+	"github.com/anodyne-fhir/anodyne/fhir/fhirtest"
 	"github.com/anodyne-fhir/anodyne/resources"
 	"github.com/anodyne-fhir/anodyne/storage"
 	"github.com/anodyne-fhir/anodyne/storage/mongo"
-	"github.com/anodyne-fhir/anodyne/storage/mongo/mongotest"
-	"github.com/anodyne-fhir/anodyne/storage/sqlite"
 	"github.com/anodyne-fhir/anodyne/subscription"
 )
 
-var mongoServer *mongotest.Shared
+var env *fhirtest.Env
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "anodyne-subs-ferretdb-")
-	if err != nil {
+	var err error
+	if env, err = fhirtest.NewEnv("subs"); err != nil {
 		panic(err)
 	}
-	mongoServer = mongotest.NewShared(dir)
 	code := m.Run()
-	if err := mongoServer.Stop(); err != nil {
+	if err := env.Close(); err != nil {
 		slog.Error("stopping FerretDB", "err", err)
 	}
-	os.RemoveAll(dir)
 	os.Exit(code)
 }
 
-type backend struct {
-	name string
-	open func(t testing.TB) storage.Backend
-}
+type backend = fhirtest.Backend
 
 // openMongo opens database db (one per test unless shared on purpose).
 func openMongo(t testing.TB, db string) storage.Backend {
-	srv := mongoServer.Get(t)
-	_, reg := parts(t)
+	srv := env.Mongo(t)
+	_, reg := env.Parts(t)
 	b, err := mongo.Open(context.Background(), srv.URI, db, mongo.WithPartitioning(reg.Partitioning()))
 	if err != nil {
 		t.Fatalf("open mongo: %v", err)
@@ -60,40 +54,9 @@ func openMongo(t testing.TB, db string) storage.Backend {
 	return b
 }
 
-func backends() []backend {
-	return []backend{
-		{"sqlite", func(t testing.TB) storage.Backend {
-			b, err := sqlite.Open(context.Background(), t.TempDir())
-			if err != nil {
-				t.Fatalf("open sqlite: %v", err)
-			}
-			t.Cleanup(func() { b.Close() })
-			return b
-		}},
-		{"mongo", func(t testing.TB) storage.Backend { return openMongo(t, mongotest.Database(t)) }},
-	}
-}
+func backends() []backend { return env.Backends() }
 
-var (
-	partsOnce sync.Once
-	validator *conformance.Validator
-	registry  *resources.Registry
-	partsErr  error
-)
-
-func parts(t testing.TB) (*conformance.Validator, *resources.Registry) {
-	t.Helper()
-	partsOnce.Do(func() {
-		if validator, partsErr = conformance.NewValidator(); partsErr != nil {
-			return
-		}
-		registry, partsErr = resources.Load()
-	})
-	if partsErr != nil {
-		t.Fatalf("loading parts: %v", partsErr)
-	}
-	return validator, registry
-}
+func parts(t testing.TB) (*conformance.Validator, *resources.Registry) { return env.Parts(t) }
 
 // asPrincipal stands in for token verification (tested in package auth
 // and end to end in cmd/anodyne): the X-Test-As header names one of the

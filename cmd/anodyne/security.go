@@ -182,6 +182,7 @@ func setupSecurity(ctx context.Context, cfg serveConfig, base string, backend st
 		auditGauge(m, j)
 		sec.close = j.Close
 		sink = j
+		sec.audit = j
 		record, wait := auth.AuditMiddleware(j, fhirBase, "/fhir", log), auditConsistent(j)
 		auditMW = func(next echo.HandlerFunc) echo.HandlerFunc { return record(wait(next)) }
 	case cfg.Sec.Audit == "on":
