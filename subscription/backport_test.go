@@ -47,32 +47,32 @@ func TestBackportTopics(t *testing.T) {
 			rcv := newReceiver(t)
 			s := start(t, be.Open(t), nil, nil)
 			const topics = "http://anodyne-fhir.org/fhir/SubscriptionTopic/"
-			pain := s.do(t, "", "POST", "/Subscription", topicSubscription(topics+"pain-score", "Observation?patient=Patient/p1", "id-only", rcv.ts.URL+"/pain")).expect(t, http.StatusCreated).json(t)
-			flag := s.do(t, "", "POST", "/Subscription", topicSubscription(topics+"flag-raised", "", "full-resource", rcv.ts.URL+"/flag")).expect(t, http.StatusCreated).json(t)
-			s.do(t, "", "POST", "/Subscription", topicSubscription(topics+"no-such-topic", "", "id-only", rcv.ts.URL+"/x")).expect(t, http.StatusUnprocessableEntity)
-			s.do(t, "", "POST", "/Subscription", topicSubscription(topics+"pain-score", "Flag?patient=p1", "id-only", rcv.ts.URL+"/x")).expect(t, http.StatusUnprocessableEntity)
-			s.do(t, "", "POST", "/Subscription", topicSubscription(topics+"pain-score", "", "everything", rcv.ts.URL+"/x")).expect(t, http.StatusUnprocessableEntity)
+			pain := s.do(t, "", "POST", "/Subscription", topicSubscription(topics+"pain-score", "Observation?patient=Patient/p1", "id-only", rcv.ts.URL+"/pain")).Expect(t, http.StatusCreated).JSON(t)
+			flag := s.do(t, "", "POST", "/Subscription", topicSubscription(topics+"flag-raised", "", "full-resource", rcv.ts.URL+"/flag")).Expect(t, http.StatusCreated).JSON(t)
+			s.do(t, "", "POST", "/Subscription", topicSubscription(topics+"no-such-topic", "", "id-only", rcv.ts.URL+"/x")).Expect(t, http.StatusUnprocessableEntity)
+			s.do(t, "", "POST", "/Subscription", topicSubscription(topics+"pain-score", "Flag?patient=p1", "id-only", rcv.ts.URL+"/x")).Expect(t, http.StatusUnprocessableEntity)
+			s.do(t, "", "POST", "/Subscription", topicSubscription(topics+"pain-score", "", "everything", rcv.ts.URL+"/x")).Expect(t, http.StatusUnprocessableEntity)
 
-			vital := s.do(t, "", "POST", "/Subscription", topicSubscription(topics+"vital-sign-out-of-range", "", "empty", rcv.ts.URL+"/vital")).expect(t, http.StatusCreated).json(t)
+			vital := s.do(t, "", "POST", "/Subscription", topicSubscription(topics+"vital-sign-out-of-range", "", "empty", rcv.ts.URL+"/vital")).Expect(t, http.StatusCreated).JSON(t)
 			if n := len(s.svc.Topics()); n != 3 {
 				t.Errorf("%d topics served, want 3", n)
 			}
 			interpreted := func(id, code string) string {
 				return strings.Replace(observation(id, pulseCode, "p1", 120), `"status":"final",`, `"status":"final","interpretation":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation","code":"`+code+`"}]}],`, 1)
 			}
-			s.do(t, "", "PUT", "/Observation/hr-high", interpreted("hr-high", "H")).expect(t, http.StatusCreated)
-			s.do(t, "", "PUT", "/Observation/hr-normal", interpreted("hr-normal", "N")).expect(t, http.StatusCreated)
-			s.do(t, "", "PUT", "/Observation/bp1", observation("bp1", painCode, "p1", 8)).expect(t, http.StatusCreated)
-			s.do(t, "", "PUT", "/Observation/bp2", observation("bp2", painCode, "p2", 8)).expect(t, http.StatusCreated)
-			s.do(t, "", "PUT", "/Observation/bp3", observation("bp3", pulseCode, "p1", 80)).expect(t, http.StatusCreated)
+			s.do(t, "", "PUT", "/Observation/hr-high", interpreted("hr-high", "H")).Expect(t, http.StatusCreated)
+			s.do(t, "", "PUT", "/Observation/hr-normal", interpreted("hr-normal", "N")).Expect(t, http.StatusCreated)
+			s.do(t, "", "PUT", "/Observation/bp1", observation("bp1", painCode, "p1", 8)).Expect(t, http.StatusCreated)
+			s.do(t, "", "PUT", "/Observation/bp2", observation("bp2", painCode, "p2", 8)).Expect(t, http.StatusCreated)
+			s.do(t, "", "PUT", "/Observation/bp3", observation("bp3", pulseCode, "p1", 80)).Expect(t, http.StatusCreated)
 			flagJSON := func(id, status string) string {
 				return fmt.Sprintf(`{"resourceType":"Flag","id":%q,"status":%q,"code":{"text":"pain out of range"},"subject":{"reference":"Patient/p1"}}`, id, status)
 			}
-			s.do(t, "", "PUT", "/Flag/f1", flagJSON("f1", "active")).expect(t, http.StatusCreated)
-			s.do(t, "", "PUT", "/Flag/f2", flagJSON("f2", "inactive")).expect(t, http.StatusCreated)
-			s.do(t, "", "PUT", "/Observation/bp1", observation("bp1", painCode, "p1", 9)).expect(t, http.StatusOK)
+			s.do(t, "", "PUT", "/Flag/f1", flagJSON("f1", "active")).Expect(t, http.StatusCreated)
+			s.do(t, "", "PUT", "/Flag/f2", flagJSON("f2", "inactive")).Expect(t, http.StatusCreated)
+			s.do(t, "", "PUT", "/Observation/bp1", observation("bp1", painCode, "p1", 9)).Expect(t, http.StatusOK)
 
-			base := s.root + "/fhir"
+			base := s.Root + "/fhir"
 			gotPain := rcv.wait(t, "/pain", 2, 15*time.Second, 300*time.Millisecond)
 			gotFlag := rcv.wait(t, "/flag", 1, 5*time.Second, 0)
 			gotVital := rcv.wait(t, "/vital", 1, 5*time.Second, 0)

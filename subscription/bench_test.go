@@ -30,12 +30,12 @@ func BenchmarkObservationWrite(b *testing.B) {
 		s := start(b, backends()[0].Open(b), ps, func(c *subscription.Config) { c.MaxPerClient = 10000 })
 		for i := range n {
 			crit := fmt.Sprintf("Observation?code=http://loinc.org|bench-%d&value-quantity=ge7", i)
-			s.do(b, "app", "POST", "/Subscription", subscriptionJSON(crit, "http://127.0.0.1:9/hook", "")).expect(b, http.StatusCreated)
+			s.do(b, "app", "POST", "/Subscription", subscriptionJSON(crit, "http://127.0.0.1:9/hook", "")).Expect(b, http.StatusCreated)
 		}
 		body := observation("", painCode, "p1", 8)
 		b.Run(fmt.Sprintf("subscriptions=%d", n), func(b *testing.B) {
 			for b.Loop() {
-				s.do(b, "ehr", "POST", "/Observation", body).expect(b, http.StatusCreated)
+				s.do(b, "ehr", "POST", "/Observation", body).Expect(b, http.StatusCreated)
 			}
 		})
 	}
@@ -61,7 +61,7 @@ func BenchmarkDeliveryLatency(b *testing.B) {
 	s := start(b, backends()[0].Open(b), nil, func(c *subscription.Config) {
 		*c = subscription.Config{Backend: c.Backend, AllowLoopback: true, Logger: c.Logger}
 	})
-	s.do(b, "", "POST", "/Subscription", subscriptionJSON("Observation?code="+painCode, rcv.URL+"/hook", "application/fhir+json")).expect(b, http.StatusCreated)
+	s.do(b, "", "POST", "/Subscription", subscriptionJSON("Observation?code="+painCode, rcv.URL+"/hook", "application/fhir+json")).Expect(b, http.StatusCreated)
 	var lat []time.Duration
 	for b.Loop() {
 		acked := map[string]time.Time{}
@@ -69,7 +69,7 @@ func BenchmarkDeliveryLatency(b *testing.B) {
 		for i := range writes {
 			<-tick.C
 			id := fmt.Sprintf("lat-%d-%d", len(lat), i)
-			s.do(b, "", "PUT", "/Observation/"+id, observation(id, painCode, "p1", i%10)).expect(b, http.StatusCreated)
+			s.do(b, "", "PUT", "/Observation/"+id, observation(id, painCode, "p1", i%10)).Expect(b, http.StatusCreated)
 			acked[id] = time.Now()
 		}
 		tick.Stop()

@@ -54,16 +54,16 @@ func TestReceiverFailsThenRecovers(t *testing.T) {
 				c.FailuresBeforeError = 3
 				c.Timeout = 300 * time.Millisecond
 			})
-			sub := s.do(t, "", "POST", "/Subscription", subscriptionJSON("Observation?code="+painCode, rcv.ts.URL+"/hook", "application/fhir+json")).expect(t, http.StatusCreated).json(t)
+			sub := s.do(t, "", "POST", "/Subscription", subscriptionJSON("Observation?code="+painCode, rcv.ts.URL+"/hook", "application/fhir+json")).Expect(t, http.StatusCreated).JSON(t)
 			id := sub["id"].(string)
 			var want []string
 			for i := range 4 {
 				oid := fmt.Sprintf("o%d", i)
-				s.do(t, "", "PUT", "/Observation/"+oid, observation(oid, painCode, "p1", i)).expect(t, http.StatusCreated)
+				s.do(t, "", "PUT", "/Observation/"+oid, observation(oid, painCode, "p1", i)).Expect(t, http.StatusCreated)
 				want = append(want, "PUT /hook/Observation/"+oid)
 			}
 			waitFor(t, "status error", 10*time.Second, func() bool {
-				r := s.do(t, "", "GET", "/Subscription/"+id, "").json(t)
+				r := s.do(t, "", "GET", "/Subscription/"+id, "").JSON(t)
 				return r["status"] == "error" && r["error"] != nil
 			})
 			got := rcv.wait(t, "/hook", len(want), 20*time.Second, 200*time.Millisecond)
@@ -71,7 +71,7 @@ func TestReceiverFailsThenRecovers(t *testing.T) {
 				t.Fatalf("got\n%v\nwant (commit order)\n%v", paths(got), want)
 			}
 			waitFor(t, "status active again", 10*time.Second, func() bool {
-				r := s.do(t, "", "GET", "/Subscription/"+id, "").json(t)
+				r := s.do(t, "", "GET", "/Subscription/"+id, "").JSON(t)
 				return r["status"] == "active" && r["error"] == nil
 			})
 			mu.Lock()
@@ -99,10 +99,10 @@ func TestDeletedSubscriptionStops(t *testing.T) {
 	}
 	b := backends()[0].Open(t)
 	s := start(t, b, nil, nil)
-	sub := s.do(t, "", "POST", "/Subscription", subscriptionJSON("Observation?code="+painCode, rcv.ts.URL+"/hook", "")).expect(t, http.StatusCreated).json(t)
+	sub := s.do(t, "", "POST", "/Subscription", subscriptionJSON("Observation?code="+painCode, rcv.ts.URL+"/hook", "")).Expect(t, http.StatusCreated).JSON(t)
 	id := sub["id"].(string)
 	for i := range 3 {
-		s.do(t, "", "POST", "/Observation", observation("", painCode, "p1", i)).expect(t, http.StatusCreated)
+		s.do(t, "", "POST", "/Observation", observation("", painCode, "p1", i)).Expect(t, http.StatusCreated)
 	}
 	ob, _ := storage.As[storage.Outbox](b)
 	queued := func() int {
@@ -115,8 +115,8 @@ func TestDeletedSubscriptionStops(t *testing.T) {
 	if n := queued(); n != 3 {
 		t.Fatalf("%d events queued, want 3", n)
 	}
-	s.do(t, "", "DELETE", "/Subscription/"+id, "").expect(t, http.StatusNoContent)
-	s.do(t, "", "POST", "/Observation", observation("", painCode, "p1", 9)).expect(t, http.StatusCreated)
+	s.do(t, "", "DELETE", "/Subscription/"+id, "").Expect(t, http.StatusNoContent)
+	s.do(t, "", "POST", "/Observation", observation("", painCode, "p1", 9)).Expect(t, http.StatusCreated)
 	mu.Lock()
 	failing = false
 	mu.Unlock()
@@ -137,7 +137,7 @@ func TestTwoProcessesOneDatabase(t *testing.T) {
 	slow := func(c *subscription.Config) { c.Reload = time.Hour }
 	a := start(t, openMongo(t, db), nil, slow)
 	b := start(t, openMongo(t, db), nil, slow)
-	a.do(t, "", "POST", "/Subscription", subscriptionJSON("Observation?code="+painCode, rcv.ts.URL+"/hook", "application/fhir+json")).expect(t, http.StatusCreated)
+	a.do(t, "", "POST", "/Subscription", subscriptionJSON("Observation?code="+painCode, rcv.ts.URL+"/hook", "application/fhir+json")).Expect(t, http.StatusCreated)
 	// The other process learns of the Subscription at its next check
 	// (Check: 100ms here).
 	time.Sleep(250 * time.Millisecond)
@@ -148,7 +148,7 @@ func TestTwoProcessesOneDatabase(t *testing.T) {
 			s = b
 		}
 		oid := fmt.Sprintf("two-%d", i)
-		s.do(t, "", "PUT", "/Observation/"+oid, observation(oid, painCode, "p1", i)).expect(t, http.StatusCreated)
+		s.do(t, "", "PUT", "/Observation/"+oid, observation(oid, painCode, "p1", i)).Expect(t, http.StatusCreated)
 		want = append(want, "PUT /hook/Observation/"+oid)
 	}
 	got := rcv.wait(t, "/hook", len(want), 20*time.Second, time.Second)
@@ -170,19 +170,19 @@ func TestTwoProcessesOneDatabase(t *testing.T) {
 func TestRefusedSubscriptionWriteNotifiesNothing(t *testing.T) {
 	rcv := newReceiver(t)
 	s := start(t, backends()[0].Open(t), nil, nil)
-	s.do(t, "", "PUT", "/Observation/x", observation("x", pulseCode, "p1", 1)).expect(t, http.StatusCreated)
+	s.do(t, "", "PUT", "/Observation/x", observation("x", pulseCode, "p1", 1)).Expect(t, http.StatusCreated)
 	tx := fmt.Sprintf(`{"resourceType":"Bundle","type":"transaction","entry":[
 		{"fullUrl":"urn:uuid:5b1e8d6c-1a52-4e55-9d0f-2d0c3c1b7a11","resource":%s,"request":{"method":"POST","url":"Subscription"}},
 		{"resource":%s,"request":{"method":"PUT","url":"Observation/x","ifMatch":"W/\"7\""}}]}`,
 		subscriptionJSON("Observation?code="+painCode, rcv.ts.URL+"/hook", ""), observation("x", pulseCode, "p1", 2))
-	if r := s.do(t, "", "POST", "", tx); r.status < 400 {
-		t.Fatalf("transaction with a stale If-Match answered %d", r.status)
+	if r := s.do(t, "", "POST", "", tx); r.Status < 400 {
+		t.Fatalf("transaction with a stale If-Match answered %d", r.Status)
 	}
-	if b := s.do(t, "", "GET", "/Subscription", "").json(t); b["total"] != nil && fmt.Sprint(b["total"]) != "0" {
+	if b := s.do(t, "", "GET", "/Subscription", "").JSON(t); b["total"] != nil && fmt.Sprint(b["total"]) != "0" {
 		t.Fatalf("a Subscription was stored: %v", b["total"])
 	}
 	for i := range 2 {
-		s.do(t, "", "POST", "/Observation", observation("", painCode, "p1", i)).expect(t, http.StatusCreated)
+		s.do(t, "", "POST", "/Observation", observation("", painCode, "p1", i)).Expect(t, http.StatusCreated)
 	}
 	time.Sleep(500 * time.Millisecond)
 	if got := rcv.under("/hook"); len(got) != 0 {

@@ -72,14 +72,14 @@ func TestRestHookEveryWritePath(t *testing.T) {
 			}
 			s := start(t, be.Open(t), ps, nil)
 			for _, p := range []string{"p1", "p2"} {
-				s.do(t, "ehr", "PUT", "/Patient/"+p, fmt.Sprintf(`{"resourceType":"Patient","id":%q}`, p)).expect(t, http.StatusCreated)
+				s.do(t, "ehr", "PUT", "/Patient/"+p, fmt.Sprintf(`{"resourceType":"Patient","id":%q}`, p)).Expect(t, http.StatusCreated)
 			}
 			criteria := "Observation?code=http://loinc.org|" + painCode
-			ehrSub := s.do(t, "ehr", "POST", "/Subscription", subscriptionJSON(criteria, rcv.ts.URL+"/ehr", "application/fhir+json")).expect(t, http.StatusCreated).json(t)
+			ehrSub := s.do(t, "ehr", "POST", "/Subscription", subscriptionJSON(criteria, rcv.ts.URL+"/ehr", "application/fhir+json")).Expect(t, http.StatusCreated).JSON(t)
 			if ehrSub["status"] != "active" {
 				t.Fatalf("created Subscription status %v, want active", ehrSub["status"])
 			}
-			appSub := s.do(t, "app", "POST", "/Subscription", subscriptionJSON(criteria, rcv.ts.URL+"/app", "")).expect(t, http.StatusCreated).json(t)
+			appSub := s.do(t, "app", "POST", "/Subscription", subscriptionJSON(criteria, rcv.ts.URL+"/app", "")).Expect(t, http.StatusCreated).JSON(t)
 			ehrSecret, appSecret := secretOf(t, ehrSub), secretOf(t, appSub)
 			if ehrSecret == appSecret || len(ehrSecret) < 16 {
 				t.Fatalf("secrets %q and %q", ehrSecret, appSecret)
@@ -88,14 +88,14 @@ func TestRestHookEveryWritePath(t *testing.T) {
 			var all []written
 			// create
 			for _, w := range []written{{"", painCode, "p1"}, {"", pulseCode, "p1"}, {"", painCode, "p2"}} {
-				r := s.do(t, "ehr", "POST", "/Observation", observation("", w.code, w.patient, 7)).expect(t, http.StatusCreated).json(t)
+				r := s.do(t, "ehr", "POST", "/Observation", observation("", w.code, w.patient, 7)).Expect(t, http.StatusCreated).JSON(t)
 				w.id = r["id"].(string)
 				all = append(all, w)
 			}
 			// update (a new version of a pain score notifies again)
-			s.do(t, "ehr", "PUT", "/Observation/up1", observation("up1", pulseCode, "p1", 60)).expect(t, http.StatusCreated)
+			s.do(t, "ehr", "PUT", "/Observation/up1", observation("up1", pulseCode, "p1", 60)).Expect(t, http.StatusCreated)
 			all = append(all, written{"up1", pulseCode, "p1"})
-			s.do(t, "ehr", "PUT", "/Observation/up1", observation("up1", painCode, "p1", 5)).expect(t, http.StatusOK)
+			s.do(t, "ehr", "PUT", "/Observation/up1", observation("up1", painCode, "p1", 5)).Expect(t, http.StatusOK)
 			all = append(all, written{"up1", painCode, "p1"})
 			// transaction and batch
 			for _, typ := range []string{"transaction", "batch"} {
@@ -104,15 +104,15 @@ func TestRestHookEveryWritePath(t *testing.T) {
 					{"resource":%s,"request":{"method":"PUT","url":"Observation/%s-pulse2"}},
 					{"resource":%s,"request":{"method":"PUT","url":"Observation/%s-pain1"}}]}`, typ,
 					observation(typ+"-pain2", painCode, "p2", 9), typ, observation(typ+"-pulse2", pulseCode, "p2", 80), typ, observation(typ+"-pain1", painCode, "p1", 3), typ)
-				s.do(t, "ehr", "POST", "", bundle).expect(t, http.StatusOK)
+				s.do(t, "ehr", "POST", "", bundle).Expect(t, http.StatusOK)
 				all = append(all, written{typ + "-pain2", painCode, "p2"}, written{typ + "-pulse2", pulseCode, "p2"}, written{typ + "-pain1", painCode, "p1"})
 			}
 			// $import (NDJSON)
 			nd := observation("imp-pain1", painCode, "p1", 8) + "\n" + observation("imp-pulse1", pulseCode, "p1", 70) + "\n" + observation("imp-pain2", painCode, "p2", 2) + "\n"
-			s.do(t, "ehr", "POST", "/$import", nd, "Content-Type: application/fhir+ndjson").expect(t, http.StatusOK)
+			s.do(t, "ehr", "POST", "/$import", nd, "Content-Type: application/fhir+ndjson").Expect(t, http.StatusOK)
 			all = append(all, written{"imp-pain1", painCode, "p1"}, written{"imp-pulse1", pulseCode, "p1"}, written{"imp-pain2", painCode, "p2"})
 			// a delete notifies nothing
-			s.do(t, "ehr", "DELETE", "/Observation/imp-pulse1", "").expect(t, http.StatusNoContent)
+			s.do(t, "ehr", "DELETE", "/Observation/imp-pulse1", "").Expect(t, http.StatusNoContent)
 
 			var wantEHR, wantApp []string
 			for _, w := range all {
@@ -202,34 +202,34 @@ func TestSubscriptionWriteRules(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r := s.do(t, tc.as, "POST", "/Subscription", tc.body).expect(t, tc.status)
-			if !strings.Contains(string(r.body), tc.diag) {
-				t.Errorf("outcome does not mention %q: %s", tc.diag, r.body)
+			r := s.do(t, tc.as, "POST", "/Subscription", tc.body).Expect(t, tc.status)
+			if !strings.Contains(string(r.Body), tc.diag) {
+				t.Errorf("outcome does not mention %q: %s", tc.diag, r.Body)
 			}
 		})
 	}
 	// A forged owner is replaced; another client cannot take it over.
 	forged := strings.Replace(subscriptionJSON("Observation?code=1", ep, ""), `"reason"`, `"extension":[{"url":"http://anodyne-fhir.org/fhir/StructureDefinition/subscription-owner","extension":[{"url":"client","valueString":"other"}]}],"reason"`, 1)
-	sub := s.do(t, "ehr", "POST", "/Subscription", forged).expect(t, http.StatusCreated).json(t)
+	sub := s.do(t, "ehr", "POST", "/Subscription", forged).Expect(t, http.StatusCreated).JSON(t)
 	if owner := get(sub, "extension", 0, "extension", 0, "valueString"); owner != "ehr" {
 		t.Errorf("owner %v, want ehr", owner)
 	}
 	id := sub["id"].(string)
-	s.do(t, "other", "PUT", "/Subscription/"+id, strings.Replace(subscriptionJSON("Observation?code=2", ep, ""), `{"resourceType":"Subscription",`, `{"resourceType":"Subscription","id":"`+id+`",`, 1)).expect(t, http.StatusForbidden)
+	s.do(t, "other", "PUT", "/Subscription/"+id, strings.Replace(subscriptionJSON("Observation?code=2", ep, ""), `{"resourceType":"Subscription",`, `{"resourceType":"Subscription","id":"`+id+`",`, 1)).Expect(t, http.StatusForbidden)
 	// The owner's round trip keeps the secret.
-	upd := s.do(t, "ehr", "PUT", "/Subscription/"+id, strings.Replace(subscriptionJSON("Observation?code=2", ep, ""), `{"resourceType":"Subscription",`, `{"resourceType":"Subscription","id":"`+id+`",`, 1)).expect(t, http.StatusOK).json(t)
+	upd := s.do(t, "ehr", "PUT", "/Subscription/"+id, strings.Replace(subscriptionJSON("Observation?code=2", ep, ""), `{"resourceType":"Subscription",`, `{"resourceType":"Subscription","id":"`+id+`",`, 1)).Expect(t, http.StatusOK).JSON(t)
 	if secretOf(t, upd) != secretOf(t, sub) {
 		t.Error("an update without the secret extension changed the secret")
 	}
 	// The per-client cap (2): a second is accepted, a third refused, an off one free.
-	s.do(t, "ehr", "POST", "/Subscription", subscriptionJSON("Observation?code=3", ep, "")).expect(t, http.StatusCreated)
-	s.do(t, "ehr", "POST", "/Subscription", subscriptionJSON("Observation?code=4", ep, "")).expect(t, http.StatusUnprocessableEntity)
-	off := s.do(t, "ehr", "POST", "/Subscription", strings.Replace(subscriptionJSON("Observation?code=4", ep, ""), `"requested"`, `"off"`, 1)).expect(t, http.StatusCreated).json(t)
+	s.do(t, "ehr", "POST", "/Subscription", subscriptionJSON("Observation?code=3", ep, "")).Expect(t, http.StatusCreated)
+	s.do(t, "ehr", "POST", "/Subscription", subscriptionJSON("Observation?code=4", ep, "")).Expect(t, http.StatusUnprocessableEntity)
+	off := s.do(t, "ehr", "POST", "/Subscription", strings.Replace(subscriptionJSON("Observation?code=4", ep, ""), `"requested"`, `"off"`, 1)).Expect(t, http.StatusCreated).JSON(t)
 	if off["status"] != "off" {
 		t.Errorf("status %v, want off", off["status"])
 	}
 	// An end in the past is off at once.
-	past := s.do(t, "other", "POST", "/Subscription", strings.Replace(subscriptionJSON("Observation?code=4", ep, ""), `"reason"`, `"end":"2020-01-01T00:00:00Z","reason"`, 1)).expect(t, http.StatusCreated).json(t)
+	past := s.do(t, "other", "POST", "/Subscription", strings.Replace(subscriptionJSON("Observation?code=4", ep, ""), `"reason"`, `"end":"2020-01-01T00:00:00Z","reason"`, 1)).Expect(t, http.StatusCreated).JSON(t)
 	if past["status"] != "off" {
 		t.Errorf("status %v with a past end, want off", past["status"])
 	}

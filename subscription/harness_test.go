@@ -1,9 +1,7 @@
 package subscription_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
@@ -75,10 +73,8 @@ func asPrincipal(ps map[string]*auth.Principal) echo.MiddlewareFunc {
 }
 
 type server struct {
-	srv  *fhir.Server
-	svc  *subscription.Service
-	root string
-	hc   *http.Client
+	*fhirtest.Server
+	svc *subscription.Service
 }
 
 // fast are delivery settings for tests: quick polls and retries.
@@ -97,7 +93,7 @@ func fast(cfg *subscription.Config) {
 // its last observer, and the service's delivery loop until cleanup.
 func start(t testing.TB, b storage.Backend, ps map[string]*auth.Principal, mod func(*subscription.Config)) *server {
 	t.Helper()
-	v, reg := parts(t)
+	_, reg := parts(t)
 	sc := subscription.Config{Backend: b}
 	if ps != nil {
 		sc.Authorizer = auth.NewPolicy(reg)
@@ -110,26 +106,14 @@ func start(t testing.TB, b storage.Backend, ps map[string]*auth.Principal, mod f
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewUnstartedServer(nil)
-	cfg := fhir.Config{
-		BaseURL:   "http://" + ts.Listener.Addr().String(),
-		Backend:   b,
-		Validator: v,
-		Registry:  reg,
-		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Observers: []fhir.CommitObserver{svc},
-	}
-	if ps != nil {
-		cfg.Authorizer = sc.Authorizer
-		cfg.Middleware = asPrincipal(ps)
-	}
-	srv, err := fhir.New(cfg)
-	if err != nil {
-		t.Fatalf("fhir.New: %v", err)
-	}
-	svc.Attach(srv)
-	ts.Config.Handler = srv.Handler()
-	ts.Start()
+	fs := env.Start(t, b, func(cfg *fhir.Config) {
+		cfg.Observers = []fhir.CommitObserver{svc}
+		if ps != nil {
+			cfg.Authorizer = sc.Authorizer
+			cfg.Middleware = asPrincipal(ps)
+		}
+	})
+	svc.Attach(fs.FHIR)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -138,84 +122,22 @@ func start(t testing.TB, b storage.Backend, ps map[string]*auth.Principal, mod f
 			t.Errorf("Run: %v", err)
 		}
 	}()
+	// Cleanups run last-in first-out: the delivery loop stops before the
+	// server Start registered closes.
 	t.Cleanup(func() {
 		cancel()
 		<-done
-		ts.Close()
-		srv.Close()
 	})
-	return &server{srv: srv, svc: svc, root: ts.URL, hc: ts.Client()}
-}
-
-type response struct {
-	status int
-	header http.Header
-	body   []byte
+	return &server{Server: fs, svc: svc}
 }
 
 // do sends a request under the FHIR base ("/Patient/1") as principal as.
-func (s *server) do(t testing.TB, as, method, path, body string, hdr ...string) response {
+func (s *server) do(t testing.TB, as, method, path, body string, hdr ...string) fhirtest.Response {
 	t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, s.root+"/fhir"+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/fhir+json")
-	}
-	req.Header.Set("X-Test-As", as)
-	for _, h := range hdr {
-		k, v, _ := strings.Cut(h, ":")
-		req.Header.Set(strings.TrimSpace(k), strings.TrimSpace(v))
-	}
-	res, err := s.hc.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer res.Body.Close()
-	raw, _ := io.ReadAll(res.Body)
-	return response{status: res.StatusCode, header: res.Header, body: raw}
+	return s.Do(t, method, path, body, append([]string{"X-Test-As: " + as}, hdr...)...)
 }
 
-func (r response) expect(t testing.TB, want int) response {
-	t.Helper()
-	if r.status != want {
-		t.Fatalf("status %d, want %d; body: %s", r.status, want, r.body)
-	}
-	return r
-}
-
-func (r response) json(t testing.TB) map[string]any {
-	t.Helper()
-	d := json.NewDecoder(bytes.NewReader(r.body))
-	d.UseNumber()
-	var m map[string]any
-	if err := d.Decode(&m); err != nil {
-		t.Fatalf("not a JSON object (%v): %q", err, r.body)
-	}
-	return m
-}
-
-func get(v any, path ...any) any {
-	for _, p := range path {
-		switch k := p.(type) {
-		case string:
-			m, _ := v.(map[string]any)
-			v = m[k]
-		case int:
-			a, _ := v.([]any)
-			if k >= len(a) {
-				return nil
-			}
-			v = a[k]
-		}
-	}
-	return v
-}
+func get(v any, path ...any) any { return fhirtest.Get(v, path...) }
 
 // delivery is one request a receiver got.
 type delivery struct {
