@@ -4,39 +4,34 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/anodyne-fhir/anodyne/conformance"
 	"github.com/anodyne-fhir/anodyne/fhir"
+	"github.com/anodyne-fhir/anodyne/fhir/fhirtest"
 	"github.com/anodyne-fhir/anodyne/resources"
 	"github.com/anodyne-fhir/anodyne/storage"
-	"github.com/anodyne-fhir/anodyne/storage/mongo"
-	"github.com/anodyne-fhir/anodyne/storage/mongo/mongotest"
 	"github.com/anodyne-fhir/anodyne/storage/sqlite"
 )
 
-// The MongoDB-compatible server (embedded FerretDB, or the real MongoDB of
-// ANODYNE_TEST_MONGODB_URI) is started once per test binary, on first use.
-var mongoServer *mongotest.Shared
+// env holds what the tests of this binary share: the MongoDB-compatible
+// server (embedded FerretDB, or the real MongoDB of
+// ANODYNE_TEST_MONGODB_URI) and the validator and registry.
+var env *fhirtest.Env
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "anodyne-fhir-ferretdb-")
-	if err != nil {
+	var err error
+	if env, err = fhirtest.NewEnv("fhir"); err != nil {
 		panic(err)
 	}
-	mongoServer = mongotest.NewShared(dir)
 	code := m.Run()
-	if err := mongoServer.Stop(); err != nil {
+	if err := env.Close(); err != nil {
 		slog.Error("stopping FerretDB", "err", err)
 	}
-	os.RemoveAll(dir)
 	os.Exit(code)
 }
 
@@ -48,58 +43,18 @@ type backend struct {
 
 // backends lists every backend; each e2e test runs on all of them.
 func backends() []backend {
-	return []backend{
-		{"sqlite", func(t testing.TB) storage.Backend {
-			b, err := sqliteOpen(t.TempDir())
-			if err != nil {
-				t.Fatalf("open sqlite: %v", err)
-			}
-			t.Cleanup(func() { b.Close() })
-			return b
-		}},
-		{"mongo", func(t testing.TB) storage.Backend {
-			srv := mongoServer.Get(t)
-			_, reg := parts(t)
-			b, err := mongo.Open(context.Background(), srv.URI, mongotest.Database(t), mongo.WithPartitioning(reg.Partitioning()))
-			if err != nil {
-				t.Fatalf("open mongo: %v", err)
-			}
-			t.Cleanup(func() { b.Close() })
-			if d, ok := storage.Backend(b).(storage.Describer); ok {
-				for _, n := range d.Capabilities(context.Background()).Notes {
-					t.Logf("backend note: %s", n)
-				}
-			}
-			return b
-		}},
+	var out []backend
+	for _, b := range env.Backends() {
+		out = append(out, backend{name: b.Name, open: b.Open})
 	}
+	return out
 }
 
 func sqliteOpen(dir string) (storage.Backend, error) {
 	return sqlite.Open(context.Background(), dir)
 }
 
-// shared parts that are expensive to build and immutable once built.
-var (
-	partsOnce sync.Once
-	validator *conformance.Validator
-	registry  *resources.Registry
-	partsErr  error
-)
-
-func parts(t testing.TB) (*conformance.Validator, *resources.Registry) {
-	t.Helper()
-	partsOnce.Do(func() {
-		if validator, partsErr = conformance.NewValidator(); partsErr != nil {
-			return
-		}
-		registry, partsErr = resources.Load()
-	})
-	if partsErr != nil {
-		t.Fatalf("loading validator/registry: %v", partsErr)
-	}
-	return validator, registry
-}
+func parts(t testing.TB) (*conformance.Validator, *resources.Registry) { return env.Parts(t) }
 
 // newServer starts the real server on a backend behind a real HTTP listener.
 func newServer(t testing.TB, b storage.Backend, mod func(*fhir.Config)) *client {
@@ -112,34 +67,15 @@ func newServer(t testing.TB, b storage.Backend, mod func(*fhir.Config)) *client 
 // background workers stop at cleanup.
 func startServer(t testing.TB, b storage.Backend, mod func(*fhir.Config)) (*client, *fhir.Server) {
 	t.Helper()
-	v, r := parts(t)
-	ts := httptest.NewUnstartedServer(nil)
-	cfg := fhir.Config{
-		BaseURL:   "http://" + ts.Listener.Addr().String(),
-		Backend:   b,
-		Validator: v,
-		Registry:  r,
-		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
-	}
-	if mod != nil {
-		mod(&cfg)
-	}
-	srv, err := fhir.New(cfg)
-	if err != nil {
-		t.Fatalf("fhir.New: %v", err)
-	}
-	ts.Config.Handler = srv.Handler()
-	ts.Start()
-	t.Cleanup(ts.Close)
-	t.Cleanup(func() { srv.Close() })
-	return &client{t: t, base: ts.URL + "/fhir", root: ts.URL, hc: ts.Client()}, srv
+	s := env.Start(t, b, mod)
+	return &client{t: t, base: s.Base, root: s.Root, srv: s}, s.FHIR
 }
 
 type client struct {
 	t    testing.TB
 	base string // FHIR base
 	root string
-	hc   *http.Client
+	srv  *fhirtest.Server
 }
 
 type response struct {
@@ -152,35 +88,8 @@ type response struct {
 // with "http". hdr is a list of "Name: value" strings.
 func (c *client) do(method, path, body string, hdr ...string) response {
 	c.t.Helper()
-	u := path
-	if !strings.HasPrefix(path, "http") {
-		u = c.base + path
-	}
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, u, rd)
-	if err != nil {
-		c.t.Fatalf("new request: %v", err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/fhir+json")
-	}
-	for _, h := range hdr {
-		k, v, _ := strings.Cut(h, ":")
-		req.Header.Set(strings.TrimSpace(k), strings.TrimSpace(v))
-	}
-	res, err := c.hc.Do(req)
-	if err != nil {
-		c.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer res.Body.Close()
-	raw, err := io.ReadAll(res.Body)
-	if err != nil {
-		c.t.Fatalf("%s %s: reading body: %v", method, path, err)
-	}
-	return response{status: res.StatusCode, header: res.Header, body: raw}
+	r := c.srv.Do(c.t, method, path, body, hdr...)
+	return response{status: r.Status, header: r.Header, body: r.Body}
 }
 
 // json decodes the body keeping numbers as written.

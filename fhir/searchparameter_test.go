@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/anodyne-fhir/anodyne/fhir"
+	"github.com/anodyne-fhir/anodyne/fhir/fhirtest"
 	"github.com/anodyne-fhir/anodyne/resources"
 )
 
@@ -45,7 +46,7 @@ func TestCustomSearchParameter(t *testing.T) {
 	ts.Config.Handler = srv.Handler()
 	ts.Start()
 	t.Cleanup(ts.Close)
-	c := &client{t: t, base: ts.URL + "/fhir", root: ts.URL, hc: ts.Client()}
+	c := &client{t: t, base: ts.URL + "/fhir", root: ts.URL, srv: &fhirtest.Server{FHIR: srv, Root: ts.URL, Base: ts.URL + "/fhir", Client: ts.Client()}}
 
 	c.do("PUT", "/Patient/ps1", painSitePatient("ps1", "77568009")).expect(t, http.StatusCreated) // back
 	c.do("PUT", "/Patient/ps2", painSitePatient("ps2", "69536005")).expect(t, http.StatusCreated) // head

@@ -86,7 +86,7 @@ func processCPU() time.Duration {
 // postBundle sends a Bundle from any goroutine (client.do may call Fatal, which
 // only the benchmark's own goroutine may).
 func postBundle(c *client, body string) (int, []byte, error) {
-	res, err := c.hc.Post(c.base, "application/fhir+json", strings.NewReader(body))
+	res, err := c.srv.Client.Post(c.base, "application/fhir+json", strings.NewReader(body))
 	if err != nil {
 		return 0, nil, err
 	}
