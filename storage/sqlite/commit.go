@@ -205,18 +205,6 @@ func (b *Backend) writeAlone(ctx context.Context, fn applyFunc) ([]storage.Recor
 	return out, nil
 }
 
-func applyAll(ctx context.Context, st *stmts, writes []storage.Write) ([]storage.Record, error) {
-	out := make([]storage.Record, len(writes))
-	for i := range writes {
-		rec, err := apply(ctx, st, &writes[i])
-		if err != nil {
-			return nil, fmt.Errorf("sqlite: commit %s/%s: %w", writes[i].Type, writes[i].ID, err)
-		}
-		out[i] = rec
-	}
-	return out, nil
-}
-
 // applyFunc is the work of one write request inside the write transaction.
 type applyFunc func(ctx context.Context, st *stmts) ([]storage.Record, error)
 
