@@ -105,6 +105,9 @@ func (s *Server) transaction(ctx context.Context, entries []*txEntry, ret string
 		e.cause = errNoAtomicCommit
 		return bundleResult{}, e
 	}
+	if rec, ok := idemFrom(ctx).replay(); ok {
+		return s.replayTransaction(ctx, entries, rec, ret)
+	}
 	if err := s.parseEntries(ctx, entries); err != nil {
 		return bundleResult{}, err
 	}
@@ -145,7 +148,7 @@ func (s *Server) runTransaction(ctx context.Context, entries []*txEntry) error {
 		if len(writes) == 0 {
 			return nil
 		}
-		recs, err := s.commit(ctx, writes)
+		recs, err := s.commit(markIdempotent(ctx, txResults(entries)), writes)
 		if errors.Is(err, storage.ErrVersionConflict) || errors.Is(err, storage.ErrDuplicateClaim) {
 			if err := backoff(ctx, attempt); err != nil {
 				return err
