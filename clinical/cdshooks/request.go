@@ -41,8 +41,8 @@ type orderContext struct {
 	UserID      string
 	PatientID   string
 	EncounterID string
-	Selections []string       // order-select: "MedicationRequest/id" of the selected drafts
-	Drafts     map[string]any // the draftOrders Bundle
+	Selections  []string       // order-select: "MedicationRequest/id" of the selected drafts
+	Drafts      map[string]any // the draftOrders Bundle
 }
 
 // decodeRequest parses and checks a request body; a *callError is the

@@ -97,13 +97,13 @@ func (n *naloxoneSpec) isRescue(req map[string]any, name string) bool {
 // naloxoneOrder is the draft rescue order for the patient.
 func (n *naloxoneSpec) order(oc *orderContext) map[string]any {
 	mr := map[string]any{
-		"resourceType": "MedicationRequest",
-		"status":       "draft",
-		"intent":       "order",
-		"subject":      map[string]any{"reference": "Patient/" + oc.PatientID},
+		"resourceType":              "MedicationRequest",
+		"status":                    "draft",
+		"intent":                    "order",
+		"subject":                   map[string]any{"reference": "Patient/" + oc.PatientID},
 		"medicationCodeableConcept": deepCopy(n.Medication),
-		"reasonCode": []any{map[string]any{"text": "Opioid overdose rescue, offered with opioids at 50 MME/day or more or with a benzodiazepine (CDC 2022)"}},
-		"dosageInstruction": []any{deepCopy(n.Dosage)},
+		"reasonCode":                []any{map[string]any{"text": "Opioid overdose rescue, offered with opioids at 50 MME/day or more or with a benzodiazepine (CDC 2022)"}},
+		"dosageInstruction":         []any{deepCopy(n.Dosage)},
 	}
 	if n.DispenseQuantity != nil {
 		mr["dispenseRequest"] = map[string]any{"quantity": deepCopy(n.DispenseQuantity)}
