@@ -49,6 +49,7 @@ var feedbackNamespace = uuid.MustParse("6f1c1a52-4a57-4b89-9a36-3f0e7c1d2b90")
 type cardRecord struct {
 	V            int      `json:"v"`
 	Client       string   `json:"client"`
+	Base         string   `json:"base"` // the service root (BaseURL/cds-services) that returned it
 	Service      string   `json:"service"`
 	Hook         string   `json:"hook"`
 	HookInstance string   `json:"hookInstance"`
@@ -72,7 +73,7 @@ func (s *Service) recordCards(ctx context.Context, service, client string, req *
 		if c.UUID == "" {
 			continue
 		}
-		rec := cardRecord{V: 1, Client: client, Service: service, Hook: req.Hook, HookInstance: req.HookInstance, Patient: oc.PatientID,
+		rec := cardRecord{V: 1, Client: client, Base: s.base, Service: service, Hook: req.Hook, HookInstance: req.HookInstance, Patient: oc.PatientID,
 			User: oc.UserID, Encounter: oc.EncounterID, Summary: c.Summary, Issued: s.cfg.Now().UTC().Format(time.RFC3339)}
 		for _, sg := range c.Suggestions {
 			rec.Suggestions = append(rec.Suggestions, sg.UUID)
@@ -213,7 +214,8 @@ func decodeFeedback(body []byte) ([]feedbackItem, error) {
 }
 
 // cardOf returns the record of a card this service gave client; another
-// client's card is as unknown as one never issued.
+// client's card, or another service's sharing the store, is as unknown as
+// one never issued.
 func (s *Service) cardOf(ctx context.Context, kv storage.KV, card, service, client string) (*cardRecord, error) {
 	notFound := &callError{Status: http.StatusNotFound, Code: "not_found", Message: fmt.Sprintf("card %q is not one this service returned to this client (or its record expired after %v)", card, cardRecordTTL)}
 	if strings.ContainsAny(card, "/") {
@@ -230,7 +232,7 @@ func (s *Service) cardOf(ctx context.Context, kv storage.KV, card, service, clie
 	if err := json.Unmarshal(raw, &rec); err != nil || rec.V != 1 {
 		return nil, fmt.Errorf("the record of card %s is not a version 1 card record: %v", card, err)
 	}
-	if rec.Client != client || rec.Service != service {
+	if rec.Client != client || rec.Service != service || rec.Base != s.base {
 		return nil, notFound
 	}
 	return &rec, nil
