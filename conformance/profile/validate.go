@@ -684,7 +684,10 @@ func (w *walker) reference(obj map[string]any, e *Element, path string) {
 		}
 	}
 	ref, _ := obj["reference"].(string)
-	local := w.resolve(ref)
+	local, problem := w.resolve(ref)
+	if problem != "" {
+		w.add("error", "structure", path, "reference resolution", fmt.Sprintf("the reference %q cannot be resolved in this Bundle: %s", ref, problem))
+	}
 	target := w.referenceType(ref)
 	if local != nil {
 		rt, _ := local["resourceType"].(string)
