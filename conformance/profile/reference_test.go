@@ -103,6 +103,7 @@ func TestReferenceTargets(t *testing.T) {
 			{"versioned reference picks that version", bundle(entry("https://ehr.example/fhir/Patient/1", versioned(patient(false), "1")), entry("https://ehr.example/fhir/Patient/1", versioned(patient(true), "2")), entry("https://ehr.example/fhir/Observation/o", claim("Patient/1/_history/1"))), "does not conform to " + adult},
 			{"versioned reference to a version the Bundle lacks", bundle(entry("https://ehr.example/fhir/Patient/1", versioned(patient(true), "1")), entry("https://ehr.example/fhir/Observation/o", claim("Patient/1/_history/3"))), "holds Patient/1 but not its version 3"},
 			{"unversioned reference to two versions", bundle(entry("https://ehr.example/fhir/Patient/1", versioned(patient(true), "1")), entry("https://ehr.example/fhir/Patient/1", versioned(patient(true), "2")), entry("https://ehr.example/fhir/Observation/o", claim("Patient/1"))), "2 entries of the Bundle match"},
+			{"a relative fullUrl", bundle(entry("Patient/1", patient(true))), "the fullUrl must be an absolute URL or a URN"},
 			{"the entry is not what the literal says", bundle(entry("https://ehr.example/fhir/Patient/1", `{"resourceType":"Group","id":"1","type":"person","actual":true}`), entry("https://ehr.example/fhir/Observation/o", claim("Patient/1"))), "resolves to a Group"},
 		} {
 			res, err := decode([]byte(tc.json))

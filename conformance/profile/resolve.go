@@ -46,6 +46,16 @@ func (b *bundleScope) fullURLOf(res map[string]any) (string, bool) {
 	return "", false
 }
 
+// fullURLs checks that every entry's fullUrl is absolute (a URL or a URN),
+// as references are resolved against it (bundle.html#bundle-unique).
+func (w *walker) fullURLs(path string) {
+	for i, e := range w.bundle.entries {
+		if u, ok := e["fullUrl"].(string); ok && !isAbsolute(u) {
+			w.add("error", "value", fmt.Sprintf("%s.entry[%d].fullUrl", path, i), "fullUrl", fmt.Sprintf("the fullUrl must be an absolute URL or a URN, not %q", u))
+		}
+	}
+}
+
 // resolve returns the local resource a reference designates (nil when it
 // is not local), and a problem when it is local but not one resource: a
 // version the Bundle does not hold, or several entries it could be.

@@ -187,6 +187,9 @@ func (w *walker) resourceAgainst(res map[string]any, typ string, sd *StructureDe
 	}
 	if typ == "Bundle" {
 		sub.bundle, sub.fullURL = newBundleScope(res), ""
+		if nested {
+			sub.fullURLs(path)
+		}
 	}
 	sub.node(item{val: res, typ: typ, path: path}, sd.Root, nested)
 }
