@@ -133,14 +133,14 @@ func (s *Server) observe(ctx context.Context, writes []storage.Write) ([]storage
 		err := s.runObservers(ctx, cs)
 		if errors.Is(err, errRelock) {
 			keys = slices.Compact(slices.Sorted(slices.Values(cs.relock)))
-			cs.release()
+			cs.release(ctx)
 			continue
 		}
 		if err != nil {
-			cs.release()
+			cs.release(ctx)
 			return nil, nil, err
 		}
-		return cs.writes, cs.release, nil
+		return cs.writes, func() { cs.release(ctx) }, nil
 	}
 }
 

@@ -89,6 +89,11 @@ type Config struct {
 	// Observers see every change before it is committed and add what it
 	// derives to the same Commit (see CommitObserver), in this order.
 	Observers []CommitObserver
+	// SerializeInProcess makes CommitSet.Serialize lock within this process
+	// only, saving two KV writes per serialized Commit: for a store no other
+	// server process writes. By default it also takes a lease in the
+	// store's KV, so that servers sharing the store take turns.
+	SerializeInProcess bool
 	// PatientOperations are GET [base]/Patient/{id}/$name operations
 	// computed above this package (see PatientOperation).
 	PatientOperations []PatientOperation
@@ -186,6 +191,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if s.leaseTTL <= 0 {
 		s.leaseTTL = defaultLeaseTTL
+	}
+	if !cfg.SerializeInProcess {
+		s.keyLocks.kv, s.keyLocks.owner, s.keyLocks.ttl = cfg.Backend.KV(), s.leaseOwner, min(s.leaseTTL, serializeLeaseTTL)
 	}
 	for _, op := range cfg.PatientOperations {
 		if op.Name == "" || op.Run == nil {

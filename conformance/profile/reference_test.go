@@ -87,6 +87,9 @@ func TestReferenceTargets(t *testing.T) {
 		}
 		return `{"resourceType":"Patient","id":"1"}`
 	}
+	versioned := func(res, v string) string {
+		return strings.Replace(res, `"id":"1"`, `"id":"1","meta":{"versionId":"`+v+`"}`, 1)
+	}
 	const uuid = "urn:uuid:8c0d7a5e-1f7e-4a8e-9d52-2b1b3c4d5e6f"
 	t.Run("bundle", func(t *testing.T) {
 		for _, tc := range []struct{ name, json, want string }{
@@ -96,6 +99,11 @@ func TestReferenceTargets(t *testing.T) {
 			{"relative from another server's base is not the entry", bundle(entry("https://ehr.example/fhir/Patient/1", patient(false)), entry("https://other.example/fhir/Observation/o", claim("Patient/1"))), ""},
 			{"relative from a urn entry names a server resource", bundle(entry("https://ehr.example/fhir/Patient/1", patient(false)), entry("urn:uuid:00000000-0000-4000-8000-000000000001", claim("Patient/1"))), ""},
 			{"entries without fullUrl, by type and id", bundle(entry("", patient(false)), entry("", claim("Patient/1"))), "does not conform to " + adult},
+			{"versioned reference to a version the Bundle holds", bundle(entry("https://ehr.example/fhir/Patient/1", versioned(patient(false), "1")), entry("https://ehr.example/fhir/Patient/1", versioned(patient(true), "2")), entry("https://ehr.example/fhir/Observation/o", claim("Patient/1/_history/2"))), ""},
+			{"versioned reference picks that version", bundle(entry("https://ehr.example/fhir/Patient/1", versioned(patient(false), "1")), entry("https://ehr.example/fhir/Patient/1", versioned(patient(true), "2")), entry("https://ehr.example/fhir/Observation/o", claim("Patient/1/_history/1"))), "does not conform to " + adult},
+			{"versioned reference to a version the Bundle lacks", bundle(entry("https://ehr.example/fhir/Patient/1", versioned(patient(true), "1")), entry("https://ehr.example/fhir/Observation/o", claim("Patient/1/_history/3"))), "holds Patient/1 but not its version 3"},
+			{"unversioned reference to two versions", bundle(entry("https://ehr.example/fhir/Patient/1", versioned(patient(true), "1")), entry("https://ehr.example/fhir/Patient/1", versioned(patient(true), "2")), entry("https://ehr.example/fhir/Observation/o", claim("Patient/1"))), "2 entries of the Bundle match"},
+			{"a relative fullUrl", bundle(entry("Patient/1", patient(true))), "the fullUrl must be an absolute URL or a URN"},
 			{"the entry is not what the literal says", bundle(entry("https://ehr.example/fhir/Patient/1", `{"resourceType":"Group","id":"1","type":"person","actual":true}`), entry("https://ehr.example/fhir/Observation/o", claim("Patient/1"))), "resolves to a Group"},
 		} {
 			res, err := decode([]byte(tc.json))
@@ -109,6 +117,20 @@ func TestReferenceTargets(t *testing.T) {
 			case tc.want != "" && !strings.Contains(text, tc.want):
 				t.Errorf("%s: want %q, got:%s", tc.name, tc.want, text)
 			}
+		}
+		// A history Bundle holds several versions by design: an
+		// unversioned reference is not ambiguous there.
+		hist := func(res, method string) string {
+			return `{"fullUrl":"https://ehr.example/fhir/Patient/1","resource":` + res + `,"request":{"method":"` + method + `","url":"Patient/1"},"response":{"status":"200"}}`
+		}
+		raw := `{"resourceType":"Bundle","type":"history","entry":[` + hist(versioned(patient(true), "2"), "PUT") + "," + hist(versioned(patient(true), "1"), "POST") +
+			`,{"fullUrl":"https://ehr.example/fhir/Observation/o","resource":` + claim("Patient/1") + `,"request":{"method":"POST","url":"Observation"},"response":{"status":"201"}}]}`
+		res, err := decode([]byte(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if text := issuesText(errorsOf(r.Validate(bg, res, Options{}))); strings.Contains(text, "match the reference") {
+			t.Errorf("history Bundle:%s", text)
 		}
 	})
 }

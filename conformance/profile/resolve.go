@@ -1,6 +1,7 @@
 package profile
 
 import (
+	"fmt"
 	"reflect"
 	"strings"
 )
@@ -18,11 +19,12 @@ import (
 // bundleScope is the enclosing Bundle of the resource being validated.
 type bundleScope struct {
 	entries []map[string]any
+	history bool // a history Bundle holds several versions of a resource by design
 }
 
 func newBundleScope(bundle map[string]any) *bundleScope {
 	list, _ := bundle["entry"].([]any)
-	b := &bundleScope{entries: make([]map[string]any, 0, len(list))}
+	b := &bundleScope{entries: make([]map[string]any, 0, len(list)), history: bundle["type"] == "history"}
 	for _, e := range list {
 		if m, ok := e.(map[string]any); ok {
 			b.entries = append(b.entries, m)
@@ -44,50 +46,93 @@ func (b *bundleScope) fullURLOf(res map[string]any) (string, bool) {
 	return "", false
 }
 
-// resolve returns the local resource a reference designates, or nil.
-func (w *walker) resolve(ref string) map[string]any {
+// fullURLs checks that every entry's fullUrl is absolute (a URL or a URN),
+// as references are resolved against it (bundle.html#bundle-unique).
+func (w *walker) fullURLs(path string) {
+	for i, e := range w.bundle.entries {
+		if u, ok := e["fullUrl"].(string); ok && !isAbsolute(u) {
+			w.add("error", "value", fmt.Sprintf("%s.entry[%d].fullUrl", path, i), "fullUrl", fmt.Sprintf("the fullUrl must be an absolute URL or a URN, not %q", u))
+		}
+	}
+}
+
+// resolve returns the local resource a reference designates (nil when it
+// is not local), and a problem when it is local but not one resource: a
+// version the Bundle does not hold, or several entries it could be.
+func (w *walker) resolve(ref string) (map[string]any, string) {
 	switch {
 	case ref == "":
-		return nil
+		return nil, ""
 	case strings.HasPrefix(ref, "#"):
-		return w.contained(ref[1:])
+		return w.contained(ref[1:]), ""
 	case w.bundle == nil:
-		return nil
+		return nil, ""
 	}
-	ref = stripHistory(ref)
+	ref, version := splitHistory(ref)
 	if isAbsolute(ref) {
-		return w.bundle.byFullURL(ref)
+		return w.bundle.match(ref, version, func(e map[string]any) bool { return fullURL(e) == ref })
 	}
 	typ, id, ok := typeAndID(ref)
 	if !ok {
-		return nil
+		return nil, ""
 	}
 	if w.fullURL == "" {
-		for _, e := range w.bundle.entries {
-			if u, _ := e["fullUrl"].(string); u != "" {
-				continue
-			}
-			if m, ok := e["resource"].(map[string]any); ok && m["resourceType"] == typ && m["id"] == id {
-				return m
-			}
-		}
-		return nil
+		return w.bundle.match(ref, version, func(e map[string]any) bool {
+			m, _ := e["resource"].(map[string]any)
+			return e["fullUrl"] == nil && m["resourceType"] == typ && m["id"] == id
+		})
 	}
 	base, ok := restBase(w.fullURL)
 	if !ok {
-		return nil
+		return nil, ""
 	}
-	return w.bundle.byFullURL(base + ref)
+	u := base + ref
+	return w.bundle.match(ref, version, func(e map[string]any) bool { return fullURL(e) == u })
 }
 
-func (b *bundleScope) byFullURL(u string) map[string]any {
+// match picks the entry a reference designates among those is selects.
+func (b *bundleScope) match(ref, version string, is func(map[string]any) bool) (map[string]any, string) {
+	var found []map[string]any
 	for _, e := range b.entries {
-		if fu, _ := e["fullUrl"].(string); fu != "" && stripHistory(fu) == u {
-			m, _ := e["resource"].(map[string]any)
-			return m
+		if is(e) {
+			if m, ok := e["resource"].(map[string]any); ok {
+				found = append(found, m)
+			}
 		}
 	}
-	return nil
+	if len(found) == 0 {
+		return nil, ""
+	}
+	if version != "" {
+		var v []map[string]any
+		for _, m := range found {
+			if meta, _ := m["meta"].(map[string]any); meta["versionId"] == version {
+				v = append(v, m)
+			}
+		}
+		if len(v) == 0 {
+			return nil, fmt.Sprintf("the Bundle holds %s but not its version %s", ref, version)
+		}
+		found = v
+	}
+	if len(found) > 1 && !b.history {
+		return nil, fmt.Sprintf("%d entries of the Bundle match the reference (give the version)", len(found))
+	}
+	return found[len(found)-1], ""
+}
+
+func fullURL(e map[string]any) string {
+	u, _ := e["fullUrl"].(string)
+	u, _ = splitHistory(u)
+	return u
+}
+
+// splitHistory splits a /_history/version suffix off a reference.
+func splitHistory(ref string) (string, string) {
+	if i := strings.Index(ref, "/_history/"); i >= 0 {
+		return ref[:i], ref[i+len("/_history/"):]
+	}
+	return ref, ""
 }
 
 func isAbsolute(ref string) bool {
@@ -96,10 +141,8 @@ func isAbsolute(ref string) bool {
 
 // stripHistory drops a /_history/version suffix.
 func stripHistory(ref string) string {
-	if i := strings.Index(ref, "/_history/"); i >= 0 {
-		return ref[:i]
-	}
-	return ref
+	r, _ := splitHistory(ref)
+	return r
 }
 
 // typeAndID splits a relative reference "Patient/1".

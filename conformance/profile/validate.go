@@ -187,6 +187,9 @@ func (w *walker) resourceAgainst(res map[string]any, typ string, sd *StructureDe
 	}
 	if typ == "Bundle" {
 		sub.bundle, sub.fullURL = newBundleScope(res), ""
+		if nested {
+			sub.fullURLs(path)
+		}
 	}
 	sub.node(item{val: res, typ: typ, path: path}, sd.Root, nested)
 }
@@ -684,7 +687,10 @@ func (w *walker) reference(obj map[string]any, e *Element, path string) {
 		}
 	}
 	ref, _ := obj["reference"].(string)
-	local := w.resolve(ref)
+	local, problem := w.resolve(ref)
+	if problem != "" {
+		w.add("error", "structure", path, "reference resolution", fmt.Sprintf("the reference %q cannot be resolved in this Bundle: %s", ref, problem))
+	}
 	target := w.referenceType(ref)
 	if local != nil {
 		rt, _ := local["resourceType"].(string)
