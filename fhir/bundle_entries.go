@@ -131,10 +131,12 @@ func (s *Server) parseEntryURL(e *txEntry) error {
 		u = strings.TrimPrefix(u, s.base+"/")
 	}
 	u = strings.TrimPrefix(u, "/")
-	if u == "" || strings.Contains(u, "://") {
+	path, rawQuery, hasQuery := strings.Cut(u, "?")
+	// Only the path says whether the URL is absolute: the query may hold
+	// URLs of its own (code=http://loinc.org|8867-4).
+	if path == "" || strings.Contains(path, "://") {
 		return errBadRequest("request.url %q must be relative to this server's base", e.url)
 	}
-	path, rawQuery, hasQuery := strings.Cut(u, "?")
 	seg := strings.Split(path, "/")
 	for _, sg := range seg {
 		if sg == "" || sg == "." || sg == ".." {

@@ -36,6 +36,10 @@ func (s *Server) readRoute(seg []string) (readFunc, map[string]string, error) {
 			return (*Server).historyTypeRead, p, nil
 		case seg[1] == "$everything":
 			return (*Server).everythingAll, p, nil
+		case seg[0] == "Observation" && seg[1] == "$lastn":
+			return (*Server).lastnRead, nil, nil
+		case seg[0] == "Observation" && seg[1] == "$stats":
+			return (*Server).statsRead, nil, nil
 		case op(1) || seg[1] == "_search":
 			return notEntry()
 		}

@@ -23,6 +23,8 @@ func TestReadRouteCoversRouteTable(t *testing.T) {
 		"/:type/:id/$everything":   (*Server).everythingInstance,
 		"/:type/:id/:comp":         (*Server).compartmentSearch,
 		"/:type/:id/_history/:vid": (*Server).vreadInstance,
+		"/Observation/$lastn":      (*Server).lastnRead,
+		"/Observation/$stats":      (*Server).statsRead,
 	}
 	notEntries := map[string]bool{
 		"":                           true, // system search needs _type, which a GET entry URL cannot start with
@@ -33,10 +35,6 @@ func TestReadRouteCoversRouteTable(t *testing.T) {
 		"/$export-status/:job":       true,
 		"/$export-file/:job/:file":   true,
 		"/:type/:id/$reindex-status": true,
-		// Not yet runnable as entries (refused with 400 not-supported):
-		// a batch client sends them as requests of their own.
-		"/Observation/$lastn": true,
-		"/Observation/$stats": true,
 	}
 	sample := strings.NewReplacer(":type", "Patient", ":id", "p1", ":vid", "2", ":comp", "Observation", ":job", "j1", ":file", "f1")
 	s := &Server{}

@@ -223,7 +223,24 @@ func TestOutputFilterEveryReadRoute(t *testing.T) {
 	// Writes name stored ids (a view is for callers who read; research
 	// clients cannot write); what they answer still passes the view.
 	recipes := map[string]func() (int, []byte){
-		"POST ":         func() (int, []byte) { return call("POST", "", batchBody) },
+		"POST ": func() (int, []byte) {
+			st, raw := call("POST", "", batchBody)
+			// Every entry must answer, or the check below sees too little.
+			var b struct {
+				Entry []struct {
+					Resource json.RawMessage         `json:"resource"`
+					Response struct{ Status string } `json:"response"`
+				} `json:"entry"`
+			}
+			if err := json.Unmarshal(raw, &b); err == nil {
+				for i, e := range b.Entry {
+					if !strings.HasPrefix(e.Response.Status, "200") || !strings.Contains(string(e.Resource), stampSystem) {
+						t.Errorf("batch entry %d: %s", i, e.Response.Status)
+					}
+				}
+			}
+			return st, raw
+		},
 		"POST /":        func() (int, []byte) { return call("POST", "/", txBody, repr) },
 		"GET /_history": func() (int, []byte) { return call("GET", "/_history", "") },
 		"GET ":          func() (int, []byte) { return call("GET", "?_type=Patient,Observation", "") },
@@ -322,6 +339,36 @@ func TestOutputFilterEveryReadRoute(t *testing.T) {
 			t.Errorf("%s: the answer holds no resource to check: %s", key, raw)
 		}
 	}
+	// $stats as a batch entry: the statistics Observations are the
+	// server's own, the sources must have passed the view.
+	st, raw := call("POST", "", statsBatchBody)
+	var sb struct {
+		Entry []struct {
+			Resource struct {
+				Parameter []struct {
+					Name     string          `json:"name"`
+					Resource json.RawMessage `json:"resource"`
+				} `json:"parameter"`
+			} `json:"resource"`
+		} `json:"entry"`
+	}
+	if err := json.Unmarshal(raw, &sb); err != nil || st != http.StatusOK || len(sb.Entry) != 1 {
+		t.Errorf("$stats batch entry: status %d: %s", st, raw)
+	} else {
+		var sources []any
+		for _, pm := range sb.Entry[0].Resource.Parameter {
+			if pm.Name == "source" {
+				var v any
+				if err := json.Unmarshal(pm.Resource, &v); err != nil {
+					t.Fatal(err)
+				}
+				sources = append(sources, v)
+			}
+		}
+		if n := checkStamped(t, "$stats batch entry", sources); n == 0 {
+			t.Errorf("$stats batch entry answers no source: %s", raw)
+		}
+	}
 	// The view's ids are the only names: a stored id matches nothing.
 	if st, _ := call("GET", "/Observation/o1", ""); st != http.StatusNotFound {
 		t.Errorf("read by stored id under a view: status %d, want 404", st)
@@ -333,7 +380,12 @@ func TestOutputFilterEveryReadRoute(t *testing.T) {
 
 const batchBody = `{"resourceType":"Bundle","type":"batch","entry":[
  {"request":{"method":"GET","url":"Observation/v-o1"}},
- {"request":{"method":"GET","url":"Observation?subject=Patient/v-p1"}}]}`
+ {"request":{"method":"GET","url":"Observation?subject=Patient/v-p1"}},
+ {"request":{"method":"GET","url":"Observation/$lastn?subject=Patient/v-p1&code:text=x&_include=Observation:subject"}}]}`
+
+// statsBatchBody asks $stats, with its sources, as a batch entry.
+const statsBatchBody = `{"resourceType":"Bundle","type":"batch","entry":[
+ {"request":{"method":"GET","url":"Observation/$stats?coding=http://loinc.org|72514-3&statistic=count&include=true&patient=Group/v-g1"}}]}`
 
 const txBody = `{"resourceType":"Bundle","type":"transaction","entry":[
  {"fullUrl":"urn:uuid:7f2b9a0e-1c1d-4a57-9d55-0a9f3b1e6c01","resource":{"resourceType":"Patient"},"request":{"method":"POST","url":"Patient"}},

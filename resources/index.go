@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"regexp"
 
-	"github.com/anodyne-fhir/anodyne/fhir/fhirpath"
+	"github.com/anodyne-fhir/anodyne/conformance/fhirpath"
 	"github.com/anodyne-fhir/anodyne/storage"
 )
 

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/anodyne-fhir/anodyne/auth"
+	"github.com/anodyne-fhir/anodyne/conformance/fhirpath"
 	"github.com/anodyne-fhir/anodyne/fhir"
-	"github.com/anodyne-fhir/anodyne/fhir/fhirpath"
 	"github.com/anodyne-fhir/anodyne/storage"
 )
 

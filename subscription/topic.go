@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/anodyne-fhir/anodyne/fhir/fhirpath"
+	"github.com/anodyne-fhir/anodyne/conformance/fhirpath"
 	"github.com/anodyne-fhir/anodyne/storage"
 )
 
