@@ -33,8 +33,17 @@ import (
 // Nothing acknowledged is lost: the materializer stores each batch with
 // its journal position (a KV put in the same Commit, storage.KVCommitter),
 // and on start it resumes from that position, so every journaled event is
-// stored exactly once even after a kill -9. AuditEvent searches see an
-// event once it is materialized, normally within a fraction of a second.
+// stored exactly once even after a kill -9.
+//
+// Storing an event as a resource costs about as much CPU and database
+// writer time as the read it records, so the materializer puts it off
+// while reads keep coming: it stores when the server pauses (50 ms
+// without an event), when the oldest event waits 5 s, when the backlog
+// reaches 8 MB (about 8,000 events), when asked (WaitStored), and at
+// Close. AuditEvent searches see an event once it is stored; serve makes
+// a request that may return AuditEvents call WaitStored first, so an
+// auditor never misses an acknowledged read (that request may wait for a
+// backlog of up to 5 s of reads to be stored).
 //
 // Journal files are journal-NNNNNNNN.log in the directory, preallocated
 // (zeros) so that a group needs a data sync only, a new one per run and
@@ -68,6 +77,9 @@ type Journal struct {
 	stopMat  chan struct{}
 	matErr   error
 	storedAt position // the materializer's position (for Sync)
+	// lastAppend is when the flusher last made events durable; oldest
+	// when the oldest durable event not yet stored was (zero: none).
+	lastAppend, oldest time.Time
 }
 
 // position is a place in the journal: file number and byte offset.
@@ -80,11 +92,18 @@ const (
 	journalKey     = "audit/journal/position"
 	journalBatch   = 500
 	journalMaxFile = 16 << 20
-	// storeEvery is how often the materializer stores what is journaled,
-	// wakeBytes the backlog that wakes it earlier: a Commit per read group
-	// would cost the database writer what the journal saves.
-	storeEvery = 100 * time.Millisecond
-	wakeBytes  = 256 << 10
+	// When the materializer stores (materialize): storing costs the
+	// database writer and the CPU about as much per event as the read
+	// it records, so it is put off while reads keep coming and done in
+	// large Commits when the server has a pause (no event for idleGap),
+	// when the backlog reaches maxBacklog bytes, when the oldest event
+	// not stored is maxDelay old, when a request that may return
+	// AuditEvents asks (WaitStored), and at Close. checkEvery is how
+	// often it looks.
+	checkEvery = 20 * time.Millisecond
+	idleGap    = 50 * time.Millisecond
+	maxDelay   = 5 * time.Second
+	maxBacklog = 8 << 20
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -273,10 +292,15 @@ func (j *Journal) flushLoop() {
 		for _, w := range waiters {
 			w <- err
 		}
-		// The materializer runs on its tick (storeEvery) so that its
-		// Commits hold many events; a backlog wakes it sooner.
+		// The materializer looks on its own tick (materialize); only a
+		// backlog that must not grow further wakes it.
 		j.mu.Lock()
-		backlog := j.file != j.storedAt.File || j.durable-j.storedAt.Offset >= wakeBytes
+		now := time.Now()
+		j.lastAppend = now
+		if j.oldest.IsZero() {
+			j.oldest = now
+		}
+		backlog := j.file != j.storedAt.File || j.durable-j.storedAt.Offset >= maxBacklog
 		j.mu.Unlock()
 		if backlog {
 			select {

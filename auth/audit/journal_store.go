@@ -14,17 +14,20 @@ import (
 )
 
 // materialize stores journaled events as AuditEvent resources, from pos
-// on, when the flusher reports a backlog (and at least every
-// storeEvery), until Close; then it stores what is left and returns.
+// on, when due (see due), or at once when woken (a backlog at its bound,
+// WaitStored), until Close; then it stores what is left and returns.
 func (j *Journal) materialize(pos position) {
 	defer close(j.matDone)
-	tick := time.NewTicker(storeEvery)
+	tick := time.NewTicker(checkEvery)
 	defer tick.Stop()
 	for {
 		stopping := false
 		select {
 		case <-j.wake:
 		case <-tick.C:
+			if !j.due(time.Now()) {
+				continue
+			}
 		case <-j.stopMat:
 			stopping = true
 		}
@@ -42,6 +45,10 @@ func (j *Journal) materialize(pos position) {
 			pos = next
 			j.mu.Lock()
 			j.storedAt = pos
+			caughtUp := pos == position{File: j.file, Offset: j.durable}
+			if caughtUp {
+				j.oldest = time.Time{}
+			}
 			j.mu.Unlock()
 			if !progressed {
 				break
@@ -51,6 +58,32 @@ func (j *Journal) materialize(pos position) {
 			return
 		}
 	}
+}
+
+func (j *Journal) due(now time.Time) bool {
+	j.mu.Lock()
+	b := backlog{stored: j.storedAt, end: position{File: j.file, Offset: j.durable}, lastAppend: j.lastAppend, oldest: j.oldest}
+	j.mu.Unlock()
+	return b.due(now)
+}
+
+// backlog is what the materializer knows of the events not yet stored.
+type backlog struct {
+	stored, end        position  // the materializer's position, the end of the durable events
+	lastAppend, oldest time.Time // the flusher's last append, the oldest unstored event's
+}
+
+// due reports whether the events not yet stored should be stored now: the
+// server paused (no event for idleGap), the oldest waits maxDelay, or the
+// backlog reached maxBacklog bytes or a finished file.
+func (b backlog) due(now time.Time) bool {
+	switch {
+	case b.stored == b.end:
+		return false
+	case b.stored.File != b.end.File, b.end.Offset-b.stored.Offset >= maxBacklog:
+		return true
+	}
+	return now.Sub(b.lastAppend) >= idleGap || !b.oldest.IsZero() && now.Sub(b.oldest) >= maxDelay
 }
 
 // storeBatch stores up to journalBatch events after pos with the position
