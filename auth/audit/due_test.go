@@ -20,7 +20,11 @@ func TestBacklogDue(t *testing.T) {
 		{"nothing to store", backlog{stored: position{1, 100}, end: position{1, 100}, lastAppend: now.Add(-time.Hour), oldest: now.Add(-time.Hour)}, false},
 		{"reads keep coming", at(position{1, 5000}), false},
 		{"a pause", func() backlog { b := at(position{1, 5000}); b.lastAppend = now.Add(-idleGap); return b }(), true},
-		{"just short of a pause", func() backlog { b := at(position{1, 5000}); b.lastAppend = now.Add(-idleGap + time.Millisecond); return b }(), false},
+		{"just short of a pause", func() backlog {
+			b := at(position{1, 5000})
+			b.lastAppend = now.Add(-idleGap + time.Millisecond)
+			return b
+		}(), false},
 		{"the oldest waited maxDelay", func() backlog { b := at(position{1, 5000}); b.oldest = now.Add(-maxDelay); return b }(), true},
 		{"backlog at its bound", at(position{1, 100 + maxBacklog}), true},
 		{"backlog just under its bound", at(position{1, 99 + maxBacklog}), false},
