@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/anodyne-fhir/anodyne/auth"
@@ -80,6 +81,7 @@ type Journal struct {
 	// lastAppend is when the flusher last made events durable; oldest
 	// when the oldest durable event not yet stored was (zero: none).
 	lastAppend, oldest time.Time
+	directOff          atomic.Bool // logged that direct entries were refused
 }
 
 // position is a place in the journal: file number and byte offset.
@@ -243,13 +245,9 @@ func (j *Journal) PrepareAudit(ev auth.AuditEvent) (storage.Write, error) {
 
 // RecordAudit appends ev and returns once it is fsynced.
 func (j *Journal) RecordAudit(ctx context.Context, ev auth.AuditEvent) error {
-	res := ev.Resource()
-	at := time.Now().UTC().Truncate(time.Millisecond)
-	res["id"] = newID()
-	res["meta"] = map[string]any{"versionId": "1", "lastUpdated": at.Format("2006-01-02T15:04:05.000Z07:00")}
-	body, err := json.Marshal(res)
+	body, err := encodeEvent(ev, newID(), time.Now())
 	if err != nil {
-		return fmt.Errorf("audit: encode: %w", err)
+		return err
 	}
 	done := make(chan error, 1)
 	j.mu.Lock()
@@ -267,6 +265,19 @@ func (j *Journal) RecordAudit(ctx context.Context, ev auth.AuditEvent) error {
 	case <-ctx.Done():
 		return fmt.Errorf("audit: waiting for the journal: %w", ctx.Err())
 	}
+}
+
+// encodeEvent is the JSON of ev's AuditEvent resource with its id and
+// meta, as journaled.
+func encodeEvent(ev auth.AuditEvent, id string, now time.Time) ([]byte, error) {
+	res := ev.Resource()
+	res["id"] = id
+	res["meta"] = map[string]any{"versionId": "1", "lastUpdated": now.UTC().Truncate(time.Millisecond).Format("2006-01-02T15:04:05.000Z07:00")}
+	body, err := json.Marshal(res)
+	if err != nil {
+		return nil, fmt.Errorf("audit: encode: %w", err)
+	}
+	return body, nil
 }
 
 // flushLoop writes and fsyncs whatever is pending, one group at a time.

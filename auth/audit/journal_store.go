@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"time"
 
@@ -108,8 +109,9 @@ func (j *Journal) storeBatch(pos position) (position, bool, error) {
 		return pos, false, nil
 	}
 	writes := make([]storage.Write, 0, len(bodies))
+	direct := len(bodies) > 0 && j.directAgrees(bodies[0])
 	for _, b := range bodies {
-		w, err := writeOfBody(j.index, b)
+		w, err := writeOfBody(j.index, b, direct)
 		if err != nil {
 			// Written by this package: only a bug gets here. Keeping the
 			// line would block every later event.
@@ -132,8 +134,10 @@ func (j *Journal) storeBatch(pos position) (position, bool, error) {
 	return np, true, nil
 }
 
-// writeOfBody is the write of one journaled AuditEvent resource.
-func writeOfBody(index Indexer, body []byte) (storage.Write, error) {
+// writeOfBody is the write of one journaled AuditEvent resource, indexed
+// directly (directEntries) when direct is set and the body allows it, by
+// the registry otherwise.
+func writeOfBody(index Indexer, body []byte, direct bool) (storage.Write, error) {
 	var head struct {
 		ID   string `json:"id"`
 		Meta struct {
@@ -143,7 +147,38 @@ func writeOfBody(index Indexer, body []byte) (storage.Write, error) {
 	if err := json.Unmarshal(body, &head); err != nil || head.ID == "" {
 		return storage.Write{}, fmt.Errorf("audit journal: event without id: %v", err)
 	}
-	return writeOf(index, head.ID, head.Meta.LastUpdated.UTC(), body)
+	at := head.Meta.LastUpdated.UTC()
+	if direct {
+		if entries, ok := directEntries(body); ok {
+			return storage.Write{
+				Record: storage.Record{Type: "AuditEvent", ID: head.ID, VersionID: 1, LastUpdated: at, Method: http.MethodPost, JSON: body},
+				Index:  entries,
+			}, nil
+		}
+	}
+	return writeOf(index, head.ID, at, body)
+}
+
+// directAgrees reports whether the direct entries of body are the
+// registry's: checked on the first event of every batch, since the
+// registry's AuditEvent parameters can change (a SearchParameter
+// resource) while the direct ones cannot.
+func (j *Journal) directAgrees(body []byte) bool {
+	got, ok := directEntries(body)
+	if !ok {
+		return true // the registry indexes this one anyway; the next bodies decide alone
+	}
+	want, err := writeOf(j.index, "x", time.Time{}, body)
+	if err != nil {
+		return false
+	}
+	if !sameEntries(got, want.Index) {
+		if !j.directOff.Swap(true) {
+			j.log.Warn("audit journal: the search parameters of AuditEvent differ from R4's; events are indexed with the registry")
+		}
+		return false
+	}
+	return true
 }
 
 // readLines returns the JSON of at most max lines of the file from
