@@ -137,6 +137,13 @@ func bulkInsert(ctx context.Context, st *stmts, ws []storage.Write, out []storag
 			return fmt.Errorf("index: %w", err)
 		}
 	}
+	var refDates [][]any
+	for i := range ws {
+		refDates = append(refDates, refDateRows(pks[i], ws[i].Index)...)
+	}
+	if err := insertRows(ctx, st, insertRefDate, refDates); err != nil {
+		return fmt.Errorf("index reference dates: %w", err)
+	}
 	for _, i := range composite {
 		for k := range ws[i].Index {
 			if e := &ws[i].Index[k]; e.Kind == storage.KindComposite {
@@ -257,4 +264,24 @@ func insertReturning(ctx context.Context, st *stmts, table, col string, rows [][
 		done += n
 	}
 	return nil
+}
+
+const insertRefDate = "INSERT OR IGNORE INTO idx_ref_date (param, ref_id, dparam, high, low, res_pk)"
+
+// refDateRows are the idx_ref_date rows of a resource's entries: every
+// local reference (an id, typed or not) paired with every date.
+func refDateRows(pk int64, es []storage.Entry) [][]any {
+	var rows [][]any
+	for i := range es {
+		r := &es[i]
+		if r.Kind != storage.KindReference || r.RefID == "" {
+			continue
+		}
+		for k := range es {
+			if d := &es[k]; d.Kind == storage.KindDate {
+				rows = append(rows, []any{r.Param, r.RefID, d.Param, d.High, d.Low, pk})
+			}
+		}
+	}
+	return rows
 }

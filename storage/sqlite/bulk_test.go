@@ -63,6 +63,7 @@ func dump(t *testing.T, b *Backend) string {
 		"SELECT cid, res_pk, param FROM idx_composite ORDER BY 1",
 		"SELECT cid, part, res_pk, param, code, num FROM idx_composite_part ORDER BY 1, 2",
 		"SELECT stream, id, seq, data FROM outbox ORDER BY n",
+		"SELECT param, ref_id, dparam, high, low, res_pk FROM idx_ref_date ORDER BY 1, 2, 3, 4, 5, 6",
 	} {
 		rows, err := b.r.QueryContext(t.Context(), q)
 		if err != nil {

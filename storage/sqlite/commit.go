@@ -70,6 +70,7 @@ var deleteIndex = []string{
 	`DELETE FROM idx_uri WHERE res_pk = ?`,
 	`DELETE FROM idx_composite_part WHERE res_pk = ?`,
 	`DELETE FROM idx_composite WHERE res_pk = ?`,
+	`DELETE FROM idx_ref_date WHERE res_pk = ?`,
 }
 
 const insertPart = `INSERT INTO idx_composite_part (cid, res_pk, param, part, text, exact, system, code, ref_type, ref_id, ref_url, low, high, num_low, num_high, num)
@@ -443,6 +444,9 @@ func apply(ctx context.Context, st *stmts, w *storage.Write) (storage.Record, er
 		if err := insertEntry(ctx, st, pk, &w.Index[i]); err != nil {
 			return storage.Record{}, fmt.Errorf("index %s: %w", w.Index[i].Param, err)
 		}
+	}
+	if err := insertRows(ctx, st, insertRefDate, refDateRows(pk, w.Index)); err != nil {
+		return storage.Record{}, fmt.Errorf("index reference dates: %w", err)
 	}
 	if err := insertEvents(ctx, st, seq, w.Events); err != nil {
 		return storage.Record{}, err
