@@ -98,6 +98,10 @@ type Importer struct {
 	// authorize applies the Authorizer to each resource ($import over
 	// HTTP); a local import by the operator does not.
 	authorize bool
+	// replay ($import with an Idempotency-Key) writes no new version of a
+	// resource already stored with the same content: a copy of a request
+	// that was partly or wholly committed then changes nothing more.
+	replay bool
 }
 
 // Importer returns a bulk importer writing through this server's pipeline

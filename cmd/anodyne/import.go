@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -215,6 +216,11 @@ func (r remote) do(ctx context.Context, method, url, contentType string, body []
 		req.Header.Set("Authorization", "Bearer "+r.token)
 	}
 	res, err := r.hc.Do(req)
+	if err == nil && r.retryable(res) && body != nil && retryKey(hdr) {
+		// A request with an Idempotency-Key can be sent again safely: the
+		// server answers a copy that got through with the first answer.
+		res, err = r.retry(ctx, req, res, body)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, nil, ctx.Err()
@@ -240,6 +246,55 @@ func (r remote) do(ctx context.Context, method, url, contentType string, body []
 		return nil, nil, fmt.Errorf("the server at %s refused the request (403 Forbidden): the token's scopes do not allow this (an import needs write scopes such as system/*.cu, an export system/*.rs): %s", r.base, diagnostics(raw))
 	}
 	return res, raw, nil
+}
+
+// retryable reports an answer that says to try again shortly: a copy of
+// the request still in progress (409) or the database unavailable (503).
+func (r remote) retryable(res *http.Response) bool {
+	return (res.StatusCode == http.StatusConflict || res.StatusCode == http.StatusServiceUnavailable) && res.Header.Get("Retry-After") != ""
+}
+
+func retryKey(hdr []string) bool {
+	for _, h := range hdr {
+		if k, _, _ := strings.Cut(h, ":"); strings.EqualFold(strings.TrimSpace(k), fhir.IdempotencyHeader) {
+			return true
+		}
+	}
+	return false
+}
+
+// retry sends req again while the server says to, for up to two minutes.
+func (r remote) retry(ctx context.Context, req *http.Request, res *http.Response, body []byte) (*http.Response, error) {
+	deadline := time.Now().Add(2 * time.Minute)
+	for r.retryable(res) && time.Now().Before(deadline) {
+		wait := time.Second
+		if n, err := strconv.Atoi(res.Header.Get("Retry-After")); err == nil && n > 0 {
+			wait = min(time.Duration(n)*time.Second, 10*time.Second)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		again := req.Clone(ctx)
+		again.Body = io.NopCloser(bytes.NewReader(body))
+		var err error
+		if res, err = r.hc.Do(again); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// importKey is the Idempotency-Key of one request of an import: the file
+// (ImportFileID: path, size, modification time) and the units it carries,
+// so that a run resumed after a kill sends the same key for the same
+// request, and the server answers a copy that got through the first time
+// without storing it twice.
+func importKey(fileID string, from, to int) string {
+	return fmt.Sprintf("%s: anodyne-import/%s/%d-%d", fhir.IdempotencyHeader, fileID, from, to)
 }
 
 // importRemote sends transaction and batch Bundles to the server's base
@@ -278,15 +333,16 @@ func importRemote(ctx context.Context, cfg importConfig, paths []string, bar *pr
 		if cp.Complete {
 			bytesDone += info.Size()
 			rep.Files++
+			rep.Skipped += int64(cp.Done)
 			continue
 		}
 		if strings.HasSuffix(path, ".json") {
-			sent, err := postBundle(ctx, rm, path, &rep)
+			sent, n, err := postBundle(ctx, rm, path, id, &rep)
 			if err != nil {
 				return rep, err
 			}
 			if sent {
-				cp.Complete = true
+				cp.Complete, cp.Done = true, n
 				st[id] = cp
 				if err := st.save(cfg.state); err != nil {
 					return rep, err
@@ -307,7 +363,7 @@ func importRemote(ctx context.Context, cfg importConfig, paths []string, bar *pr
 			if len(where) == 0 {
 				return nil
 			}
-			if err := postChunk(ctx, rm, path, chunk.Bytes(), where, &rep); err != nil {
+			if err := postChunk(ctx, rm, path, chunk.Bytes(), where, importKey(id, cp.Done, unitNo), &rep); err != nil {
 				return err
 			}
 			cp.Done = unitNo
@@ -354,12 +410,26 @@ func importRemote(ctx context.Context, cfg importConfig, paths []string, bar *pr
 }
 
 // postBundle sends a transaction or batch Bundle to the base; it reports
-// false for any other file, which then goes to $import.
-func postBundle(ctx context.Context, rm remote, path string, rep *fhir.ImportReport) (bool, error) {
+// false for any other file, which then goes to $import, and the number of
+// entries.
+func postBundle(ctx context.Context, rm remote, path, fileID string, rep *fhir.ImportReport) (bool, int, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		return false, fmt.Errorf("reading %s: %w", path, err)
+		return false, 0, fmt.Errorf("reading %s: %w", path, err)
 	}
+	sent, err := postBundleRaw(ctx, rm, path, fileID, raw, rep)
+	return sent, bundleEntries(raw), err
+}
+
+func bundleEntries(raw []byte) int {
+	var probe struct {
+		Entry []json.RawMessage `json:"entry"`
+	}
+	_ = json.Unmarshal(raw, &probe)
+	return len(probe.Entry)
+}
+
+func postBundleRaw(ctx context.Context, rm remote, path, fileID string, raw []byte, rep *fhir.ImportReport) (bool, error) {
 	var probe struct {
 		ResourceType string            `json:"resourceType"`
 		Type         string            `json:"type"`
@@ -368,7 +438,7 @@ func postBundle(ctx context.Context, rm remote, path string, rep *fhir.ImportRep
 	if json.Unmarshal(raw, &probe) != nil || probe.ResourceType != "Bundle" || (probe.Type != "transaction" && probe.Type != "batch") {
 		return false, nil
 	}
-	res, body, err := rm.do(ctx, http.MethodPost, rm.base, "application/fhir+json", raw, "Prefer: return=minimal")
+	res, body, err := rm.do(ctx, http.MethodPost, rm.base, "application/fhir+json", raw, "Prefer: return=minimal", importKey(fileID, 0, len(probe.Entry)))
 	if err != nil {
 		return false, err
 	}
@@ -410,8 +480,8 @@ func postBundle(ctx context.Context, rm remote, path string, rep *fhir.ImportRep
 
 // postChunk sends NDJSON to $import and maps the failed lines of the
 // chunk back to the file (where[i] is a line, or -1-entry for a Bundle).
-func postChunk(ctx context.Context, rm remote, path string, chunk []byte, where []int, rep *fhir.ImportReport) error {
-	res, body, err := rm.do(ctx, http.MethodPost, rm.base+"/$import", "application/fhir+ndjson", chunk)
+func postChunk(ctx context.Context, rm remote, path string, chunk []byte, where []int, key string, rep *fhir.ImportReport) error {
+	res, body, err := rm.do(ctx, http.MethodPost, rm.base+"/$import", "application/fhir+ndjson", chunk, key)
 	if err != nil {
 		return err
 	}
