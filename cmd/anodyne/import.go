@@ -125,6 +125,9 @@ func printImportReport(stdout io.Writer, path string, rep fhir.ImportReport) err
 	}
 	fmt.Fprintf(stdout, "imported %d resources from %d files in %s (%.0f resources/s); %d failed; %d skipped (imported by an earlier run)\n",
 		rep.Stored, rep.Files, rep.Duration.Round(time.Millisecond), rate, rep.Failed, rep.Skipped)
+	if n := len(rep.Retried); n > 0 {
+		fmt.Fprintf(stdout, "%d Bundles went in after the other files: a conditional reference of theirs needed a resource another file creates\n", n)
+	}
 	const shown = 20
 	for i, f := range rep.Failures {
 		if i == shown {
@@ -317,14 +320,16 @@ func importRemote(ctx context.Context, cfg importConfig, paths []string, bar *pr
 	}
 	var bytesDone int64
 	defer func() { rep.Duration = time.Since(start) }()
-	for _, path := range files {
+	// importOne imports one file; with deferOK a transaction Bundle whose
+	// conditional reference finds nothing waits for a later round.
+	importOne := func(path string, deferOK bool) error {
 		info, err := os.Stat(path)
 		if err != nil {
-			return rep, fmt.Errorf("reading %s: %w", path, err)
+			return fmt.Errorf("reading %s: %w", path, err)
 		}
 		id, err := fhir.ImportFileID(path)
 		if err != nil {
-			return rep, err
+			return err
 		}
 		cp := st[id]
 		if cfg.restart {
@@ -334,23 +339,23 @@ func importRemote(ctx context.Context, cfg importConfig, paths []string, bar *pr
 			bytesDone += info.Size()
 			rep.Files++
 			rep.Skipped += int64(cp.Done)
-			continue
+			return nil
 		}
 		if strings.HasSuffix(path, ".json") {
-			sent, n, err := postBundle(ctx, rm, path, id, &rep)
+			sent, n, err := postBundle(ctx, rm, path, id, deferOK, &rep)
 			if err != nil {
-				return rep, err
+				return err
 			}
 			if sent {
 				cp.Complete, cp.Done = true, n
 				st[id] = cp
 				if err := st.save(cfg.state); err != nil {
-					return rep, err
+					return err
 				}
 				bytesDone += info.Size()
 				rep.Files++
 				bar.update(bytesDone, total, rep.Stored, rep.Failed)
-				continue
+				return nil
 			}
 		}
 		// Units are sent in chunks; the state advances only after the
@@ -395,16 +400,51 @@ func importRemote(ctx context.Context, cfg importConfig, paths []string, bar *pr
 			err = send()
 		}
 		if err != nil {
-			return rep, err
+			return err
 		}
 		cp.Complete = true
 		st[id] = cp
 		if err := st.save(cfg.state); err != nil {
-			return rep, err
+			return err
 		}
 		bytesDone += info.Size()
 		rep.Files++
 		bar.update(bytesDone, total, rep.Stored, rep.Failed)
+		return nil
+	}
+	var deferred []string
+	for _, path := range files {
+		err := importOne(path, true)
+		if errors.Is(err, errWaitForRefs) {
+			deferred = append(deferred, path)
+			continue
+		}
+		if err != nil {
+			return rep, err
+		}
+	}
+	// As a direct import (fhir/import_order.go): the set-aside Bundles
+	// again, round after round while one goes in; the last round reports.
+	rep.Retried = deferred
+	for len(deferred) > 0 {
+		var still []string
+		for _, path := range deferred {
+			err := importOne(path, true)
+			if errors.Is(err, errWaitForRefs) {
+				still = append(still, path)
+			} else if err != nil {
+				return rep, err
+			}
+		}
+		if len(still) == len(deferred) {
+			for _, path := range still {
+				if err := importOne(path, false); err != nil {
+					return rep, err
+				}
+			}
+			break
+		}
+		deferred = still
 	}
 	return rep, nil
 }
@@ -412,12 +452,12 @@ func importRemote(ctx context.Context, cfg importConfig, paths []string, bar *pr
 // postBundle sends a transaction or batch Bundle to the base; it reports
 // false for any other file, which then goes to $import, and the number of
 // entries.
-func postBundle(ctx context.Context, rm remote, path, fileID string, rep *fhir.ImportReport) (bool, int, error) {
+func postBundle(ctx context.Context, rm remote, path, fileID string, deferOK bool, rep *fhir.ImportReport) (bool, int, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return false, 0, fmt.Errorf("reading %s: %w", path, err)
 	}
-	sent, err := postBundleRaw(ctx, rm, path, fileID, raw, rep)
+	sent, err := postBundleRaw(ctx, rm, path, fileID, raw, deferOK, rep)
 	return sent, bundleEntries(raw), err
 }
 
@@ -429,7 +469,7 @@ func bundleEntries(raw []byte) int {
 	return len(probe.Entry)
 }
 
-func postBundleRaw(ctx context.Context, rm remote, path, fileID string, raw []byte, rep *fhir.ImportReport) (bool, error) {
+func postBundleRaw(ctx context.Context, rm remote, path, fileID string, raw []byte, deferOK bool, rep *fhir.ImportReport) (bool, error) {
 	var probe struct {
 		ResourceType string            `json:"resourceType"`
 		Type         string            `json:"type"`
@@ -449,6 +489,9 @@ func postBundleRaw(ctx context.Context, rm remote, path, fileID string, raw []by
 	}
 	if res.StatusCode == http.StatusUnauthorized || res.StatusCode >= 500 {
 		return false, fmt.Errorf("%s: the server answered %d: %s", path, res.StatusCode, diagnostics(body))
+	}
+	if deferOK && probe.Type == "transaction" && unresolvedRef(res.StatusCode, body) {
+		return false, errWaitForRefs
 	}
 	if res.StatusCode != http.StatusOK {
 		rep.Failed += int64(len(probe.Entry))
@@ -476,6 +519,33 @@ func postBundleRaw(ctx context.Context, rm remote, path, fileID string, raw []by
 		rep.Failures = append(rep.Failures, fhir.ImportFailure{File: path, Entry: i, Reason: e.Response.Status + ": " + diagnostics(e.Response.Outcome)})
 	}
 	return true, nil
+}
+
+// errWaitForRefs: a transaction Bundle's conditional reference found
+// nothing; it is sent again once the other files are in.
+var errWaitForRefs = errors.New("a conditional reference found nothing yet")
+
+// unresolvedRef recognizes the server's refusal of a transaction whose
+// conditional reference matched no resource (412, not-found, "matches 0").
+func unresolvedRef(status int, body []byte) bool {
+	if status != http.StatusPreconditionFailed {
+		return false
+	}
+	var oo struct {
+		Issue []struct {
+			Code        string `json:"code"`
+			Diagnostics string `json:"diagnostics"`
+		} `json:"issue"`
+	}
+	if json.Unmarshal(body, &oo) != nil {
+		return false
+	}
+	for _, is := range oo.Issue {
+		if is.Code == "not-found" && strings.Contains(is.Diagnostics, "conditional reference") && strings.Contains(is.Diagnostics, "matches 0 resources") {
+			return true
+		}
+	}
+	return false
 }
 
 // postChunk sends NDJSON to $import and maps the failed lines of the
