@@ -74,6 +74,27 @@ func TestIdempotencyKey(t *testing.T) {
 				t.Errorf("batch key reused with another body: code %q", code)
 			}
 
+			// $import: a copy of a request is a replay; what is stored with
+			// the same content gets no new version, and the answer is the
+			// first one's. Without a key a repeat is an update (version 2).
+			nd := `{"resourceType":"Patient","id":"idem-nd1","name":[{"family":"IdemNd"}]}` + "\n" +
+				`{"resourceType":"Patient","id":"idem-nd2","gender":"not-a-gender"}` + "\n" +
+				`{"resourceType":"Patient","id":"idem-nd3","name":[{"family":"IdemNd"}]}` + "\n"
+			ndjson := "Content-Type: application/fhir+ndjson"
+			i1 := c.do("POST", "/$import", nd, ndjson, "Idempotency-Key: nd-1").expect(t, http.StatusOK)
+			i2 := c.do("POST", "/$import", nd, ndjson, "Idempotency-Key: nd-1").expect(t, http.StatusOK)
+			if string(i1.body) != string(i2.body) {
+				t.Errorf("replayed $import answered\n%s\nthe first\n%s", i2.body, i1.body)
+			}
+			if v := get(c.do("GET", "/Patient/idem-nd3", "").expect(t, http.StatusOK).json(t), "meta", "versionId"); v != "1" {
+				t.Errorf("replayed $import: Patient/idem-nd3 at version %v, want 1", v)
+			}
+			c.do("POST", "/$import", strings.Replace(nd, "IdemNd", "IdemNd2", 1), ndjson, "Idempotency-Key: nd-1").expect(t, http.StatusUnprocessableEntity)
+			c.do("POST", "/$import", nd, ndjson).expect(t, http.StatusOK)
+			if v := get(c.do("GET", "/Patient/idem-nd3", "").expect(t, http.StatusOK).json(t), "meta", "versionId"); v != "2" {
+				t.Errorf("$import without key: Patient/idem-nd3 at version %v, want 2", v)
+			}
+
 			// transaction (where the database can run one)
 			tx := bundleJSON("transaction",
 				`{"fullUrl":"urn:uuid:0b6a5c3e-6a44-4f0e-9c7a-1f6f7d3c2a11","resource":{"resourceType":"Patient","name":[{"family":"IdemTx"}]},"request":{"method":"POST","url":"Patient"}}`,

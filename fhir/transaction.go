@@ -518,8 +518,12 @@ func (s *Server) resolveRef(ctx context.Context, ref string, refs, cond map[stri
 		return "", err
 	}
 	if len(ms) != 1 {
-		return "", newError(http.StatusPreconditionFailed, codeNotFound,
+		e := newError(http.StatusPreconditionFailed, codeNotFound,
 			"conditional reference %q matches %d resources; it must match exactly one", ref, len(ms))
+		if len(ms) == 0 {
+			e.cause = errUnresolvedRef
+		}
+		return "", e
 	}
 	to := typ + "/" + ms[0].ID
 	cond[ref] = to
