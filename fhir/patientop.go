@@ -220,6 +220,11 @@ func (s *Server) operationDefinitionRead(c echo.Context) error {
 			return writeResource(c, http.StatusOK, op.Definition)
 		}
 	}
+	for _, op := range s.resOps {
+		if id, _ := op.Definition["id"].(string); id != "" && id == c.Param("id") {
+			return writeResource(c, http.StatusOK, op.Definition)
+		}
+	}
 	id := c.Param("id")
 	c.SetParamNames("type", "id")
 	c.SetParamValues("OperationDefinition", id)
