@@ -1,7 +1,6 @@
 package fhir
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -241,59 +240,35 @@ func (s *Server) collectEverything(ctx context.Context, patients []storage.Recor
 	}
 	// One level of referenced resources outside the compartment. Other
 	// patients are never pulled in this way.
-	byType := map[string][]string{}
-	var refTypes []string
+	// Each distinct reference is read once, by key: an indexed lookup on
+	// every store, where a search by ids would be a scan on FerretDB.
+	guard := s.newGuard(ActionRead)
 	tried := map[string]bool{}
-	for _, r := range compartment {
-		for _, ref := range s.localRefs(r.res, nil) {
+	for _, c := range compartment {
+		for _, ref := range s.localRefs(c.res, nil) {
 			typ, id, _ := strings.Cut(ref, "/")
 			if seen[ref] || tried[ref] || typ == "Patient" || !wanted(typ) {
 				continue
 			}
 			tried[ref] = true
-			if byType[typ] == nil {
-				refTypes = append(refTypes, typ)
+			r, err := s.backend.Read(ctx, typ, id)
+			if errors.Is(err, storage.ErrNotFound) {
+				continue
 			}
-			byType[typ] = append(byType[typ], id)
-		}
-	}
-	// Read by type in pages of ids rather than one Read per reference,
-	// keeping the order in which the references were first met.
-	guard := s.newGuard(ActionRead)
-	var since time.Time
-	if o.since != "" {
-		since = mustTime(o.since)
-	}
-	found := map[string]storage.Record{}
-	var order []string
-	for _, typ := range refTypes {
-		ids := byType[typ]
-		for start := 0; start < len(ids); start += maxCount {
-			chunk := ids[start:min(start+maxCount, len(ids))]
-			page, err := s.backend.Search(ctx, storage.Query{Types: []string{typ}, Filter: storage.IDs{IDs: chunk}, Count: len(chunk)})
 			if err != nil {
-				return nil, fmt.Errorf("$everything: reading referenced %s: %w", typ, err)
+				return nil, fmt.Errorf("$everything: reading %s: %w", ref, err)
 			}
-			for _, r := range page.Records {
-				found[r.Type+"/"+r.ID] = r
+			if r.Deleted || o.since != "" && r.LastUpdated.Before(mustTime(o.since)) {
+				continue
 			}
-			for _, id := range chunk {
-				order = append(order, typ+"/"+id)
-			}
-		}
-	}
-	for _, ref := range order {
-		r, ok := found[ref]
-		if !ok || r.Deleted || !since.IsZero() && r.LastUpdated.Before(since) {
-			continue
-		}
-		allowed, err := guard.allows(ctx, r)
-		if err != nil {
-			return nil, err
-		}
-		if allowed {
-			if err := add(r); err != nil {
+			ok, err := guard.allows(ctx, r)
+			if err != nil {
 				return nil, err
+			}
+			if ok {
+				if err := add(r); err != nil {
+					return nil, err
+				}
 			}
 		}
 	}
@@ -307,22 +282,24 @@ type decodedRecord struct {
 	res map[string]any
 }
 
-// compartmentRecords finds the resources linked to the patients. Types
-// with the same compartment links and no other selection share one search
-// (the Or of those links over all of them); a type with more (start/end,
-// _since, the caller's filter) is searched alone with its whole
-// selection. Every search is thus exact, so no record is indexed again in
-// Go, and a store without indexes scans once per group rather than once
-// per type. The result is in type then id order, like one search would
-// give. A type the caller may not search is left out.
+// compartmentRecords finds the resources linked to the patients with
+// one search over every compartment type (one scan on a store without
+// indexes, instead of one per type), then keeps each record only if it
+// satisfies its own type's selection: its type's compartment links, the
+// start/end/_since bounds and the caller's filter for that type. The
+// search is the union of every type's links, so the check in Go is what
+// makes the result exact (a "subject" that links type A need not link B).
+// The check is skipped where the union is already exact for a type, and
+// reads only the parameters the type's selection names otherwise: on a
+// patient with thousands of Observations, indexing each record in full
+// was most of the cost. A type the caller may not search is left out.
 func (s *Server) compartmentRecords(ctx context.Context, patients []string, o everythingOpts, wanted func(string) bool) ([]decodedRecord, error) {
 	value := strings.Join(patients, ",")
-	type group struct {
-		types  []string
-		filter storage.Expr
-	}
-	var groups []*group
-	shared := map[string]*group{} // by the type's sorted link codes
+	perType := map[string]storage.Expr{}
+	union := map[string]storage.Expr{}
+	linkSet := map[string]map[string]bool{}
+	extra := map[string]bool{} // a selection beyond the links
+	var types []string
 	for _, typ := range s.registry.ResourceTypes() {
 		links := s.registry.Compartment("Patient", typ)
 		if typ == "Patient" || len(links) == 0 || !wanted(typ) {
@@ -337,7 +314,6 @@ func (s *Server) compartmentRecords(ctx context.Context, patients []string, o ev
 			return nil, err
 		}
 		var ors []storage.Expr
-		var codes []string
 		for _, code := range links {
 			p, ok := s.registry.Param(typ, code)
 			if !ok || p.Type != storage.KindReference {
@@ -348,7 +324,13 @@ func (s *Server) compartmentRecords(ctx context.Context, patients []string, o ev
 				return nil, fmt.Errorf("$everything: %s.%s: %w", typ, code, err)
 			}
 			ors = append(ors, e)
-			codes = append(codes, code)
+			if linkSet[typ] == nil {
+				linkSet[typ] = map[string]bool{}
+			}
+			linkSet[typ][code] = true
+			if _, ok := union[code]; !ok {
+				union[code] = e
+			}
 		}
 		if len(ors) == 0 {
 			continue
@@ -378,50 +360,68 @@ func (s *Server) compartmentRecords(ctx context.Context, patients []string, o ev
 		if d.Filter != nil {
 			filters = append(filters, d.Filter)
 		}
-		if len(filters) > 1 {
-			groups = append(groups, &group{types: []string{typ}, filter: storage.And{Exprs: filters}})
-			continue
-		}
-		// A Match is on the parameter's name, not its type's path, so the
-		// same link codes select the same way over every type of a group.
-		slices.Sort(codes)
-		key := strings.Join(codes, ",")
-		if g := shared[key]; g != nil {
-			g.types = append(g.types, typ)
-			continue
-		}
-		g := &group{types: []string{typ}, filter: filters[0]}
-		shared[key] = g
-		groups = append(groups, g)
+		extra[typ] = len(filters) > 1
+		perType[typ] = storage.And{Exprs: filters}
+		types = append(types, typ)
+	}
+	if len(types) == 0 {
+		return nil, nil
+	}
+	codes := make([]string, 0, len(union))
+	for c := range union {
+		codes = append(codes, c)
+	}
+	slices.Sort(codes)
+	linked := make([]storage.Expr, len(codes))
+	for i, c := range codes {
+		linked[i] = union[c]
+	}
+	// The union is exact for a type whose every parameter among its codes
+	// is one of the type's own links, when nothing else selects: a Match
+	// is on the parameter's name, so it selects the same way on any type.
+	exact := map[string]bool{}
+	checked := map[string][]string{}
+	for _, typ := range types {
+		exact[typ] = !extra[typ] && !slices.ContainsFunc(codes, func(c string) bool {
+			_, has := s.registry.Param(typ, c)
+			return has && !linkSet[typ][c]
+		})
+		checked[typ] = storage.Params(perType[typ])
 	}
 	var out []decodedRecord
-	for _, g := range groups {
-		cursor := ""
-		for {
-			page, err := s.backend.Search(ctx, storage.Query{Types: g.types, Filter: g.filter, Count: maxCount, Cursor: cursor})
-			if err != nil {
-				return nil, fmt.Errorf("$everything: searching the compartment: %w", err)
-			}
-			for _, rec := range page.Records {
-				res, err := decodeRecord(rec)
-				if err != nil {
-					return nil, err
-				}
-				out = append(out, decodedRecord{rec, res})
-			}
-			if len(out) > maxEverything {
-				return nil, newError(http.StatusRequestEntityTooLarge, codeTooCostly, "$everything exceeds %d resources: use Bulk Data $export", maxEverything)
-			}
-			if page.Next == "" {
-				break
-			}
-			cursor = page.Next
+	cursor := ""
+	for {
+		page, err := s.backend.Search(ctx, storage.Query{
+			Types: types, Filter: storage.Or{Exprs: linked}, Count: maxCount, Cursor: cursor,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("$everything: searching the compartment: %w", err)
 		}
+		for _, rec := range page.Records {
+			res, err := decodeRecord(rec)
+			if err != nil {
+				return nil, err
+			}
+			if !exact[rec.Type] {
+				entries, err := s.registry.IndexParams(rec.Type, res, checked[rec.Type])
+				if err != nil {
+					return nil, fmt.Errorf("$everything: indexing %s/%s: %w", rec.Type, rec.ID, err)
+				}
+				ok, err := storage.Matches(perType[rec.Type], rec.ID, entries)
+				if err != nil {
+					return nil, fmt.Errorf("$everything: checking %s/%s: %w", rec.Type, rec.ID, err)
+				}
+				if !ok {
+					continue
+				}
+			}
+			out = append(out, decodedRecord{rec, res})
+		}
+		if page.Next == "" || len(out) > maxEverything {
+			return out, nil
+		}
+		cursor = page.Next
 	}
-	slices.SortFunc(out, func(a, b decodedRecord) int {
-		return cmp.Or(strings.Compare(a.rec.Type, b.rec.Type), strings.Compare(a.rec.ID, b.rec.ID))
-	})
-	return out, nil
 }
 
 // localRefs lists the "Type/id" references to this server in a resource.
