@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strings"
 	"unsafe"
+
+	"github.com/anodyne-fhir/anodyne/fhir/fhirpath"
 )
 
 // Local resolution of references, as the R4 specification defines it for
@@ -115,11 +117,34 @@ func (b *bundleScope) match(ref, version string, found []map[string]any) (map[st
 }
 
 // fullURLs checks that every entry's fullUrl is absolute (a URL or a URN),
-// as references are resolved against it (bundle.html#bundle-unique).
+// as references are resolved against it, and that a RESTful one (ending
+// in Type/id) does not disagree with the resource's type and id
+// (bundle.html: "fullUrl SHALL NOT disagree with the id in the resource").
 func (w *walker) fullURLs(path string) {
+	m, err := fhirpath.R4()
+	if err != nil {
+		return
+	}
 	for i, e := range w.bundle.entries {
-		if u, ok := e["fullUrl"].(string); ok && !isAbsolute(u) {
-			w.add("error", "value", fmt.Sprintf("%s.entry[%d].fullUrl", path, i), "fullUrl", fmt.Sprintf("the fullUrl must be an absolute URL or a URN, not %q", u))
+		u, ok := e["fullUrl"].(string)
+		if !ok {
+			continue
+		}
+		at := fmt.Sprintf("%s.entry[%d].fullUrl", path, i)
+		if !isAbsolute(u) {
+			w.add("error", "value", at, "fullUrl", fmt.Sprintf("the fullUrl must be an absolute URL or a URN, not %q", u))
+			continue
+		}
+		res, _ := e["resource"].(map[string]any)
+		base, ok := restBase(u)
+		if !ok || res == nil {
+			continue
+		}
+		typ, id, ok := typeAndID(strings.TrimPrefix(stripHistory(u), base))
+		rt, _ := res["resourceType"].(string)
+		rid, _ := res["id"].(string)
+		if ok && m.IsResource(typ) && (typ != rt || (rid != "" && id != rid)) {
+			w.add("error", "value", at, "fullUrl", fmt.Sprintf("the fullUrl %q is a RESTful URL, so it must end with the resource's type and id (%s/%s)", u, rt, rid))
 		}
 	}
 }
