@@ -9,8 +9,6 @@ import (
 
 	"github.com/anodyne-fhir/anodyne/fhir"
 	"github.com/anodyne-fhir/anodyne/storage"
-	"github.com/anodyne-fhir/anodyne/storage/mongo"
-	"github.com/anodyne-fhir/anodyne/storage/mongo/mongotest"
 )
 
 // turnObserver serializes every Patient change on one key and, for a
@@ -59,48 +57,16 @@ func (o *turnObserver) ObserveCommit(ctx context.Context, cs *fhir.CommitSet) er
 // gets it, the first's Commit is in the store. With SerializeInProcess
 // the second does not wait (the counter-check that the test can fail).
 func TestSerializeAcrossServers(t *testing.T) {
-	stores := []struct {
-		name string
-		open func(t *testing.T) (storage.Backend, storage.Backend)
-	}{
-		{"sqlite one file", func(t *testing.T) (storage.Backend, storage.Backend) {
-			dir := t.TempDir()
-			a, err := sqliteOpen(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { a.Close() })
-			b, err := sqliteOpen(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { b.Close() })
-			return a, b
-		}},
-		{"mongo one database", func(t *testing.T) (storage.Backend, storage.Backend) {
-			srv := env.Mongo(t)
-			_, reg := parts(t)
-			db := mongotest.Database(t)
-			var out [2]storage.Backend
-			for i := range out {
-				b, err := mongo.Open(context.Background(), srv.URI, db, mongo.WithPartitioning(reg.Partitioning()))
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { b.Close() })
-				out[i] = b
-			}
-			return out[0], out[1]
-		}},
-	}
+	stores := env.SharedStores()
 	for _, st := range stores {
 		for _, inProcess := range []bool{false, true} {
-			name := st.name
+			name := st.Name
 			if inProcess {
 				name += ", in-process locks only"
 			}
 			t.Run(name, func(t *testing.T) {
-				a, b := st.open(t)
+				ab := st.Open(t)
+				a, b := ab[0], ab[1]
 				o := &turnObserver{entered: make(chan struct{}), trying: make(chan struct{}), proceed: make(chan struct{})}
 				mod := func(cfg *fhir.Config) {
 					cfg.Observers = []fhir.CommitObserver{o}

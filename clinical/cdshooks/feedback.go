@@ -58,7 +58,9 @@ type cardRecord struct {
 	Encounter    string   `json:"encounter,omitempty"`
 	Summary      string   `json:"summary"`
 	Suggestions  []string `json:"suggestions,omitempty"`
-	Issued       string   `json:"issued"` // RFC 3339, UTC
+	// OverrideReasons are the card's, as "system|code".
+	OverrideReasons []string `json:"overrideReasons,omitempty"`
+	Issued          string   `json:"issued"` // RFC 3339, UTC
 }
 
 // recordCards remembers the cards of an answer for their feedback. A
@@ -77,6 +79,9 @@ func (s *Service) recordCards(ctx context.Context, service, client string, req *
 			User: oc.UserID, Encounter: oc.EncounterID, Summary: c.Summary, Issued: s.cfg.Now().UTC().Format(time.RFC3339)}
 		for _, sg := range c.Suggestions {
 			rec.Suggestions = append(rec.Suggestions, sg.UUID)
+		}
+		for _, o := range c.OverrideReasons {
+			rec.OverrideReasons = append(rec.OverrideReasons, o.System+"|"+o.Code)
 		}
 		raw, err := json.Marshal(rec)
 		if err == nil {
@@ -153,6 +158,9 @@ func (s *Service) feedback(c echo.Context) error {
 			if !contains(rec.Suggestions, a.ID) {
 				return s.fail(c, badRequest("feedback[%d]: suggestion %q is not one of card %s", i, a.ID, it.Card))
 			}
+		}
+		if r := it.OverrideReason; r != nil && r.Reason != nil && !contains(rec.OverrideReasons, r.Reason.System+"|"+r.Reason.Code) {
+			return s.fail(c, badRequest("feedback[%d]: override reason %s|%s is not one of card %s's overrideReasons", i, r.Reason.System, r.Reason.Code, it.Card))
 		}
 		events[i] = s.feedbackEvent(it, rec)
 	}
@@ -257,7 +265,7 @@ func (s *Service) feedbackEvent(it feedbackItem, rec *cardRecord) map[string]any
 	}
 	if r := it.OverrideReason; r != nil {
 		if r.Reason != nil {
-			detail = append(detail, map[string]any{"type": "overrideReason", "valueString": strings.TrimPrefix(r.Reason.System+"|", "|") + r.Reason.Code})
+			detail = append(detail, map[string]any{"type": "overrideReason", "valueString": r.Reason.System + "|" + r.Reason.Code})
 		}
 		if r.UserComment != "" {
 			detail = append(detail, map[string]any{"type": "userComment", "valueString": r.UserComment})

@@ -55,6 +55,8 @@ func details(ev map[string]any) map[string][]string {
 	return out
 }
 
+const ovSystem = "http://anodyne-fhir.org/fhir/CodeSystem/cds-override-reason"
+
 func fmtList(v any) []any { l, _ := v.([]any); return l }
 
 func TestFeedback(t *testing.T) {
@@ -94,13 +96,22 @@ func TestFeedback(t *testing.T) {
 
 	t.Run("overridden with a reason", func(t *testing.T) {
 		o := item(card, "overridden")
+		// The reasons are the card's own.
+		reasons, _ := cs[0]["overrideReasons"].([]any)
+		if len(reasons) < 3 {
+			t.Fatalf("a critical card offers override reasons, got %v", cs[0]["overrideReasons"])
+		}
 		o["overrideReason"] = map[string]any{"reason": map[string]any{"system": "http://example.org/reasons", "code": "palliative"}, "userComment": "hospice patient"}
+		if r := w.feedback(t, w.root, map[string]any{"feedback": []any{o}}); r.status != 400 || !strings.Contains(string(r.body), "not one of card") {
+			t.Errorf("a reason the card does not offer: %d %s", r.status, r.body)
+		}
+		o["overrideReason"] = map[string]any{"reason": map[string]any{"system": ovSystem, "code": "palliative"}, "userComment": "hospice patient"}
 		w.feedback(t, w.root, map[string]any{"feedback": []any{o}}).expect(t, 200)
 		evs := w.feedbackEvents(t, "p1")
 		found := false
 		for _, ev := range evs {
 			d := details(ev)
-			if d["outcome"][0] == "overridden" && d["userComment"][0] == "hospice patient" && d["overrideReason"][0] == "http://example.org/reasons|palliative" {
+			if d["outcome"][0] == "overridden" && d["userComment"][0] == "hospice patient" && d["overrideReason"][0] == ovSystem+"|palliative" {
 				found = true
 				valid(t, "the override AuditEvent", ev)
 			}

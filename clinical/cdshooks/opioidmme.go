@@ -125,7 +125,13 @@ func (s *Service) opioidCards(ctx context.Context, req *Request, oc *orderContex
 		reqs = append(reqs, opioid.Request{Ref: ref, Result: t.Compute(res, resolve)})
 	}
 	sum := opioid.Summarize(reqs)
-	return projectedCards(sum, reqs, selected, s.suggestions(oc, ds, data, sum, resolve)), nil
+	cards := projectedCards(sum, reqs, selected, s.suggestions(oc, ds, data, sum, resolve))
+	for i := range cards {
+		if cards[i].Indicator != "info" {
+			cards[i].OverrideReasons = s.override
+		}
+	}
+	return cards, nil
 }
 
 // cardSuggestions are the suggestions of the MME card and of the

@@ -64,6 +64,7 @@ type Service struct {
 	services []descriptor
 	base     string // BaseURL/cds-services
 	naloxone *naloxoneSpec
+	override []Coding // override-reasons.json
 }
 
 // descriptor is one service of discovery and its handler.
@@ -101,7 +102,11 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, log: cfg.Logger, http: cfg.HTTPClient, base: strings.TrimRight(cfg.BaseURL, "/") + "/cds-services", naloxone: nal}
+	override, err := loadOverrideReasons()
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, log: cfg.Logger, http: cfg.HTTPClient, base: strings.TrimRight(cfg.BaseURL, "/") + "/cds-services", naloxone: nal, override: override}
 	if s.http == nil {
 		s.http = &http.Client{Timeout: 15 * time.Second}
 	}
@@ -153,7 +158,9 @@ type Card struct {
 	// Suggestions and SelectionBehavior ("any": several may be taken).
 	Suggestions       []Suggestion `json:"suggestions,omitempty"`
 	SelectionBehavior string       `json:"selectionBehavior,omitempty"`
-	Links             []Link       `json:"links,omitempty"`
+	// OverrideReasons a user may give when not following the card (2.0).
+	OverrideReasons []Coding `json:"overrideReasons,omitempty"`
+	Links           []Link   `json:"links,omitempty"`
 }
 
 // Source names who produced a card.

@@ -31,6 +31,30 @@ import (
 //go:embed naloxone.json
 var naloxoneJSON []byte
 
+//go:embed override-reasons.json
+var overrideJSON []byte
+
+// loadOverrideReasons reads override-reasons.json.
+func loadOverrideReasons() ([]Coding, error) {
+	var f struct {
+		System  string   `json:"system"`
+		Reasons []Coding `json:"reasons"`
+	}
+	if err := json.Unmarshal(overrideJSON, &f); err != nil {
+		return nil, fmt.Errorf("cds hooks: override-reasons.json: %w", err)
+	}
+	if f.System == "" || len(f.Reasons) == 0 {
+		return nil, fmt.Errorf("cds hooks: override-reasons.json lacks a system or reasons")
+	}
+	for i := range f.Reasons {
+		if f.Reasons[i].Code == "" {
+			return nil, fmt.Errorf("cds hooks: override-reasons.json: reason %d has no code", i)
+		}
+		f.Reasons[i].System = f.System
+	}
+	return f.Reasons, nil
+}
+
 // naloxoneSpec is naloxone.json.
 type naloxoneSpec struct {
 	Medication       map[string]any `json:"medication"`

@@ -104,6 +104,9 @@ func TestReferenceTargets(t *testing.T) {
 			{"versioned reference to a version the Bundle lacks", bundle(entry("https://ehr.example/fhir/Patient/1", versioned(patient(true), "1")), entry("https://ehr.example/fhir/Observation/o", claim("Patient/1/_history/3"))), "holds Patient/1 but not its version 3"},
 			{"unversioned reference to two versions", bundle(entry("https://ehr.example/fhir/Patient/1", versioned(patient(true), "1")), entry("https://ehr.example/fhir/Patient/1", versioned(patient(true), "2")), entry("https://ehr.example/fhir/Observation/o", claim("Patient/1"))), "2 entries of the Bundle match"},
 			{"a relative fullUrl", bundle(entry("Patient/1", patient(true))), "the fullUrl must be an absolute URL or a URN"},
+			{"a RESTful fullUrl with another id", bundle(entry("https://ehr.example/fhir/Patient/2", patient(true))), "must end with the resource's type and id (Patient/1)"},
+			{"a RESTful fullUrl with another type", bundle(entry("https://ehr.example/fhir/Group/1", patient(true))), "must end with the resource's type and id (Patient/1)"},
+			{"a non-RESTful URL", bundle(entry("https://ehr.example/things/p-one", patient(true))), ""},
 			{"the entry is not what the literal says", bundle(entry("https://ehr.example/fhir/Patient/1", `{"resourceType":"Group","id":"1","type":"person","actual":true}`), entry("https://ehr.example/fhir/Observation/o", claim("Patient/1"))), "resolves to a Group"},
 		} {
 			res, err := decode([]byte(tc.json))

@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"unsafe"
+
+	"github.com/anodyne-fhir/anodyne/fhir/fhirpath"
 )
 
 // Local resolution of references, as the R4 specification defines it for
@@ -16,18 +19,39 @@ import (
 // all (a collection assembled by hand) is matched by type and id among
 // the entries without one.
 
-// bundleScope is the enclosing Bundle of the resource being validated.
+// bundleScope is the enclosing Bundle of the resource being validated,
+// indexed once so that resolving a reference does not scan the entries.
 type bundleScope struct {
 	entries []map[string]any
 	history bool // a history Bundle holds several versions of a resource by design
+
+	byURL    map[string][]map[string]any // fullUrl (without _history) -> resources
+	byTypeID map[string][]map[string]any // "Type/id" of entries without fullUrl
+	urlOf    map[unsafe.Pointer]string   // entry resource (the decoded map itself) -> its fullUrl
 }
 
 func newBundleScope(bundle map[string]any) *bundleScope {
 	list, _ := bundle["entry"].([]any)
-	b := &bundleScope{entries: make([]map[string]any, 0, len(list)), history: bundle["type"] == "history"}
+	b := &bundleScope{entries: make([]map[string]any, 0, len(list)), history: bundle["type"] == "history",
+		byURL: map[string][]map[string]any{}, byTypeID: map[string][]map[string]any{}, urlOf: map[unsafe.Pointer]string{}}
 	for _, e := range list {
-		if m, ok := e.(map[string]any); ok {
-			b.entries = append(b.entries, m)
+		m, ok := e.(map[string]any)
+		if !ok {
+			continue
+		}
+		b.entries = append(b.entries, m)
+		res, ok := m["resource"].(map[string]any)
+		if !ok {
+			continue
+		}
+		u, hasURL := m["fullUrl"].(string)
+		b.urlOf[reflect.ValueOf(res).UnsafePointer()] = u
+		if hasURL {
+			k := stripHistory(u)
+			b.byURL[k] = append(b.byURL[k], res)
+		} else if typ, _ := res["resourceType"].(string); typ != "" {
+			id, _ := res["id"].(string)
+			b.byTypeID[typ+"/"+id] = append(b.byTypeID[typ+"/"+id], res)
 		}
 	}
 	return b
@@ -36,24 +60,8 @@ func newBundleScope(bundle map[string]any) *bundleScope {
 // fullURLOf returns the fullUrl of the entry that holds res, and whether
 // res is an entry's resource at all.
 func (b *bundleScope) fullURLOf(res map[string]any) (string, bool) {
-	p := reflect.ValueOf(res).UnsafePointer()
-	for _, e := range b.entries {
-		if m, ok := e["resource"].(map[string]any); ok && reflect.ValueOf(m).UnsafePointer() == p {
-			u, _ := e["fullUrl"].(string)
-			return u, true
-		}
-	}
-	return "", false
-}
-
-// fullURLs checks that every entry's fullUrl is absolute (a URL or a URN),
-// as references are resolved against it (bundle.html#bundle-unique).
-func (w *walker) fullURLs(path string) {
-	for i, e := range w.bundle.entries {
-		if u, ok := e["fullUrl"].(string); ok && !isAbsolute(u) {
-			w.add("error", "value", fmt.Sprintf("%s.entry[%d].fullUrl", path, i), "fullUrl", fmt.Sprintf("the fullUrl must be an absolute URL or a URN, not %q", u))
-		}
-	}
+	u, ok := b.urlOf[reflect.ValueOf(res).UnsafePointer()]
+	return u, ok
 }
 
 // resolve returns the local resource a reference designates (nil when it
@@ -70,36 +78,23 @@ func (w *walker) resolve(ref string) (map[string]any, string) {
 	}
 	ref, version := splitHistory(ref)
 	if isAbsolute(ref) {
-		return w.bundle.match(ref, version, func(e map[string]any) bool { return fullURL(e) == ref })
+		return w.bundle.match(ref, version, w.bundle.byURL[ref])
 	}
-	typ, id, ok := typeAndID(ref)
-	if !ok {
+	if _, _, ok := typeAndID(ref); !ok {
 		return nil, ""
 	}
 	if w.fullURL == "" {
-		return w.bundle.match(ref, version, func(e map[string]any) bool {
-			m, _ := e["resource"].(map[string]any)
-			return e["fullUrl"] == nil && m["resourceType"] == typ && m["id"] == id
-		})
+		return w.bundle.match(ref, version, w.bundle.byTypeID[ref])
 	}
 	base, ok := restBase(w.fullURL)
 	if !ok {
 		return nil, ""
 	}
-	u := base + ref
-	return w.bundle.match(ref, version, func(e map[string]any) bool { return fullURL(e) == u })
+	return w.bundle.match(ref, version, w.bundle.byURL[base+ref])
 }
 
-// match picks the entry a reference designates among those is selects.
-func (b *bundleScope) match(ref, version string, is func(map[string]any) bool) (map[string]any, string) {
-	var found []map[string]any
-	for _, e := range b.entries {
-		if is(e) {
-			if m, ok := e["resource"].(map[string]any); ok {
-				found = append(found, m)
-			}
-		}
-	}
+// match picks the entry a reference designates among the candidates found.
+func (b *bundleScope) match(ref, version string, found []map[string]any) (map[string]any, string) {
 	if len(found) == 0 {
 		return nil, ""
 	}
@@ -121,10 +116,37 @@ func (b *bundleScope) match(ref, version string, is func(map[string]any) bool) (
 	return found[len(found)-1], ""
 }
 
-func fullURL(e map[string]any) string {
-	u, _ := e["fullUrl"].(string)
-	u, _ = splitHistory(u)
-	return u
+// fullURLs checks that every entry's fullUrl is absolute (a URL or a URN),
+// as references are resolved against it, and that a RESTful one (ending
+// in Type/id) does not disagree with the resource's type and id
+// (bundle.html: "fullUrl SHALL NOT disagree with the id in the resource").
+func (w *walker) fullURLs(path string) {
+	m, err := fhirpath.R4()
+	if err != nil {
+		return
+	}
+	for i, e := range w.bundle.entries {
+		u, ok := e["fullUrl"].(string)
+		if !ok {
+			continue
+		}
+		at := fmt.Sprintf("%s.entry[%d].fullUrl", path, i)
+		if !isAbsolute(u) {
+			w.add("error", "value", at, "fullUrl", fmt.Sprintf("the fullUrl must be an absolute URL or a URN, not %q", u))
+			continue
+		}
+		res, _ := e["resource"].(map[string]any)
+		base, ok := restBase(u)
+		if !ok || res == nil {
+			continue
+		}
+		typ, id, ok := typeAndID(strings.TrimPrefix(stripHistory(u), base))
+		rt, _ := res["resourceType"].(string)
+		rid, _ := res["id"].(string)
+		if ok && m.IsResource(typ) && (typ != rt || (rid != "" && id != rid)) {
+			w.add("error", "value", at, "fullUrl", fmt.Sprintf("the fullUrl %q is a RESTful URL, so it must end with the resource's type and id (%s/%s)", u, rt, rid))
+		}
+	}
 }
 
 // splitHistory splits a /_history/version suffix off a reference.

@@ -293,6 +293,12 @@ func (w *walker) innerResource(res map[string]any, typ, path string, nested bool
 		// Only the profile's own rules apply when checking a profile.
 		return
 	}
+	if !sub.inContained {
+		// A Bundle entry (or a Parameters resource) is a resource of its
+		// own: %rootResource is itself, not the Bundle (ref-1 looks for
+		// #id among its contained).
+		sub.root = nil
+	}
 	sub.resourceAgainst(res, typ, sd, path, nested)
 	for _, url := range claimedProfiles(res) {
 		if _, err := w.r.Definition(w.ctx, url); err != nil {
