@@ -39,7 +39,7 @@ var layers = map[string][]string{
 	"metrics":                  {"storage"},
 	"tracing":                  {"storage"},
 	"fhir":                     {"auth", "conformance/...", "resources", "storage", "storage/lease"},
-	"fhir/fhirtest":            {"auth", "conformance", "fhir", "resources", "storage/..."},
+	"fhir/fhirtest":            {"auth/...", "conformance/...", "fhir", "resources", "storage/..."},
 	"research":                 {"auth", "conformance/...", "deid", "fhir", "resources", "storage"},
 	"subscription":             {"auth", "conformance/...", "fhir", "storage"},
 	"clinical/opioidsafety":    {"clinical/opioid", "fhir", "storage"},
