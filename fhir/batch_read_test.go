@@ -46,6 +46,10 @@ func TestBatchReadEntries(t *testing.T) {
 				"Patient/br1/_history/9",
 				"NotAType/x",
 				"Patient?birthdate=notadate",
+				// The server's own OperationDefinitions, as over HTTP.
+				"OperationDefinition/Observation-lastn",
+				"OperationDefinition/observation-stats",
+				"OperationDefinition/not-declared",
 				// A query may hold URLs of its own; the entry URL is still relative.
 				"Observation?code=http://loinc.org|72514-3",
 				// The Observation operations: their answers, and their refusals.

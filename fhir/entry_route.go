@@ -45,11 +45,7 @@ func (s *Server) readRoute(seg []string) (readFunc, map[string]string, error) {
 		}
 		p["id"] = seg[1]
 		if seg[0] == "OperationDefinition" {
-			for _, po := range s.patientOps {
-				if id, _ := po.Definition["id"].(string); id != "" && id == seg[1] {
-					return func(*Server, context.Context, readRequest) (readResult, error) { return resourceResult(po.Definition) }, p, nil
-				}
-			}
+			return (*Server).operationDefinitionInstance, p, nil
 		}
 		return (*Server).readInstance, p, nil
 	case 3:

@@ -117,6 +117,19 @@ func TestOutputFilterEveryReadRoute(t *testing.T) {
 	s, err := New(Config{
 		BaseURL: "http://" + ts.Listener.Addr().String(), Backend: be,
 		ExportDir: t.TempDir(), ExportWorkers: 1, Output: stampFilter{},
+		// A patient operation that answers the resources it reads, as-is.
+		PatientOperations: []PatientOperation{{Name: "probe", Definition: map[string]any{"resourceType": "OperationDefinition", "id": "probe", "url": "urn:probe"},
+			Run: func(ctx context.Context, r *PatientReader, _ url.Values) (map[string]any, error) {
+				obs, err := r.Search(ctx, "Observation", nil)
+				if err != nil {
+					return nil, err
+				}
+				var ps []any
+				for _, o := range obs {
+					ps = append(ps, map[string]any{"name": "read", "resource": o})
+				}
+				return map[string]any{"resourceType": "Parameters", "parameter": ps}, nil
+			}}},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
@@ -315,9 +328,15 @@ func TestOutputFilterEveryReadRoute(t *testing.T) {
 		"DELETE /$export-status/:job":    "answers no resource",
 		"GET /$export-file/:job/:file":   "checked by the $export recipes, which download every file",
 		"POST /$import":                  "a write, answers an OperationOutcome",
+		"GET /Patient/:id/$probe":        "patient operations are refused under a view (checked below)",
+		"GET /OperationDefinition/:id":   "the server's own definitions; a stored one is read as GET /:type/:id",
 	}
-	for _, r := range routeTable() {
-		key := r.method + " " + r.path
+	for _, r := range s.echo.Routes() {
+		path, ok := strings.CutPrefix(r.Path, "/fhir")
+		if !ok {
+			continue // /healthz, /readyz
+		}
+		key := r.Method + " " + path
 		recipe, ok := recipes[key]
 		if !ok {
 			if _, ok := exempt[key]; !ok {
@@ -372,6 +391,15 @@ func TestOutputFilterEveryReadRoute(t *testing.T) {
 	// The view's ids are the only names: a stored id matches nothing.
 	if st, _ := call("GET", "/Observation/o1", ""); st != http.StatusNotFound {
 		t.Errorf("read by stored id under a view: status %d, want 404", st)
+	}
+	for _, id := range []string{"v-p1", "p1"} {
+		if st, raw := call("GET", "/Patient/"+id+"/$probe", ""); st != http.StatusForbidden {
+			t.Errorf("patient operation on Patient/%s under a view: status %d, want 403: %s", id, st, raw)
+		}
+	}
+	st, raw = call("POST", "", `{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"GET","url":"Patient/p1/$probe"}}]}`)
+	if st != http.StatusOK || !strings.Contains(string(raw), `"403 Forbidden"`) {
+		t.Errorf("patient operation entry under a view: status %d, want an entry refused with 403: %s", st, raw)
 	}
 	if st, _ := call("POST", "/Observation/v-o1/$validate", ""); st != http.StatusForbidden {
 		t.Errorf("$validate of a stored resource under a view: status %d, want 403", st)
