@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -34,5 +35,28 @@ func TestBacklogDue(t *testing.T) {
 		if got := tc.b.due(now); got != tc.want {
 			t.Errorf("%s: due %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestTimeOrderedID: ids sort in the order of their times, and two ids
+// of the same millisecond differ.
+func TestTimeOrderedID(t *testing.T) {
+	t0 := time.UnixMilli(1_700_000_000_000)
+	prev := ""
+	for i := range 2000 {
+		id := timeOrderedID(t0.Add(time.Duration(i/3) * time.Millisecond))
+		if len(id) != 32 || strings.Trim(id, "0123456789abcdef") != "" {
+			t.Fatalf("id %q is not 32 hex digits", id)
+		}
+		if i%3 == 0 && id <= prev {
+			t.Fatalf("id %q of a later millisecond sorts before %q", id, prev)
+		}
+		if id == prev {
+			t.Fatalf("two ids %q", id)
+		}
+		prev = id
+	}
+	if got := timeOrderedID(t0)[:12]; got != "018bcfe56800" {
+		t.Errorf("time part %s, want 018bcfe56800 (1,700,000,000,000 ms)", got)
 	}
 }

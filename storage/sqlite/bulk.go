@@ -29,8 +29,8 @@ import (
 const bulkMin = 4
 
 // bulkRows bounds the rows of one multi-row statement (under SQLite's
-// 32766 bound variables with the widest table's 7 columns), and so the
-// number of statement texts a transaction prepares.
+// 32766 bound variables with the widest table's 16 columns, composite
+// parts), and so the number of statement texts a transaction prepares.
 const bulkRows = 256
 
 func plainCreate(w *storage.Write) bool {
@@ -109,9 +109,9 @@ func bulkInsert(ctx context.Context, st *stmts, ws []storage.Write, out []storag
 		return fmt.Errorf("insert resources: %w", err)
 	}
 
-	var refs [][]any
+	var refs, composites [][]any
+	var compositeOf []*storage.Entry
 	byTable := map[string][][]any{}
-	var composite []int // writes with composite entries, one by one below
 	for i := range ws {
 		w := &ws[i]
 		for k := range w.Index {
@@ -120,9 +120,8 @@ func bulkInsert(ctx context.Context, st *stmts, ws []storage.Write, out []storag
 				refs = append(refs, []any{e.Param, e.RefID, e.RefType, seqs[i]})
 			}
 			if e.Kind == storage.KindComposite {
-				if len(composite) == 0 || composite[len(composite)-1] != i {
-					composite = append(composite, i)
-				}
+				composites = append(composites, []any{pks[i], e.Param})
+				compositeOf = append(compositeOf, e)
 				continue
 			}
 			t, row := entryRow(pks[i], e)
@@ -144,13 +143,22 @@ func bulkInsert(ctx context.Context, st *stmts, ws []storage.Write, out []storag
 	if err := insertRows(ctx, st, insertRefDate, refDates); err != nil {
 		return fmt.Errorf("index reference dates: %w", err)
 	}
-	for _, i := range composite {
-		for k := range ws[i].Index {
-			if e := &ws[i].Index[k]; e.Kind == storage.KindComposite {
-				if err := insertEntry(ctx, st, pks[i], e); err != nil {
-					return fmt.Errorf("index %s: %w", e.Param, err)
-				}
+	// Composite entries: their rows first (cid is the part rows' key),
+	// then every part, as insertEntry writes them.
+	if len(composites) > 0 {
+		cids := make([]int64, len(composites))
+		if err := insertReturning(ctx, st, "idx_composite (res_pk, param)", "cid", composites, cids); err != nil {
+			return fmt.Errorf("index composites: %w", err)
+		}
+		var parts [][]any
+		for k, e := range compositeOf {
+			for i, p := range e.Parts {
+				parts = append(parts, []any{cids[k], composites[k][0], e.Param, i, p.Text, p.Exact, p.System, p.Code, p.RefType, p.RefID, p.RefURL,
+					p.Low, p.High, p.NumLow, p.NumHigh, p.Num})
 			}
+		}
+		if err := insertRows(ctx, st, insertPartHead, parts); err != nil {
+			return fmt.Errorf("index composite parts: %w", err)
 		}
 	}
 	for i := range ws {

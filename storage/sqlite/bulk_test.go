@@ -31,7 +31,8 @@ func bulkWrites(n int) []storage.Write {
 			}}
 		if i%5 == 0 {
 			w.Index = append(w.Index, storage.Entry{Param: "code-value", Kind: storage.KindComposite, Parts: []storage.Entry{
-				{Kind: storage.KindToken, System: "http://loinc.org", Code: "c"}, {Kind: storage.KindQuantity, Num: float64(i)}}})
+				{Kind: storage.KindToken, System: "http://loinc.org", Code: "c", Text: "t"}, {Kind: storage.KindQuantity, Num: float64(i), NumLow: float64(i) - .5, NumHigh: float64(i) + .5, System: "u", Code: "cm"},
+				{Kind: storage.KindReference, RefType: "Patient", RefID: "p", RefURL: ""}, {Kind: storage.KindDate, Low: 1, High: 2}, {Kind: storage.KindString, Text: "a b", Exact: "A-b"}}})
 		}
 		switch i {
 		case 9:
@@ -61,7 +62,7 @@ func dump(t *testing.T, b *Backend) string {
 		"SELECT res_pk, param, num_low, num_high, num, system, code FROM idx_quantity ORDER BY 1, 2, 3",
 		"SELECT res_pk, param, exact FROM idx_uri ORDER BY 1, 2, 3",
 		"SELECT cid, res_pk, param FROM idx_composite ORDER BY 1",
-		"SELECT cid, part, res_pk, param, code, num FROM idx_composite_part ORDER BY 1, 2",
+		"SELECT cid, part, res_pk, param, text, exact, system, code, ref_type, ref_id, ref_url, low, high, num_low, num_high, num FROM idx_composite_part ORDER BY 1, 2",
 		"SELECT stream, id, seq, data FROM outbox ORDER BY n",
 		"SELECT param, ref_id, dparam, high, low, res_pk FROM idx_ref_date ORDER BY 1, 2, 3, 4, 5, 6",
 	} {

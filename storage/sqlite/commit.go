@@ -73,8 +73,10 @@ var deleteIndex = []string{
 	`DELETE FROM idx_ref_date WHERE res_pk = ?`,
 }
 
-const insertPart = `INSERT INTO idx_composite_part (cid, res_pk, param, part, text, exact, system, code, ref_type, ref_id, ref_url, low, high, num_low, num_high, num)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+const (
+	insertPartHead = `INSERT INTO idx_composite_part (cid, res_pk, param, part, text, exact, system, code, ref_type, ref_id, ref_url, low, high, num_low, num_high, num)`
+	insertPart     = insertPartHead + ` VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+)
 
 // stmts are the statements of one Commit transaction, prepared on first use.
 type stmts struct {
