@@ -320,10 +320,14 @@ type statsCell struct {
 	shown             bool
 }
 
-// stats handles GET [base]/Observation/$stats.
+// stats handles GET and POST [base]/Observation/$stats.
 func (s *Server) stats(c echo.Context) error {
 	ctx := c.Request().Context()
-	req, err := parseStats(c.QueryParams(), time.Now())
+	params, err := s.operationParams(c, "$stats")
+	if err != nil {
+		return err
+	}
+	req, err := parseStats(params, time.Now())
 	if err != nil {
 		return err
 	}
