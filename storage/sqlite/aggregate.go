@@ -12,21 +12,48 @@ import (
 
 var _ storage.Aggregator = (*Backend)(nil)
 
-// values writes the common table expression v(pk, id, system, code, num):
-// one row per Value entry of the matching resources.
+// aggregateValues writes the common table expression v(pk, id, system,
+// code, num): one row per value of the matching resources, the Value
+// entries of those that match Where and the quantity parts of the
+// Component entries that satisfy its condition.
 func aggregateValues(q storage.AggregateQuery) (*sqlb, error) {
 	if q.Type == "" || q.Value == "" {
 		return nil, errors.New("sqlite: aggregate: Type and Value are required")
 	}
 	n := 0
 	b := newSQLB(&n)
+	filter := func(e storage.Expr) error {
+		if e == nil {
+			return nil
+		}
+		b.w(" AND ")
+		if err := b.resource(e, "r"); err != nil {
+			return fmt.Errorf("sqlite: aggregate %v: %w", e, err)
+		}
+		return nil
+	}
 	b.w(`WITH v AS (SELECT r.pk AS pk, r.id AS id, q.system AS system, q.code AS code, q.num AS num
  FROM resources r JOIN idx_quantity q ON q.res_pk = r.pk AND q.param = ?
  WHERE r.deleted = 0 AND +r.type = ?`, q.Value, q.Type)
-	if q.Filter != nil {
-		b.w(" AND ")
-		if err := b.resource(q.Filter, "r"); err != nil {
-			return nil, fmt.Errorf("sqlite: aggregate %v: %w", q.Filter, err)
+	if err := filter(q.Filter); err != nil {
+		return nil, err
+	}
+	if err := filter(q.Where); err != nil {
+		return nil, err
+	}
+	if c := q.Component; c != nil {
+		b.w(`
+ UNION ALL SELECT r.pk, r.id, cp.system, cp.code, cp.num
+ FROM resources r JOIN idx_composite c ON c.res_pk = r.pk AND c.param = ? JOIN idx_composite_part cp ON cp.cid = c.cid AND cp.part = ?
+ WHERE r.deleted = 0 AND +r.type = ?`, c.Param, c.Part, q.Type)
+		if c.Cond != nil {
+			b.w(" AND ")
+			if err := b.entry(c.Cond, compositeTable, "c", true); err != nil {
+				return nil, fmt.Errorf("sqlite: aggregate component %v: %w", c.Cond, err)
+			}
+		}
+		if err := filter(q.Filter); err != nil {
+			return nil, err
 		}
 	}
 	b.w(")")
