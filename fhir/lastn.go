@@ -217,16 +217,24 @@ func hasParam(params url.Values, names []string) bool {
 }
 
 // lastnParams reads the parameters: the query string, plus for POST a
-// form body or a Parameters resource (operations.html#request: each
-// parameter a primitive value).
+// form body or a Parameters resource.
 func (s *Server) lastnParams(c echo.Context) (url.Values, error) {
+	return s.operationParams(c, "$lastn")
+}
+
+// operationParams reads the parameters of operation op: the query string,
+// plus for POST a form body or a Parameters resource (operations.html#request).
+// Each parameter of the resource carries a primitive value, or a Coding
+// (read as system|code), a Period (start/end) or a Reference (its
+// reference), the forms these take in a query string.
+func (s *Server) operationParams(c echo.Context, op string) (url.Values, error) {
 	r := c.Request()
 	mt, _, _ := mime.ParseMediaType(r.Header.Get(echo.HeaderContentType))
 	if r.Method != http.MethodPost || mt == "" || mt == mimeForm {
 		return s.searchParams(c)
 	}
 	if mt != "application/fhir+json" && mt != "application/json" {
-		return nil, newError(http.StatusUnsupportedMediaType, codeNotSupp, "POST $lastn takes a Parameters resource (application/fhir+json) or %s, not %q", mimeForm, mt)
+		return nil, newError(http.StatusUnsupportedMediaType, codeNotSupp, "POST %s takes a Parameters resource (application/fhir+json) or %s, not %q", op, mimeForm, mt)
 	}
 	raw, err := io.ReadAll(http.MaxBytesReader(c.Response(), r.Body, s.maxBody))
 	if err != nil {
@@ -238,11 +246,11 @@ func (s *Server) lastnParams(c echo.Context) (url.Values, error) {
 	}
 	doc, err := decodeJSON(raw)
 	if err != nil {
-		return nil, errBadRequest("$lastn body: %v", err)
+		return nil, errBadRequest("%s body: %v", op, err)
 	}
 	res, _ := doc.(map[string]any)
 	if res["resourceType"] != "Parameters" {
-		return nil, errBadRequest("$lastn body must be a Parameters resource")
+		return nil, errBadRequest("%s body must be a Parameters resource", op)
 	}
 	out := url.Values{}
 	for k, vs := range c.QueryParams() {
@@ -253,26 +261,57 @@ func (s *Server) lastnParams(c echo.Context) (url.Values, error) {
 		pm, _ := p.(map[string]any)
 		name, _ := pm["name"].(string)
 		var val string
-		found := false
+		found := 0
 		for k, v := range pm {
 			if !strings.HasPrefix(k, "value") {
 				continue
 			}
-			switch x := v.(type) {
-			case string:
-				val, found = x, true
-			case json.Number:
-				val, found = x.String(), true
-			case bool:
-				val, found = strconv.FormatBool(x), true
+			found++
+			var ok bool
+			if val, ok = operationValue(k, v); !ok {
+				return nil, errBadRequest("%s body: parameter[%d] (%s): %s is not a value this operation takes", op, i, name, k)
 			}
 		}
-		if name == "" || !found {
-			return nil, errBadRequest("$lastn body: parameter[%d] needs a name and a primitive value", i)
+		if name == "" || found != 1 {
+			return nil, errBadRequest("%s body: parameter[%d] needs a name and one value", op, i)
 		}
 		out[name] = append(out[name], val)
 	}
 	return out, nil
+}
+
+// operationValue is the query-string form of one Parameters value.
+func operationValue(key string, v any) (string, bool) {
+	switch x := v.(type) {
+	case string:
+		return x, true
+	case json.Number:
+		return x.String(), true
+	case bool:
+		return strconv.FormatBool(x), true
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return "", false
+	}
+	str := func(k string) (string, bool) {
+		s, ok := m[k].(string)
+		return s, ok || m[k] == nil
+	}
+	switch key {
+	case "valueCoding":
+		system, ok1 := str("system")
+		code, ok2 := str("code")
+		return system + "|" + code, ok1 && ok2 && code != ""
+	case "valuePeriod":
+		start, ok1 := str("start")
+		end, ok2 := str("end")
+		return start + "/" + end, ok1 && ok2 && start+end != ""
+	case "valueReference":
+		ref, ok := str("reference")
+		return ref, ok && ref != ""
+	}
+	return "", false
 }
 
 // lastnGroups returns the groups, newest first, each newest first.

@@ -283,23 +283,12 @@ func TestOutputFilterEveryReadRoute(t *testing.T) {
 		// The statistics Observations are built by the server (no stored
 		// content); the source Observations must pass the view.
 		"GET /Observation/$stats": func() (int, []byte) {
-			st, raw := call("GET", "/Observation/$stats?coding=http://loinc.org|72514-3&statistic=count&include=true&patient=Group/v-g1", "")
-			var p struct {
-				Parameter []struct {
-					Name     string          `json:"name"`
-					Resource json.RawMessage `json:"resource"`
-				} `json:"parameter"`
-			}
-			if err := json.Unmarshal(raw, &p); err != nil || st != http.StatusOK {
-				return st, raw
-			}
-			var sources []string
-			for _, pm := range p.Parameter {
-				if pm.Name == "source" {
-					sources = append(sources, string(pm.Resource))
-				}
-			}
-			return st, []byte("[" + strings.Join(sources, ",") + "]")
+			return statsSources(call("GET", "/Observation/$stats?coding=http://loinc.org|72514-3&statistic=count&include=true&patient=Group/v-g1", ""))
+		},
+		"POST /Observation/$stats": func() (int, []byte) {
+			return statsSources(call("POST", "/Observation/$stats", `{"resourceType":"Parameters","parameter":[
+ {"name":"coding","valueCoding":{"system":"http://loinc.org","code":"72514-3"}},{"name":"statistic","valueCode":"count"},
+ {"name":"include","valueBoolean":true},{"name":"patient","valueReference":{"reference":"Group/v-g1"}}]}`))
 		},
 		"GET /:type/:id/$everything": func() (int, []byte) { return call("GET", "/Patient/v-p1/$everything", "") },
 		"GET /:type/:id":             func() (int, []byte) { return call("GET", "/Observation/v-o1", "") },
@@ -418,3 +407,24 @@ const statsBatchBody = `{"resourceType":"Bundle","type":"batch","entry":[
 const txBody = `{"resourceType":"Bundle","type":"transaction","entry":[
  {"fullUrl":"urn:uuid:7f2b9a0e-1c1d-4a57-9d55-0a9f3b1e6c01","resource":{"resourceType":"Patient"},"request":{"method":"POST","url":"Patient"}},
  {"request":{"method":"GET","url":"Patient/v-p1"}}]}`
+
+// statsSources keeps, of a $stats answer, the source Observations (the
+// statistics Observations are built by the server, with no stored content).
+func statsSources(st int, raw []byte) (int, []byte) {
+	var p struct {
+		Parameter []struct {
+			Name     string          `json:"name"`
+			Resource json.RawMessage `json:"resource"`
+		} `json:"parameter"`
+	}
+	if err := json.Unmarshal(raw, &p); err != nil || st != http.StatusOK {
+		return st, raw
+	}
+	var sources []string
+	for _, pm := range p.Parameter {
+		if pm.Name == "source" {
+			sources = append(sources, string(pm.Resource))
+		}
+	}
+	return st, []byte("[" + strings.Join(sources, ",") + "]")
+}

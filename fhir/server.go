@@ -321,6 +321,7 @@ func routeTable() []route {
 		{method: http.MethodGet, path: "/Observation/$lastn", level: levelType, code: "$lastn", handler: (*Server).lastn, typ: "Observation"},
 		{method: http.MethodPost, path: "/Observation/$lastn", level: levelType, code: "$lastn", handler: (*Server).lastn, typ: "Observation"},
 		{method: http.MethodGet, path: "/Observation/$stats", level: levelType, code: "$stats", handler: (*Server).stats, typ: "Observation"},
+		{method: http.MethodPost, path: "/Observation/$stats", level: levelType, code: "$stats", handler: (*Server).stats, typ: "Observation"},
 		{method: http.MethodGet, path: "/:type/$everything", level: levelType, code: "$everything", handler: (*Server).everythingType},
 		{method: http.MethodGet, path: "/:type/:id/$everything", level: levelInstance, code: "$everything", handler: (*Server).everything},
 		{method: http.MethodGet, path: "/:type/:id", level: levelInstance, code: "read", handler: (*Server).read},

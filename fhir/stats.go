@@ -320,11 +320,23 @@ type statsCell struct {
 	shown             bool
 }
 
-// stats handles GET [base]/Observation/$stats.
-func (s *Server) stats(c echo.Context) error { return s.serveRead(c, (*Server).statsRead) }
+// stats handles GET and POST [base]/Observation/$stats.
+func (s *Server) stats(c echo.Context) error {
+	params, err := s.operationParams(c, "$stats")
+	if err != nil {
+		return err
+	}
+	r := readRequestOf(c)
+	r.query = params
+	res, err := s.statsRead(c.Request().Context(), r)
+	if err != nil {
+		return err
+	}
+	return respondRead(c, res)
+}
 
-// statsRead is the $stats interaction, as the REST handler and a batch or
-// transaction GET entry run it.
+// statsRead is the $stats interaction over the parameters in r.query, as
+// the REST handler and a batch or transaction GET entry run it.
 func (s *Server) statsRead(ctx context.Context, r readRequest) (readResult, error) {
 	p, err := s.statsParameters(ctx, r.query)
 	if err != nil {
@@ -373,17 +385,17 @@ func (s *Server) statsParameters(ctx context.Context, query url.Values) (map[str
 		sources []string // stored ids, newest first per code
 	)
 	for _, code := range req.codes {
-		codeExpr, err := s.registry.Compile("Observation", "code", "", []string{strings.TrimPrefix(code, "|")})
+		sel, err := s.statsSelection(code)
 		if err != nil {
-			return nil, errBadRequest("$stats: code %q: %v", code, err)
+			return nil, err
 		}
-		filter := append(slices.Clip(base), codeExpr)
+		filter := slices.Clip(base)
 		var got []*statsCell
 		var ids []string
 		if v == nil {
-			got, ids, err = s.statsStored(ctx, code, filter, members, req)
+			got, ids, err = s.statsStored(ctx, code, sel, filter, members, req)
 		} else {
-			got, ids, err = s.statsViewed(ctx, v, code, filter, members, req)
+			got, ids, err = s.statsViewed(ctx, v, code, sel, filter, members, req)
 		}
 		if err != nil {
 			return nil, err
@@ -420,7 +432,7 @@ func (s *Server) statsParameters(ctx context.Context, query url.Values) (map[str
 }
 
 // statsStored answers a caller without a View from the database.
-func (s *Server) statsStored(ctx context.Context, code string, filter []storage.Expr, members cohort, req statsRequest) ([]*statsCell, []string, error) {
+func (s *Server) statsStored(ctx context.Context, code string, sel statsSelection, filter []storage.Expr, members cohort, req statsRequest) ([]*statsCell, []string, error) {
 	if members != nil {
 		e, err := s.registry.Compile("Observation", "patient", "", []string{strings.Join(append(cohort{"Patient/" + noSuchID}, members...), ",")})
 		if err != nil {
@@ -434,7 +446,8 @@ func (s *Server) statsStored(ctx context.Context, code string, filter []storage.
 			storage.Cmp{Field: storage.FieldLow, Op: storage.OpLe, Value: req.end},
 		}}})
 	}
-	q := storage.AggregateQuery{Type: "Observation", Filter: storage.And{Exprs: filter}, Value: "value-quantity", Subject: "patient", Date: "date", Quantiles: statsQuantiles}
+	q := storage.AggregateQuery{Type: "Observation", Filter: storage.And{Exprs: filter}, Value: "value-quantity", Where: sel.where, Component: sel.component,
+		Subject: "patient", Date: "date", Quantiles: statsQuantiles}
 	var (
 		sums    []storage.Sample
 		summary []storage.Summary
@@ -451,7 +464,7 @@ func (s *Server) statsStored(ctx context.Context, code string, filter []storage.
 			}
 		}
 	} else {
-		samples, _, err := s.viewedSamples(ctx, nil, q)
+		samples, _, err := s.viewedSamples(ctx, nil, q, sel.any)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -465,6 +478,39 @@ func (s *Server) statsStored(ctx context.Context, code string, filter []storage.
 		out[i] = &statsCell{code: code, summary: sm, shown: true}
 	}
 	return out, newestIDs(sums), nil
+}
+
+// statsSelection is how the values of one requested code are found: the
+// value of Observations with that code, and the value of every component
+// with that code (R4 combo semantics: a systolic pressure recorded alone
+// or in a blood-pressure panel).
+type statsSelection struct {
+	where     storage.Expr // Observation.code is the code
+	component *storage.ComponentValues
+	any       storage.Expr // either: the Observations to read
+}
+
+func (s *Server) statsSelection(code string) (statsSelection, error) {
+	token := []string{strings.TrimPrefix(code, "|")}
+	codeExpr, err := s.registry.Compile("Observation", "code", "", token)
+	if err != nil {
+		return statsSelection{}, errBadRequest("$stats: code %q: %v", code, err)
+	}
+	compExpr, err := s.registry.Compile("Observation", "component-code", "", token)
+	if err != nil {
+		return statsSelection{}, errBadRequest("$stats: code %q: %v", code, err)
+	}
+	m, ok := compExpr.(storage.Match)
+	if !ok {
+		return statsSelection{}, fmt.Errorf("$stats: component-code compiles to %T, not a Match", compExpr)
+	}
+	return statsSelection{
+		where: codeExpr,
+		// Part 0 of component-code-value-quantity is the component's code,
+		// part 1 its quantity (R4 Observation search parameters).
+		component: &storage.ComponentValues{Param: "component-code-value-quantity", Cond: storage.Part{Index: 0, Cond: m.Cond}, Part: 1},
+		any:       storage.Or{Exprs: []storage.Expr{codeExpr, compExpr}},
+	}, nil
 }
 
 // newestIDs are the resource ids of samples, newest first, once each.
@@ -496,8 +542,9 @@ const noSuchID = "stats-no-member"
 
 // statsViewed answers a caller with a View from samples in its terms:
 // cohort and period are applied here, the period on the View's timeline.
-func (s *Server) statsViewed(ctx context.Context, v View, code string, filter []storage.Expr, members cohort, req statsRequest) ([]*statsCell, []string, error) {
-	q := storage.AggregateQuery{Type: "Observation", Filter: storage.And{Exprs: filter}, Value: "value-quantity", Subject: "patient", Date: "date"}
+func (s *Server) statsViewed(ctx context.Context, v View, code string, sel statsSelection, filter []storage.Expr, members cohort, req statsRequest) ([]*statsCell, []string, error) {
+	q := storage.AggregateQuery{Type: "Observation", Filter: storage.And{Exprs: filter}, Value: "value-quantity", Where: sel.where, Component: sel.component,
+		Subject: "patient", Date: "date"}
 	var (
 		samples []storage.Sample
 		stored  []string // the stored subject of each sample
@@ -519,7 +566,7 @@ func (s *Server) statsViewed(ctx context.Context, v View, code string, filter []
 	}
 	if !done {
 		var err error
-		if samples, stored, err = s.viewedSamples(ctx, v, q); err != nil {
+		if samples, stored, err = s.viewedSamples(ctx, v, q, sel.any); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -576,8 +623,11 @@ func (s *Server) statsViewed(ctx context.Context, v View, code string, filter []
 // View (nil: as stored) and takes its samples from the index of what the
 // caller would receive. stored holds each sample's stored subject; ids
 // stay the stored ones.
-func (s *Server) viewedSamples(ctx context.Context, v View, q storage.AggregateQuery) (samples []storage.Sample, stored []string, err error) {
-	sq := storage.Query{Types: []string{q.Type}, Filter: q.Filter, Count: 1000}
+func (s *Server) viewedSamples(ctx context.Context, v View, q storage.AggregateQuery, match storage.Expr) (samples []storage.Sample, stored []string, err error) {
+	sq := storage.Query{Types: []string{q.Type}, Filter: storage.And{Exprs: []storage.Expr{q.Filter, match}}, Count: 1000}
+	// The search applied Filter; the rest is judged per resource.
+	each := q
+	each.Filter = nil
 	read := 0
 	for {
 		page, err := s.backend.Search(ctx, sq)
@@ -608,7 +658,11 @@ func (s *Server) viewedSamples(ctx context.Context, v View, q storage.AggregateQ
 				}
 			}
 			storedSubject := entrySubject(raw, q.Subject)
-			for _, sm := range entrySamples(rec.ID, entries, q) {
+			got, err := storage.SamplesOf(rec.ID, entries, each)
+			if err != nil {
+				return nil, nil, fmt.Errorf("$stats: samples of %s/%s: %w", rec.Type, rec.ID, err)
+			}
+			for _, sm := range got {
 				samples = append(samples, sm)
 				stored = append(stored, storedSubject)
 			}
@@ -630,25 +684,6 @@ func entrySubject(entries []storage.Entry, param string) string {
 		}
 	}
 	return best
-}
-
-// entrySamples is what storage.Aggregator.Samples returns for one
-// resource with these entries.
-func entrySamples(id string, entries []storage.Entry, q storage.AggregateQuery) []storage.Sample {
-	subject := entrySubject(entries, q.Subject)
-	date := storage.MinDate
-	for _, e := range entries {
-		if e.Param == q.Date && e.Kind == storage.KindDate && (date == storage.MinDate || e.Low < date) {
-			date = e.Low
-		}
-	}
-	var out []storage.Sample
-	for _, e := range entries {
-		if e.Param == q.Value && e.Kind == storage.KindQuantity {
-			out = append(out, storage.Sample{ID: id, System: e.System, Code: e.Code, Num: e.Num, Subject: subject, Date: date})
-		}
-	}
-	return out
 }
 
 // releaseCells asks the View which cells with values it shows.

@@ -70,6 +70,12 @@ func startOn(t testing.TB, backend string, rules []byte) *env {
 	if be == nil {
 		t.Fatalf("unknown backend %q", backend)
 	}
+	return startWith(t, be, rules)
+}
+
+// startWith starts the server over be.
+func startWith(t testing.TB, be storage.Backend, rules []byte) *env {
+	t.Helper()
 	if rules == nil {
 		rules = deid.DefaultRules()
 	}

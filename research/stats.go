@@ -86,6 +86,9 @@ func (v *view) probe(code string) (bool, error) {
 		"subject":           map[string]any{"reference": "Patient/" + probeID},
 		"effectiveDateTime": probeTime,
 		"valueQuantity":     map[string]any{"value": json.Number(probeValue), "unit": "mm[Hg]", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"},
+		// $stats also reads the code's values from components.
+		"component": []any{map[string]any{"code": map[string]any{"coding": []any{coding}},
+			"valueQuantity": map[string]any{"value": json.Number(probeValue), "unit": "mm[Hg]", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}}},
 	}
 	out, _, err := v.f.deid.Apply(res, v.key)
 	if err != nil {
@@ -93,6 +96,14 @@ func (v *view) probe(code string) (bool, error) {
 	}
 	q, _ := out["valueQuantity"].(map[string]any)
 	if q == nil || fmt.Sprint(q["value"]) != probeValue || q["code"] != "mm[Hg]" || q["system"] != "http://unitsofmeasure.org" {
+		return false, nil
+	}
+	comps, _ := out["component"].([]any)
+	if len(comps) != 1 {
+		return false, nil
+	}
+	cq, _ := comps[0].(map[string]any)["valueQuantity"].(map[string]any)
+	if cq == nil || fmt.Sprint(cq["value"]) != probeValue || cq["code"] != "mm[Hg]" || cq["system"] != "http://unitsofmeasure.org" {
 		return false, nil
 	}
 	subj, _ := out["subject"].(map[string]any)

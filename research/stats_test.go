@@ -187,6 +187,32 @@ func TestStats(t *testing.T) {
 			end := time.Date(2024, 2, 15, 23, 59, 59, 0, time.UTC)
 			_, b = e.do("clinician", "GET", q+"&period=2024-01-01/2024-02-15", "")
 			checkFigures(t, "clinician period", statsAnswer(t, b)[painCode], expected(values(func(o statsObs) bool { return !o.at.After(end) })))
+			// POST: the same parameters in a Parameters resource, the
+			// cohort and period as a Reference and a Period.
+			var post []string
+			for _, st := range strings.Split(allStats, ",") {
+				post = append(post, `{"name":"statistic","valueCode":"`+st+`"}`)
+			}
+			st, b = e.do("clinician", "POST", "/Observation/$stats", `{"resourceType":"Parameters","parameter":[{"name":"code","valueString":"72514-3"},
+ {"name":"system","valueUri":"http://loinc.org"},{"name":"patient","valueReference":{"reference":"Group/g-small"}},
+ {"name":"period","valuePeriod":{"start":"2024-01-01","end":"2024-02-15"}},`+strings.Join(post, ",")+`]}`)
+			if st != 200 {
+				t.Fatalf("POST $stats: %d %v", st, b)
+			}
+			checkFigures(t, "clinician POST Group/g-small and period", statsAnswer(t, b)[painCode],
+				expected(values(func(o statsObs) bool { return o.patient < "sp05" && !o.at.After(end) })))
+			for _, bad := range []string{
+				`{"resourceType":"Observation"}`,
+				`{"resourceType":"Parameters","parameter":[{"name":"coding","valueAttachment":{"url":"x"}},{"name":"statistic","valueCode":"count"}]}`,
+				`{"resourceType":"Parameters","parameter":[{"name":"code","valueString":"72514-3","valueCode":"x"},{"name":"statistic","valueCode":"count"}]}`,
+				`{"resourceType":"Parameters","parameter":[{"name":"coding","valueCoding":{"system":"http://loinc.org"}},{"name":"statistic","valueCode":"count"}]}`,
+				`{"resourceType":"Parameters","parameter":[{"name":"nonsense","valueString":"x"}]}`,
+				`{"resourceType":"Parameters"`,
+			} {
+				if st, o := e.do("clinician", "POST", "/Observation/$stats", bad); st != 400 || o["resourceType"] != "OperationOutcome" {
+					t.Errorf("POST $stats %s: %d %v, want 400 with an OperationOutcome", bad, st, o)
+				}
+			}
 			_, b = e.do("clinician", "GET", "/Observation/$stats?coding="+url.QueryEscape(painCode)+","+url.QueryEscape(hrCode)+"&statistic=count,maximum", "")
 			if got := statsAnswer(t, b); got[painCode]["count"] != 90 || got[hrCode]["count"] != statsPatients || got[hrCode]["maximum"] != 60+statsPatients-1 {
 				t.Errorf("two codings: %v", got)

@@ -16,6 +16,13 @@ type AggregateQuery struct {
 	// Value is a quantity parameter ("value-quantity"); its entries' Num
 	// are the values, grouped by unit (System, Code).
 	Value string
+	// Where, when set, takes Value entries only from the resources that
+	// also match it (the code measured by Observation.value); Filter
+	// applies to every value.
+	Where Expr
+	// Component, when set, also takes values recorded in composite index
+	// entries (the components of an Observation, R4 combo semantics).
+	Component *ComponentValues
 	// Subject is a reference parameter ("patient"): Summary.Subjects
 	// counts the distinct targets among the summarized resources, and a
 	// Sample carries the resource's (lowest) target.
@@ -25,6 +32,64 @@ type AggregateQuery struct {
 	Date string
 	// Quantiles are fractions in [0, 1] (Summarize only).
 	Quantiles []float64
+}
+
+// ComponentValues selects values from a composite parameter: each entry
+// of Param that satisfies Cond (an entry-level condition, e.g. Part 0 is
+// a code) gives the Num, System and Code of its quantity part Part.
+type ComponentValues struct {
+	Param string // "component-code-value-quantity"
+	Cond  Expr
+	Part  int
+}
+
+// SamplesOf is the reference meaning of Aggregator.Samples for one current
+// resource of q.Type with these index entries: its values if it matches
+// q.Filter, each with the resource's subject and date.
+func SamplesOf(id string, entries []Entry, q AggregateQuery) ([]Sample, error) {
+	if q.Filter != nil {
+		if ok, err := Matches(q.Filter, id, entries); err != nil || !ok {
+			return nil, err
+		}
+	}
+	values := q.Where == nil
+	if !values {
+		ok, err := Matches(q.Where, id, entries)
+		if err != nil {
+			return nil, err
+		}
+		values = ok
+	}
+	subject := ""
+	date := MinDate
+	for _, e := range entries {
+		if e.Param == q.Subject && e.Kind == KindReference && e.RefID != "" {
+			if ref := e.RefType + "/" + e.RefID; subject == "" || ref < subject {
+				subject = ref
+			}
+		}
+		if e.Param == q.Date && e.Kind == KindDate && (date == MinDate || e.Low < date) {
+			date = e.Low
+		}
+	}
+	var out []Sample
+	for i := range entries {
+		e := &entries[i]
+		switch {
+		case values && e.Param == q.Value && e.Kind == KindQuantity:
+			out = append(out, Sample{ID: id, System: e.System, Code: e.Code, Num: e.Num, Subject: subject, Date: date})
+		case q.Component != nil && e.Param == q.Component.Param && e.Kind == KindComposite:
+			ok, err := MatchEntry(q.Component.Cond, e)
+			if err != nil {
+				return nil, err
+			}
+			if p := q.Component.Part; ok && p >= 0 && p < len(e.Parts) && e.Parts[p].Kind == KindQuantity {
+				v := e.Parts[p]
+				out = append(out, Sample{ID: id, System: v.System, Code: v.Code, Num: v.Num, Subject: subject, Date: date})
+			}
+		}
+	}
+	return out, nil
 }
 
 // Summary is the statistics of one unit's values.

@@ -2,123 +2,149 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
+	"math"
+	"strings"
 
 	"github.com/anodyne-fhir/anodyne/storage"
 )
 
 var _ storage.Aggregator = (*Backend)(nil)
 
-// values writes the common table expression v(pk, id, system, code, num):
-// one row per Value entry of the matching resources.
+// aggregateValues writes the common table expression v(pk, id, system,
+// code, num): one row per value of the matching resources, the Value
+// entries of those that match Where and the quantity parts of the
+// Component entries that satisfy its condition.
 func aggregateValues(q storage.AggregateQuery) (*sqlb, error) {
 	if q.Type == "" || q.Value == "" {
 		return nil, errors.New("sqlite: aggregate: Type and Value are required")
 	}
 	n := 0
 	b := newSQLB(&n)
+	filter := func(e storage.Expr) error {
+		if e == nil {
+			return nil
+		}
+		b.w(" AND ")
+		if err := b.resource(e, "r"); err != nil {
+			return fmt.Errorf("sqlite: aggregate %v: %w", e, err)
+		}
+		return nil
+	}
 	b.w(`WITH v AS (SELECT r.pk AS pk, r.id AS id, q.system AS system, q.code AS code, q.num AS num
  FROM resources r JOIN idx_quantity q ON q.res_pk = r.pk AND q.param = ?
  WHERE r.deleted = 0 AND +r.type = ?`, q.Value, q.Type)
-	if q.Filter != nil {
-		b.w(" AND ")
-		if err := b.resource(q.Filter, "r"); err != nil {
-			return nil, fmt.Errorf("sqlite: aggregate %v: %w", q.Filter, err)
+	if err := filter(q.Filter); err != nil {
+		return nil, err
+	}
+	if err := filter(q.Where); err != nil {
+		return nil, err
+	}
+	if c := q.Component; c != nil {
+		b.w(`
+ UNION ALL SELECT r.pk, r.id, cp.system, cp.code, cp.num
+ FROM resources r JOIN idx_composite c ON c.res_pk = r.pk AND c.param = ? JOIN idx_composite_part cp ON cp.cid = c.cid AND cp.part = ?
+ WHERE r.deleted = 0 AND +r.type = ?`, c.Param, c.Part, q.Type)
+		if c.Cond != nil {
+			b.w(" AND ")
+			if err := b.entry(c.Cond, compositeTable, "c", true); err != nil {
+				return nil, fmt.Errorf("sqlite: aggregate component %v: %w", c.Cond, err)
+			}
+		}
+		if err := filter(q.Filter); err != nil {
+			return nil, err
 		}
 	}
 	b.w(")")
 	return b, nil
 }
 
-// Summarize implements storage.Aggregator in SQL: counts, sums, extremes
-// and the mean in one grouped pass, squared deviations from the group's
-// mean by a window, and each quantile's two ranks from one sorted pass
-// per unit.
+// Summarize implements storage.Aggregator in one SQL statement over the
+// matching values, materialized once: counts, sums, extremes and the mean
+// grouped by unit; squared deviations from the unit's mean and distinct
+// subjects from the materialized rows; and the two ranks each quantile
+// interpolates between, computed from the unit's count in SQL and read
+// from one sorted pass, as rows of their own (kind 1) so that the values
+// come back as exact REALs.
 func (b *Backend) Summarize(ctx context.Context, q storage.AggregateQuery) ([]storage.Summary, error) {
 	v, err := aggregateValues(q)
 	if err != nil {
 		return nil, err
 	}
-	tx, err := b.r.BeginTx(ctx, nil)
+	qs := make([]any, len(q.Quantiles))
+	for i, f := range q.Quantiles {
+		qs[i] = math.Min(math.Max(f, 0), 1) // as storage.QuantileRanks clamps
+	}
+	ranks := ""
+	if len(qs) > 0 {
+		// storage.QuantileRanks: lo = floor((n-1)q) (a non-negative REAL
+		// cast to INTEGER truncates), hi = min(lo+1, n-1).
+		ranks = `
+UNION ALL
+SELECT 1, k.system, k.code, k.rn, k.num, 0, 0, 0, 0, 0 FROM k JOIN g ON g.system = k.system AND g.code = k.code
+ WHERE k.rn IN (SELECT CAST((g.n - 1) * x.q AS INTEGER) FROM x UNION ALL SELECT MIN(CAST((g.n - 1) * x.q AS INTEGER) + 1, g.n - 1) FROM x)`
+	}
+	sqlText := strings.Replace(v.String(), "WITH v AS (", "WITH v AS MATERIALIZED (", 1) + `,
+g AS MATERIALIZED (SELECT system, code, COUNT(*) AS n, SUM(num) AS s, MIN(num) AS lo, MAX(num) AS hi, AVG(num) AS m FROM v GROUP BY system, code),
+k AS (SELECT system, code, num, ROW_NUMBER() OVER (PARTITION BY system, code ORDER BY num) - 1 AS rn FROM v),
+x(q) AS (VALUES ` + valuesList(len(qs)) + `)
+SELECT 0 AS kind, g.system, g.code, g.n, g.s, g.lo, g.hi, g.m,
+ (SELECT SUM((v.num - g.m) * (v.num - g.m)) FROM v WHERE v.system = g.system AND v.code = g.code),
+ (SELECT COUNT(DISTINCT p.ref_type || '/' || p.ref_id) FROM v JOIN idx_reference p ON p.res_pk = v.pk AND p.param = ? AND p.ref_id != ''
+   WHERE v.system = g.system AND v.code = g.code)
+FROM g` + ranks + `
+ORDER BY 2, 3, 1`
+	args := append(append(append([]any{}, v.args...), qs...), q.Subject)
+	if len(qs) == 0 {
+		args = append(append(append([]any{}, v.args...), nil), q.Subject)
+	}
+	rows, err := b.r.QueryContext(ctx, sqlText, args...)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: aggregate: %w", err)
-	}
-	defer tx.Rollback()
-	sqlText := v.String() + `, w AS (SELECT v.*, AVG(num) OVER (PARTITION BY system, code) AS m FROM v)
-SELECT system, code, COUNT(*), SUM(num), MIN(num), MAX(num), AVG(num), SUM((num - m) * (num - m)),
- (SELECT COUNT(DISTINCT p.ref_type || '/' || p.ref_id) FROM idx_reference p
-   WHERE p.param = ? AND p.ref_id != '' AND p.res_pk IN (SELECT pk FROM v v2 WHERE v2.system = w.system AND v2.code = w.code))
-FROM w GROUP BY system, code ORDER BY system, code`
-	args := append(append([]any{}, v.args...), q.Subject)
-	rows, err := tx.QueryContext(ctx, sqlText, args...)
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: aggregate: %w", err)
-	}
-	var out []storage.Summary
-	for rows.Next() {
-		var s storage.Summary
-		if err := rows.Scan(&s.System, &s.Code, &s.Count, &s.Sum, &s.Min, &s.Max, &s.Mean, &s.SquaredDeviations, &s.Subjects); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("sqlite: aggregate: %w", err)
-		}
-		out = append(out, s)
-	}
-	if err := rows.Close(); err != nil {
-		return nil, fmt.Errorf("sqlite: aggregate: %w", err)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlite: aggregate: %w", err)
-	}
-	if len(q.Quantiles) > 0 {
-		for i := range out {
-			if err := quantiles(ctx, tx, v, q.Quantiles, &out[i]); err != nil {
-				return nil, err
-			}
-		}
-	}
-	return out, tx.Commit()
-}
-
-// quantiles reads the ranks each quantile needs from one sorted pass over
-// the unit's values.
-func quantiles(ctx context.Context, tx *sql.Tx, v *sqlb, qs []float64, s *storage.Summary) error {
-	need := map[int]float64{}
-	var ranks []any
-	for _, q := range qs {
-		lo, hi, _ := storage.QuantileRanks(s.Count, q)
-		for _, r := range []int{lo, hi} {
-			if _, ok := need[r]; !ok {
-				need[r] = 0
-				ranks = append(ranks, r)
-			}
-		}
-	}
-	sqlText := v.String() + ` SELECT rn, num FROM (SELECT num, ROW_NUMBER() OVER (ORDER BY num) - 1 AS rn FROM v WHERE system = ? AND code = ?)
- WHERE rn IN (` + placeholders(len(ranks)) + `)`
-	args := append(append(append([]any{}, v.args...), s.System, s.Code), ranks...)
-	rows, err := tx.QueryContext(ctx, sqlText, args...)
-	if err != nil {
-		return fmt.Errorf("sqlite: aggregate quantiles: %w", err)
 	}
 	defer rows.Close()
-	for rows.Next() {
-		var rn int
-		var num float64
-		if err := rows.Scan(&rn, &num); err != nil {
-			return fmt.Errorf("sqlite: aggregate quantiles: %w", err)
+	var out []storage.Summary
+	var picked map[int]float64
+	finish := func() {
+		if len(out) == 0 {
+			return
 		}
-		need[rn] = num
+		s := &out[len(out)-1]
+		for _, f := range q.Quantiles {
+			lo, hi, w := storage.QuantileRanks(s.Count, f)
+			s.Quantiles = append(s.Quantiles, picked[lo]+w*(picked[hi]-picked[lo]))
+		}
+	}
+	for rows.Next() {
+		var kind int
+		var s storage.Summary
+		if err := rows.Scan(&kind, &s.System, &s.Code, &s.Count, &s.Sum, &s.Min, &s.Max, &s.Mean, &s.SquaredDeviations, &s.Subjects); err != nil {
+			return nil, fmt.Errorf("sqlite: aggregate: %w", err)
+		}
+		if kind == 0 {
+			finish()
+			out = append(out, s)
+			picked = map[int]float64{}
+			continue
+		}
+		// A rank row: Count holds the rank, Sum the value.
+		picked[s.Count] = s.Sum
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("sqlite: aggregate quantiles: %w", err)
+		return nil, fmt.Errorf("sqlite: aggregate: %w", err)
 	}
-	for _, q := range qs {
-		lo, hi, w := storage.QuantileRanks(s.Count, q)
-		s.Quantiles = append(s.Quantiles, need[lo]+w*(need[hi]-need[lo]))
+	finish()
+	return out, nil
+}
+
+// valuesList is n one-column VALUES rows of placeholders; n = 0 gives one
+// NULL row (bound by the caller), which no rank matches.
+func valuesList(n int) string {
+	if n == 0 {
+		return "(?)"
 	}
-	return nil
+	return "(?)" + strings.Repeat(", (?)", n-1)
 }
 
 // Samples implements storage.Aggregator: index rows only, no documents.
