@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -30,23 +31,37 @@ func freeAddr(t testing.TB) string {
 // MongoDB database and returns its root URL once it listens.
 func serveMongoChild(t testing.TB, uri, db string, extra ...string) string {
 	t.Helper()
+	_, root := serveMongoProc(t, uri, db, extra...)
+	return root
+}
+
+// serveLogs holds the standard error of each serve child (*exec.Cmd ->
+// *syncBuffer).
+var serveLogs sync.Map
+
+// serveMongoProc is serveMongoChild that also hands back the process.
+func serveMongoProc(t testing.TB, uri, db string, extra ...string) (*exec.Cmd, string) {
+	t.Helper()
 	addr := freeAddr(t)
 	args := append([]string{"serve", "--listen", addr, "--data-dir", t.TempDir(), "--mongodb-uri", uri, "--mongodb-database", db,
 		"--auth=off", "--audit=off", "--log-level=warn"}, extra...)
-	_, _, stderr := child(t, args...)
+	cmd, _, stderr := child(t, args...)
 	// --log-level=warn hides the listening line: poll /readyz instead.
-	go io.Copy(io.Discard, stderr)
+	// The warnings are kept for a failing test to show.
+	logs := &syncBuffer{}
+	serveLogs.Store(cmd, logs)
+	go io.Copy(logs, stderr)
 	root := "http://" + addr
 	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		if r, err := http.Get(root + "/readyz"); err == nil {
 			r.Body.Close()
 			if r.StatusCode == http.StatusOK {
-				return root
+				return cmd, root
 			}
 		}
 	}
 	t.Fatalf("anodyne serve on %s did not become ready", addr)
-	return ""
+	return nil, ""
 }
 
 func httpCall(t testing.TB, method, u, body string, hdr ...string) (int, http.Header, []byte) {
