@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/anodyne-fhir/anodyne/auth"
 	"github.com/anodyne-fhir/anodyne/fhir"
 	"github.com/anodyne-fhir/anodyne/storage"
 )
@@ -252,8 +253,8 @@ func (s *Service) Configure(cfg *fhir.Config) {
 		cfg.Redact = map[string]func(context.Context, map[string]any) error{}
 	}
 	cfg.Redact["Subscription"] = s.Redact
-	if cfg.Authorizer != nil {
-		cfg.Authorizer = s.Authorizer(cfg.Authorizer)
+	if _, off := cfg.Authorizer.(auth.AllowAll); cfg.Authorizer != nil && !off {
+		cfg.Authorizer = s.Authorizer(cfg.Authorizer) // AllowAll stays itself: the server tells auth off by it
 	}
 	prev := cfg.Capability
 	cfg.Capability = func(cs map[string]any) {

@@ -57,9 +57,10 @@ func (s *Service) Redact(ctx context.Context, res map[string]any) error {
 }
 
 // ownerReads: the caller is the Subscription's owner, or authorization
-// is off (there is no one else to tell apart).
+// is off (there is no one to tell apart). With it on, output without a
+// Principal (a bulk export job) is not the owner's.
 func (s *Service) ownerReads(ctx context.Context, o *owner) bool {
-	if s.cfg.Authorizer == nil {
+	if _, off := s.cfg.Authorizer.(auth.AllowAll); off || s.cfg.Authorizer == nil {
 		return true
 	}
 	p := auth.FromContext(ctx)
