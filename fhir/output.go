@@ -81,10 +81,12 @@ func (s *Server) view(ctx context.Context) (View, error) {
 type shaping func(typ string, res map[string]any) error
 
 // emit is the one function every resource leaving the package passes:
-// shaping first (it only removes elements), then the caller's view. It
+// shaping first (it only removes elements), then the type's redaction
+// (Config.Redact), then the caller's view. It
 // returns the JSON to send and the id the caller knows the resource by.
 func (s *Server) emit(ctx context.Context, v View, shape shaping, rec storage.Record) ([]byte, string, error) {
-	if v == nil && shape == nil {
+	redact := s.redact[rec.Type]
+	if v == nil && shape == nil && redact == nil {
 		return rec.JSON, rec.ID, nil
 	}
 	res, err := decodeRecord(rec)
@@ -94,6 +96,11 @@ func (s *Server) emit(ctx context.Context, v View, shape shaping, rec storage.Re
 	if shape != nil {
 		if err := shape(rec.Type, res); err != nil {
 			return nil, "", err
+		}
+	}
+	if redact != nil {
+		if err := redact(ctx, res); err != nil {
+			return nil, "", fmt.Errorf("redacting %s for output: %w", rec.Type, err)
 		}
 	}
 	id := rec.ID

@@ -104,6 +104,12 @@ type Config struct {
 	// (extensions of what is served above this package) before it is
 	// encoded; it must not remove what the route table declares.
 	Capability func(cs map[string]any)
+	// Redact, when set, masks stored elements of the named resource types
+	// that no reader may receive as stored (a Subscription's channel
+	// credentials): emit applies it on every path a resource of the type
+	// leaves by, before the caller's View. It may consult the caller on
+	// ctx and must only remove or mask.
+	Redact map[string]func(ctx context.Context, res map[string]any) error
 	// Output, when set, sees every resource that leaves the server (see
 	// OutputFilter); nil sends stored resources unchanged.
 	Output OutputFilter
@@ -164,6 +170,7 @@ type Server struct {
 	patientOps []PatientOperation
 	resOps     []ResourceOperation
 	capHook    func(cs map[string]any)
+	redact     map[string]func(ctx context.Context, res map[string]any) error
 	lastnProbe int // $lastn's in-memory page (lastnDefaultProbe; tests lower it)
 }
 
@@ -195,6 +202,7 @@ func New(cfg Config) (*Server, error) {
 		onJob:     cfg.OnJob,
 		output:    cfg.Output,
 		capHook:   cfg.Capability,
+		redact:    cfg.Redact,
 
 		leaseOwner: lease.NewOwner(),
 		leaseTTL:   cfg.LeaseTTL,

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/anodyne-fhir/anodyne/subscription"
 )
 
 // withHeartbeat adds backport-heartbeat-period (seconds) to a
@@ -186,5 +188,70 @@ func TestBackportHandshakeStatusEvents(t *testing.T) {
 				t.Errorf("OperationDefinition %v", def)
 			}
 		})
+	}
+}
+
+// TestHandshakeRefused: an endpoint that refuses the handshake leaves the
+// Subscription requested, then error (with Subscription.error) after the
+// configured failures; events written meanwhile wait behind the
+// handshake, and once the endpoint answers, the handshake, then the
+// events in order, arrive and the Subscription is active.
+func TestHandshakeRefused(t *testing.T) {
+	be := backends()[0]
+	rcv := newReceiver(t)
+	down := true
+	rcv.fail = func(int, delivery) int {
+		if down {
+			return http.StatusInternalServerError
+		}
+		return 0
+	}
+	setDown := func(v bool) {
+		rcv.mu.Lock()
+		down = v
+		rcv.mu.Unlock()
+	}
+	s := start(t, be.Open(t), nil, func(c *subscription.Config) { c.FailuresBeforeError = 2 })
+	sub := s.do(t, "", "POST", "/Subscription", topicSubscription("http://anodyne-fhir.org/fhir/SubscriptionTopic/pain-score", "", "id-only", rcv.ts.URL+"/hs")).Expect(t, http.StatusCreated).JSON(t)
+	id := sub["id"].(string)
+	for i := range 2 {
+		oid := fmt.Sprintf("w-%d", i)
+		s.do(t, "", "PUT", "/Observation/"+oid, observation(oid, painCode, "p1", i)).Expect(t, http.StatusCreated)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	var cur map[string]any
+	for {
+		cur = s.do(t, "", "GET", "/Subscription/"+id, "").Expect(t, http.StatusOK).JSON(t)
+		if cur["status"] == "error" {
+			break
+		}
+		if cur["status"] != "requested" || time.Now().After(deadline) {
+			t.Fatalf("status %v while the handshake is refused, want requested then error", cur["status"])
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if e, _ := cur["error"].(string); !strings.Contains(e, "500") {
+		t.Errorf("Subscription.error %q", cur["error"])
+	}
+	st := s.do(t, "", "GET", "/Subscription/"+id+"/$status", "").Expect(t, http.StatusOK).JSON(t)
+	if sp := get(st, "entry", 0, "resource"); param(sp, "status") != "error" || param(sp, "error") == nil || param(sp, "events-since-subscription-start") != "0" {
+		t.Errorf("$status while failing: %v", st)
+	}
+	setDown(false)
+	got := rcv.wait(t, "/hs", 3, 15*time.Second, 300*time.Millisecond)
+	var kinds []string
+	for _, d := range got {
+		k, _ := notificationType(t, d.Body)
+		kinds = append(kinds, k)
+	}
+	if strings.Join(kinds, ",") != "handshake,event-notification,event-notification" {
+		t.Errorf("after recovery: %v", kinds)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for s.do(t, "", "GET", "/Subscription/"+id, "").Expect(t, http.StatusOK).JSON(t)["status"] != "active" {
+		if time.Now().After(deadline) {
+			t.Fatal("not active after the endpoint recovered")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

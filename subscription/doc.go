@@ -1,6 +1,9 @@
-// Package subscription owns R4 Subscriptions (subscription.html): their
-// validation when written, the matching of every write against the active
-// ones, and the durable, at-least-once rest-hook delivery of the events.
+// Package subscription owns R4 Subscriptions (subscription.html) and the
+// R5 Subscriptions Backport for R4 (STU 1.1): their validation when
+// written, the matching of every write against the active ones, the
+// durable, at-least-once rest-hook and websocket delivery of the events,
+// the backport's handshake, heartbeats, $status, $events and
+// $get-ws-binding-token, and the masking of channel credentials on read.
 //
 // # Matching on commit
 //
@@ -67,8 +70,22 @@
 // The secret is per Subscription: the client may set it in the channel
 // extension secretURL (at least 16 characters), otherwise the server
 // generates one; it is kept in the resource like channel.header (which in
-// R4 already carries the receiver's credentials) and is visible only to
-// those who may read the Subscription.
+// R4 already carries the receiver's credentials). Neither leaves as
+// stored: Redact masks header values for every reader and the secret for
+// all but the owner (security.go).
+//
+// # Backport topics
+//
+// A topic-based Subscription (criteria a topic of data/topics.json) gets
+// history Bundles led by the SubscriptionStatus. Its stream starts with a
+// handshake event queued in the Subscription's own Commit (status
+// requested until the endpoint accepts it). Events are numbered at first
+// attempt, under the stream's lease, and logged in the KV for $events.
+// Heartbeats are not queued: the Run loop sends one under the lease when
+// the period passed since the last notification (a KV clock shared by
+// the processes). The websocket channel (websocket.go) delivers the same
+// stream to the sockets bound in the process that holds the lease; a
+// process claims a websocket stream only while it has a bound socket.
 //
 // # Endpoint safety
 //

@@ -85,11 +85,12 @@ func (s *Service) focusOf(ctx context.Context, sb *sub, typ, id string, version 
 const maxReplay = 100
 
 // replay returns the logged events numbered since..until (inclusive) that
-// are still kept, each with its focus, at most maxReplay of them.
+// are still kept, each with its focus: of the first maxReplay numbers of
+// the range (a client pages on by eventsSinceNumber).
 func (s *Service) replay(ctx context.Context, sb *sub, since, until int64, content string) ([]numbered, error) {
 	kv := s.cfg.Backend.KV()
 	var out []numbered
-	for n := since; n <= until && len(out) < maxReplay; n++ {
+	for n := since; n <= until && n < since+maxReplay; n++ {
 		b, err := kv.Get(ctx, eventLogKey(sb.ID, n))
 		if errors.Is(err, storage.ErrNotFound) {
 			continue // expired, or a number a crash skipped

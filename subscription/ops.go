@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/anodyne-fhir/anodyne/auth"
 	"github.com/anodyne-fhir/anodyne/fhir"
 	"github.com/anodyne-fhir/anodyne/storage"
 )
@@ -243,9 +244,18 @@ func (s *Service) heartbeatDue(ctx context.Context, sb *sub) (bool, error) {
 
 // Configure adds to a server's configuration what the Service serves
 // besides observing (add it to cfg.Observers, last, yourself): the
-// backport operations and the CapabilityStatement additions.
+// backport operations, the CapabilityStatement additions, the masking of
+// channel credentials and, when cfg.Authorizer is set, the patient/ rule
+// for Subscriptions around it (call Configure after setting it).
 func (s *Service) Configure(cfg *fhir.Config) {
 	cfg.ResourceOperations = append(cfg.ResourceOperations, s.Operations()...)
+	if cfg.Redact == nil {
+		cfg.Redact = map[string]func(context.Context, map[string]any) error{}
+	}
+	cfg.Redact["Subscription"] = s.Redact
+	if _, off := cfg.Authorizer.(auth.AllowAll); cfg.Authorizer != nil && !off {
+		cfg.Authorizer = s.Authorizer(cfg.Authorizer) // AllowAll stays itself: the server tells auth off by it
+	}
 	prev := cfg.Capability
 	cfg.Capability = func(cs map[string]any) {
 		if prev != nil {

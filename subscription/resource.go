@@ -87,6 +87,8 @@ type sub struct {
 	Error     string    // Subscription.error
 	End       time.Time // zero: none
 	Owner     *owner    // nil: written with authorization off
+	// Patient is the server's patient tag: a patient/ app's Subscription.
+	Patient string
 }
 
 func stringAt(m map[string]any, key string) string {
@@ -151,6 +153,7 @@ func parseSub(res map[string]any, version int64) (*sub, error) {
 		}
 	}
 	s.Owner = ownerOf(res)
+	s.Patient = patientTagOf(res)
 	return s, nil
 }
 

@@ -198,3 +198,63 @@ func TestLogEntryEncoding(t *testing.T) {
 		t.Errorf("key %s", k)
 	}
 }
+
+// TestUnmask: masks a client writes back take the stored values; a mask
+// with nothing stored behind it is refused; other values are the client's.
+func TestUnmask(t *testing.T) {
+	prev := &sub{Headers: []string{"Authorization: Bearer a", "X-Key: k1", "x-key: k2"}}
+	cases := []struct {
+		name    string
+		headers []any
+		want    []string
+		wantErr bool
+	}{
+		{"all masked", []any{"Authorization: [masked]", "X-Key: [masked]", "X-KEY: [masked]"}, []string{"Authorization: Bearer a", "X-Key: k1", "x-key: k2"}, false},
+		{"one changed", []any{"Authorization: Bearer new", "X-Key: [masked]"}, []string{"Authorization: Bearer new", "X-Key: k1"}, false},
+		{"unknown masked", []any{"X-Other: [masked]"}, nil, true},
+		{"more masks than stored", []any{"X-Key: [masked]", "X-Key: [masked]", "X-Key: [masked]"}, nil, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			res := map[string]any{"channel": map[string]any{"header": tc.headers}}
+			err := unmask(res, prev)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err %v, want error %v", err, tc.wantErr)
+			}
+			if err != nil {
+				return
+			}
+			var got []string
+			for _, h := range res["channel"].(map[string]any)["header"].([]any) {
+				got = append(got, h.(string))
+			}
+			if strings.Join(got, "|") != strings.Join(tc.want, "|") {
+				t.Errorf("headers %v, want %v", got, tc.want)
+			}
+		})
+	}
+	if err := unmask(map[string]any{"channel": map[string]any{"header": []any{"A: [masked]"}}}, nil); err == nil {
+		t.Error("a masked header on a create was accepted")
+	}
+	res := map[string]any{"channel": map[string]any{"extension": []any{map[string]any{"url": secretURL, "valueString": masked}}}}
+	if err := unmask(res, prev); err != nil || extString(res["channel"].(map[string]any), secretURL) != "" {
+		t.Errorf("masked secret not dropped (the stored one is kept): %v %v", res, err)
+	}
+}
+
+// TestHeartbeatPeriod: backport-heartbeat-period is whole seconds, 1 to a day.
+func TestHeartbeatPeriod(t *testing.T) {
+	for raw, want := range map[string]time.Duration{`5`: 5 * time.Second, `86400`: 24 * time.Hour, `0`: -1, `-3`: -1, `1.5`: -1, `"5"`: -1, `86401`: -1} {
+		res, err := decode([]byte(`{"criteria":"Observation","channel":{"type":"rest-hook","extension":[{"url":"` + heartbeatURL + `","valueUnsignedInt":` + raw + `}]}}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sb, err := parseSub(res, 1)
+		switch {
+		case want < 0 && err == nil:
+			t.Errorf("%s accepted as %v", raw, sb.Heartbeat)
+		case want >= 0 && (err != nil || sb.Heartbeat != want):
+			t.Errorf("%s: %v %v, want %v", raw, sb, err, want)
+		}
+	}
+}

@@ -82,9 +82,36 @@ func (s *Service) observeSubscription(ctx context.Context, cs *fhir.CommitSet, i
 			return invalid(http.StatusForbidden, "forbidden", "Subscription", "Subscription/%s belongs to another client", w.ID)
 		}
 	}
-	setExt(res, ownerURL, nil) // never the client's word
+	action := fhir.ActionCreate
+	if prev != nil {
+		action = fhir.ActionUpdate
+	}
+	patient, limited, err := s.patientLimited(ctx, action)
+	if err != nil {
+		return err
+	}
+	if limited && prev != nil && prev.Patient != patient {
+		return invalid(http.StatusForbidden, "forbidden", "Subscription", "Subscription/%s is not a Subscription of Patient/%s", w.ID, patient)
+	}
+	switch {
+	case limited:
+		// A patient/ app's Subscription acts with its patient/ scopes only.
+		own.Scope = patientScopes(p.Scopes)
+	case prev != nil && prev.Owner != nil && (own == prev.Owner || own.Client == prev.Owner.Client):
+		patient = prev.Patient // the owner (or an operator) keeps what it was
+		if patient != "" {
+			own.Scope = prev.Owner.Scope
+		}
+	default:
+		patient = ""
+	}
+	setPatientTag(res, patient) // never the client's word
+	setExt(res, ownerURL, nil)  // never the client's word
 	if own != nil {
 		setExt(res, ownerURL, ownerExt(own))
+	}
+	if err := unmask(res, prev); err != nil {
+		return err
 	}
 	sb, err := parseSub(res, w.VersionID)
 	if err != nil {
