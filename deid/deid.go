@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/anodyne-fhir/anodyne/fhir/fhirpath"
+	"github.com/anodyne-fhir/anodyne/conformance/fhirpath"
 )
 
 // Label systems written into meta.

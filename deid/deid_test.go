@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/anodyne-fhir/anodyne/fhir/fhirpath"
+	"github.com/anodyne-fhir/anodyne/conformance/fhirpath"
 )
 
 func decode(t testing.TB, s string) map[string]any {

@@ -1,6 +1,6 @@
 // Package deid is Anodyne's de-identifier: it turns one FHIR resource (as
 // decoded JSON) into its de-identified form under an ordered rule set of
-// FHIRPath rules {path, method, params}, evaluated by fhir/fhirpath. The
+// FHIRPath rules {path, method, params}, evaluated by conformance/fhirpath. The
 // first rule that selects a node decides that node and everything below
 // it; what no rule selects is kept. An embedded default rule set follows
 // HIPAA Safe Harbor while keeping what pain research needs (codes, numeric

@@ -10,7 +10,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/anodyne-fhir/anodyne/fhir/fhirpath"
+	"github.com/anodyne-fhir/anodyne/conformance/fhirpath"
 )
 
 // default_rules.json is the embedded rule set (see the README's

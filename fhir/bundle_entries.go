@@ -60,10 +60,16 @@ func (s *Server) bundle(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	r, err := s.runBundle(c.Request().Context(), body, bundleReturn(c))
+	ctx, release, err := s.beginIdempotent(c, body)
 	if err != nil {
 		return err
 	}
+	defer release()
+	r, err := s.runBundle(ctx, body, bundleReturn(c))
+	if err != nil {
+		return err
+	}
+	s.settle(ctx)
 	return writeResource(c, http.StatusOK, r.bundle())
 }
 
@@ -125,10 +131,12 @@ func (s *Server) parseEntryURL(e *txEntry) error {
 		u = strings.TrimPrefix(u, s.base+"/")
 	}
 	u = strings.TrimPrefix(u, "/")
-	if u == "" || strings.Contains(u, "://") {
+	path, rawQuery, hasQuery := strings.Cut(u, "?")
+	// Only the path says whether the URL is absolute: the query may hold
+	// URLs of its own (code=http://loinc.org|8867-4).
+	if path == "" || strings.Contains(path, "://") {
 		return errBadRequest("request.url %q must be relative to this server's base", e.url)
 	}
-	path, rawQuery, hasQuery := strings.Cut(u, "?")
 	seg := strings.Split(path, "/")
 	for _, sg := range seg {
 		if sg == "" || sg == "." || sg == ".." {

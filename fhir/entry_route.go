@@ -36,16 +36,16 @@ func (s *Server) readRoute(seg []string) (readFunc, map[string]string, error) {
 			return (*Server).historyTypeRead, p, nil
 		case seg[1] == "$everything":
 			return (*Server).everythingAll, p, nil
+		case seg[0] == "Observation" && seg[1] == "$lastn":
+			return (*Server).lastnRead, nil, nil
+		case seg[0] == "Observation" && seg[1] == "$stats":
+			return (*Server).statsRead, nil, nil
 		case op(1) || seg[1] == "_search":
 			return notEntry()
 		}
 		p["id"] = seg[1]
 		if seg[0] == "OperationDefinition" {
-			for _, po := range s.patientOps {
-				if id, _ := po.Definition["id"].(string); id != "" && id == seg[1] {
-					return func(*Server, context.Context, readRequest) (readResult, error) { return resourceResult(po.Definition) }, p, nil
-				}
-			}
+			return (*Server).operationDefinitionInstance, p, nil
 		}
 		return (*Server).readInstance, p, nil
 	case 3:

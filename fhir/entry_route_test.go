@@ -7,10 +7,11 @@ import (
 	"testing"
 )
 
-// TestReadRouteCoversRouteTable enumerates the GET routes and requires
-// each to map, as a batch or transaction entry, to the same interaction
-// its handler runs, or to be stated here as not an entry. A GET route
-// added without either fails.
+// TestReadRouteCoversRouteTable enumerates the GET routes the server
+// registers (the route table and the routes added beside it: patient
+// operations, OperationDefinition) and requires each to map, as a batch or
+// transaction entry, to the same interaction its handler runs, or to be
+// stated here as not an entry. A GET route added without either fails.
 func TestReadRouteCoversRouteTable(t *testing.T) {
 	want := map[string]readFunc{
 		"/metadata":                (*Server).capabilitiesRead,
@@ -23,7 +24,12 @@ func TestReadRouteCoversRouteTable(t *testing.T) {
 		"/:type/:id/$everything":   (*Server).everythingInstance,
 		"/:type/:id/:comp":         (*Server).compartmentSearch,
 		"/:type/:id/_history/:vid": (*Server).vreadInstance,
+		"/Observation/$lastn":      (*Server).lastnRead,
+		"/Observation/$stats":      (*Server).statsRead,
+		"/OperationDefinition/:id": (*Server).operationDefinitionInstance,
 	}
+	// A patient operation's entry runs a closure over the operation.
+	patientOps := map[string]bool{"/Patient/:id/$probe": true}
 	notEntries := map[string]bool{
 		"":                           true, // system search needs _type, which a GET entry URL cannot start with
 		"/":                          true,
@@ -33,32 +39,38 @@ func TestReadRouteCoversRouteTable(t *testing.T) {
 		"/$export-status/:job":       true,
 		"/$export-file/:job/:file":   true,
 		"/:type/:id/$reindex-status": true,
-		// Not yet runnable as entries (refused with 400 not-supported):
-		// a batch client sends them as requests of their own.
-		"/Observation/$lastn": true,
-		"/Observation/$stats": true,
 	}
 	sample := strings.NewReplacer(":type", "Patient", ":id", "p1", ":vid", "2", ":comp", "Observation", ":job", "j1", ":file", "f1")
-	s := &Server{}
-	for _, r := range routeTable() {
-		if r.method != http.MethodGet || r.path == "" || r.path == "/" {
-			// The base itself (system search) is no entry URL: parseEntryURL
-			// refuses an empty request.url.
+	s := &Server{patientOps: []PatientOperation{{Name: "probe", Definition: map[string]any{"resourceType": "OperationDefinition", "id": "probe"}}}}
+	seen := 0
+	for _, r := range s.routes(nil).Routes() {
+		path, ok := strings.CutPrefix(r.Path, "/fhir")
+		if r.Method != http.MethodGet || !ok || path == "" || path == "/" {
+			// Not FHIR (/healthz), or the base itself (system search),
+			// which is no entry URL: parseEntryURL refuses an empty
+			// request.url.
 			continue
 		}
-		path := strings.TrimPrefix(sample.Replace(r.path), "/")
-		fn, _, err := s.readRoute(strings.Split(path, "/"))
+		seen++
+		fn, params, err := s.readRoute(strings.Split(strings.TrimPrefix(sample.Replace(path), "/"), "/"))
 		switch {
-		case notEntries[r.path]:
+		case notEntries[path]:
 			if err == nil {
-				t.Errorf("GET %s: an entry, but listed as not one", r.path)
+				t.Errorf("GET %s: an entry, but listed as not one", path)
 			}
-		case want[r.path] == nil:
-			t.Errorf("GET %s: no batch entry mapping and no exemption", r.path)
+		case patientOps[path]:
+			if err != nil || fn == nil || params["id"] != "p1" {
+				t.Errorf("GET %s: the patient operation is not an entry (%v)", path, err)
+			}
+		case want[path] == nil:
+			t.Errorf("GET %s: no batch entry mapping and no exemption", path)
 		case err != nil:
-			t.Errorf("GET %s: %v", r.path, err)
-		case reflect.ValueOf(fn).Pointer() != reflect.ValueOf(want[r.path]).Pointer():
-			t.Errorf("GET %s: maps to another interaction", r.path)
+			t.Errorf("GET %s: %v", path, err)
+		case reflect.ValueOf(fn).Pointer() != reflect.ValueOf(want[path]).Pointer():
+			t.Errorf("GET %s: maps to another interaction", path)
 		}
+	}
+	if seen < len(want)+len(patientOps)+len(notEntries)-2 {
+		t.Errorf("%d GET routes enumerated: the walk misses some", seen)
 	}
 }

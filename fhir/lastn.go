@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"mime"
 	"net/http"
 	"net/url"
@@ -79,58 +80,81 @@ var (
 		"combo-code", "combo-code-value-concept", "combo-code-value-quantity"}
 )
 
-// lastn handles GET and POST [base]/Observation/$lastn.
+// lastn handles GET and POST [base]/Observation/$lastn: the REST adapter
+// of lastnRead (a POST body's parameters join the query's).
 func (s *Server) lastn(c echo.Context) error {
-	ctx := c.Request().Context()
 	params, err := s.lastnParams(c)
 	if err != nil {
 		return err
 	}
+	r := readRequestOf(c)
+	r.query = params
+	res, err := s.lastnRead(c.Request().Context(), r)
+	if err != nil {
+		return err
+	}
+	return respondRead(c, res)
+}
+
+// lastnRead is the $lastn interaction over the parameters in r.query, as
+// the REST handler and a batch or transaction GET entry run it.
+func (s *Server) lastnRead(ctx context.Context, r readRequest) (readResult, error) {
+	b, err := s.lastnBundle(ctx, r.query, r.strict)
+	if err != nil {
+		return readResult{}, err
+	}
+	return resourceResult(b)
+}
+
+// lastnBundle answers $lastn with its searchset Bundle; params is left
+// as the caller gave it.
+func (s *Server) lastnBundle(ctx context.Context, params url.Values, strict bool) (map[string]any, error) {
+	params = maps.Clone(params)
 	maxN := 1
 	if vs, ok := params["max"]; ok {
 		n, err := strconv.Atoi(strings.TrimSpace(vs[len(vs)-1]))
 		if err != nil || n < 1 {
-			return errBadRequest("$lastn: max must be a positive integer, not %q", vs[len(vs)-1])
+			return nil, errBadRequest("$lastn: max must be a positive integer, not %q", vs[len(vs)-1])
 		}
 		if n > lastnMaxPerGroup {
-			return errBadRequest("$lastn: max is at most %d", lastnMaxPerGroup)
+			return nil, errBadRequest("$lastn: max is at most %d", lastnMaxPerGroup)
 		}
 		maxN = n
 		delete(params, "max")
 	}
 	for _, p := range []string{"_sort", "_count", "_total", cursorParam} {
 		if _, ok := params[p]; ok {
-			return errBadRequest("$lastn: %s does not apply (the operation orders by effective time and answers in one Bundle)", p)
+			return nil, errBadRequest("$lastn: %s does not apply (the operation orders by effective time and answers in one Bundle)", p)
 		}
 	}
 	if !hasParam(params, lastnSubjectParams) {
-		return errBadRequest("$lastn needs the subject: a patient or subject parameter")
+		return nil, errBadRequest("$lastn needs the subject: a patient or subject parameter")
 	}
 	for _, name := range lastnSubjectParams {
 		if vs := params[name]; len(vs) > 1 || len(vs) == 1 && strings.Contains(vs[0], ",") {
-			return errBadRequest("$lastn takes one subject per request (%s has several)", name)
+			return nil, errBadRequest("$lastn takes one subject per request (%s has several)", name)
 		}
 	}
 	if !hasParam(params, lastnCodeParams) {
-		return errBadRequest("$lastn needs a category parameter or a parameter on code (code, code-value-concept, ...)")
+		return nil, errBadRequest("$lastn needs a category parameter or a parameter on code (code, code-value-concept, ...)")
 	}
 	decs := s.newSearchDecisions()
 	authF, err := decs.require(ctx, "Observation")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	v, err := s.view(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	types := []string{"Observation"}
 	stored, err := viewSearch(ctx, v, types, params)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	req, err := s.compileSearch(ctx, decs, types, stored, preferToken(c, "handling") == "strict")
+	req, err := s.compileSearch(ctx, decs, types, stored, strict)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if v != nil {
 		restoreKept(req.Kept, params)
@@ -138,11 +162,11 @@ func (s *Server) lastn(c echo.Context) error {
 	// A required parameter the server could not use (unknown modifier)
 	// would silently widen the operation to every subject or code.
 	if !hasParam(req.Kept, lastnSubjectParams) || !hasParam(req.Kept, lastnCodeParams) {
-		return errBadRequest("$lastn: the subject and category/code parameters must be ones this server supports")
+		return nil, errBadRequest("$lastn: the subject and category/code parameters must be ones this server supports")
 	}
 	groups, err := s.lastnGroups(ctx, and(append(slices.Clone(req.Filters), authF)...), maxN)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var matches []storage.Record
 	for _, g := range groups {
@@ -155,11 +179,11 @@ func (s *Server) lastn(c echo.Context) error {
 	b := newBundle("searchset", []any{map[string]any{"relation": "self", "url": s.base + "/Observation/$lastn?" + canonicalQuery(kept)}})
 	b["total"] = len(matches)
 	if req.Count == 0 && req.Total {
-		return writeResource(c, http.StatusOK, b) // _summary=count
+		return b, nil // _summary=count
 	}
 	included, err := s.includes(ctx, decs, matches, req.Includes)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	shape := req.shaping()
 	for _, group := range []struct {
@@ -169,7 +193,7 @@ func (s *Server) lastn(c echo.Context) error {
 		for _, rec := range group.recs {
 			raw, id, err := s.emit(ctx, v, shape, rec)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			addEntry(b, map[string]any{
 				"fullUrl":  s.resourceURL(rec.Type, id),
@@ -178,7 +202,7 @@ func (s *Server) lastn(c echo.Context) error {
 			})
 		}
 	}
-	return writeResource(c, http.StatusOK, b)
+	return b, nil
 }
 
 // hasParam reports whether params holds one of names, with or without a modifier.

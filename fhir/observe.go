@@ -81,6 +81,7 @@ func (cs *CommitSet) Replace(i int, res map[string]any) error {
 		return err
 	}
 	nw.Claim = w.Claim
+	nw.Events = w.Events // what observers enqueued with it stays
 	cs.writes[i] = nw
 	return nil
 }

@@ -117,6 +117,19 @@ func TestOutputFilterEveryReadRoute(t *testing.T) {
 	s, err := New(Config{
 		BaseURL: "http://" + ts.Listener.Addr().String(), Backend: be,
 		ExportDir: t.TempDir(), ExportWorkers: 1, Output: stampFilter{},
+		// A patient operation that answers the resources it reads, as-is.
+		PatientOperations: []PatientOperation{{Name: "probe", Definition: map[string]any{"resourceType": "OperationDefinition", "id": "probe", "url": "urn:probe"},
+			Run: func(ctx context.Context, r *PatientReader, _ url.Values) (map[string]any, error) {
+				obs, err := r.Search(ctx, "Observation", nil)
+				if err != nil {
+					return nil, err
+				}
+				var ps []any
+				for _, o := range obs {
+					ps = append(ps, map[string]any{"name": "read", "resource": o})
+				}
+				return map[string]any{"resourceType": "Parameters", "parameter": ps}, nil
+			}}},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
@@ -223,7 +236,24 @@ func TestOutputFilterEveryReadRoute(t *testing.T) {
 	// Writes name stored ids (a view is for callers who read; research
 	// clients cannot write); what they answer still passes the view.
 	recipes := map[string]func() (int, []byte){
-		"POST ":         func() (int, []byte) { return call("POST", "", batchBody) },
+		"POST ": func() (int, []byte) {
+			st, raw := call("POST", "", batchBody)
+			// Every entry must answer, or the check below sees too little.
+			var b struct {
+				Entry []struct {
+					Resource json.RawMessage         `json:"resource"`
+					Response struct{ Status string } `json:"response"`
+				} `json:"entry"`
+			}
+			if err := json.Unmarshal(raw, &b); err == nil {
+				for i, e := range b.Entry {
+					if !strings.HasPrefix(e.Response.Status, "200") || !strings.Contains(string(e.Resource), stampSystem) {
+						t.Errorf("batch entry %d: %s", i, e.Response.Status)
+					}
+				}
+			}
+			return st, raw
+		},
 		"POST /":        func() (int, []byte) { return call("POST", "/", txBody, repr) },
 		"GET /_history": func() (int, []byte) { return call("GET", "/_history", "") },
 		"GET ":          func() (int, []byte) { return call("GET", "?_type=Patient,Observation", "") },
@@ -298,9 +328,15 @@ func TestOutputFilterEveryReadRoute(t *testing.T) {
 		"DELETE /$export-status/:job":    "answers no resource",
 		"GET /$export-file/:job/:file":   "checked by the $export recipes, which download every file",
 		"POST /$import":                  "a write, answers an OperationOutcome",
+		"GET /Patient/:id/$probe":        "patient operations are refused under a view (checked below)",
+		"GET /OperationDefinition/:id":   "the server's own definitions; a stored one is read as GET /:type/:id",
 	}
-	for _, r := range routeTable() {
-		key := r.method + " " + r.path
+	for _, r := range s.echo.Routes() {
+		path, ok := strings.CutPrefix(r.Path, "/fhir")
+		if !ok {
+			continue // /healthz, /readyz
+		}
+		key := r.Method + " " + path
 		recipe, ok := recipes[key]
 		if !ok {
 			if _, ok := exempt[key]; !ok {
@@ -322,9 +358,48 @@ func TestOutputFilterEveryReadRoute(t *testing.T) {
 			t.Errorf("%s: the answer holds no resource to check: %s", key, raw)
 		}
 	}
+	// $stats as a batch entry: the statistics Observations are the
+	// server's own, the sources must have passed the view.
+	st, raw := call("POST", "", statsBatchBody)
+	var sb struct {
+		Entry []struct {
+			Resource struct {
+				Parameter []struct {
+					Name     string          `json:"name"`
+					Resource json.RawMessage `json:"resource"`
+				} `json:"parameter"`
+			} `json:"resource"`
+		} `json:"entry"`
+	}
+	if err := json.Unmarshal(raw, &sb); err != nil || st != http.StatusOK || len(sb.Entry) != 1 {
+		t.Errorf("$stats batch entry: status %d: %s", st, raw)
+	} else {
+		var sources []any
+		for _, pm := range sb.Entry[0].Resource.Parameter {
+			if pm.Name == "source" {
+				var v any
+				if err := json.Unmarshal(pm.Resource, &v); err != nil {
+					t.Fatal(err)
+				}
+				sources = append(sources, v)
+			}
+		}
+		if n := checkStamped(t, "$stats batch entry", sources); n == 0 {
+			t.Errorf("$stats batch entry answers no source: %s", raw)
+		}
+	}
 	// The view's ids are the only names: a stored id matches nothing.
 	if st, _ := call("GET", "/Observation/o1", ""); st != http.StatusNotFound {
 		t.Errorf("read by stored id under a view: status %d, want 404", st)
+	}
+	for _, id := range []string{"v-p1", "p1"} {
+		if st, raw := call("GET", "/Patient/"+id+"/$probe", ""); st != http.StatusForbidden {
+			t.Errorf("patient operation on Patient/%s under a view: status %d, want 403: %s", id, st, raw)
+		}
+	}
+	st, raw = call("POST", "", `{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"GET","url":"Patient/p1/$probe"}}]}`)
+	if st != http.StatusOK || !strings.Contains(string(raw), `"403 Forbidden"`) {
+		t.Errorf("patient operation entry under a view: status %d, want an entry refused with 403: %s", st, raw)
 	}
 	if st, _ := call("POST", "/Observation/v-o1/$validate", ""); st != http.StatusForbidden {
 		t.Errorf("$validate of a stored resource under a view: status %d, want 403", st)
@@ -333,7 +408,12 @@ func TestOutputFilterEveryReadRoute(t *testing.T) {
 
 const batchBody = `{"resourceType":"Bundle","type":"batch","entry":[
  {"request":{"method":"GET","url":"Observation/v-o1"}},
- {"request":{"method":"GET","url":"Observation?subject=Patient/v-p1"}}]}`
+ {"request":{"method":"GET","url":"Observation?subject=Patient/v-p1"}},
+ {"request":{"method":"GET","url":"Observation/$lastn?subject=Patient/v-p1&code:text=x&_include=Observation:subject"}}]}`
+
+// statsBatchBody asks $stats, with its sources, as a batch entry.
+const statsBatchBody = `{"resourceType":"Bundle","type":"batch","entry":[
+ {"request":{"method":"GET","url":"Observation/$stats?coding=http://loinc.org|72514-3&statistic=count&include=true&patient=Group/v-g1"}}]}`
 
 const txBody = `{"resourceType":"Bundle","type":"transaction","entry":[
  {"fullUrl":"urn:uuid:7f2b9a0e-1c1d-4a57-9d55-0a9f3b1e6c01","resource":{"resourceType":"Patient"},"request":{"method":"POST","url":"Patient"}},

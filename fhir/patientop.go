@@ -43,11 +43,22 @@ type PatientReader struct {
 }
 
 // PatientReader authorizes read access to Patient/id for the caller on
-// ctx (403 outside the grant, 404 unknown, 410 deleted) and returns a
-// reader of that patient's resources.
+// ctx (403 outside the grant or under a View, 404 unknown, 410 deleted)
+// and returns a reader of that patient's resources.
 func (s *Server) PatientReader(ctx context.Context, id string) (*PatientReader, error) {
 	if !validID(id) {
 		return nil, errNotFound("%q is not a valid id", id)
+	}
+	// An operation computes from the stored resources and answers in its
+	// own terms (references, dates, values), which no View rewrites: a
+	// caller under a View (research access) is refused instead of being
+	// answered past the output filter.
+	v, err := s.view(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if v != nil {
+		return nil, newError(http.StatusForbidden, codeForbidden, "patient operations are not available under the %s view", v.Name())
 	}
 	d, err := s.decide(ctx, ActionRead, "Patient")
 	if err != nil {
@@ -204,26 +215,42 @@ func (s *Server) patientOperationRead(ctx context.Context, op PatientOperation, 
 // operations at [base]/OperationDefinition/{id}; other ids are ordinary
 // stored resources.
 func (s *Server) operationDefinitionRead(c echo.Context) error {
+	r := readRequestOf(c)
+	r.path["type"] = "OperationDefinition"
+	res, err := s.operationDefinitionInstance(c.Request().Context(), r)
+	if err != nil {
+		return err
+	}
+	return respondRead(c, res)
+}
+
+// operationDefinitionInstance is the read of OperationDefinition/{id}, as
+// the REST handler and a batch or transaction GET entry run it: the
+// definitions the server declares, else the stored resource.
+func (s *Server) operationDefinitionInstance(ctx context.Context, r readRequest) (readResult, error) {
 	builtin := map[string]func() (map[string]any, error){
 		"Observation-lastn": lastnDefinition,
 		"observation-stats": statsDefinition,
 	}
-	if load, ok := builtin[c.Param("id")]; ok {
+	id := r.param("id")
+	if load, ok := builtin[id]; ok {
 		def, err := load()
 		if err != nil {
-			return err
+			return readResult{}, err
 		}
-		return writeResource(c, http.StatusOK, def)
+		return resourceResult(def)
 	}
 	for _, op := range s.patientOps {
-		if id, _ := op.Definition["id"].(string); id != "" && id == c.Param("id") {
-			return writeResource(c, http.StatusOK, op.Definition)
+		if opID, _ := op.Definition["id"].(string); opID != "" && opID == id {
+			return resourceResult(op.Definition)
 		}
 	}
-	id := c.Param("id")
-	c.SetParamNames("type", "id")
-	c.SetParamValues("OperationDefinition", id)
-	return s.read(c)
+	for _, op := range s.resOps {
+		if opID, _ := op.Definition["id"].(string); opID != "" && opID == id {
+			return resourceResult(op.Definition)
+		}
+	}
+	return s.readInstance(ctx, r)
 }
 
 // OperationError is a failure an operation reports to the client: the

@@ -321,30 +321,42 @@ type statsCell struct {
 }
 
 // stats handles GET [base]/Observation/$stats.
-func (s *Server) stats(c echo.Context) error {
-	ctx := c.Request().Context()
-	req, err := parseStats(c.QueryParams(), time.Now())
+func (s *Server) stats(c echo.Context) error { return s.serveRead(c, (*Server).statsRead) }
+
+// statsRead is the $stats interaction, as the REST handler and a batch or
+// transaction GET entry run it.
+func (s *Server) statsRead(ctx context.Context, r readRequest) (readResult, error) {
+	p, err := s.statsParameters(ctx, r.query)
 	if err != nil {
-		return err
+		return readResult{}, err
+	}
+	return resourceResult(p)
+}
+
+// statsParameters answers $stats with its Parameters resource.
+func (s *Server) statsParameters(ctx context.Context, query url.Values) (map[string]any, error) {
+	req, err := parseStats(query, time.Now())
+	if err != nil {
+		return nil, err
 	}
 	d, err := s.decide(ctx, ActionAggregate, "Observation")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if req.include {
 		// Source rows need the right to search, which an aggregates-only
 		// client has not.
 		if _, err := s.decide(ctx, ActionSearch, "Observation"); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	v, err := s.view(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	members, err := s.statsCohort(ctx, v, req.subject)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	base := []storage.Expr{}
 	if d.Filter != nil {
@@ -352,7 +364,7 @@ func (s *Server) stats(c echo.Context) error {
 	}
 	notError, err := s.registry.Compile("Observation", "status", "not", []string{"entered-in-error"})
 	if err != nil {
-		return fmt.Errorf("$stats: %w", err)
+		return nil, fmt.Errorf("$stats: %w", err)
 	}
 	base = append(base, notError)
 
@@ -363,7 +375,7 @@ func (s *Server) stats(c echo.Context) error {
 	for _, code := range req.codes {
 		codeExpr, err := s.registry.Compile("Observation", "code", "", []string{strings.TrimPrefix(code, "|")})
 		if err != nil {
-			return errBadRequest("$stats: code %q: %v", code, err)
+			return nil, errBadRequest("$stats: code %q: %v", code, err)
 		}
 		filter := append(slices.Clip(base), codeExpr)
 		var got []*statsCell
@@ -374,14 +386,14 @@ func (s *Server) stats(c echo.Context) error {
 			got, ids, err = s.statsViewed(ctx, v, code, filter, members, req)
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 		cells = append(cells, got...)
 		sources = append(sources, ids...)
 	}
 	if sv, ok := v.(StatsView); ok {
 		if err := releaseCells(ctx, sv, cells); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	out := []any{}
@@ -395,16 +407,16 @@ func (s *Server) stats(c echo.Context) error {
 				continue // deleted since the statistics were read
 			}
 			if err != nil {
-				return fmt.Errorf("$stats: reading a source: %w", err)
+				return nil, fmt.Errorf("$stats: reading a source: %w", err)
 			}
 			raw, _, err := s.emit(ctx, v, nil, rec)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			out = append(out, map[string]any{"name": "source", "resource": json.RawMessage(raw)})
 		}
 	}
-	return writeResource(c, http.StatusOK, map[string]any{"resourceType": "Parameters", "parameter": out})
+	return map[string]any{"resourceType": "Parameters", "parameter": out}, nil
 }
 
 // statsStored answers a caller without a View from the database.

@@ -5,6 +5,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/anodyne-fhir/anodyne/auth"
+	"github.com/anodyne-fhir/anodyne/fhir"
 )
 
 // TestBundleAuthorization checks, with the real SMART policy and a
@@ -72,6 +75,47 @@ func TestBundleAuthorization(t *testing.T) {
 			}
 			if n := len(entries(admin.do("GET", "/Patient/$everything", "").expect(t, http.StatusOK).json(t))); n != 7 {
 				t.Errorf("Patient/$everything without restriction: %d entries, want 7 (2 patients, 5 observations)", n)
+			}
+
+			// $lastn and $stats entries are decided like the requests: pa's
+			// compartment holds its two code-1 readings (the transaction's
+			// and the batch's), not pb's.
+			admin.do("POST", "/Observation", txObs("Patient/pb", "1")).expect(t, http.StatusCreated)
+			ops := []string{
+				"Observation/$stats?coding=http://loinc.org|1&statistic=count",
+				"Observation/$lastn?subject=Patient/pa&code=http://loinc.org|1&max=5",
+				"Observation/$lastn?subject=Patient/pb&code=http://loinc.org|1&max=5",
+			}
+			var opEntries []string
+			for _, u := range ops {
+				opEntries = append(opEntries, fmt.Sprintf(`{"request":{"method":"GET","url":%q}}`, u))
+			}
+			es = entries(c.do("POST", "", bundleJSON("batch", opEntries...)).expect(t, http.StatusOK).json(t))
+			if got := fmt.Sprint(get(es[0], "resource", "parameter", 0, "resource", "component", 0, "valueInteger")); got != "2" {
+				t.Errorf("$stats entry for pa: count %s, want 2", got)
+			}
+			if got := fmt.Sprint(get(admin.do("GET", "/"+ops[0], "").expect(t, http.StatusOK).json(t), "parameter", 0, "resource", "component", 0, "valueInteger")); got != "3" {
+				t.Errorf("$stats without restriction: count %s, want 3", got)
+			}
+			for i, want := range []int{2, 0} {
+				if st := fmt.Sprint(get(es[i+1], "response", "status")); !strings.HasPrefix(st, "200") {
+					t.Errorf("%s entry: %s", ops[i+1], st)
+				}
+				if n := len(entryList(get(es[i+1], "resource", "entry"))); n != want {
+					t.Errorf("%s entry for pa: %d readings, want %d", ops[i+1], n, want)
+				}
+			}
+			// Without the right to search Observations, the entries are refused.
+			_, reg := parts(t)
+			noObs := newServer(t, b, func(cfg *fhir.Config) {
+				cfg.Authorizer = policy{auth.NewPolicy(reg)}
+				cfg.Middleware = withPrincipal(&auth.Principal{Patient: "pa", Scopes: auth.ParseScopes("patient/Patient.rs")})
+			})
+			es = entries(noObs.do("POST", "", bundleJSON("batch", opEntries[:2]...)).expect(t, http.StatusOK).json(t))
+			for i := range 2 {
+				if st := fmt.Sprint(get(es[i], "response", "status")); !strings.HasPrefix(st, "403") {
+					t.Errorf("%s entry without Observation scope: %s, want 403", ops[i], st)
+				}
 			}
 		})
 	}

@@ -14,6 +14,9 @@
 // executing them to the storage backends. Chained parameters, _has, _include
 // and ValueSet expansion (:in/:not-in) are resolved by the caller, which gets
 // the building blocks from here.
+//
+// It imports storage and conformance/fhirpath only, never fhir: fhir sits
+// above it and calls it (layering_test.go at the module root holds that).
 package resources
 
 //go:generate go run ./internal/gendata -src ../../shared/fhir-r4 -dst data

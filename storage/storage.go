@@ -13,6 +13,11 @@
 //
 // Every method takes a context. Errors are values: the sentinels below have
 // documented meanings that callers test with errors.Is.
+//
+// It imports no other Anodyne package, and its backends import only it:
+// everything else points down at storage (layering_test.go at the module
+// root holds that). The expression tree's stored form (exprcodec.go) lives
+// here, next to the tree, for the same reason.
 package storage
 
 import (

@@ -30,9 +30,23 @@ type result struct {
 	firstErr string
 	elapsed  time.Duration
 	lat      []time.Duration // sorted
+	// serverCPU is the server process's CPU time for the cell, the
+	// storing of its AuditEvents included (0 for the ceiling).
+	serverCPU time.Duration
+	// settleCPU is the part of serverCPU spent after the cell, storing
+	// the AuditEvents the server had put off.
+	settleCPU time.Duration
 }
 
 func (r result) rate() float64 { return float64(r.requests) / r.elapsed.Seconds() }
+
+// cpuPerReq is the server's CPU time per request in µs (0 when unknown).
+func (r result) cpuPerReq() float64 {
+	if r.requests == 0 {
+		return 0
+	}
+	return float64(r.serverCPU.Microseconds()) / float64(r.requests)
+}
 
 // quantile returns the q-quantile (0..1) of sorted latencies by the
 // nearest-rank method: the smallest value with at least q of the samples

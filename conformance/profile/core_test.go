@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/anodyne-fhir/anodyne/fhir/fhirpath"
+	"github.com/anodyne-fhir/anodyne/conformance/fhirpath"
 )
 
 // knownInvalidExamples are official R4 examples that break a rule of the

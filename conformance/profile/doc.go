@@ -6,7 +6,7 @@
 // differential against its base, expanding ValueSets locally from the
 // official valuesets.json and loaded ones, and the rules: cardinality, types
 // and reference targets, fixed and pattern values, slicing, bindings and
-// constraints (evaluated with fhir/fhirpath).
+// constraints (evaluated with conformance/fhirpath).
 //
 // No profile is written in Go: a profile is a StructureDefinition file under
 // definitions/ or one handed to Registry.Add. The package knows nothing of

@@ -4,7 +4,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/anodyne-fhir/anodyne/fhir/fhirpath"
+	"github.com/anodyne-fhir/anodyne/conformance/fhirpath"
 )
 
 // TestEle1MatchesFHIRPath: the direct computation of ele-1 gives the

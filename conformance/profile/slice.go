@@ -5,7 +5,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/anodyne-fhir/anodyne/fhir/fhirpath"
+	"github.com/anodyne-fhir/anodyne/conformance/fhirpath"
 )
 
 // slices assigns each item of a sliced element to the first slice whose

@@ -10,7 +10,7 @@ import (
 	"strings"
 
 	"github.com/anodyne-fhir/anodyne/conformance"
-	"github.com/anodyne-fhir/anodyne/fhir/fhirpath"
+	"github.com/anodyne-fhir/anodyne/conformance/fhirpath"
 )
 
 // Issue is a finding, shaped like an OperationOutcome.issue.

@@ -171,6 +171,13 @@ type Server struct {
 // its workers stop at the test's cleanup.
 func (e *Env) Start(t testing.TB, b storage.Backend, mod func(*fhir.Config)) *Server {
 	t.Helper()
+	return e.start(t, b, mod, nil)
+}
+
+// start is Start with mount, when set, adding routes to the server's Echo
+// before it serves.
+func (e *Env) start(t testing.TB, b storage.Backend, mod func(*fhir.Config), mount func(*echo.Echo)) *Server {
+	t.Helper()
 	v, reg := e.Parts(t)
 	ts := httptest.NewUnstartedServer(nil)
 	cfg := fhir.Config{
@@ -186,6 +193,9 @@ func (e *Env) Start(t testing.TB, b storage.Backend, mod func(*fhir.Config)) *Se
 	srv, err := fhir.New(cfg)
 	if err != nil {
 		t.Fatalf("fhir.New: %v", err)
+	}
+	if mount != nil {
+		mount(srv.Echo())
 	}
 	ts.Config.Handler = srv.Handler()
 	ts.Start()

@@ -9,6 +9,11 @@
 // entries are built; callers (resources, fhir, de-identification) take the
 // typed nodes it returns and decide what they mean.
 //
+// It sits under conformance, not fhir: FHIRPath is a language of the
+// specification that resources, conformance/profile, deid, subscription and
+// fhir all evaluate, so it must be below every one of them. It imports no
+// other Anodyne package (layering_test.go at the module root holds that).
+//
 // Parse once and evaluate many times: an Expression is immutable and safe
 // for concurrent use. Evaluation never panics on bad input; it returns an
 // error wrapping ErrEvaluation.
