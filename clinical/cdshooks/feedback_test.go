@@ -60,7 +60,12 @@ const ovSystem = "http://anodyne-fhir.org/fhir/CodeSystem/cds-override-reason"
 func fmtList(v any) []any { l, _ := v.([]any); return l }
 
 func TestFeedback(t *testing.T) {
-	w := newWorld(t, false)
+	for _, be := range env.Backends() {
+		t.Run(be.Name, func(t *testing.T) { testFeedback(t, newWorldOn(t, be.Open(t), false)) })
+	}
+}
+
+func testFeedback(t *testing.T, w *world) {
 	w.put(t, map[string]any{"resourceType": "Patient", "id": "p1"})
 	w.put(t, medReq("oxy1", "p1", "active", "1049621", "oxycodone hydrochloride 5 MG Oral Tablet", 1, 6))
 	user := w.iss.token(t, w.fhirBase, "user/*.rs", "")
