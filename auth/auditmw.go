@@ -19,8 +19,11 @@ import (
 // here as a whole (its reads and its outcome), besides the records its
 // writes committed.
 // fhirPath is the path of the FHIR base ("/fhir"). Discovery and the
-// CapabilityStatement carry no patient data and are not recorded. A
-// failure to record is logged, not hidden: the response is already gone.
+// CapabilityStatement carry no patient data and are not recorded.
+//
+// The response is held back until its record is stored (see holdWriter):
+// a client never has data whose disclosure the audit trail lacks, and a
+// record that cannot be stored turns the answer into a 503.
 func AuditMiddleware(sink AuditSink, source, fhirPath string, log *slog.Logger) echo.MiddlewareFunc {
 	if log == nil {
 		log = slog.Default()
@@ -46,36 +49,50 @@ func AuditMiddleware(sink AuditSink, source, fhirPath string, log *slog.Logger) 
 					c.SetRequest(r.WithContext(context.WithValue(r.Context(), writeAuditKey{}, wa)))
 				}
 			}
+			r := c.Request()
+			rest, ok := strings.CutPrefix(r.URL.Path, fhirPath)
+			if !ok || rest == "/metadata" || strings.HasPrefix(rest, "/.well-known/") || r.Method == http.MethodOptions {
+				return next(c)
+			}
+			interaction, action, typ, id := classify(r.Method, strings.Trim(rest, "/"))
+			record := func(status int) error {
+				if wa != nil && wa.done() > 0 && interaction != "batch/transaction" {
+					return nil // recorded by the Commit that made the change
+				}
+				r := c.Request()
+				ev := NewAuditEvent(r.Context(), interaction, action, typ)
+				if id != "" {
+					ev.IDs = []string{id}
+					if typ == "Patient" && !contains(ev.Patients, id) {
+						ev.Patients = append(ev.Patients, id)
+					}
+				}
+				ev.Query = r.URL.RawQuery
+				ev.Outcome = status
+				ev.Source = source
+				ev.RemoteAddr = c.RealIP()
+				if rerr := sink.RecordAudit(r.Context(), ev); rerr != nil {
+					log.ErrorContext(r.Context(), "audit event not recorded: answered 503 instead", "err", rerr, "interaction", interaction, "type", typ)
+					return rerr
+				}
+				return nil
+			}
+			resp := c.Response()
+			hold := &holdWriter{ResponseWriter: resp.Writer, record: record}
+			resp.Writer = hold
+			defer func() { resp.Writer = hold.ResponseWriter }()
 			err := next(c)
-			if err != nil && !c.Response().Committed {
+			if err != nil && !resp.Committed {
 				// Let the server's error handler write the answer now, so
 				// that the status recorded is the one the client gets.
 				c.Error(err)
 				err = nil
 			}
-			r := c.Request()
-			rest, ok := strings.CutPrefix(r.URL.Path, fhirPath)
-			if !ok || rest == "/metadata" || strings.HasPrefix(rest, "/.well-known/") || r.Method == http.MethodOptions {
-				return err
+			if !resp.Committed {
+				// Nothing written at all (a handler that only set headers).
+				resp.WriteHeader(http.StatusOK)
 			}
-			interaction, action, typ, id := classify(r.Method, strings.Trim(rest, "/"))
-			if wa != nil && wa.done() > 0 && interaction != "batch/transaction" {
-				return err // recorded by the Commit that made the change
-			}
-			ev := NewAuditEvent(r.Context(), interaction, action, typ)
-			if id != "" {
-				ev.IDs = []string{id}
-				if typ == "Patient" && !contains(ev.Patients, id) {
-					ev.Patients = append(ev.Patients, id)
-				}
-			}
-			ev.Query = r.URL.RawQuery
-			ev.Outcome = c.Response().Status
-			ev.Source = source
-			ev.RemoteAddr = c.RealIP()
-			if rerr := sink.RecordAudit(r.Context(), ev); rerr != nil {
-				log.ErrorContext(r.Context(), "audit event not recorded", "err", rerr, "interaction", interaction, "type", typ)
-			}
+			_ = hold.release() // a failure was answered with 503 and logged
 			return err
 		}
 	}
