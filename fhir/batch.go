@@ -49,7 +49,7 @@ func (s *Server) batch(ctx context.Context, entries []*txEntry, errs []error, re
 		case e.method == http.MethodGet || e.method == http.MethodHead:
 			out.entries[i] = s.readEntry(ctx, e)
 		default:
-			out.entries[i] = s.batchWrite(ctx, e, ret)
+			out.entries[i] = s.batchEntry(ctx, i, e, ret)
 		}
 	}
 	return out

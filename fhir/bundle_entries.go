@@ -60,10 +60,16 @@ func (s *Server) bundle(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	r, err := s.runBundle(c.Request().Context(), body, bundleReturn(c))
+	ctx, release, err := s.beginIdempotent(c, body)
 	if err != nil {
 		return err
 	}
+	defer release()
+	r, err := s.runBundle(ctx, body, bundleReturn(c))
+	if err != nil {
+		return err
+	}
+	s.settle(ctx)
 	return writeResource(c, http.StatusOK, r.bundle())
 }
 

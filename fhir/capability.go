@@ -89,6 +89,9 @@ func (s *Server) capabilityStatement() ([]byte, error) {
 	for _, op := range s.patientOps {
 		fixedOps["Patient"] = append(fixedOps["Patient"], map[string]any{"name": op.Name, "definition": op.Definition["url"]})
 	}
+	for _, op := range s.resOps {
+		fixedOps[op.Type] = append(fixedOps[op.Type], map[string]any{"name": op.Name, "definition": op.Definition["url"]})
+	}
 	if bundles {
 		// One route serves both Bundle types; a transaction is claimed
 		// only on a store whose multi-write commit is all-or-nothing.
@@ -203,6 +206,9 @@ func (s *Server) capabilityStatement() ([]byte, error) {
 	}
 	if s.bulk != nil {
 		cs["instantiates"] = []any{"http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"}
+	}
+	if s.capHook != nil {
+		s.capHook(cs)
 	}
 	return encodeResource(cs)
 }

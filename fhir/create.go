@@ -20,10 +20,23 @@ func (s *Server) create(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	r, err := s.write(c.Request().Context(), writeRequest{
-		method: http.MethodPost, typ: typ, body: body,
-		ifNoneExist: c.Request().Header.Get("If-None-Exist"),
-	})
+	ctx, release, err := s.beginIdempotent(c, body)
+	if err != nil {
+		return err
+	}
+	defer release()
+	var r writeResult
+	if rec, ok := idemFrom(ctx).replay(); ok && len(rec.Results) == 1 {
+		r, err = s.replayed(ctx, http.MethodPost, rec.Results[0])
+	} else {
+		r, err = s.write(ctx, writeRequest{
+			method: http.MethodPost, typ: typ, body: body,
+			ifNoneExist: c.Request().Header.Get("If-None-Exist"),
+		})
+		if err == nil {
+			s.settle(ctx)
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -44,7 +57,7 @@ func (s *Server) createResource(ctx context.Context, typ string, body []byte) (w
 	if err := s.checkEntries(ctx, ActionCreate, typ, id, w.Index); err != nil {
 		return writeResult{}, err
 	}
-	rec, err := s.commitOne(ctx, w)
+	rec, err := s.commitOne(markIdempotent(ctx, []idemResult{{N: -1, Status: http.StatusCreated, Type: typ, ID: id, Version: w.VersionID, Wrote: true}}), w)
 	if err != nil {
 		return writeResult{}, fmt.Errorf("create: %w", err)
 	}

@@ -234,20 +234,18 @@ func (s *Server) collectEverything(ctx context.Context, patients []storage.Recor
 		return nil, err
 	}
 	for _, r := range compartment {
-		if err := add(r); err != nil {
+		if err := add(r.rec); err != nil {
 			return nil, err
 		}
 	}
 	// One level of referenced resources outside the compartment. Other
 	// patients are never pulled in this way.
+	// Each distinct reference is read once, by key: an indexed lookup on
+	// every store, where a search by ids would be a scan on FerretDB.
 	guard := s.newGuard(ActionRead)
 	tried := map[string]bool{}
-	for _, rec := range compartment {
-		res, err := decodeRecord(rec)
-		if err != nil {
-			return nil, err
-		}
-		for _, ref := range s.localRefs(res, nil) {
+	for _, c := range compartment {
+		for _, ref := range s.localRefs(c.res, nil) {
 			typ, id, _ := strings.Cut(ref, "/")
 			if seen[ref] || tried[ref] || typ == "Patient" || !wanted(typ) {
 				continue
@@ -277,6 +275,13 @@ func (s *Server) collectEverything(ctx context.Context, patients []storage.Recor
 	return out, nil
 }
 
+// decodedRecord is a record with its decoded resource, decoded once for
+// both the compartment check and the references it holds.
+type decodedRecord struct {
+	rec storage.Record
+	res map[string]any
+}
+
 // compartmentRecords finds the resources linked to the patients with
 // one search over every compartment type (one scan on a store without
 // indexes, instead of one per type), then keeps each record only if it
@@ -284,11 +289,16 @@ func (s *Server) collectEverything(ctx context.Context, patients []storage.Recor
 // start/end/_since bounds and the caller's filter for that type. The
 // search is the union of every type's links, so the check in Go is what
 // makes the result exact (a "subject" that links type A need not link B).
-// A type the caller may not search is left out.
-func (s *Server) compartmentRecords(ctx context.Context, patients []string, o everythingOpts, wanted func(string) bool) ([]storage.Record, error) {
+// The check is skipped where the union is already exact for a type, and
+// reads only the parameters the type's selection names otherwise: on a
+// patient with thousands of Observations, indexing each record in full
+// was most of the cost. A type the caller may not search is left out.
+func (s *Server) compartmentRecords(ctx context.Context, patients []string, o everythingOpts, wanted func(string) bool) ([]decodedRecord, error) {
 	value := strings.Join(patients, ",")
 	perType := map[string]storage.Expr{}
 	union := map[string]storage.Expr{}
+	linkSet := map[string]map[string]bool{}
+	extra := map[string]bool{} // a selection beyond the links
 	var types []string
 	for _, typ := range s.registry.ResourceTypes() {
 		links := s.registry.Compartment("Patient", typ)
@@ -314,6 +324,10 @@ func (s *Server) compartmentRecords(ctx context.Context, patients []string, o ev
 				return nil, fmt.Errorf("$everything: %s.%s: %w", typ, code, err)
 			}
 			ors = append(ors, e)
+			if linkSet[typ] == nil {
+				linkSet[typ] = map[string]bool{}
+			}
+			linkSet[typ][code] = true
 			if _, ok := union[code]; !ok {
 				union[code] = e
 			}
@@ -346,6 +360,7 @@ func (s *Server) compartmentRecords(ctx context.Context, patients []string, o ev
 		if d.Filter != nil {
 			filters = append(filters, d.Filter)
 		}
+		extra[typ] = len(filters) > 1
 		perType[typ] = storage.And{Exprs: filters}
 		types = append(types, typ)
 	}
@@ -361,7 +376,19 @@ func (s *Server) compartmentRecords(ctx context.Context, patients []string, o ev
 	for i, c := range codes {
 		linked[i] = union[c]
 	}
-	var out []storage.Record
+	// The union is exact for a type whose every parameter among its codes
+	// is one of the type's own links, when nothing else selects: a Match
+	// is on the parameter's name, so it selects the same way on any type.
+	exact := map[string]bool{}
+	checked := map[string][]string{}
+	for _, typ := range types {
+		exact[typ] = !extra[typ] && !slices.ContainsFunc(codes, func(c string) bool {
+			_, has := s.registry.Param(typ, c)
+			return has && !linkSet[typ][c]
+		})
+		checked[typ] = storage.Params(perType[typ])
+	}
+	var out []decodedRecord
 	cursor := ""
 	for {
 		page, err := s.backend.Search(ctx, storage.Query{
@@ -375,17 +402,20 @@ func (s *Server) compartmentRecords(ctx context.Context, patients []string, o ev
 			if err != nil {
 				return nil, err
 			}
-			entries, err := s.registry.Index(rec.Type, res)
-			if err != nil {
-				return nil, fmt.Errorf("$everything: indexing %s/%s: %w", rec.Type, rec.ID, err)
+			if !exact[rec.Type] {
+				entries, err := s.registry.IndexParams(rec.Type, res, checked[rec.Type])
+				if err != nil {
+					return nil, fmt.Errorf("$everything: indexing %s/%s: %w", rec.Type, rec.ID, err)
+				}
+				ok, err := storage.Matches(perType[rec.Type], rec.ID, entries)
+				if err != nil {
+					return nil, fmt.Errorf("$everything: checking %s/%s: %w", rec.Type, rec.ID, err)
+				}
+				if !ok {
+					continue
+				}
 			}
-			ok, err := storage.Matches(perType[rec.Type], rec.ID, entries)
-			if err != nil {
-				return nil, fmt.Errorf("$everything: checking %s/%s: %w", rec.Type, rec.ID, err)
-			}
-			if ok {
-				out = append(out, rec)
-			}
+			out = append(out, decodedRecord{rec, res})
 		}
 		if page.Next == "" || len(out) > maxEverything {
 			return out, nil

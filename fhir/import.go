@@ -37,6 +37,9 @@ type ImportOptions struct {
 	Restart bool
 	// Progress, when set, is called after every batch.
 	Progress func(ImportProgress)
+	// deferUnresolved makes a transaction Bundle whose conditional
+	// reference finds nothing wait for a later round (import_order.go).
+	deferUnresolved bool
 }
 
 // ImportProgress is a snapshot of a running import.
@@ -78,6 +81,9 @@ type ImportReport struct {
 	Stored  int64 `json:"stored"`
 	Failed  int64 `json:"failed"`
 	Skipped int64 `json:"skipped"` // already imported before an interruption
+	// Retried lists the files imported after the others because a
+	// conditional reference of theirs found nothing at first.
+	Retried []string `json:"retried,omitempty"`
 	// Failures lists each failed resource (capped at maxFailures; Failed
 	// has the full count).
 	Failures []ImportFailure `json:"failures"`
@@ -98,6 +104,10 @@ type Importer struct {
 	// authorize applies the Authorizer to each resource ($import over
 	// HTTP); a local import by the operator does not.
 	authorize bool
+	// replay ($import with an Idempotency-Key) writes no new version of a
+	// resource already stored with the same content: a copy of a request
+	// that was partly or wholly committed then changes nothing more.
+	replay bool
 }
 
 // Importer returns a bulk importer writing through this server's pipeline
@@ -122,38 +132,11 @@ func (im *Importer) ImportPaths(ctx context.Context, paths []string, opts Import
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
-	fctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	sem := make(chan struct{}, workers)
-	var wg sync.WaitGroup
-	var firstErr error
-	for _, f := range files {
-		select {
-		case sem <- struct{}{}:
-		case <-fctx.Done():
-		}
-		if fctx.Err() != nil {
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			var rep ImportReport
-			err := im.importFile(fctx, f, opts, &rep, func(offset int64) {
-				tr.update(f, fileProgress{bytes: offset, stored: rep.Stored, failed: rep.Failed})
-			})
-			tr.merge(rep, err == nil)
-			if err != nil {
-				tr.mu.Lock()
-				if firstErr == nil {
-					firstErr = err
-				}
-				tr.mu.Unlock()
-				cancel()
-			}
-		}()
+	opts.deferUnresolved = true
+	deferred, firstErr := im.importFiles(ctx, files, workers, opts, tr)
+	if firstErr == nil && len(deferred) > 0 {
+		firstErr = im.importDeferred(ctx, deferred, opts, tr)
 	}
-	wg.Wait()
 	rep := tr.rep
 	sort.SliceStable(rep.Failures, func(i, j int) bool {
 		a, b := rep.Failures[i], rep.Failures[j]
@@ -170,6 +153,48 @@ func (im *Importer) ImportPaths(ctx context.Context, paths []string, opts Import
 		firstErr = ctx.Err()
 	}
 	return rep, firstErr
+}
+
+// importFiles imports files side by side; it returns the files deferred
+// (errDeferred) and the first error.
+func (im *Importer) importFiles(ctx context.Context, files []string, workers int, opts ImportOptions, tr *importTracker) ([]string, error) {
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var deferred []string
+	sem := make(chan struct{}, workers)
+	var wg sync.WaitGroup
+	var firstErr error
+	for _, f := range files {
+		select {
+		case sem <- struct{}{}:
+		case <-fctx.Done():
+		}
+		if fctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			err := im.importOne(fctx, f, opts, tr)
+			if errors.Is(err, errDeferred) {
+				tr.mu.Lock()
+				deferred = append(deferred, f)
+				tr.mu.Unlock()
+				return
+			}
+			if err != nil {
+				tr.mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				tr.mu.Unlock()
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	sort.Strings(deferred)
+	return deferred, firstErr
 }
 
 // importTracker sums the progress and reports of files imported at once.
@@ -290,7 +315,7 @@ func (im *Importer) importFile(ctx context.Context, path string, opts ImportOpti
 		if rerr != nil {
 			return fmt.Errorf("reading %s: %w", path, rerr)
 		}
-		done, n, stored, terr := im.importTransaction(ctx, path, raw, rep, fc)
+		done, n, stored, terr := im.importTransaction(ctx, path, raw, rep, fc, opts.deferUnresolved)
 		if terr != nil {
 			return terr
 		}

@@ -22,7 +22,7 @@ import (
 // checkpoint marking the file complete goes into the transaction's own
 // Commit when the backend can (stored reports it), so that a replay after
 // a crash can never create its resources twice.
-func (im *Importer) importTransaction(ctx context.Context, path string, raw []byte, rep *ImportReport, fc *fileCheckpoint) (done bool, n int, stored bool, err error) {
+func (im *Importer) importTransaction(ctx context.Context, path string, raw []byte, rep *ImportReport, fc *fileCheckpoint, deferUnresolved bool) (done bool, n int, stored bool, err error) {
 	var probe struct {
 		ResourceType string            `json:"resourceType"`
 		Type         string            `json:"type"`
@@ -52,6 +52,9 @@ func (im *Importer) importTransaction(ctx context.Context, path string, raw []by
 		// may post: the Bundle's resources are imported in batches instead.
 		im.s.log.WarnContext(ctx, "import: importing the Bundle's resources in batches", "file", path, "reason", err.Error())
 		return false, n, false, nil
+	}
+	if errors.Is(err, errUnresolvedRef) && deferUnresolved && !stored {
+		return false, n, false, errDeferred
 	}
 	if err != nil {
 		fe := asError(ctx, im.s.log, err)

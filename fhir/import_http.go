@@ -20,13 +20,28 @@ func (s *Server) importNDJSON(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx := c.Request().Context()
-	im := &Importer{s: s, authorize: s.authz != nil}
+	// With an Idempotency-Key, a copy of a request that was partly or
+	// wholly committed is run again as a replay: what is stored already
+	// with the same content gets no new version, so the answer (counts,
+	// failed lines) is the one the first copy would have given. The key's
+	// record, stored once the request is through, only ties the key to
+	// this body.
+	ctx, release, err := s.beginIdempotent(c, body)
+	if err != nil {
+		return err
+	}
+	defer release()
+	sc := idemFrom(ctx)
+	im := &Importer{s: s, authorize: s.authz != nil, replay: sc != nil}
 	var rep ImportReport
 	src := &importSource{name: "request"}
 	err = im.run(ctx, src, ndjsonUnits(bytes.NewReader(body)), ImportOptions{}, &rep, nil, func(int64) {})
 	if err != nil {
 		return fmt.Errorf("import: %w", err)
+	}
+	if sc != nil {
+		markIdempotent(ctx, nil)
+		s.settle(ctx)
 	}
 	issues := []conformance.Issue{{
 		Severity: "information", Code: codeInfo,

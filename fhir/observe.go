@@ -81,6 +81,7 @@ func (cs *CommitSet) Replace(i int, res map[string]any) error {
 		return err
 	}
 	nw.Claim = w.Claim
+	nw.Events = w.Events // what observers enqueued with it stays
 	cs.writes[i] = nw
 	return nil
 }
@@ -133,14 +134,14 @@ func (s *Server) observe(ctx context.Context, writes []storage.Write) ([]storage
 		err := s.runObservers(ctx, cs)
 		if errors.Is(err, errRelock) {
 			keys = slices.Compact(slices.Sorted(slices.Values(cs.relock)))
-			cs.release()
+			cs.release(ctx)
 			continue
 		}
 		if err != nil {
-			cs.release()
+			cs.release(ctx)
 			return nil, nil, err
 		}
-		return cs.writes, cs.release, nil
+		return cs.writes, func() { cs.release(ctx) }, nil
 	}
 }
 

@@ -245,6 +245,11 @@ func (s *Server) operationDefinitionInstance(ctx context.Context, r readRequest)
 			return resourceResult(op.Definition)
 		}
 	}
+	for _, op := range s.resOps {
+		if opID, _ := op.Definition["id"].(string); opID != "" && opID == id {
+			return resourceResult(op.Definition)
+		}
+	}
 	return s.readInstance(ctx, r)
 }
 

@@ -89,9 +89,21 @@ type Config struct {
 	// Observers see every change before it is committed and add what it
 	// derives to the same Commit (see CommitObserver), in this order.
 	Observers []CommitObserver
+	// SerializeInProcess makes CommitSet.Serialize lock within this process
+	// only, saving two KV writes per serialized Commit: for a store no other
+	// server process writes. By default it also takes a lease in the
+	// store's KV, so that servers sharing the store take turns.
+	SerializeInProcess bool
 	// PatientOperations are GET [base]/Patient/{id}/$name operations
 	// computed above this package (see PatientOperation).
 	PatientOperations []PatientOperation
+	// ResourceOperations are [base]/Type/{id}/$name operations computed
+	// above this package (see ResourceOperation).
+	ResourceOperations []ResourceOperation
+	// Capability, when set, may add to the generated CapabilityStatement
+	// (extensions of what is served above this package) before it is
+	// encoded; it must not remove what the route table declares.
+	Capability func(cs map[string]any)
 	// Output, when set, sees every resource that leaves the server (see
 	// OutputFilter); nil sends stored resources unchanged.
 	Output OutputFilter
@@ -150,6 +162,8 @@ type Server struct {
 	onJob      func(kind, state string)
 	output     OutputFilter
 	patientOps []PatientOperation
+	resOps     []ResourceOperation
+	capHook    func(cs map[string]any)
 	lastnProbe int // $lastn's in-memory page (lastnDefaultProbe; tests lower it)
 }
 
@@ -180,12 +194,16 @@ func New(cfg Config) (*Server, error) {
 		onRequest: cfg.OnRequest,
 		onJob:     cfg.OnJob,
 		output:    cfg.Output,
+		capHook:   cfg.Capability,
 
 		leaseOwner: lease.NewOwner(),
 		leaseTTL:   cfg.LeaseTTL,
 	}
 	if s.leaseTTL <= 0 {
 		s.leaseTTL = defaultLeaseTTL
+	}
+	if !cfg.SerializeInProcess {
+		s.keyLocks.kv, s.keyLocks.owner, s.keyLocks.ttl = cfg.Backend.KV(), s.leaseOwner, min(s.leaseTTL, serializeLeaseTTL)
 	}
 	for _, op := range cfg.PatientOperations {
 		if op.Name == "" || op.Run == nil {
@@ -195,6 +213,15 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("fhir: the OperationDefinition of $%s needs a valid id", op.Name)
 		}
 		s.patientOps = append(s.patientOps, op)
+	}
+	for _, op := range cfg.ResourceOperations {
+		if !isResourceType(op.Type) || op.Name == "" || op.Run == nil {
+			return nil, errors.New("fhir: a ResourceOperation needs a resource Type, a Name and a Run")
+		}
+		if id, _ := op.Definition["id"].(string); !validID(id) {
+			return nil, fmt.Errorf("fhir: the OperationDefinition of %s/$%s needs a valid id", op.Type, op.Name)
+		}
+		s.resOps = append(s.resOps, op)
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -367,6 +394,18 @@ func (s *Server) routes(authMW echo.MiddlewareFunc) *echo.Echo {
 	}
 	for _, op := range s.patientOps {
 		g.GET("/Patient/:id/$"+op.Name, s.patientOperation(op), mws...)
+	}
+	for _, op := range s.resOps {
+		code, typ := "$"+op.Name, op.Type
+		tag := func(next echo.HandlerFunc) echo.HandlerFunc {
+			return func(c echo.Context) error {
+				c.Set(interactionKey, code)
+				c.Set(typeKey, typ)
+				return next(c)
+			}
+		}
+		g.GET("/"+op.Type+"/:id/$"+op.Name, s.resourceOperation(op), append([]echo.MiddlewareFunc{tag}, mws...)...)
+		g.POST("/"+op.Type+"/:id/$"+op.Name, s.resourceOperation(op), append([]echo.MiddlewareFunc{tag}, mws...)...)
 	}
 	// The definitions of the operations the server declares ($lastn,
 	// $stats, the patient operations) are read here; other ids are stored

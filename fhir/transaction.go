@@ -105,6 +105,9 @@ func (s *Server) transaction(ctx context.Context, entries []*txEntry, ret string
 		e.cause = errNoAtomicCommit
 		return bundleResult{}, e
 	}
+	if rec, ok := idemFrom(ctx).replay(); ok {
+		return s.replayTransaction(ctx, entries, rec, ret)
+	}
 	if err := s.parseEntries(ctx, entries); err != nil {
 		return bundleResult{}, err
 	}
@@ -145,7 +148,7 @@ func (s *Server) runTransaction(ctx context.Context, entries []*txEntry) error {
 		if len(writes) == 0 {
 			return nil
 		}
-		recs, err := s.commit(ctx, writes)
+		recs, err := s.commit(markIdempotent(ctx, txResults(entries)), writes)
 		if errors.Is(err, storage.ErrVersionConflict) || errors.Is(err, storage.ErrDuplicateClaim) {
 			if err := backoff(ctx, attempt); err != nil {
 				return err
@@ -515,8 +518,12 @@ func (s *Server) resolveRef(ctx context.Context, ref string, refs, cond map[stri
 		return "", err
 	}
 	if len(ms) != 1 {
-		return "", newError(http.StatusPreconditionFailed, codeNotFound,
+		e := newError(http.StatusPreconditionFailed, codeNotFound,
 			"conditional reference %q matches %d resources; it must match exactly one", ref, len(ms))
+		if len(ms) == 0 {
+			e.cause = errUnresolvedRef
+		}
+		return "", e
 	}
 	to := typ + "/" + ms[0].ID
 	cond[ref] = to

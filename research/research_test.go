@@ -1,54 +1,54 @@
 package research_test
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
-	"github.com/labstack/echo/v4"
-
 	"github.com/anodyne-fhir/anodyne/auth"
+	"github.com/anodyne-fhir/anodyne/auth/smart"
 	"github.com/anodyne-fhir/anodyne/deid"
 	"github.com/anodyne-fhir/anodyne/fhir"
+	"github.com/anodyne-fhir/anodyne/fhir/fhirtest"
 	"github.com/anodyne-fhir/anodyne/research"
-	"github.com/anodyne-fhir/anodyne/resources"
 	"github.com/anodyne-fhir/anodyne/storage"
-	"github.com/anodyne-fhir/anodyne/storage/mongo"
-	"github.com/anodyne-fhir/anodyne/storage/mongo/mongotest"
-	"github.com/anodyne-fhir/anodyne/storage/sqlite"
 )
 
-// env starts the real FHIR server (SQLite or FerretDB) with the real decision point
-// and the research filter. The caller is chosen per request by the test
-// Authorization header ("Bearer WHO", with WHO "clinician", "research:PROJECT" or
-// "aggregates:PROJECT"); token verification itself is covered by auth.
+// env is the real FHIR server (SQLite or FerretDB) with authorization on
+// as anodyne serve wires it (the built-in SMART server, token verification,
+// the decision point, the audit middleware) and the research filter. Tests
+// name the caller ("clinician", "auditor", "research:PROJECT", "aggregates:PROJECT"):
+// each is a backend-services client registered on first use, and every
+// request carries a real token from the client_credentials grant.
 type env struct {
-	t    testing.TB
-	base string
+	t       testing.TB
+	base    string
+	srv     *fhirtest.Server
+	auth    *fhirtest.Auth
+	backend storage.Backend
+	mu      sync.Mutex
+	clients map[string]*fhirtest.BackendClient
 }
 
-// The FerretDB server of the MongoDB runs, started on first use.
-var mongoServer *mongotest.Shared
+// harness is the test binary's shared FerretDB, validator and registry.
+var harness *fhirtest.Env
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "anodyne-research-ferretdb-")
-	if err != nil {
+	var err error
+	if harness, err = fhirtest.NewEnv("research"); err != nil {
 		panic(err)
 	}
-	mongoServer = mongotest.NewShared(dir)
 	code := m.Run()
-	if err := mongoServer.Stop(); err != nil {
+	if err := harness.Close(); err != nil {
 		slog.Error("stopping FerretDB", "err", err)
 	}
-	os.RemoveAll(dir)
 	os.Exit(code)
 }
 
@@ -61,32 +61,15 @@ func start(t testing.TB) *env { return startOn(t, "sqlite", nil) }
 // default de-identification rules when not nil.
 func startOn(t testing.TB, backend string, rules []byte) *env {
 	t.Helper()
-	ctx := context.Background()
-	ts := httptest.NewUnstartedServer(nil)
-	base := "http://" + ts.Listener.Addr().String()
-	reg, err := resources.Load(resources.WithBaseURL(base + "/fhir"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var be storage.Backend
-	switch backend {
-	case "sqlite":
-		b, err := sqlite.Open(ctx, t.TempDir())
-		if err != nil {
-			t.Fatal(err)
+	for _, b := range harness.Backends() {
+		if b.Name == backend {
+			be = b.Open(t)
 		}
-		be = b
-	case "mongo":
-		srv := mongoServer.Get(t)
-		b, err := mongo.Open(ctx, srv.URI, mongotest.Database(t), mongo.WithPartitioning(reg.Partitioning()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		be = b
-	default:
+	}
+	if be == nil {
 		t.Fatalf("unknown backend %q", backend)
 	}
-	t.Cleanup(func() { be.Close() })
 	if rules == nil {
 		rules = deid.DefaultRules()
 	}
@@ -94,36 +77,35 @@ func startOn(t testing.TB, backend string, rules []byte) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	mw := func(next echo.HandlerFunc) echo.HandlerFunc {
-		return func(c echo.Context) error {
-			// The Authorization header, as batch entries carry it on.
-			who := strings.TrimPrefix(c.Request().Header.Get("Authorization"), "Bearer ")
-			p := &auth.Principal{ClientID: who, Scopes: auth.ParseScopes("system/*.cruds")}
-			if kind, project, ok := strings.Cut(who, ":"); ok {
-				p.Scopes = auth.ParseScopes("system/*.rs")
-				p.ResearchProject, p.ResearchAccess = project, auth.ResearchRows
-				if kind == "aggregates" {
-					p.ResearchAccess = auth.ResearchAggregates
-				}
-			}
-			c.SetRequest(c.Request().WithContext(auth.WithPrincipal(c.Request().Context(), p)))
-			return next(c)
-		}
-	}
-	srv, err := fhir.New(fhir.Config{
-		BaseURL: base, Backend: be, Registry: reg, Logger: log,
-		Authorizer: auth.NewPolicy(reg), Middleware: mw, ExportDir: t.TempDir(),
-		Output: research.New(d, be, reg, log),
+	exportDir := t.TempDir()
+	srv, as := harness.StartSMART(t, be, func(cfg *fhir.Config) {
+		cfg.ExportDir = exportDir
+		cfg.Output = research.New(d, be, cfg.Registry, cfg.Logger)
 	})
-	if err != nil {
-		t.Fatal(err)
+	return &env{t: t, base: srv.Base, srv: srv, auth: as, backend: be, clients: map[string]*fhirtest.BackendClient{}}
+}
+
+// token is a real access token of the caller who names.
+func (e *env) token(who string) string {
+	e.t.Helper()
+	e.mu.Lock()
+	c, ok := e.clients[who]
+	if !ok {
+		reg := smart.Client{ID: strings.ReplaceAll(who, ":", "-"), Scopes: "system/*.cruds"}
+		if who == "auditor" { // AuditEvents open to their own scope only
+			reg.Scopes = "system/AuditEvent.rs"
+		}
+		if kind, project, ok := strings.Cut(who, ":"); ok {
+			reg.Scopes, reg.ResearchProject, reg.ResearchAccess = "system/*.rs", project, auth.ResearchRows
+			if kind == "aggregates" {
+				reg.ResearchAccess = auth.ResearchAggregates
+			}
+		}
+		c = e.auth.BackendClient(e.t, reg)
+		e.clients[who] = c
 	}
-	t.Cleanup(func() { srv.Close() })
-	ts.Config.Handler = srv.Handler()
-	ts.Start()
-	t.Cleanup(ts.Close)
-	return &env{t: t, base: base + "/fhir"}
+	e.mu.Unlock()
+	return c.Token(e.t, "")
 }
 
 func (e *env) do(who, method, path, body string) (int, map[string]any) {
@@ -143,7 +125,7 @@ func (e *env) raw(who, method, path, body string) (int, []byte, http.Header) {
 		rd = strings.NewReader(body)
 	}
 	req, _ := http.NewRequest(method, e.base+path, rd)
-	req.Header.Set("Authorization", "Bearer "+who)
+	req.Header.Set("Authorization", "Bearer "+e.token(who))
 	req.Header.Set("Accept", "application/fhir+json")
 	if body != "" {
 		req.Header.Set("Content-Type", "application/fhir+json")
@@ -154,7 +136,7 @@ func (e *env) raw(who, method, path, body string) (int, []byte, http.Header) {
 	if strings.HasPrefix(path, "http") {
 		req.URL, _ = url.Parse(path)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := e.srv.Client.Do(req)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -321,6 +303,60 @@ func testResearchAccess(t *testing.T, e *env) {
 	// The clinician still sees everything as stored.
 	if _, c := e.do("clinician", "GET", "/Observation/o1", ""); c["note"] == nil {
 		t.Errorf("clinician read lost content: %v", c)
+	}
+	testResearchAudit(t, e)
+}
+
+// testResearchAudit: every request of the research clients above left an
+// AuditEvent naming the client and the project with purposeOfUse
+// research, the refused ones (a write, a search by an aggregates client)
+// with a failure outcome.
+func testResearchAudit(t *testing.T, e *env) {
+	st, b := e.do("auditor", "GET", "/AuditEvent?_count=1000", "")
+	if st != 200 {
+		t.Fatalf("AuditEvent search: %d %v", st, b)
+	}
+	type seen struct{ events, refused, unlabelled int }
+	byClient := map[string]*seen{}
+	for _, ev := range entries(b) {
+		client, _ := fhirtest.Get(ev, "agent", 0, "who", "identifier", "value").(string)
+		project := ""
+		for _, ent := range ev["entity"].([]any) {
+			if fhirtest.Get(ent, "what", "identifier", "system") == auth.ResearchProjectSystem {
+				project, _ = fhirtest.Get(ent, "what", "identifier", "value").(string)
+			}
+		}
+		if !strings.HasPrefix(client, "research-") && !strings.HasPrefix(client, "aggregates-") {
+			if project != "" {
+				t.Errorf("a request of %q is labelled research project %q", client, project)
+			}
+			continue
+		}
+		s := byClient[client]
+		if s == nil {
+			s = &seen{}
+			byClient[client] = s
+		}
+		s.events++
+		if fhirtest.Get(ev, "outcome") != "0" {
+			s.refused++
+		}
+		_, wantProject, _ := strings.Cut(client, "-")
+		if project != wantProject || fhirtest.Get(ev, "agent", 0, "purposeOfUse", 0, "coding", 0, "code") != "HRESCH" {
+			s.unlabelled++
+		}
+	}
+	// research-alpha was refused a write and the date searches; beta and
+	// the aggregates client made at least one request each.
+	for client, minRefused := range map[string]int{"research-alpha": 6, "research-beta": 0, "aggregates-alpha": 2} {
+		s := byClient[client]
+		if s == nil || s.events == 0 {
+			t.Errorf("no AuditEvent for %s", client)
+			continue
+		}
+		if s.refused < minRefused || s.unlabelled != 0 {
+			t.Errorf("%s: %d events, %d refused (want >= %d), %d without project and purposeOfUse", client, s.events, s.refused, minRefused, s.unlabelled)
+		}
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -285,5 +287,37 @@ func TestIndexExamples(t *testing.T) {
 	}
 	if !urn {
 		t.Error("no Synthea Observation subject indexed as urn:uuid")
+	}
+}
+
+// TestIndexParams: the restricted index is exactly the full index's
+// entries of the named parameters, and nothing for no parameters.
+func TestIndexParams(t *testing.T) {
+	r := registry(t)
+	for _, src := range []string{observationJSON, patientJSON} {
+		res := decode(t, src)
+		typ := res["resourceType"].(string)
+		full, err := r.Index(typ, res)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, codes := range [][]string{{"subject", "date"}, {"name", "_lastUpdated", "no-such"}, {}} {
+			got, err := r.IndexParams(typ, res, codes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want []storage.Entry
+			for _, e := range full {
+				if slices.Contains(codes, e.Param) {
+					want = append(want, e)
+				}
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("%s %v:\n got %+v\nwant %+v", typ, codes, got, want)
+			}
+		}
+	}
+	if _, err := r.IndexParams("Patient", decode(t, observationJSON), nil); err == nil {
+		t.Error("IndexParams accepted a resource of the wrong type")
 	}
 }

@@ -45,3 +45,8 @@ func normalize(s string) string {
 var foldTable = map[rune]string{
 	'ø': "o", 'đ': "d", 'ð': "d", 'ł': "l", 'ß': "ss", 'æ': "ae", 'œ': "oe", 'ı': "i", 'þ': "th",
 }
+
+// Normalize is the folding of string and token text entries (normalize),
+// for callers that build entries of a resource they wrote themselves
+// (auth/audit's AuditEvents) and must fold them exactly as Index does.
+func Normalize(s string) string { return normalize(s) }

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -190,4 +191,37 @@ func compareOrdered[T int64 | float64 | string](op Op, got, want T) (bool, error
 		return got >= want, nil
 	}
 	return false, fmt.Errorf("operator %s on an ordered field: %w", op, ErrUnsupported)
+}
+
+// Params lists the parameters whose entries Matches reads to evaluate e
+// (sorted, without duplicates): the outer parameter of a Chain, none for
+// Has and IDs, which depend on other resources or the id alone.
+func Params(e Expr) []string {
+	seen := map[string]bool{}
+	var walk func(Expr)
+	walk = func(e Expr) {
+		switch x := e.(type) {
+		case And:
+			for _, sub := range x.Exprs {
+				walk(sub)
+			}
+		case Or:
+			for _, sub := range x.Exprs {
+				walk(sub)
+			}
+		case Not:
+			walk(x.Expr)
+		case Match:
+			seen[x.Param] = true
+		case Chain:
+			seen[x.Param] = true
+		}
+	}
+	walk(e)
+	out := make([]string, 0, len(seen))
+	for p := range seen {
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	return out
 }

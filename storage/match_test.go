@@ -2,6 +2,7 @@ package storage
 
 import (
 	"errors"
+	"slices"
 	"testing"
 )
 
@@ -93,5 +94,24 @@ func TestExprString(t *testing.T) {
 	want := `(And (Match code token (Cmp Code Eq "72514-3")) (Match date date (Cmp High Ge 42)) (Not (IDs "a")))`
 	if got := e.String(); got != want {
 		t.Errorf("String() = %s\nwant        %s", got, want)
+	}
+}
+
+func TestParams(t *testing.T) {
+	m := func(p string) Match { return Match{Param: p, Kind: KindToken} }
+	for _, c := range []struct {
+		e    Expr
+		want []string
+	}{
+		{nil, []string{}},
+		{IDs{IDs: []string{"a"}}, []string{}},
+		{m("code"), []string{"code"}},
+		{And{Exprs: []Expr{m("subject"), Or{Exprs: []Expr{m("date"), Not{Expr: m("code")}}}, m("code")}}, []string{"code", "date", "subject"}},
+		{Chain{Param: "subject", Target: "Patient", Where: m("name")}, []string{"subject"}},
+		{Has{Type: "Observation", Param: "subject", Where: m("code")}, []string{}},
+	} {
+		if got := Params(c.e); !slices.Equal(got, c.want) {
+			t.Errorf("Params(%v) = %v, want %v", c.e, got, c.want)
+		}
 	}
 }

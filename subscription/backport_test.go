@@ -73,9 +73,23 @@ func TestBackportTopics(t *testing.T) {
 			s.do(t, "", "PUT", "/Observation/bp1", observation("bp1", painCode, "p1", 9)).Expect(t, http.StatusOK)
 
 			base := s.Root + "/fhir"
-			gotPain := rcv.wait(t, "/pain", 2, 15*time.Second, 300*time.Millisecond)
-			gotFlag := rcv.wait(t, "/flag", 1, 5*time.Second, 0)
-			gotVital := rcv.wait(t, "/vital", 1, 5*time.Second, 0)
+			// Each stream starts with its handshake, then the events.
+			events := func(ds []delivery) []delivery {
+				t.Helper()
+				if k, _ := notificationType(t, ds[0].Body); k != "handshake" {
+					t.Errorf("first notification of %s is %s, not the handshake", ds[0].Path, k)
+				}
+				var out []delivery
+				for _, d := range ds {
+					if k, _ := notificationType(t, d.Body); k == "event-notification" {
+						out = append(out, d)
+					}
+				}
+				return out
+			}
+			gotPain := events(rcv.wait(t, "/pain", 3, 15*time.Second, 300*time.Millisecond))
+			gotFlag := events(rcv.wait(t, "/flag", 2, 5*time.Second, 0))
+			gotVital := events(rcv.wait(t, "/vital", 2, 5*time.Second, 0))
 			if len(gotVital) != 1 {
 				t.Fatalf("vital %v, want 1 (the H reading)", paths(gotVital))
 			}

@@ -3,6 +3,7 @@ package subscription
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/anodyne-fhir/anodyne/auth"
 	"github.com/anodyne-fhir/anodyne/storage"
 )
 
@@ -34,8 +34,35 @@ func (s *Service) Run(ctx context.Context) error {
 	client := s.policy.client(s.cfg.Timeout)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	defer s.closeSockets()
 	busy := map[string]bool{}
 	var busyMu sync.Mutex
+	// claim takes a stream's lease for work in this process; done gives
+	// it back.
+	claim := func(st string) (*lease, bool) {
+		busyMu.Lock()
+		defer busyMu.Unlock()
+		if busy[st] {
+			return nil, false
+		}
+		l, ok, err := acquire(ctx, s.cfg.Backend.KV(), st, s.holder, s.cfg.LeaseTTL, s.cfg.Timeout+2*time.Second)
+		if err != nil || !ok {
+			if err != nil && ctx.Err() == nil {
+				s.log.Error("subscription: lease", "stream", st, "err", err)
+			}
+			return nil, false
+		}
+		busy[st] = true
+		return l, true
+	}
+	done := func(st string, l *lease) {
+		if err := l.release(context.WithoutCancel(ctx)); err != nil {
+			s.log.Warn("subscription: releasing lease", "stream", st, "err", err)
+		}
+		busyMu.Lock()
+		delete(busy, st)
+		busyMu.Unlock()
+	}
 	reload := time.NewTicker(s.cfg.Reload)
 	defer reload.Stop()
 	check := time.NewTicker(s.cfg.Check)
@@ -56,6 +83,7 @@ func (s *Service) Run(ctx context.Context) error {
 			if err := s.reg.changed(ctx); err != nil && ctx.Err() == nil {
 				s.log.Error("subscription: checking for changed Subscriptions", "err", err)
 			}
+			s.heartbeats(ctx, client, &wg, claim, done)
 			continue
 		case <-s.wake:
 			// The event is readable once its Commit returns, a moment after
@@ -69,35 +97,62 @@ func (s *Service) Run(ctx context.Context) error {
 			s.log.Error("subscription: listing the outbox", "err", err)
 		}
 		for _, st := range streams {
-			busyMu.Lock()
-			if busy[st] {
-				busyMu.Unlock()
-				continue
-			}
-			l, ok, err := acquire(ctx, s.cfg.Backend.KV(), st, s.holder, s.cfg.LeaseTTL, s.cfg.Timeout+2*time.Second)
-			if err != nil || !ok {
-				busyMu.Unlock()
-				if err != nil && ctx.Err() == nil {
-					s.log.Error("subscription: lease", "stream", st, "err", err)
+			if id, ok := subIDOf(st); ok && !s.sockets.has(id) {
+				if a := s.reg.get(id); a != nil && a.sub.Channel == channelWebsocket {
+					continue // its events wait for a process with a bound socket
 				}
+			}
+			l, ok := claim(st)
+			if !ok {
 				continue
 			}
-			busy[st] = true
-			busyMu.Unlock()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				s.deliverStream(ctx, client, st, l)
-				if err := l.release(context.WithoutCancel(ctx)); err != nil {
-					s.log.Warn("subscription: releasing lease", "stream", st, "err", err)
-				}
-				busyMu.Lock()
-				delete(busy, st)
-				busyMu.Unlock()
+				done(st, l)
 				s.poke() // look again: events may have arrived meanwhile
 			}()
 		}
 		poll.Reset(s.cfg.Poll)
+	}
+}
+
+// heartbeats sends a heartbeat notification to each active topic-based
+// rest-hook Subscription whose heartbeat period passed without one,
+// under the stream's lease (so one process sends it, never during a
+// delivery of the stream).
+func (s *Service) heartbeats(ctx context.Context, client *http.Client, wg *sync.WaitGroup, claim func(string) (*lease, bool), done func(string, *lease)) {
+	for _, list := range s.reg.snapshot() {
+		for _, a := range list {
+			sb := a.sub
+			if sb.Heartbeat <= 0 || sb.Topic == "" || sb.Status != statusActive || sb.Channel != channelRestHook {
+				continue
+			}
+			due, err := s.heartbeatDue(ctx, sb)
+			if err != nil || !due {
+				continue
+			}
+			st := streamOf(sb.ID)
+			l, ok := claim(st)
+			if !ok {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer done(st, l)
+				body, err := s.heartbeat(ctx, sb)
+				if err == nil {
+					err = s.send(ctx, client, sb, http.MethodPost, sb.Endpoint, newEventID(), body)
+				}
+				if err != nil {
+					s.log.Info("subscription: heartbeat failed", "subscription", sb.ID, "err", err)
+					return
+				}
+				s.sent(ctx, sb)
+			}()
+		}
 	}
 }
 
@@ -206,12 +261,15 @@ func (s *Service) deliverStream(ctx context.Context, client *http.Client, stream
 					numbered = append(numbered, ev.ID)
 				}
 				s.succeeded(stream)
-				if sb.Status == statusError {
+				if sb.Status == statusError || sb.Status == statusRequested {
 					if err := s.setStatus(ctx, id, statusActive, ""); err != nil {
 						s.log.Warn("subscription: back to active", "subscription", id, "err", err)
 					}
 				}
 				continue
+			}
+			if errors.Is(derr, errNoSocket) {
+				return // the client went away; its events wait for the next bind
 			}
 			if ctx.Err() != nil || !flush() || !s.failure(ctx, l, stream, sb, ev, derr) {
 				return
@@ -352,7 +410,8 @@ func (s *Service) succeeded(stream string) {
 // deliver sends one event: POST with no body for an empty payload, or,
 // with payload application/fhir+json, PUT of the version (as the owner
 // may receive it, through the output filter) to endpoint/Type/id, as R4
-// rest-hook describes.
+// rest-hook describes; a topic-based Subscription's notification Bundle
+// is POSTed to the endpoint.
 func (s *Service) deliver(ctx context.Context, client *http.Client, sb *sub, ev storage.Event) error {
 	e, err := decodeEvent(ev.Data)
 	if err != nil {
@@ -360,29 +419,32 @@ func (s *Service) deliver(ctx context.Context, client *http.Client, sb *sub, ev 
 	}
 	method, url := http.MethodPost, sb.Endpoint
 	var body []byte
-	if sb.Topic != "" {
+	switch {
+	case sb.Topic != "":
 		if body, err = s.notification(ctx, sb, ev, e); err != nil {
 			return err
 		}
-	} else if sb.Payload == payloadFHIRJSON {
-		srv, err := s.server()
+	case e.Kind != "":
+		return nil // a handshake of a Subscription that is no longer topic-based
+	case sb.Payload == payloadFHIRJSON:
+		f, err := s.focusOf(ctx, sb, e.Type, e.ID, e.Version, contentFull)
 		if err != nil {
 			return err
 		}
-		rec, err := s.cfg.Backend.ReadVersion(ctx, e.Type, e.ID, e.Version)
-		if err != nil {
-			return fmt.Errorf("reading %s/%s version %d: %w", e.Type, e.ID, e.Version, err)
-		}
-		octx := ctx
-		if sb.Owner != nil {
-			octx = auth.WithPrincipal(ctx, sb.Owner.principal())
-		}
-		raw, vid, err := srv.Emit(octx, rec)
-		if err != nil {
-			return fmt.Errorf("filtering %s/%s for the subscriber: %w", e.Type, e.ID, err)
-		}
-		method, url, body = http.MethodPut, strings.TrimRight(sb.Endpoint, "/")+"/"+e.Type+"/"+vid, raw
+		method, url, body = http.MethodPut, strings.TrimRight(sb.Endpoint, "/")+"/"+e.Type+"/"+f.id, f.json
 	}
+	if sb.Channel == channelWebsocket {
+		return s.sockets.send(ctx, sb.ID, body)
+	}
+	if err := s.send(ctx, client, sb, method, url, ev.ID, body); err != nil {
+		return err
+	}
+	s.sent(ctx, sb)
+	return nil
+}
+
+// send makes one signed request to the Subscription's endpoint.
+func (s *Service) send(ctx context.Context, client *http.Client, sb *sub, method, url, eventID string, body []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
@@ -397,9 +459,9 @@ func (s *Service) deliver(ctx context.Context, client *http.Client, sb *sub, ev 
 		req.Header.Set("Content-Type", payloadFHIRJSON)
 	}
 	req.Header.Set("User-Agent", "Anodyne-Subscriptions")
-	req.Header.Set(HeaderEventID, ev.ID)
+	req.Header.Set(HeaderEventID, eventID)
 	req.Header.Set(HeaderSubscription, "Subscription/"+sb.ID)
-	req.Header.Set(HeaderSignature, Sign(sb.Secret, ev.ID, body))
+	req.Header.Set(HeaderSignature, Sign(sb.Secret, eventID, body))
 	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", method, sb.Endpoint, err)
@@ -412,37 +474,34 @@ func (s *Service) deliver(ctx context.Context, client *http.Client, sb *sub, ev 
 	return nil
 }
 
-// notification builds a backport notification Bundle for one event.
+// notification builds a backport notification Bundle for one event (or
+// the handshake).
 func (s *Service) notification(ctx context.Context, sb *sub, ev storage.Event, e eventV1) ([]byte, error) {
 	srv, err := s.server()
 	if err != nil {
 		return nil, err
 	}
-	rec, err := s.cfg.Backend.ReadVersion(ctx, e.Type, e.ID, e.Version)
-	if err != nil {
-		return nil, fmt.Errorf("reading %s/%s version %d: %w", e.Type, e.ID, e.Version, err)
-	}
-	focus, focusID := []byte(nil), e.ID
-	if sb.Content != contentEmpty {
-		octx := ctx
-		if sb.Owner != nil {
-			octx = auth.WithPrincipal(ctx, sb.Owner.principal())
+	if e.Kind == kindHandshake {
+		n, err := s.eventCount(ctx, sb.ID)
+		if err != nil {
+			return nil, err
 		}
-		// Even id-only passes the output filter: the id is the one the
-		// owner knows the resource by.
-		if focus, focusID, err = srv.Emit(octx, rec); err != nil {
-			return nil, fmt.Errorf("filtering %s/%s for the subscriber: %w", e.Type, e.ID, err)
-		}
+		return json.Marshal(notificationBundle(srv.Base(), sb, notice{kind: noticeHandshake, status: sb.Status, since: n}, sb.Content))
 	}
-	n, err := s.eventNumber(ctx, sb.ID, ev.ID)
+	f, err := s.focusOf(ctx, sb, e.Type, e.ID, e.Version, sb.Content)
 	if err != nil {
 		return nil, err
 	}
+	n, err := s.eventNumber(ctx, sb.ID, ev.ID, logEntry{Type: e.Type, ID: e.ID, Version: e.Version, At: f.at})
+	if err != nil {
+		return nil, err
+	}
+	f.n = n
 	status := sb.Status
 	if status == statusRequested {
 		status = statusActive
 	}
-	return notificationBundle(srv.Base(), sb, status, n, rec, focusID, focus)
+	return json.Marshal(notificationBundle(srv.Base(), sb, notice{kind: noticeEvent, status: status, since: n, events: []numbered{f}}, sb.Content))
 }
 
 // setStatus writes the Subscription's status (and error text) through

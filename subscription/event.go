@@ -14,14 +14,24 @@ import (
 // Its encoding is pinned by TestEventEncoding: events written by one
 // release must be delivered by the next.
 type eventV1 struct {
-	V       int    `json:"v"` // always 1
-	Type    string `json:"type"`
-	ID      string `json:"id"`
-	Version int64  `json:"version"`
+	V int `json:"v"` // always 1
+	// Kind is empty for a resource's event, or kindHandshake for the
+	// backport's handshake of a new topic-based Subscription (no resource).
+	Kind    string `json:"kind,omitempty"`
+	Type    string `json:"type,omitempty"`
+	ID      string `json:"id,omitempty"`
+	Version int64  `json:"version,omitempty"`
 }
+
+const kindHandshake = "handshake"
 
 func encodeEvent(typ, id string, version int64) []byte {
 	b, _ := json.Marshal(eventV1{V: 1, Type: typ, ID: id, Version: version}) // cannot fail: strings and ints
+	return b
+}
+
+func encodeHandshake() []byte {
+	b, _ := json.Marshal(eventV1{V: 1, Kind: kindHandshake})
 	return b
 }
 
@@ -30,7 +40,10 @@ func decodeEvent(data []byte) (eventV1, error) {
 	if err := json.Unmarshal(data, &ev); err != nil {
 		return ev, fmt.Errorf("decoding subscription event: %w", err)
 	}
-	if ev.V != 1 || ev.Type == "" || ev.ID == "" || ev.Version < 1 {
+	if ev.V == 1 && ev.Kind == kindHandshake && ev.Type == "" && ev.ID == "" && ev.Version == 0 {
+		return ev, nil
+	}
+	if ev.V != 1 || ev.Kind != "" || ev.Type == "" || ev.ID == "" || ev.Version < 1 {
 		return ev, fmt.Errorf("subscription event of unknown form %q", data)
 	}
 	return ev, nil

@@ -108,12 +108,14 @@ func start(t testing.TB, b storage.Backend, ps map[string]*auth.Principal, mod f
 	}
 	fs := env.Start(t, b, func(cfg *fhir.Config) {
 		cfg.Observers = []fhir.CommitObserver{svc}
+		svc.Configure(cfg)
 		if ps != nil {
 			cfg.Authorizer = sc.Authorizer
 			cfg.Middleware = asPrincipal(ps)
 		}
 	})
 	svc.Attach(fs.FHIR)
+	fs.FHIR.Echo().GET(subscription.WebsocketPath, echo.WrapHandler(http.HandlerFunc(svc.ServeWebsocket)))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

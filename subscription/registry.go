@@ -81,7 +81,7 @@ type registry struct {
 	mu      sync.RWMutex
 	stored  map[string]*active
 	pending map[string]pending
-	byType  map[string][]*active // matching Subscriptions (active or error, not ended)
+	byType  map[string][]*active // matching Subscriptions (requested, active or error, not ended)
 }
 
 func newRegistry(s *Service) *registry {
@@ -92,6 +92,16 @@ func (r *registry) snapshot() map[string][]*active {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return r.byType
+}
+
+// get is the Subscription id as this process knows it (nil: none).
+func (r *registry) get(id string) *active {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if p, ok := r.pending[id]; ok {
+		return p.a
+	}
+	return r.stored[id]
 }
 
 // countOwned is how many Subscriptions of client are not off, except id.
@@ -147,7 +157,9 @@ func (r *registry) rebuild() {
 	now := time.Now()
 	by := map[string][]*active{}
 	add := func(a *active) {
-		if a == nil || (a.sub.Status != statusActive && a.sub.Status != statusError) {
+		// requested: a topic-based Subscription whose handshake is queued;
+		// its events queue behind it.
+		if a == nil || (a.sub.Status != statusActive && a.sub.Status != statusError && a.sub.Status != statusRequested) {
 			return
 		}
 		if !a.sub.End.IsZero() && !now.Before(a.sub.End) {

@@ -77,13 +77,16 @@ type sub struct {
 	Payload  string
 	Headers  []string
 	Secret   string
-	Channel  string    // channel.type
-	Topic    string    // backport: the topic's canonical URL (criteria)
-	Filters  []string  // backport-filter-criteria
-	Content  string    // backport-payload-content ("" for an R4 Subscription)
-	Error    string    // Subscription.error
-	End      time.Time // zero: none
-	Owner    *owner    // nil: written with authorization off
+	Channel  string   // channel.type
+	Topic    string   // backport: the topic's canonical URL (criteria)
+	Filters  []string // backport-filter-criteria
+	Content  string   // backport-payload-content ("" for an R4 Subscription)
+	// Heartbeat is backport-heartbeat-period: the longest silence before
+	// a heartbeat notification (0: none).
+	Heartbeat time.Duration
+	Error     string    // Subscription.error
+	End       time.Time // zero: none
+	Owner     *owner    // nil: written with authorization off
 }
 
 func stringAt(m map[string]any, key string) string {
@@ -138,8 +141,42 @@ func parseSub(res map[string]any, version int64) (*sub, error) {
 		}
 	}
 	s.Secret = extString(ch, secretURL)
+	for _, e := range extensions(ch) {
+		if em, ok := e.(map[string]any); ok && em["url"] == heartbeatURL {
+			n, err := positiveInt(em["valueUnsignedInt"])
+			if err != nil {
+				return nil, fmt.Errorf("backport-heartbeat-period: %w", err)
+			}
+			s.Heartbeat = time.Duration(n) * time.Second
+		}
+	}
 	s.Owner = ownerOf(res)
 	return s, nil
+}
+
+// positiveInt reads a JSON integer (decoded with UseNumber) of at least 1
+// and at most a day of seconds.
+func positiveInt(v any) (int64, error) {
+	var n int64
+	switch x := v.(type) {
+	case json.Number:
+		i, err := x.Int64()
+		if err != nil {
+			return 0, fmt.Errorf("%v is not an integer", x)
+		}
+		n = i
+	case float64:
+		n = int64(x)
+		if float64(n) != x {
+			return 0, fmt.Errorf("%v is not an integer", x)
+		}
+	default:
+		return 0, fmt.Errorf("needs valueUnsignedInt")
+	}
+	if n < 1 || n > 86400 {
+		return 0, fmt.Errorf("%d is not 1 to 86400 seconds", n)
+	}
+	return n, nil
 }
 
 func parseInstant(v string) (time.Time, error) {

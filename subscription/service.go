@@ -111,6 +111,9 @@ type Service struct {
 	mu       sync.Mutex
 	failures map[string]int           // stream -> consecutive failed deliveries
 	waiters  map[string]chan struct{} // stream -> its lingering deliverer
+	conns    map[*wsConn]context.CancelFunc
+
+	sockets *sockets
 }
 
 // New returns a Service over cfg.Backend, which must implement
@@ -138,6 +141,8 @@ func New(cfg Config) (*Service, error) {
 		wake:     make(chan struct{}, 1),
 		failures: map[string]int{},
 		waiters:  map[string]chan struct{}{},
+		conns:    map[*wsConn]context.CancelFunc{},
+		sockets:  newSockets(),
 	}
 	s.reg = newRegistry(s)
 	return s, nil

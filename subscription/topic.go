@@ -22,6 +22,7 @@ const (
 	backportBase          = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
 	filterCriteriaURL     = backportBase + "backport-filter-criteria"
 	payloadContentURL     = backportBase + "backport-payload-content"
+	heartbeatURL          = backportBase + "backport-heartbeat-period"
 	statusProfile         = backportBase + "backport-subscription-status-r4"
 	contentEmpty          = "empty"
 	contentIDOnly         = "id-only"
@@ -91,27 +92,22 @@ func truthy(c fhirpath.Collection) bool {
 // eventNumber gives an event its number in its Subscription's sequence
 // (events-since-subscription-start), once: a retry, also after a
 // restart, reuses it. Only the lease holder numbers a stream, so the
-// counter has one writer; a crash between the two puts skips a number.
-func (s *Service) eventNumber(ctx context.Context, subID, eventID string) (int64, error) {
+// counter has one writer; a crash between the puts skips a number. The
+// numbered event is also kept in the Subscription's event log (for
+// $events) for eventNumberKeepFor.
+func (s *Service) eventNumber(ctx context.Context, subID, eventID string, le logEntry) (int64, error) {
 	kv := s.cfg.Backend.KV()
-	read := func(key string) (int64, error) {
-		v, err := kv.Get(ctx, key)
-		if errors.Is(err, storage.ErrNotFound) {
-			return 0, nil
-		}
-		if err != nil {
-			return 0, fmt.Errorf("reading %s: %w", key, err)
-		}
-		return strconv.ParseInt(string(v), 10, 64)
-	}
-	if n, err := read(eventNumberPrefix + eventID); err != nil || n > 0 {
+	if n, err := readCount(ctx, kv, eventNumberPrefix+eventID); err != nil || n > 0 {
 		return n, err
 	}
-	last, err := read(eventCounterPrefix + subID)
+	last, err := readCount(ctx, kv, eventCounterPrefix+subID)
 	if err != nil {
 		return 0, err
 	}
 	n := last + 1
+	if err := kv.Put(ctx, eventLogKey(subID, n), encodeLogEntry(le), eventNumberKeepFor); err != nil {
+		return 0, fmt.Errorf("logging event %d of Subscription/%s: %w", n, subID, err)
+	}
 	if err := kv.Put(ctx, eventCounterPrefix+subID, []byte(strconv.FormatInt(n, 10)), 0); err != nil {
 		return 0, fmt.Errorf("counting events of Subscription/%s: %w", subID, err)
 	}
@@ -121,56 +117,120 @@ func (s *Service) eventNumber(ctx context.Context, subID, eventID string) (int64
 	return n, nil
 }
 
-// notificationBundle is the backport's history Bundle for one event: the
-// SubscriptionStatus Parameters, then the focus (full-resource: with the
-// resource as the owner may read it; id-only: its fullUrl and request).
-func notificationBundle(base string, sb *sub, status string, n int64, rec storage.Record, focusID string, focus []byte) ([]byte, error) {
-	statusID := newEventID()
-	focusURL := base + "/" + rec.Type + "/" + focusID
-	ev := []any{
-		map[string]any{"name": "event-number", "valueString": strconv.FormatInt(n, 10)},
-		map[string]any{"name": "timestamp", "valueInstant": rec.LastUpdated.UTC().Format(time.RFC3339Nano)},
+// eventCount is the number of the Subscription's last numbered event.
+func (s *Service) eventCount(ctx context.Context, subID string) (int64, error) {
+	return readCount(ctx, s.cfg.Backend.KV(), eventCounterPrefix+subID)
+}
+
+func readCount(ctx context.Context, kv storage.KV, key string) (int64, error) {
+	v, err := kv.Get(ctx, key)
+	if errors.Is(err, storage.ErrNotFound) {
+		return 0, nil
 	}
-	if sb.Content != contentEmpty {
-		ev = append(ev, map[string]any{"name": "focus", "valueReference": map[string]any{"reference": focusURL}})
+	if err != nil {
+		return 0, fmt.Errorf("reading %s: %w", key, err)
 	}
-	params := map[string]any{
-		"resourceType": "Parameters", "id": statusID,
-		"meta": map[string]any{"profile": []any{statusProfile}},
-		"parameter": []any{
-			map[string]any{"name": "subscription", "valueReference": map[string]any{"reference": base + "/Subscription/" + sb.ID}},
-			map[string]any{"name": "topic", "valueCanonical": sb.Topic},
-			map[string]any{"name": "status", "valueCode": status},
-			map[string]any{"name": "type", "valueCode": notificationEventType},
-			map[string]any{"name": "events-since-subscription-start", "valueString": strconv.FormatInt(n, 10)},
-			map[string]any{"name": "notification-event", "part": ev},
-		},
+	n, err := strconv.ParseInt(string(v), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("reading %s: %w", key, err)
 	}
+	return n, nil
+}
+
+// Notification kinds (SubscriptionStatus.type, backport STU 1.1).
+const (
+	noticeEvent     = notificationEventType
+	noticeHandshake = "handshake"
+	noticeHeartbeat = "heartbeat"
+	noticeStatus    = "query-status"
+	noticeQuery     = "query-event"
+)
+
+// notice is what one SubscriptionStatus says.
+type notice struct {
+	kind   string
+	status string
+	since  int64 // events-since-subscription-start
+	events []numbered
+	error  string
+}
+
+// numbered is one event of a notice, with its focus as the owner may
+// receive it (id: the id the owner knows; json: only for full-resource).
+type numbered struct {
+	n       int64
+	at      time.Time
+	typ, id string
+	version int64
+	json    []byte
+}
+
+// statusParams is the backport's SubscriptionStatus (a Parameters
+// resource, profile backport-subscription-status-r4).
+func statusParams(base string, sb *sub, nt notice, content string) map[string]any {
+	params := []any{
+		map[string]any{"name": "subscription", "valueReference": map[string]any{"reference": base + "/Subscription/" + sb.ID}},
+	}
+	if sb.Topic != "" {
+		params = append(params, map[string]any{"name": "topic", "valueCanonical": sb.Topic})
+	}
+	params = append(params,
+		map[string]any{"name": "status", "valueCode": nt.status},
+		map[string]any{"name": "type", "valueCode": nt.kind},
+		map[string]any{"name": "events-since-subscription-start", "valueString": strconv.FormatInt(nt.since, 10)},
+	)
+	for _, e := range nt.events {
+		part := []any{
+			map[string]any{"name": "event-number", "valueString": strconv.FormatInt(e.n, 10)},
+			map[string]any{"name": "timestamp", "valueInstant": e.at.UTC().Format(time.RFC3339Nano)},
+		}
+		if content != contentEmpty {
+			part = append(part, map[string]any{"name": "focus", "valueReference": map[string]any{"reference": base + "/" + e.typ + "/" + e.id}})
+		}
+		params = append(params, map[string]any{"name": "notification-event", "part": part})
+	}
+	if nt.error != "" {
+		params = append(params, map[string]any{"name": "error", "valueCodeableConcept": map[string]any{"text": nt.error}})
+	}
+	return map[string]any{
+		"resourceType": "Parameters", "id": newEventID(),
+		"meta":      map[string]any{"profile": []any{statusProfile}},
+		"parameter": params,
+	}
+}
+
+// notificationBundle is the backport's history Bundle: the
+// SubscriptionStatus, then each event's focus (full-resource: with the
+// resource; id-only: its fullUrl and request; empty: none).
+func notificationBundle(base string, sb *sub, nt notice, content string) map[string]any {
+	st := statusParams(base, sb, nt, content)
 	entries := []any{map[string]any{
-		"fullUrl":  "urn:uuid:" + uuidOf(statusID),
-		"resource": params,
+		"fullUrl":  "urn:uuid:" + uuidOf(st["id"].(string)),
+		"resource": st,
 		"request":  map[string]any{"method": "GET", "url": base + "/Subscription/" + sb.ID + "/$status"},
 		"response": map[string]any{"status": "200"},
 	}}
-	if sb.Content != contentEmpty {
-		method, url, code := "PUT", rec.Type+"/"+focusID, "200"
-		if rec.VersionID == 1 {
-			method, url, code = "POST", rec.Type, "201"
+	if content != contentEmpty {
+		for _, ev := range nt.events {
+			method, url, code := "PUT", ev.typ+"/"+ev.id, "200"
+			if ev.version == 1 {
+				method, url, code = "POST", ev.typ, "201"
+			}
+			e := map[string]any{
+				"fullUrl":  base + "/" + ev.typ + "/" + ev.id,
+				"request":  map[string]any{"method": method, "url": url},
+				"response": map[string]any{"status": code},
+			}
+			if content == contentFull && ev.json != nil {
+				e["resource"] = json.RawMessage(ev.json)
+			}
+			entries = append(entries, e)
 		}
-		e := map[string]any{
-			"fullUrl":  focusURL,
-			"request":  map[string]any{"method": method, "url": url},
-			"response": map[string]any{"status": code},
-		}
-		if sb.Content == contentFull {
-			e["resource"] = json.RawMessage(focus)
-		}
-		entries = append(entries, e)
 	}
-	return json.Marshal(map[string]any{
+	return map[string]any{
 		"resourceType": "Bundle", "id": newEventID(), "type": "history",
 		"timestamp": time.Now().UTC().Format(time.RFC3339Nano), "entry": entries,
-	})
+	}
 }
 
 // uuidOf formats 32 hex digits as a UUID.

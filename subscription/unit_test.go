@@ -24,7 +24,13 @@ func TestEventEncoding(t *testing.T) {
 	if err != nil || ev != (eventV1{V: 1, Type: "Observation", ID: "o-1", Version: 3}) {
 		t.Fatalf("decoded %+v, %v", ev, err)
 	}
-	for _, bad := range []string{`{}`, `{"v":2,"type":"A","id":"b","version":1}`, `{"v":1,"type":"A","id":"b","version":0}`, `not json`, `{"v":1,"id":"b","version":1}`} {
+	if got := string(encodeHandshake()); got != `{"v":1,"kind":"handshake"}` {
+		t.Errorf("handshake encoded %s", got)
+	}
+	if ev, err := decodeEvent([]byte(`{"v":1,"kind":"handshake"}`)); err != nil || ev.Kind != kindHandshake {
+		t.Errorf("handshake decoded %+v, %v", ev, err)
+	}
+	for _, bad := range []string{`{}`, `{"v":2,"type":"A","id":"b","version":1}`, `{"v":1,"kind":"heartbeat"}`, `{"v":1,"kind":"handshake","type":"A","id":"b","version":1}`, `{"v":1,"kind":"x","type":"A","id":"b","version":1}`, `{"v":1,"type":"A","id":"b","version":0}`, `not json`, `{"v":1,"id":"b","version":1}`} {
 		if _, err := decodeEvent([]byte(bad)); err == nil {
 			t.Errorf("decoded %s", bad)
 		}
@@ -167,5 +173,28 @@ func TestOwnerExtension(t *testing.T) {
 	setExt(back, ownerURL, nil)
 	if _, ok := back["extension"]; ok || ownerOf(back) != nil {
 		t.Fatalf("owner not removed: %v", back)
+	}
+}
+
+// TestLogEntryEncoding pins the stored form of an event log entry
+// ($events replays entries written by an earlier release).
+func TestLogEntryEncoding(t *testing.T) {
+	at := time.Date(2026, 12, 1, 10, 0, 0, 5, time.FixedZone("x", 3600))
+	got := string(encodeLogEntry(logEntry{Type: "Observation", ID: "o-1", Version: 2, At: at}))
+	want := `{"v":1,"type":"Observation","id":"o-1","version":2,"at":"2026-12-01T09:00:00.000000005Z"}`
+	if got != want {
+		t.Fatalf("encoded %s, want %s", got, want)
+	}
+	le, err := decodeLogEntry([]byte(want))
+	if err != nil || le.Type != "Observation" || le.ID != "o-1" || le.Version != 2 || !le.At.Equal(at) {
+		t.Fatalf("decoded %+v, %v", le, err)
+	}
+	for _, bad := range []string{`{}`, `{"v":2,"type":"A","id":"b","version":1}`, `{"v":1,"type":"A","id":"b","version":0}`, `[]`} {
+		if _, err := decodeLogEntry([]byte(bad)); err == nil {
+			t.Errorf("decoded %s", bad)
+		}
+	}
+	if k := eventLogKey("s1", 42); k != "subscription/event-log/s1/000000000042" {
+		t.Errorf("key %s", k)
 	}
 }

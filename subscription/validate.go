@@ -116,6 +116,21 @@ func (s *Service) observeSubscription(ctx context.Context, cs *fhir.CommitSet, i
 	if sb.Status == statusError && prev != nil && prev.Status == statusError {
 		status = statusError // an unchanged round trip keeps the server's verdict
 	}
+	if sb.Topic != "" && sb.Channel == channelRestHook && status == statusActive {
+		// The backport's handshake: a new (or re-aimed) topic-based
+		// Subscription stays requested until its endpoint accepted the
+		// handshake notification, queued first in its stream.
+		renewed := prev == nil || prev.Status == statusOff || prev.Endpoint != sb.Endpoint || prev.Topic != sb.Topic || prev.Channel != sb.Channel
+		switch {
+		case renewed:
+			status = statusRequested
+			cs.Enqueue(i, storage.Event{Stream: streamOf(w.ID), ID: newEventID(), Data: encodeHandshake()})
+			s.signal(streamOf(w.ID))
+			defer s.poke()
+		case prev.Status == statusRequested:
+			status = statusRequested
+		}
+	}
 	if status != statusError {
 		delete(res, "error")
 		sb.Error = ""
@@ -141,11 +156,20 @@ func (s *Service) check(ctx context.Context, sb *sub, prev *sub) (*active, error
 	default:
 		return nil, invalid(http.StatusUnprocessableEntity, "invalid", "Subscription.status", "unknown status %q", sb.Status)
 	}
-	if sb.Channel != "rest-hook" {
-		return nil, invalid(http.StatusUnprocessableEntity, "not-supported", "Subscription.channel.type", "channel type %q is not supported (rest-hook is)", sb.Channel)
-	}
-	if _, err := s.policy.checkURL(sb.Endpoint); err != nil {
-		return nil, invalid(http.StatusUnprocessableEntity, "invalid", "Subscription.channel.endpoint", "%v", err)
+	switch sb.Channel {
+	case channelRestHook:
+		if _, err := s.policy.checkURL(sb.Endpoint); err != nil {
+			return nil, invalid(http.StatusUnprocessableEntity, "invalid", "Subscription.channel.endpoint", "%v", err)
+		}
+	case channelWebsocket:
+		if sb.Topic == "" {
+			return nil, invalid(http.StatusUnprocessableEntity, "not-supported", "Subscription.channel.type", "the websocket channel serves topic-based Subscriptions (R5 Backport); use rest-hook for an R4 criteria search")
+		}
+		if sb.Endpoint != "" || len(sb.Headers) > 0 {
+			return nil, invalid(http.StatusUnprocessableEntity, "invalid", "Subscription.channel.endpoint", "a websocket Subscription has no endpoint or headers: the client connects to the server (Subscription/{id}/$get-ws-binding-token)")
+		}
+	default:
+		return nil, invalid(http.StatusUnprocessableEntity, "not-supported", "Subscription.channel.type", "channel type %q is not supported (rest-hook and websocket are)", sb.Channel)
 	}
 	switch sb.Payload {
 	case "", payloadFHIRJSON:

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/anodyne-fhir/anodyne/auth"
@@ -33,8 +34,17 @@ import (
 // Nothing acknowledged is lost: the materializer stores each batch with
 // its journal position (a KV put in the same Commit, storage.KVCommitter),
 // and on start it resumes from that position, so every journaled event is
-// stored exactly once even after a kill -9. AuditEvent searches see an
-// event once it is materialized, normally within a fraction of a second.
+// stored exactly once even after a kill -9.
+//
+// Storing an event as a resource costs about as much CPU and database
+// writer time as the read it records, so the materializer puts it off
+// while reads keep coming: it stores when the server pauses (50 ms
+// without an event), when the oldest event waits 5 s, when the backlog
+// reaches 8 MB (about 8,000 events), when asked (WaitStored), and at
+// Close. AuditEvent searches see an event once it is stored; serve makes
+// a request that may return AuditEvents call WaitStored first, so an
+// auditor never misses an acknowledged read (that request may wait for a
+// backlog of up to 5 s of reads to be stored).
 //
 // Journal files are journal-NNNNNNNN.log in the directory, preallocated
 // (zeros) so that a group needs a data sync only, a new one per run and
@@ -68,6 +78,10 @@ type Journal struct {
 	stopMat  chan struct{}
 	matErr   error
 	storedAt position // the materializer's position (for Sync)
+	// lastAppend is when the flusher last made events durable; oldest
+	// when the oldest durable event not yet stored was (zero: none).
+	lastAppend, oldest time.Time
+	directOff          atomic.Bool // logged that direct entries were refused
 }
 
 // position is a place in the journal: file number and byte offset.
@@ -80,11 +94,18 @@ const (
 	journalKey     = "audit/journal/position"
 	journalBatch   = 500
 	journalMaxFile = 16 << 20
-	// storeEvery is how often the materializer stores what is journaled,
-	// wakeBytes the backlog that wakes it earlier: a Commit per read group
-	// would cost the database writer what the journal saves.
-	storeEvery = 100 * time.Millisecond
-	wakeBytes  = 256 << 10
+	// When the materializer stores (materialize): storing costs the
+	// database writer and the CPU about as much per event as the read
+	// it records, so it is put off while reads keep coming and done in
+	// large Commits when the server has a pause (no event for idleGap),
+	// when the backlog reaches maxBacklog bytes, when the oldest event
+	// not stored is maxDelay old, when a request that may return
+	// AuditEvents asks (WaitStored), and at Close. checkEvery is how
+	// often it looks.
+	checkEvery = 20 * time.Millisecond
+	idleGap    = 50 * time.Millisecond
+	maxDelay   = 5 * time.Second
+	maxBacklog = 8 << 20
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -224,13 +245,9 @@ func (j *Journal) PrepareAudit(ev auth.AuditEvent) (storage.Write, error) {
 
 // RecordAudit appends ev and returns once it is fsynced.
 func (j *Journal) RecordAudit(ctx context.Context, ev auth.AuditEvent) error {
-	res := ev.Resource()
-	at := time.Now().UTC().Truncate(time.Millisecond)
-	res["id"] = newID()
-	res["meta"] = map[string]any{"versionId": "1", "lastUpdated": at.Format("2006-01-02T15:04:05.000Z07:00")}
-	body, err := json.Marshal(res)
+	body, err := encodeEvent(ev, newID(), time.Now())
 	if err != nil {
-		return fmt.Errorf("audit: encode: %w", err)
+		return err
 	}
 	done := make(chan error, 1)
 	j.mu.Lock()
@@ -248,6 +265,19 @@ func (j *Journal) RecordAudit(ctx context.Context, ev auth.AuditEvent) error {
 	case <-ctx.Done():
 		return fmt.Errorf("audit: waiting for the journal: %w", ctx.Err())
 	}
+}
+
+// encodeEvent is the JSON of ev's AuditEvent resource with its id and
+// meta, as journaled.
+func encodeEvent(ev auth.AuditEvent, id string, now time.Time) ([]byte, error) {
+	res := ev.Resource()
+	res["id"] = id
+	res["meta"] = map[string]any{"versionId": "1", "lastUpdated": now.UTC().Truncate(time.Millisecond).Format("2006-01-02T15:04:05.000Z07:00")}
+	body, err := json.Marshal(res)
+	if err != nil {
+		return nil, fmt.Errorf("audit: encode: %w", err)
+	}
+	return body, nil
 }
 
 // flushLoop writes and fsyncs whatever is pending, one group at a time.
@@ -273,10 +303,15 @@ func (j *Journal) flushLoop() {
 		for _, w := range waiters {
 			w <- err
 		}
-		// The materializer runs on its tick (storeEvery) so that its
-		// Commits hold many events; a backlog wakes it sooner.
+		// The materializer looks on its own tick (materialize); only a
+		// backlog that must not grow further wakes it.
 		j.mu.Lock()
-		backlog := j.file != j.storedAt.File || j.durable-j.storedAt.Offset >= wakeBytes
+		now := time.Now()
+		j.lastAppend = now
+		if j.oldest.IsZero() {
+			j.oldest = now
+		}
+		backlog := j.file != j.storedAt.File || j.durable-j.storedAt.Offset >= maxBacklog
 		j.mu.Unlock()
 		if backlog {
 			select {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"time"
 
@@ -14,17 +15,20 @@ import (
 )
 
 // materialize stores journaled events as AuditEvent resources, from pos
-// on, when the flusher reports a backlog (and at least every
-// storeEvery), until Close; then it stores what is left and returns.
+// on, when due (see due), or at once when woken (a backlog at its bound,
+// WaitStored), until Close; then it stores what is left and returns.
 func (j *Journal) materialize(pos position) {
 	defer close(j.matDone)
-	tick := time.NewTicker(storeEvery)
+	tick := time.NewTicker(checkEvery)
 	defer tick.Stop()
 	for {
 		stopping := false
 		select {
 		case <-j.wake:
 		case <-tick.C:
+			if !j.due(time.Now()) {
+				continue
+			}
 		case <-j.stopMat:
 			stopping = true
 		}
@@ -42,6 +46,10 @@ func (j *Journal) materialize(pos position) {
 			pos = next
 			j.mu.Lock()
 			j.storedAt = pos
+			caughtUp := pos == position{File: j.file, Offset: j.durable}
+			if caughtUp {
+				j.oldest = time.Time{}
+			}
 			j.mu.Unlock()
 			if !progressed {
 				break
@@ -51,6 +59,32 @@ func (j *Journal) materialize(pos position) {
 			return
 		}
 	}
+}
+
+func (j *Journal) due(now time.Time) bool {
+	j.mu.Lock()
+	b := backlog{stored: j.storedAt, end: position{File: j.file, Offset: j.durable}, lastAppend: j.lastAppend, oldest: j.oldest}
+	j.mu.Unlock()
+	return b.due(now)
+}
+
+// backlog is what the materializer knows of the events not yet stored.
+type backlog struct {
+	stored, end        position  // the materializer's position, the end of the durable events
+	lastAppend, oldest time.Time // the flusher's last append, the oldest unstored event's
+}
+
+// due reports whether the events not yet stored should be stored now: the
+// server paused (no event for idleGap), the oldest waits maxDelay, or the
+// backlog reached maxBacklog bytes or a finished file.
+func (b backlog) due(now time.Time) bool {
+	switch {
+	case b.stored == b.end:
+		return false
+	case b.stored.File != b.end.File, b.end.Offset-b.stored.Offset >= maxBacklog:
+		return true
+	}
+	return now.Sub(b.lastAppend) >= idleGap || !b.oldest.IsZero() && now.Sub(b.oldest) >= maxDelay
 }
 
 // storeBatch stores up to journalBatch events after pos with the position
@@ -75,8 +109,9 @@ func (j *Journal) storeBatch(pos position) (position, bool, error) {
 		return pos, false, nil
 	}
 	writes := make([]storage.Write, 0, len(bodies))
+	direct := len(bodies) > 0 && j.directAgrees(bodies[0])
 	for _, b := range bodies {
-		w, err := writeOfBody(j.index, b)
+		w, err := writeOfBody(j.index, b, direct)
 		if err != nil {
 			// Written by this package: only a bug gets here. Keeping the
 			// line would block every later event.
@@ -99,8 +134,10 @@ func (j *Journal) storeBatch(pos position) (position, bool, error) {
 	return np, true, nil
 }
 
-// writeOfBody is the write of one journaled AuditEvent resource.
-func writeOfBody(index Indexer, body []byte) (storage.Write, error) {
+// writeOfBody is the write of one journaled AuditEvent resource, indexed
+// directly (directEntries) when direct is set and the body allows it, by
+// the registry otherwise.
+func writeOfBody(index Indexer, body []byte, direct bool) (storage.Write, error) {
 	var head struct {
 		ID   string `json:"id"`
 		Meta struct {
@@ -110,7 +147,38 @@ func writeOfBody(index Indexer, body []byte) (storage.Write, error) {
 	if err := json.Unmarshal(body, &head); err != nil || head.ID == "" {
 		return storage.Write{}, fmt.Errorf("audit journal: event without id: %v", err)
 	}
-	return writeOf(index, head.ID, head.Meta.LastUpdated.UTC(), body)
+	at := head.Meta.LastUpdated.UTC()
+	if direct {
+		if entries, ok := directEntries(body); ok {
+			return storage.Write{
+				Record: storage.Record{Type: "AuditEvent", ID: head.ID, VersionID: 1, LastUpdated: at, Method: http.MethodPost, JSON: body},
+				Index:  entries,
+			}, nil
+		}
+	}
+	return writeOf(index, head.ID, at, body)
+}
+
+// directAgrees reports whether the direct entries of body are the
+// registry's: checked on the first event of every batch, since the
+// registry's AuditEvent parameters can change (a SearchParameter
+// resource) while the direct ones cannot.
+func (j *Journal) directAgrees(body []byte) bool {
+	got, ok := directEntries(body)
+	if !ok {
+		return true // the registry indexes this one anyway; the next bodies decide alone
+	}
+	want, err := writeOf(j.index, "x", time.Time{}, body)
+	if err != nil {
+		return false
+	}
+	if !sameEntries(got, want.Index) {
+		if !j.directOff.Swap(true) {
+			j.log.Warn("audit journal: the search parameters of AuditEvent differ from R4's; events are indexed with the registry")
+		}
+		return false
+	}
+	return true
 }
 
 // readLines returns the JSON of at most max lines of the file from

@@ -90,15 +90,9 @@ func (s *Service) fetchSelf(ctx context.Context, req *Request, patient, client s
 	if s.cfg.FHIR == nil {
 		return nil, preconditionFailed("this server's FHIR API is not available to the CDS service")
 	}
-	token := ""
-	if req.FHIRAuthorization != nil {
-		token = req.FHIRAuthorization.AccessToken
-	}
-	if s.cfg.SelfAuth != nil {
-		var err error
-		if ctx, err = s.cfg.SelfAuth(ctx, token); err != nil {
-			return nil, preconditionFailed("medications were not prefetched and fhirAuthorization was refused by %s: %v", req.FHIRServer, err)
-		}
+	if s.cfg.SelfAuth != nil && req.FHIRAuthorization == nil {
+		// checkSelfAuthorization verified a token when there was one.
+		return nil, preconditionFailed("medications were not prefetched and the request carries no fhirAuthorization for %s", req.FHIRServer)
 	}
 	r, err := s.cfg.FHIR.PatientReader(ctx, patient)
 	if err != nil {

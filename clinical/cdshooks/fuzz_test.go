@@ -1,9 +1,11 @@
 package cdshooks
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"testing"
+	"time"
 )
 
 // FuzzDecodeRequest: any body is either a request or a *callError (the
@@ -35,6 +37,34 @@ func FuzzDecodeRequest(f *testing.F) {
 		drafts(oc)
 		for key := range req.Prefetch {
 			req.prefetched(key)
+		}
+	})
+}
+
+// FuzzDecodeFeedback: any feedback body is either a list of items the
+// service can store or a 400, never a panic.
+func FuzzDecodeFeedback(f *testing.F) {
+	f.Add([]byte(`{"feedback":[{"card":"c","outcome":"accepted","acceptedSuggestions":[{"id":"s"}],"outcomeTimestamp":"2026-12-07T12:00:00Z"}]}`))
+	f.Add([]byte(`{"feedback":[{"card":"c","outcome":"overridden","overrideReason":{"reason":{"code":"x"},"userComment":"y"},"outcomeTimestamp":"2026-12-07T12:00:00.5+01:00"}]}`))
+	f.Add([]byte(`{"feedback":[{"card":"","outcome":"accepted"}]}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		items, err := decodeFeedback(body)
+		if err != nil {
+			var ce *callError
+			if !errors.As(err, &ce) || ce.Status != 400 {
+				t.Fatalf("error %v is not a 400", err)
+			}
+			return
+		}
+		s := &Service{cfg: Config{Now: time.Now}, base: "https://cds.example/cds-services"}
+		for _, it := range items {
+			if it.Card == "" || (it.Outcome == "accepted") == (len(it.AcceptedSuggestions) == 0) {
+				t.Fatalf("accepted an item without a card or with suggestions that do not fit its outcome: %+v", it)
+			}
+			ev := s.feedbackEvent(it, &cardRecord{V: 1, Patient: "p", Service: ServiceID})
+			if _, err := json.Marshal(ev); err != nil {
+				t.Fatalf("event not encodable: %v", err)
+			}
 		}
 	})
 }

@@ -3,11 +3,9 @@ package cdshooks_test
 import (
 	"bytes"
 	"context"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/google/uuid"
@@ -32,57 +29,57 @@ import (
 	"github.com/anodyne-fhir/anodyne/clinical/opioidsafety"
 	"github.com/anodyne-fhir/anodyne/conformance"
 	"github.com/anodyne-fhir/anodyne/fhir"
+	"github.com/anodyne-fhir/anodyne/fhir/fhirtest"
 	"github.com/anodyne-fhir/anodyne/resources"
-	"github.com/anodyne-fhir/anodyne/storage/sqlite"
+	"github.com/anodyne-fhir/anodyne/storage"
 )
 
+var env *fhirtest.Env
+
+func TestMain(m *testing.M) {
+	var err error
+	if env, err = fhirtest.NewEnv("cdshooks"); err != nil {
+		panic(err)
+	}
+	code := m.Run()
+	if err := env.Close(); err != nil {
+		slog.Error("stopping FerretDB", "err", err)
+	}
+	os.Exit(code)
+}
+
 var (
-	partsOnce sync.Once
-	validator *conformance.Validator
-	registry  *resources.Registry
+	tableOnce sync.Once
 	table     *opioid.Table
-	partsErr  error
+	tableErr  error
 )
 
 func parts(t testing.TB) (*conformance.Validator, *resources.Registry, *opioid.Table) {
 	t.Helper()
-	partsOnce.Do(func() {
-		if validator, partsErr = conformance.NewValidator(); partsErr != nil {
-			return
-		}
-		if registry, partsErr = resources.Load(); partsErr != nil {
-			return
-		}
-		table, partsErr = opioid.Load()
-	})
-	if partsErr != nil {
-		t.Fatalf("loading parts: %v", partsErr)
+	tableOnce.Do(func() { table, tableErr = opioid.Load() })
+	if tableErr != nil {
+		t.Fatalf("loading the opioid table: %v", tableErr)
 	}
-	return validator, registry, table
+	v, reg := env.Parts(t)
+	return v, reg, table
 }
 
-// issuer signs SMART access tokens for the FHIR server (RS256).
-type issuer struct {
-	url string
-	key *rsa.PrivateKey
-}
+// issuer signs SMART access tokens for the FHIR server (fhirtest.Issuer),
+// issued for Dr Smith to the CDS service's client (cdsServiceClient), as
+// an EHR obtains the fhirAuthorization it hands the service.
+type issuer struct{ *fhirtest.Issuer }
 
-func (is *issuer) token(t testing.TB, aud, scope, patient string) string {
+// cdsServiceClient is the CDS service's client id at the authorization
+// server: fhirAuthorization.subject.
+const cdsServiceClient = "opioid-cds"
+
+func (is issuer) token(t testing.TB, aud, scope, patient string) string {
 	t.Helper()
-	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: is.key}, (&jose.SignerOptions{}).WithType("JWT"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	claims := map[string]any{"iss": is.url, "sub": "dr-smith", "aud": aud, "exp": time.Now().Add(time.Hour).Unix(), "iat": time.Now().Unix(),
-		"scope": scope, "client_id": "ehr", "fhirUser": "Practitioner/dr-smith"}
+	claims := map[string]any{"sub": "dr-smith", "client_id": cdsServiceClient, "fhirUser": "Practitioner/dr-smith"}
 	if patient != "" {
 		claims["patient"] = patient
 	}
-	raw, err := jwt.Signed(sig).Claims(claims).Serialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return raw
+	return is.Token(t, aud, scope, claims)
 }
 
 // cdsClient is an EHR calling the CDS service: it signs each call's JWT
@@ -132,43 +129,36 @@ func (c *cdsClient) jwt(t testing.TB, aud string, mod func(map[string]any)) stri
 type world struct {
 	root, fhirBase string // the FHIR server (and its own CDS service)
 	remoteCDS      string // root of the CDS service with no FHIR of its own
-	iss            *issuer
+	iss            issuer
 	client         *cdsClient
-	hc             *http.Client
+	srv            *fhirtest.Server
+	be             storage.Backend
 	admin          string // a system/*.cruds token for seeding
 }
 
 func newWorld(t *testing.T, clientAuthOff bool) *world {
 	t.Helper()
-	v, reg, tab := parts(t)
+	return newWorldOn(t, env.Backends()[0].Open(t), clientAuthOff)
+}
+
+// newWorldOn starts the world over backend be.
+func newWorldOn(t *testing.T, be storage.Backend, clientAuthOff bool) *world {
+	t.Helper()
+	_, reg, tab := parts(t)
 	ctx := context.Background()
-	be, err := sqlite.Open(ctx, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { be.Close() })
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewUnstartedServer(nil)
-	root := "http://" + ts.Listener.Addr().String()
-	w := &world{root: root, fhirBase: root + "/fhir", iss: &issuer{url: "https://sso.example.org", key: key}, client: newCDSClient(t), hc: &http.Client{Timeout: 30 * time.Second}}
-	ver, err := auth.NewVerifier(ctx, nil, auth.TrustedIssuer{Issuer: w.iss.url, KeySet: &oidc.StaticKeySet{PublicKeys: []crypto.PublicKey{&key.PublicKey}}, Audience: w.fhirBase})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := &world{iss: issuer{fhirtest.NewIssuer(t, "https://sso.example.org")}, client: newCDSClient(t), be: be}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv, err := fhir.New(fhir.Config{BaseURL: root, Backend: be, Validator: v, Registry: reg, Logger: log,
-		Authorizer: auth.NewPolicy(reg), Middleware: ver.Middleware(root, nil),
-		Observers: []fhir.CommitObserver{opioidsafety.NewObserver(tab, log)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
+	var ver *auth.Verifier
+	w.srv = env.Start(t, be, func(cfg *fhir.Config) {
+		ver = w.iss.Verifier(t, cfg.BaseURL+"/fhir")
+		cfg.Authorizer = auth.NewPolicy(reg)
+		cfg.Middleware = ver.Middleware(cfg.BaseURL, nil)
+		cfg.Observers = []fhir.CommitObserver{opioidsafety.NewObserver(tab, log)}
+	})
+	w.root, w.fhirBase = w.srv.Root, w.srv.Base
 	trusted := []cdshooks.TrustedClient{{Issuer: w.client.iss, JWKSURL: w.client.jwks}}
 	svc, err := cdshooks.New(ctx, cdshooks.Config{
-		BaseURL: root, FHIRBase: w.fhirBase, FHIR: srv, Table: tab, Clients: trusted, ClientAuthOff: clientAuthOff,
+		BaseURL: w.root, FHIRBase: w.fhirBase, FHIR: w.srv.FHIR, Table: tab, Clients: trusted, ClientAuthOff: clientAuthOff,
 		Replay: be.KV(), Logger: log,
 		SelfAuth: func(ctx context.Context, tok string) (context.Context, error) {
 			p, err := ver.Verify(ctx, tok)
@@ -181,10 +171,8 @@ func newWorld(t *testing.T, clientAuthOff bool) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc.Register(srv.Echo())
-	ts.Config.Handler = srv.Handler()
-	ts.Start()
-	t.Cleanup(ts.Close)
+	// Mounted before the first request reaches the server.
+	svc.Register(w.srv.FHIR.Echo())
 
 	// The same service on another host: fhirServer is remote to it.
 	rts := httptest.NewUnstartedServer(nil)
@@ -209,32 +197,19 @@ type response struct {
 	body   []byte
 }
 
+// do sends a request to an absolute URL: a FHIR body as
+// application/fhir+json, a CDS Hooks one as application/json.
 func (w *world) do(t testing.TB, method, url, body, bearer string) response {
 	t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, url, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-		if strings.Contains(url, "/fhir/") {
-			req.Header.Set("Content-Type", "application/fhir+json")
-		}
+	var hdr []string
+	if body != "" && !strings.Contains(url, "/fhir/") {
+		hdr = append(hdr, "Content-Type: application/json")
 	}
 	if bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+bearer)
+		hdr = append(hdr, "Authorization: Bearer "+bearer)
 	}
-	res, err := w.hc.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer res.Body.Close()
-	raw, _ := io.ReadAll(res.Body)
-	return response{status: res.StatusCode, header: res.Header, body: raw}
+	r := w.srv.Do(t, method, url, body, hdr...)
+	return response{status: r.Status, header: r.Header, body: r.Body}
 }
 
 func (r response) expect(t testing.TB, want int) response {

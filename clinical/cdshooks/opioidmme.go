@@ -46,6 +46,7 @@ type draft struct {
 	ref      string
 	res      map[string]any
 	selected bool // order-select: among the selections; order-sign: every draft
+	result   opioid.Result
 }
 
 func drafts(oc *orderContext) []draft {
@@ -100,8 +101,10 @@ func (s *Service) opioidCards(ctx context.Context, req *Request, oc *orderContex
 	replaced := map[string]bool{}
 	var reqs []opioid.Request
 	var selected []opioid.Request
-	for _, d := range ds {
-		r := opioid.Request{Ref: "draft " + d.ref, Result: t.Compute(d.res, resolve)}
+	for i := range ds {
+		d := &ds[i]
+		d.result = t.Compute(d.res, resolve)
+		r := opioid.Request{Ref: "draft " + d.ref, Result: d.result}
 		if id, _ := d.res["id"].(string); id != "" {
 			replaced[d.ref] = true // a draft revising an active order replaces it
 		}
@@ -122,7 +125,67 @@ func (s *Service) opioidCards(ctx context.Context, req *Request, oc *orderContex
 		reqs = append(reqs, opioid.Request{Ref: ref, Result: t.Compute(res, resolve)})
 	}
 	sum := opioid.Summarize(reqs)
-	return projectedCards(sum, reqs, selected), nil
+	cards := projectedCards(sum, reqs, selected, s.suggestions(oc, ds, data, sum, resolve))
+	for i := range cards {
+		if cards[i].Indicator != "info" {
+			cards[i].OverrideReasons = s.override
+		}
+	}
+	return cards, nil
+}
+
+// cardSuggestions are the suggestions of the MME card and of the
+// benzodiazepine overlap card.
+type cardSuggestions struct{ mme, overlap []Suggestion }
+
+func (s *Service) suggestions(oc *orderContext, ds []draft, data *patientData, sum opioid.Summary, resolve opioid.Resolver) cardSuggestions {
+	var out cardSuggestions
+	level := sum.Level()
+	if level >= opioid.LevelReassess {
+		// Lower the selected opioid draft that weighs most.
+		var top *draft
+		for i := range ds {
+			d := &ds[i]
+			if d.selected && d.result.Opioid && d.result.Complete() && (top == nil || d.result.MME > top.result.MME) {
+				top = d
+			}
+		}
+		limit := opioid.Reassess
+		if level == opioid.LevelHigh {
+			limit = opioid.High
+		}
+		if top != nil {
+			if lowered, r, ok := taper(s.cfg.Table, *top, sum.MME-top.result.MME, float64(limit), resolve); ok {
+				out.mme = append(out.mme, newSuggestion(
+					truncate(fmt.Sprintf("Lower %s to %s (%s MME/day projected)", medicationName(opioid.Request{Ref: top.ref, Result: top.result}),
+						lowered["dosageInstruction"].([]any)[0].(map[string]any)["text"], opioid.Format(sum.MME-top.result.MME+r.MME)), 140),
+					level == opioid.LevelHigh,
+					Action{Type: "update", Description: fmt.Sprintf("Lower the draft order from %s to %s MME/day so that the projected total stays below %v MME/day.",
+						opioid.Format(top.result.MME), opioid.Format(r.MME), limit), Resource: lowered}))
+			}
+		}
+	}
+	if level < opioid.LevelReassess && !sum.Overlap() {
+		return out
+	}
+	for _, r := range data.requests {
+		if s.naloxone.isRescue(r, "") {
+			return out
+		}
+	}
+	for _, d := range ds {
+		if s.naloxone.isRescue(d.res, d.result.Medication) {
+			return out
+		}
+	}
+	nal := newSuggestion("Co-prescribe naloxone 4 mg nasal spray", true,
+		Action{Type: "create", Description: "Add a draft order for naloxone 4 mg nasal spray (2 devices) for opioid overdose rescue.", Resource: s.naloxone.order(oc)})
+	if level >= opioid.LevelReassess {
+		out.mme = append(out.mme, nal)
+	} else {
+		out.overlap = append(out.overlap, nal)
+	}
+	return out
 }
 
 func anyMedicationReference(ds []draft) bool {
@@ -137,7 +200,7 @@ func anyMedicationReference(ds []draft) bool {
 // projectedCards are the cards for the projected picture: the MME/day
 // (when a selected draft is an opioid), what could not be computed, and
 // the benzodiazepine overlap (when a selected draft takes part in it).
-func projectedCards(sum opioid.Summary, reqs, selected []opioid.Request) []Card {
+func projectedCards(sum opioid.Summary, reqs, selected []opioid.Request, sugg cardSuggestions) []Card {
 	total := opioid.Format(sum.MME)
 	var cards []Card
 	anyOpioid, anyBenzo := false, false
@@ -169,7 +232,9 @@ func projectedCards(sum opioid.Summary, reqs, selected []opioid.Request) []Card 
 		if len(sum.Incomplete) > 0 {
 			detail += fmt.Sprintf("\n\nThe total leaves out what could not be computed: %s.", reasonList(sum.Incomplete))
 		}
-		cards = append(cards, card(summary, detail, indicator))
+		cards = append(cards, withSuggestions(card(summary, detail, indicator), sugg.mme))
+	} else {
+		sugg.overlap = append(sugg.mme, sugg.overlap...)
 	}
 	if len(uncomputed) > 0 {
 		var names []string
@@ -187,9 +252,17 @@ func projectedCards(sum opioid.Summary, reqs, selected []opioid.Request) []Card 
 			"The combination raises the risk of fatal respiratory depression: the CDC 2022 guideline asks to avoid co-prescribing "+
 			"when possible, and to offer naloxone. Projected opioid dose: %s MME/day.\n\n%s",
 			benzoNames(sum), total, table)
-		cards = append(cards, card(truncate("Opioid with a benzodiazepine: avoid co-prescribing ("+total+" MME/day projected)", 140), detail, "critical"))
+		cards = append(cards, withSuggestions(card(truncate("Opioid with a benzodiazepine: avoid co-prescribing ("+total+" MME/day projected)", 140), detail, "critical"), sugg.overlap))
 	}
 	return cards
+}
+
+// withSuggestions attaches suggestions; the user may take any of them.
+func withSuggestions(c Card, s []Suggestion) Card {
+	if len(s) > 0 {
+		c.Suggestions, c.SelectionBehavior = s, "any"
+	}
+	return c
 }
 
 func card(summary, detail, indicator string) Card {

@@ -38,10 +38,11 @@ type FHIRAuthorization struct {
 
 // orderContext is the context of order-select and order-sign.
 type orderContext struct {
-	UserID     string
-	PatientID  string
-	Selections []string       // order-select: "MedicationRequest/id" of the selected drafts
-	Drafts     map[string]any // the draftOrders Bundle
+	UserID      string
+	PatientID   string
+	EncounterID string
+	Selections  []string       // order-select: "MedicationRequest/id" of the selected drafts
+	Drafts      map[string]any // the draftOrders Bundle
 }
 
 // decodeRequest parses and checks a request body; a *callError is the
@@ -82,11 +83,17 @@ func decodeRequest(body []byte, hooks []string) (*Request, *orderContext, error)
 	oc := &orderContext{}
 	oc.UserID, _ = req.Context["userId"].(string)
 	oc.PatientID, _ = req.Context["patientId"].(string)
+	oc.EncounterID, _ = req.Context["encounterId"].(string)
 	if oc.PatientID == "" {
 		return nil, nil, badRequest("context.patientId is required")
 	}
 	if strings.ContainsAny(oc.PatientID, "/?#") {
 		return nil, nil, badRequest("context.patientId %q is not a logical id", oc.PatientID)
+	}
+	if a := req.FHIRAuthorization; a != nil && a.Patient != "" && a.Patient != oc.PatientID {
+		// CDS Hooks 2.0: fhirAuthorization.patient is the patient the
+		// token is bound to; a request about another one is malformed.
+		return nil, nil, badRequest("fhirAuthorization.patient %q is not context.patientId %q", a.Patient, oc.PatientID)
 	}
 	drafts, ok := req.Context["draftOrders"].(map[string]any)
 	if !ok || drafts["resourceType"] != "Bundle" {

@@ -15,6 +15,7 @@ import (
 	"github.com/anodyne-fhir/anodyne/auth"
 	"github.com/anodyne-fhir/anodyne/clinical/opioid"
 	"github.com/anodyne-fhir/anodyne/fhir"
+	"github.com/anodyne-fhir/anodyne/storage"
 )
 
 // Config configures the CDS Hooks service.
@@ -39,6 +40,10 @@ type Config struct {
 	ClientAuthOff bool
 	// Replay remembers client JWT ids (storage.KV).
 	Replay ReplayStore
+	// KV keeps the records of the cards returned, for their feedback, and
+	// the feedback itself when FHIR is nil (default: Replay, when it is a
+	// storage.KV).
+	KV storage.KV
 	// HTTPClient fetches from remote FHIR servers (default: 15 s timeout).
 	HTTPClient *http.Client
 	// Audit, when set, records each read of this server's data.
@@ -58,6 +63,8 @@ type Service struct {
 	clients  *clientVerifier
 	services []descriptor
 	base     string // BaseURL/cds-services
+	naloxone *naloxoneSpec
+	override []Coding // override-reasons.json
 }
 
 // descriptor is one service of discovery and its handler.
@@ -91,7 +98,15 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.MaxBody <= 0 {
 		cfg.MaxBody = 8 << 20
 	}
-	s := &Service{cfg: cfg, log: cfg.Logger, http: cfg.HTTPClient, base: strings.TrimRight(cfg.BaseURL, "/") + "/cds-services"}
+	nal, err := loadNaloxone()
+	if err != nil {
+		return nil, err
+	}
+	override, err := loadOverrideReasons()
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, log: cfg.Logger, http: cfg.HTTPClient, base: strings.TrimRight(cfg.BaseURL, "/") + "/cds-services", naloxone: nal, override: override}
 	if s.http == nil {
 		s.http = &http.Client{Timeout: 15 * time.Second}
 	}
@@ -117,6 +132,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 func (s *Service) Register(e *echo.Echo) {
 	e.GET("/cds-services", s.discovery)
 	e.POST("/cds-services/:id", s.call)
+	e.POST("/cds-services/:id/feedback", s.feedback)
 }
 
 func (s *Service) devHeader(c echo.Context) {
@@ -139,7 +155,12 @@ type Card struct {
 	Detail    string `json:"detail,omitempty"`
 	Indicator string `json:"indicator"`
 	Source    Source `json:"source"`
-	Links     []Link `json:"links,omitempty"`
+	// Suggestions and SelectionBehavior ("any": several may be taken).
+	Suggestions       []Suggestion `json:"suggestions,omitempty"`
+	SelectionBehavior string       `json:"selectionBehavior,omitempty"`
+	// OverrideReasons a user may give when not following the card (2.0).
+	OverrideReasons []Coding `json:"overrideReasons,omitempty"`
+	Links           []Link   `json:"links,omitempty"`
 }
 
 // Source names who produced a card.
@@ -173,31 +194,22 @@ func (s *Service) call(c echo.Context) error {
 	if len(hooks) == 0 {
 		return s.fail(c, &callError{Status: http.StatusNotFound, Code: "not_found", Message: fmt.Sprintf("no CDS service %q (see %s)", id, s.base)})
 	}
-	client := "anonymous (client authentication off)"
-	if s.clients != nil {
-		raw, ok := auth.BearerToken(c.Request())
-		if !ok {
-			return s.fail(c, &callError{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "a JWT signed by a trusted CDS client is required (Authorization: Bearer)"})
-		}
-		iss, err := s.clients.verify(ctx, raw, []string{s.base + "/" + id, s.base})
-		if err != nil {
-			s.log.InfoContext(ctx, "CDS client JWT refused", "err", err)
-			return s.fail(c, &callError{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "the CDS client JWT is invalid: " + err.Error()})
-		}
-		client = iss
-	}
-	if ct := c.Request().Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(strings.ToLower(ct), "application/json") {
-		return s.fail(c, &callError{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type", Message: "the request must be application/json"})
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), c.Request().Body, s.cfg.MaxBody))
+	client, err := s.authenticate(c, s.base+"/"+id, s.base)
 	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return s.fail(c, &callError{Status: http.StatusRequestEntityTooLarge, Code: "too_large", Message: fmt.Sprintf("the request is larger than %d bytes", s.cfg.MaxBody)})
-		}
-		return s.fail(c, badRequest("reading the request: %v", err))
+		return s.fail(c, err)
+	}
+	body, err := s.readBody(c)
+	if err != nil {
+		return s.fail(c, err)
 	}
 	req, oc, err := decodeRequest(body, hooks)
+	if err != nil {
+		return s.fail(c, err)
+	}
+	// The hook's token for this server is checked now, prefetch or not: a
+	// client that hands over authority the server does not grant, or a
+	// grant for another patient, is told so rather than half answered.
+	selfCtx, err := s.checkSelfAuthorization(ctx, req, oc.PatientID)
 	if err != nil {
 		return s.fail(c, err)
 	}
@@ -207,7 +219,7 @@ func (s *Service) call(c echo.Context) error {
 			d = x
 		}
 	}
-	cards, err := d.call(ctx, req, oc, s.source(req, oc.PatientID, client))
+	cards, err := d.call(ctx, req, oc, s.source(req, oc.PatientID, client, selfCtx))
 	if err != nil {
 		return s.fail(c, err)
 	}
@@ -215,12 +227,52 @@ func (s *Service) call(c echo.Context) error {
 	if cards == nil {
 		cards = []Card{}
 	}
+	s.recordCards(ctx, id, client, req, oc, cards)
 	return c.JSON(http.StatusOK, map[string]any{"cards": cards})
 }
 
+// authenticate checks the CDS client's JWT (aud one of audiences) and
+// returns the client's issuer.
+func (s *Service) authenticate(c echo.Context, audiences ...string) (string, error) {
+	if s.clients == nil {
+		return anonymousClient, nil
+	}
+	ctx := c.Request().Context()
+	raw, ok := auth.BearerToken(c.Request())
+	if !ok {
+		return "", &callError{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "a JWT signed by a trusted CDS client is required (Authorization: Bearer)"}
+	}
+	iss, err := s.clients.verify(ctx, raw, audiences)
+	if err != nil {
+		s.log.InfoContext(ctx, "CDS client JWT refused", "err", err)
+		return "", &callError{Status: http.StatusUnauthorized, Code: "unauthorized", Message: "the CDS client JWT is invalid: " + err.Error()}
+	}
+	return iss, nil
+}
+
+// anonymousClient names the caller when client authentication is off.
+const anonymousClient = "anonymous (client authentication off)"
+
+// readBody reads a JSON request body within MaxBody.
+func (s *Service) readBody(c echo.Context) ([]byte, error) {
+	if ct := c.Request().Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(strings.ToLower(ct), "application/json") {
+		return nil, &callError{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type", Message: "the request must be application/json"}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), c.Request().Body, s.cfg.MaxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, &callError{Status: http.StatusRequestEntityTooLarge, Code: "too_large", Message: fmt.Sprintf("the request is larger than %d bytes", s.cfg.MaxBody)}
+		}
+		return nil, badRequest("reading the request: %v", err)
+	}
+	return body, nil
+}
+
 // source returns the patient's data: the prefetch when the client sent
-// it, else fetched from fhirServer (this server through its own API).
-func (s *Service) source(req *Request, patient, client string) dataSource {
+// it, else fetched from fhirServer (this server through its own API, as
+// the caller selfCtx carries).
+func (s *Service) source(req *Request, patient, client string, selfCtx context.Context) dataSource {
 	return func(ctx context.Context) (*patientData, error) {
 		meds, ok, err := req.prefetched("medications")
 		if err != nil {
@@ -237,6 +289,9 @@ func (s *Service) source(req *Request, patient, client string) dataSource {
 			return nil, preconditionFailed("medications were not prefetched and the request names no fhirServer to fetch them from")
 		}
 		if s.isSelf(req.FHIRServer) {
+			if selfCtx != nil {
+				ctx = selfCtx
+			}
 			return s.fetchSelf(ctx, req, patient, client)
 		}
 		if s.clients != nil && !allowedServer(s.clients.allow[client], req.FHIRServer) {

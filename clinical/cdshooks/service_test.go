@@ -64,6 +64,7 @@ func hookRequest(t *testing.T, name, patient string, drafts []map[string]any, fh
 	} else {
 		req["fhirServer"] = fhirServer
 		req["fhirAuthorization"].(map[string]any)["access_token"] = token
+		req["fhirAuthorization"].(map[string]any)["subject"] = cdsServiceClient
 	}
 	if prefetch == nil {
 		delete(req, "prefetch")
@@ -213,14 +214,21 @@ func TestOpioidMMEService(t *testing.T) {
 
 	t.Run("authorization is not bypassed for this server", func(t *testing.T) {
 		// A token for patient p2 cannot read p1's prescriptions: no prefetch, no answer.
+		// This server checks the token before anything else: 403.
 		other := w.iss.token(t, w.fhirBase, "patient/*.rs", "p2")
 		r := w.call(t, w.root, hookRequest(t, "order-sign.json", "p1", []map[string]any{hydroDraft}, w.fhirBase, other, nil))
-		if r.status != 412 || !strings.Contains(string(r.body), `"error"`) {
-			t.Errorf("patient token for another patient: %d %s, want 412", r.status, r.body)
+		if r.status != 403 || !strings.Contains(string(r.body), "bound to another patient") {
+			t.Errorf("patient token for another patient: %d %s, want 403", r.status, r.body)
 		}
 		r = w.call(t, w.root, hookRequest(t, "order-sign.json", "p1", []map[string]any{hydroDraft}, w.fhirBase, "not-a-token", nil))
+		if r.status != 403 || !strings.Contains(string(r.body), "access_token is not valid") {
+			t.Errorf("invalid fhirAuthorization token: %d %s, want 403", r.status, r.body)
+		}
+		// A user token whose scopes do not reach the data: the read is refused, 412.
+		noMeds := w.iss.token(t, w.fhirBase, "user/Observation.rs", "")
+		r = w.call(t, w.root, hookRequest(t, "order-sign.json", "p1", []map[string]any{hydroDraft}, w.fhirBase, noMeds, nil))
 		if r.status != 412 {
-			t.Errorf("invalid fhirAuthorization token: %d %s, want 412", r.status, r.body)
+			t.Errorf("token without MedicationRequest scope: %d %s, want 412", r.status, r.body)
 		}
 		// Over HTTP the FHIR server refuses it the same way.
 		r = w.call(t, w.remoteCDS, hookRequest(t, "order-sign.json", "p1", []map[string]any{hydroDraft}, w.fhirBase, other, nil))

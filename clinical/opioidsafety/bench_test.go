@@ -12,15 +12,22 @@ import (
 // BenchmarkMedicationRequestWrite: one PUT of an opioid MedicationRequest
 // over HTTP on SQLite, with and without the opioid observer, for a
 // patient who already has 5 active requests (so the observer reads 6
-// and rewrites the patient's MME DetectedIssue on every change).
+// and rewrites the patient's MME DetectedIssue on every change); the
+// observer's per-patient serialization across processes (a KV lease,
+// the default) and in this process only (fhir.Config.SerializeInProcess).
 func BenchmarkMedicationRequestWrite(b *testing.B) {
-	for _, withObs := range []bool{false, true} {
-		b.Run(fmt.Sprintf("observer=%v", withObs), func(b *testing.B) {
+	for _, v := range []struct {
+		name          string
+		withObs, proc bool
+	}{{"observer=false", false, false}, {"observer=true", true, false}, {"observer=true,serialize=in-process", true, true}} {
+		b.Run(v.name, func(b *testing.B) {
 			_, _, tab := parts(b)
+			withObs := v.withObs
 			s := &server{env.Start(b, backends()[0].Open(b), func(cfg *fhir.Config) {
 				if withObs {
 					cfg.Observers = []fhir.CommitObserver{opioidsafety.NewObserver(tab, nil)}
 				}
+				cfg.SerializeInProcess = v.proc
 			})}
 			s.do(b, "PUT", "/fhir/Patient/p", patient("p")).Expect(b, 201)
 			for i := 0; i < 5; i++ {

@@ -114,3 +114,43 @@ func decodeJSON(t *testing.T, s string) map[string]any {
 	}
 	return m
 }
+
+// TestOpioidAndBenzodiazepineOnTwoServers: the opioid goes to one server
+// and the benzodiazepine to another sharing the store, at the same moment,
+// for several patients. Each alone raises nothing; the patient's Commits
+// take turns across the servers (fhir.CommitSet.Serialize leases), so the
+// later one observed sees the other and raises the overlap.
+func TestOpioidAndBenzodiazepineOnTwoServers(t *testing.T) {
+	for _, st := range env.SharedStores() {
+		t.Run(st.Name, func(t *testing.T) {
+			stores := st.Open(t)
+			a, b := start(t, stores[0], nil), start(t, stores[1], nil)
+			const patients = 4
+			var wg sync.WaitGroup
+			for i := 0; i < patients; i++ {
+				p := fmt.Sprintf("p%d", i)
+				a.do(t, "PUT", "/fhir/Patient/"+p, patient(p)).Expect(t, 201)
+				for j, body := range []string{
+					mr("oxy-"+p, p, "active", "1049621", "oxycodone 5 MG", 1, 6),
+					mr("benzo-"+p, p, "active", "596", "alprazolam", 1, 8),
+				} {
+					srv := []*server{a, b}[j]
+					wg.Add(1)
+					go func(id, body string) {
+						defer wg.Done()
+						if r := srv.do(t, "PUT", "/fhir/MedicationRequest/"+id, body); r.Status != 201 {
+							t.Errorf("%s: %d %s", id, r.Status, r.Body)
+						}
+					}(get(decodeJSON(t, body), "id").(string), body)
+				}
+			}
+			wg.Wait()
+			for i := 0; i < patients; i++ {
+				_, benzoID := opioidsafety.IssueIDs(fmt.Sprintf("p%d", i))
+				if is, ok := readIssue(t, b, benzoID); !ok || is.status != "final" || len(is.implicated) != 2 {
+					t.Errorf("DetectedIssue/%s after an opioid on one server and a benzodiazepine on another: %+v (found %v)", benzoID, is, ok)
+				}
+			}
+		})
+	}
+}

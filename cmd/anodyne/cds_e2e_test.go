@@ -66,10 +66,11 @@ func TestServeCDSHooks(t *testing.T) {
 		return raw
 	}
 	// hydromorphone 2 mg, 2 tablets every 4 h: 2 × 2 × 6 × 5 = 120 MME/day; with the oxycodone 150.
-	hook := func(token string) map[string]any {
+	// fhirAuthorization.subject is the client the token was issued to.
+	hook := func(token, subject string) map[string]any {
 		return map[string]any{
 			"hook": "order-sign", "hookInstance": "0b5c8a4e-3f52-4e3c-9f0a-6a4f2b1f6c11", "fhirServer": fhirBase,
-			"fhirAuthorization": map[string]any{"access_token": token, "token_type": "Bearer", "expires_in": 300, "scope": "system/*.rs", "subject": "ehr"},
+			"fhirAuthorization": map[string]any{"access_token": token, "token_type": "Bearer", "expires_in": 300, "scope": "system/*.rs", "subject": subject},
 			"context": map[string]any{"userId": "Practitioner/1", "patientId": "p", "draftOrders": map[string]any{"resourceType": "Bundle",
 				"entry": []any{map[string]any{"resource": cdsMedRequest("d1", "draft", "897696", "hydromorphone hydrochloride 2 MG Oral Tablet", 2, 4)}}}},
 		}
@@ -79,10 +80,10 @@ func TestServeCDSHooks(t *testing.T) {
 	if res, m := call(t, "GET", srv.base+"/cds-services", "", nil, nil); res.StatusCode != 200 || len(m["services"].([]any)) != 2 {
 		t.Fatalf("discovery: %d %v", res.StatusCode, m)
 	}
-	if res, m := call(t, "POST", service, "", jsonCT, hook(etl)); res.StatusCode != 401 || m["error"] != "unauthorized" {
+	if res, m := call(t, "POST", service, "", jsonCT, hook(etl, "etl")); res.StatusCode != 401 || m["error"] != "unauthorized" {
 		t.Fatalf("without a client JWT: %d %v", res.StatusCode, m)
 	}
-	res, m := call(t, "POST", service, clientJWT(), jsonCT, hook(etl))
+	res, m := call(t, "POST", service, clientJWT(), jsonCT, hook(etl, "etl"))
 	cards, _ := m["cards"].([]any)
 	if res.StatusCode != 200 || len(cards) != 1 {
 		t.Fatalf("order-sign: %d %v", res.StatusCode, m)
@@ -92,7 +93,7 @@ func TestServeCDSHooks(t *testing.T) {
 		t.Errorf("card %v, want critical with 150 MME/day", c)
 	}
 	// A token that may not search MedicationRequests reads nothing: 412.
-	if res, m := call(t, "POST", service, clientJWT(), jsonCT, hook(reader)); res.StatusCode != 412 {
+	if res, m := call(t, "POST", service, clientJWT(), jsonCT, hook(reader, "reader")); res.StatusCode != 412 {
 		t.Errorf("with a Patient-only token: %d %v", res.StatusCode, m)
 	}
 	// The read of this server's data is audited.

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -124,6 +125,9 @@ func printImportReport(stdout io.Writer, path string, rep fhir.ImportReport) err
 	}
 	fmt.Fprintf(stdout, "imported %d resources from %d files in %s (%.0f resources/s); %d failed; %d skipped (imported by an earlier run)\n",
 		rep.Stored, rep.Files, rep.Duration.Round(time.Millisecond), rate, rep.Failed, rep.Skipped)
+	if n := len(rep.Retried); n > 0 {
+		fmt.Fprintf(stdout, "%d Bundles went in after the other files: a conditional reference of theirs needed a resource another file creates\n", n)
+	}
 	const shown = 20
 	for i, f := range rep.Failures {
 		if i == shown {
@@ -215,6 +219,11 @@ func (r remote) do(ctx context.Context, method, url, contentType string, body []
 		req.Header.Set("Authorization", "Bearer "+r.token)
 	}
 	res, err := r.hc.Do(req)
+	if err == nil && r.retryable(res) && body != nil && retryKey(hdr) {
+		// A request with an Idempotency-Key can be sent again safely: the
+		// server answers a copy that got through with the first answer.
+		res, err = r.retry(ctx, req, res, body)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, nil, ctx.Err()
@@ -242,6 +251,55 @@ func (r remote) do(ctx context.Context, method, url, contentType string, body []
 	return res, raw, nil
 }
 
+// retryable reports an answer that says to try again shortly: a copy of
+// the request still in progress (409) or the database unavailable (503).
+func (r remote) retryable(res *http.Response) bool {
+	return (res.StatusCode == http.StatusConflict || res.StatusCode == http.StatusServiceUnavailable) && res.Header.Get("Retry-After") != ""
+}
+
+func retryKey(hdr []string) bool {
+	for _, h := range hdr {
+		if k, _, _ := strings.Cut(h, ":"); strings.EqualFold(strings.TrimSpace(k), fhir.IdempotencyHeader) {
+			return true
+		}
+	}
+	return false
+}
+
+// retry sends req again while the server says to, for up to two minutes.
+func (r remote) retry(ctx context.Context, req *http.Request, res *http.Response, body []byte) (*http.Response, error) {
+	deadline := time.Now().Add(2 * time.Minute)
+	for r.retryable(res) && time.Now().Before(deadline) {
+		wait := time.Second
+		if n, err := strconv.Atoi(res.Header.Get("Retry-After")); err == nil && n > 0 {
+			wait = min(time.Duration(n)*time.Second, 10*time.Second)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		again := req.Clone(ctx)
+		again.Body = io.NopCloser(bytes.NewReader(body))
+		var err error
+		if res, err = r.hc.Do(again); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// importKey is the Idempotency-Key of one request of an import: the file
+// (ImportFileID: path, size, modification time) and the units it carries,
+// so that a run resumed after a kill sends the same key for the same
+// request, and the server answers a copy that got through the first time
+// without storing it twice.
+func importKey(fileID string, from, to int) string {
+	return fmt.Sprintf("%s: anodyne-import/%s/%d-%d", fhir.IdempotencyHeader, fileID, from, to)
+}
+
 // importRemote sends transaction and batch Bundles to the server's base
 // as they are, and every other resource in NDJSON chunks to $import.
 func importRemote(ctx context.Context, cfg importConfig, paths []string, bar *progressBar) (fhir.ImportReport, error) {
@@ -262,14 +320,16 @@ func importRemote(ctx context.Context, cfg importConfig, paths []string, bar *pr
 	}
 	var bytesDone int64
 	defer func() { rep.Duration = time.Since(start) }()
-	for _, path := range files {
+	// importOne imports one file; with deferOK a transaction Bundle whose
+	// conditional reference finds nothing waits for a later round.
+	importOne := func(path string, deferOK bool) error {
 		info, err := os.Stat(path)
 		if err != nil {
-			return rep, fmt.Errorf("reading %s: %w", path, err)
+			return fmt.Errorf("reading %s: %w", path, err)
 		}
 		id, err := fhir.ImportFileID(path)
 		if err != nil {
-			return rep, err
+			return err
 		}
 		cp := st[id]
 		if cfg.restart {
@@ -278,23 +338,24 @@ func importRemote(ctx context.Context, cfg importConfig, paths []string, bar *pr
 		if cp.Complete {
 			bytesDone += info.Size()
 			rep.Files++
-			continue
+			rep.Skipped += int64(cp.Done)
+			return nil
 		}
 		if strings.HasSuffix(path, ".json") {
-			sent, err := postBundle(ctx, rm, path, &rep)
+			sent, n, err := postBundle(ctx, rm, path, id, deferOK, &rep)
 			if err != nil {
-				return rep, err
+				return err
 			}
 			if sent {
-				cp.Complete = true
+				cp.Complete, cp.Done = true, n
 				st[id] = cp
 				if err := st.save(cfg.state); err != nil {
-					return rep, err
+					return err
 				}
 				bytesDone += info.Size()
 				rep.Files++
 				bar.update(bytesDone, total, rep.Stored, rep.Failed)
-				continue
+				return nil
 			}
 		}
 		// Units are sent in chunks; the state advances only after the
@@ -307,7 +368,7 @@ func importRemote(ctx context.Context, cfg importConfig, paths []string, bar *pr
 			if len(where) == 0 {
 				return nil
 			}
-			if err := postChunk(ctx, rm, path, chunk.Bytes(), where, &rep); err != nil {
+			if err := postChunk(ctx, rm, path, chunk.Bytes(), where, importKey(id, cp.Done, unitNo), &rep); err != nil {
 				return err
 			}
 			cp.Done = unitNo
@@ -339,27 +400,76 @@ func importRemote(ctx context.Context, cfg importConfig, paths []string, bar *pr
 			err = send()
 		}
 		if err != nil {
-			return rep, err
+			return err
 		}
 		cp.Complete = true
 		st[id] = cp
 		if err := st.save(cfg.state); err != nil {
-			return rep, err
+			return err
 		}
 		bytesDone += info.Size()
 		rep.Files++
 		bar.update(bytesDone, total, rep.Stored, rep.Failed)
+		return nil
+	}
+	var deferred []string
+	for _, path := range files {
+		err := importOne(path, true)
+		if errors.Is(err, errWaitForRefs) {
+			deferred = append(deferred, path)
+			continue
+		}
+		if err != nil {
+			return rep, err
+		}
+	}
+	// As a direct import (fhir/import_order.go): the set-aside Bundles
+	// again, round after round while one goes in; the last round reports.
+	rep.Retried = deferred
+	for len(deferred) > 0 {
+		var still []string
+		for _, path := range deferred {
+			err := importOne(path, true)
+			if errors.Is(err, errWaitForRefs) {
+				still = append(still, path)
+			} else if err != nil {
+				return rep, err
+			}
+		}
+		if len(still) == len(deferred) {
+			for _, path := range still {
+				if err := importOne(path, false); err != nil {
+					return rep, err
+				}
+			}
+			break
+		}
+		deferred = still
 	}
 	return rep, nil
 }
 
 // postBundle sends a transaction or batch Bundle to the base; it reports
-// false for any other file, which then goes to $import.
-func postBundle(ctx context.Context, rm remote, path string, rep *fhir.ImportReport) (bool, error) {
+// false for any other file, which then goes to $import, and the number of
+// entries.
+func postBundle(ctx context.Context, rm remote, path, fileID string, deferOK bool, rep *fhir.ImportReport) (bool, int, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		return false, fmt.Errorf("reading %s: %w", path, err)
+		return false, 0, fmt.Errorf("reading %s: %w", path, err)
 	}
+	sent, err := postBundleRaw(ctx, rm, path, fileID, raw, deferOK, rep)
+	return sent, bundleEntries(raw), err
+}
+
+func bundleEntries(raw []byte) int {
+	var probe struct {
+		Entry []json.RawMessage `json:"entry"`
+	}
+	_ = json.Unmarshal(raw, &probe)
+	return len(probe.Entry)
+}
+
+func postBundleRaw(ctx context.Context, rm remote, path, fileID string, raw []byte, deferOK bool, rep *fhir.ImportReport) (bool, error) {
 	var probe struct {
 		ResourceType string            `json:"resourceType"`
 		Type         string            `json:"type"`
@@ -368,7 +478,7 @@ func postBundle(ctx context.Context, rm remote, path string, rep *fhir.ImportRep
 	if json.Unmarshal(raw, &probe) != nil || probe.ResourceType != "Bundle" || (probe.Type != "transaction" && probe.Type != "batch") {
 		return false, nil
 	}
-	res, body, err := rm.do(ctx, http.MethodPost, rm.base, "application/fhir+json", raw, "Prefer: return=minimal")
+	res, body, err := rm.do(ctx, http.MethodPost, rm.base, "application/fhir+json", raw, "Prefer: return=minimal", importKey(fileID, 0, len(probe.Entry)))
 	if err != nil {
 		return false, err
 	}
@@ -379,6 +489,9 @@ func postBundle(ctx context.Context, rm remote, path string, rep *fhir.ImportRep
 	}
 	if res.StatusCode == http.StatusUnauthorized || res.StatusCode >= 500 {
 		return false, fmt.Errorf("%s: the server answered %d: %s", path, res.StatusCode, diagnostics(body))
+	}
+	if deferOK && probe.Type == "transaction" && unresolvedRef(res.StatusCode, body) {
+		return false, errWaitForRefs
 	}
 	if res.StatusCode != http.StatusOK {
 		rep.Failed += int64(len(probe.Entry))
@@ -408,10 +521,37 @@ func postBundle(ctx context.Context, rm remote, path string, rep *fhir.ImportRep
 	return true, nil
 }
 
+// errWaitForRefs: a transaction Bundle's conditional reference found
+// nothing; it is sent again once the other files are in.
+var errWaitForRefs = errors.New("a conditional reference found nothing yet")
+
+// unresolvedRef recognizes the server's refusal of a transaction whose
+// conditional reference matched no resource (412, not-found, "matches 0").
+func unresolvedRef(status int, body []byte) bool {
+	if status != http.StatusPreconditionFailed {
+		return false
+	}
+	var oo struct {
+		Issue []struct {
+			Code        string `json:"code"`
+			Diagnostics string `json:"diagnostics"`
+		} `json:"issue"`
+	}
+	if json.Unmarshal(body, &oo) != nil {
+		return false
+	}
+	for _, is := range oo.Issue {
+		if is.Code == "not-found" && strings.Contains(is.Diagnostics, "conditional reference") && strings.Contains(is.Diagnostics, "matches 0 resources") {
+			return true
+		}
+	}
+	return false
+}
+
 // postChunk sends NDJSON to $import and maps the failed lines of the
 // chunk back to the file (where[i] is a line, or -1-entry for a Bundle).
-func postChunk(ctx context.Context, rm remote, path string, chunk []byte, where []int, rep *fhir.ImportReport) error {
-	res, body, err := rm.do(ctx, http.MethodPost, rm.base+"/$import", "application/fhir+ndjson", chunk)
+func postChunk(ctx context.Context, rm remote, path string, chunk []byte, where []int, key string, rep *fhir.ImportReport) error {
+	res, body, err := rm.do(ctx, http.MethodPost, rm.base+"/$import", "application/fhir+ndjson", chunk, key)
 	if err != nil {
 		return err
 	}

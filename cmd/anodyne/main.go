@@ -320,6 +320,7 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 	}
 	if subs != nil {
 		fcfg.Observers = append(fcfg.Observers, subs)
+		subs.Configure(&fcfg)
 	}
 	srv, err := fhir.New(fcfg)
 	if err != nil {

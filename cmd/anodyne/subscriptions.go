@@ -6,9 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/labstack/echo/v4"
 
 	"github.com/anodyne-fhir/anodyne/auth"
 	"github.com/anodyne-fhir/anodyne/fhir"
@@ -93,6 +96,7 @@ func runSubscriptions(ctx context.Context, svc *subscription.Service, srv *fhir.
 		return func() {}
 	}
 	svc.Attach(srv)
+	srv.Echo().GET(subscription.WebsocketPath, echo.WrapHandler(http.HandlerFunc(svc.ServeWebsocket)))
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {

@@ -44,6 +44,19 @@ func BenchmarkValidate(b *testing.B) {
 			}
 		}
 	})
+	// The same resources as the Bundles they came in: each urn:uuid
+	// reference resolves to its entry, whose type is then checked.
+	var bundles []map[string]any
+	for _, f := range files {
+		bundles = append(bundles, load(b, f))
+	}
+	b.Run("synthea-bundles", func(b *testing.B) {
+		for b.Loop() {
+			for _, bu := range bundles {
+				r.Validate(bg, bu, Options{})
+			}
+		}
+	})
 	b.Run("core+pain-score", func(b *testing.B) {
 		for b.Loop() {
 			r.Validate(bg, fx["pain-score-integer"], Options{})

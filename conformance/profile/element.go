@@ -157,7 +157,12 @@ func compile(sd map[string]any) (*StructureDef, error) {
 		name, slice, _ := strings.Cut(last, ":")
 		e.Name = name
 		if slice != "" {
-			base := byID[joinID(parentID, name)]
+			baseID := joinID(parentID, name)
+			if i := strings.LastIndexByte(slice, '/'); i > 0 {
+				// A reslice belongs to the slice it refines.
+				baseID += ":" + slice[:i]
+			}
+			base := byID[baseID]
 			if base == nil {
 				return nil, fmt.Errorf("%s: slice %s has no sliced element", out.URL, e.ID)
 			}

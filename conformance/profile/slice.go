@@ -12,18 +12,21 @@ import (
 // discriminators it meets, then checks the slicing rules (closed,
 // openAtEnd, ordered), each slice's cardinality, and validates every
 // item against its slice (or the sliced element when it has none).
-func (w *walker) slices(c *Element, items []item, nested bool) {
+//
+// A slice that is itself sliced (reslicing: slice "mrn" with reslices
+// "mrn/local") distributes the items it got among its reslices the same
+// way, by its own slicing or, when it declares none, the sliced element's.
+func (w *walker) slices(c *Element, sl *Slicing, items []item, nested bool) {
 	assign := make([]int, len(items))
 	for i, it := range items {
 		assign[i] = -1
 		for j, s := range c.Slices {
-			if w.matchesSlice(it, s, c.Slicing) {
+			if w.matchesSlice(it, s, sl) {
 				assign[i] = j
 				break
 			}
 		}
 	}
-	sl := c.Slicing
 	last := -1
 	seenUnmatched := false
 	for i, it := range items {
@@ -44,20 +47,42 @@ func (w *walker) slices(c *Element, items []item, nested bool) {
 		last = max(last, a)
 	}
 	base := it0path(items)
+	resliced := map[int][]item{}
 	for j, s := range c.Slices {
 		n := 0
-		for _, a := range assign {
+		for i, a := range assign {
 			if a == j {
 				n++
+				if len(s.Slices) > 0 {
+					resliced[j] = append(resliced[j], items[i])
+				}
 			}
 		}
 		w.cardinality(s, n, base, s.SliceName)
+		if n == 0 {
+			for _, rs := range s.Slices {
+				if rs.Min > 0 {
+					w.cardinality(rs, 0, base, rs.SliceName)
+				}
+			}
+		}
 	}
 	for i, it := range items {
-		if assign[i] >= 0 {
-			w.node(it, c.Slices[assign[i]], nested)
-		} else {
+		a := assign[i]
+		switch {
+		case a < 0:
 			w.node(it, c, nested)
+		case len(c.Slices[a].Slices) == 0:
+			w.node(it, c.Slices[a], nested)
+		}
+	}
+	for j, s := range c.Slices {
+		if group := resliced[j]; len(group) > 0 {
+			rsl := s.Slicing
+			if rsl == nil {
+				rsl = sl
+			}
+			w.slices(s, rsl, group, nested)
 		}
 	}
 }
@@ -90,7 +115,7 @@ func (w *walker) matchesSlice(it item, s *Element, sl *Slicing) bool {
 			if len(targets) == 0 {
 				continue // nothing in the slice to compare with
 			}
-			vals, ok := w.discriminatorValues(it, d.Path)
+			vals, ok := w.discriminatorValues(it, s, d.Path)
 			if !ok {
 				return false
 			}
@@ -108,7 +133,7 @@ func (w *walker) matchesSlice(it item, s *Element, sl *Slicing) bool {
 			}
 		case "exists":
 			el := elementAt(s, d.Path)
-			vals, _ := w.discriminatorValues(it, d.Path)
+			vals, _ := w.discriminatorValues(it, s, d.Path)
 			if el != nil && (el.Min > 0) != (len(vals) > 0) {
 				return false
 			}
@@ -120,7 +145,7 @@ func (w *walker) matchesSlice(it item, s *Element, sl *Slicing) bool {
 			if d.Path != "$this" {
 				el = elementAt(s, d.Path)
 			}
-			vals, _ := w.discriminatorValues(it, d.Path)
+			vals, _ := w.discriminatorValues(it, s, d.Path)
 			if el == nil || len(vals) == 0 {
 				return false
 			}
@@ -147,7 +172,7 @@ func (w *walker) matchesSlice(it item, s *Element, sl *Slicing) bool {
 			if d.Path != "$this" {
 				el = elementAt(s, d.Path)
 			}
-			vals, _ := w.discriminatorValues(it, d.Path)
+			vals, _ := w.discriminatorValues(it, s, d.Path)
 			if el == nil || len(vals) == 0 {
 				return false
 			}
@@ -276,6 +301,10 @@ func elementAt(s *Element, path string) *Element {
 		}
 		next, _ := e.child(seg)
 		if next == nil {
+			// A discriminator path names a choice without [x] ("value").
+			next = e.childNamed(seg + "[x]")
+		}
+		if next == nil {
 			return nil
 		}
 		e = next
@@ -284,7 +313,9 @@ func elementAt(s *Element, path string) *Element {
 }
 
 // discriminatorValues evaluates a discriminator path on an item.
-func (w *walker) discriminatorValues(it item, path string) (fhirpath.Collection, bool) {
+// e is the element (or slice) the item belongs to, which types backbone
+// elements for the model (Observation.component has value[x]).
+func (w *walker) discriminatorValues(it item, e *Element, path string) (fhirpath.Collection, bool) {
 	if path == "$this" {
 		return fhirpath.Collection{fhirpath.NewNode(it.val, it.typ)}, true
 	}
@@ -292,7 +323,7 @@ func (w *walker) discriminatorValues(it item, path string) (fhirpath.Collection,
 	if err != nil {
 		return nil, false
 	}
-	out, err := expr.Evaluate(fhirpath.NewNode(it.val, it.typ), fhirpath.WithContext(w.ctx), fhirpath.WithEnv("resource", w.res))
+	out, err := expr.Evaluate(fhirpath.NewNode(it.val, w.nodeType(it, e)), fhirpath.WithContext(w.ctx), fhirpath.WithEnv("resource", w.res))
 	if err != nil {
 		return nil, false
 	}

@@ -156,7 +156,15 @@ func (s *snapshotter) resolve(id string, diffTypes []string, depth int) (int, er
 		if slice != "" {
 			sid := next + ":" + slice
 			if _, ok := s.index[sid]; !ok {
-				s.addSlice(next, slice)
+				from := next
+				if i := strings.LastIndexByte(slice, '/'); i > 0 {
+					// A reslice ("mrn/local") is a copy of the slice it refines.
+					from = next + ":" + slice[:i]
+					if _, ok := s.index[from]; !ok {
+						return 0, fmt.Errorf("reslice %s refines no slice %s", sid, from)
+					}
+				}
+				s.addSlice(from, sid, slice)
 			}
 			next = sid
 		}
@@ -210,7 +218,7 @@ func (s *snapshotter) ensureTypeSlice(choice, sliceName, typ string) error {
 	if _, ok := s.index[sid]; ok {
 		return nil
 	}
-	s.addSlice(choice, sliceName)
+	s.addSlice(choice, sid, sliceName)
 	sl := s.elems[s.index[sid]]
 	var kept []any
 	for _, t := range sl["type"].([]any) {
@@ -222,26 +230,27 @@ func (s *snapshotter) ensureTypeSlice(choice, sliceName, typ string) error {
 	return nil
 }
 
-// addSlice copies the element base and its descendants as slice name,
-// after base's subtree and existing slices.
-func (s *snapshotter) addSlice(baseID, name string) {
+// addSlice copies the element base (a sliced element, or the slice a
+// reslice refines) and its descendants as the slice sliceID named name,
+// after base's subtree and its existing slices and reslices.
+func (s *snapshotter) addSlice(baseID, sliceID, name string) {
 	pos := s.index[baseID]
 	end := pos + 1
 	var copies []map[string]any
 	for ; end < len(s.elems); end++ {
 		id, _ := s.elems[end]["id"].(string)
-		if !strings.HasPrefix(id, baseID+".") && !strings.HasPrefix(id, baseID+":") {
+		if !strings.HasPrefix(id, baseID+".") && !strings.HasPrefix(id, baseID+":") && !strings.HasPrefix(id, baseID+"/") {
 			break
 		}
 		if strings.HasPrefix(id, baseID+".") {
 			c := deepCopy(s.elems[end]).(map[string]any)
-			c["id"] = baseID + ":" + name + strings.TrimPrefix(id, baseID)
+			c["id"] = sliceID + strings.TrimPrefix(id, baseID)
 			copies = append(copies, c)
 		}
 	}
 	sl := deepCopy(s.elems[pos]).(map[string]any)
 	delete(sl, "slicing")
-	sl["id"] = baseID + ":" + name
+	sl["id"] = sliceID
 	sl["sliceName"] = name
 	sl["min"] = jsonInt(0)
 	ins := append([]map[string]any{sl}, copies...)

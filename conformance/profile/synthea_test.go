@@ -21,6 +21,11 @@ func TestSyntheaBundles(t *testing.T) {
 				t.Errorf("%s entry %d (%s):%s", filepath.Base(f), i, res["resourceType"], issuesText(errs))
 			}
 		}
+		// As a whole: every urn:uuid reference resolves to an entry of an
+		// allowed type.
+		if errs := errorsOf(r.Validate(bg, b, Options{})); len(errs) > 0 {
+			t.Errorf("%s as a Bundle:%s", filepath.Base(f), issuesText(errs))
+		}
 	}
 	if n < 100 {
 		t.Fatalf("only %d Synthea resources", n)

@@ -113,6 +113,12 @@ type walker struct {
 	owner  owner           // the object whose children are being validated
 	// contained is set while validating a resource inside "contained".
 	inContained bool
+	// container is the resource whose contained list #id references
+	// resolve in; bundle and fullURL are the enclosing Bundle and the
+	// fullUrl of the entry being validated (see resolve.go).
+	container map[string]any
+	bundle    *bundleScope
+	fullURL   string
 }
 
 func (w *walker) add(sev, code, path, rule, msg string) {
@@ -175,6 +181,15 @@ func (w *walker) resourceAgainst(res map[string]any, typ string, sd *StructureDe
 	sub.sd, sub.res, sub.depth = sd, res, w.depth+1
 	if sub.root == nil {
 		sub.root = res
+	}
+	if !sub.inContained {
+		sub.container = res
+	}
+	if typ == "Bundle" {
+		sub.bundle, sub.fullURL = newBundleScope(res), ""
+		if nested {
+			sub.fullURLs(path)
+		}
 	}
 	sub.node(item{val: res, typ: typ, path: path}, sd.Root, nested)
 }
@@ -268,10 +283,21 @@ func (w *walker) innerResource(res map[string]any, typ, path string, nested bool
 		return
 	}
 	sub := *w
+	if w.bundle != nil {
+		if u, ok := w.bundle.fullURLOf(res); ok {
+			sub.fullURL = u
+		}
+	}
 	sub.inContained = strings.HasSuffix(strings.TrimSuffix(path, "]"), "contained") || strings.Contains(path[strings.LastIndexByte(path, '.')+1:], "contained[")
 	if !nested {
 		// Only the profile's own rules apply when checking a profile.
 		return
+	}
+	if !sub.inContained {
+		// A Bundle entry (or a Parameters resource) is a resource of its
+		// own: %rootResource is itself, not the Bundle (ref-1 looks for
+		// #id among its contained).
+		sub.root = nil
 	}
 	sub.resourceAgainst(res, typ, sd, path, nested)
 	for _, url := range claimedProfiles(res) {
@@ -446,7 +472,7 @@ func (w *walker) children(obj map[string]any, elems []*Element, path string, nes
 		}
 		w.types(c, items)
 		if c.Slicing != nil && len(c.Slices) > 0 {
-			w.slices(c, items, nested)
+			w.slices(c, c.Slicing, items, nested)
 			continue
 		}
 		for _, it := range items {
@@ -652,7 +678,13 @@ func (w *walker) constraint(node fhirpath.Node, path string, c *Constraint) {
 	}
 }
 
-// reference checks a Reference's target type against the element's target profiles.
+// reference checks a Reference's target type against the element's
+// target profiles. The type comes from the resource the reference resolves
+// to when it is local (contained, or an entry of the enclosing Bundle),
+// else from its literal (Patient/1, an absolute RESTful URL) or its type
+// element. A target profile that is a profile rather than a core type is
+// checked on a local target; a remote one is taken as it names itself, as
+// the reference validator does without a fetcher.
 func (w *walker) reference(obj map[string]any, e *Element, path string) {
 	var targets []string
 	for _, t := range e.Types {
@@ -661,7 +693,18 @@ func (w *walker) reference(obj map[string]any, e *Element, path string) {
 		}
 	}
 	ref, _ := obj["reference"].(string)
+	local, problem := w.resolve(ref)
+	if problem != "" {
+		w.add("error", "structure", path, "reference resolution", fmt.Sprintf("the reference %q cannot be resolved in this Bundle: %s", ref, problem))
+	}
 	target := w.referenceType(ref)
+	if local != nil {
+		rt, _ := local["resourceType"].(string)
+		if target != "" && rt != target {
+			w.add("error", "structure", path, "reference type", fmt.Sprintf("the reference %q resolves to a %s in this resource, not a %s", ref, rt, target))
+		}
+		target = rt
+	}
 	if declared, _ := obj["type"].(string); declared != "" {
 		if target != "" && declared != target {
 			w.add("error", "structure", path, "reference type", fmt.Sprintf("the reference %q is to a %s but its type says %s", ref, target, declared))
@@ -673,22 +716,24 @@ func (w *walker) reference(obj map[string]any, e *Element, path string) {
 	if len(targets) == 0 || target == "" {
 		return
 	}
-	var names []string
+	var names, failed []string
 	for _, tp := range targets {
 		tt := w.profileType(tp)
-		if tt == "Resource" || tt == target {
-			if tp != coreURL(target) && tt == target && strings.HasPrefix(ref, "#") {
-				if res := w.contained(ref[1:]); res != nil {
-					if ok, err := w.r.ConformsTo(w.ctx, res, tp); err == nil && ok {
-						return
-					}
-					names = append(names, tp)
-					continue
-				}
-			}
+		if tt != "Resource" && tt != target {
+			names = append(names, tt)
+			continue
+		}
+		if tt != target || canonical(tp) == coreURL(target) || local == nil {
 			return
 		}
-		names = append(names, tt)
+		if ok, err := w.r.ConformsTo(w.ctx, local, tp); err == nil && ok {
+			return
+		}
+		failed = append(failed, tp)
+	}
+	if len(failed) > 0 {
+		w.add("error", "structure", path, "reference target profile", fmt.Sprintf("the reference %q is to a %s that does not conform to %s", ref, target, strings.Join(failed, " or ")))
+		return
 	}
 	w.add("error", "structure", path, "reference target", fmt.Sprintf("the reference %q is to a %s, where only %s is allowed", ref, target, strings.Join(names, " or ")))
 }
@@ -733,7 +778,10 @@ func (w *walker) referenceType(ref string) string {
 }
 
 func (w *walker) contained(id string) map[string]any {
-	res, _ := w.res.(map[string]any)
+	res := w.container
+	if res == nil {
+		res, _ = w.res.(map[string]any)
+	}
 	list, _ := res["contained"].([]any)
 	for _, c := range list {
 		if m, ok := c.(map[string]any); ok && m["id"] == id {

@@ -114,6 +114,50 @@ func (e *Env) Backends() []Backend {
 	}
 }
 
+// SharedStore opens one store twice, as two server processes sharing it
+// would (replicas on one MongoDB database, processes on one SQLite file).
+type SharedStore struct {
+	Name string
+	Open func(t testing.TB) [2]storage.Backend
+}
+
+// SharedStores lists a shared store per backend; each Open gives a fresh
+// store, both handles closed at the test's cleanup.
+func (e *Env) SharedStores() []SharedStore {
+	return []SharedStore{
+		{"sqlite one file", func(t testing.TB) [2]storage.Backend {
+			t.Helper()
+			dir := t.TempDir()
+			var out [2]storage.Backend
+			for i := range out {
+				b, err := sqlite.Open(context.Background(), dir)
+				if err != nil {
+					t.Fatalf("open sqlite: %v", err)
+				}
+				t.Cleanup(func() { b.Close() })
+				out[i] = b
+			}
+			return out
+		}},
+		{"mongo one database", func(t testing.TB) [2]storage.Backend {
+			t.Helper()
+			srv := e.mongo.Get(t)
+			_, reg := e.Parts(t)
+			db := mongotest.Database(t)
+			var out [2]storage.Backend
+			for i := range out {
+				b, err := mongo.Open(context.Background(), srv.URI, db, mongo.WithPartitioning(reg.Partitioning()))
+				if err != nil {
+					t.Fatalf("open mongo: %v", err)
+				}
+				t.Cleanup(func() { b.Close() })
+				out[i] = b
+			}
+			return out
+		}},
+	}
+}
+
 // Server is a running FHIR server.
 type Server struct {
 	FHIR   *fhir.Server
@@ -126,6 +170,13 @@ type Server struct {
 // (observers, operations, authorization) before fhir.New. The server and
 // its workers stop at the test's cleanup.
 func (e *Env) Start(t testing.TB, b storage.Backend, mod func(*fhir.Config)) *Server {
+	t.Helper()
+	return e.start(t, b, mod, nil)
+}
+
+// start is Start with mount, when set, adding routes to the server's Echo
+// before it serves.
+func (e *Env) start(t testing.TB, b storage.Backend, mod func(*fhir.Config), mount func(*echo.Echo)) *Server {
 	t.Helper()
 	v, reg := e.Parts(t)
 	ts := httptest.NewUnstartedServer(nil)
@@ -142,6 +193,9 @@ func (e *Env) Start(t testing.TB, b storage.Backend, mod func(*fhir.Config)) *Se
 	srv, err := fhir.New(cfg)
 	if err != nil {
 		t.Fatalf("fhir.New: %v", err)
+	}
+	if mount != nil {
+		mount(srv.Echo())
 	}
 	ts.Config.Handler = srv.Handler()
 	ts.Start()

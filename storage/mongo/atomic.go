@@ -215,7 +215,7 @@ func (b *Backend) buildCommit(writes []storage.Write, seq0 int64, deleted map[in
 				ID: key, Type: rec.Type, LID: rec.ID, Version: rec.VersionID,
 				Updated: rec.LastUpdated, Nanos: rec.LastUpdated.UnixNano(), Deleted: rec.Deleted,
 				Method: rec.Method, JSON: rec.JSON, Seq: rec.Seq, Claim: claim,
-				Keys: keysOf(entries), Entries: toEntryDocs(entries), PK: b.partitionKey(rec.Type, rec.ID, entries),
+				Keys: keysOf(entries), Entries: toEntryDocs(entries), Order: orderOf(entries), PK: b.partitionKey(rec.Type, rec.ID, entries),
 			},
 			Events: outboxDocs(w.Events, rec.Seq, id),
 		}

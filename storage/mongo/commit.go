@@ -204,7 +204,7 @@ func (b *Backend) apply(ctx context.Context, w *storage.Write, seq int64, inTxn 
 		ID: key, Type: rec.Type, LID: rec.ID, Version: rec.VersionID,
 		Updated: rec.LastUpdated, Nanos: rec.LastUpdated.UnixNano(), Deleted: rec.Deleted,
 		Method: rec.Method, JSON: rec.JSON, Seq: rec.Seq, Claim: claim,
-		Keys: keysOf(entries), Entries: toEntryDocs(entries), PK: b.partitionKey(rec.Type, rec.ID, entries),
+		Keys: keysOf(entries), Entries: toEntryDocs(entries), Order: orderOf(entries), PK: b.partitionKey(rec.Type, rec.ID, entries),
 	}
 	if doc.Keys == nil {
 		doc.Keys = []string{}

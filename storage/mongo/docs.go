@@ -23,6 +23,8 @@ type resourceDoc struct {
 	Claim   string     `bson:"c,omitempty"`
 	Keys    []string   `bson:"k"`
 	Entries []entryDoc `bson:"e"`
+	// Order is the sort keys denormalised from Entries (see order.go).
+	Order map[string]orderDoc `bson:"o,omitempty"`
 	// PK is the partition key (see partition.go); empty without partitioning.
 	PK string `bson:"pk,omitempty"`
 	// Pending names the commit record that has locked this resource; the

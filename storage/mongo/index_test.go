@@ -83,19 +83,23 @@ func TestIndexShapes(t *testing.T) {
 		// rangeKey must be in the index prefix where $elemMatch makes the
 		// range bound on one entry.
 		rangeKey string
+		// sort, when set, is a sort the server must read from an index in
+		// order: right after the bound prefix ("-" for descending).
+		sort string
 	}{
-		{"PatientObservationsByCode", []string{"Observation"}, storage.And{Exprs: []storage.Expr{patient, code}}, ""},
+		{"PatientObservationsByCode", []string{"Observation"}, storage.And{Exprs: []storage.Expr{patient, code}}, "", ""},
 		{"CodeAndQuantityRange", []string{"Observation"}, storage.And{Exprs: []storage.Expr{code,
 			storage.Match{Param: "value-quantity", Kind: storage.KindQuantity, Cond: storage.And{Exprs: []storage.Expr{
 				storage.Cmp{Field: storage.FieldNumHigh, Op: storage.OpGe, Value: 100.0},
 				storage.Cmp{Field: storage.FieldNumLow, Op: storage.OpLe, Value: 140.0},
-			}}}}}, "e.nl"},
+			}}}}}, "e.nl", ""},
 		{"LastUpdatedRange", []string{"Observation"}, storage.Match{Param: "_lastUpdated", Kind: storage.KindDate, Cond: storage.And{Exprs: []storage.Expr{
 			storage.Cmp{Field: storage.FieldHigh, Op: storage.OpGe, Value: int64(1700000000000)},
 			storage.Cmp{Field: storage.FieldLow, Op: storage.OpLt, Value: int64(1800000000000)},
-		}}}, "e.lo"},
-		{"ReferenceLookup", []string{"Observation"}, patient, ""},
-		{"ReferenceLookupAnyType", nil, patient, ""},
+		}}}, "e.lo", ""},
+		{"ReferenceLookup", []string{"Observation"}, patient, "", ""},
+		{"ReferenceLookupAnyType", nil, patient, "", ""},
+		{"PainTrendNewestFirst", []string{"Observation"}, storage.And{Exprs: []storage.Expr{patient, code}}, "", "-o.date~date.h"},
 	}
 	for _, mode := range []bool{false, true} {
 		tb := *b
@@ -124,6 +128,27 @@ func TestIndexShapes(t *testing.T) {
 				}
 				if mode && s.rangeKey != "" && !slices.Contains(best, s.rangeKey) {
 					t.Fatalf("range on %s not bound by an index: fields %v, best %q %v", s.rangeKey, fields, bestName, best)
+				}
+				if s.sort != "" {
+					field, dir := s.sort, int32(1)
+					if field[0] == '-' {
+						field, dir = field[1:], -1
+					}
+					sorted := slices.ContainsFunc(indexes, func(ix struct {
+						Name string `bson:"name"`
+						Key  bson.D `bson:"key"`
+					}) bool {
+						p := usablePrefix(ix.Key, fields)
+						if !slices.ContainsFunc(p, func(k string) bool { return k != "t" && k != "d" }) || len(p) >= len(ix.Key) {
+							return false
+						}
+						next := ix.Key[len(p)]
+						d, _ := next.Value.(int32)
+						return next.Key == field && d == dir
+					})
+					if !sorted {
+						t.Fatalf("no index gives the order %s after a selective prefix of %v", s.sort, fields)
+					}
 				}
 				t.Logf("fields %v -> index %s prefix %v", fields, bestName, best)
 			})

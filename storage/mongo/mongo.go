@@ -61,10 +61,14 @@
 // before every character of a type name). Otherwise the filter is a
 // superset built from k, and the candidates are re-checked in Go with
 // storage.Matches against their stored entries before sorting and paging.
-// A Sort is always applied in Go over the matching ids and entries (a
-// projection, not the JSON), so its cost grows with the number of matches;
-// beyond maxCandidates the search fails with ErrUnsupported instead of
-// answering partially. On FerretDB, where every find is a full scan, all
+// A single-key Sort on an exact filter runs in the database too, on sort
+// keys denormalised into each document (see order.go; the k_odate index
+// serves a patient's trend newest first). Other sorts (several keys, or a
+// superset filter) are applied in Go over the matching ids and entries (a
+// projection, not the JSON), so their cost grows with the number of
+// matches; beyond maxCandidates such a search fails with ErrUnsupported
+// instead of answering partially. A reference equality on type and id is
+// exact even without $elemMatch, through its "Type/id" key. On FerretDB, where every find is a full scan, all
 // searches take the Go path with whole documents in a single find (see
 // Backend.dbPaging).
 //
@@ -164,6 +168,10 @@ type Backend struct {
 	// cheaper than a count plus a sorted find (measured: 132 ms against
 	// 385 ms for 300 documents).
 	dbPaging bool
+
+	// candidateLimit is maxCandidates, lowered by tests to show which
+	// searches are answered without holding every match in Go.
+	candidateLimit int
 
 	// staleAfter is how old the leftovers of an interrupted write (a claim
 	// or a history document) must be before another writer removes them;
@@ -312,6 +320,7 @@ func (b *Backend) setup(ctx context.Context) error {
 		}
 	}
 	b.dbPaging = b.name != "ferretdb"
+	b.candidateLimit = maxCandidates
 	if err := b.createIndexes(ctx); err != nil {
 		return err
 	}
@@ -349,6 +358,8 @@ func (b *Backend) createIndexes(ctx context.Context) error {
 			index("t_ep_elo", nil, "t", "e.p", "e.lo"),
 			index("t_ep_enl", nil, "t", "e.p", "e.nl"),
 			index("t_id", nil, "t", "_id"),
+			// One patient's trend by date, newest first (see order.go).
+			index("k_odate", nil, "k", "-o.date~date.h", "_id"),
 			index("i", nil, "i"),
 		}},
 		{b.outbox(), []mongo.IndexModel{

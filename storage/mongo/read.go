@@ -16,7 +16,7 @@ import (
 )
 
 // recordProjection leaves the index out of documents read for their record.
-var recordProjection = bson.D{{Key: "k", Value: 0}, {Key: "e", Value: 0}}
+var recordProjection = bson.D{{Key: "k", Value: 0}, {Key: "e", Value: 0}, {Key: "o", Value: 0}}
 
 // Read returns the current version of typ/id.
 func (b *Backend) Read(ctx context.Context, typ, id string) (_ storage.Record, rerr error) {

@@ -44,7 +44,7 @@ func (b *Backend) Reindex(ctx context.Context, typ, id string, version int64, in
 		return fmt.Errorf("mongo: reindex %q/%q: type and id are required", typ, id)
 	}
 	key := resourceKey(typ, id)
-	fields := bson.D{{Key: "e", Value: toEntryDocs(index)}, {Key: "k", Value: nonNil(keysOf(index))}}
+	fields := bson.D{{Key: "e", Value: toEntryDocs(index)}, {Key: "k", Value: nonNil(keysOf(index))}, {Key: "o", Value: orderOf(index)}}
 	if b.part != nil {
 		// New entries may move the resource to another patient's partition.
 		fields = append(fields, bson.E{Key: "pk", Value: b.partitionKey(typ, id, index)})

@@ -96,6 +96,9 @@ func (b *Backend) Search(ctx context.Context, q storage.Query) (_ storage.Page, 
 		if exact && len(q.Sort) == 0 && b.dbPaging {
 			return b.searchInDB(ctx, full, q, count, qh, after)
 		}
+		if exact && b.dbPaging && sortsInDB(q.Sort) {
+			return b.searchSortedInDB(ctx, full, q, count, qh, after)
+		}
 		return b.searchInGo(ctx, full, exact, root, q, count, qh, after)
 	})
 }
@@ -168,7 +171,7 @@ func (b *Backend) searchInGo(ctx context.Context, full bson.D, exact bool, root 
 	// Where every find is a full scan (!dbPaging), a second find for the
 	// page's documents would double the cost, so the candidate pass reads
 	// whole documents; elsewhere the page is fetched through the _id index.
-	cands, err := b.candidates(ctx, full, exact, root, maxCandidates, !b.dbPaging)
+	cands, err := b.candidates(ctx, full, exact, root, b.candidateLimit, !b.dbPaging)
 	if err != nil {
 		return storage.Page{}, err
 	}
@@ -243,7 +246,7 @@ func (b *Backend) searchInGo(ctx context.Context, full bson.D, exact bool, root 
 func (b *Backend) candidates(ctx context.Context, full bson.D, exact bool, root *node, limit int, whole bool) ([]candidate, error) {
 	proj := bson.D{{Key: "_id", Value: 1}, {Key: "e", Value: 1}}
 	if whole {
-		proj = bson.D{{Key: "k", Value: 0}}
+		proj = bson.D{{Key: "k", Value: 0}, {Key: "o", Value: 0}}
 	}
 	cur, err := b.res.Find(ctx, full, options.Find().SetProjection(proj))
 	if err != nil {
@@ -556,6 +559,10 @@ func (b *Backend) matchFilter(m storage.Match) (bson.D, bool, error) {
 		if _, err := entryCond(m.Cond, "", m.Kind); err != nil {
 			return nil, false, err
 		}
+		if typ, id, ok := refEq(m.Kind, m.Cond); ok {
+			// "Type/id" has a key of its own: exact without $elemMatch.
+			return bson.D{{Key: "k", Value: refKey(m.Param, typ, id)}}, true, nil
+		}
 		return f, singleEq(m.Cond), nil
 	}
 	cond, err := entryCond(m.Cond, "", m.Kind)
@@ -598,6 +605,31 @@ func singleEq(cond storage.Expr) bool {
 		return len(x.Exprs) == 0 || (len(x.Exprs) == 1 && singleEq(x.Exprs[0]))
 	}
 	return false
+}
+
+// refEq recognises a reference condition that is exactly type = typ and
+// id = id, the shape of patient=ID and of compartment filters.
+func refEq(kind storage.Kind, cond storage.Expr) (typ, id string, ok bool) {
+	and, isAnd := cond.(storage.And)
+	if kind != storage.KindReference || !isAnd || len(and.Exprs) != 2 {
+		return "", "", false
+	}
+	for _, e := range and.Exprs {
+		c, isCmp := e.(storage.Cmp)
+		s, isStr := c.Value.(string)
+		if !isCmp || !isStr || c.Op != storage.OpEq || s == "" {
+			return "", "", false
+		}
+		switch c.Field {
+		case storage.FieldRefType:
+			typ = s
+		case storage.FieldRefID:
+			id = s
+		default:
+			return "", "", false
+		}
+	}
+	return typ, id, typ != "" && id != ""
 }
 
 func isStringField(f storage.Field) bool { return slices.Contains(stringFields[:], f) }

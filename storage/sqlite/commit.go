@@ -70,6 +70,7 @@ var deleteIndex = []string{
 	`DELETE FROM idx_uri WHERE res_pk = ?`,
 	`DELETE FROM idx_composite_part WHERE res_pk = ?`,
 	`DELETE FROM idx_composite WHERE res_pk = ?`,
+	`DELETE FROM idx_ref_date WHERE res_pk = ?`,
 }
 
 const insertPart = `INSERT INTO idx_composite_part (cid, res_pk, param, part, text, exact, system, code, ref_type, ref_id, ref_url, low, high, num_low, num_high, num)
@@ -202,18 +203,6 @@ func (b *Backend) writeAlone(ctx context.Context, fn applyFunc) ([]storage.Recor
 		return nil, fmt.Errorf("sqlite: commit: %w", err)
 	}
 	b.groups.Add(1)
-	return out, nil
-}
-
-func applyAll(ctx context.Context, st *stmts, writes []storage.Write) ([]storage.Record, error) {
-	out := make([]storage.Record, len(writes))
-	for i := range writes {
-		rec, err := apply(ctx, st, &writes[i])
-		if err != nil {
-			return nil, fmt.Errorf("sqlite: commit %s/%s: %w", writes[i].Type, writes[i].ID, err)
-		}
-		out[i] = rec
-	}
 	return out, nil
 }
 
@@ -455,6 +444,9 @@ func apply(ctx context.Context, st *stmts, w *storage.Write) (storage.Record, er
 		if err := insertEntry(ctx, st, pk, &w.Index[i]); err != nil {
 			return storage.Record{}, fmt.Errorf("index %s: %w", w.Index[i].Param, err)
 		}
+	}
+	if err := insertRows(ctx, st, insertRefDate, refDateRows(pk, w.Index)); err != nil {
+		return storage.Record{}, fmt.Errorf("index reference dates: %w", err)
 	}
 	if err := insertEvents(ctx, st, seq, w.Events); err != nil {
 		return storage.Record{}, err

@@ -94,8 +94,8 @@ func TestMigrateFromVersion2(t *testing.T) {
 	b = openT(t, dir)
 	defer b.Close()
 	var v int
-	if err := b.r.QueryRowContext(t.Context(), `SELECT version FROM schema_version`).Scan(&v); err != nil || v != 3 {
-		t.Fatalf("schema version after migration = %d, %v; want 3", v, err)
+	if err := b.r.QueryRowContext(t.Context(), `SELECT version FROM schema_version`).Scan(&v); err != nil || v != schemaVersion {
+		t.Fatalf("schema version after migration = %d, %v; want %d", v, err, schemaVersion)
 	}
 	put(t, b, "Observation", "o", 1, subject)
 	filter := storage.Match{Param: "subject", Kind: storage.KindReference, Cond: storage.Cmp{Field: storage.FieldRefID, Op: storage.OpEq, Value: "p1"}}

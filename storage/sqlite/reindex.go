@@ -61,6 +61,9 @@ func reindex(ctx context.Context, st *stmts, typ, id string, version int64, inde
 			return fmt.Errorf("index %s: %w", index[i].Param, err)
 		}
 	}
+	if err := insertRows(ctx, st, insertRefDate, refDateRows(pk, index)); err != nil {
+		return fmt.Errorf("index reference dates: %w", err)
+	}
 	// The version's own entries (for filtered history) follow its index.
 	var raw []byte
 	if err := st.tx.QueryRowContext(ctx, `SELECT entries FROM versions WHERE seq = ?`, seq).Scan(&raw); err != nil {

@@ -83,10 +83,10 @@ func (b *Backend) Search(ctx context.Context, q storage.Query) (storage.Page, er
 	var hits []hit
 	done := false
 	switch plan.kind {
-	case planSortedWalk:
+	case planSortedWalk, planRefWalk:
 		// Short of a page the walk's finds are dropped and the collect
 		// plan starts over.
-		hits, done, err = walkSorted(ctx, tx, typ, q.Sort[0], q.Filter, cur, plan.window, limit)
+		hits, done, err = walkSorted(ctx, tx, typ, q.Sort[0], q.Filter, cur, plan.window, limit, plan.ref)
 		if err != nil {
 			return storage.Page{}, fmt.Errorf("sqlite: search %v: %w", q.Filter, err)
 		}
@@ -106,8 +106,8 @@ func (b *Backend) Search(ctx context.Context, q storage.Query) (storage.Page, er
 	switch {
 	case !done && plan.kind == planWalk:
 		label = "walk+collect"
-	case !done && plan.kind == planSortedWalk:
-		label = "sorted walk, then collect" // from the start: the walk's finds are dropped
+	case !done && (plan.kind == planSortedWalk || plan.kind == planRefWalk):
+		label = plan.kind.String() + ", then collect" // from the start: the walk's finds are dropped
 	}
 	if !done {
 		more, err := b.collect(ctx, tx, q, where, cur, limit-len(hits))
@@ -221,16 +221,18 @@ func (b *Backend) plan(ctx context.Context, tx *sql.Tx, q storage.Query, limit, 
 	s := shapeOf(q, limit)
 	st := planStats{driverEntries: -1}
 	if s.needsStats() {
+		m, _ := walkDriver(q.Filter)
 		if drive >= 0 {
+			m = q.Filter.(storage.And).Exprs[drive].(storage.Match) // measureDriver chose among Matches
 			st.driverEntries = driveEntries
 		} else {
-			m, _ := walkDriver(q.Filter)
 			n, err := countEntries(ctx, tx, m, walkWindow(limit))
 			if err != nil {
 				return searchPlan{}, err
 			}
 			st.driverEntries = n
 		}
+		st.ref = refOf(m)
 	}
 	return choosePlan(s, st), nil
 }

@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/anodyne-fhir/anodyne/storage"
@@ -30,10 +31,22 @@ func TestChoosePlan(t *testing.T) {
 		{"several types collect", planShape{types: 2, walkable: true, limit: limit}, window * 10, planCollect},
 		{"unwalkable filter collects", planShape{types: 1, limit: limit}, window * 10, planCollect},
 		{"uncounted collects", walkable, -1, planCollect},
+		{"a reference driving a date sort walks its dates", byDate, 50, planRefWalk},
+		{"a broad reference driving a date sort walks its dates", byDate, window * 10, planRefWalk},
+		{"a reference with a page of entries collects", byDate, limit, planCollect},
+		{"a reference without a date sort walks the type", walkable, window, planWalk},
 	}
+	ref := &refKey{param: "patient", id: "p1"}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := choosePlan(tt.shape, planStats{driverEntries: tt.entries})
+			st := planStats{driverEntries: tt.entries}
+			if strings.Contains(tt.name, "reference") {
+				st.ref = ref
+			}
+			got := choosePlan(tt.shape, st)
+			if (got.kind == planRefWalk) != (got.ref == ref) {
+				t.Fatalf("plan %v with ref %v", got.kind, got.ref)
+			}
 			if got.kind != tt.want {
 				t.Fatalf("choosePlan(%+v, %d) = %v, want %v", tt.shape, tt.entries, got.kind, tt.want)
 			}

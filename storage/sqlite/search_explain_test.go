@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"database/sql"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -129,8 +130,8 @@ func TestExplainQueryPlans(t *testing.T) {
 	}{
 		{"light patient's pain trend: the patient drives", obs, and(skewRef("patient", "p007"), skewCode("72514-3")), []storage.Sort{dateDesc},
 			"collect", []string{"idx_reference_target (param=? AND ref_id=? AND ref_type=?)", "idx_token_res (res_pk=?)", "idx_date_res (res_pk=?)"}},
-		{"heavy patient's pain trend: sorted walk of the date index", obs, and(skewRef("patient", "p000"), skewCode("72514-3")), []storage.Sort{dateDesc},
-			"sorted walk", []string{"idx_reference_target (param=? AND ref_id=? AND ref_type=?)", "idx_token_res (res_pk=?)"}},
+		{"heavy patient's pain trend: walk of the patient's dates", obs, and(skewRef("patient", "p000"), skewCode("72514-3")), []storage.Sort{dateDesc},
+			"ref walk", []string{"idx_reference_target (param=? AND ref_id=? AND ref_type=?)", "idx_token_res (res_pk=?)"}},
 		{"heavy patient's rare code: the code drives (counted)", obs, and(skewRef("patient", "p000"), skewCode("6206-7")), nil,
 			"collect", []string{"idx_token_code (param=? AND code=? AND system=?)", "idx_reference_res (res_pk=?)"}},
 		{"rare code first in the query: still the code", obs, and(skewCode("6206-7"), skewRef("patient", "p000")), nil,
@@ -147,6 +148,8 @@ func TestExplainQueryPlans(t *testing.T) {
 			"collect", []string{"idx_token_code (param=? AND code=? AND system=?)", "idx_reference_res (res_pk=?"}},
 		{"ids", obs, storage.IDs{IDs: []string{"o000001", "o000002"}}, nil,
 			"collect", []string{"sqlite_autoindex_resources_1 (type=? AND id=?)"}},
+		{"heavy patient's pain trend, oldest first", obs, and(skewRef("patient", "p000"), skewCode("72514-3")), []storage.Sort{{Param: "date", Kind: storage.KindDate}},
+			"ref walk", []string{"idx_reference_target (param=? AND ref_id=? AND ref_type=?)"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -156,6 +159,25 @@ func TestExplainQueryPlans(t *testing.T) {
 			}
 			if got := log.last(); got != tc.plan {
 				t.Errorf("plan %q, want %q", got, tc.plan)
+			}
+			if tc.plan == "ref walk" {
+				// The walk itself: a range of idx_ref_date in key order, no
+				// sort of its own, the filter probed by (res_pk, param).
+				walk := explainWalk(t, b, q)
+				// idx_ref_date's primary key is (..., high): newest first;
+				// idx_ref_date_low (..., low): oldest first.
+				steps := "SEARCH d USING PRIMARY KEY (param=? AND ref_id=? AND dparam=?)"
+				if !tc.sort[0].Desc {
+					steps = "SEARCH d USING COVERING INDEX idx_ref_date_low (param=? AND ref_id=? AND dparam=?)"
+				}
+				for _, w := range []string{steps, "idx_token_res (res_pk=?)", "idx_reference_res (res_pk=?)"} {
+					if !strings.Contains(walk, w) {
+						t.Errorf("walk EXPLAIN QUERY PLAN lacks %q:\n%s", w, walk)
+					}
+				}
+				if strings.Contains(walk, "TEMP B-TREE") || strings.Contains(walk, "SCAN d") {
+					t.Errorf("the walk sorts or scans:\n%s", walk)
+				}
 			}
 			details := explainCollect(t, b, q)
 			for _, w := range tc.want {
@@ -195,6 +217,53 @@ func explainCollect(t *testing.T, b *Backend, q storage.Query) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	rows, err := tx.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+query, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, detail)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(out, "\n")
+}
+
+// explainWalk returns the EXPLAIN QUERY PLAN details of the sorted walk
+// Search would run for q's first page.
+func explainWalk(t *testing.T, b *Backend, q storage.Query) string {
+	t.Helper()
+	tx, err := b.r.BeginTx(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	limit := q.Count + 1
+	drive, n, err := b.measureDriver(t.Context(), tx, q.Filter, walkWindow(limit))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := b.plan(t.Context(), tx, q, limit, drive, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	query, args, err := sortedWalkSQL(q.Types[0], q.Sort[0], q.Filter, nil, p.window, p.ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return explain(t, tx, query, args)
+}
+
+func explain(t *testing.T, tx *sql.Tx, query string, args []any) string {
+	t.Helper()
 	rows, err := tx.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+query, args...)
 	if err != nil {
 		t.Fatal(err)

@@ -147,10 +147,14 @@ const (
 	// planSortedWalk steps the date index of the one sort key in key
 	// order, at most window entries; short of a page, Search collects.
 	planSortedWalk
+	// planRefWalk is the sorted walk over the dates of the resources that
+	// refer to the driving reference's target (idx_ref_date): one
+	// patient's history in date order.
+	planRefWalk
 )
 
 func (k planKind) String() string {
-	return [...]string{"collect", "walk", "sorted walk"}[k]
+	return [...]string{"collect", "walk", "sorted walk", "ref walk"}[k]
 }
 
 // planShape is what the chooser needs to know of a query, computed from it
@@ -171,12 +175,27 @@ type planStats struct {
 	// conjunct, counted exactly up to the walk window (a larger number
 	// means "at least the window"); -1 when not counted.
 	driverEntries int
+	// ref is the driving conjunct when it is an exact local reference
+	// (refOf), nil otherwise.
+	ref *refKey
+}
+
+// refOf is the target of a reference Match that requires one local id.
+func refOf(m storage.Match) *refKey {
+	if m.Kind != storage.KindReference {
+		return nil
+	}
+	if id, ok := eqValue(m.Cond, storage.FieldRefID); ok {
+		return &refKey{param: m.Param, id: id}
+	}
+	return nil
 }
 
 // searchPlan is the chooser's answer.
 type searchPlan struct {
 	kind   planKind
-	window int // rows the walk may examine
+	window int     // rows the walk may examine
+	ref    *refKey // what a ref walk steps
 }
 
 // shapeOf computes the shape of q for a page of limit rows.
@@ -204,7 +223,18 @@ func (s planShape) needsStats() bool {
 func choosePlan(s planShape, st planStats) searchPlan {
 	window := walkWindow(s.limit)
 	p := searchPlan{kind: planCollect, window: window}
-	if !s.needsStats() || st.driverEntries < window {
+	if !s.needsStats() {
+		return p
+	}
+	// An exact reference driving a date sort: its resources' dates in
+	// key order cost at most its entries, collecting them costs all of
+	// them and a sort. A driver with no more than a page of entries is
+	// collected at once (the walk would run out and collect anyway).
+	if s.sortDate && st.ref != nil && st.driverEntries > s.limit {
+		p.kind, p.ref = planRefWalk, st.ref
+		return p
+	}
+	if st.driverEntries < window {
 		return p
 	}
 	if s.sortDate {

@@ -105,16 +105,12 @@ func walk(ctx context.Context, tx *sql.Tx, typ string, f storage.Expr, from *cur
 // tie-break is exact, then orders them. ok is false when the window ran
 // out first or the data ran out (resources without the date sort last and
 // only the collect plan finds them): the caller then collects.
-func walkSorted(ctx context.Context, tx *sql.Tx, typ string, s storage.Sort, f storage.Expr, from *cursor, window, limit int) (hits []hit, ok bool, err error) {
-	col, agg, dir, cmp := "low", "MIN", "ASC", ">="
-	if s.Desc {
-		col, agg, dir, cmp = "high", "MAX", "DESC", "<="
-	}
-	var after struct {
-		set  bool
-		v    int64
-		t, i string
-	}
+//
+// With ref set it steps instead the resources that refer to ref.id by
+// ref.param, in the same order (idx_ref_date): one patient's dates rather
+// than every resource's.
+func walkSorted(ctx context.Context, tx *sql.Tx, typ string, s storage.Sort, f storage.Expr, from *cursor, window, limit int, ref *refKey) (hits []hit, ok bool, err error) {
+	var after *walkAfter
 	if from != nil {
 		v, err := cursorValue(from.K[0], 'i')
 		if err != nil {
@@ -123,26 +119,13 @@ func walkSorted(ctx context.Context, tx *sql.Tx, typ string, s storage.Sort, f s
 		if v == nil {
 			return nil, false, nil // past every dated resource
 		}
-		after.set, after.v, after.t, after.i = true, v.(int64), from.T, from.I
+		after = &walkAfter{v: v.(int64), t: from.T, i: from.I}
 	}
-	n := 0
-	q := newSQLB(&n)
-	q.w("SELECT r.type, r.id, r.seq, d." + col + ", CASE WHEN ")
-	if err := q.walkFilter(f, "r"); err != nil {
+	query, args, err := sortedWalkSQL(typ, s, f, after, window, ref)
+	if err != nil {
 		return nil, false, err
 	}
-	// The entry must be the resource's key, not one of its other dates.
-	q.w(" AND d."+col+" = (SELECT "+agg+"(x."+col+") FROM idx_date x WHERE x.res_pk = r.pk AND +x.param = ?) THEN 1 ELSE 0 END", s.Param)
-	// CROSS JOIN keeps the date index outermost, in key order.
-	q.w(" FROM idx_date d CROSS JOIN resources r ON r.pk = d.res_pk WHERE d.param = ? AND r.deleted = 0", s.Param)
-	if typ != "" {
-		q.w(" AND r.type = ?", typ)
-	}
-	if after.set {
-		q.w(" AND d."+col+" "+cmp+" ?", after.v)
-	}
-	q.w(" ORDER BY d."+col+" "+dir+" LIMIT ?", window)
-	rows, err := tx.QueryContext(ctx, q.String(), q.args...)
+	rows, err := tx.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, false, fmt.Errorf("sorted walk: %w", err)
 	}
@@ -169,7 +152,7 @@ func walkSorted(ctx context.Context, tx *sql.Tx, typ string, s storage.Sort, f s
 		if !match || seen[c.seq] {
 			continue
 		}
-		if after.set && c.key == after.v && (c.t < after.t || c.t == after.t && c.i <= after.i) {
+		if after != nil && c.key == after.v && (c.t < after.t || c.t == after.t && c.i <= after.i) {
 			continue // on an earlier page
 		}
 		seen[c.seq] = true
@@ -209,6 +192,49 @@ func walkSorted(ctx context.Context, tx *sql.Tx, typ string, s storage.Sort, f s
 		hits = append(hits, hit{rec: r, keys: []any{cands[i].key}})
 	}
 	return hits, true, nil
+}
+
+// walkAfter is a sorted walk's cursor: sort key, type and id of the last
+// resource of the previous page.
+type walkAfter struct {
+	v    int64
+	t, i string
+}
+
+// refKey names the resources a reference walk steps: those whose param
+// refers to id (any type; the filter checks the rest).
+type refKey struct{ param, id string }
+
+// sortedWalkSQL is the statement of walkSorted (the plan tests read its
+// EXPLAIN QUERY PLAN).
+func sortedWalkSQL(typ string, s storage.Sort, f storage.Expr, after *walkAfter, window int, ref *refKey) (string, []any, error) {
+	col, agg, dir, cmp := "low", "MIN", "ASC", ">="
+	if s.Desc {
+		col, agg, dir, cmp = "high", "MAX", "DESC", "<="
+	}
+	n := 0
+	q := newSQLB(&n)
+	q.w("SELECT r.type, r.id, r.seq, d." + col + ", CASE WHEN ")
+	if err := q.walkFilter(f, "r"); err != nil {
+		return "", nil, err
+	}
+	// The entry must be the resource's key, not one of its other dates.
+	q.w(" AND d."+col+" = (SELECT "+agg+"(x."+col+") FROM idx_date x WHERE x.res_pk = r.pk AND +x.param = ?) THEN 1 ELSE 0 END", s.Param)
+	// CROSS JOIN keeps the date index outermost, in key order.
+	if ref != nil {
+		q.w(" FROM idx_ref_date d CROSS JOIN resources r ON r.pk = d.res_pk WHERE d.param = ? AND d.ref_id = ? AND d.dparam = ? AND r.deleted = 0",
+			ref.param, ref.id, s.Param)
+	} else {
+		q.w(" FROM idx_date d CROSS JOIN resources r ON r.pk = d.res_pk WHERE d.param = ? AND r.deleted = 0", s.Param)
+	}
+	if typ != "" {
+		q.w(" AND r.type = ?", typ)
+	}
+	if after != nil {
+		q.w(" AND d."+col+" "+cmp+" ?", after.v)
+	}
+	q.w(" ORDER BY d."+col+" "+dir+" LIMIT ?", window)
+	return q.String(), q.args, nil
 }
 
 func cmpInt(a, b int64) int {

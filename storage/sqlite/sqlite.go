@@ -93,8 +93,9 @@ import (
 // schemaVersion is the layout this code writes and reads. Version 2 added
 // res_pk, param and part to idx_composite_part (migrated on Open); version 3
 // added versions.entries and version_refs (versions written before have no
-// entries: a filtered history never shows them).
-const schemaVersion = 3
+// entries: a filtered history never shows them); version 4 added
+// idx_ref_date (filled from the index tables on Open).
+const schemaVersion = 4
 
 // Backend is a storage.Backend over one SQLite database.
 type Backend struct {
@@ -381,6 +382,15 @@ var schema = []string{
 	`CREATE INDEX IF NOT EXISTS idx_composite_part_text ON idx_composite_part (param, part, text)`,
 	`CREATE INDEX IF NOT EXISTS idx_composite_part_ref ON idx_composite_part (param, part, ref_id, ref_type)`,
 
+	// One row per (local reference entry, date entry) pair of a resource:
+	// one patient's Observations of a code, newest first, are a range scan
+	// of (param, ref_id, dparam, high) instead of every entry of the
+	// patient probed and sorted (refWalk in search_walk.go).
+	`CREATE TABLE IF NOT EXISTS idx_ref_date (param TEXT NOT NULL, ref_id TEXT NOT NULL, dparam TEXT NOT NULL, high INTEGER NOT NULL, low INTEGER NOT NULL,
+		res_pk INTEGER NOT NULL, PRIMARY KEY (param, ref_id, dparam, high, res_pk, low)) STRICT, WITHOUT ROWID`,
+	`CREATE INDEX IF NOT EXISTS idx_ref_date_low ON idx_ref_date (param, ref_id, dparam, low)`,
+	`CREATE INDEX IF NOT EXISTS idx_ref_date_res ON idx_ref_date (res_pk)`,
+
 	`CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at INTEGER) STRICT`,
 	`CREATE INDEX IF NOT EXISTS kv_expires ON kv (expires_at) WHERE expires_at IS NOT NULL`,
 	// Added within version 2: a database without it gains it at Open, and
@@ -445,6 +455,12 @@ func migrate(ctx context.Context, w *sql.DB) error {
 			if _, err := tx.ExecContext(ctx, s); err != nil {
 				return fmt.Errorf("migrate schema 1 to 2: %w", err)
 			}
+		}
+	}
+	if v >= 1 && v < 4 {
+		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO idx_ref_date (param, ref_id, dparam, high, low, res_pk)
+			SELECT r.param, r.ref_id, d.param, d.high, d.low, r.res_pk FROM idx_reference r JOIN idx_date d ON d.res_pk = r.res_pk WHERE r.ref_id != ''`); err != nil {
+			return fmt.Errorf("migrate schema %d to 4: %w", v, err)
 		}
 	}
 	switch {
