@@ -65,6 +65,13 @@ func (s *Server) readRoute(seg []string) (readFunc, map[string]string, error) {
 			}
 			return notEntry()
 		case op(2):
+			for _, ro := range s.resOps {
+				if seg[0] == ro.Type && seg[2] == "$"+ro.Name {
+					return func(s *Server, ctx context.Context, r readRequest) (readResult, error) {
+						return s.resourceOperationRead(ctx, ro, r)
+					}, p, nil
+				}
+			}
 			return notEntry()
 		}
 		p["comp"] = seg[2]

@@ -29,7 +29,8 @@ func TestReadRouteCoversRouteTable(t *testing.T) {
 		"/OperationDefinition/:id": (*Server).operationDefinitionInstance,
 	}
 	// A patient operation's entry runs a closure over the operation.
-	patientOps := map[string]bool{"/Patient/:id/$probe": true}
+	// So does a resource operation's.
+	patientOps := map[string]bool{"/Patient/:id/$probe": true, "/Basic/:id/$probe": true}
 	notEntries := map[string]bool{
 		"":                           true, // system search needs _type, which a GET entry URL cannot start with
 		"/":                          true,
@@ -41,7 +42,10 @@ func TestReadRouteCoversRouteTable(t *testing.T) {
 		"/:type/:id/$reindex-status": true,
 	}
 	sample := strings.NewReplacer(":type", "Patient", ":id", "p1", ":vid", "2", ":comp", "Observation", ":job", "j1", ":file", "f1")
-	s := &Server{patientOps: []PatientOperation{{Name: "probe", Definition: map[string]any{"resourceType": "OperationDefinition", "id": "probe"}}}}
+	s := &Server{
+		patientOps: []PatientOperation{{Name: "probe", Definition: map[string]any{"resourceType": "OperationDefinition", "id": "probe"}}},
+		resOps:     []ResourceOperation{{Type: "Basic", Name: "probe", Definition: map[string]any{"resourceType": "OperationDefinition", "id": "basic-probe"}}},
+	}
 	seen := 0
 	for _, r := range s.routes(nil).Routes() {
 		path, ok := strings.CutPrefix(r.Path, "/fhir")

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anodyne-fhir/anodyne/storage"
 	"github.com/anodyne-fhir/anodyne/storage/sqlite"
 )
 
@@ -63,7 +64,7 @@ func (stampFilter) Named(_ context.Context, name string) (View, error) {
 }
 
 // checkStamped walks a response and requires every resource in it (other
-// than the Bundles and OperationOutcomes the server builds) to carry the
+// than the Bundles, OperationOutcomes and Parameters the server builds) to carry the
 // stamp and a view id; it returns how many it found.
 func checkStamped(t *testing.T, what string, v any) int {
 	t.Helper()
@@ -72,7 +73,7 @@ func checkStamped(t *testing.T, what string, v any) int {
 	walk = func(v any) {
 		switch x := v.(type) {
 		case map[string]any:
-			if rt, ok := x["resourceType"].(string); ok && rt != "Bundle" && rt != "OperationOutcome" {
+			if rt, ok := x["resourceType"].(string); ok && rt != "Bundle" && rt != "OperationOutcome" && rt != "Parameters" {
 				n++
 				if id, _ := x["id"].(string); id != "" && !strings.HasPrefix(id, "v-") {
 					t.Errorf("%s: %s/%s left without the view's id", what, rt, id)
@@ -114,7 +115,18 @@ func TestOutputFilterEveryReadRoute(t *testing.T) {
 	}
 	defer be.Close()
 	ts := httptest.NewUnstartedServer(nil)
-	s, err := New(Config{
+	var s *Server
+	s, err = New(Config{
+		// A resource operation that answers its instance through Emit, as
+		// ResourceOperation requires.
+		ResourceOperations: []ResourceOperation{{Type: "Observation", Name: "probe", Definition: map[string]any{"resourceType": "OperationDefinition", "id": "observation-probe", "url": "urn:observation-probe"},
+			Run: func(ctx context.Context, rec storage.Record, _ url.Values) (map[string]any, error) {
+				raw, _, err := s.Emit(ctx, rec)
+				if err != nil {
+					return nil, err
+				}
+				return map[string]any{"resourceType": "Parameters", "parameter": []any{map[string]any{"name": "instance", "resource": json.RawMessage(raw)}}}, nil
+			}}},
 		BaseURL: "http://" + ts.Listener.Addr().String(), Backend: be,
 		ExportDir: t.TempDir(), ExportWorkers: 1, Output: stampFilter{},
 		// A patient operation that answers the resources it reads, as-is.
@@ -279,7 +291,11 @@ func TestOutputFilterEveryReadRoute(t *testing.T) {
 		"POST /Observation/$lastn": func() (int, []byte) {
 			return call("POST", "/Observation/$lastn", "subject=Patient/v-p1&code:text=x", "Content-Type: application/x-www-form-urlencoded")
 		},
-		"GET /:type/$everything": func() (int, []byte) { return call("GET", "/Patient/$everything", "") },
+		"GET /:type/$everything":      func() (int, []byte) { return call("GET", "/Patient/$everything", "") },
+		"GET /Observation/:id/$probe": func() (int, []byte) { return call("GET", "/Observation/v-o1/$probe", "") },
+		"POST /Observation/:id/$probe": func() (int, []byte) {
+			return call("POST", "/Observation/v-o1/$probe", "x=1", "Content-Type: application/x-www-form-urlencoded")
+		},
 		// The statistics Observations are built by the server (no stored
 		// content); the source Observations must pass the view.
 		"GET /Observation/$stats": func() (int, []byte) {
@@ -389,6 +405,14 @@ func TestOutputFilterEveryReadRoute(t *testing.T) {
 	st, raw = call("POST", "", `{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"GET","url":"Patient/p1/$probe"}}]}`)
 	if st != http.StatusOK || !strings.Contains(string(raw), `"403 Forbidden"`) {
 		t.Errorf("patient operation entry under a view: status %d, want an entry refused with 403: %s", st, raw)
+	}
+	// A resource operation as a batch entry answers through the view too.
+	st, raw = call("POST", "", `{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"GET","url":"Observation/v-o1/$probe"}}]}`)
+	var rb any
+	if err := json.Unmarshal(raw, &rb); err != nil || st != http.StatusOK || !strings.Contains(string(raw), `"200 OK"`) {
+		t.Errorf("resource operation entry under a view: status %d: %s", st, raw)
+	} else if n := checkStamped(t, "resource operation entry", rb); n == 0 {
+		t.Errorf("resource operation entry answers no resource: %s", raw)
 	}
 	if st, _ := call("POST", "/Observation/v-o1/$validate", ""); st != http.StatusForbidden {
 		t.Errorf("$validate of a stored resource under a view: status %d, want 403", st)
