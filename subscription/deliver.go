@@ -434,6 +434,10 @@ func (s *Service) deliver(ctx context.Context, client *http.Client, sb *sub, ev 
 		method, url, body = http.MethodPut, strings.TrimRight(sb.Endpoint, "/")+"/"+e.Type+"/"+f.id, f.json
 	}
 	if sb.Channel == channelWebsocket {
+		if sb.Topic == "" {
+			// R4 websocket: a ping; the client then searches or reads.
+			body = []byte("ping " + sb.ID)
+		}
 		return s.sockets.send(ctx, sb.ID, body)
 	}
 	if err := s.send(ctx, client, sb, method, url, ev.ID, body); err != nil {

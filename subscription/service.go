@@ -61,6 +61,11 @@ type Config struct {
 	// MaxPerClient caps the Subscriptions one client may have that are not
 	// off (100).
 	MaxPerClient int
+	// Authenticate verifies a bearer token as the FHIR API does and returns
+	// ctx with its Principal: the R4 websocket protocol ("bind ID") is
+	// authenticated by the token of the upgrade request. Nil means auth is
+	// off (no tokens): any client may bind any R4 websocket Subscription.
+	Authenticate func(ctx context.Context, token string) (context.Context, error)
 }
 
 func (c *Config) defaults() {

@@ -189,11 +189,10 @@ func (s *Service) check(ctx context.Context, sb *sub, prev *sub) (*active, error
 			return nil, invalid(http.StatusUnprocessableEntity, "invalid", "Subscription.channel.endpoint", "%v", err)
 		}
 	case channelWebsocket:
-		if sb.Topic == "" {
-			return nil, invalid(http.StatusUnprocessableEntity, "not-supported", "Subscription.channel.type", "the websocket channel serves topic-based Subscriptions (R5 Backport); use rest-hook for an R4 criteria search")
-		}
+		// A criteria search is the R4 protocol ("bind ID", "ping ID"); a
+		// topic the Backport's (bind-with-token, notification Bundles).
 		if sb.Endpoint != "" || len(sb.Headers) > 0 {
-			return nil, invalid(http.StatusUnprocessableEntity, "invalid", "Subscription.channel.endpoint", "a websocket Subscription has no endpoint or headers: the client connects to the server (Subscription/{id}/$get-ws-binding-token)")
+			return nil, invalid(http.StatusUnprocessableEntity, "invalid", "Subscription.channel.endpoint", "a websocket Subscription has no endpoint or headers: the client connects to the server (bind ID with its bearer token, or Subscription/{id}/$get-ws-binding-token)")
 		}
 	default:
 		return nil, invalid(http.StatusUnprocessableEntity, "not-supported", "Subscription.channel.type", "channel type %q is not supported (rest-hook and websocket are)", sb.Channel)

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 
@@ -214,6 +215,8 @@ func (s *Service) ServeWebsocket(w http.ResponseWriter, r *http.Request) {
 	}
 	c.SetReadLimit(wsReadLimit)
 	conn := &wsConn{c: c, last: map[string]time.Time{}}
+	// The R4 protocol's binds act with the upgrade request's bearer token.
+	authCtx, authErr := s.wsAuthenticate(r)
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	s.mu.Lock()
@@ -238,20 +241,86 @@ func (s *Service) ServeWebsocket(w http.ResponseWriter, r *http.Request) {
 		}
 		cmd, arg, _ := strings.Cut(strings.TrimSpace(string(msg)), " ")
 		switch cmd {
+		case "bind":
+			id := strings.TrimSpace(arg)
+			if err := s.wsBindLegacy(ctx, authCtx, authErr, conn, id); err != nil {
+				s.log.Info("subscription: websocket bind refused", "subscription", id, "err", err)
+				_ = c.Close(websocket.StatusPolicyViolation, closeReason("bind refused: "+err.Error()))
+				return
+			}
 		case "bind-with-token":
 			if err := s.wsBind(ctx, conn, strings.TrimSpace(arg)); err != nil {
 				s.log.Info("subscription: websocket bind refused", "err", err)
-				_ = c.Close(websocket.StatusPolicyViolation, "bind refused: "+err.Error())
+				_ = c.Close(websocket.StatusPolicyViolation, closeReason("bind refused: "+err.Error()))
 				return
 			}
 		default:
-			_ = c.Close(websocket.StatusPolicyViolation, "unknown message (send: bind-with-token TOKEN)")
+			_ = c.Close(websocket.StatusPolicyViolation, "unknown message (send: bind-with-token TOKEN, or bind ID)")
 			return
 		}
 	}
 }
 
 var errBadToken = errors.New("unknown or expired binding token")
+
+// closeReason fits a close frame's reason (at most 123 bytes, RFC 6455
+// 5.5): a longer one makes the close fail and the client sees only EOF.
+func closeReason(s string) string {
+	const max = 123
+	if len(s) <= max {
+		return s
+	}
+	s = s[:max]
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// wsAuthenticate verifies the upgrade request's bearer token, if any.
+func (s *Service) wsAuthenticate(r *http.Request) (context.Context, error) {
+	raw, ok := auth.BearerToken(r)
+	switch {
+	case !ok:
+		return nil, errors.New("the websocket was opened without a bearer token (Authorization header)")
+	case s.cfg.Authenticate == nil:
+		return nil, errors.New("bearer tokens are not checked on this websocket")
+	}
+	ctx, err := s.cfg.Authenticate(context.Background(), raw)
+	if err != nil {
+		return nil, fmt.Errorf("the bearer token is invalid, expired or revoked: %w", err)
+	}
+	return ctx, nil
+}
+
+// wsBindLegacy binds the socket to an R4 criteria Subscription ("bind ID",
+// answered "bound ID"), for its owner as the upgrade's token says.
+func (s *Service) wsBindLegacy(ctx, authCtx context.Context, authErr error, conn *wsConn, id string) error {
+	if id == "" {
+		return errors.New("bind needs a Subscription id")
+	}
+	sb, err := s.lookup(ctx, id)
+	if err != nil {
+		return err
+	}
+	if sb == nil || sb.Channel != channelWebsocket || sb.Topic != "" || sb.Status == statusOff || sb.ended(time.Now()) {
+		return fmt.Errorf("Subscription/%s is not an active R4 websocket Subscription", id)
+	}
+	if s.cfg.Authenticate != nil {
+		if authCtx == nil {
+			return authErr
+		}
+		if err := s.ownerOnly(authCtx, sb); err != nil {
+			return errors.New("only the client that owns the Subscription may bind it")
+		}
+	}
+	if err := conn.write(ctx, sb.ID, []byte("bound "+sb.ID)); err != nil {
+		return err
+	}
+	s.sockets.bind(sb.ID, conn)
+	s.poke()
+	return nil
+}
 
 // wsBind binds the socket to the token's Subscription and sends the
 // handshake.

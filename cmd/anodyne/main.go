@@ -313,7 +313,7 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 	}()
 	// Subscriptions observe last, so that they hear of what the other
 	// observers derive (Flags, DetectedIssues).
-	subs, err := cfg.Subs.service(backend, kind == "sqlite", fcfg.Authorizer, log)
+	subs, err := cfg.Subs.service(backend, kind == "sqlite", fcfg.Authorizer, sec.selfAuth, log)
 	if err != nil {
 		ln.Close()
 		return err

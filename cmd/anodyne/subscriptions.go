@@ -74,7 +74,7 @@ func (sc *subscriptionConfig) validate() error {
 // service builds the subscription observer (nil when off).
 // exclusive: no other process uses the store (SQLite, behind the data
 // directory lock).
-func (sc *subscriptionConfig) service(b storage.Backend, exclusive bool, authz auth.Authorizer, log *slog.Logger) (*subscription.Service, error) {
+func (sc *subscriptionConfig) service(b storage.Backend, exclusive bool, authz auth.Authorizer, authenticate func(context.Context, string) (context.Context, error), log *slog.Logger) (*subscription.Service, error) {
 	if sc.Enabled != "on" {
 		return nil, nil
 	}
@@ -85,7 +85,7 @@ func (sc *subscriptionConfig) service(b storage.Backend, exclusive bool, authz a
 		Backend: b, Authorizer: authz, Logger: log,
 		AllowLoopback: sc.AllowLoopback, Allow: sc.allow,
 		Timeout: sc.Timeout, BackoffMax: sc.BackoffMax, FailuresBeforeError: sc.Failures,
-		MaxPerClient: sc.MaxPerClient, Reload: sc.Reload, Exclusive: exclusive,
+		MaxPerClient: sc.MaxPerClient, Reload: sc.Reload, Exclusive: exclusive, Authenticate: authenticate,
 	})
 }
 

@@ -1,0 +1,98 @@
+package subscription_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/anodyne-fhir/anodyne/auth"
+	"github.com/anodyne-fhir/anodyne/fhir/fhirtest"
+	"github.com/anodyne-fhir/anodyne/subscription"
+)
+
+// TestR4WebsocketChannel: the R4 websocket protocol for a criteria
+// Subscription. The socket is opened with a real signed bearer token; the
+// owner's "bind ID" is answered "bound ID", each matching write (and only
+// those) "ping ID"; no token, or another client's token, gets a
+// policy-violation close.
+func TestR4WebsocketChannel(t *testing.T) {
+	is := fhirtest.NewIssuer(t, "https://issuer.test")
+	for _, be := range backends() {
+		t.Run(be.Name, func(t *testing.T) {
+			ps := map[string]*auth.Principal{
+				"ehr": {ClientID: "ehr", Subject: "ehr", Scopes: auth.ParseScopes("system/*.cruds")},
+			}
+			var aud string
+			s := start(t, be.Open(t), ps, func(c *subscription.Config) {
+				c.Authenticate = func(ctx context.Context, raw string) (context.Context, error) {
+					p, err := is.Verifier(t, aud).Verify(ctx, raw)
+					if err != nil {
+						return nil, err
+					}
+					return auth.WithPrincipal(ctx, p), nil
+				}
+			})
+			aud = s.Base
+			sub := s.do(t, "ehr", "POST", "/Subscription", `{"resourceType":"Subscription","status":"requested","reason":"pain on an R4 socket",
+				"criteria":"Observation?code=http://loinc.org|`+painCode+`","channel":{"type":"websocket"}}`).Expect(t, http.StatusCreated).JSON(t)
+			id := sub["id"].(string)
+			if sub["status"] != "active" {
+				t.Errorf("status %v, want active", sub["status"])
+			}
+			wsURL := "ws" + s.Root[len("http"):] + subscription.WebsocketPath
+			ctx := context.Background()
+			dial := func(token string) *websocket.Conn {
+				t.Helper()
+				var opts *websocket.DialOptions
+				if token != "" {
+					opts = &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + token}}}
+				}
+				c, _, err := websocket.Dial(ctx, wsURL, opts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := c.Write(ctx, websocket.MessageText, []byte("bind "+id)); err != nil {
+					t.Fatal(err)
+				}
+				return c
+			}
+			read := func(c *websocket.Conn, wait time.Duration) (string, error) {
+				rctx, cancel := context.WithTimeout(ctx, wait)
+				defer cancel()
+				_, msg, err := c.Read(rctx)
+				return string(msg), err
+			}
+			for name, token := range map[string]string{
+				"no token":         "",
+				"another client":   is.Token(t, s.Base, "system/*.cruds", map[string]any{"client_id": "other"}),
+				"another audience": is.Token(t, "https://elsewhere.test/fhir", "system/*.cruds", map[string]any{"client_id": "ehr"}),
+			} {
+				c := dial(token)
+				_, err := read(c, 5*time.Second)
+				var ce websocket.CloseError
+				if !errors.As(err, &ce) || ce.Code != websocket.StatusPolicyViolation {
+					t.Errorf("%s: %v, want a policy-violation close", name, err)
+				}
+				c.CloseNow()
+			}
+
+			c := dial(is.Token(t, s.Base, "system/*.cruds", map[string]any{"client_id": "ehr"}))
+			defer c.CloseNow()
+			if msg, err := read(c, 10*time.Second); err != nil || msg != "bound "+id {
+				t.Fatalf("answer to bind: %q, %v; want %q", msg, err, "bound "+id)
+			}
+			s.do(t, "ehr", "PUT", "/Observation/other-code", observation("other-code", "8867-4", "p1", 60)).Expect(t, http.StatusCreated)
+			s.do(t, "ehr", "PUT", "/Observation/pain", observation("pain", painCode, "p1", 8)).Expect(t, http.StatusCreated)
+			if msg, err := read(c, 10*time.Second); err != nil || msg != "ping "+id {
+				t.Fatalf("after a matching write: %q, %v; want %q", msg, err, "ping "+id)
+			}
+			if msg, err := read(c, 2*time.Second); err == nil {
+				t.Fatalf("a second message %q for one matching write (the other code must not ping)", msg)
+			}
+		})
+	}
+}
