@@ -57,9 +57,8 @@ func orderOf(es []storage.Entry) map[string]orderDoc {
 		return nil
 	}
 	type bounds struct {
-		kind    storage.Kind
-		lo, hi  sortVal
-		started bool
+		kind   storage.Kind
+		lo, hi sortVal
 	}
 	acc := map[string]*bounds{}
 	for i := range es {
@@ -76,7 +75,7 @@ func orderOf(es []storage.Entry) map[string]orderDoc {
 		hi := valueOf(storage.Sort{Param: e.Param, Kind: e.Kind, Desc: true}, e)
 		b := acc[name]
 		if b == nil {
-			acc[name] = &bounds{kind: e.Kind, lo: lo, hi: hi, started: true}
+			acc[name] = &bounds{kind: e.Kind, lo: lo, hi: hi}
 			continue
 		}
 		if compareVal(e.Kind, lo, b.lo) < 0 {
@@ -109,7 +108,7 @@ func orderValue(k storage.Kind, v sortVal) any {
 	return v.S
 }
 
-// sortVal reads a sort key back from a document for the cursor.
+// orderSortVal reads a sort key back from a document for the cursor.
 func orderSortVal(k storage.Kind, raw bson.RawValue) (sortVal, error) {
 	switch k {
 	case storage.KindDate:
