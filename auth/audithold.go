@@ -27,6 +27,7 @@ type holdWriter struct {
 	buf      bytes.Buffer
 	released bool
 	err      error // the record's failure, once released
+	refused  bool  // the record failed: a 503 went out instead
 }
 
 func (h *holdWriter) WriteHeader(status int) {
@@ -93,7 +94,7 @@ func (h *holdWriter) release() error {
 		status = http.StatusOK
 	}
 	if err := h.record(status); err != nil {
-		h.err = err
+		h.err, h.refused = err, true
 		hd := h.ResponseWriter.Header()
 		for k := range hd {
 			delete(hd, k)

@@ -92,7 +92,10 @@ func AuditMiddleware(sink AuditSink, source, fhirPath string, log *slog.Logger) 
 				// Nothing written at all (a handler that only set headers).
 				resp.WriteHeader(http.StatusOK)
 			}
-			_ = hold.release() // a failure was answered with 503 and logged
+			if hold.release(); hold.refused {
+				// What the client got, for the request log and metrics.
+				resp.Status = http.StatusServiceUnavailable
+			}
 			return err
 		}
 	}
