@@ -468,7 +468,10 @@ func TestClinicianApp(t *testing.T) {
 	}
 	checkAlerts(t, ctx, worse.ID)
 	for _, days := range []string{"30", "7", "90"} {
-		run1(t, ctx, "range "+days, chromedp.Click(`button[data-range="`+days+`"]`, chromedp.ByQuery))
+		// The click's redraw sets aria-pressed last: wait for it, or the
+		// chart may be read before the redraw and the table after it.
+		run1(t, ctx, "range "+days, chromedp.Click(`button[data-range="`+days+`"]`, chromedp.ByQuery),
+			chromedp.WaitVisible(`button[data-range="`+days+`"][aria-pressed="true"]`, chromedp.ByQuery))
 		points, err := strconv.Atoi(attr(t, ctx, "#pain-chart", "data-points"))
 		if err != nil {
 			t.Fatal(err)
