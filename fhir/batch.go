@@ -46,7 +46,7 @@ func (s *Server) batch(ctx context.Context, entries []*txEntry, errs []error, re
 		switch {
 		case errs[i] != nil:
 			out.entries[i] = s.failedEntry(ctx, errs[i])
-		case e.method == http.MethodGet || e.method == http.MethodHead:
+		case e.reads():
 			out.entries[i] = s.readEntry(ctx, e)
 		default:
 			out.entries[i] = s.batchEntry(ctx, i, e, ret)
@@ -121,11 +121,17 @@ func (s *Server) readEntryResult(ctx context.Context, e *txEntry) (entryResult, 
 	if err != nil {
 		return s.failed(ctx, entryError(e, errBadRequest("request.url %q: the query is not valid: %v", e.url, err)))
 	}
-	fn, params, err := s.readRoute(strings.Split(path, "/"))
+	rq := readRequest{query: q, ifNoneMatch: e.ifNoneMatch, ifModifiedSince: e.ifModifiedSince}
+	var fn readFunc
+	if e.op {
+		fn, err = s.opEntryRequest(strings.Split(path, "/"), e.raw, &rq)
+	} else {
+		fn, rq.path, err = s.readRoute(strings.Split(path, "/"))
+	}
 	if err != nil {
 		return s.failed(ctx, entryError(e, err))
 	}
-	r, err := fn(s, ctx, readRequest{path: params, query: q, ifNoneMatch: e.ifNoneMatch, ifModifiedSince: e.ifModifiedSince})
+	r, err := fn(s, ctx, rq)
 	if err != nil {
 		return s.failed(ctx, entryError(e, err))
 	}

@@ -59,6 +59,9 @@ func TestBatchReadEntries(t *testing.T) {
 				"Observation/$stats?coding=http://loinc.org|72514-3&statistic=count,average,maximum&include=true",
 				"Observation/$stats?coding=http://loinc.org|72514-3&statistic=no-such",
 				"Observation/$stats?statistic=count",
+				// SearchParameter $reindex-status, and its refusals.
+				"Patient/br1/$reindex-status",
+				"SearchParameter/missing/$reindex-status",
 			}
 			var entries []string
 			for _, u := range urls {
@@ -139,7 +142,7 @@ func TestBatchReadEntries(t *testing.T) {
 				t.Errorf("absolute URL of another server: %s, want 400", st)
 			}
 			// Asynchronous operations are not entries.
-			r = c.do("POST", "", bundleJSON("batch", `{"request":{"method":"GET","url":"$export"}}`, `{"request":{"method":"GET","url":"Patient/br1/$reindex-status"}}`)).expect(t, http.StatusOK).json(t)
+			r = c.do("POST", "", bundleJSON("batch", `{"request":{"method":"GET","url":"$export"}}`, `{"request":{"method":"GET","url":"Group/g1/$export"}}`)).expect(t, http.StatusOK).json(t)
 			for i := range 2 {
 				if st := fmt.Sprint(get(r, "entry", i, "response", "status")); !strings.HasPrefix(st, "400") {
 					t.Errorf("entry %d: %s, want 400", i, st)

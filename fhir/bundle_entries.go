@@ -151,6 +151,15 @@ func (s *Server) parseEntryURL(e *txEntry) error {
 	default:
 		return errBadRequest("request.method %q is not an HTTP verb of FHIR", e.method)
 	}
+	if e.method == http.MethodPost && strings.HasPrefix(seg[len(seg)-1], "$") {
+		// An operation: found now, so that a transaction naming one this
+		// server does not run fails before anything is written.
+		if _, err := s.opRoute(seg); err != nil {
+			return err
+		}
+		e.op, e.target = true, u
+		return nil
+	}
 	e.typ = seg[0]
 	if !conformance.IsResourceType(e.typ) {
 		return errNotFound("unknown resource type %q", e.typ)
@@ -176,6 +185,9 @@ func (s *Server) parseEntryURL(e *txEntry) error {
 
 // parseEntryResource validates the resource of a write entry.
 func (s *Server) parseEntryResource(ctx context.Context, e *txEntry) error {
+	if e.op {
+		return nil // the operation reads its Parameters or its resource itself
+	}
 	switch e.method {
 	case http.MethodPost, http.MethodPut:
 		if len(e.raw) == 0 {

@@ -10,7 +10,8 @@ import (
 // transaction names (the segments of its path under the base), with the
 // path's named segments, as the route table maps the same URLs over
 // HTTP. Asynchronous and file-serving operations ($export, its status and
-// files, $reindex-status, $import) are not Bundle entries.
+// files, $import) are not Bundle entries. A POST entry naming an
+// operation is opRoute's.
 func (s *Server) readRoute(seg []string) (readFunc, map[string]string, error) {
 	notEntry := func() (readFunc, map[string]string, error) {
 		return nil, nil, newError(http.StatusBadRequest, codeNotSupp, "GET %s cannot be an entry of a batch or transaction", strings.Join(seg, "/"))
@@ -55,6 +56,8 @@ func (s *Server) readRoute(seg []string) (readFunc, map[string]string, error) {
 			return (*Server).historyInstanceRead, p, nil
 		case seg[2] == "$everything":
 			return (*Server).everythingInstance, p, nil
+		case seg[2] == "$reindex-status":
+			return (*Server).reindexStatusRead, p, nil
 		case op(2) && seg[0] == "Patient":
 			for _, po := range s.patientOps {
 				if seg[2] == "$"+po.Name {
@@ -82,4 +85,79 @@ func (s *Server) readRoute(seg []string) (readFunc, map[string]string, error) {
 		}
 	}
 	return nil, nil, errNotFound("%s is not a FHIR interaction of this server", strings.Join(seg, "/"))
+}
+
+// entryOp is the operation a POST entry of a batch or transaction names.
+type entryOp struct {
+	fn   readFunc
+	path map[string]string
+	// resourceIn: entry.resource is the resource the operation works on
+	// ($validate), not a Parameters resource of its parameters.
+	resourceIn bool
+	name       string
+}
+
+// opRoute finds the operation a POST entry names ([type/[id/]]$name), as
+// the route table maps POST over HTTP: $lastn, $stats, $validate and the
+// registered resource operations. The system operations ($import, the
+// bulk kick-offs) are not Bundle entries.
+func (s *Server) opRoute(seg []string) (entryOp, error) {
+	name := seg[len(seg)-1]
+	switch len(seg) {
+	case 2:
+		p := map[string]string{"type": seg[0]}
+		switch {
+		case seg[0] == "Observation" && name == "$lastn":
+			return entryOp{fn: (*Server).lastnRead, name: name}, nil
+		case seg[0] == "Observation" && name == "$stats":
+			return entryOp{fn: (*Server).statsRead, name: name}, nil
+		case name == "$validate":
+			return entryOp{fn: (*Server).validateTypeRead, path: p, resourceIn: true, name: name}, nil
+		}
+	case 3:
+		p := map[string]string{"type": seg[0], "id": seg[1]}
+		if name == "$validate" {
+			return entryOp{fn: (*Server).validateInstanceRead, path: p, resourceIn: true, name: name}, nil
+		}
+		for _, ro := range s.resOps {
+			if seg[0] == ro.Type && name == "$"+ro.Name {
+				return entryOp{fn: func(s *Server, ctx context.Context, r readRequest) (readResult, error) {
+					return s.resourceOperationRead(ctx, ro, r)
+				}, path: p, name: name}, nil
+			}
+		}
+	}
+	return entryOp{}, newError(http.StatusBadRequest, codeNotSupp, "POST %s cannot be an entry of a batch or transaction", strings.Join(seg, "/"))
+}
+
+// opEntryRequest completes rq, the request of a POST operation entry
+// whose resource is raw, and returns the operation to run: the resource
+// is the operation's input ($validate), or its Parameters, added to the
+// query as a POSTed Parameters body is.
+func (s *Server) opEntryRequest(seg []string, raw []byte, rq *readRequest) (readFunc, error) {
+	op, err := s.opRoute(seg)
+	if err != nil {
+		return nil, err
+	}
+	rq.path = op.path
+	switch {
+	case op.resourceIn:
+		if len(raw) == 0 {
+			if op.path["id"] == "" {
+				return nil, errBadRequest("POST %s needs the resource to validate", strings.Join(seg, "/"))
+			}
+			return op.fn, nil // the stored version
+		}
+		rq.body = raw
+	case len(raw) > 0:
+		doc, err := decodeJSON(raw)
+		if err != nil {
+			return nil, errBadRequest("%s entry resource: %v", op.name, err)
+		}
+		res, _ := doc.(map[string]any)
+		if rq.query, err = parametersQuery(op.name, rq.query, res); err != nil {
+			return nil, err
+		}
+	}
+	return op.fn, nil
 }

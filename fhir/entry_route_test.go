@@ -7,74 +7,118 @@ import (
 	"testing"
 )
 
-// TestReadRouteCoversRouteTable enumerates the GET routes the server
-// registers (the route table and the routes added beside it: patient
-// operations, OperationDefinition) and requires each to map, as a batch or
-// transaction entry, to the same interaction its handler runs, or to be
-// stated here as not an entry. A GET route added without either fails.
-func TestReadRouteCoversRouteTable(t *testing.T) {
-	want := map[string]readFunc{
-		"/metadata":                (*Server).capabilitiesRead,
-		"/_history":                (*Server).historySystemRead,
-		"/:type":                   (*Server).searchTypeRead,
-		"/:type/_history":          (*Server).historyTypeRead,
-		"/:type/$everything":       (*Server).everythingAll,
-		"/:type/:id":               (*Server).readInstance,
-		"/:type/:id/_history":      (*Server).historyInstanceRead,
-		"/:type/:id/$everything":   (*Server).everythingInstance,
-		"/:type/:id/:comp":         (*Server).compartmentSearch,
-		"/:type/:id/_history/:vid": (*Server).vreadInstance,
-		"/Observation/$lastn":      (*Server).lastnRead,
-		"/Observation/$stats":      (*Server).statsRead,
-		"/OperationDefinition/:id": (*Server).operationDefinitionInstance,
+// TestEntryRouteCoversRouteTable enumerates every route the server
+// registers (the route table and the routes added beside it: patient and
+// resource operations, OperationDefinition), of every method, and
+// requires each to be reachable as a batch or transaction entry running
+// the same interaction its handler runs (a read by readRoute, a POSTed
+// operation by opRoute, a write by the write path), or to be stated here
+// as not an entry. A route added without either fails.
+func TestEntryRouteCoversRouteTable(t *testing.T) {
+	reads := map[string]readFunc{
+		"GET /metadata":                  (*Server).capabilitiesRead,
+		"GET /_history":                  (*Server).historySystemRead,
+		"GET /:type":                     (*Server).searchTypeRead,
+		"GET /:type/_history":            (*Server).historyTypeRead,
+		"GET /:type/$everything":         (*Server).everythingAll,
+		"GET /:type/:id":                 (*Server).readInstance,
+		"GET /:type/:id/_history":        (*Server).historyInstanceRead,
+		"GET /:type/:id/$everything":     (*Server).everythingInstance,
+		"GET /:type/:id/$reindex-status": (*Server).reindexStatusRead,
+		"GET /:type/:id/:comp":           (*Server).compartmentSearch,
+		"GET /:type/:id/_history/:vid":   (*Server).vreadInstance,
+		"GET /Observation/$lastn":        (*Server).lastnRead,
+		"GET /Observation/$stats":        (*Server).statsRead,
+		"GET /OperationDefinition/:id":   (*Server).operationDefinitionInstance,
+		"POST /Observation/$lastn":       (*Server).lastnRead,
+		"POST /Observation/$stats":       (*Server).statsRead,
+		"POST /:type/$validate":          (*Server).validateTypeRead,
+		"POST /:type/:id/$validate":      (*Server).validateInstanceRead,
 	}
-	// A patient operation's entry runs a closure over the operation.
-	// So does a resource operation's.
-	patientOps := map[string]bool{"/Patient/:id/$probe": true, "/Basic/:id/$probe": true}
-	notEntries := map[string]bool{
-		"":                           true, // system search needs _type, which a GET entry URL cannot start with
-		"/":                          true,
-		"/$export":                   true,
-		"/Patient/$export":           true,
-		"/Group/:id/$export":         true,
-		"/$export-status/:job":       true,
-		"/$export-file/:job/:file":   true,
-		"/:type/:id/$reindex-status": true,
+	// A patient or resource operation's entry runs a closure over the
+	// operation; it must carry the instance's id.
+	ops := map[string]bool{"GET /Patient/:id/$probe": true, "GET /Basic/:id/$probe": true, "POST /Basic/:id/$probe": true}
+	writes := map[string]bool{
+		"POST /:type": true, "PUT /:type": true, "DELETE /:type": true,
+		"PUT /:type/:id": true, "PATCH /:type/:id": true, "DELETE /:type/:id": true,
+	}
+	notEntries := map[string]string{
+		"GET ":                         "system search needs _type, which a GET entry URL cannot start with",
+		"GET /":                        "the same",
+		"POST ":                        "a Bundle in a Bundle",
+		"POST /":                       "the same",
+		"POST /_search":                "a form body, which an entry cannot carry: the same search is a GET entry",
+		"POST /:type/_search":          "the same",
+		"GET /$export":                 "asynchronous",
+		"GET /Patient/$export":         "asynchronous",
+		"GET /Group/:id/$export":       "asynchronous",
+		"GET /$export-status/:job":     "the status of an asynchronous request",
+		"DELETE /$export-status/:job":  "the same",
+		"GET /$export-file/:job/:file": "NDJSON files",
+		"POST /$import":                "an NDJSON body, which an entry cannot carry",
 	}
 	sample := strings.NewReplacer(":type", "Patient", ":id", "p1", ":vid", "2", ":comp", "Observation", ":job", "j1", ":file", "f1")
 	s := &Server{
+		base:       "http://example.org/fhir",
 		patientOps: []PatientOperation{{Name: "probe", Definition: map[string]any{"resourceType": "OperationDefinition", "id": "probe"}}},
 		resOps:     []ResourceOperation{{Type: "Basic", Name: "probe", Definition: map[string]any{"resourceType": "OperationDefinition", "id": "basic-probe"}}},
 	}
 	seen := 0
 	for _, r := range s.routes(nil).Routes() {
 		path, ok := strings.CutPrefix(r.Path, "/fhir")
-		if r.Method != http.MethodGet || !ok || path == "" || path == "/" {
-			// Not FHIR (/healthz), or the base itself (system search),
-			// which is no entry URL: parseEntryURL refuses an empty
-			// request.url.
-			continue
+		if !ok {
+			continue // not FHIR (/healthz)
 		}
 		seen++
-		fn, params, err := s.readRoute(strings.Split(strings.TrimPrefix(sample.Replace(path), "/"), "/"))
+		key := r.Method + " " + path
+		if why, ok := notEntries[key]; ok {
+			if why == "" {
+				t.Errorf("%s: an exemption needs its reason", key)
+			}
+			if path == "" || path == "/" {
+				continue // parseEntryURL refuses an empty request.url
+			}
+		}
+		e := &txEntry{n: 0, method: r.Method, url: strings.TrimPrefix(sample.Replace(path), "/")}
+		if r.Method == http.MethodPut || r.Method == http.MethodDelete {
+			if path == "/:type" {
+				e.url += "?identifier=x"
+			}
+		}
+		err := s.parseEntryURL(e)
+		var fn readFunc
+		var params map[string]string
 		switch {
-		case notEntries[path]:
-			if err == nil {
-				t.Errorf("GET %s: an entry, but listed as not one", path)
-			}
-		case patientOps[path]:
-			if err != nil || fn == nil || params["id"] != "p1" {
-				t.Errorf("GET %s: the patient operation is not an entry (%v)", path, err)
-			}
-		case want[path] == nil:
-			t.Errorf("GET %s: no batch entry mapping and no exemption", path)
 		case err != nil:
-			t.Errorf("GET %s: %v", path, err)
-		case reflect.ValueOf(fn).Pointer() != reflect.ValueOf(want[path]).Pointer():
-			t.Errorf("GET %s: maps to another interaction", path)
+		case e.op:
+			var op entryOp
+			op, err = s.opRoute(strings.Split(e.target, "/"))
+			fn, params = op.fn, op.path
+		case e.reads():
+			fn, params, err = s.readRoute(strings.Split(e.target, "/"))
+		}
+		switch {
+		case notEntries[key] != "":
+			if err == nil {
+				t.Errorf("%s: an entry, but listed as not one", key)
+			}
+		case writes[key]:
+			if err != nil || e.reads() {
+				t.Errorf("%s: not a write entry (%v)", key, err)
+			}
+		case ops[key]:
+			if err != nil || fn == nil || params["id"] != "p1" {
+				t.Errorf("%s: the operation is not an entry (%v)", key, err)
+			}
+		case reads[key] == nil:
+			t.Errorf("%s: no batch entry mapping and no exemption", key)
+		case err != nil:
+			t.Errorf("%s: %v", key, err)
+		case reflect.ValueOf(fn).Pointer() != reflect.ValueOf(reads[key]).Pointer():
+			t.Errorf("%s: maps to another interaction", key)
 		}
 	}
-	if seen < len(want)+len(patientOps)+len(notEntries)-2 {
-		t.Errorf("%d GET routes enumerated: the walk misses some", seen)
+	if seen < len(reads)+len(ops)+len(writes)+len(notEntries) {
+		t.Errorf("%d routes enumerated: the walk misses some", seen)
 	}
 }

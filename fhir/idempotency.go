@@ -259,7 +259,7 @@ func (s *Server) replayed(ctx context.Context, method string, r idemResult) (wri
 func txResults(entries []*txEntry) []idemResult {
 	var out []idemResult
 	for _, e := range entries {
-		if e.method == http.MethodGet || e.method == http.MethodHead {
+		if e.reads() {
 			continue
 		}
 		r := idemResult{N: e.n, Status: e.status, Type: e.rec.Type, ID: e.rec.ID, Version: e.rec.VersionID, Minimal: e.minimal}
@@ -281,7 +281,7 @@ func (s *Server) replayTransaction(ctx context.Context, entries []*txEntry, rec 
 	}
 	out := bundleResult{typ: "transaction-response", entries: make([]entryResult, len(entries))}
 	for i, e := range entries {
-		if e.method == http.MethodGet || e.method == http.MethodHead {
+		if e.reads() {
 			out.entries[i] = s.readEntry(ctx, e)
 			continue
 		}

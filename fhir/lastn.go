@@ -249,11 +249,18 @@ func (s *Server) operationParams(c echo.Context, op string) (url.Values, error) 
 		return nil, errBadRequest("%s body: %v", op, err)
 	}
 	res, _ := doc.(map[string]any)
+	return parametersQuery(op, c.QueryParams(), res)
+}
+
+// parametersQuery is the query string query plus the parameters of
+// Parameters resource res (a POSTed operation's body, or a batch entry's
+// resource), in the forms operationParams describes.
+func parametersQuery(op string, query url.Values, res map[string]any) (url.Values, error) {
 	if res["resourceType"] != "Parameters" {
 		return nil, errBadRequest("%s body must be a Parameters resource", op)
 	}
 	out := url.Values{}
-	for k, vs := range c.QueryParams() {
+	for k, vs := range query {
 		out[k] = append(out[k], vs...)
 	}
 	list, _ := res["parameter"].([]any)

@@ -422,7 +422,10 @@ func TestOutputFilterEveryReadRoute(t *testing.T) {
 const batchBody = `{"resourceType":"Bundle","type":"batch","entry":[
  {"request":{"method":"GET","url":"Observation/v-o1"}},
  {"request":{"method":"GET","url":"Observation?subject=Patient/v-p1"}},
- {"request":{"method":"GET","url":"Observation/$lastn?subject=Patient/v-p1&code:text=x&_include=Observation:subject"}}]}`
+ {"request":{"method":"GET","url":"Observation/$lastn?subject=Patient/v-p1&code:text=x&_include=Observation:subject"}},
+ {"request":{"method":"POST","url":"Observation/$lastn?_include=Observation:subject"},"resource":{"resourceType":"Parameters","parameter":[
+  {"name":"subject","valueReference":{"reference":"Patient/v-p1"}},{"name":"code:text","valueString":"x"}]}},
+ {"request":{"method":"POST","url":"Observation/v-o1/$probe"},"resource":{"resourceType":"Parameters","parameter":[{"name":"x","valueString":"1"}]}}]}`
 
 // statsBatchBody asks $stats, with its sources, as a batch entry.
 const statsBatchBody = `{"resourceType":"Bundle","type":"batch","entry":[

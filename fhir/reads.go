@@ -26,6 +26,9 @@ type readRequest struct {
 	strict bool
 	// Conditional read headers (http.html#cread).
 	ifNoneMatch, ifModifiedSince string
+	// body is the resource a POSTed operation works on ($validate); nil
+	// when none was sent.
+	body []byte
 }
 
 func (r readRequest) param(name string) string { return r.path[name] }
@@ -72,7 +75,13 @@ func readRequestOf(c echo.Context) readRequest {
 
 // serveRead is the REST adapter of a read interaction.
 func (s *Server) serveRead(c echo.Context, fn readFunc) error {
-	r, err := fn(s, c.Request().Context(), readRequestOf(c))
+	return s.serveReadRequest(c, fn, readRequestOf(c))
+}
+
+// serveReadRequest is serveRead of a request the handler completed (a
+// POSTed operation's parameters or body).
+func (s *Server) serveReadRequest(c echo.Context, fn readFunc, rq readRequest) error {
+	r, err := fn(s, c.Request().Context(), rq)
 	if err != nil {
 		return err
 	}

@@ -282,31 +282,36 @@ func (s *Server) putSPStatus(ctx context.Context, id string, st spStatus) error 
 
 // reindexStatus handles GET [base]/SearchParameter/[id]/$reindex-status.
 func (s *Server) reindexStatus(c echo.Context) error {
-	if c.Param("type") != "SearchParameter" {
-		return errNotFound("$reindex-status applies to SearchParameter only")
+	return s.serveRead(c, (*Server).reindexStatusRead)
+}
+
+// reindexStatusRead is $reindex-status, as the REST handler and a batch
+// or transaction GET entry run it.
+func (s *Server) reindexStatusRead(ctx context.Context, r readRequest) (readResult, error) {
+	if r.param("type") != "SearchParameter" {
+		return readResult{}, errNotFound("$reindex-status applies to SearchParameter only")
 	}
-	id, err := pathID(c, http.StatusNotFound)
-	if err != nil {
-		return err
+	id := r.param("id")
+	if !validID(id) {
+		return readResult{}, newError(http.StatusNotFound, codeInvalid, "invalid resource id %q: R4 ids are 1-64 of [A-Za-z0-9-.]", id)
 	}
-	ctx := c.Request().Context()
 	if _, err := s.decide(ctx, ActionRead, "SearchParameter"); err != nil {
-		return err
+		return readResult{}, err
 	}
 	raw, err := s.backend.KV().Get(ctx, spStatusKey+id)
 	st := spStatus{State: "pending"}
 	switch {
 	case errors.Is(err, storage.ErrNotFound):
 		if _, found, err := s.current(ctx, "SearchParameter", id); err != nil {
-			return err
+			return readResult{}, err
 		} else if !found {
-			return errNotFound("SearchParameter/%s is not known", id)
+			return readResult{}, errNotFound("SearchParameter/%s is not known", id)
 		}
 	case err != nil:
-		return fmt.Errorf("reading reindex status: %w", err)
+		return readResult{}, fmt.Errorf("reading reindex status: %w", err)
 	default:
 		if err := json.Unmarshal(raw, &st); err != nil {
-			return fmt.Errorf("decoding reindex status: %w", err)
+			return readResult{}, fmt.Errorf("decoding reindex status: %w", err)
 		}
 	}
 	params := []any{
@@ -319,5 +324,5 @@ func (s *Server) reindexStatus(c echo.Context) error {
 	if st.Error != "" {
 		params = append(params, map[string]any{"name": "error", "valueString": st.Error})
 	}
-	return writeResource(c, http.StatusOK, map[string]any{"resourceType": "Parameters", "parameter": params})
+	return resourceResult(map[string]any{"resourceType": "Parameters", "parameter": params})
 }

@@ -40,7 +40,11 @@ type txEntry struct {
 	typ    string
 	id     string     // from "Type/id"
 	query  url.Values // conditional criteria of PUT/DELETE "Type?…"
-	target string     // GET/HEAD: the relative URL to evaluate
+	target string     // GET/HEAD and operations: the relative URL to evaluate
+	// op: a POSTed operation ([type/[id/]]$name), run as a read of its
+	// parameters (raw, a Parameters resource) or of the resource it
+	// works on ($validate); it writes nothing.
+	op bool
 	// fullURL identifies the entry's resource inside the Bundle.
 	fullURL string
 	raw     []byte // the resource as posted (POST/PUT; Binary for PATCH)
@@ -75,6 +79,12 @@ func (e *txEntry) label() string {
 		return ""
 	}
 	return fmt.Sprintf("entry %d (%s %s)", e.n, e.method, e.url)
+}
+
+// reads tells an entry that changes nothing (a read or an operation)
+// from a write.
+func (e *txEntry) reads() bool {
+	return e.op || e.method == http.MethodGet || e.method == http.MethodHead
 }
 
 // entryError attributes a failure to a Bundle entry, keeping its status.
@@ -117,7 +127,7 @@ func (s *Server) transaction(ctx context.Context, entries []*txEntry, ret string
 	}
 	out := bundleResult{typ: "transaction-response", entries: make([]entryResult, len(entries))}
 	for i, e := range entries {
-		if e.method == http.MethodGet || e.method == http.MethodHead {
+		if e.reads() {
 			out.entries[i] = s.readEntry(ctx, e)
 			continue
 		}
@@ -189,7 +199,7 @@ func methodRank(m string) int {
 func (s *Server) plan(ctx context.Context, entries []*txEntry, useClaims bool) ([]storage.Write, error) {
 	order := make([]*txEntry, 0, len(entries))
 	for _, e := range entries {
-		if methodRank(e.method) < 3 {
+		if !e.reads() {
 			order = append(order, e)
 		}
 	}

@@ -19,57 +19,87 @@ import (
 
 // validateType handles POST [base]/[type]/$validate.
 func (s *Server) validateType(c echo.Context) error {
-	typ, err := resourceType(c)
-	if err != nil {
+	if _, err := resourceType(c); err != nil {
 		return err
 	}
 	body, err := s.readBody(c, mimeFHIRJSON, mimeJSON)
 	if err != nil {
 		return err
 	}
-	return writeResource(c, http.StatusOK, outcome(s.validateBody(c.Request().Context(), typ, "", body, c.QueryParam("profile"))))
+	r := readRequestOf(c)
+	r.body = body
+	return s.serveReadRequest(c, (*Server).validateTypeRead, r)
 }
 
 // validateInstance handles POST [base]/[type]/[id]/$validate: the body
 // when there is one (its id must be the URL's), else the stored version.
 func (s *Server) validateInstance(c echo.Context) error {
-	typ, id, err := instancePath(c, http.StatusNotFound)
-	if err != nil {
+	if _, _, err := instancePath(c, http.StatusNotFound); err != nil {
 		return err
 	}
-	ctx := c.Request().Context()
+	r := readRequestOf(c)
 	if c.Request().ContentLength != 0 {
 		body, err := s.readBody(c, mimeFHIRJSON, mimeJSON)
 		if err != nil {
 			return err
 		}
-		return writeResource(c, http.StatusOK, outcome(s.validateBody(ctx, typ, id, body, c.QueryParam("profile"))))
+		if body == nil {
+			body = []byte{}
+		}
+		r.body = body
+	}
+	return s.serveReadRequest(c, (*Server).validateInstanceRead, r)
+}
+
+// validateTypeRead is $validate of the resource in r.body, as the REST
+// handler and a batch or transaction POST entry run it. It reads nothing
+// stored, so it needs no decision.
+func (s *Server) validateTypeRead(ctx context.Context, r readRequest) (readResult, error) {
+	typ := r.param("type")
+	if !conformance.IsResourceType(typ) {
+		return readResult{}, errNotFound("unknown resource type %q", typ)
+	}
+	return resourceResult(outcome(s.validateBody(ctx, typ, "", r.body, r.query.Get("profile"))))
+}
+
+// validateInstanceRead is $validate of [type]/[id]: of r.body when it is
+// not nil, else of the stored version, which is read as the caller may.
+func (s *Server) validateInstanceRead(ctx context.Context, r readRequest) (readResult, error) {
+	typ, id := r.param("type"), r.param("id")
+	if !conformance.IsResourceType(typ) {
+		return readResult{}, errNotFound("unknown resource type %q", typ)
+	}
+	if !validID(id) {
+		return readResult{}, newError(http.StatusNotFound, codeInvalid, "invalid resource id %q: R4 ids are 1-64 of [A-Za-z0-9-.]", id)
+	}
+	if r.body != nil {
+		return resourceResult(outcome(s.validateBody(ctx, typ, id, r.body, r.query.Get("profile"))))
 	}
 	// The outcome of validating a stored resource quotes its content,
 	// which a view would have shaped: a filtered caller cannot ask it.
 	if v, err := s.view(ctx); err != nil {
-		return err
+		return readResult{}, err
 	} else if v != nil {
-		return errViewRefuses("$validate of a stored resource")
+		return readResult{}, errViewRefuses("$validate of a stored resource")
 	}
 	rec, err := s.backend.Read(ctx, typ, id)
 	if errors.Is(err, storage.ErrNotFound) {
-		return errNotFound("%s/%s is not known", typ, id)
+		return readResult{}, errNotFound("%s/%s is not known", typ, id)
 	}
 	if err != nil {
-		return err
+		return readResult{}, err
 	}
 	if rec.Deleted {
-		return s.gone(ctx, ActionRead, rec)
+		return readResult{}, s.gone(ctx, ActionRead, rec)
 	}
 	res, err := decodeRecord(rec)
 	if err != nil {
-		return err
+		return readResult{}, err
 	}
 	if err := s.checkResource(ctx, ActionRead, typ, id, res); err != nil {
-		return err
+		return readResult{}, err
 	}
-	return writeResource(c, http.StatusOK, outcome(s.validateBody(ctx, typ, id, rec.JSON, c.QueryParam("profile"))))
+	return resourceResult(outcome(s.validateBody(ctx, typ, id, rec.JSON, r.query.Get("profile"))))
 }
 
 // validateBody validates a $validate input and returns every issue found:
