@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
-	"github.com/labstack/echo/v4"
 
 	"github.com/anodyne-fhir/anodyne/conformance"
 )
@@ -53,25 +52,6 @@ var (
 	errNoAtomicCommit = errors.New("the database cannot commit several writes atomically")
 	errBundleTooLarge = errors.New("the Bundle is larger than a request may be")
 )
-
-// bundle handles POST [base] with a batch or transaction Bundle.
-func (s *Server) bundle(c echo.Context) error {
-	body, err := s.readBody(c, mimeFHIRJSON, mimeJSON)
-	if err != nil {
-		return err
-	}
-	ctx, release, err := s.beginIdempotent(c, body)
-	if err != nil {
-		return err
-	}
-	defer release()
-	r, err := s.runBundle(ctx, body, bundleReturn(c))
-	if err != nil {
-		return err
-	}
-	s.settle(ctx)
-	return writeResource(c, http.StatusOK, r.bundle())
-}
 
 // runBundle runs a batch or transaction Bundle (body, as posted); ret is
 // the Prefer return= of its response entries.
@@ -237,14 +217,6 @@ func binaryPatch(raw []byte) (jsonpatch.Patch, []byte, error) {
 		return nil, nil, newError(http.StatusBadRequest, codeStructure, "invalid JSON Patch document: %v", err)
 	}
 	return ops, data, nil
-}
-
-// bundleReturn is the Prefer return= of a batch or transaction: the
-// entries carry their resource only when asked for (representation), an
-// OperationOutcome when asked for, and otherwise only the response
-// metadata, which keeps the answer to a large ingest small.
-func bundleReturn(c echo.Context) string {
-	return preferReturn(c)
 }
 
 // writeEntry is the response entry of a write entry of a transaction or

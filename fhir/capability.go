@@ -7,16 +7,9 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/labstack/echo/v4"
-
 	"github.com/anodyne-fhir/anodyne/conformance"
 	"github.com/anodyne-fhir/anodyne/storage"
 )
-
-// capabilities handles GET [base]/metadata.
-func (s *Server) capabilities(c echo.Context) error {
-	return s.serveRead(c, (*Server).capabilitiesRead)
-}
 
 // capabilitiesRead is the capabilities interaction.
 func (s *Server) capabilitiesRead(context.Context, readRequest) (readResult, error) {

@@ -5,20 +5,11 @@ import (
 	"net/http"
 	"slices"
 
-	"github.com/labstack/echo/v4"
-
 	"github.com/anodyne-fhir/anodyne/storage"
 )
 
 // compartmentTypes are the R4 CompartmentDefinitions (compartmentdefinition.html).
 var compartmentTypes = []string{"Patient", "Encounter", "RelatedPerson", "Practitioner", "Device"}
-
-// searchCompartment handles GET [base]/[Compartment]/[id]/[type]?params and
-// [type] = "*" (http.html#vsearch): a search restricted, per type, to the
-// resources that the compartment definition links to the focal resource.
-func (s *Server) searchCompartment(c echo.Context) error {
-	return s.serveRead(c, (*Server).compartmentSearch)
-}
 
 // compartmentSearch is the compartment search interaction.
 func (s *Server) compartmentSearch(ctx context.Context, r readRequest) (readResult, error) {

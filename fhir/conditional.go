@@ -9,8 +9,6 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/labstack/echo/v4"
-
 	"github.com/anodyne-fhir/anodyne/storage"
 )
 
@@ -93,74 +91,4 @@ func (s *Server) matches(ctx context.Context, typ string, q url.Values, limit in
 func tooMany(typ string, q url.Values) *Error {
 	return newError(http.StatusPreconditionFailed, codeConflict,
 		"the criteria %s?%s match more than one resource", typ, canonicalQuery(q))
-}
-
-// conditionalQuery returns the query of a request to a type endpoint
-// without the formatting parameters.
-func conditionalQuery(c echo.Context, typ string) (url.Values, error) {
-	return conditionalParams(typ, c.Request().URL.RawQuery)
-}
-
-// requireCriteria answers PUT or DELETE on a type without criteria as the
-// method it then is: not allowed on that URL.
-func requireCriteria(c echo.Context) error {
-	if c.Request().URL.RawQuery == "" {
-		r := c.Request()
-		return newError(http.StatusMethodNotAllowed, codeNotSupp, "%s %s needs search criteria (a conditional %s)", r.Method, r.URL.Path, strings.ToLower(r.Method))
-	}
-	return nil
-}
-
-// conditionalTarget returns what a conditional PUT or DELETE applies to:
-// the type, its criteria, and the version If-Match requires (0 when
-// absent).
-func conditionalTarget(c echo.Context) (typ string, q url.Values, want int64, err error) {
-	if err := requireCriteria(c); err != nil {
-		return "", nil, 0, err
-	}
-	typ, err = resourceType(c)
-	if err != nil {
-		return "", nil, 0, err
-	}
-	q, err = conditionalQuery(c, typ)
-	if err != nil {
-		return "", nil, 0, err
-	}
-	want, err = ifMatch(c)
-	if err != nil {
-		return "", nil, 0, err
-	}
-	return typ, q, want, nil
-}
-
-// conditionalUpdate handles PUT [type]?criteria.
-func (s *Server) conditionalUpdate(c echo.Context) error {
-	typ, q, want, err := conditionalTarget(c)
-	if err != nil {
-		return err
-	}
-	body, err := s.readBody(c, mimeFHIRJSON, mimeJSON)
-	if err != nil {
-		return err
-	}
-	r, err := s.write(c.Request().Context(), writeRequest{method: http.MethodPut, typ: typ, query: q, body: body, ifMatch: want})
-	if err != nil {
-		return err
-	}
-	return s.respondResult(c, r)
-}
-
-// conditionalDelete handles DELETE [type]?criteria: no match is a
-// successful no-op, one match is deleted, several are refused with 412
-// (the server does not delete several resources at once).
-func (s *Server) conditionalDelete(c echo.Context) error {
-	typ, q, want, err := conditionalTarget(c)
-	if err != nil {
-		return err
-	}
-	r, err := s.write(c.Request().Context(), writeRequest{method: http.MethodDelete, typ: typ, query: q, ifMatch: want})
-	if err != nil {
-		return err
-	}
-	return s.respondResult(c, r)
 }

@@ -4,44 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-
-	"github.com/labstack/echo/v4"
 )
-
-// create handles POST [base]/[type]: the server assigns a new id (any id in
-// the body is ignored, as http.html#create requires) and answers 201 with
-// Location and ETag. With If-None-Exist it is a conditional create.
-func (s *Server) create(c echo.Context) error {
-	typ, err := resourceType(c)
-	if err != nil {
-		return err
-	}
-	body, err := s.readBody(c, mimeFHIRJSON, mimeJSON)
-	if err != nil {
-		return err
-	}
-	ctx, release, err := s.beginIdempotent(c, body)
-	if err != nil {
-		return err
-	}
-	defer release()
-	var r writeResult
-	if rec, ok := idemFrom(ctx).replay(); ok && len(rec.Results) == 1 {
-		r, err = s.replayed(ctx, http.MethodPost, rec.Results[0])
-	} else {
-		r, err = s.write(ctx, writeRequest{
-			method: http.MethodPost, typ: typ, body: body,
-			ifNoneExist: c.Request().Header.Get("If-None-Exist"),
-		})
-		if err == nil {
-			s.settle(ctx)
-		}
-	}
-	if err != nil {
-		return err
-	}
-	return s.respondResult(c, r)
-}
 
 // createResource stores body as a new resource of typ with a new id.
 func (s *Server) createResource(ctx context.Context, typ string, body []byte) (writeResult, error) {

@@ -5,27 +5,8 @@ import (
 	"fmt"
 	"net/http"
 
-	"github.com/labstack/echo/v4"
-
-	"github.com/anodyne-fhir/anodyne/conformance"
 	"github.com/anodyne-fhir/anodyne/storage"
 )
-
-// delete handles DELETE [base]/[type]/[id]. A delete is a new version with
-// no content, so history keeps what was there and a later read is 410.
-// Deleting what does not exist, or is already deleted, succeeds without a
-// new version (http.html#delete: delete is idempotent).
-func (s *Server) delete(c echo.Context) error {
-	typ, id, want, err := writeTarget(c)
-	if err != nil {
-		return err
-	}
-	r, err := s.deleteResource(c.Request().Context(), typ, id, want)
-	if err != nil {
-		return err
-	}
-	return s.respondResult(c, r)
-}
 
 // deleteResource deletes typ/id (want: the version If-Match requires, 0
 // for any).
@@ -62,13 +43,4 @@ func (s *Server) deleteResource(ctx context.Context, typ, id string, want int64)
 		r.diagnostics = fmt.Sprintf("deleted %s/%s (version %d)", typ, id, rec.VersionID)
 	}
 	return r, nil
-}
-
-func (s *Server) respondDelete(c echo.Context, diagnostics string) error {
-	if preferReturn(c) == "OperationOutcome" {
-		return writeResource(c, http.StatusOK, outcome([]conformance.Issue{{
-			Severity: "information", Code: codeInfo, Diagnostics: diagnostics,
-		}}))
-	}
-	return c.NoContent(http.StatusNoContent)
 }

@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/labstack/echo/v4"
-
 	"github.com/anodyne-fhir/anodyne/conformance"
 	"github.com/anodyne-fhir/anodyne/storage"
 )
@@ -39,11 +37,6 @@ const (
 type everythingOpts struct {
 	start, end, since string
 	types             []string // empty: every type
-}
-
-// everything handles GET [base]/Patient/[id]/$everything.
-func (s *Server) everything(c echo.Context) error {
-	return s.serveRead(c, (*Server).everythingInstance)
 }
 
 // everythingInstance is Patient/[id]/$everything.
@@ -88,12 +81,6 @@ func (s *Server) everythingInstance(ctx context.Context, r readRequest) (readRes
 		return readResult{}, err
 	}
 	return s.serveEverything(ctx, r, "/Patient/"+spoken+"/$everything", []storage.Record{rec})
-}
-
-// everythingType handles GET [base]/Patient/$everything: the same for
-// every patient the caller may see.
-func (s *Server) everythingType(c echo.Context) error {
-	return s.serveRead(c, (*Server).everythingAll)
 }
 
 // everythingAll is Patient/$everything.

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/labstack/echo/v4"
-
 	"github.com/anodyne-fhir/anodyne/conformance"
 	"github.com/anodyne-fhir/anodyne/storage"
 )
@@ -29,11 +27,6 @@ const (
 	defaultCount = 50
 	maxCount     = 1000
 )
-
-// historyInstance handles GET [base]/[type]/[id]/_history.
-func (s *Server) historyInstance(c echo.Context) error {
-	return s.serveRead(c, (*Server).historyInstanceRead)
-}
 
 // historyInstanceRead is the history-instance interaction.
 func (s *Server) historyInstanceRead(ctx context.Context, r readRequest) (readResult, error) {
@@ -80,11 +73,6 @@ func (s *Server) historyInstanceRead(ctx context.Context, r readRequest) (readRe
 	return s.history(ctx, r, storage.HistoryRequest{Type: typ, ID: id}, ActionRead, "/"+typ+"/"+spoken+"/_history")
 }
 
-// historyType handles GET [base]/[type]/_history.
-func (s *Server) historyType(c echo.Context) error {
-	return s.serveRead(c, (*Server).historyTypeRead)
-}
-
 // historyTypeRead is the history-type interaction.
 func (s *Server) historyTypeRead(ctx context.Context, r readRequest) (readResult, error) {
 	typ := r.param("type")
@@ -92,11 +80,6 @@ func (s *Server) historyTypeRead(ctx context.Context, r readRequest) (readResult
 		return readResult{}, errNotFound("unknown resource type %q", typ)
 	}
 	return s.history(ctx, r, storage.HistoryRequest{Type: typ}, ActionSearch, "/"+typ+"/_history")
-}
-
-// historySystem handles GET [base]/_history.
-func (s *Server) historySystem(c echo.Context) error {
-	return s.serveRead(c, (*Server).historySystemRead)
 }
 
 // historySystemRead is the history-system interaction.

@@ -2,9 +2,6 @@ package fhir
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,8 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/labstack/echo/v4"
 
 	"github.com/anodyne-fhir/anodyne/auth"
 	"github.com/anodyne-fhir/anodyne/storage"
@@ -94,60 +89,6 @@ type idemKey struct{}
 func idemFrom(ctx context.Context) *idemScope {
 	sc, _ := ctx.Value(idemKey{}).(*idemScope)
 	return sc
-}
-
-// beginIdempotent reads the Idempotency-Key of a request and, when there
-// is one, takes the key's lock and loads what an earlier copy of the
-// request stored. It returns the request's context unchanged and a no-op
-// release without a key. A key reused with another request is a 422; a
-// copy still running is a 409 with Retry-After.
-func (s *Server) beginIdempotent(c echo.Context, body []byte) (context.Context, func(), error) {
-	ctx := c.Request().Context()
-	key := c.Request().Header.Get(IdempotencyHeader)
-	if key == "" {
-		return ctx, func() {}, nil
-	}
-	if len(key) > maxIdemKey || strings.ContainsFunc(key, func(r rune) bool { return r < 0x20 || r > 0x7e }) {
-		return ctx, nil, errBadRequest("the %s header must be 1 to %d printable ASCII characters", IdempotencyHeader, maxIdemKey)
-	}
-	var who string
-	if p := auth.FromContext(ctx); p != nil {
-		who = p.Issuer + "\x00" + p.ClientID + "\x00" + p.Subject
-	}
-	scope := sha256.Sum256([]byte(who + "\x00" + key))
-	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%s\x00", c.Request().Method, c.Request().URL.Path, c.Request().Header.Get("If-None-Exist"))
-	h.Write(body)
-	sc := &idemScope{
-		kv: s.backend.KV(), key: idemPrefix + hex.EncodeToString(scope[:]),
-		hash: hex.EncodeToString(h.Sum(nil)), stored: map[string]idemRecord{},
-	}
-	var tok [16]byte
-	_, _ = rand.Read(tok[:])
-	lock, owner := idemLockPrefix+hex.EncodeToString(scope[:]), []byte(hex.EncodeToString(tok[:]))
-	got, err := sc.kv.PutIfAbsent(ctx, lock, owner, idemLockTTL)
-	if err != nil {
-		return ctx, nil, fmt.Errorf("taking the %s lock: %w", IdempotencyHeader, err)
-	}
-	if !got {
-		e := newError(http.StatusConflict, codeConflict, "a request with this %s is still being processed; retry shortly", IdempotencyHeader)
-		e.Header = http.Header{"Retry-After": {"1"}}
-		return ctx, nil, e
-	}
-	release := func() {
-		// The request's own context may be cancelled (client gone): the
-		// lock is released all the same.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if _, err := sc.kv.CompareAndDelete(rctx, lock, owner); err != nil {
-			s.log.WarnContext(rctx, "releasing the Idempotency-Key lock (it expires by itself)", "err", err)
-		}
-	}
-	if err := sc.load(ctx); err != nil {
-		release()
-		return ctx, nil, err
-	}
-	return context.WithValue(ctx, idemKey{}, sc), release, nil
 }
 
 // load reads the records of the key and checks they belong to this request.

@@ -7,17 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
-	"mime"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-
-	"github.com/labstack/echo/v4"
 
 	"github.com/anodyne-fhir/anodyne/storage"
 )
@@ -79,22 +75,6 @@ var (
 	lastnCodeParams    = []string{"category", "code", "code-value-concept", "code-value-date", "code-value-quantity", "code-value-string",
 		"combo-code", "combo-code-value-concept", "combo-code-value-quantity"}
 )
-
-// lastn handles GET and POST [base]/Observation/$lastn: the REST adapter
-// of lastnRead (a POST body's parameters join the query's).
-func (s *Server) lastn(c echo.Context) error {
-	params, err := s.lastnParams(c)
-	if err != nil {
-		return err
-	}
-	r := readRequestOf(c)
-	r.query = params
-	res, err := s.lastnRead(c.Request().Context(), r)
-	if err != nil {
-		return err
-	}
-	return respondRead(c, res)
-}
 
 // lastnRead is the $lastn interaction over the parameters in r.query, as
 // the REST handler and a batch or transaction GET entry run it.
@@ -214,42 +194,6 @@ func hasParam(params url.Values, names []string) bool {
 		}
 	}
 	return false
-}
-
-// lastnParams reads the parameters: the query string, plus for POST a
-// form body or a Parameters resource.
-func (s *Server) lastnParams(c echo.Context) (url.Values, error) {
-	return s.operationParams(c, "$lastn")
-}
-
-// operationParams reads the parameters of operation op: the query string,
-// plus for POST a form body or a Parameters resource (operations.html#request).
-// Each parameter of the resource carries a primitive value, or a Coding
-// (read as system|code), a Period (start/end) or a Reference (its
-// reference), the forms these take in a query string.
-func (s *Server) operationParams(c echo.Context, op string) (url.Values, error) {
-	r := c.Request()
-	mt, _, _ := mime.ParseMediaType(r.Header.Get(echo.HeaderContentType))
-	if r.Method != http.MethodPost || mt == "" || mt == mimeForm {
-		return s.searchParams(c)
-	}
-	if mt != "application/fhir+json" && mt != "application/json" {
-		return nil, newError(http.StatusUnsupportedMediaType, codeNotSupp, "POST %s takes a Parameters resource (application/fhir+json) or %s, not %q", op, mimeForm, mt)
-	}
-	raw, err := io.ReadAll(http.MaxBytesReader(c.Response(), r.Body, s.maxBody))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, newError(http.StatusRequestEntityTooLarge, codeTooCostly, "request body exceeds %d bytes", s.maxBody)
-		}
-		return nil, errBadRequest("unreadable body: %v", err)
-	}
-	doc, err := decodeJSON(raw)
-	if err != nil {
-		return nil, errBadRequest("%s body: %v", op, err)
-	}
-	res, _ := doc.(map[string]any)
-	return parametersQuery(op, c.QueryParams(), res)
 }
 
 // parametersQuery is the query string query plus the parameters of

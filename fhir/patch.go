@@ -8,39 +8,9 @@ import (
 	"net/http"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
-	"github.com/labstack/echo/v4"
 
 	"github.com/anodyne-fhir/anodyne/storage"
 )
-
-// patch handles PATCH [base]/[type]/[id] with a JSON Patch (RFC 6902,
-// application/json-patch+json). The patched resource goes through the
-// same validation as an update and must keep its id and type.
-//
-// A caller who may update but not read the resource (SMART `u` without
-// `r`) must learn nothing of its content: the answer is always as for
-// Prefer: return=minimal, `test` operations (an oracle on stored values)
-// are refused before the patch is evaluated, and a failing patch gets a
-// 422 without detail.
-func (s *Server) patch(c echo.Context) error {
-	typ, id, want, err := writeTarget(c)
-	if err != nil {
-		return err
-	}
-	body, err := s.readBody(c, mimeJSONPatch)
-	if err != nil {
-		return err
-	}
-	ops, err := jsonpatch.DecodePatch(body)
-	if err != nil {
-		return newError(http.StatusBadRequest, codeStructure, "invalid JSON Patch document: %v", err)
-	}
-	r, err := s.patchResource(c.Request().Context(), typ, id, want, ops)
-	if err != nil {
-		return err
-	}
-	return s.respondResult(c, r)
-}
 
 // patchResource applies ops to typ/id (want: the version If-Match
 // requires, 0 for any).

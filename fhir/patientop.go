@@ -9,8 +9,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/labstack/echo/v4"
-
 	"github.com/anodyne-fhir/anodyne/storage"
 )
 
@@ -173,17 +171,6 @@ func (r *PatientReader) Read(ctx context.Context, ref string) (map[string]any, e
 	return decodeRecord(rec)
 }
 
-// patientOperation handles GET [base]/Patient/{id}/$name.
-func (s *Server) patientOperation(op PatientOperation) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		r, err := s.patientOperationRead(c.Request().Context(), op, readRequestOf(c))
-		if err != nil {
-			return err
-		}
-		return respondRead(c, r)
-	}
-}
-
 // patientOperationRead runs a patient operation.
 func (s *Server) patientOperationRead(ctx context.Context, op PatientOperation, rq readRequest) (readResult, error) {
 	id := rq.param("id")
@@ -209,19 +196,6 @@ func (s *Server) patientOperationRead(ctx context.Context, op PatientOperation, 
 		return readResult{}, fmt.Errorf("$%s on Patient/%s: %w", op.Name, id, err)
 	}
 	return resourceResult(res)
-}
-
-// operationDefinitionRead serves the OperationDefinitions of the patient
-// operations at [base]/OperationDefinition/{id}; other ids are ordinary
-// stored resources.
-func (s *Server) operationDefinitionRead(c echo.Context) error {
-	r := readRequestOf(c)
-	r.path["type"] = "OperationDefinition"
-	res, err := s.operationDefinitionInstance(c.Request().Context(), r)
-	if err != nil {
-		return err
-	}
-	return respondRead(c, res)
 }
 
 // operationDefinitionInstance is the read of OperationDefinition/{id}, as

@@ -9,20 +9,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/labstack/echo/v4"
-
 	"github.com/anodyne-fhir/anodyne/conformance"
-
 	"github.com/anodyne-fhir/anodyne/storage"
 )
-
-// read handles GET [base]/[type]/[id]: the current version, 410 when it is
-// deleted, 304 when the client's copy is current (If-None-Match,
-// If-Modified-Since).
-func (s *Server) read(c echo.Context) error { return s.serveRead(c, (*Server).readInstance) }
-
-// vread handles GET [base]/[type]/[id]/_history/[vid].
-func (s *Server) vread(c echo.Context) error { return s.serveRead(c, (*Server).vreadInstance) }
 
 // instanceOf checks the type and id of an instance read; a malformed id
 // cannot name a stored resource: 404.
@@ -97,16 +86,6 @@ func (s *Server) vreadInstance(ctx context.Context, r readRequest) (readResult, 
 		return readResult{}, err
 	}
 	return s.recordResult(ctx, r, d, v, rec)
-}
-
-// serveRecord answers with one stored version the caller is allowed to
-// read (d), through its view v, honouring conditional-read headers.
-func (s *Server) serveRecord(c echo.Context, d Decision, v View, rec storage.Record) error {
-	r, err := s.recordResult(c.Request().Context(), readRequestOf(c), d, v, rec)
-	if err != nil {
-		return err
-	}
-	return respondRead(c, r)
 }
 
 // recordResult is the answer of a read of one stored version the caller

@@ -5,8 +5,6 @@ import (
 	"net/http"
 	"net/url"
 
-	"github.com/labstack/echo/v4"
-
 	"github.com/anodyne-fhir/anodyne/storage"
 )
 
@@ -55,50 +53,4 @@ func resourceResult(b map[string]any) (readResult, error) {
 		return readResult{}, err
 	}
 	return readResult{status: http.StatusOK, raw: raw}, nil
-}
-
-// readRequestOf is the readRequest of an HTTP request.
-func readRequestOf(c echo.Context) readRequest {
-	names, values := c.ParamNames(), c.ParamValues()
-	path := make(map[string]string, len(names))
-	for i, n := range names {
-		if i < len(values) {
-			path[n] = values[i]
-		}
-	}
-	h := c.Request().Header
-	return readRequest{
-		path: path, query: c.QueryParams(), strict: preferToken(c, "handling") == "strict",
-		ifNoneMatch: h.Get("If-None-Match"), ifModifiedSince: h.Get("If-Modified-Since"),
-	}
-}
-
-// serveRead is the REST adapter of a read interaction.
-func (s *Server) serveRead(c echo.Context, fn readFunc) error {
-	return s.serveReadRequest(c, fn, readRequestOf(c))
-}
-
-// serveReadRequest is serveRead of a request the handler completed (a
-// POSTed operation's parameters or body).
-func (s *Server) serveReadRequest(c echo.Context, fn readFunc, rq readRequest) error {
-	r, err := fn(s, c.Request().Context(), rq)
-	if err != nil {
-		return err
-	}
-	return respondRead(c, r)
-}
-
-// respondRead answers a readResult over HTTP.
-func respondRead(c echo.Context, r readResult) error {
-	if r.rec != nil {
-		h := c.Response().Header()
-		h.Set("ETag", etag(r.rec.VersionID))
-		if !r.hideModified {
-			h.Set(echo.HeaderLastModified, r.rec.LastUpdated.UTC().Format(http.TimeFormat))
-		}
-	}
-	if r.status == http.StatusNotModified {
-		return c.NoContent(http.StatusNotModified)
-	}
-	return writeRaw(c, r.status, r.raw)
 }

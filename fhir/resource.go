@@ -9,8 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/labstack/echo/v4"
-
 	"github.com/anodyne-fhir/anodyne/auth"
 	"github.com/anodyne-fhir/anodyne/conformance"
 	"github.com/anodyne-fhir/anodyne/storage"
@@ -18,16 +16,6 @@ import (
 
 // Helpers shared by the interactions: path checks, the write pipeline
 // (validate, set meta, index, commit) and version headers.
-
-// resourceType returns the :type path parameter, 404 when it is not an R4
-// resource type (http.html: "resource type not supported").
-func resourceType(c echo.Context) (string, error) {
-	t := c.Param("type")
-	if !conformance.IsResourceType(t) {
-		return "", errNotFound("unknown resource type %q", t)
-	}
-	return t, nil
-}
 
 // validID checks the R4 id rule: [A-Za-z0-9\-\.]{1,64}.
 func validID(id string) bool {
@@ -41,44 +29,6 @@ func validID(id string) bool {
 		}
 	}
 	return true
-}
-
-// pathID returns the :id path parameter. A malformed id cannot name a
-// stored resource, so reads answer 404 and writes 400.
-func pathID(c echo.Context, status int) (string, error) {
-	id := c.Param("id")
-	if !validID(id) {
-		return "", newError(status, codeInvalid, "invalid resource id %q: R4 ids are 1-64 of [A-Za-z0-9-.]", id)
-	}
-	return id, nil
-}
-
-// instancePath returns the :type and :id path parameters of an instance
-// interaction; badID is the status of a malformed id (see pathID).
-func instancePath(c echo.Context, badID int) (typ, id string, err error) {
-	typ, err = resourceType(c)
-	if err != nil {
-		return "", "", err
-	}
-	id, err = pathID(c, badID)
-	if err != nil {
-		return "", "", err
-	}
-	return typ, id, nil
-}
-
-// writeTarget returns what an instance write (PUT, PATCH, DELETE) applies
-// to: type, id, and the version If-Match requires (0 when absent).
-func writeTarget(c echo.Context) (typ, id string, want int64, err error) {
-	typ, id, err = instancePath(c, http.StatusBadRequest)
-	if err != nil {
-		return "", "", 0, err
-	}
-	want, err = ifMatch(c)
-	if err != nil {
-		return "", "", 0, err
-	}
-	return typ, id, want, nil
 }
 
 // parseResource validates a body (structure, then profiles and core
@@ -274,20 +224,6 @@ func parseETag(v string) (int64, bool) {
 	return n, err == nil && n > 0
 }
 
-// ifMatch returns the version required by If-Match (0 when absent); a
-// header that names no version is a 400.
-func ifMatch(c echo.Context) (int64, error) {
-	h := c.Request().Header.Get("If-Match")
-	if h == "" {
-		return 0, nil
-	}
-	n, ok := parseETag(h)
-	if !ok {
-		return 0, errBadRequest("If-Match %q is not a version ETag such as W/\"3\"", h)
-	}
-	return n, nil
-}
-
 func preconditionFailed(want int64, cur storage.Record, exists bool) *Error {
 	e := newError(http.StatusPreconditionFailed, codeConflict, "If-Match requires version %d", want)
 	if exists {
@@ -299,70 +235,10 @@ func preconditionFailed(want int64, cur storage.Record, exists bool) *Error {
 	return e
 }
 
-// setVersionHeaders sets ETag, Last-Modified and, for writes, Location.
-func (s *Server) setVersionHeaders(c echo.Context, rec storage.Record, location bool) {
-	h := c.Response().Header()
-	h.Set("ETag", etag(rec.VersionID))
-	h.Set(echo.HeaderLastModified, rec.LastUpdated.UTC().Format(http.TimeFormat))
-	if location {
-		h.Set(echo.HeaderLocation, s.versionURL(rec))
-	}
-}
-
 func (s *Server) resourceURL(typ, id string) string { return s.base + "/" + typ + "/" + id }
 
 func (s *Server) versionURL(rec storage.Record) string {
 	return s.resourceURL(rec.Type, rec.ID) + "/_history/" + strconv.FormatInt(rec.VersionID, 10)
-}
-
-// respondWrite answers a successful write according to Prefer: return=
-// (representation by default, minimal, or OperationOutcome).
-//
-// The resource is returned only to a caller who may read it: one who may
-// write but not read (SMART `u` or `c` without `r`) gets the answer of
-// return=minimal, whatever it asked for, as PATCH does.
-func (s *Server) respondWrite(c echo.Context, status int, rec storage.Record, diagnostics string) error {
-	s.setVersionHeaders(c, rec, true)
-	ret := preferReturn(c)
-	if ret != "minimal" && ret != "OperationOutcome" && !s.recordReadable(c.Request().Context(), rec) {
-		ret = "minimal"
-	}
-	switch ret {
-	case "minimal":
-		return c.NoContent(status)
-	case "OperationOutcome":
-		return writeResource(c, status, outcome([]conformance.Issue{{
-			Severity: "information", Code: codeInfo, Diagnostics: diagnostics,
-		}}))
-	}
-	v, err := s.view(c.Request().Context())
-	if err != nil {
-		return err
-	}
-	raw, _, err := s.emit(c.Request().Context(), v, nil, rec)
-	if err != nil {
-		return err
-	}
-	return writeRaw(c, status, raw)
-}
-
-// preferReturn reads the return= token of the Prefer header.
-func preferReturn(c echo.Context) string {
-	return preferToken(c, "return")
-}
-
-func preferToken(c echo.Context, name string) string {
-	for _, h := range c.Request().Header.Values("Prefer") {
-		for _, part := range strings.Split(h, ",") {
-			for _, kv := range strings.Split(part, ";") {
-				k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
-				if ok && strings.EqualFold(strings.TrimSpace(k), name) {
-					return strings.Trim(strings.TrimSpace(v), `"`)
-				}
-			}
-		}
-	}
-	return ""
 }
 
 // recordReadable reports whether the caller may read a version it has

@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"net/url"
 
-	"github.com/labstack/echo/v4"
-
 	"github.com/anodyne-fhir/anodyne/storage"
 )
 
@@ -30,23 +28,6 @@ type ResourceOperation struct {
 	// any other error is a 500. What it returns is sent as is: resources
 	// it embeds must already have passed Emit.
 	Run func(ctx context.Context, rec storage.Record, params url.Values) (map[string]any, error)
-}
-
-// resourceOperation handles GET and POST [base]/Type/{id}/$name.
-func (s *Server) resourceOperation(op ResourceOperation) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		params, err := s.lastnParams(c) // query string, form or Parameters body
-		if err != nil {
-			return err
-		}
-		rq := readRequestOf(c)
-		rq.query = params
-		r, err := s.resourceOperationRead(c.Request().Context(), op, rq)
-		if err != nil {
-			return err
-		}
-		return respondRead(c, r)
-	}
 }
 
 // resourceOperationRead authorizes the instance as a read and runs op.

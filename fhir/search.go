@@ -5,13 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"mime"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
-
-	"github.com/labstack/echo/v4"
 
 	"github.com/anodyne-fhir/anodyne/conformance"
 	"github.com/anodyne-fhir/anodyne/storage"
@@ -56,53 +53,6 @@ type searchRequest struct {
 	Elements []string
 	// Kept holds the parameters that were applied, as they go in links.
 	Kept url.Values
-}
-
-// searchType handles GET [base]/[type]?params and POST [base]/[type]/_search.
-func (s *Server) searchType(c echo.Context) error {
-	typ, err := resourceType(c)
-	if err != nil {
-		return err
-	}
-	return s.search(c, searchScope{path: "/" + typ, types: []string{typ}})
-}
-
-// searchSystem handles GET [base]?_type=… and POST [base]/_search.
-func (s *Server) searchSystem(c echo.Context) error {
-	params, err := s.searchParams(c)
-	if err != nil {
-		return err
-	}
-	var types []string
-	for _, v := range params["_type"] {
-		for _, t := range strings.Split(v, ",") {
-			t = strings.TrimSpace(t)
-			if !slices.Contains(conformance.ResourceTypes(), t) {
-				return errBadRequest("_type: %q is not a resource type", t)
-			}
-			if !slices.Contains(types, t) {
-				types = append(types, t)
-			}
-		}
-	}
-	if len(types) == 0 {
-		// Every type that can carry index entries: Parameters and other
-		// types the registry does not know are never searchable.
-		for _, t := range s.registry.ResourceTypes() {
-			if isResourceType(t) {
-				types = append(types, t)
-			}
-		}
-	}
-	return s.searchWith(c, searchScope{path: "", types: types}, params)
-}
-
-func (s *Server) search(c echo.Context, sc searchScope) error {
-	params, err := s.searchParams(c)
-	if err != nil {
-		return err
-	}
-	return s.searchWith(c, sc, params)
 }
 
 // typeDecision is the authorization of searching one type.
@@ -150,15 +100,6 @@ func (d *searchDecisions) require(ctx context.Context, typ string) (storage.Expr
 		return nil, newError(http.StatusForbidden, codeForbidden, "search %s: access denied", typ)
 	}
 	return td.filter, nil
-}
-
-// searchWith answers a search over HTTP.
-func (s *Server) searchWith(c echo.Context, sc searchScope, params url.Values) error {
-	b, err := s.searchBundle(c.Request().Context(), sc, params, preferToken(c, "handling") == "strict")
-	if err != nil {
-		return err
-	}
-	return writeResource(c, http.StatusOK, b)
 }
 
 // searchTypeRead is the search-type interaction (GET [type]?params).
@@ -403,37 +344,6 @@ func and(es ...storage.Expr) storage.Expr {
 		return out[0]
 	}
 	return storage.And{Exprs: out}
-}
-
-// searchParams returns the query parameters, plus for POST _search the
-// form-encoded body (http.html#search: both are allowed and combine).
-func (s *Server) searchParams(c echo.Context) (url.Values, error) {
-	params := c.QueryParams()
-	r := c.Request()
-	if r.Method != http.MethodPost {
-		return params, nil
-	}
-	if ct := r.Header.Get(echo.HeaderContentType); ct != "" {
-		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != mimeForm {
-			return nil, newError(http.StatusUnsupportedMediaType, codeNotSupp, "POST _search takes %s, not %q", mimeForm, ct)
-		}
-	}
-	r.Body = http.MaxBytesReader(c.Response(), r.Body, s.maxBody)
-	if err := r.ParseForm(); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, newError(http.StatusRequestEntityTooLarge, codeTooCostly, "request body exceeds %d bytes", s.maxBody)
-		}
-		return nil, errBadRequest("unreadable form body: %v", err)
-	}
-	out := url.Values{}
-	for k, vs := range params {
-		out[k] = append(out[k], vs...)
-	}
-	for k, vs := range r.PostForm {
-		out[k] = append(out[k], vs...)
-	}
-	return out, nil
 }
 
 // compileSearch compiles the parameters of a search over types. Unknown or

@@ -8,8 +8,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/labstack/echo/v4"
-
 	"github.com/anodyne-fhir/anodyne/storage"
 	"github.com/anodyne-fhir/anodyne/storage/lease"
 )
@@ -278,11 +276,6 @@ func (s *Server) putSPStatus(ctx context.Context, id string, st spStatus) error 
 		return fmt.Errorf("storing reindex status of SearchParameter/%s: %w", id, err)
 	}
 	return nil
-}
-
-// reindexStatus handles GET [base]/SearchParameter/[id]/$reindex-status.
-func (s *Server) reindexStatus(c echo.Context) error {
-	return s.serveRead(c, (*Server).reindexStatusRead)
 }
 
 // reindexStatusRead is $reindex-status, as the REST handler and a batch

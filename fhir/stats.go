@@ -14,8 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/labstack/echo/v4"
-
 	"github.com/anodyne-fhir/anodyne/resources"
 	"github.com/anodyne-fhir/anodyne/storage"
 )
@@ -318,21 +316,6 @@ type statsCell struct {
 	samples, universe []storage.Sample
 	cell              StatsCell
 	shown             bool
-}
-
-// stats handles GET and POST [base]/Observation/$stats.
-func (s *Server) stats(c echo.Context) error {
-	params, err := s.operationParams(c, "$stats")
-	if err != nil {
-		return err
-	}
-	r := readRequestOf(c)
-	r.query = params
-	res, err := s.statsRead(c.Request().Context(), r)
-	if err != nil {
-		return err
-	}
-	return respondRead(c, res)
 }
 
 // statsRead is the $stats interaction over the parameters in r.query, as

@@ -8,8 +8,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/labstack/echo/v4"
-
 	"github.com/anodyne-fhir/anodyne/storage"
 )
 
@@ -72,25 +70,6 @@ func (s *Server) writeWithRetry(ctx context.Context, op, typ, id string, want in
 		return rec, true, nil
 	}
 	return storage.Record{}, false, newError(http.StatusConflict, codeConflict, "%s/%s is being changed concurrently; retry", typ, id)
-}
-
-// update handles PUT [base]/[type]/[id]: a new version, or the first one
-// when the client chooses the id (update-as-create, 201). If-Match turns
-// it into a compare-and-set on that version (412 otherwise).
-func (s *Server) update(c echo.Context) error {
-	typ, id, want, err := writeTarget(c)
-	if err != nil {
-		return err
-	}
-	body, err := s.readBody(c, mimeFHIRJSON, mimeJSON)
-	if err != nil {
-		return err
-	}
-	r, err := s.updateResource(c.Request().Context(), typ, id, want, body)
-	if err != nil {
-		return err
-	}
-	return s.respondResult(c, r)
 }
 
 // updateResource stores body as the next version of typ/id (want: the

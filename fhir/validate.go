@@ -5,8 +5,6 @@ import (
 	"errors"
 	"net/http"
 
-	"github.com/labstack/echo/v4"
-
 	"github.com/anodyne-fhir/anodyne/conformance"
 	"github.com/anodyne-fhir/anodyne/conformance/profile"
 	"github.com/anodyne-fhir/anodyne/storage"
@@ -16,40 +14,6 @@ import (
 // Parameters with a "resource" parameter. The answer is 200 with an
 // OperationOutcome whatever the verdict, as the operation definition says:
 // invalid content is a result, not a failed request.
-
-// validateType handles POST [base]/[type]/$validate.
-func (s *Server) validateType(c echo.Context) error {
-	if _, err := resourceType(c); err != nil {
-		return err
-	}
-	body, err := s.readBody(c, mimeFHIRJSON, mimeJSON)
-	if err != nil {
-		return err
-	}
-	r := readRequestOf(c)
-	r.body = body
-	return s.serveReadRequest(c, (*Server).validateTypeRead, r)
-}
-
-// validateInstance handles POST [base]/[type]/[id]/$validate: the body
-// when there is one (its id must be the URL's), else the stored version.
-func (s *Server) validateInstance(c echo.Context) error {
-	if _, _, err := instancePath(c, http.StatusNotFound); err != nil {
-		return err
-	}
-	r := readRequestOf(c)
-	if c.Request().ContentLength != 0 {
-		body, err := s.readBody(c, mimeFHIRJSON, mimeJSON)
-		if err != nil {
-			return err
-		}
-		if body == nil {
-			body = []byte{}
-		}
-		r.body = body
-	}
-	return s.serveReadRequest(c, (*Server).validateInstanceRead, r)
-}
 
 // validateTypeRead is $validate of the resource in r.body, as the REST
 // handler and a batch or transaction POST entry run it. It reads nothing

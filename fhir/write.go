@@ -7,7 +7,6 @@ import (
 	"net/url"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
-	"github.com/labstack/echo/v4"
 
 	"github.com/anodyne-fhir/anodyne/storage"
 )
@@ -103,19 +102,4 @@ func (s *Server) runSingle(ctx context.Context, e *txEntry) (writeResult, error)
 		r.diagnostics = fmt.Sprintf("stored %s/%s version %d", e.rec.Type, e.rec.ID, e.rec.VersionID)
 	}
 	return r, nil
-}
-
-// respondResult answers a write over HTTP, according to Prefer: return=.
-func (s *Server) respondResult(c echo.Context, r writeResult) error {
-	switch {
-	case r.method == http.MethodDelete:
-		if r.wrote {
-			c.Response().Header().Set("ETag", etag(r.rec.VersionID))
-		}
-		return s.respondDelete(c, r.diagnostics)
-	case r.minimal:
-		s.setVersionHeaders(c, r.rec, true)
-		return c.NoContent(r.status)
-	}
-	return s.respondWrite(c, r.status, r.rec, r.diagnostics)
 }

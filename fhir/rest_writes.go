@@ -1,0 +1,420 @@
+package fhir
+
+// REST adapters: parse the HTTP request, call the interaction, encode
+// its result. Only rest_*.go, server.go and content.go may import Echo
+// (TestEngineFilesNoHTTPLayer).
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	jsonpatch "github.com/evanphx/json-patch/v5"
+	"github.com/labstack/echo/v4"
+
+	"github.com/anodyne-fhir/anodyne/auth"
+	"github.com/anodyne-fhir/anodyne/conformance"
+	"github.com/anodyne-fhir/anodyne/storage"
+)
+
+// resourceType returns the :type path parameter, 404 when it is not an R4
+// resource type (http.html: "resource type not supported").
+func resourceType(c echo.Context) (string, error) {
+	t := c.Param("type")
+	if !conformance.IsResourceType(t) {
+		return "", errNotFound("unknown resource type %q", t)
+	}
+	return t, nil
+}
+
+// pathID returns the :id path parameter. A malformed id cannot name a
+// stored resource, so reads answer 404 and writes 400.
+func pathID(c echo.Context, status int) (string, error) {
+	id := c.Param("id")
+	if !validID(id) {
+		return "", newError(status, codeInvalid, "invalid resource id %q: R4 ids are 1-64 of [A-Za-z0-9-.]", id)
+	}
+	return id, nil
+}
+
+// instancePath returns the :type and :id path parameters of an instance
+// interaction; badID is the status of a malformed id (see pathID).
+func instancePath(c echo.Context, badID int) (typ, id string, err error) {
+	typ, err = resourceType(c)
+	if err != nil {
+		return "", "", err
+	}
+	id, err = pathID(c, badID)
+	if err != nil {
+		return "", "", err
+	}
+	return typ, id, nil
+}
+
+// writeTarget returns what an instance write (PUT, PATCH, DELETE) applies
+// to: type, id, and the version If-Match requires (0 when absent).
+func writeTarget(c echo.Context) (typ, id string, want int64, err error) {
+	typ, id, err = instancePath(c, http.StatusBadRequest)
+	if err != nil {
+		return "", "", 0, err
+	}
+	want, err = ifMatch(c)
+	if err != nil {
+		return "", "", 0, err
+	}
+	return typ, id, want, nil
+}
+
+// ifMatch returns the version required by If-Match (0 when absent); a
+// header that names no version is a 400.
+func ifMatch(c echo.Context) (int64, error) {
+	h := c.Request().Header.Get("If-Match")
+	if h == "" {
+		return 0, nil
+	}
+	n, ok := parseETag(h)
+	if !ok {
+		return 0, errBadRequest("If-Match %q is not a version ETag such as W/\"3\"", h)
+	}
+	return n, nil
+}
+
+// setVersionHeaders sets ETag, Last-Modified and, for writes, Location.
+func (s *Server) setVersionHeaders(c echo.Context, rec storage.Record, location bool) {
+	h := c.Response().Header()
+	h.Set("ETag", etag(rec.VersionID))
+	h.Set(echo.HeaderLastModified, rec.LastUpdated.UTC().Format(http.TimeFormat))
+	if location {
+		h.Set(echo.HeaderLocation, s.versionURL(rec))
+	}
+}
+
+// respondWrite answers a successful write according to Prefer: return=
+// (representation by default, minimal, or OperationOutcome).
+//
+// The resource is returned only to a caller who may read it: one who may
+// write but not read (SMART `u` or `c` without `r`) gets the answer of
+// return=minimal, whatever it asked for, as PATCH does.
+func (s *Server) respondWrite(c echo.Context, status int, rec storage.Record, diagnostics string) error {
+	s.setVersionHeaders(c, rec, true)
+	ret := preferReturn(c)
+	if ret != "minimal" && ret != "OperationOutcome" && !s.recordReadable(c.Request().Context(), rec) {
+		ret = "minimal"
+	}
+	switch ret {
+	case "minimal":
+		return c.NoContent(status)
+	case "OperationOutcome":
+		return writeResource(c, status, outcome([]conformance.Issue{{
+			Severity: "information", Code: codeInfo, Diagnostics: diagnostics,
+		}}))
+	}
+	v, err := s.view(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	raw, _, err := s.emit(c.Request().Context(), v, nil, rec)
+	if err != nil {
+		return err
+	}
+	return writeRaw(c, status, raw)
+}
+
+// preferReturn reads the return= token of the Prefer header.
+func preferReturn(c echo.Context) string {
+	return preferToken(c, "return")
+}
+
+func preferToken(c echo.Context, name string) string {
+	for _, h := range c.Request().Header.Values("Prefer") {
+		for _, part := range strings.Split(h, ",") {
+			for _, kv := range strings.Split(part, ";") {
+				k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+				if ok && strings.EqualFold(strings.TrimSpace(k), name) {
+					return strings.Trim(strings.TrimSpace(v), `"`)
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// respondResult answers a write over HTTP, according to Prefer: return=.
+func (s *Server) respondResult(c echo.Context, r writeResult) error {
+	switch {
+	case r.method == http.MethodDelete:
+		if r.wrote {
+			c.Response().Header().Set("ETag", etag(r.rec.VersionID))
+		}
+		return s.respondDelete(c, r.diagnostics)
+	case r.minimal:
+		s.setVersionHeaders(c, r.rec, true)
+		return c.NoContent(r.status)
+	}
+	return s.respondWrite(c, r.status, r.rec, r.diagnostics)
+}
+
+// create handles POST [base]/[type]: the server assigns a new id (any id in
+// the body is ignored, as http.html#create requires) and answers 201 with
+// Location and ETag. With If-None-Exist it is a conditional create.
+func (s *Server) create(c echo.Context) error {
+	typ, err := resourceType(c)
+	if err != nil {
+		return err
+	}
+	body, err := s.readBody(c, mimeFHIRJSON, mimeJSON)
+	if err != nil {
+		return err
+	}
+	ctx, release, err := s.beginIdempotent(c, body)
+	if err != nil {
+		return err
+	}
+	defer release()
+	var r writeResult
+	if rec, ok := idemFrom(ctx).replay(); ok && len(rec.Results) == 1 {
+		r, err = s.replayed(ctx, http.MethodPost, rec.Results[0])
+	} else {
+		r, err = s.write(ctx, writeRequest{
+			method: http.MethodPost, typ: typ, body: body,
+			ifNoneExist: c.Request().Header.Get("If-None-Exist"),
+		})
+		if err == nil {
+			s.settle(ctx)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	return s.respondResult(c, r)
+}
+
+// update handles PUT [base]/[type]/[id]: a new version, or the first one
+// when the client chooses the id (update-as-create, 201). If-Match turns
+// it into a compare-and-set on that version (412 otherwise).
+func (s *Server) update(c echo.Context) error {
+	typ, id, want, err := writeTarget(c)
+	if err != nil {
+		return err
+	}
+	body, err := s.readBody(c, mimeFHIRJSON, mimeJSON)
+	if err != nil {
+		return err
+	}
+	r, err := s.updateResource(c.Request().Context(), typ, id, want, body)
+	if err != nil {
+		return err
+	}
+	return s.respondResult(c, r)
+}
+
+// patch handles PATCH [base]/[type]/[id] with a JSON Patch (RFC 6902,
+// application/json-patch+json). The patched resource goes through the
+// same validation as an update and must keep its id and type.
+//
+// A caller who may update but not read the resource (SMART `u` without
+// `r`) must learn nothing of its content: the answer is always as for
+// Prefer: return=minimal, `test` operations (an oracle on stored values)
+// are refused before the patch is evaluated, and a failing patch gets a
+// 422 without detail.
+func (s *Server) patch(c echo.Context) error {
+	typ, id, want, err := writeTarget(c)
+	if err != nil {
+		return err
+	}
+	body, err := s.readBody(c, mimeJSONPatch)
+	if err != nil {
+		return err
+	}
+	ops, err := jsonpatch.DecodePatch(body)
+	if err != nil {
+		return newError(http.StatusBadRequest, codeStructure, "invalid JSON Patch document: %v", err)
+	}
+	r, err := s.patchResource(c.Request().Context(), typ, id, want, ops)
+	if err != nil {
+		return err
+	}
+	return s.respondResult(c, r)
+}
+
+// delete handles DELETE [base]/[type]/[id]. A delete is a new version with
+// no content, so history keeps what was there and a later read is 410.
+// Deleting what does not exist, or is already deleted, succeeds without a
+// new version (http.html#delete: delete is idempotent).
+func (s *Server) delete(c echo.Context) error {
+	typ, id, want, err := writeTarget(c)
+	if err != nil {
+		return err
+	}
+	r, err := s.deleteResource(c.Request().Context(), typ, id, want)
+	if err != nil {
+		return err
+	}
+	return s.respondResult(c, r)
+}
+
+func (s *Server) respondDelete(c echo.Context, diagnostics string) error {
+	if preferReturn(c) == "OperationOutcome" {
+		return writeResource(c, http.StatusOK, outcome([]conformance.Issue{{
+			Severity: "information", Code: codeInfo, Diagnostics: diagnostics,
+		}}))
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+// conditionalQuery returns the query of a request to a type endpoint
+// without the formatting parameters.
+func conditionalQuery(c echo.Context, typ string) (url.Values, error) {
+	return conditionalParams(typ, c.Request().URL.RawQuery)
+}
+
+// requireCriteria answers PUT or DELETE on a type without criteria as the
+// method it then is: not allowed on that URL.
+func requireCriteria(c echo.Context) error {
+	if c.Request().URL.RawQuery == "" {
+		r := c.Request()
+		return newError(http.StatusMethodNotAllowed, codeNotSupp, "%s %s needs search criteria (a conditional %s)", r.Method, r.URL.Path, strings.ToLower(r.Method))
+	}
+	return nil
+}
+
+// conditionalTarget returns what a conditional PUT or DELETE applies to:
+// the type, its criteria, and the version If-Match requires (0 when
+// absent).
+func conditionalTarget(c echo.Context) (typ string, q url.Values, want int64, err error) {
+	if err := requireCriteria(c); err != nil {
+		return "", nil, 0, err
+	}
+	typ, err = resourceType(c)
+	if err != nil {
+		return "", nil, 0, err
+	}
+	q, err = conditionalQuery(c, typ)
+	if err != nil {
+		return "", nil, 0, err
+	}
+	want, err = ifMatch(c)
+	if err != nil {
+		return "", nil, 0, err
+	}
+	return typ, q, want, nil
+}
+
+// conditionalUpdate handles PUT [type]?criteria.
+func (s *Server) conditionalUpdate(c echo.Context) error {
+	typ, q, want, err := conditionalTarget(c)
+	if err != nil {
+		return err
+	}
+	body, err := s.readBody(c, mimeFHIRJSON, mimeJSON)
+	if err != nil {
+		return err
+	}
+	r, err := s.write(c.Request().Context(), writeRequest{method: http.MethodPut, typ: typ, query: q, body: body, ifMatch: want})
+	if err != nil {
+		return err
+	}
+	return s.respondResult(c, r)
+}
+
+// conditionalDelete handles DELETE [type]?criteria: no match is a
+// successful no-op, one match is deleted, several are refused with 412
+// (the server does not delete several resources at once).
+func (s *Server) conditionalDelete(c echo.Context) error {
+	typ, q, want, err := conditionalTarget(c)
+	if err != nil {
+		return err
+	}
+	r, err := s.write(c.Request().Context(), writeRequest{method: http.MethodDelete, typ: typ, query: q, ifMatch: want})
+	if err != nil {
+		return err
+	}
+	return s.respondResult(c, r)
+}
+
+// bundle handles POST [base] with a batch or transaction Bundle.
+func (s *Server) bundle(c echo.Context) error {
+	body, err := s.readBody(c, mimeFHIRJSON, mimeJSON)
+	if err != nil {
+		return err
+	}
+	ctx, release, err := s.beginIdempotent(c, body)
+	if err != nil {
+		return err
+	}
+	defer release()
+	r, err := s.runBundle(ctx, body, bundleReturn(c))
+	if err != nil {
+		return err
+	}
+	s.settle(ctx)
+	return writeResource(c, http.StatusOK, r.bundle())
+}
+
+// bundleReturn is the Prefer return= of a batch or transaction: the
+// entries carry their resource only when asked for (representation), an
+// OperationOutcome when asked for, and otherwise only the response
+// metadata, which keeps the answer to a large ingest small.
+func bundleReturn(c echo.Context) string {
+	return preferReturn(c)
+}
+
+// beginIdempotent reads the Idempotency-Key of a request and, when there
+// is one, takes the key's lock and loads what an earlier copy of the
+// request stored. It returns the request's context unchanged and a no-op
+// release without a key. A key reused with another request is a 422; a
+// copy still running is a 409 with Retry-After.
+func (s *Server) beginIdempotent(c echo.Context, body []byte) (context.Context, func(), error) {
+	ctx := c.Request().Context()
+	key := c.Request().Header.Get(IdempotencyHeader)
+	if key == "" {
+		return ctx, func() {}, nil
+	}
+	if len(key) > maxIdemKey || strings.ContainsFunc(key, func(r rune) bool { return r < 0x20 || r > 0x7e }) {
+		return ctx, nil, errBadRequest("the %s header must be 1 to %d printable ASCII characters", IdempotencyHeader, maxIdemKey)
+	}
+	var who string
+	if p := auth.FromContext(ctx); p != nil {
+		who = p.Issuer + "\x00" + p.ClientID + "\x00" + p.Subject
+	}
+	scope := sha256.Sum256([]byte(who + "\x00" + key))
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00", c.Request().Method, c.Request().URL.Path, c.Request().Header.Get("If-None-Exist"))
+	h.Write(body)
+	sc := &idemScope{
+		kv: s.backend.KV(), key: idemPrefix + hex.EncodeToString(scope[:]),
+		hash: hex.EncodeToString(h.Sum(nil)), stored: map[string]idemRecord{},
+	}
+	var tok [16]byte
+	_, _ = rand.Read(tok[:])
+	lock, owner := idemLockPrefix+hex.EncodeToString(scope[:]), []byte(hex.EncodeToString(tok[:]))
+	got, err := sc.kv.PutIfAbsent(ctx, lock, owner, idemLockTTL)
+	if err != nil {
+		return ctx, nil, fmt.Errorf("taking the %s lock: %w", IdempotencyHeader, err)
+	}
+	if !got {
+		e := newError(http.StatusConflict, codeConflict, "a request with this %s is still being processed; retry shortly", IdempotencyHeader)
+		e.Header = http.Header{"Retry-After": {"1"}}
+		return ctx, nil, e
+	}
+	release := func() {
+		// The request's own context may be cancelled (client gone): the
+		// lock is released all the same.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, err := sc.kv.CompareAndDelete(rctx, lock, owner); err != nil {
+			s.log.WarnContext(rctx, "releasing the Idempotency-Key lock (it expires by itself)", "err", err)
+		}
+	}
+	if err := sc.load(ctx); err != nil {
+		release()
+		return ctx, nil, err
+	}
+	return context.WithValue(ctx, idemKey{}, sc), release, nil
+}
