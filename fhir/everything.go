@@ -2,7 +2,6 @@ package fhir
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -169,20 +168,8 @@ func (s *Server) serveEverything(ctx context.Context, r readRequest, path string
 	if err != nil {
 		return readResult{}, err
 	}
-	ectx, flush := deferOutput(ctx, v)
-	for _, rec := range all[min(offset, len(all)):end] {
-		raw, id, err := s.emit(ectx, v, nil, rec)
-		if err != nil {
-			return readResult{}, err
-		}
-		addEntry(b, map[string]any{
-			"fullUrl":  s.resourceURL(rec.Type, id),
-			"resource": json.RawMessage(raw),
-			"search":   map[string]any{"mode": "match"},
-		})
-	}
-	if err := flush(ctx); err != nil {
-		return readResult{}, fmt.Errorf("$everything: recording what the output view derived: %w", err)
+	if err := s.addSearchEntries(ctx, v, nil, b, all[min(offset, len(all)):end], nil); err != nil {
+		return readResult{}, fmt.Errorf("$everything: %w", err)
 	}
 	return resourceResult(b)
 }

@@ -123,21 +123,9 @@ func (s *Server) lastnBundle(ctx context.Context, params url.Values, strict bool
 	if err != nil {
 		return nil, err
 	}
-	v, err := s.view(ctx)
+	v, req, err := s.compileViewSearch(ctx, decs, []string{"Observation"}, params, strict)
 	if err != nil {
 		return nil, err
-	}
-	types := []string{"Observation"}
-	stored, err := viewSearch(ctx, v, types, params)
-	if err != nil {
-		return nil, err
-	}
-	req, err := s.compileSearch(ctx, decs, types, stored, strict)
-	if err != nil {
-		return nil, err
-	}
-	if v != nil {
-		restoreKept(req.Kept, params)
 	}
 	// A required parameter the server could not use (unknown modifier)
 	// would silently widen the operation to every subject or code.
@@ -165,22 +153,8 @@ func (s *Server) lastnBundle(ctx context.Context, params url.Values, strict bool
 	if err != nil {
 		return nil, err
 	}
-	shape := req.shaping()
-	for _, group := range []struct {
-		recs []storage.Record
-		mode string
-	}{{matches, "match"}, {included, "include"}} {
-		for _, rec := range group.recs {
-			raw, id, err := s.emit(ctx, v, shape, rec)
-			if err != nil {
-				return nil, err
-			}
-			addEntry(b, map[string]any{
-				"fullUrl":  s.resourceURL(rec.Type, id),
-				"resource": json.RawMessage(raw),
-				"search":   map[string]any{"mode": group.mode},
-			})
-		}
+	if err := s.addSearchEntries(ctx, v, req.shaping(), b, matches, included); err != nil {
+		return nil, fmt.Errorf("$lastn: %w", err)
 	}
 	return b, nil
 }

@@ -145,20 +145,9 @@ func (s *Server) searchBundle(ctx context.Context, sc searchScope, params url.Va
 	if len(types) == 0 {
 		return nil, newError(http.StatusForbidden, codeForbidden, "search: access denied to every requested type")
 	}
-	v, err := s.view(ctx)
+	v, req, err := s.compileViewSearch(ctx, decs, types, params, strict)
 	if err != nil {
 		return nil, err
-	}
-	stored, err := viewSearch(ctx, v, types, params)
-	if err != nil {
-		return nil, err
-	}
-	req, err := s.compileSearch(ctx, decs, types, stored, strict)
-	if err != nil {
-		return nil, err
-	}
-	if v != nil {
-		restoreKept(req.Kept, params)
 	}
 	query := canonicalQuery(req.Kept)
 	binding := "search " + sc.path + "?" + query
@@ -232,7 +221,16 @@ func (s *Server) searchBundle(ctx context.Context, sc searchScope, params url.Va
 		}
 		b["total"] = total
 	}
-	shape := req.shaping()
+	if err := s.addSearchEntries(ctx, v, req.shaping(), b, matches, included); err != nil {
+		return nil, fmt.Errorf("search %s: %w", sc.path, err)
+	}
+	return b, nil
+}
+
+// addSearchEntries adds to searchset b the matches and then the included
+// resources, each passed through the output filter (shaped, then under
+// view v, which records what it derives in one write: deferOutput).
+func (s *Server) addSearchEntries(ctx context.Context, v View, shape shaping, b map[string]any, matches, included []storage.Record) error {
 	ectx, flush := deferOutput(ctx, v)
 	for _, group := range []struct {
 		recs []storage.Record
@@ -241,7 +239,7 @@ func (s *Server) searchBundle(ctx context.Context, sc searchScope, params url.Va
 		for _, rec := range group.recs {
 			raw, id, err := s.emit(ectx, v, shape, rec)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			addEntry(b, map[string]any{
 				"fullUrl":  s.resourceURL(rec.Type, id),
@@ -251,9 +249,9 @@ func (s *Server) searchBundle(ctx context.Context, sc searchScope, params url.Va
 		}
 	}
 	if err := flush(ctx); err != nil {
-		return nil, fmt.Errorf("search %s: recording what the output view derived: %w", sc.path, err)
+		return fmt.Errorf("recording what the output view derived: %w", err)
 	}
-	return b, nil
+	return nil
 }
 
 // postFilter keeps the records inside their type's selection, checked on
@@ -344,6 +342,28 @@ func and(es ...storage.Expr) storage.Expr {
 		return out[0]
 	}
 	return storage.And{Exprs: out}
+}
+
+// compileViewSearch compiles params, in the caller's view's terms, as
+// compileSearch does: the view maps them to stored terms first, and the
+// kept parameters (the self link's) are given back in the caller's terms.
+func (s *Server) compileViewSearch(ctx context.Context, decs *searchDecisions, types []string, params url.Values, strict bool) (View, searchRequest, error) {
+	v, err := s.view(ctx)
+	if err != nil {
+		return nil, searchRequest{}, err
+	}
+	stored, err := viewSearch(ctx, v, types, params)
+	if err != nil {
+		return nil, searchRequest{}, err
+	}
+	req, err := s.compileSearch(ctx, decs, types, stored, strict)
+	if err != nil {
+		return nil, searchRequest{}, err
+	}
+	if v != nil {
+		restoreKept(req.Kept, params)
+	}
+	return v, req, nil
 }
 
 // compileSearch compiles the parameters of a search over types. Unknown or
