@@ -105,10 +105,19 @@ func TestBatchOperationEntries(t *testing.T) {
 				t.Errorf("$lastn entry of a transaction holds %v, want the created Observation/%s first", g, id)
 			}
 			before := c.do("GET", "/Observation?_summary=count", "").expect(t, http.StatusOK).json(t)["total"]
-			c.do("POST", "", bundleJSON("transaction",
-				`{"fullUrl":"urn:uuid:6a1d0c3b-2e4f-4b7a-8c9d-0e1f2a3b4c5d","request":{"method":"POST","url":"Observation"},"resource":`+newObs+`}`,
-				`{"request":{"method":"POST","url":"Observation/$nothing"}}`,
-			)).expect(t, http.StatusBadRequest)
+			for _, bad := range []struct {
+				entry  string
+				status int
+			}{
+				{`{"request":{"method":"POST","url":"Observation/$nothing"}}`, http.StatusBadRequest},
+				{`{"request":{"method":"POST","url":"Observation/$lastn"},"resource":{"resourceType":"Patient"}}`, http.StatusBadRequest},
+				{`{"request":{"method":"POST","url":"NotAType/$validate"},"resource":{"resourceType":"Patient"}}`, http.StatusNotFound},
+			} {
+				c.do("POST", "", bundleJSON("transaction",
+					`{"fullUrl":"urn:uuid:6a1d0c3b-2e4f-4b7a-8c9d-0e1f2a3b4c5d","request":{"method":"POST","url":"Observation"},"resource":`+newObs+`}`,
+					bad.entry,
+				)).expect(t, bad.status)
+			}
 			if after := c.do("GET", "/Observation?_summary=count", "").expect(t, http.StatusOK).json(t)["total"]; fmt.Sprint(after) != fmt.Sprint(before) {
 				t.Errorf("a transaction refused for its operation entry wrote: %v Observations, before %v", after, before)
 			}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"runtime"
 	"strconv"
 	"strings"
@@ -132,9 +133,17 @@ func (s *Server) parseEntryURL(e *txEntry) error {
 		return errBadRequest("request.method %q is not an HTTP verb of FHIR", e.method)
 	}
 	if e.method == http.MethodPost && strings.HasPrefix(seg[len(seg)-1], "$") {
-		// An operation: found now, so that a transaction naming one this
-		// server does not run fails before anything is written.
-		if _, err := s.opRoute(seg); err != nil {
+		// An operation: found and its Parameters read now, so that a
+		// transaction naming one this server does not run, or with a
+		// malformed input, fails before anything is written.
+		if len(seg) > 1 && !conformance.IsResourceType(seg[0]) {
+			return errNotFound("unknown resource type %q", seg[0])
+		}
+		q, err := url.ParseQuery(rawQuery)
+		if err != nil {
+			return errBadRequest("request.url %q: the query is not valid: %v", e.url, err)
+		}
+		if _, err := s.opEntryRequest(seg, e.raw, &readRequest{query: q}); err != nil {
 			return err
 		}
 		e.op, e.target = true, u

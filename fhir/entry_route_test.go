@@ -80,6 +80,9 @@ func TestEntryRouteCoversRouteTable(t *testing.T) {
 			}
 		}
 		e := &txEntry{n: 0, method: r.Method, url: strings.TrimPrefix(sample.Replace(path), "/")}
+		if r.Method == http.MethodPost {
+			e.raw = []byte(`{"resourceType":"Parameters"}`) // an operation's input
+		}
 		if r.Method == http.MethodPut || r.Method == http.MethodDelete {
 			if path == "/:type" {
 				e.url += "?identifier=x"
