@@ -22,12 +22,12 @@ import (
 // balancer registers the parameter, whichever replica received the write.
 // The reindexing of one SearchParameter version runs in one replica at a
 // time, under the lease spLeaseKey<id>/<version> (storage/lease): the
-// replica holding it checkpoints after every page (the base type and the
-// storage cursor of the next page, in the status record), and if it dies
-// another replica takes the lease over once it expires and resumes from
-// that checkpoint. Reindexing a resource twice is harmless (the entries
-// are recomputed from the same version), so a page redone after a
-// takeover costs time, not correctness.
+// replica holding it checkpoints within pages (fhir/reindex.go), and if it
+// dies another replica takes the lease over once it expires and resumes
+// from that checkpoint. Reindexing a resource twice is harmless (the
+// entries are recomputed from the same version), so a batch redone after
+// a kill costs time, not correctness; a holder that loses its lease stops
+// between two resources and checkpoints where it stopped.
 //
 // Progress is kept in the KV under searchparameter/status/<id> and served
 // at GET [base]/SearchParameter/[id]/$reindex-status as a Parameters
@@ -36,12 +36,16 @@ import (
 // reindexed so far; clients that need completeness wait for "active".
 
 const (
-	spStatusKey    = "searchparameter/status/"
-	spLeaseKey     = "searchparameter/lease/"
-	reindexBatch   = 200
-	spStateWorking = "reindexing"
-	spStateActive  = "active"
-	spStateFailed  = "failed"
+	spStatusKey  = "searchparameter/status/"
+	spLeaseKey   = "searchparameter/lease/"
+	reindexBatch = 200
+	// reindexCheckpointEvery bounds the resources done between two
+	// checkpoints (a checkpoint is also written when a third of the
+	// lease has passed since the last one).
+	reindexCheckpointEvery = 50
+	spStateWorking         = "reindexing"
+	spStateActive          = "active"
+	spStateFailed          = "failed"
 )
 
 // spStatus is the reindexing state of one SearchParameter version.
@@ -52,9 +56,11 @@ type spStatus struct {
 	Error   string    `json:"error,omitempty"`
 	Updated time.Time `json:"updated"`
 	// The checkpoint while reindexing: the index of the base type in
-	// progress and the storage cursor of its next page ("" from the start).
+	// progress, the storage cursor of the page in progress ("" from the
+	// start) and the id of the last resource done on that page ("" none).
 	Base   int    `json:"base,omitempty"`
 	Cursor string `json:"cursor,omitempty"`
+	After  string `json:"after,omitempty"`
 }
 
 func (st spStatus) final() bool { return st.State == spStateActive || st.State == spStateFailed }
@@ -151,131 +157,6 @@ func (s *Server) reindexSearchParameter(ctx context.Context, rec storage.Record,
 		return false, err
 	}
 	return final, nil
-}
-
-// reindexHeld runs the reindexing under its lease, from the checkpoint of
-// the status record when it is this version's.
-func (s *Server) reindexHeld(ctx context.Context, rec storage.Record, sp map[string]any) (bool, error) {
-	st, err := s.spStatus(ctx, rec.ID)
-	if err != nil {
-		return false, err
-	}
-	switch {
-	case st.Version == rec.VersionID && st.final():
-		return true, nil // finished by the replica that held the lease before
-	case st.Version == rec.VersionID && st.State == spStateWorking:
-		s.log.InfoContext(ctx, "search parameter reindex resumed", "id", rec.ID, "base", st.Base, "done", st.Done)
-	default:
-		st = spStatus{State: spStateWorking, Version: rec.VersionID}
-		if err := s.putSPStatus(ctx, rec.ID, st); err != nil {
-			return false, err
-		}
-	}
-	bases, _ := sp["base"].([]any)
-	for st.Base < len(bases) {
-		typ, _ := bases[st.Base].(string)
-		if typ == "Resource" || typ == "DomainResource" {
-			st.State, st.Error = spStateFailed, "reindexing every resource type for a Resource-based parameter is not supported; new writes are indexed"
-			return true, s.putSPStatus(ctx, rec.ID, st)
-		}
-		if err := s.reindexType(ctx, rec.ID, typ, &st); err != nil {
-			if ctx.Err() != nil {
-				return false, ctx.Err()
-			}
-			st.State, st.Error = spStateFailed, err.Error()
-			return true, s.putSPStatus(ctx, rec.ID, st)
-		}
-		st.Base, st.Cursor = st.Base+1, ""
-		if st.Base < len(bases) {
-			if err := s.putSPStatus(ctx, rec.ID, st); err != nil {
-				return false, err
-			}
-		}
-	}
-	st.State, st.Cursor = spStateActive, ""
-	return true, s.putSPStatus(ctx, rec.ID, st)
-}
-
-// spStatus reads the status record of a SearchParameter (zero when none).
-func (s *Server) spStatus(ctx context.Context, id string) (spStatus, error) {
-	var st spStatus
-	raw, err := s.backend.KV().Get(ctx, spStatusKey+id)
-	if errors.Is(err, storage.ErrNotFound) {
-		return st, nil
-	}
-	if err != nil {
-		return st, fmt.Errorf("reading reindex status of SearchParameter/%s: %w", id, err)
-	}
-	if err := json.Unmarshal(raw, &st); err != nil {
-		return st, fmt.Errorf("decoding reindex status of SearchParameter/%s: %w", id, err)
-	}
-	return st, nil
-}
-
-// reindexType re-extracts the index entries of every current resource of
-// typ. Backends that implement storage.Reindexer replace them in place;
-// on others the resource is written again as a new version with the same
-// content (visible in its history), the only way the interface offers.
-func (s *Server) reindexType(ctx context.Context, spID, typ string, st *spStatus) error {
-	ri, inPlace := storage.As[storage.Reindexer](s.backend)
-	for {
-		page, err := s.backend.Search(ctx, storage.Query{Types: []string{typ}, Count: reindexBatch, Cursor: st.Cursor})
-		if errors.Is(err, storage.ErrBadCursor) && st.Cursor != "" {
-			// A checkpoint the backend no longer accepts (written by
-			// another version): redo the type, which is harmless.
-			st.Cursor = ""
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("reindex %s: listing: %w", typ, err)
-		}
-		for _, rec := range page.Records {
-			res, err := decodeRecord(rec)
-			if err != nil {
-				return err
-			}
-			if inPlace {
-				entries, err := s.registry.Index(typ, res)
-				if err != nil {
-					return fmt.Errorf("reindex %s/%s: %w", typ, rec.ID, err)
-				}
-				err = ri.Reindex(ctx, typ, rec.ID, rec.VersionID, entries)
-				if err != nil && !errors.Is(err, storage.ErrVersionConflict) && !errors.Is(err, storage.ErrNotFound) {
-					return fmt.Errorf("reindex %s/%s: %w", typ, rec.ID, err)
-				}
-			} else {
-				w, err := s.prepare(typ, rec.ID, res, rec.VersionID, now(), http.MethodPut)
-				if err != nil {
-					return err
-				}
-				// A conflict means a newer version was written after the
-				// parameter was registered, so it is already indexed.
-				if _, err := s.commitOne(ctx, w); err != nil && !errors.Is(err, storage.ErrVersionConflict) {
-					return fmt.Errorf("reindex %s/%s: %w", typ, rec.ID, err)
-				}
-			}
-			st.Done++
-		}
-		if page.Next == "" {
-			return nil
-		}
-		st.Cursor = page.Next
-		if err := s.putSPStatus(ctx, spID, *st); err != nil {
-			return err
-		}
-	}
-}
-
-func (s *Server) putSPStatus(ctx context.Context, id string, st spStatus) error {
-	st.Updated = time.Now().UTC()
-	raw, err := json.Marshal(st)
-	if err != nil {
-		return fmt.Errorf("encoding reindex status: %w", err)
-	}
-	if err := s.backend.KV().Put(ctx, spStatusKey+id, raw, 0); err != nil {
-		return fmt.Errorf("storing reindex status of SearchParameter/%s: %w", id, err)
-	}
-	return nil
 }
 
 // reindexStatusRead is $reindex-status, as the REST handler and a batch

@@ -149,6 +149,16 @@ type Reindexer interface {
 	Reindex(ctx context.Context, typ, id string, version int64, index []Entry) error
 }
 
+// ExpirySweeper is implemented by backends whose expired KV records stay
+// stored until something removes them (MongoDB without a TTL index:
+// FerretDB); reads already treat them as absent. SweepExpired removes up
+// to limit expired records, atomically against the conditional calls on
+// each, and reports how many it removed. It is safe to run from several
+// processes at once; the server runs it under one lease so that one does.
+type ExpirySweeper interface {
+	SweepExpired(ctx context.Context, limit int) (int, error)
+}
+
 // Capabilities describes what a backend deployment can do; the server uses
 // it to avoid claiming what it does not have (CapabilityStatement, transactions).
 type Capabilities struct {

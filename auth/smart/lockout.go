@@ -2,6 +2,7 @@ package smart
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -70,43 +71,62 @@ func (s *Server) lockedUntil(ctx context.Context, username string) (time.Time, e
 }
 
 // signInFailed counts a failure and locks the user name when the run
-// reaches the threshold. Concurrent failures may each read the same count
-// (the KV has no compare-and-set), so a burst can spend up to the hash
-// gate's width more attempts than the threshold before the lock lands;
-// the hash gate bounds that burst.
+// reaches the threshold. The count is a compare-and-swap of the user
+// name's record, so concurrent failures, in this process or any other on
+// the same store, each count once.
 func (s *Server) signInFailed(ctx context.Context, username, source, clientID string) error {
 	key := pfxLockout + strings.ToLower(username)
-	var r lockRecord
-	if err := s.kv.getJSON(ctx, key, &r); err != nil && !notFound(err) {
-		return err
-	}
 	pol := s.cfg.Lockout.withDefaults()
-	r.Failures++
-	if r.Failures >= pol.Threshold {
-		d := pol.Base << min(r.Level, 30)
-		if d <= 0 || d > pol.Max {
-			d = pol.Max
+	for {
+		old, err := s.kv.Get(ctx, key)
+		if err != nil && !notFound(err) {
+			return fmt.Errorf("read failed sign-ins: %w", err)
 		}
-		r.LockedUntil = s.now().Add(d)
-		r.Level++
-		r.Failures = 0
+		var r lockRecord
+		if old != nil {
+			if err := json.Unmarshal(old, &r); err != nil {
+				return fmt.Errorf("decode failed sign-ins: %w", err)
+			}
+		}
+		r.Failures++
+		locked := r.Failures >= pol.Threshold
+		if locked {
+			d := pol.Base << min(r.Level, 30)
+			if d <= 0 || d > pol.Max {
+				d = pol.Max
+			}
+			r.LockedUntil = s.now().Add(d)
+			r.Level++
+			r.Failures = 0
+		}
+		raw, err := json.Marshal(r)
+		if err != nil {
+			return fmt.Errorf("encode failed sign-ins: %w", err)
+		}
+		ttl := 24*time.Hour + time.Until(r.LockedUntil).Abs()
+		var stored bool
+		if old == nil {
+			stored, err = s.kv.PutIfAbsent(ctx, key, raw, ttl)
+		} else {
+			stored, err = s.kv.CompareAndSwap(ctx, key, old, raw, ttl)
+		}
+		if err != nil {
+			return fmt.Errorf("record failed sign-in: %w", err)
+		}
+		if !stored {
+			continue // another failure counted first: count on top of it
+		}
+		if !locked {
+			return nil
+		}
 		// A security event for the operator: who, from where, until when.
 		s.log.LogAttrs(ctx, slog.LevelWarn, "account locked after repeated failed sign-ins",
 			slog.String("event", "account-lockout"), slog.String("username", username),
 			slog.String("source", source), slog.Time("until", r.LockedUntil), slog.Int("lock", r.Level))
-	}
-	ttl := 24*time.Hour + time.Until(r.LockedUntil).Abs()
-	if err := s.kv.putJSON(ctx, key, r, ttl); err != nil {
-		return fmt.Errorf("record failed sign-in: %w", err)
-	}
-	if r.Failures == 0 && !r.LockedUntil.IsZero() {
 		// The lock is in force whatever happens here; a lost audit
 		// record fails the request so that it cannot go unnoticed.
-		if err := s.auditLockout(ctx, username, source, clientID, r, pol.Threshold); err != nil {
-			return err
-		}
+		return s.auditLockout(ctx, username, source, clientID, r, pol.Threshold)
 	}
-	return nil
 }
 
 // Codes of the lock-out AuditEvent: DICOM "User Authentication" / "Login"

@@ -122,7 +122,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		fhirPath: fu.Path,
 		now:      cfg.Now,
 		hashes:   newHashGate(runtime.GOMAXPROCS(0), 4*runtime.GOMAXPROCS(0)),
-		sources:  newSourceLimits(cfg.PasswordChecksPerMinute, 0),
+		sources:  newSourceLimits(kv{cfg.KV}, cfg.PasswordChecksPerMinute),
 	}
 	if cfg.AdminToken != "" {
 		s.adminSum = sha256.Sum256([]byte(cfg.AdminToken))

@@ -2,14 +2,12 @@ package smart
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"sync"
 	"time"
-
-	"golang.org/x/time/rate"
 )
 
 // errHashBusy is returned when too many password hashes are already
@@ -66,9 +64,14 @@ const (
 	busyRetrySeconds   = 1
 )
 
-// checkPassword is CheckPassword behind the server's hash gate.
+// checkPassword is CheckPassword behind the source's budget and the
+// server's hash gate.
 func (s *Server) checkPassword(ctx context.Context, source, encoded, password string) (ok bool, err error) {
-	if !s.sources.allow(source, s.now()) {
+	allowed, err := s.sources.allow(ctx, source, s.now())
+	if err != nil {
+		return false, err
+	}
+	if !allowed {
 		return false, errTooManyAttempts
 	}
 	if gerr := s.hashes.do(ctx, func() { ok, err = CheckPassword(encoded, password) }); gerr != nil {
@@ -82,48 +85,78 @@ func (s *Server) checkPassword(ctx context.Context, source, encoded, password st
 // one address is slowed even though no single account reaches a lock.
 var errTooManyAttempts = errors.New("smart: too many password checks from this address")
 
-// sourceLimits is a token bucket per source address for password checks.
-// The table is bounded: when it is full, buckets that have refilled (idle
-// sources) are dropped, and if it is still full a new source is refused
-// rather than let an attacker with many addresses grow memory without end.
+// pfxThrottle keys the password-check budget of a source address (hashed:
+// the key has a fixed length whatever the address). It lives in the store
+// like the lock-outs, so every process behind one database spends from
+// the same budget, and a record expires once its bucket has refilled: the
+// store holds only the sources seen within the last minute.
+const pfxThrottle = "auth/throttle/"
+
+// sourceLimits is a token bucket per source address for password checks,
+// kept in the KV: perMinute checks of burst, refilled at perMinute a
+// minute. Each check is one compare-and-swap of the source's record.
 type sourceLimits struct {
-	mu      sync.Mutex
-	every   rate.Limit
-	burst   int
-	max     int
-	buckets map[string]*rate.Limiter
+	kv    kv
+	every float64 // tokens a second
+	burst float64
 }
 
-func newSourceLimits(perMinute, maxSources int) *sourceLimits {
+// bucket is the stored state of one source: tokens left at At (Unix
+// nanoseconds).
+type bucket struct {
+	Tokens float64 `json:"tokens"`
+	At     int64   `json:"at"`
+}
+
+func newSourceLimits(store kv, perMinute int) *sourceLimits {
 	if perMinute <= 0 {
 		perMinute = 30
 	}
-	if maxSources <= 0 {
-		maxSources = 100_000
-	}
-	return &sourceLimits{every: rate.Limit(float64(perMinute) / 60), burst: perMinute, max: maxSources, buckets: map[string]*rate.Limiter{}}
+	return &sourceLimits{kv: store, every: float64(perMinute) / 60, burst: float64(perMinute)}
 }
 
-// allow spends one check of source's budget.
-func (l *sourceLimits) allow(source string, now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := l.buckets[source]
-	if b == nil {
-		if len(l.buckets) >= l.max {
-			for k, v := range l.buckets {
-				if v.TokensAt(now) >= float64(l.burst) {
-					delete(l.buckets, k)
-				}
+// allow spends one check of source's budget; false when it is spent.
+func (l *sourceLimits) allow(ctx context.Context, source string, now time.Time) (bool, error) {
+	key := hashKey(pfxThrottle, source)
+	for {
+		old, err := l.kv.Get(ctx, key)
+		if err != nil && !notFound(err) {
+			return false, fmt.Errorf("read password-check budget: %w", err)
+		}
+		b := bucket{Tokens: l.burst, At: now.UnixNano()}
+		if old != nil {
+			if err := json.Unmarshal(old, &b); err != nil {
+				return false, fmt.Errorf("decode password-check budget: %w", err)
+			}
+			if elapsed := now.Sub(time.Unix(0, b.At)).Seconds(); elapsed > 0 {
+				b.Tokens = min(l.burst, b.Tokens+elapsed*l.every)
+				b.At = now.UnixNano()
 			}
 		}
-		if len(l.buckets) >= l.max {
-			return false
+		if b.Tokens < 1 {
+			return false, nil
 		}
-		b = rate.NewLimiter(l.every, l.burst)
-		l.buckets[source] = b
+		b.Tokens--
+		raw, err := json.Marshal(b)
+		if err != nil {
+			return false, fmt.Errorf("encode password-check budget: %w", err)
+		}
+		// The record lapses when the bucket is full again.
+		ttl := time.Duration((l.burst-b.Tokens)/l.every*float64(time.Second)) + time.Second
+		var stored bool
+		if old == nil {
+			stored, err = l.kv.PutIfAbsent(ctx, key, raw, ttl)
+		} else {
+			stored, err = l.kv.CompareAndSwap(ctx, key, old, raw, ttl)
+		}
+		if err != nil {
+			return false, fmt.Errorf("spend password-check budget: %w", err)
+		}
+		if stored {
+			return true, nil
+		}
+		// Another check of the same source spent first: spend on top.
 	}
-	return b.AllowN(now, 1)
 }
 
 // sourceOf is the host part of a TCP peer address.

@@ -3,12 +3,13 @@ package smart
 import (
 	"context"
 	"errors"
-	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/anodyne-fhir/anodyne/storage/sqlite"
 )
 
 func TestHashGateBoundsConcurrencyAndQueue(t *testing.T) {
@@ -59,35 +60,62 @@ func TestHashGateBoundsConcurrencyAndQueue(t *testing.T) {
 	}
 }
 
-// TestSourceLimits: each source has its own budget, the table never grows
-// past its bound under a spray of new sources, and idle sources are swept
-// to make room.
+// TestSourceLimits: each source has its own budget, kept in the store:
+// two limiters on one SQLite store (two server processes) spend from the
+// same budget, concurrent checks each spend once, and a spent budget
+// refills at its rate.
 func TestSourceLimits(t *testing.T) {
-	l := newSourceLimits(3, 100)
-	now := time.Unix(1_000_000, 0)
-	for i := range 3 {
-		if !l.allow("10.0.0.1", now) {
+	ctx := t.Context()
+	be, err := sqlite.Open(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	a, b := newSourceLimits(kv{be.KV()}, 3), newSourceLimits(kv{be.KV()}, 3)
+	now := time.Now()
+	allow := func(l *sourceLimits, source string, at time.Time) bool {
+		t.Helper()
+		ok, err := l.allow(ctx, source, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	for i, l := range []*sourceLimits{a, b, a} {
+		if !allow(l, "10.0.0.1", now) {
 			t.Fatalf("check %d of a budget of 3 refused", i+1)
 		}
 	}
-	if l.allow("10.0.0.1", now) {
-		t.Error("4th check within the minute allowed")
+	if allow(b, "10.0.0.1", now) {
+		t.Error("4th check within the minute allowed on the other limiter")
 	}
-	if !l.allow("10.0.0.2", now) {
+	if !allow(b, "10.0.0.2", now) {
 		t.Error("another source shares the first one's budget")
 	}
-	if !l.allow("10.0.0.1", now.Add(21*time.Second)) {
-		t.Error("a check refilled after 20 s (3 a minute) is refused")
+	if allow(a, "10.0.0.1", now.Add(19*time.Second)) {
+		t.Error("a check allowed after 19 s: a token takes 20 s at 3 a minute")
 	}
-	// A spray of 10,000 new sources, each spending a check.
-	for i := range 10_000 {
-		l.allow(fmt.Sprintf("spray-%d", i), now)
+	if !allow(a, "10.0.0.1", now.Add(21*time.Second)) {
+		t.Error("a check refilled after 21 s (3 a minute) is refused")
 	}
-	if n := len(l.buckets); n > 100 {
-		t.Fatalf("table grew to %d buckets, bound 100", n)
+	// 40 concurrent checks of one fresh source over both limiters: exactly
+	// the budget's 3 pass.
+	var passed atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 40 {
+		l := []*sourceLimits{a, b}[i%2]
+		wg.Go(func() {
+			ok, err := l.allow(ctx, "10.0.0.3", now)
+			if err != nil {
+				t.Error(err)
+			}
+			if ok {
+				passed.Add(1)
+			}
+		})
 	}
-	// Once the spray's buckets have refilled, a new source gets room.
-	if !l.allow("10.0.0.9", now.Add(2*time.Minute)) {
-		t.Error("new source refused after the spray went idle")
+	wg.Wait()
+	if n := passed.Load(); n != 3 {
+		t.Fatalf("%d of 40 concurrent checks passed, want the budget's 3", n)
 	}
 }

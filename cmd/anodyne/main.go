@@ -335,6 +335,7 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 		return err
 	}
 	defer runSubscriptions(ctx, subs, srv, log)()
+	defer runExpirySweep(ctx, backend, cfg.Export.LeaseTTL, sweepEvery, log)()
 	// Custom SearchParameters are registered by a polling loop; it stops
 	// (and is waited for) before the database closes.
 	spCtx, spStop := context.WithCancel(ctx)

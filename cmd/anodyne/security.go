@@ -36,6 +36,9 @@ type securityConfig struct {
 	Audit      string
 	OIDC       smart.UpstreamOIDC
 	OIDCScopes string
+	// PasswordChecks bounds password and client-secret checks per source
+	// address and minute, across every process on the store.
+	PasswordChecks int
 }
 
 // minAdminToken keeps the admin token out of guessing range.
@@ -53,6 +56,7 @@ func (sc *securityConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&sc.OIDC.Name, "oidc-name", "", "label of the enterprise sign-in button (default: the issuer)")
 	fs.StringVar(&sc.OIDC.FHIRUserClaim, "oidc-fhir-user-claim", "", "id_token claim holding the user's FHIR user (e.g. fhirUser with Practitioner/123); without it users must be linked explicitly")
 	fs.StringVar(&sc.OIDCScopes, "oidc-scopes", "openid profile", "scopes requested from the --oidc-issuer (space-separated)")
+	fs.IntVar(&sc.PasswordChecks, "password-checks-per-minute", 30, "password and client-secret checks allowed per source address and minute (a budget in the store, shared by every process on it)")
 }
 
 func (sc *securityConfig) validate(authOn bool) error {
@@ -60,6 +64,9 @@ func (sc *securityConfig) validate(authOn bool) error {
 	case "on", "off":
 	default:
 		return fmt.Errorf("--audit must be on or off, not %q", sc.Audit)
+	}
+	if sc.PasswordChecks < 1 {
+		return fmt.Errorf("--password-checks-per-minute must be at least 1, not %d", sc.PasswordChecks)
 	}
 	if sc.AdminToken != "" && len(sc.AdminToken) < minAdminToken {
 		return fmt.Errorf("--admin-token must be at least %d characters", minAdminToken)
@@ -220,6 +227,8 @@ func setupSecurity(ctx context.Context, cfg serveConfig, base string, backend st
 		Logger:     log,
 		OnToken:    m.Token,
 		Audit:      sink, // account lock-outs
+
+		PasswordChecksPerMinute: cfg.Sec.PasswordChecks,
 	}
 	if cfg.Sec.OIDC.Issuer != "" {
 		up := cfg.Sec.OIDC
