@@ -89,4 +89,3 @@ func BenchmarkSummarize(b *testing.B) {
 		}
 	})
 }
-
