@@ -19,6 +19,9 @@ import (
 type scenario struct {
 	name string
 	next func(rng *rand.Rand, prev []byte) string
+	// research: the requests carry the research client's token (project
+	// "fhirload", de-identified rows) instead of the system client's.
+	research bool
 }
 
 // result is the outcome of one scenario at one concurrency.

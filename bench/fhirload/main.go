@@ -117,6 +117,13 @@ func benchmark(ctx context.Context, cfg config, out io.Writer) error {
 			return fmt.Errorf("clients add: %w\n%s", err, o)
 		}
 	}
+	rkey := filepath.Join(cfg.work, "key-"+name+"-research.jwk")
+	if _, err := os.Stat(rkey); errors.Is(err, fs.ErrNotExist) {
+		if o, err := exec.CommandContext(ctx, cfg.bin, "clients", "add", "--data-dir", data, "--id", "fhirload-research",
+			"--generate-key", rkey, "--scope", "system/*.rs", "--research-project", "fhirload").CombinedOutput(); err != nil {
+			return fmt.Errorf("clients add (research): %w\n%s", err, o)
+		}
+	}
 	scs := scenarios(m)
 	if cfg.scenarios != nil {
 		scs = slices.DeleteFunc(scs, func(s scenario) bool { return !slices.Contains(cfg.scenarios, s.name) })
@@ -140,7 +147,12 @@ func benchmark(ctx context.Context, cfg config, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		token, err := srv.token(ctx, cfg.bin, key)
+		token, err := srv.token(ctx, cfg.bin, "fhirload", key)
+		if err != nil {
+			srv.stop()
+			return err
+		}
+		rtoken, err := srv.token(ctx, cfg.bin, "fhirload-research", rkey)
 		if err != nil {
 			srv.stop()
 			return err
@@ -153,15 +165,20 @@ func benchmark(ctx context.Context, cfg config, out io.Writer) error {
 			if a == "off" && sc.name != "read" {
 				continue
 			}
+			tok := token
+			if sc.research {
+				tok = rtoken
+			}
 			for _, c := range cfg.conns {
-				// A short warm-up opens the connections and the page cache.
-				run(ctx, client, srv.base, token, sc, c, cfg.duration/5, cfg.seed)
+				// A short warm-up opens the connections and the page cache
+				// (and records a research project's pseudonyms).
+				run(ctx, client, srv.base, tok, sc, c, cfg.duration/5, cfg.seed)
 				if err := srv.settle(ctx, client, token); err != nil {
 					srv.stop()
 					return err
 				}
 				cpu0 := srv.cpu()
-				r := run(ctx, client, srv.base, token, sc, c, cfg.duration, cfg.seed)
+				r := run(ctx, client, srv.base, tok, sc, c, cfg.duration, cfg.seed)
 				// The server's CPU for the cell includes storing the
 				// cell's AuditEvents, however late the server does it.
 				cpu1 := srv.cpu()
@@ -272,6 +289,8 @@ func scenarios(m synth.Manifest) []scenario {
 	}
 	seed := m.Config.Seed
 	const loinc = "http://loinc.org|"
+	const stats = "/fhir/Observation/$stats?code=72514-3&system=http%3A%2F%2Floinc.org&statistic=count,average,minimum,maximum,median,std-dev,20-percent,80-percent"
+	const search1000 = "/fhir/Observation?code=" + loinc + "72514-3&_count=1000"
 	fixed := func(name, u string) scenario {
 		return scenario{name: name, next: func(*rand.Rand, []byte) string { return u }}
 	}
@@ -288,6 +307,14 @@ func scenarios(m synth.Manifest) []scenario {
 		fixed("system-code-sorted", "/fhir/Observation?code="+loinc+"72514-3&_sort=-date&_count=20"),
 		pager("paging-heaviest", func(*rand.Rand) string { return "/fhir/Observation?patient=Patient/" + heavy.ID + "&_count=50" }, 10),
 		fixed("everything-heaviest", "/fhir/Patient/"+heavy.ID+"/$everything?_count=1000"),
+		// Research access (issue 11): population $stats of the commonest
+		// code over every patient, and a search answering 1,000
+		// Observations, each for the system client and de-identified for
+		// the research client (pseudonyms, shifted dates, suppression).
+		fixed("stats-pain", stats),
+		{name: "stats-pain-research", next: func(*rand.Rand, []byte) string { return stats }, research: true},
+		fixed("search-1000", search1000),
+		{name: "search-1000-research", next: func(*rand.Rand, []byte) string { return search1000 }, research: true},
 	}
 }
 
@@ -352,8 +379,8 @@ func startServe(ctx context.Context, bin, data, audit string) (*serveProc, error
 	return nil, fmt.Errorf("anodyne serve did not become ready:\n%s", errs.String())
 }
 
-func (p *serveProc) token(ctx context.Context, bin, key string) (string, error) {
-	o, err := exec.CommandContext(ctx, bin, "token", "--server", p.base+"/fhir", "--client", "fhirload", "--key", key, "--scope", "system/*.rs").Output()
+func (p *serveProc) token(ctx context.Context, bin, client, key string) (string, error) {
+	o, err := exec.CommandContext(ctx, bin, "token", "--server", p.base+"/fhir", "--client", client, "--key", key, "--scope", "system/*.rs").Output()
 	if err != nil {
 		return "", fmt.Errorf("anodyne token: %w", err)
 	}

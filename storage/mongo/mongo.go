@@ -159,6 +159,7 @@ type Backend struct {
 	topology     string
 	transactions bool
 	elemMatch    bool
+	aggPipeline  bool // storage.Aggregator runs in the database (see aggregate.go)
 	ttl          bool
 	notes        []string
 
@@ -329,6 +330,9 @@ func (b *Backend) setup(ctx context.Context) error {
 		return err
 	}
 	b.elemMatch = em
+	if b.aggPipeline, err = b.probeAggregate(ctx); err != nil {
+		return err
+	}
 	if err := b.setupPartitioning(ctx); err != nil {
 		return err
 	}
@@ -340,6 +344,9 @@ func (b *Backend) setup(ctx context.Context) error {
 	}
 	if !b.elemMatch {
 		b.notes = append(b.notes, "$elemMatch unavailable: searches use a superset filter re-checked in Go, paging in Go")
+	}
+	if !b.aggPipeline {
+		b.notes = append(b.notes, "aggregation pipeline unavailable: statistics reduce a projection of the matching index entries in Go")
 	}
 	if !b.ttl {
 		b.notes = append(b.notes, "no TTL index: expired KV records are removed when read")

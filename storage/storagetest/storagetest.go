@@ -3,8 +3,8 @@
 // storage/storage.go and storage/expr.go (compare-and-set commits, claims,
 // history, every expression node on every kind, sorting, paging, totals,
 // the KV store, durability across a reopen and context cancellation) and,
-// for backends that implement them, storage.Reindexer, storage.Outbox and
-// storage.KVCommitter.
+// for backends that implement them, storage.Reindexer, storage.Outbox,
+// storage.KVCommitter and storage.Aggregator.
 //
 // It knows only the storage package. It must not know any concrete backend
 // (backends import it from their tests, never the reverse) and it must not
@@ -81,6 +81,7 @@ func Run(t *testing.T, h Harness) {
 		{"KV", kvCases},
 		{"Outbox", outboxCases},
 		{"KVCommit", kvCommitCases},
+		{"Aggregate", aggregateCases},
 		{"Durability", durabilityCases},
 		{"Context", contextCases},
 	}
