@@ -40,7 +40,16 @@ func (s *Server) readRoute(seg []string) (readFunc, map[string]string, error) {
 			return (*Server).lastnRead, nil, nil
 		case seg[0] == "Observation" && seg[1] == "$stats":
 			return (*Server).statsRead, nil, nil
-		case op(1) || seg[1] == "_search":
+		case op(1):
+			for _, ro := range s.resOps {
+				if ro.RunType != nil && seg[0] == ro.Type && seg[1] == "$"+ro.Name {
+					return func(s *Server, ctx context.Context, r readRequest) (readResult, error) {
+						return s.resourceTypeOperationRead(ctx, ro, r)
+					}, nil, nil
+				}
+			}
+			return notEntry()
+		case seg[1] == "_search":
 			return notEntry()
 		}
 		p["id"] = seg[1]

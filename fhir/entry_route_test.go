@@ -1,10 +1,14 @@
 package fhir
 
 import (
+	"context"
 	"net/http"
+	"net/url"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/anodyne-fhir/anodyne/storage"
 )
 
 // TestReadRouteCoversRouteTable enumerates the GET routes the server
@@ -31,6 +35,7 @@ func TestReadRouteCoversRouteTable(t *testing.T) {
 	// A patient operation's entry runs a closure over the operation.
 	// So does a resource operation's.
 	patientOps := map[string]bool{"/Patient/:id/$probe": true, "/Basic/:id/$probe": true}
+	typeOps := map[string]bool{"/Basic/$probe": true}
 	notEntries := map[string]bool{
 		"":                           true, // system search needs _type, which a GET entry URL cannot start with
 		"/":                          true,
@@ -44,7 +49,8 @@ func TestReadRouteCoversRouteTable(t *testing.T) {
 	sample := strings.NewReplacer(":type", "Patient", ":id", "p1", ":vid", "2", ":comp", "Observation", ":job", "j1", ":file", "f1")
 	s := &Server{
 		patientOps: []PatientOperation{{Name: "probe", Definition: map[string]any{"resourceType": "OperationDefinition", "id": "probe"}}},
-		resOps:     []ResourceOperation{{Type: "Basic", Name: "probe", Definition: map[string]any{"resourceType": "OperationDefinition", "id": "basic-probe"}}},
+		resOps: []ResourceOperation{{Type: "Basic", Name: "probe", Definition: map[string]any{"resourceType": "OperationDefinition", "id": "basic-probe"},
+			RunType: func(context.Context, []storage.Record, url.Values) (map[string]any, error) { return nil, nil }}},
 	}
 	seen := 0
 	for _, r := range s.routes(nil).Routes() {
@@ -66,6 +72,10 @@ func TestReadRouteCoversRouteTable(t *testing.T) {
 			if err != nil || fn == nil || params["id"] != "p1" {
 				t.Errorf("GET %s: the patient operation is not an entry (%v)", path, err)
 			}
+		case typeOps[path]:
+			if err != nil || fn == nil {
+				t.Errorf("GET %s: the type-level resource operation is not an entry (%v)", path, err)
+			}
 		case want[path] == nil:
 			t.Errorf("GET %s: no batch entry mapping and no exemption", path)
 		case err != nil:
@@ -74,7 +84,7 @@ func TestReadRouteCoversRouteTable(t *testing.T) {
 			t.Errorf("GET %s: maps to another interaction", path)
 		}
 	}
-	if seen < len(want)+len(patientOps)+len(notEntries)-2 {
+	if seen < len(want)+len(patientOps)+len(typeOps)+len(notEntries)-2 {
 		t.Errorf("%d GET routes enumerated: the walk misses some", seen)
 	}
 }
