@@ -41,7 +41,16 @@ func (s *Server) readRoute(seg []string) (readFunc, map[string]string, error) {
 			return (*Server).lastnRead, nil, nil
 		case seg[0] == "Observation" && seg[1] == "$stats":
 			return (*Server).statsRead, nil, nil
-		case op(1) || seg[1] == "_search":
+		case op(1):
+			for _, ro := range s.resOps {
+				if ro.RunType != nil && seg[0] == ro.Type && seg[1] == "$"+ro.Name {
+					return func(s *Server, ctx context.Context, r readRequest) (readResult, error) {
+						return s.resourceTypeOperationRead(ctx, ro, r)
+					}, nil, nil
+				}
+			}
+			return notEntry()
+		case seg[1] == "_search":
 			return notEntry()
 		}
 		p["id"] = seg[1]
@@ -113,6 +122,13 @@ func (s *Server) opRoute(seg []string) (entryOp, error) {
 			return entryOp{fn: (*Server).statsRead, name: name}, nil
 		case name == "$validate":
 			return entryOp{fn: (*Server).validateTypeRead, path: p, resourceIn: true, name: name}, nil
+		}
+		for _, ro := range s.resOps {
+			if ro.RunType != nil && seg[0] == ro.Type && name == "$"+ro.Name {
+				return entryOp{fn: func(s *Server, ctx context.Context, r readRequest) (readResult, error) {
+					return s.resourceTypeOperationRead(ctx, ro, r)
+				}, path: p, name: name}, nil
+			}
 		}
 	case 3:
 		p := map[string]string{"type": seg[0], "id": seg[1]}

@@ -1,10 +1,14 @@
 package fhir
 
 import (
+	"context"
 	"net/http"
+	"net/url"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/anodyne-fhir/anodyne/storage"
 )
 
 // TestEntryRouteCoversRouteTable enumerates every route the server
@@ -38,6 +42,8 @@ func TestEntryRouteCoversRouteTable(t *testing.T) {
 	// A patient or resource operation's entry runs a closure over the
 	// operation; it must carry the instance's id.
 	ops := map[string]bool{"GET /Patient/:id/$probe": true, "GET /Basic/:id/$probe": true, "POST /Basic/:id/$probe": true}
+	// A type-level resource operation's entry carries no id.
+	typeOps := map[string]bool{"GET /Basic/$probe": true, "POST /Basic/$probe": true}
 	writes := map[string]bool{
 		"POST /:type": true, "PUT /:type": true, "DELETE /:type": true,
 		"PUT /:type/:id": true, "PATCH /:type/:id": true, "DELETE /:type/:id": true,
@@ -61,7 +67,8 @@ func TestEntryRouteCoversRouteTable(t *testing.T) {
 	s := &Server{
 		base:       "http://example.org/fhir",
 		patientOps: []PatientOperation{{Name: "probe", Definition: map[string]any{"resourceType": "OperationDefinition", "id": "probe"}}},
-		resOps:     []ResourceOperation{{Type: "Basic", Name: "probe", Definition: map[string]any{"resourceType": "OperationDefinition", "id": "basic-probe"}}},
+		resOps: []ResourceOperation{{Type: "Basic", Name: "probe", Definition: map[string]any{"resourceType": "OperationDefinition", "id": "basic-probe"},
+			RunType: func(context.Context, []storage.Record, url.Values) (map[string]any, error) { return nil, nil }}},
 	}
 	seen := 0
 	for _, r := range s.routes(nil).Routes() {
@@ -109,6 +116,10 @@ func TestEntryRouteCoversRouteTable(t *testing.T) {
 			if err != nil || e.reads() {
 				t.Errorf("%s: not a write entry (%v)", key, err)
 			}
+		case typeOps[key]:
+			if err != nil || fn == nil {
+				t.Errorf("%s: the type-level resource operation is not an entry (%v)", key, err)
+			}
 		case ops[key]:
 			if err != nil || fn == nil || params["id"] != "p1" {
 				t.Errorf("%s: the operation is not an entry (%v)", key, err)
@@ -121,7 +132,7 @@ func TestEntryRouteCoversRouteTable(t *testing.T) {
 			t.Errorf("%s: maps to another interaction", key)
 		}
 	}
-	if seen < len(reads)+len(ops)+len(writes)+len(notEntries) {
+	if seen < len(reads)+len(ops)+len(typeOps)+len(writes)+len(notEntries) {
 		t.Errorf("%d routes enumerated: the walk misses some", seen)
 	}
 }

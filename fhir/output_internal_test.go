@@ -126,6 +126,18 @@ func TestOutputFilterEveryReadRoute(t *testing.T) {
 					return nil, err
 				}
 				return map[string]any{"resourceType": "Parameters", "parameter": []any{map[string]any{"name": "instance", "resource": json.RawMessage(raw)}}}, nil
+			},
+			// The type level: every instance handed to it, through Emit.
+			RunType: func(ctx context.Context, recs []storage.Record, _ url.Values) (map[string]any, error) {
+				var ps []any
+				for _, rec := range recs {
+					raw, _, err := s.Emit(ctx, rec)
+					if err != nil {
+						return nil, err
+					}
+					ps = append(ps, map[string]any{"name": "instance", "resource": json.RawMessage(raw)})
+				}
+				return map[string]any{"resourceType": "Parameters", "parameter": ps}, nil
 			}}},
 		BaseURL: "http://" + ts.Listener.Addr().String(), Backend: be,
 		ExportDir: t.TempDir(), ExportWorkers: 1, Output: stampFilter{},
@@ -293,6 +305,10 @@ func TestOutputFilterEveryReadRoute(t *testing.T) {
 		},
 		"GET /:type/$everything":      func() (int, []byte) { return call("GET", "/Patient/$everything", "") },
 		"GET /Observation/:id/$probe": func() (int, []byte) { return call("GET", "/Observation/v-o1/$probe", "") },
+		"GET /Observation/$probe":     func() (int, []byte) { return call("GET", "/Observation/$probe?id=v-o1", "") },
+		"POST /Observation/$probe": func() (int, []byte) {
+			return call("POST", "/Observation/$probe", "", "Content-Type: application/x-www-form-urlencoded")
+		},
 		"POST /Observation/:id/$probe": func() (int, []byte) {
 			return call("POST", "/Observation/v-o1/$probe", "x=1", "Content-Type: application/x-www-form-urlencoded")
 		},

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/anodyne-fhir/anodyne/storage"
 )
@@ -28,7 +29,19 @@ type ResourceOperation struct {
 	// any other error is a 500. What it returns is sent as is: resources
 	// it embeds must already have passed Emit.
 	Run func(ctx context.Context, rec storage.Record, params url.Values) (map[string]any, error)
+	// RunType, when set, also serves the type level, GET or POST
+	// [base]/Type/$Name: the server authorizes it as a search of the type
+	// (the caller's decision and filter) and hands it the current
+	// versions the caller may read, those named by the "id" parameters
+	// (repeated or comma-separated, through the caller's view; an unknown
+	// or hidden id is left out) or, without one, all of them up to
+	// MaxTypeOperation; params are the other parameters.
+	RunType func(ctx context.Context, recs []storage.Record, params url.Values) (map[string]any, error)
 }
+
+// MaxTypeOperation bounds the instances a type-level ResourceOperation
+// is handed.
+const MaxTypeOperation = 1000
 
 // resourceOperationRead authorizes the instance as a read and runs op.
 func (s *Server) resourceOperationRead(ctx context.Context, op ResourceOperation, rq readRequest) (readResult, error) {
@@ -83,6 +96,84 @@ func (s *Server) resourceOperationRead(ctx context.Context, op ResourceOperation
 			return readResult{}, fe
 		}
 		return readResult{}, fmt.Errorf("$%s on %s/%s: %w", op.Name, op.Type, id, err)
+	}
+	return resourceResult(res)
+}
+
+// resourceTypeOperationRead finds the instances the caller may read, as a
+// search of the type would, and runs op.RunType on them.
+func (s *Server) resourceTypeOperationRead(ctx context.Context, op ResourceOperation, rq readRequest) (readResult, error) {
+	d, err := s.decide(ctx, ActionSearch, op.Type)
+	if err != nil {
+		return readResult{}, err
+	}
+	v, err := s.view(ctx)
+	if err != nil {
+		return readResult{}, err
+	}
+	q := url.Values{}
+	var ids []string
+	idGiven := false
+	for k, vs := range rq.query {
+		switch k {
+		case "_format", "_pretty":
+		case "id":
+			for _, joined := range vs {
+				for _, id := range strings.Split(joined, ",") {
+					if id = strings.TrimSpace(id); id == "" {
+						continue
+					}
+					if !validID(id) {
+						return readResult{}, newError(http.StatusBadRequest, codeInvalid, "id: %q is not a FHIR id", id)
+					}
+					stored, err := s.storedID(ctx, v, op.Type, id)
+					var fe *Error
+					if errors.As(err, &fe) && fe.Status == http.StatusNotFound {
+						continue
+					}
+					if err != nil {
+						return readResult{}, err
+					}
+					ids = append(ids, stored)
+				}
+			}
+			idGiven = true
+		default:
+			q[k] = vs
+		}
+	}
+	if idGiven && len(ids) == 0 {
+		return s.runType(ctx, op, nil, q) // none the caller may know
+	}
+	var where []storage.Expr
+	if len(ids) > 0 {
+		where = append(where, storage.IDs{IDs: ids})
+	}
+	if d.Filter != nil {
+		where = append(where, d.Filter)
+	}
+	sq := storage.Query{Types: []string{op.Type}, Count: MaxTypeOperation}
+	if len(where) > 0 {
+		sq.Filter = storage.And{Exprs: where}
+	}
+	page, err := s.backend.Search(ctx, sq)
+	if err != nil {
+		return readResult{}, fmt.Errorf("$%s on %s: finding the instances: %w", op.Name, op.Type, err)
+	}
+	return s.runType(ctx, op, page.Records, q)
+}
+
+func (s *Server) runType(ctx context.Context, op ResourceOperation, recs []storage.Record, q url.Values) (readResult, error) {
+	if recs == nil {
+		recs = []storage.Record{}
+	}
+	res, err := op.RunType(ctx, recs, q)
+	if err != nil {
+		var fe *Error
+		if errors.As(err, &fe) {
+			return readResult{}, fe
+		}
+		return readResult{}, fmt.Errorf("$%s on %s: %w", op.Name, op.Type, err)
 	}
 	return resourceResult(res)
 }

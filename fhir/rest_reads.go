@@ -354,3 +354,20 @@ func (s *Server) validateInstance(c echo.Context) error {
 func (s *Server) reindexStatus(c echo.Context) error {
 	return s.serveRead(c, (*Server).reindexStatusRead)
 }
+
+// resourceTypeOperation handles GET and POST [base]/Type/$name.
+func (s *Server) resourceTypeOperation(op ResourceOperation) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		params, err := s.lastnParams(c)
+		if err != nil {
+			return err
+		}
+		rq := readRequestOf(c)
+		rq.query = params
+		r, err := s.resourceTypeOperationRead(c.Request().Context(), op, rq)
+		if err != nil {
+			return err
+		}
+		return respondRead(c, r)
+	}
+}

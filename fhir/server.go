@@ -415,6 +415,10 @@ func (s *Server) routes(authMW echo.MiddlewareFunc) *echo.Echo {
 		}
 		g.GET("/"+op.Type+"/:id/$"+op.Name, s.resourceOperation(op), append([]echo.MiddlewareFunc{tag}, mws...)...)
 		g.POST("/"+op.Type+"/:id/$"+op.Name, s.resourceOperation(op), append([]echo.MiddlewareFunc{tag}, mws...)...)
+		if op.RunType != nil {
+			g.GET("/"+op.Type+"/$"+op.Name, s.resourceTypeOperation(op), append([]echo.MiddlewareFunc{tag}, mws...)...)
+			g.POST("/"+op.Type+"/$"+op.Name, s.resourceTypeOperation(op), append([]echo.MiddlewareFunc{tag}, mws...)...)
+		}
 	}
 	// The definitions of the operations the server declares ($lastn,
 	// $stats, the patient operations) are read here; other ids are stored

@@ -116,6 +116,14 @@ func start(t testing.TB, b storage.Backend, ps map[string]*auth.Principal, mod f
 	})
 	svc.Attach(fs.FHIR)
 	fs.FHIR.Echo().GET(subscription.WebsocketPath, echo.WrapHandler(http.HandlerFunc(svc.ServeWebsocket)))
+	t.Cleanup(runService(t, svc))
+	return &server{Server: fs, svc: svc}
+}
+
+// runService runs svc's delivery loop until the returned stop is called.
+// Register stop as a cleanup after the server's (cleanups run
+// last-in first-out: the loop stops before the server closes).
+func runService(t testing.TB, svc *subscription.Service) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -124,13 +132,10 @@ func start(t testing.TB, b storage.Backend, ps map[string]*auth.Principal, mod f
 			t.Errorf("Run: %v", err)
 		}
 	}()
-	// Cleanups run last-in first-out: the delivery loop stops before the
-	// server Start registered closes.
-	t.Cleanup(func() {
+	return func() {
 		cancel()
 		<-done
-	})
-	return &server{Server: fs, svc: svc}
+	}
 }
 
 // do sends a request under the FHIR base ("/Patient/1") as principal as.

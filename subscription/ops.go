@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/anodyne-fhir/anodyne/auth"
@@ -40,6 +41,12 @@ func opDefinition(id, url, name, title string, params ...map[string]any) map[str
 	}
 }
 
+// typeLevel marks an operation as served at [base]/Type/$name too.
+func typeLevel(def map[string]any) map[string]any {
+	def["type"] = true
+	return def
+}
+
 func opParam(name, use, typ string, max string) map[string]any {
 	return map[string]any{"name": name, "use": use, "min": 0, "max": max, "type": typ}
 }
@@ -50,9 +57,9 @@ func opParam(name, use, typ string, max string) map[string]any {
 // Subscription.
 func (s *Service) Operations() []fhir.ResourceOperation {
 	return []fhir.ResourceOperation{
-		{Type: "Subscription", Name: "status", Run: s.status,
-			Definition: opDefinition("backport-subscription-status", opStatusURL, "status", "Subscription status",
-				opParam("return", "out", "Bundle", "1"))},
+		{Type: "Subscription", Name: "status", Run: s.status, RunType: s.statusType,
+			Definition: typeLevel(opDefinition("backport-subscription-status", opStatusURL, "status", "Subscription status",
+				opParam("id", "in", "id", "*"), opParam("status", "in", "code", "*"), opParam("return", "out", "Bundle", "1")))},
 		{Type: "Subscription", Name: "events", Run: s.events,
 			Definition: opDefinition("backport-subscription-events", opEventsURL, "events", "Replay of a Subscription's numbered events",
 				opParam("eventsSinceNumber", "in", "string", "1"), opParam("eventsUntilNumber", "in", "string", "1"),
@@ -120,27 +127,65 @@ func shownStatus(sb *sub) string { return sb.Status }
 // status is Subscription/{id}/$status: a searchset Bundle holding the
 // SubscriptionStatus (type query-status).
 func (s *Service) status(ctx context.Context, rec storage.Record, _ url.Values) (map[string]any, error) {
-	sb, err := s.parseRecord(rec)
-	if err != nil {
-		return nil, err
+	return s.statusBundle(ctx, []storage.Record{rec}, nil)
+}
+
+// statusType is Subscription/$status (the type level): the status of
+// each Subscription the caller may read, of those named by id (all
+// without one), whose status is one of the status parameters (any
+// without one; repeated or comma-separated).
+func (s *Service) statusType(ctx context.Context, recs []storage.Record, q url.Values) (map[string]any, error) {
+	var want map[string]bool
+	for _, v := range q["status"] {
+		for _, st := range strings.Split(v, ",") {
+			switch st = strings.TrimSpace(st); st {
+			case statusRequested, statusActive, statusError, statusOff:
+				if want == nil {
+					want = map[string]bool{}
+				}
+				want[st] = true
+			default:
+				return nil, invalid(http.StatusBadRequest, "invalid", "status", "status must be requested, active, error or off, not %q", st)
+			}
+		}
 	}
+	return s.statusBundle(ctx, recs, want)
+}
+
+// statusBundle is the searchset of the SubscriptionStatus of each record
+// (those whose status is in want, when set).
+func (s *Service) statusBundle(ctx context.Context, recs []storage.Record, want map[string]bool) (map[string]any, error) {
 	srv, err := s.server()
 	if err != nil {
 		return nil, err
 	}
-	n, err := s.eventCount(ctx, sb.ID)
-	if err != nil {
-		return nil, err
-	}
-	st := statusParams(srv.Base(), sb, notice{kind: noticeStatus, status: shownStatus(sb), since: n, error: sb.Error}, contentEmpty)
-	return map[string]any{
-		"resourceType": "Bundle", "id": newEventID(), "type": "searchset", "total": 1,
-		"timestamp": time.Now().UTC().Format(time.RFC3339Nano),
-		"entry": []any{map[string]any{
+	var entries []any
+	for _, rec := range recs {
+		sb, err := s.parseRecord(rec)
+		if err != nil {
+			return nil, err
+		}
+		if want != nil && !want[sb.Status] {
+			continue
+		}
+		n, err := s.eventCount(ctx, sb.ID)
+		if err != nil {
+			return nil, err
+		}
+		st := statusParams(srv.Base(), sb, notice{kind: noticeStatus, status: shownStatus(sb), since: n, error: sb.Error}, contentEmpty)
+		entries = append(entries, map[string]any{
 			"fullUrl": "urn:uuid:" + uuidOf(st["id"].(string)), "resource": st,
 			"search": map[string]any{"mode": "match"},
-		}},
-	}, nil
+		})
+	}
+	b := map[string]any{
+		"resourceType": "Bundle", "id": newEventID(), "type": "searchset", "total": len(entries),
+		"timestamp": time.Now().UTC().Format(time.RFC3339Nano),
+	}
+	if len(entries) > 0 {
+		b["entry"] = entries
+	}
+	return b, nil
 }
 
 // events is Subscription/{id}/$events: the logged events numbered

@@ -81,11 +81,19 @@ type registry struct {
 	mu      sync.RWMutex
 	stored  map[string]*active
 	pending map[string]pending
-	byType  map[string][]*active // matching Subscriptions (requested, active or error, not ended)
+	byType  map[string][]*active  // matching Subscriptions (requested, active or error, not ended)
+	index   map[string]*typeIndex // byType, filed by the terms their criteria require
 }
 
 func newRegistry(s *Service) *registry {
-	return &registry{s: s, stored: map[string]*active{}, pending: map[string]pending{}, byType: map[string][]*active{}}
+	return &registry{s: s, stored: map[string]*active{}, pending: map[string]pending{}, byType: map[string][]*active{}, index: map[string]*typeIndex{}}
+}
+
+// indexes is the candidate index of every type (replaced, never changed).
+func (r *registry) indexes() map[string]*typeIndex {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.index
 }
 
 func (r *registry) snapshot() map[string][]*active {
@@ -176,6 +184,11 @@ func (r *registry) rebuild() {
 		add(p.a)
 	}
 	r.byType = by
+	ix := make(map[string]*typeIndex, len(by))
+	for typ, list := range by {
+		ix[typ] = newTypeIndex(list)
+	}
+	r.index = ix
 }
 
 // newest is the Seq of the newest Subscription version in the store.

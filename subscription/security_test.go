@@ -3,6 +3,7 @@ package subscription_test
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -119,6 +120,88 @@ func TestPatientAppSubscriptionAndMasking(t *testing.T) {
 			}
 			for _, d := range got {
 				checkSigned(t, d, secret, "Subscription/"+id)
+			}
+		})
+	}
+}
+
+// statusIDs are the Subscription ids of a $status searchset, sorted.
+func statusIDs(t *testing.T, b map[string]any) []string {
+	t.Helper()
+	if b["type"] != "searchset" {
+		t.Fatalf("$status answered %v", b)
+	}
+	var out []string
+	entries, _ := get(b, "entry").([]any)
+	for _, e := range entries {
+		st := get(e, "resource")
+		if param(st, "type") != "query-status" {
+			t.Errorf("entry of type %v", param(st, "type"))
+		}
+		ref, _ := get(param(st, "subscription"), "reference").(string)
+		out = append(out, ref[strings.LastIndex(ref, "/")+1:])
+	}
+	if n, _ := b["total"].(json.Number).Int64(); int(n) != len(out) {
+		t.Errorf("total %v, %d entries", b["total"], len(out))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestTypeLevelStatus: GET and POST [base]/Subscription/$status answer
+// the status of the Subscriptions named by id (repeated or
+// comma-separated), or of all, that the caller may read (a patient/ app
+// only its patient's), filtered by status; bad ids or statuses are 400;
+// it works as a batch entry.
+func TestTypeLevelStatus(t *testing.T) {
+	for _, be := range backends() {
+		t.Run(be.Name, func(t *testing.T) {
+			rcv := newReceiver(t)
+			const appScopes = "patient/Observation.rs patient/Subscription.cruds"
+			ps := map[string]*auth.Principal{
+				"ehr":  {ClientID: "ehr", Subject: "ehr", Scopes: auth.ParseScopes("system/*.cruds")},
+				"app":  {ClientID: "app", Subject: "u1", Scopes: auth.ParseScopes(appScopes), Patient: "p1"},
+				"app2": {ClientID: "app2", Subject: "u2", Scopes: auth.ParseScopes(appScopes), Patient: "p2"},
+				"none": {ClientID: "none", Subject: "u3", Scopes: auth.ParseScopes("patient/Observation.rs"), Patient: "p1"},
+			}
+			s := start(t, be.Open(t), ps, nil)
+			a := s.do(t, "app", "POST", "/Subscription", subscriptionJSON("Observation?code="+painCode, rcv.ts.URL+"/a", "")).Expect(t, http.StatusCreated).JSON(t)["id"].(string)
+			b := s.do(t, "ehr", "POST", "/Subscription", subscriptionJSON("Observation?code="+pulseCode, rcv.ts.URL+"/b", "")).Expect(t, http.StatusCreated).JSON(t)["id"].(string)
+			both := []string{a, b}
+			slices.Sort(both)
+			for _, c := range []struct {
+				as, query string
+				want      []string
+			}{
+				{"ehr", "", both},
+				{"ehr", "?id=" + a, []string{a}},
+				{"ehr", "?id=" + a + "," + b + "&id=nope", both},
+				{"ehr", "?id=nope", nil},
+				{"ehr", "?status=off", nil},
+				{"ehr", "?status=active,requested", both},
+				{"ehr", "?status=off&status=active&id=" + b, []string{b}},
+				{"app", "", []string{a}},
+				{"app", "?id=" + b, nil},
+				{"app2", "", nil},
+			} {
+				got := statusIDs(t, s.do(t, c.as, "GET", "/Subscription/$status"+c.query, "").Expect(t, http.StatusOK).JSON(t))
+				if !slices.Equal(got, c.want) {
+					t.Errorf("%s GET $status%s: %v, want %v", c.as, c.query, got, c.want)
+				}
+			}
+			s.do(t, "none", "GET", "/Subscription/$status", "").Expect(t, http.StatusForbidden)
+			s.do(t, "ehr", "GET", "/Subscription/$status?status=bogus", "").Expect(t, http.StatusBadRequest)
+			s.do(t, "ehr", "GET", "/Subscription/$status?id=no!such", "").Expect(t, http.StatusBadRequest)
+			post := s.do(t, "ehr", "POST", "/Subscription/$status", "id="+b, "Content-Type: application/x-www-form-urlencoded").Expect(t, http.StatusOK).JSON(t)
+			if got := statusIDs(t, post); !slices.Equal(got, []string{b}) {
+				t.Errorf("POST $status id=%s: %v", b, got)
+			}
+			batch := s.do(t, "app", "POST", "", `{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"GET","url":"Subscription/$status"}}]}`).Expect(t, http.StatusOK).JSON(t)
+			if st := get(batch, "entry", 0, "response", "status"); st == nil || !strings.HasPrefix(st.(string), "200") {
+				t.Fatalf("batch entry: %v", batch)
+			}
+			if got := statusIDs(t, get(batch, "entry", 0, "resource").(map[string]any)); !slices.Equal(got, []string{a}) {
+				t.Errorf("app's batch $status: %v, want [%s]", got, a)
 			}
 		})
 	}

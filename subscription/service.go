@@ -178,7 +178,7 @@ func (s *Service) ObserveCommit(ctx context.Context, cs *fhir.CommitSet) error {
 			}
 		}
 	}
-	act := s.reg.snapshot()
+	act := s.reg.indexes()
 	if len(act) == 0 {
 		return nil
 	}
@@ -198,7 +198,7 @@ func (s *Service) ObserveCommit(ctx context.Context, cs *fhir.CommitSet) error {
 			}
 			return decoded
 		}
-		for _, a := range act[w.Type] {
+		for _, a := range act[w.Type].candidates(w.Index) {
 			if !a.matches(s.log, w, res) {
 				continue
 			}
