@@ -39,7 +39,7 @@ import (
 //     that match are delivered to a real receiver meanwhile;
 //
 //   - latency: with the 1,000 Subscriptions still active, pain scores
-//     written at about 100 per second (4 writers) to one full-payload
+//     written at about 100 per second (16 writers) to one full-payload
 //     rest-hook Subscription: the time from each write's answer to the
 //     notification's arrival at the receiver (p50-ms, p99-ms), next to
 //     the bare round trip to that receiver from the same client
@@ -137,7 +137,7 @@ func BenchmarkSubscriptions(b *testing.B) {
 				rcv.URL+"/hook", "application/fhir+json"), bearer).Expect(b, http.StatusCreated)
 			time.Sleep(2 * time.Second) // the registry of the delivery loop has it
 		}
-		const writes, rate, writers = 300, 100, 4
+		const writes, rate, writers = 300, 100, 16
 		// One round however large b.N: the round is the measurement.
 		var lat, hop []time.Duration
 		for range 1 {

@@ -449,7 +449,11 @@ func (s *Service) deliver(ctx context.Context, client *http.Client, sb *sub, ev 
 
 // send makes one signed request to the Subscription's endpoint.
 func (s *Service) send(ctx context.Context, client *http.Client, sb *sub, method, url, eventID string, body []byte) error {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	timeout := s.cfg.Timeout
+	if sb.Timeout > 0 {
+		timeout = min(timeout, sb.Timeout) // backport-timeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
 	if err != nil {

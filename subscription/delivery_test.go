@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -188,4 +190,52 @@ func TestRefusedSubscriptionWriteNotifiesNothing(t *testing.T) {
 	if got := rcv.under("/hook"); len(got) != 0 {
 		t.Fatalf("a refused Subscription was notified: %v", paths(got))
 	}
+}
+
+// TestBackportTimeout: backport-timeout bounds one notification attempt
+// below Config.Timeout (2 s here): a receiver that takes 1.5 s to answer
+// the first request is given up on after 1 s and the event is sent
+// again (same event id); without the extension the first attempt
+// succeeds. A timeout of 0 is refused (422).
+func TestBackportTimeout(t *testing.T) {
+	be := backends()[0]
+	for _, c := range []struct {
+		name    string
+		timeout int // 0: no extension
+		want    int
+	}{{"backport-timeout 1", 1, 2}, {"none", 0, 1}} {
+		t.Run(c.name, func(t *testing.T) {
+			rcv := newReceiver(t)
+			var mu sync.Mutex
+			calls := 0
+			slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				calls++
+				n := calls
+				mu.Unlock()
+				if n == 1 {
+					time.Sleep(1500 * time.Millisecond)
+				}
+				rcv.ts.Config.Handler.ServeHTTP(w, r)
+			}))
+			t.Cleanup(slow.Close)
+			s := start(t, be.Open(t), nil, nil)
+			body := subscriptionJSON("Observation?code="+painCode, slow.URL+"/hook", "")
+			if c.timeout > 0 {
+				body = strings.Replace(body, `"channel":{`, fmt.Sprintf(`"channel":{"extension":[{"url":"http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-timeout","valueUnsignedInt":%d}],`, c.timeout), 1)
+			}
+			s.do(t, "", "POST", "/Subscription", body).Expect(t, http.StatusCreated)
+			s.do(t, "", "PUT", "/Observation/o1", observation("o1", painCode, "p1", 8)).Expect(t, http.StatusCreated)
+			got := rcv.wait(t, "/hook", c.want, 15*time.Second, 2*time.Second)
+			if len(got) != c.want {
+				t.Fatalf("%d requests reached the receiver, want %d", len(got), c.want)
+			}
+			if got[0].Header.Get(subscription.HeaderEventID) != got[len(got)-1].Header.Get(subscription.HeaderEventID) {
+				t.Error("the retry carries another event id")
+			}
+		})
+	}
+	s := start(t, be.Open(t), nil, nil)
+	zero := strings.Replace(subscriptionJSON("Observation?code="+painCode, "http://127.0.0.1:9/hook", ""), `"channel":{`, `"channel":{"extension":[{"url":"http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-timeout","valueUnsignedInt":0}],`, 1)
+	s.do(t, "", "POST", "/Subscription", zero).Expect(t, http.StatusUnprocessableEntity)
 }

@@ -84,9 +84,12 @@ type sub struct {
 	// Heartbeat is backport-heartbeat-period: the longest silence before
 	// a heartbeat notification (0: none).
 	Heartbeat time.Duration
-	Error     string    // Subscription.error
-	End       time.Time // zero: none
-	Owner     *owner    // nil: written with authorization off
+	// Timeout is backport-timeout: how long one notification attempt may
+	// take (0: Config.Timeout; never more than it).
+	Timeout time.Duration
+	Error   string    // Subscription.error
+	End     time.Time // zero: none
+	Owner   *owner    // nil: written with authorization off
 	// Patient is the server's patient tag: a patient/ app's Subscription.
 	Patient string
 }
@@ -150,6 +153,13 @@ func parseSub(res map[string]any, version int64) (*sub, error) {
 				return nil, fmt.Errorf("backport-heartbeat-period: %w", err)
 			}
 			s.Heartbeat = time.Duration(n) * time.Second
+		}
+		if em, ok := e.(map[string]any); ok && em["url"] == timeoutURL {
+			n, err := positiveInt(em["valueUnsignedInt"])
+			if err != nil {
+				return nil, fmt.Errorf("backport-timeout: %w", err)
+			}
+			s.Timeout = time.Duration(n) * time.Second
 		}
 	}
 	s.Owner = ownerOf(res)

@@ -23,6 +23,7 @@ const (
 	filterCriteriaURL     = backportBase + "backport-filter-criteria"
 	payloadContentURL     = backportBase + "backport-payload-content"
 	heartbeatURL          = backportBase + "backport-heartbeat-period"
+	timeoutURL            = backportBase + "backport-timeout"
 	statusProfile         = backportBase + "backport-subscription-status-r4"
 	contentEmpty          = "empty"
 	contentIDOnly         = "id-only"

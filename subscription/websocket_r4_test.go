@@ -3,6 +3,7 @@ package subscription_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -92,6 +93,88 @@ func TestR4WebsocketChannel(t *testing.T) {
 			}
 			if msg, err := read(c, 2*time.Second); err == nil {
 				t.Fatalf("a second message %q for one matching write (the other code must not ping)", msg)
+			}
+		})
+	}
+}
+
+// TestWebsocketAcrossProcesses: two servers share one store (one SQLite
+// file; one FerretDB database). A socket bound on the first hears of
+// matching writes committed by the second, once each, and of no other.
+func TestWebsocketAcrossProcesses(t *testing.T) {
+	for _, st := range env.SharedStores() {
+		t.Run(st.Name, func(t *testing.T) {
+			bs := st.Open(t)
+			a := start(t, bs[0], nil, nil)
+			b := start(t, bs[1], nil, nil)
+			sub := a.do(t, "", "POST", "/Subscription", `{"resourceType":"Subscription","status":"requested","reason":"pain across processes",
+				"criteria":"Observation?code=http://loinc.org|`+painCode+`","channel":{"type":"websocket"}}`).Expect(t, http.StatusCreated).JSON(t)
+			id := sub["id"].(string)
+			ctx := context.Background()
+			c, _, err := websocket.Dial(ctx, "ws"+a.Root[len("http"):]+subscription.WebsocketPath, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.CloseNow()
+			if err := c.Write(ctx, websocket.MessageText, []byte("bind "+id)); err != nil {
+				t.Fatal(err)
+			}
+			// One reader: a Read whose context ends closes the socket.
+			msgs := make(chan string, 100)
+			go func() {
+				defer close(msgs)
+				for {
+					_, msg, err := c.Read(ctx)
+					if err != nil {
+						return
+					}
+					msgs <- string(msg)
+				}
+			}()
+			errQuiet := errors.New("no message")
+			read := func(wait time.Duration) (string, error) {
+				select {
+				case m, ok := <-msgs:
+					if !ok {
+						return "", errors.New("socket closed")
+					}
+					return m, nil
+				case <-time.After(wait):
+					return "", errQuiet
+				}
+			}
+			if msg, err := read(10 * time.Second); err != nil || msg != "bound "+id {
+				t.Fatalf("answer to bind: %q, %v", msg, err)
+			}
+			// The second server hears of the Subscription within its Check.
+			deadline := time.Now().Add(10 * time.Second)
+			for n := 0; ; n++ {
+				if time.Now().After(deadline) {
+					t.Fatal("the second server never matched the first's Subscription")
+				}
+				oid := fmt.Sprintf("probe-%d", n)
+				b.do(t, "", "PUT", "/Observation/"+oid, observation(oid, painCode, "p1", 8)).Expect(t, http.StatusCreated)
+				if msg, err := read(time.Second); err != errQuiet {
+					if msg != "ping "+id {
+						t.Fatalf("message %q, want %q", msg, "ping "+id)
+					}
+					break
+				}
+			}
+			msg, err := read(time.Second)
+			for ; err == nil; msg, err = read(time.Second) {
+				// Earlier probes may still arrive; they are pings of id.
+				if msg != "ping "+id {
+					t.Fatalf("message %q, want %q", msg, "ping "+id)
+				}
+			}
+			b.do(t, "", "PUT", "/Observation/other", observation("other", pulseCode, "p1", 60)).Expect(t, http.StatusCreated)
+			b.do(t, "", "PUT", "/Observation/pain", observation("pain", painCode, "p1", 9)).Expect(t, http.StatusCreated)
+			if msg, err := read(10 * time.Second); err != nil || msg != "ping "+id {
+				t.Fatalf("after the second server's matching write: %q, %v; want %q", msg, err, "ping "+id)
+			}
+			if msg, err := read(2 * time.Second); err != errQuiet {
+				t.Fatalf("a second message %q (%v) for one matching write", msg, err)
 			}
 		})
 	}
