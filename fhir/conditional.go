@@ -143,11 +143,9 @@ func (s *Server) conditionalUpdate(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	r, err := s.write(c.Request().Context(), writeRequest{method: http.MethodPut, typ: typ, query: q, body: body, ifMatch: want})
-	if err != nil {
-		return err
-	}
-	return s.respondResult(c, r)
+	return s.keyedWrite(c, body, http.MethodPut, func(ctx context.Context) (writeResult, error) {
+		return s.write(ctx, writeRequest{method: http.MethodPut, typ: typ, query: q, body: body, ifMatch: want})
+	})
 }
 
 // conditionalDelete handles DELETE [type]?criteria: no match is a
@@ -158,9 +156,7 @@ func (s *Server) conditionalDelete(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	r, err := s.write(c.Request().Context(), writeRequest{method: http.MethodDelete, typ: typ, query: q, ifMatch: want})
-	if err != nil {
-		return err
-	}
-	return s.respondResult(c, r)
+	return s.keyedWrite(c, nil, http.MethodDelete, func(ctx context.Context) (writeResult, error) {
+		return s.write(ctx, writeRequest{method: http.MethodDelete, typ: typ, query: q, ifMatch: want})
+	})
 }

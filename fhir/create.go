@@ -20,27 +20,12 @@ func (s *Server) create(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, release, err := s.beginIdempotent(c, body)
-	if err != nil {
-		return err
-	}
-	defer release()
-	var r writeResult
-	if rec, ok := idemFrom(ctx).replay(); ok && len(rec.Results) == 1 {
-		r, err = s.replayed(ctx, http.MethodPost, rec.Results[0])
-	} else {
-		r, err = s.write(ctx, writeRequest{
+	return s.keyedWrite(c, body, http.MethodPost, func(ctx context.Context) (writeResult, error) {
+		return s.write(ctx, writeRequest{
 			method: http.MethodPost, typ: typ, body: body,
 			ifNoneExist: c.Request().Header.Get("If-None-Exist"),
 		})
-		if err == nil {
-			s.settle(ctx)
-		}
-	}
-	if err != nil {
-		return err
-	}
-	return s.respondResult(c, r)
+	})
 }
 
 // createResource stores body as a new resource of typ with a new id.

@@ -20,11 +20,9 @@ func (s *Server) delete(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	r, err := s.deleteResource(c.Request().Context(), typ, id, want)
-	if err != nil {
-		return err
-	}
-	return s.respondResult(c, r)
+	return s.keyedWrite(c, nil, http.MethodDelete, func(ctx context.Context) (writeResult, error) {
+		return s.deleteResource(ctx, typ, id, want)
+	})
 }
 
 // deleteResource deletes typ/id (want: the version If-Match requires, 0
@@ -52,6 +50,8 @@ func (s *Server) deleteResource(ctx context.Context, typ, id string, want int64)
 			},
 			ExpectVersion: cur.VersionID,
 		}, nil
+	}, func(w *storage.Write) idemResult {
+		return idemResult{N: -1, Status: http.StatusNoContent, Type: typ, ID: id, Version: w.VersionID, Wrote: true}
 	})
 	if err != nil {
 		return writeResult{}, err

@@ -116,7 +116,12 @@ func (s *Server) beginIdempotent(c echo.Context, body []byte) (context.Context, 
 	}
 	scope := sha256.Sum256([]byte(who + "\x00" + key))
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%s\x00", c.Request().Method, c.Request().URL.Path, c.Request().Header.Get("If-None-Exist"))
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00", c.Request().Method, requestTarget(c.Request()), c.Request().Header.Get("If-None-Exist"))
+	if m := c.Request().Header.Get("If-Match"); m != "" {
+		// Only when present, so that the hash of a request without it is
+		// the one earlier versions stored.
+		fmt.Fprintf(h, "if-match\x00%s\x00", m)
+	}
 	h.Write(body)
 	sc := &idemScope{
 		kv: s.backend.KV(), key: idemPrefix + hex.EncodeToString(scope[:]),
@@ -148,6 +153,42 @@ func (s *Server) beginIdempotent(c echo.Context, body []byte) (context.Context, 
 		return ctx, nil, err
 	}
 	return context.WithValue(ctx, idemKey{}, sc), release, nil
+}
+
+// requestTarget is the path of a request with its query when it has one
+// (the criteria of a conditional update or delete), so that one key
+// cannot replay the answer of other criteria.
+func requestTarget(r *http.Request) string {
+	if r.URL.RawQuery == "" {
+		return r.URL.Path
+	}
+	return r.URL.Path + "?" + r.URL.RawQuery
+}
+
+// keyedWrite runs one write interaction of a REST request (create,
+// update, patch, delete, conditional forms) under the request's
+// Idempotency-Key: a copy of a request whose change is recorded gets the
+// first answer and writes nothing; any other request runs, its record
+// going into the Commit of its change. body is what the request sent.
+func (s *Server) keyedWrite(c echo.Context, body []byte, method string, run func(context.Context) (writeResult, error)) error {
+	ctx, release, err := s.beginIdempotent(c, body)
+	if err != nil {
+		return err
+	}
+	defer release()
+	var r writeResult
+	if rec, ok := idemFrom(ctx).replay(); ok && len(rec.Results) == 1 {
+		r, err = s.replayed(ctx, method, rec.Results[0])
+	} else {
+		r, err = run(ctx)
+		if err == nil {
+			s.settle(ctx)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	return s.respondResult(c, r)
 }
 
 // load reads the records of the key and checks they belong to this request.

@@ -35,11 +35,9 @@ func (s *Server) patch(c echo.Context) error {
 	if err != nil {
 		return newError(http.StatusBadRequest, codeStructure, "invalid JSON Patch document: %v", err)
 	}
-	r, err := s.patchResource(c.Request().Context(), typ, id, want, ops)
-	if err != nil {
-		return err
-	}
-	return s.respondResult(c, r)
+	return s.keyedWrite(c, body, http.MethodPatch, func(ctx context.Context) (writeResult, error) {
+		return s.patchResource(ctx, typ, id, want, ops)
+	})
 }
 
 // patchResource applies ops to typ/id (want: the version If-Match
@@ -77,6 +75,8 @@ func (s *Server) patchResource(ctx context.Context, typ, id string, want int64, 
 			return nil, err
 		}
 		return &w, nil
+	}, func(w *storage.Write) idemResult {
+		return idemResult{N: -1, Status: http.StatusOK, Type: typ, ID: id, Version: w.VersionID, Wrote: true, Minimal: !canRead}
 	})
 	if err != nil {
 		return writeResult{}, err
