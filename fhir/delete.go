@@ -33,6 +33,8 @@ func (s *Server) deleteResource(ctx context.Context, typ, id string, want int64)
 			},
 			ExpectVersion: cur.VersionID,
 		}, nil
+	}, func(w *storage.Write) idemResult {
+		return idemResult{N: -1, Status: http.StatusNoContent, Type: typ, ID: id, Version: w.VersionID, Wrote: true}
 	})
 	if err != nil {
 		return writeResult{}, err

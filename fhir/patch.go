@@ -47,6 +47,8 @@ func (s *Server) patchResource(ctx context.Context, typ, id string, want int64, 
 			return nil, err
 		}
 		return &w, nil
+	}, func(w *storage.Write) idemResult {
+		return idemResult{N: -1, Status: http.StatusOK, Type: typ, ID: id, Version: w.VersionID, Wrote: true, Minimal: !canRead}
 	})
 	if err != nil {
 		return writeResult{}, err

@@ -172,27 +172,12 @@ func (s *Server) create(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, release, err := s.beginIdempotent(c, body)
-	if err != nil {
-		return err
-	}
-	defer release()
-	var r writeResult
-	if rec, ok := idemFrom(ctx).replay(); ok && len(rec.Results) == 1 {
-		r, err = s.replayed(ctx, http.MethodPost, rec.Results[0])
-	} else {
-		r, err = s.write(ctx, writeRequest{
+	return s.keyedWrite(c, body, http.MethodPost, func(ctx context.Context) (writeResult, error) {
+		return s.write(ctx, writeRequest{
 			method: http.MethodPost, typ: typ, body: body,
 			ifNoneExist: c.Request().Header.Get("If-None-Exist"),
 		})
-		if err == nil {
-			s.settle(ctx)
-		}
-	}
-	if err != nil {
-		return err
-	}
-	return s.respondResult(c, r)
+	})
 }
 
 // update handles PUT [base]/[type]/[id]: a new version, or the first one
@@ -207,11 +192,9 @@ func (s *Server) update(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	r, err := s.updateResource(c.Request().Context(), typ, id, want, body)
-	if err != nil {
-		return err
-	}
-	return s.respondResult(c, r)
+	return s.keyedWrite(c, body, http.MethodPut, func(ctx context.Context) (writeResult, error) {
+		return s.updateResource(ctx, typ, id, want, body)
+	})
 }
 
 // patch handles PATCH [base]/[type]/[id] with a JSON Patch (RFC 6902,
@@ -236,11 +219,9 @@ func (s *Server) patch(c echo.Context) error {
 	if err != nil {
 		return newError(http.StatusBadRequest, codeStructure, "invalid JSON Patch document: %v", err)
 	}
-	r, err := s.patchResource(c.Request().Context(), typ, id, want, ops)
-	if err != nil {
-		return err
-	}
-	return s.respondResult(c, r)
+	return s.keyedWrite(c, body, http.MethodPatch, func(ctx context.Context) (writeResult, error) {
+		return s.patchResource(ctx, typ, id, want, ops)
+	})
 }
 
 // delete handles DELETE [base]/[type]/[id]. A delete is a new version with
@@ -252,11 +233,9 @@ func (s *Server) delete(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	r, err := s.deleteResource(c.Request().Context(), typ, id, want)
-	if err != nil {
-		return err
-	}
-	return s.respondResult(c, r)
+	return s.keyedWrite(c, nil, http.MethodDelete, func(ctx context.Context) (writeResult, error) {
+		return s.deleteResource(ctx, typ, id, want)
+	})
 }
 
 func (s *Server) respondDelete(c echo.Context, diagnostics string) error {
@@ -316,11 +295,9 @@ func (s *Server) conditionalUpdate(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	r, err := s.write(c.Request().Context(), writeRequest{method: http.MethodPut, typ: typ, query: q, body: body, ifMatch: want})
-	if err != nil {
-		return err
-	}
-	return s.respondResult(c, r)
+	return s.keyedWrite(c, body, http.MethodPut, func(ctx context.Context) (writeResult, error) {
+		return s.write(ctx, writeRequest{method: http.MethodPut, typ: typ, query: q, body: body, ifMatch: want})
+	})
 }
 
 // conditionalDelete handles DELETE [type]?criteria: no match is a
@@ -331,11 +308,9 @@ func (s *Server) conditionalDelete(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	r, err := s.write(c.Request().Context(), writeRequest{method: http.MethodDelete, typ: typ, query: q, ifMatch: want})
-	if err != nil {
-		return err
-	}
-	return s.respondResult(c, r)
+	return s.keyedWrite(c, nil, http.MethodDelete, func(ctx context.Context) (writeResult, error) {
+		return s.write(ctx, writeRequest{method: http.MethodDelete, typ: typ, query: q, ifMatch: want})
+	})
 }
 
 // bundle handles POST [base] with a batch or transaction Bundle.
@@ -385,7 +360,12 @@ func (s *Server) beginIdempotent(c echo.Context, body []byte) (context.Context, 
 	}
 	scope := sha256.Sum256([]byte(who + "\x00" + key))
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%s\x00", c.Request().Method, c.Request().URL.Path, c.Request().Header.Get("If-None-Exist"))
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00", c.Request().Method, requestTarget(c.Request()), c.Request().Header.Get("If-None-Exist"))
+	if m := c.Request().Header.Get("If-Match"); m != "" {
+		// Only when present, so that the hash of a request without it is
+		// the one earlier versions stored.
+		fmt.Fprintf(h, "if-match\x00%s\x00", m)
+	}
 	h.Write(body)
 	sc := &idemScope{
 		kv: s.backend.KV(), key: idemPrefix + hex.EncodeToString(scope[:]),
@@ -417,4 +397,40 @@ func (s *Server) beginIdempotent(c echo.Context, body []byte) (context.Context, 
 		return ctx, nil, err
 	}
 	return context.WithValue(ctx, idemKey{}, sc), release, nil
+}
+
+// requestTarget is the path of a request with its query when it has one
+// (the criteria of a conditional update or delete), so that one key
+// cannot replay the answer of other criteria.
+func requestTarget(r *http.Request) string {
+	if r.URL.RawQuery == "" {
+		return r.URL.Path
+	}
+	return r.URL.Path + "?" + r.URL.RawQuery
+}
+
+// keyedWrite runs one write interaction of a REST request (create,
+// update, patch, delete, conditional forms) under the request's
+// Idempotency-Key: a copy of a request whose change is recorded gets the
+// first answer and writes nothing; any other request runs, its record
+// going into the Commit of its change. body is what the request sent.
+func (s *Server) keyedWrite(c echo.Context, body []byte, method string, run func(context.Context) (writeResult, error)) error {
+	ctx, release, err := s.beginIdempotent(c, body)
+	if err != nil {
+		return err
+	}
+	defer release()
+	var r writeResult
+	if rec, ok := idemFrom(ctx).replay(); ok && len(rec.Results) == 1 {
+		r, err = s.replayed(ctx, method, rec.Results[0])
+	} else {
+		r, err = run(ctx)
+		if err == nil {
+			s.settle(ctx)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	return s.respondResult(c, r)
 }

@@ -34,14 +34,20 @@ func backoff(ctx context.Context, attempt int) error {
 // so every check it makes is against the version the write replaces.
 type writeStep func(cur storage.Record, exists bool) (*storage.Write, error)
 
+// writeAnswer is what the write built by the last step answers once
+// committed (status, version, minimal): the Idempotency-Key record that
+// goes into the write's own Commit. It is called after that step.
+type writeAnswer func(w *storage.Write) idemResult
+
 // writeWithRetry is the optimistic read-modify-commit loop of the instance
 // writes: read the current version, apply If-Match (want, 0 when absent),
 // let step build the write, commit it against that version. A commit that
 // lost a race is a 412 under If-Match (the client asked for that exact
 // version), otherwise it is retried on the new current version, and 409
 // after maxWriteAttempts. wrote is false when step had nothing to store.
-// op names the interaction in storage errors.
-func (s *Server) writeWithRetry(ctx context.Context, op, typ, id string, want int64, step writeStep) (rec storage.Record, wrote bool, err error) {
+// op names the interaction in storage errors; answer gives the
+// Idempotency-Key record of a committed write (fhir/idempotency.go).
+func (s *Server) writeWithRetry(ctx context.Context, op, typ, id string, want int64, step writeStep, answer writeAnswer) (rec storage.Record, wrote bool, err error) {
 	for attempt := 0; attempt < maxWriteAttempts; attempt++ {
 		cur, exists, err := s.current(ctx, typ, id)
 		if err != nil {
@@ -54,7 +60,7 @@ func (s *Server) writeWithRetry(ctx context.Context, op, typ, id string, want in
 		if err != nil || w == nil {
 			return storage.Record{}, false, err
 		}
-		rec, err := s.commitOne(ctx, *w)
+		rec, err := s.commitOne(markIdempotent(ctx, []idemResult{answer(w)}), *w)
 		if errors.Is(err, storage.ErrVersionConflict) {
 			if want != 0 {
 				return storage.Record{}, false, preconditionFailed(want, cur, exists)
@@ -113,6 +119,12 @@ func (s *Server) updateResource(ctx context.Context, typ, id string, want int64,
 			return nil, err
 		}
 		return &w, nil
+	}, func(w *storage.Write) idemResult {
+		status := http.StatusOK
+		if !live {
+			status = http.StatusCreated
+		}
+		return idemResult{N: -1, Status: status, Type: typ, ID: id, Version: w.VersionID, Wrote: true}
 	})
 	if err != nil {
 		return writeResult{}, err

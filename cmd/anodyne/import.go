@@ -155,7 +155,10 @@ func printImportReport(stdout io.Writer, path string, rep fhir.ImportReport) err
 
 // importState records, per file content (fhir.ImportFileID), how many
 // resources a remote import has sent successfully.
-type importState map[string]struct {
+type importState map[string]fileCheckpoint
+
+// fileCheckpoint is how far a remote import got in one file.
+type fileCheckpoint struct {
 	Done     int  `json:"done"`
 	Complete bool `json:"complete"`
 }
@@ -298,155 +301,6 @@ func (r remote) retry(ctx context.Context, req *http.Request, res *http.Response
 // without storing it twice.
 func importKey(fileID string, from, to int) string {
 	return fmt.Sprintf("%s: anodyne-import/%s/%d-%d", fhir.IdempotencyHeader, fileID, from, to)
-}
-
-// importRemote sends transaction and batch Bundles to the server's base
-// as they are, and every other resource in NDJSON chunks to $import.
-func importRemote(ctx context.Context, cfg importConfig, paths []string, bar *progressBar) (fhir.ImportReport, error) {
-	start := time.Now()
-	var rep fhir.ImportReport
-	rm := cfg.remote()
-	files, total, err := fhir.ImportFileList(paths)
-	if err != nil {
-		return rep, err
-	}
-	st, err := loadImportState(cfg.state)
-	if err != nil {
-		return rep, err
-	}
-	batch := cfg.batch
-	if batch <= 0 {
-		batch = 1000
-	}
-	var bytesDone int64
-	defer func() { rep.Duration = time.Since(start) }()
-	// importOne imports one file; with deferOK a transaction Bundle whose
-	// conditional reference finds nothing waits for a later round.
-	importOne := func(path string, deferOK bool) error {
-		info, err := os.Stat(path)
-		if err != nil {
-			return fmt.Errorf("reading %s: %w", path, err)
-		}
-		id, err := fhir.ImportFileID(path)
-		if err != nil {
-			return err
-		}
-		cp := st[id]
-		if cfg.restart {
-			cp.Done, cp.Complete = 0, false
-		}
-		if cp.Complete {
-			bytesDone += info.Size()
-			rep.Files++
-			rep.Skipped += int64(cp.Done)
-			return nil
-		}
-		if strings.HasSuffix(path, ".json") {
-			sent, n, err := postBundle(ctx, rm, path, id, deferOK, &rep)
-			if err != nil {
-				return err
-			}
-			if sent {
-				cp.Complete, cp.Done = true, n
-				st[id] = cp
-				if err := st.save(cfg.state); err != nil {
-					return err
-				}
-				bytesDone += info.Size()
-				rep.Files++
-				bar.update(bytesDone, total, rep.Stored, rep.Failed)
-				return nil
-			}
-		}
-		// Units are sent in chunks; the state advances only after the
-		// server answered for a chunk, so a resumed run repeats at most
-		// one chunk (harmless: ids are kept, a repeat is a new version).
-		var chunk bytes.Buffer
-		var where []int // line or entry of each unit in the chunk
-		unitNo := 0
-		send := func() error {
-			if len(where) == 0 {
-				return nil
-			}
-			if err := postChunk(ctx, rm, path, chunk.Bytes(), where, importKey(id, cp.Done, unitNo), &rep); err != nil {
-				return err
-			}
-			cp.Done = unitNo
-			st[id] = cp
-			chunk.Reset()
-			where = where[:0]
-			bar.update(bytesDone, total, rep.Stored, rep.Failed)
-			return st.save(cfg.state)
-		}
-		err = fhir.ReadImportFile(path, func(line, entry int, raw []byte) error {
-			unitNo++
-			if unitNo <= cp.Done {
-				rep.Skipped++
-				return nil
-			}
-			chunk.Write(raw)
-			chunk.WriteByte('\n')
-			if line > 0 {
-				where = append(where, line)
-			} else {
-				where = append(where, -1-entry)
-			}
-			if len(where) >= batch || chunk.Len() > 8<<20 {
-				return send()
-			}
-			return nil
-		})
-		if err == nil {
-			err = send()
-		}
-		if err != nil {
-			return err
-		}
-		cp.Complete = true
-		st[id] = cp
-		if err := st.save(cfg.state); err != nil {
-			return err
-		}
-		bytesDone += info.Size()
-		rep.Files++
-		bar.update(bytesDone, total, rep.Stored, rep.Failed)
-		return nil
-	}
-	var deferred []string
-	for _, path := range files {
-		err := importOne(path, true)
-		if errors.Is(err, errWaitForRefs) {
-			deferred = append(deferred, path)
-			continue
-		}
-		if err != nil {
-			return rep, err
-		}
-	}
-	// As a direct import (fhir/import_order.go): the set-aside Bundles
-	// again, round after round while one goes in; the last round reports.
-	rep.Retried = deferred
-	for len(deferred) > 0 {
-		var still []string
-		for _, path := range deferred {
-			err := importOne(path, true)
-			if errors.Is(err, errWaitForRefs) {
-				still = append(still, path)
-			} else if err != nil {
-				return rep, err
-			}
-		}
-		if len(still) == len(deferred) {
-			for _, path := range still {
-				if err := importOne(path, false); err != nil {
-					return rep, err
-				}
-			}
-			break
-		}
-		deferred = still
-	}
-	return rep, nil
 }
 
 // postBundle sends a transaction or batch Bundle to the base; it reports

@@ -89,18 +89,7 @@ func TestImportSurvivesKill9(t *testing.T) {
 		t.Skip("starts about 50 processes")
 	}
 	in := t.TempDir()
-	for _, f := range []string{"Hershel_Marvin_71a7f9d4-45b7-481b-b571-7ee0caca6e2a.json", "Joaquin_Rodriguez_69ee9841-f4a6-427a-a2fd-f5a891682057.json", "Malcolm_Dach_281f4a03-57e9-4b22-a322-68890ff22172.json"} {
-		raw, err := os.ReadFile(filepath.Join("../../testdata/synthea", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.WriteFile(filepath.Join(in, f), raw, 0o600)
-	}
-	var nd bytes.Buffer
-	for i := range 300 {
-		fmt.Fprintf(&nd, `{"resourceType":"Observation","id":"kill-%d","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"72514-3"}]},"effectiveDateTime":"2026-11-%02dT08:00:00Z","valueInteger":%d}`+"\n", i, i%28+1, i%11)
-	}
-	os.WriteFile(filepath.Join(in, "00-pain.ndjson"), nd.Bytes(), 0o600)
+	writeKillInput(t, in)
 
 	cleanDir := filepath.Join(t.TempDir(), "clean")
 	cs, cf, _ := reportCounts(t, runCmd(t, false, "import", "--data-dir", cleanDir, "--batch", "10", "--quiet", in))
@@ -116,11 +105,8 @@ func TestImportSurvivesKill9(t *testing.T) {
 			t.Fatal(err)
 		}
 		var locked time.Time
-		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-			if _, err := os.Stat(filepath.Join(dir, lockFile)); err == nil {
-				locked = time.Now()
-				break
-			}
+		if waitForFile(filepath.Join(dir, lockFile)) {
+			locked = time.Now()
 		}
 		if err := cmd.Wait(); err != nil {
 			t.Fatalf("timing import: %v", err)
@@ -145,39 +131,22 @@ func TestImportSurvivesKill9(t *testing.T) {
 	for attempt := 0; (kills < 20 || partial < 5) && kills < 40 && attempt < 80; attempt++ {
 		dir := filepath.Join(t.TempDir(), "store")
 		args := []string{"import", "--data-dir", dir, "--batch", "10", "--quiet", in}
-		cmd := exec.Command(os.Args[0], args...)
-		cmd.Env = append(os.Environ(), "ANODYNE_TEST_RUN_MAIN=1")
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		// The lock file appears once the store is open: the import is
-		// about to start; kill somewhere in the next moments.
-		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-			if _, err := os.Stat(filepath.Join(dir, lockFile)); err == nil {
-				break
-			}
-		}
 		if hi <= lo {
 			lo, hi = 0, span
 		}
 		delay := lo + time.Duration(rng.Int64N(int64(hi-lo)))
-		time.Sleep(delay)
-		cmd.Process.Signal(syscall.SIGKILL)
-		err := cmd.Wait()
-		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
+		// The lock file appears once the store is open: the import is
+		// about to start; kill somewhere in the next moments.
+		if !killChild(t, args, delay, func() { waitForFile(filepath.Join(dir, lockFile)) }) {
 			hi = delay
 			continue // it had finished: not a kill point
 		}
-		_ = err
 		kills++
-		var out bytes.Buffer
-		again := exec.Command(os.Args[0], args...)
-		again.Env = cmd.Env
-		again.Stdout, again.Stderr = &out, &out
-		if err := again.Run(); err != nil {
-			t.Fatalf("kill %d: resuming: %v\n%s", kills, err, out.String())
+		out, err := runChild(args)
+		if err != nil {
+			t.Fatalf("kill %d: resuming: %v\n%s", kills, err, out)
 		}
-		stored, failed, skipped := reportCounts(t, out.String())
+		stored, failed, skipped := reportCounts(t, out)
 		if stored+failed+skipped != total {
 			t.Errorf("kill %d: resumed report %d stored + %d failed + %d skipped != %d in the input", kills, stored, failed, skipped, total)
 		}
@@ -212,4 +181,68 @@ func TestImportSurvivesKill9(t *testing.T) {
 		t.Errorf("only %d of %d kills landed part-way through the import", partial, kills)
 	}
 	t.Logf("%d kills, %d part-way", kills, partial)
+}
+
+// writeKillInput writes the input of the import kill tests into dir: three
+// Synthea transaction Bundles and an NDJSON file of 300 pain scores.
+func writeKillInput(t *testing.T, dir string) {
+	t.Helper()
+	for _, f := range []string{"Hershel_Marvin_71a7f9d4-45b7-481b-b571-7ee0caca6e2a.json", "Joaquin_Rodriguez_69ee9841-f4a6-427a-a2fd-f5a891682057.json", "Malcolm_Dach_281f4a03-57e9-4b22-a322-68890ff22172.json"} {
+		raw, err := os.ReadFile(filepath.Join("../../testdata/synthea", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), raw, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var nd bytes.Buffer
+	for i := range 300 {
+		fmt.Fprintf(&nd, `{"resourceType":"Observation","id":"kill-%d","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"72514-3"}]},"effectiveDateTime":"2026-11-%02dT08:00:00Z","valueInteger":%d}`+"\n", i, i%28+1, i%11)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "00-pain.ndjson"), nd.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitForFile waits up to 30 s for path to exist and reports whether it does.
+func waitForFile(path string) bool {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(path); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// killChild runs the command args in a child process (the test binary as
+// anodyne), waits for ready (nil: not at all) and then delay, and kills it
+// with SIGKILL; it reports whether the kill ended it (false: it had
+// finished before).
+func killChild(t *testing.T, args []string, delay time.Duration, ready func()) bool {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "ANODYNE_TEST_RUN_MAIN=1")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if ready != nil {
+		ready()
+	}
+	time.Sleep(delay)
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	_ = cmd.Wait()
+	ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled()
+}
+
+// runChild runs the command args in a child process to its end and
+// returns its combined output.
+func runChild(args []string) (string, error) {
+	var out bytes.Buffer
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "ANODYNE_TEST_RUN_MAIN=1")
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
 }

@@ -7,11 +7,9 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -103,23 +101,12 @@ func TestRemoteImportSurvivesKill9(t *testing.T) {
 		t.Skip("starts a server and about 50 processes")
 	}
 	src := t.TempDir()
-	for _, f := range []string{"Hershel_Marvin_71a7f9d4-45b7-481b-b571-7ee0caca6e2a.json", "Joaquin_Rodriguez_69ee9841-f4a6-427a-a2fd-f5a891682057.json", "Malcolm_Dach_281f4a03-57e9-4b22-a322-68890ff22172.json"} {
-		raw, err := os.ReadFile(filepath.Join("../../testdata/synthea", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.WriteFile(filepath.Join(src, f), raw, 0o600)
-	}
+	writeKillInput(t, src)
 	var batch []string
 	for i := range 40 {
 		batch = append(batch, fmt.Sprintf(`{"resource":{"resourceType":"Observation","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"72514-3"}]},"effectiveDateTime":"2026-10-%02dT08:00:00Z","valueInteger":%d},"request":{"method":"POST","url":"Observation"}}`, i%28+1, i%11))
 	}
 	os.WriteFile(filepath.Join(src, "10-batch.json"), []byte(`{"resourceType":"Bundle","type":"batch","entry":[`+strings.Join(batch, ",")+`]}`), 0o600)
-	var nd bytes.Buffer
-	for i := range 300 {
-		fmt.Fprintf(&nd, `{"resourceType":"Observation","id":"kill-%d","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"72514-3"}]},"effectiveDateTime":"2026-11-%02dT08:00:00Z","valueInteger":%d}`+"\n", i, i%28+1, i%11)
-	}
-	os.WriteFile(filepath.Join(src, "00-pain.ndjson"), nd.Bytes(), 0o600)
 	want := inputCounts(t, src)
 	total := 0
 	types := make([]string, 0, len(want))
@@ -162,16 +149,13 @@ func TestRemoteImportSurvivesKill9(t *testing.T) {
 	{
 		tg := fresh()
 		in := copyDir(t, src)
-		cmd := exec.Command(os.Args[0], importArgs(tg, in, filepath.Join(t.TempDir(), "state.json"))...)
-		cmd.Env = append(os.Environ(), "ANODYNE_TEST_RUN_MAIN=1")
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
 		start := time.Now()
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("clean import: %v\n%s", err, out.String())
+		out, err := runChild(importArgs(tg, in, filepath.Join(t.TempDir(), "state.json")))
+		if err != nil {
+			t.Fatalf("clean import: %v\n%s", err, out)
 		}
 		span = time.Since(start)
-		if stored, failed, _ := reportCounts(t, out.String()); stored != total || failed != 0 {
+		if stored, failed, _ := reportCounts(t, out); stored != total || failed != 0 {
 			t.Fatalf("clean import stored %d, failed %d, of %d", stored, failed, total)
 		}
 		check("clean import", tg)
@@ -187,19 +171,11 @@ func TestRemoteImportSurvivesKill9(t *testing.T) {
 		tg := fresh()
 		in := copyDir(t, src) // new paths: new file identities, new keys
 		args := importArgs(tg, in, filepath.Join(t.TempDir(), "state.json"))
-		cmd := exec.Command(os.Args[0], args...)
-		cmd.Env = append(os.Environ(), "ANODYNE_TEST_RUN_MAIN=1")
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
 		if hi <= lo {
 			lo, hi = 0, span
 		}
 		delay := lo + time.Duration(rng.Int64N(int64(hi-lo)))
-		time.Sleep(delay)
-		cmd.Process.Signal(syscall.SIGKILL)
-		cmd.Wait()
-		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
+		if !killChild(t, args, delay, nil) {
 			hi = delay
 			continue // it had finished: not a kill point
 		}
@@ -209,14 +185,11 @@ func TestRemoteImportSurvivesKill9(t *testing.T) {
 		for _, n := range before {
 			committed += n
 		}
-		var out bytes.Buffer
-		again := exec.Command(os.Args[0], args...)
-		again.Env = cmd.Env
-		again.Stdout, again.Stderr = &out, &out
-		if err := again.Run(); err != nil {
-			t.Fatalf("kill %d: resuming: %v\n%s", kills, err, out.String())
+		out, err := runChild(args)
+		if err != nil {
+			t.Fatalf("kill %d: resuming: %v\n%s", kills, err, out)
 		}
-		stored, failed, skipped := reportCounts(t, out.String())
+		stored, failed, skipped := reportCounts(t, out)
 		if stored+failed+skipped != total || failed != 0 {
 			t.Errorf("kill %d: resumed report %d stored + %d failed + %d skipped, the input has %d", kills, stored, failed, skipped, total)
 		}

@@ -98,7 +98,11 @@ type serveConfig struct {
 
 	// OpioidTable extends the embedded opioid table (empty: embedded only).
 	OpioidTable string
-	CDS         cdsConfig
+	// Serialize is how the clinical observers take turns per patient:
+	// "store" (a lease in the store's KV, for several servers on one
+	// database) or "process" (within this process only).
+	Serialize string
+	CDS       cdsConfig
 	// preload, when set ("anodyne demo"), runs on the ready server before
 	// it accepts requests.
 	preload func(ctx context.Context, srv *fhir.Server, be storage.Backend, base string) error
@@ -118,6 +122,7 @@ func parseServeAs(name, about string, args []string, stderr io.Writer, getenv fu
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.DeidRules, "deid-rules", "", "de-identification rules file for research clients (default: the embedded Safe Harbor rules)")
 	fs.StringVar(&cfg.OpioidTable, "opioid-table", "", opioidTableHelp)
+	fs.StringVar(&cfg.Serialize, "serialize", "store", "how the clinical logic (MME totals, remote-monitoring alerts) takes turns per patient: store (a lease in the database, so that several servers on one database never derive from the same state at once) or process (within this process only, two fewer database writes per clinical write; only when no other server writes the database)")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "address to listen on (host:port)")
 	fs.StringVar(&cfg.BaseURL, "base-url", "", "public URL of the server root used in every absolute URL; the FHIR base is <base-url>/fhir (default http://<listen>)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "./anodyne-data", "directory of the embedded SQLite database (ignored with --mongodb-uri)")
@@ -163,6 +168,11 @@ func checkServe(cfg *serveConfig, rest []string) error {
 	case "off", "on":
 	default:
 		return fmt.Errorf("--auth must be on or off, not %q", cfg.Auth)
+	}
+	switch cfg.Serialize {
+	case "store", "process":
+	default:
+		return fmt.Errorf("--serialize must be store or process, not %q", cfg.Serialize)
 	}
 	if err := cfg.Sec.validate(cfg.Auth == "on"); err != nil {
 		return err
@@ -291,6 +301,7 @@ func serve(ctx context.Context, cfg serveConfig, logOut io.Writer, ready chan<- 
 		return err
 	}
 	fcfg.Observers = append(fcfg.Observers, clin.observers...)
+	fcfg.SerializeInProcess = cfg.Serialize == "process"
 	fcfg.PatientOperations = append(fcfg.PatientOperations, opioidsafety.MMEOperation(clin.opioids))
 	// Profiles: every write is checked against what it claims in meta.profile.
 	if fcfg.Profiles, err = profile.New(); err != nil {

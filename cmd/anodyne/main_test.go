@@ -59,6 +59,9 @@ func TestParseServe(t *testing.T) {
 		{"oidc without client id", []string{"--oidc-issuer", "https://login.example"}, nil, nil, true},
 		{"audit junk", []string{"--audit=sometimes"}, nil, nil, true},
 		{"auth junk", []string{"--auth=maybe"}, nil, nil, true},
+		{"serialize default: in the store", nil, nil, func(c serveConfig) bool { return c.Serialize == "store" }, false},
+		{"serialize from env", nil, map[string]string{"ANODYNE_SERIALIZE": "process"}, func(c serveConfig) bool { return c.Serialize == "process" }, false},
+		{"serialize junk", []string{"--serialize=lease"}, nil, nil, true},
 		{"export defaults: files in the store", nil, nil, func(c serveConfig) bool {
 			var f fhir.Config
 			c.Export.apply(&f)
