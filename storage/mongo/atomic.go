@@ -392,8 +392,13 @@ func (b *Backend) rollForward(ctx context.Context, doc *commitDoc) error {
 			return fmt.Errorf("mongo: apply kv %q of %s: %w", doc.KV[i].Key, doc.ID, err)
 		}
 	}
+	// A done record is kept (staleAfter) only for the searches comparing
+	// snapshots of record ids (isolated): its writes, the bulk of it, go,
+	// so that those snapshots, which FerretDB answers by reading every
+	// record whole, stay cheap during a stream of commits (an import).
 	if _, err := b.commits().UpdateOne(ctx, bson.D{{Key: "_id", Value: doc.ID}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "st", Value: stDone}, {Key: "at", Value: time.Now()}}}}); err != nil {
+		bson.D{{Key: "$set", Value: bson.D{{Key: "st", Value: stDone}, {Key: "at", Value: time.Now()}}},
+			{Key: "$unset", Value: bson.D{{Key: "w", Value: ""}, {Key: "kv", Value: ""}}}}); err != nil {
 		return fmt.Errorf("mongo: finish %s: %w", doc.ID, err)
 	}
 	return nil
