@@ -33,7 +33,19 @@ type Options struct {
 	// SkipCore skips the core definition of the resource type (its
 	// structure and the core invariants); profiles are still checked in full.
 	SkipCore bool
+	// Resolve, when set, finds the target of a reference that is neither
+	// contained nor in the enclosing Bundle, so that the element's target
+	// profiles are checked on it (see Resolver).
+	Resolve Resolver
 }
+
+// Resolver finds the resource a reference designates outside the
+// resource being validated: ref is "Type/id" (optionally with
+// /_history/version) or an absolute URL. It returns nil, and no error,
+// when it does not hold the target (another server's URL, an unknown id,
+// a target the caller may not read); the target profile is then reported
+// as not checked, a warning, as the HL7 validator does.
+type Resolver func(ctx context.Context, ref string) (map[string]any, error)
 
 // Validate checks a resource (decoded with json.Decoder.UseNumber) against
 // its core definition, the profiles it claims and opts.Profiles. A
@@ -43,7 +55,7 @@ func (r *Registry) Validate(ctx context.Context, res map[string]any, opts Option
 	if opts.Fetch != nil {
 		ctx = WithFetch(ctx, opts.Fetch)
 	}
-	w := &walker{r: r, ctx: ctx, issues: new([]Issue), seen: map[string]bool{}}
+	w := &walker{r: r, ctx: ctx, issues: new([]Issue), seen: map[string]bool{}, resolver: opts.Resolve}
 	if typ == "" {
 		w.add("error", "structure", typ, "", "the resource has no resourceType")
 		return *w.issues
@@ -119,6 +131,9 @@ type walker struct {
 	container map[string]any
 	bundle    *bundleScope
 	fullURL   string
+	// resolver finds targets outside the resource (nil: not checked). A
+	// target's own references are not followed (ConformsTo has none).
+	resolver Resolver
 }
 
 func (w *walker) add(sev, code, path, rule, msg string) {
@@ -683,8 +698,9 @@ func (w *walker) constraint(node fhirpath.Node, path string, c *Constraint) {
 // to when it is local (contained, or an entry of the enclosing Bundle),
 // else from its literal (Patient/1, an absolute RESTful URL) or its type
 // element. A target profile that is a profile rather than a core type is
-// checked on a local target; a remote one is taken as it names itself, as
-// the reference validator does without a fetcher.
+// checked on the target: the local one, else the one the Resolver finds;
+// a target that cannot be found is a warning that the profile was not
+// checked, as the HL7 validator reports it.
 func (w *walker) reference(obj map[string]any, e *Element, path string) {
 	var targets []string
 	for _, t := range e.Types {
@@ -716,26 +732,69 @@ func (w *walker) reference(obj map[string]any, e *Element, path string) {
 	if len(targets) == 0 || target == "" {
 		return
 	}
-	var names, failed []string
+	var names, profiles []string
 	for _, tp := range targets {
 		tt := w.profileType(tp)
 		if tt != "Resource" && tt != target {
 			names = append(names, tt)
 			continue
 		}
-		if tt != target || canonical(tp) == coreURL(target) || local == nil {
+		if tt != target || canonical(tp) == coreURL(target) {
 			return
 		}
-		if ok, err := w.r.ConformsTo(w.ctx, local, tp); err == nil && ok {
-			return
-		}
-		failed = append(failed, tp)
+		profiles = append(profiles, tp)
 	}
-	if len(failed) > 0 {
-		w.add("error", "structure", path, "reference target profile", fmt.Sprintf("the reference %q is to a %s that does not conform to %s", ref, target, strings.Join(failed, " or ")))
+	if len(profiles) == 0 {
+		w.add("error", "structure", path, "reference target", fmt.Sprintf("the reference %q is to a %s, where only %s is allowed", ref, target, strings.Join(names, " or ")))
 		return
 	}
-	w.add("error", "structure", path, "reference target", fmt.Sprintf("the reference %q is to a %s, where only %s is allowed", ref, target, strings.Join(names, " or ")))
+	res := local
+	if res == nil {
+		var why string
+		if res, why = w.external(ref, target); res == nil {
+			w.add("warning", "not-found", path, "reference target profile", fmt.Sprintf("the reference %q could not be resolved (%s), so its conformance to %s was not checked", ref, why, strings.Join(profiles, " or ")))
+			return
+		}
+	}
+	for _, tp := range profiles {
+		if ok, err := w.r.ConformsTo(w.ctx, res, tp); err == nil && ok {
+			return
+		}
+	}
+	w.add("error", "structure", path, "reference target profile", fmt.Sprintf("the reference %q is to a %s that does not conform to %s", ref, target, strings.Join(profiles, " or ")))
+}
+
+// external finds a non-local target through the Resolver, or says why it
+// cannot. A relative reference from a Bundle entry with a RESTful fullUrl
+// names a resource at that entry's base (bundle.html#references), so it is
+// handed over as an absolute URL.
+func (w *walker) external(ref, target string) (map[string]any, string) {
+	switch {
+	case ref == "":
+		return nil, "it has no literal reference"
+	case strings.HasPrefix(ref, "#"):
+		return nil, "no contained resource has that id"
+	case strings.HasPrefix(ref, "urn:"):
+		return nil, "no entry of the Bundle has that fullUrl"
+	case w.resolver == nil:
+		return nil, "no resolver of references outside the resource is configured"
+	}
+	if !isAbsolute(ref) && w.bundle != nil && w.fullURL != "" {
+		if base, ok := restBase(w.fullURL); ok {
+			ref = base + ref
+		}
+	}
+	res, err := w.resolver(w.ctx, ref)
+	switch {
+	case err != nil:
+		return nil, err.Error()
+	case res == nil:
+		return nil, "the target is not known here"
+	}
+	if rt, _ := res["resourceType"].(string); rt != target {
+		return nil, fmt.Sprintf("the target found is a %s, not a %s", rt, target)
+	}
+	return res, ""
 }
 
 func (w *walker) profileType(url string) string {
