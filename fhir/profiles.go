@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
 
 	"github.com/anodyne-fhir/anodyne/conformance"
 	"github.com/anodyne-fhir/anodyne/conformance/profile"
@@ -121,4 +123,76 @@ func (s *Server) PublishProfiles(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// referenceTarget is the profile validator's Resolver for $validate: it
+// finds the target of a reference that is neither contained nor in the
+// Bundle, so that the element's target profiles are checked on it. It
+// reads the stored resource (the version a /_history/ reference names,
+// else the current one) as the caller may read it: a type or resource
+// outside the caller's access, a deleted or unknown one, or another
+// server's URL is "not found" (nil), so that the outcome reveals nothing
+// a read would not. A caller whose output is shaped by a view, and a type
+// the server redacts, get no lookup: the target's conformance would tell
+// what the view or the redaction removes.
+func (s *Server) referenceTarget(ctx context.Context, ref string) (map[string]any, error) {
+	if strings.Contains(ref, "://") {
+		rel, ok := strings.CutPrefix(ref, s.base+"/")
+		if !ok {
+			return nil, nil
+		}
+		ref = rel
+	}
+	ref, version, _ := strings.Cut(ref, "/_history/")
+	typ, id, ok := strings.Cut(ref, "/")
+	if !ok || !conformance.IsResourceType(typ) || !validID(id) {
+		return nil, nil
+	}
+	if v, err := s.view(ctx); err != nil {
+		return nil, err
+	} else if v != nil {
+		return nil, errors.New("targets are not read for a caller whose output is filtered")
+	}
+	if s.redact[typ] != nil {
+		return nil, fmt.Errorf("%s is redacted on this server, so it is not read for validation", typ)
+	}
+	d, err := s.decide(ctx, ActionRead, typ)
+	if err != nil {
+		var fe *Error
+		if errors.As(err, &fe) && fe.Status == http.StatusForbidden {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var rec storage.Record
+	if version != "" {
+		n, perr := strconv.ParseInt(version, 10, 64)
+		if perr != nil || n < 1 {
+			return nil, nil
+		}
+		rec, err = s.backend.ReadVersion(ctx, typ, id, n)
+	} else {
+		rec, err = s.backend.Read(ctx, typ, id)
+	}
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading %s/%s for validation: %w", typ, id, err)
+	}
+	if rec.Deleted {
+		return nil, nil
+	}
+	res, err := decodeRecord(rec)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.within(d, ActionRead, typ, id, res); err != nil {
+		var fe *Error
+		if errors.As(err, &fe) && fe.Status == http.StatusForbidden {
+			return nil, nil
+		}
+		return nil, err
+	}
+	return res, nil
 }

@@ -94,7 +94,7 @@ func (s *Server) validateBody(ctx context.Context, typ, id string, body []byte, 
 			Diagnostics: "the resource id " + parsed.ID + " is not the URL id " + id, Expression: parsed.Type + ".id"})
 	}
 	if s.profiles != nil && parsed.Resource != nil {
-		opts := profile.Options{Fetch: s.profileFetcher}
+		opts := profile.Options{Fetch: s.profileFetcher, Resolve: s.referenceTarget}
 		if profileURL != "" {
 			opts.Profiles = []string{profileURL}
 		}
