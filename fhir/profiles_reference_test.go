@@ -4,6 +4,9 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/anodyne-fhir/anodyne/auth"
+	"github.com/anodyne-fhir/anodyne/fhir"
 )
 
 // TestValidateReferenceTargetProfile: $validate against a profile whose
@@ -14,7 +17,8 @@ import (
 func TestValidateReferenceTargetProfile(t *testing.T) {
 	for _, b := range backends() {
 		t.Run(b.name, func(t *testing.T) {
-			c, _ := startServer(t, b.open(t), withProfiles(t))
+			be := b.open(t)
+			c, _ := startServer(t, be, withProfiles(t))
 			const (
 				patURL = "http://example.org/fhir/StructureDefinition/e2e-dated-patient"
 				obsURL = "http://example.org/fhir/StructureDefinition/e2e-obs-of-dated-patient"
@@ -27,7 +31,7 @@ func TestValidateReferenceTargetProfile(t *testing.T) {
 			c.do("PUT", "/Patient/dated", `{"resourceType":"Patient","id":"dated","birthDate":"1970-01-01"}`).expect(t, 201)
 			c.do("PUT", "/Patient/undated", `{"resourceType":"Patient","id":"undated","gender":"female"}`).expect(t, 201)
 
-			validate := func(subject string) map[string]any {
+			validate := func(c *client, subject string) map[string]any {
 				obs := `{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"` + subject + `"}}`
 				return c.do("POST", "/Observation/$validate?profile="+url.QueryEscape(obsURL), obs).expect(t, 200).json(t)
 			}
@@ -46,14 +50,28 @@ func TestValidateReferenceTargetProfile(t *testing.T) {
 				}
 				return out
 			}
-			for _, tc := range []struct{ name, subject, wantErr, wantWarn string }{
-				{"stored target conforms", "Patient/dated", "", ""},
-				{"stored target conforms, by this server's URL", c.base + "/Patient/dated", "", ""},
-				{"stored target does not conform", "Patient/undated", `the reference "Patient/undated" is to a Patient that does not conform to ` + patURL, ""},
-				{"not stored", "Patient/nobody", "", "was not checked"},
-				{"another server", "https://other.example/fhir/Patient/dated", "", "was not checked"},
+			// A caller acting for Patient/dated (real SMART policy) may not
+			// read Patient/undated: its target is not found, not judged.
+			_, reg := parts(t)
+			pr := &auth.Principal{Patient: "dated", Scopes: auth.ParseScopes("patient/*.*")}
+			restricted, _ := startServer(t, be, func(cfg *fhir.Config) {
+				withProfiles(t)(cfg)
+				cfg.Authorizer = policy{auth.NewPolicy(reg)}
+				cfg.Middleware = withPrincipal(pr)
+			})
+			for _, tc := range []struct {
+				c                                *client
+				name, subject, wantErr, wantWarn string
+			}{
+				{restricted, "restricted caller, own record", "Patient/dated", "", ""},
+				{restricted, "restricted caller, another patient", "Patient/undated", "", "was not checked"},
+				{c, "stored target conforms", "Patient/dated", "", ""},
+				{c, "stored target conforms, by this server's URL", c.base + "/Patient/dated", "", ""},
+				{c, "stored target does not conform", "Patient/undated", `the reference "Patient/undated" is to a Patient that does not conform to ` + patURL, ""},
+				{c, "not stored", "Patient/nobody", "", "was not checked"},
+				{c, "another server", "https://other.example/fhir/Patient/dated", "", "was not checked"},
 			} {
-				oo := validate(tc.subject)
+				oo := validate(tc.c, tc.subject)
 				errs, warns := issues(oo, "error"), issues(oo, "warning")
 				for _, pair := range []struct {
 					kind      string
