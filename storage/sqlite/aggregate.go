@@ -153,9 +153,13 @@ func (b *Backend) Samples(ctx context.Context, q storage.AggregateQuery) ([]stor
 	if err != nil {
 		return nil, err
 	}
+	// The lookups per sample go by resource (unary + keeps param out of
+	// index choice): by param alone, SQLite picked idx_date_low and
+	// scanned every date of the type for each sample, seconds over a few
+	// thousand samples (issue 11).
 	sqlText := v.String() + ` SELECT id, system, code, num,
- COALESCE((SELECT MIN(p.ref_type || '/' || p.ref_id) FROM idx_reference p WHERE p.res_pk = v.pk AND p.param = ? AND p.ref_id != ''), ''),
- COALESCE((SELECT MIN(d.low) FROM idx_date d WHERE d.res_pk = v.pk AND d.param = ?), ?)
+ COALESCE((SELECT MIN(p.ref_type || '/' || p.ref_id) FROM idx_reference p WHERE p.res_pk = v.pk AND +p.param = ? AND p.ref_id != ''), ''),
+ COALESCE((SELECT MIN(d.low) FROM idx_date d WHERE d.res_pk = v.pk AND +d.param = ?), ?)
 FROM v`
 	args := append(append([]any{}, v.args...), q.Subject, q.Date, storage.MinDate)
 	rows, err := b.r.QueryContext(ctx, sqlText, args...)
