@@ -16,8 +16,6 @@ import (
 	"time"
 
 	"golang.org/x/oauth2"
-
-	"github.com/anodyne-fhir/anodyne/storage/mongo/mongotest"
 )
 
 // balancer is a reverse proxy in front of serve processes that sends
@@ -62,13 +60,8 @@ func (b *balancer) to(t *testing.T, root string) {
 func TestScaleOutAuthState(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	srv, err := mongotest.StartFerretDB(ctx, t.TempDir(), "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Stop() })
-	db := mongotest.Database(t)
-	store := []string{"--mongodb-uri", srv.URI, "--mongodb-database", db}
+	uri, db := ownFerretDB(ctx, t)
+	store := []string{"--mongodb-uri", uri, "--mongodb-database", db}
 	const redirect = "https://diary.example/callback"
 	cli(t, append([]string{"clients", "add", "--id", "diary", "--type", "public", "--redirect-uri", redirect,
 		"--scope", "openid fhirUser launch/patient offline_access patient/*.rs"}, store...)...)
@@ -81,8 +74,8 @@ func TestScaleOutAuthState(t *testing.T) {
 	lb := startBalancer(t)
 	const budget = 8 // password checks per minute and source
 	args := []string{"--auth=on", "--audit=on", "--base-url", lb.url, "--password-checks-per-minute", fmt.Sprint(budget)}
-	a := serveMongoChild(t, srv.URI, db, args...)
-	b := serveMongoChild(t, srv.URI, db, args...)
+	a := serveMongoChild(t, uri, db, args...)
+	b := serveMongoChild(t, uri, db, args...)
 	// Every password check comes from the balancer's address: one source.
 	checks, first := 0, time.Now()
 

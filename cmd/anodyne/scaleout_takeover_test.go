@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/anodyne-fhir/anodyne/storage/mongo"
-	"github.com/anodyne-fhir/anodyne/storage/mongo/mongotest"
 )
 
 // holderPid reads who holds a lease, from the store: the owner is
@@ -75,13 +74,8 @@ func TestScaleOutTakeover(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	srv, err := mongotest.StartFerretDB(ctx, t.TempDir(), "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Stop() })
-	db := mongotest.Database(t)
-	store, err := mongo.Open(ctx, srv.URI, db)
+	uri, db := ownFerretDB(ctx, t)
+	store, err := mongo.Open(ctx, uri, db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,9 +84,9 @@ func TestScaleOutTakeover(t *testing.T) {
 	worker := []string{"--export-workers", "1", "--lease-ttl", "5s", "--searchparameter-poll", "100ms", "--log-level=info"}
 	// a serves the API only: no export worker, and it looks for new
 	// SearchParameters too rarely to reindex during the test.
-	a := serveMongoChild(t, srv.URI, db, "--export-workers", "0", "--searchparameter-poll", "1h")
-	pb, b := serveMongoProc(t, srv.URI, db, worker...)
-	pc, c := serveMongoProc(t, srv.URI, db, worker...)
+	a := serveMongoChild(t, uri, db, "--export-workers", "0", "--searchparameter-poll", "1h")
+	pb, b := serveMongoProc(t, uri, db, worker...)
+	pc, c := serveMongoProc(t, uri, db, worker...)
 	roots := map[*exec.Cmd]string{pb: b, pc: c}
 
 	want := map[string]int{"Patient": 10, "Observation": 30, "Condition": 10, "Encounter": 10, "Procedure": 10}
@@ -202,7 +196,7 @@ func TestScaleOutTakeover(t *testing.T) {
 
 	t.Run("reindex", func(t *testing.T) {
 		// A fresh process beside the survivor: two candidates again.
-		pd, d := serveMongoProc(t, srv.URI, db, worker...)
+		pd, d := serveMongoProc(t, uri, db, worker...)
 		roots[pd] = d
 		sp := `{"resourceType":"SearchParameter","url":"http://example.org/fhir/SearchParameter/observation-note","name":"NoteText",
 			"status":"active","description":"Text of an Observation's notes","code":"note-text","base":["Observation"],"type":"string",

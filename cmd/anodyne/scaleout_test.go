@@ -102,14 +102,9 @@ func httpCall(t testing.TB, method, u, body string, hdr ...string) (int, http.He
 func TestScaleOutProcesses(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	srv, err := mongotest.StartFerretDB(ctx, t.TempDir(), "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Stop() })
-	db := mongotest.Database(t)
-	a := serveMongoChild(t, srv.URI, db, "--export-workers", "0")
-	b := serveMongoChild(t, srv.URI, db, "--export-workers", "1", "--lease-ttl", "2s")
+	uri, db := ownFerretDB(ctx, t)
+	a := serveMongoChild(t, uri, db, "--export-workers", "0")
+	b := serveMongoChild(t, uri, db, "--export-workers", "1", "--lease-ttl", "2s")
 
 	for i := range 4 {
 		body := fmt.Sprintf(`{"resourceType":"Patient","id":"p%d","name":[{"family":"Scale"}]}`, i)
@@ -234,13 +229,8 @@ func TestScaleOutProcesses(t *testing.T) {
 func BenchmarkScaleOutRead(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	srv, err := mongotest.StartFerretDB(ctx, b.TempDir(), "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = srv.Stop() })
-	db := mongotest.Database(b)
-	roots := []string{serveMongoChild(b, srv.URI, db), serveMongoChild(b, srv.URI, db)}
+	uri, db := ownFerretDB(ctx, b)
+	roots := []string{serveMongoChild(b, uri, db), serveMongoChild(b, uri, db)}
 	const patients = 20
 	for i := range patients {
 		body := fmt.Sprintf(`{"resourceType":"Patient","id":"p%d","name":[{"family":"F%d"}]}`, i, i%4)
@@ -280,4 +270,17 @@ func BenchmarkScaleOutRead(b *testing.B) {
 			})
 		}
 	}
+}
+
+// ownFerretDB starts an embedded FerretDB for one test or benchmark,
+// stopped at its end, and returns its URI and a fresh database name
+// (whatever ANODYNE_TEST_MONGODB_URI says, as mongotest.StartFerretDB).
+func ownFerretDB(ctx context.Context, tb testing.TB) (uri, db string) {
+	tb.Helper()
+	srv, err := mongotest.StartFerretDB(ctx, tb.TempDir(), "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = srv.Stop() })
+	return srv.URI, mongotest.Database(tb)
 }

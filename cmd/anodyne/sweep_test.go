@@ -14,7 +14,6 @@ import (
 	"github.com/anodyne-fhir/anodyne/storage"
 	"github.com/anodyne-fhir/anodyne/storage/lease"
 	"github.com/anodyne-fhir/anodyne/storage/mongo"
-	"github.com/anodyne-fhir/anodyne/storage/mongo/mongotest"
 )
 
 // TestExpirySweepUnderLease: two backends on one FerretDB database (two
@@ -25,15 +24,10 @@ import (
 func TestExpirySweepUnderLease(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	srv, err := mongotest.StartFerretDB(ctx, t.TempDir(), "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Stop() })
-	db := mongotest.Database(t)
+	uri, db := ownFerretDB(ctx, t)
 	open := func() *mongo.Backend {
 		t.Helper()
-		be, err := mongo.Open(ctx, srv.URI, db)
+		be, err := mongo.Open(ctx, uri, db)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -61,7 +55,7 @@ func TestExpirySweepUnderLease(t *testing.T) {
 	}
 	time.Sleep(100 * time.Millisecond)
 
-	client, err := driver.Connect(options.Client().ApplyURI(srv.URI))
+	client, err := driver.Connect(options.Client().ApplyURI(uri))
 	if err != nil {
 		t.Fatal(err)
 	}
