@@ -246,8 +246,12 @@ type KV interface {
 	// conditional call on the key (CompareAndSwap, CompareAndDelete,
 	// PutIfAbsent over an expired record): of several callers comparing
 	// against the same value, at most one wins. An absent or expired key
-	// never matches. The unconditional Put, Delete and Take are not
-	// ordered against it: a key shared with them has no defined winner.
+	// never matches. False means exactly that the key did not hold old or
+	// that another caller's change won, never that a change was in flight:
+	// an implementation that locks waits for the holder's outcome (callers
+	// take false as "someone else changed it" and stop their work). The
+	// unconditional Put, Delete and Take are not ordered against it: a key
+	// shared with them has no defined winner.
 	CompareAndSwap(ctx context.Context, key string, old, new []byte, ttl time.Duration) (bool, error)
 	// CompareAndDelete deletes key only when it is live and holds exactly
 	// old, atomically as CompareAndSwap; it reports whether it deleted.

@@ -19,6 +19,11 @@ import (
 // write still in flight; an older one was left by a crash or a failed write.
 const staleClaimAge = time.Minute
 
+// kvLockStaleAge: a KV generation lock is held for one read-compare-
+// replace, milliseconds even on a loaded FerretDB; ten seconds is far
+// beyond any live holder and well under the lease TTLs built on it.
+const kvLockStaleAge = 10 * time.Second
+
 // Commit stores writes: in one transaction where the deployment has them,
 // otherwise through a commit record (see the package doc).
 func (b *Backend) Commit(ctx context.Context, writes ...storage.Write) (_ []storage.Record, rerr error) {

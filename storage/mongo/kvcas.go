@@ -33,8 +33,10 @@ import (
 //
 // A caller that dies between 2 and 4 leaves its lock, and the generation
 // could never change again through a conditional call; such a lock is
-// broken once it is older than staleAfter (like an interrupted write's
-// claim), by the one caller that inserts the lock's break marker.
+// broken once it is older than kvLockStale, by the one caller that
+// inserts the lock's break marker. The lock spans one replace, so it is
+// far shorter-lived than an interrupted write's claim (staleAfter): a
+// lease of a few seconds must not wait a minute for a dead renewer.
 
 // newGen draws a record generation.
 func newGen() string {
@@ -91,7 +93,7 @@ func (s kvStore) unlock(ctx context.Context, l kvLock) {
 	}
 }
 
-// breakStale removes the lock id when it is older than staleAfter. Only
+// breakStale removes the lock id when it is older than kvLockStale. Only
 // the caller whose break marker for that lock instance (its nonce) is
 // inserted removes it, so that two breakers cannot remove a fresh lock
 // taken between them.
@@ -104,7 +106,7 @@ func (s kvStore) breakStale(ctx context.Context, id string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("read generation lock: %w", err)
 	}
-	if time.Since(held.At) < s.b.staleAfter {
+	if time.Since(held.At) < s.b.kvLockStale {
 		return false, nil
 	}
 	marker := kvLock{ID: id + "\x00broken\x00" + held.Nonce, Nonce: held.Nonce, At: time.Now()}
@@ -135,43 +137,67 @@ func (s kvStore) current(ctx context.Context, key string) (kvDoc, bool, error) {
 }
 
 func (s kvStore) CompareAndSwap(ctx context.Context, key string, old, new []byte, ttl time.Duration) (bool, error) {
-	d, ok, err := s.current(ctx, key)
+	ok, err := s.whenHolds(ctx, key, old, func(gen string) (bool, error) {
+		r, err := s.b.kv.ReplaceOne(ctx, genFilter(key, gen), newKVDoc(key, new, ttl, time.Now()))
+		if err != nil {
+			return false, err
+		}
+		return r.MatchedCount == 1, nil
+	})
 	if err != nil {
 		return false, fmt.Errorf("mongo: kv compare-and-swap %q: %w", key, err)
 	}
-	if !ok || !d.live(time.Now()) || !bytes.Equal(d.Value, old) {
-		return false, nil
-	}
-	unlock, err := s.lockGen(ctx, key, d.Gen)
-	if err != nil || unlock == nil {
-		return false, wrapKV("compare-and-swap", key, err)
-	}
-	defer unlock()
-	r, err := s.b.kv.ReplaceOne(ctx, genFilter(key, d.Gen), newKVDoc(key, new, ttl, time.Now()))
-	if err != nil {
-		return false, fmt.Errorf("mongo: kv compare-and-swap %q: %w", key, err)
-	}
-	return r.MatchedCount == 1, nil
+	return ok, nil
 }
 
 func (s kvStore) CompareAndDelete(ctx context.Context, key string, old []byte) (bool, error) {
-	d, ok, err := s.current(ctx, key)
+	ok, err := s.whenHolds(ctx, key, old, func(gen string) (bool, error) {
+		r, err := s.b.kv.DeleteOne(ctx, genFilter(key, gen))
+		if err != nil {
+			return false, err
+		}
+		return r.DeletedCount == 1, nil
+	})
 	if err != nil {
 		return false, fmt.Errorf("mongo: kv compare-and-delete %q: %w", key, err)
 	}
-	if !ok || !d.live(time.Now()) || !bytes.Equal(d.Value, old) {
-		return false, nil
+	return ok, nil
+}
+
+// whenHolds runs change on key's generation, under its lock, when key is
+// live and holds old. While another caller holds the lock it waits for
+// that caller's outcome instead of reporting a loss: the contract's false
+// means the value is not old (or another caller won), and a caller that
+// died holding the lock has changed nothing; its lock is broken once
+// older than kvLockStale. Without the wait, a worker killed in the middle
+// of a checkpoint made every other process believe, for a minute, that
+// the record had changed under it.
+func (s kvStore) whenHolds(ctx context.Context, key string, old []byte, change func(gen string) (bool, error)) (bool, error) {
+	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 200*time.Millisecond) {
+		d, ok, err := s.current(ctx, key)
+		if err != nil {
+			return false, err
+		}
+		if !ok || !d.live(time.Now()) || !bytes.Equal(d.Value, old) {
+			return false, nil
+		}
+		unlock, err := s.lockGen(ctx, key, d.Gen)
+		if err != nil {
+			return false, err
+		}
+		if unlock != nil {
+			changed, err := change(d.Gen)
+			unlock()
+			return changed, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false, ctx.Err()
+		case <-t.C:
+		}
 	}
-	unlock, err := s.lockGen(ctx, key, d.Gen)
-	if err != nil || unlock == nil {
-		return false, wrapKV("compare-and-delete", key, err)
-	}
-	defer unlock()
-	r, err := s.b.kv.DeleteOne(ctx, genFilter(key, d.Gen))
-	if err != nil {
-		return false, fmt.Errorf("mongo: kv compare-and-delete %q: %w", key, err)
-	}
-	return r.DeletedCount == 1, nil
 }
 
 // removeExpired deletes key when it is expired at now, under its

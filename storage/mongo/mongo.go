@@ -179,6 +179,10 @@ type Backend struct {
 	// staleClaimAge, except in tests that simulate a crash.
 	staleAfter time.Duration
 
+	// kvLockStale is how old a KV generation lock must be before another
+	// caller breaks it (kvLockStaleAge; see kvcas.go).
+	kvLockStale time.Duration
+
 	// part, when set, keys every document with its partition (see
 	// partition.go); targeting says searches may filter on that key,
 	// decided at Open.
@@ -270,8 +274,9 @@ func Open(ctx context.Context, uri, database string, opts ...Option) (*Backend, 
 		kv:       db.Collection(colKV),
 		kvLocks:  db.Collection(colKVLocks),
 
-		staleAfter: staleClaimAge,
-		part:       cfg.partitioning,
+		staleAfter:  staleClaimAge,
+		kvLockStale: kvLockStaleAge,
+		part:        cfg.partitioning,
 	}
 	if err := b.setup(ctx); err != nil {
 		_ = client.Disconnect(context.WithoutCancel(ctx))
