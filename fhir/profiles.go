@@ -29,7 +29,11 @@ func (s *Server) conform(ctx context.Context, typ string, res map[string]any) er
 	if s.profiles == nil {
 		return nil
 	}
-	issues := s.profiles.Validate(ctx, res, profile.Options{SkipCore: s.skipCore, Fetch: s.profileFetcher})
+	// Target profiles are checked on stored targets on writes as in
+	// $validate: a stored target that does not conform refuses the write,
+	// one that cannot be found (not yet stored, outside the caller's
+	// access, another server's) is only a warning.
+	issues := s.profiles.Validate(ctx, res, profile.Options{SkipCore: s.skipCore, Fetch: s.profileFetcher, Resolve: s.referenceTarget})
 	if u, _ := res["url"].(string); typ == "StructureDefinition" && s.profiles.IsCore(u) {
 		// Core definitions are the law the server validates by; a stored
 		// copy would not change it and would mislead readers.
@@ -125,7 +129,8 @@ func (s *Server) PublishProfiles(ctx context.Context) error {
 	return nil
 }
 
-// referenceTarget is the profile validator's Resolver for $validate: it
+// referenceTarget is the profile validator's Resolver (writes and
+// $validate): it
 // finds the target of a reference that is neither contained nor in the
 // Bundle, so that the element's target profiles are checked on it. It
 // reads the stored resource (the version a /_history/ reference names,

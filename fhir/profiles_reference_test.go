@@ -9,7 +9,8 @@ import (
 	"github.com/anodyne-fhir/anodyne/fhir"
 )
 
-// TestValidateReferenceTargetProfile: $validate against a profile whose
+// TestValidateReferenceTargetProfile: $validate (and a write claiming
+// the profile) against a profile whose
 // subject must conform to a Patient profile checks the stored Patient the
 // subject names: one that meets the Patient profile passes, one that does
 // not is an error naming the element and the profile, and one that is not
@@ -86,6 +87,18 @@ func TestValidateReferenceTargetProfile(t *testing.T) {
 					}
 				}
 			}
+
+			// A write claiming the profile is held to the same rule: a stored
+			// subject that does not conform refuses it, one that is not
+			// stored is only a warning.
+			write := func(subject string, want int) {
+				t.Helper()
+				obs := `{"resourceType":"Observation","meta":{"profile":["` + obsURL + `"]},"status":"final","code":{"text":"x"},"subject":{"reference":"` + subject + `"}}`
+				c.do("POST", "/Observation", obs).expect(t, want)
+			}
+			write("Patient/dated", 201)
+			write("Patient/undated", 422)
+			write("Patient/nobody", 201)
 		})
 	}
 }
