@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -77,6 +78,8 @@ type Registry struct {
 	compartments map[string]map[string][]string
 	// unsupported lists definitions that were skipped, with the reason.
 	unsupported map[string]string
+	// server holds the server-defined definitions as loaded (never changed).
+	server []ServerParam
 
 	baseURL string
 	now     func() time.Time
@@ -191,6 +194,19 @@ func Load(opts ...Option) (*Registry, error) {
 	return r, nil
 }
 
+// ServerParam is one server-defined SearchParameter as shipped: its id,
+// its version (an integer that grows when the definition changes, so that
+// stored resources are reindexed for it) and the definition itself.
+type ServerParam struct {
+	ID         string
+	Version    int64
+	Definition map[string]any
+}
+
+// ServerParams lists the server-defined parameters (the caller must not
+// change the definitions).
+func (r *Registry) ServerParams() []ServerParam { return slices.Clone(r.server) }
+
 // addServerParamsLocked registers the server-defined parameters. Each
 // must have its canonical under ServerParamBase and a code no official
 // parameter of its bases has: they add to R4, never replace it.
@@ -214,9 +230,16 @@ func (r *Registry) addServerParamsLocked(defs []map[string]any) error {
 				return fmt.Errorf("server search parameter %s: %s %s is already defined by %s", p.URL, b, p.Code, have.URL)
 			}
 		}
+		id, _ := d["id"].(string)
+		vs, _ := d["version"].(string)
+		v, err := strconv.ParseInt(vs, 10, 64)
+		if id == "" || err != nil || v < 1 {
+			return fmt.Errorf("server search parameter %s: needs an id and a version that is a positive integer (%q)", p.URL, vs)
+		}
 		if err := r.addLocked(p); err != nil {
 			return fmt.Errorf("server search parameter %s: %w", p.URL, err)
 		}
+		r.server = append(r.server, ServerParam{ID: id, Version: v, Definition: d})
 	}
 	return nil
 }
