@@ -26,6 +26,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if err := s.reg.load(ctx); err != nil {
 		s.log.Error("subscription: loading Subscriptions (retrying)", "err", err)
 	}
+	published := s.publish(ctx)
 	if s.cfg.Exclusive {
 		if err := clearLeases(ctx, s.cfg.Backend.KV()); err != nil {
 			s.log.Error("subscription: clearing leases of a previous run", "err", err)
@@ -77,6 +78,9 @@ func (s *Service) Run(ctx context.Context) error {
 			if err := s.reg.load(ctx); err != nil && ctx.Err() == nil {
 				s.log.Error("subscription: reloading Subscriptions", "err", err)
 			}
+			if !published {
+				published = s.publish(ctx)
+			}
 			s.expire(ctx)
 			continue
 		case <-check.C:
@@ -116,6 +120,18 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		poll.Reset(s.cfg.Poll)
 	}
+}
+
+// publish writes the topics' Basic resources (topicbasic.go); false when
+// that failed and is to be tried again at the next reload.
+func (s *Service) publish(ctx context.Context) bool {
+	if err := s.publishTopics(ctx); err != nil {
+		if ctx.Err() == nil {
+			s.log.Error("subscription: publishing the topics as Basic resources (retrying)", "err", err)
+		}
+		return false
+	}
+	return true
 }
 
 // heartbeats sends a heartbeat notification to each active topic-based

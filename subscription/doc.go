@@ -89,6 +89,10 @@
 // stream to the sockets bound in the process that holds the lease; a
 // process claims a websocket stream only while it has a bound socket.
 //
+// The topics are also served as R4 resources, as the IG represents
+// SubscriptionTopic in R4: a Basic per topic (topicbasic.go), generated
+// from data/topics.json and written by Run, read through the normal paths.
+//
 // # Endpoint safety
 //
 // Endpoints must be https; http only to a loopback address when
