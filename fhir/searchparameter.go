@@ -34,6 +34,8 @@ import (
 // resource (state reindexing | active | failed, done, version, error). A
 // search on the parameter works at once but only sees the resources
 // reindexed so far; clients that need completeness wait for "active".
+// The server-defined parameters (resources.ServerParams) are reindexed by
+// the same loop, once per shipped version (reindexServerParams).
 
 const (
 	spStatusKey  = "searchparameter/status/"
@@ -90,6 +92,9 @@ func (s *Server) RunSearchParameters(ctx context.Context, interval time.Duration
 }
 
 func (s *Server) syncSearchParameters(ctx context.Context, registered, settled map[string]int64) error {
+	if err := s.reindexServerParams(ctx, settled); err != nil {
+		return err
+	}
 	cursor := ""
 	for {
 		page, err := s.backend.Search(ctx, storage.Query{Types: []string{"SearchParameter"}, Count: 100, Cursor: cursor})
@@ -128,6 +133,33 @@ func (s *Server) syncSearchParameters(ctx context.Context, registered, settled m
 		}
 		cursor = page.Next
 	}
+}
+
+// serverSPPrefix names the reindex state of a server-defined parameter
+// (resources.ServerParams) in place of a stored SearchParameter's id; the
+// colon is not valid in an id, so the two never meet.
+const serverSPPrefix = "server:"
+
+// reindexServerParams reindexes the resources stored before a
+// server-defined parameter (or its current version) shipped, once per
+// version across the processes on the store, as for a stored
+// SearchParameter (lease, checkpoints, status under
+// searchparameter/status/server:<id>).
+func (s *Server) reindexServerParams(ctx context.Context, settled map[string]int64) error {
+	for _, p := range s.registry.ServerParams() {
+		id := serverSPPrefix + p.ID
+		if settled[id] == p.Version {
+			continue
+		}
+		done, err := s.reindexSearchParameter(ctx, storage.Record{ID: id, VersionID: p.Version}, p.Definition)
+		if err != nil {
+			return fmt.Errorf("reindexing for server search parameter %s: %w", p.ID, err)
+		}
+		if done {
+			settled[id] = p.Version
+		}
+	}
+	return nil
 }
 
 // reindexSearchParameter reindexes for one registered SearchParameter

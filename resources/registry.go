@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -14,8 +15,13 @@ import (
 	"github.com/anodyne-fhir/anodyne/storage"
 )
 
-//go:embed data/search-parameters.json data/compartments.json
+//go:embed data/search-parameters.json data/server-search-parameters.json data/compartments.json
 var dataFS embed.FS
+
+// ServerParamBase is the canonical base of the search parameters Anodyne
+// defines itself (data/server-search-parameters.json): ones R4 core lacks,
+// such as Flag status.
+const ServerParamBase = "http://anodyne-fhir.org/fhir/SearchParameter/"
 
 // Param is one search parameter as it applies to one resource type.
 // Params are immutable once registered; the registry replaces them whole.
@@ -72,6 +78,8 @@ type Registry struct {
 	compartments map[string]map[string][]string
 	// unsupported lists definitions that were skipped, with the reason.
 	unsupported map[string]string
+	// server holds the server-defined definitions as loaded (never changed).
+	server []ServerParam
 
 	baseURL string
 	now     func() time.Time
@@ -97,9 +105,11 @@ func WithLogger(l *slog.Logger) Option {
 	return func(r *Registry) { r.log = l }
 }
 
-// Load builds a registry from the embedded official R4 definitions.
-// Parameters of unsupported types are recorded (Unsupported), logged once
-// and skipped; only a broken embedded file is an error.
+// Load builds a registry from the embedded official R4 definitions and
+// then the server-defined ones (data/server-search-parameters.json).
+// Official parameters of unsupported types are recorded (Unsupported),
+// logged once and skipped; only a broken embedded file (including a
+// server-defined parameter that cannot be served) is an error.
 func Load(opts ...Option) (*Registry, error) {
 	r := &Registry{
 		byType:       map[string]map[string]*Param{},
@@ -171,10 +181,67 @@ func Load(opts ...Option) (*Registry, error) {
 	if err := r.resolveComponentsLocked(); err != nil {
 		return nil, err
 	}
+	var server []map[string]any
+	if err := readEmbedded("data/server-search-parameters.json", &server); err != nil {
+		return nil, err
+	}
+	if err := r.addServerParamsLocked(server); err != nil {
+		return nil, err
+	}
 	if len(skipped) > 0 {
 		r.log.Info("search parameters skipped", "count", len(skipped), "codes", strings.Join(skipped, ","))
 	}
 	return r, nil
+}
+
+// ServerParam is one server-defined SearchParameter as shipped: its id,
+// its version (an integer that grows when the definition changes, so that
+// stored resources are reindexed for it) and the definition itself.
+type ServerParam struct {
+	ID         string
+	Version    int64
+	Definition map[string]any
+}
+
+// ServerParams lists the server-defined parameters (the caller must not
+// change the definitions).
+func (r *Registry) ServerParams() []ServerParam { return slices.Clone(r.server) }
+
+// addServerParamsLocked registers the server-defined parameters. Each
+// must have its canonical under ServerParamBase and a code no official
+// parameter of its bases has: they add to R4, never replace it.
+func (r *Registry) addServerParamsLocked(defs []map[string]any) error {
+	for _, d := range defs {
+		p, err := parseDefinition(d)
+		if err != nil {
+			return fmt.Errorf("server search parameter %v: %w", d["url"], err)
+		}
+		if !strings.HasPrefix(p.URL, ServerParamBase) {
+			return fmt.Errorf("server search parameter %s: its url must start with %s", p.URL, ServerParamBase)
+		}
+		if reason := p.unsupportedReason(); reason != "" {
+			return fmt.Errorf("server search parameter %s: %s", p.URL, reason)
+		}
+		for _, b := range p.Base {
+			if isGenericBase(b) {
+				return fmt.Errorf("server search parameter %s: base %s would apply it to every type", p.URL, b)
+			}
+			if have, ok := r.byType[b][p.Code]; ok {
+				return fmt.Errorf("server search parameter %s: %s %s is already defined by %s", p.URL, b, p.Code, have.URL)
+			}
+		}
+		id, _ := d["id"].(string)
+		vs, _ := d["version"].(string)
+		v, err := strconv.ParseInt(vs, 10, 64)
+		if id == "" || err != nil || v < 1 {
+			return fmt.Errorf("server search parameter %s: needs an id and a version that is a positive integer (%q)", p.URL, vs)
+		}
+		if err := r.addLocked(p); err != nil {
+			return fmt.Errorf("server search parameter %s: %w", p.URL, err)
+		}
+		r.server = append(r.server, ServerParam{ID: id, Version: v, Definition: d})
+	}
+	return nil
 }
 
 func readEmbedded(name string, v any) error {

@@ -26,6 +26,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if err := s.reg.load(ctx); err != nil {
 		s.log.Error("subscription: loading Subscriptions (retrying)", "err", err)
 	}
+	published := s.publish(ctx)
 	if s.cfg.Exclusive {
 		if err := clearLeases(ctx, s.cfg.Backend.KV()); err != nil {
 			s.log.Error("subscription: clearing leases of a previous run", "err", err)
@@ -77,6 +78,9 @@ func (s *Service) Run(ctx context.Context) error {
 			if err := s.reg.load(ctx); err != nil && ctx.Err() == nil {
 				s.log.Error("subscription: reloading Subscriptions", "err", err)
 			}
+			if !published {
+				published = s.publish(ctx)
+			}
 			s.expire(ctx)
 			continue
 		case <-check.C:
@@ -116,6 +120,18 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		poll.Reset(s.cfg.Poll)
 	}
+}
+
+// publish writes the topics' Basic resources (topicbasic.go); false when
+// that failed and is to be tried again at the next reload.
+func (s *Service) publish(ctx context.Context) bool {
+	if err := s.publishTopics(ctx); err != nil {
+		if ctx.Err() == nil {
+			s.log.Error("subscription: publishing the topics as Basic resources (retrying)", "err", err)
+		}
+		return false
+	}
+	return true
 }
 
 // heartbeats sends a heartbeat notification to each active topic-based
@@ -215,6 +231,7 @@ func (s *Service) deliverStream(ctx context.Context, client *http.Client, stream
 		return true
 	}
 	defer flush()
+	readN := minRead // grows to the Subscription's batch limit once read
 	for ctx.Err() == nil {
 		if !flush() {
 			return
@@ -224,7 +241,7 @@ func (s *Service) deliverStream(ctx context.Context, client *http.Client, stream
 				return
 			}
 		}
-		evs, err := s.outbox.OutboxRead(ctx, stream, 16)
+		evs, err := s.outbox.OutboxRead(ctx, stream, readN)
 		if err != nil {
 			s.log.Error("subscription: reading the outbox", "stream", stream, "err", err)
 			return
@@ -235,7 +252,7 @@ func (s *Service) deliverStream(ctx context.Context, client *http.Client, stream
 			}
 			continue
 		}
-		for _, ev := range evs {
+		for len(evs) > 0 {
 			sb, err := s.lookup(ctx, id)
 			if err != nil {
 				s.log.Error("subscription: reading", "subscription", id, "err", err)
@@ -246,6 +263,7 @@ func (s *Service) deliverStream(ctx context.Context, client *http.Client, stream
 				s.retire(ctx, id, stream, sb)
 				return
 			}
+			readN = max(minRead, sb.batchLimit())
 			if !l.live() {
 				if !flush() {
 					return
@@ -254,11 +272,15 @@ func (s *Service) deliverStream(ctx context.Context, client *http.Client, stream
 					return
 				}
 			}
-			derr := s.deliver(ctx, client, sb, ev)
+			batch := batchOf(sb, evs)
+			evs = evs[len(batch):]
+			derr := s.deliver(ctx, client, sb, batch)
 			if derr == nil {
-				acked = append(acked, ev.ID)
-				if sb.Topic != "" {
-					numbered = append(numbered, ev.ID)
+				for _, ev := range batch {
+					acked = append(acked, ev.ID)
+					if sb.Topic != "" {
+						numbered = append(numbered, ev.ID)
+					}
 				}
 				s.succeeded(stream)
 				if sb.Status == statusError || sb.Status == statusRequested {
@@ -271,7 +293,7 @@ func (s *Service) deliverStream(ctx context.Context, client *http.Client, stream
 			if errors.Is(derr, errNoSocket) {
 				return // the client went away; its events wait for the next bind
 			}
-			if ctx.Err() != nil || !flush() || !s.failure(ctx, l, stream, sb, ev, derr) {
+			if ctx.Err() != nil || !flush() || !s.failure(ctx, l, stream, sb, batch[0], derr) {
 				return
 			}
 			break // read the stream again from its head
@@ -407,12 +429,15 @@ func (s *Service) succeeded(stream string) {
 	delete(s.failures, stream)
 }
 
-// deliver sends one event: POST with no body for an empty payload, or,
-// with payload application/fhir+json, PUT of the version (as the owner
-// may receive it, through the output filter) to endpoint/Type/id, as R4
-// rest-hook describes; a topic-based Subscription's notification Bundle
-// is POSTed to the endpoint.
-func (s *Service) deliver(ctx context.Context, client *http.Client, sb *sub, ev storage.Event) error {
+// deliver sends one notification: of one event, or, for a topic-based
+// Subscription with backport-max-count, of the events of batch (batchOf).
+// An R4 Subscription's event is a POST with no body for an empty payload,
+// or, with payload application/fhir+json, a PUT of the version (as the
+// owner may receive it, through the output filter) to endpoint/Type/id,
+// as R4 rest-hook describes; a topic-based Subscription's notification
+// Bundle is POSTed to the endpoint.
+func (s *Service) deliver(ctx context.Context, client *http.Client, sb *sub, batch []storage.Event) error {
+	ev := batch[0]
 	e, err := decodeEvent(ev.Data)
 	if err != nil {
 		return err
@@ -421,7 +446,7 @@ func (s *Service) deliver(ctx context.Context, client *http.Client, sb *sub, ev 
 	var body []byte
 	switch {
 	case sb.Topic != "":
-		if body, err = s.notification(ctx, sb, ev, e); err != nil {
+		if body, err = s.notification(ctx, sb, batch, e); err != nil {
 			return err
 		}
 	case e.Kind != "":
@@ -440,7 +465,7 @@ func (s *Service) deliver(ctx context.Context, client *http.Client, sb *sub, ev 
 		}
 		return s.sockets.send(ctx, sb.ID, body)
 	}
-	if err := s.send(ctx, client, sb, method, url, ev.ID, body); err != nil {
+	if err := s.send(ctx, client, sb, method, url, batchID(batch), body); err != nil {
 		return err
 	}
 	s.sent(ctx, sb)
@@ -482,34 +507,44 @@ func (s *Service) send(ctx context.Context, client *http.Client, sb *sub, method
 	return nil
 }
 
-// notification builds a backport notification Bundle for one event (or
-// the handshake).
-func (s *Service) notification(ctx context.Context, sb *sub, ev storage.Event, e eventV1) ([]byte, error) {
+// notification builds a backport notification Bundle for the events of
+// batch (or the handshake, which is alone in its batch).
+func (s *Service) notification(ctx context.Context, sb *sub, batch []storage.Event, first eventV1) ([]byte, error) {
 	srv, err := s.server()
 	if err != nil {
 		return nil, err
 	}
-	if e.Kind == kindHandshake {
+	if first.Kind == kindHandshake {
 		n, err := s.eventCount(ctx, sb.ID)
 		if err != nil {
 			return nil, err
 		}
 		return json.Marshal(notificationBundle(srv.Base(), sb, notice{kind: noticeHandshake, status: sb.Status, since: n}, sb.Content))
 	}
-	f, err := s.focusOf(ctx, sb, e.Type, e.ID, e.Version, sb.Content)
-	if err != nil {
-		return nil, err
+	nt := notice{kind: noticeEvent, status: sb.Status}
+	if nt.status == statusRequested {
+		nt.status = statusActive
 	}
-	n, err := s.eventNumber(ctx, sb.ID, ev.ID, logEntry{Type: e.Type, ID: e.ID, Version: e.Version, At: f.at})
-	if err != nil {
-		return nil, err
+	for i, ev := range batch {
+		e := first
+		if i > 0 {
+			if e, err = decodeEvent(ev.Data); err != nil {
+				return nil, err
+			}
+		}
+		f, err := s.focusOf(ctx, sb, e.Type, e.ID, e.Version, sb.Content)
+		if err != nil {
+			return nil, err
+		}
+		// Numbered in stream order, so the numbers of a batch ascend and
+		// a retry (of a batch cut differently) reuses them.
+		if f.n, err = s.eventNumber(ctx, sb.ID, ev.ID, logEntry{Type: e.Type, ID: e.ID, Version: e.Version, At: f.at}); err != nil {
+			return nil, err
+		}
+		nt.events = append(nt.events, f)
+		nt.since = f.n
 	}
-	f.n = n
-	status := sb.Status
-	if status == statusRequested {
-		status = statusActive
-	}
-	return json.Marshal(notificationBundle(srv.Base(), sb, notice{kind: noticeEvent, status: status, since: n, events: []numbered{f}}, sb.Content))
+	return json.Marshal(notificationBundle(srv.Base(), sb, nt, sb.Content))
 }
 
 // setStatus writes the Subscription's status (and error text) through

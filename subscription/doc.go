@@ -45,7 +45,9 @@
 // Run also delivers. Each stream is leased through the store's KV
 // (PutIfAbsent with expiry; see lease for what that relies on), so that of several processes on one database
 // exactly one delivers a Subscription's events at a time, in stream
-// (commit) order, one at a time; a process that dies loses its lease when
+// (commit) order, one notification at a time (of one event, or of up to
+// backport-max-count waiting events for a topic-based Subscription:
+// batch.go); a process that dies loses its lease when
 // it expires and another takes over. An event is deleted only after the
 // endpoint answered 2xx (deletes are batched); a crash between the answer and the delete sends
 // it again, with the same event id (at-least-once: receivers de-duplicate
@@ -86,6 +88,10 @@
 // the processes). The websocket channel (websocket.go) delivers the same
 // stream to the sockets bound in the process that holds the lease; a
 // process claims a websocket stream only while it has a bound socket.
+//
+// The topics are also served as R4 resources, as the IG represents
+// SubscriptionTopic in R4: a Basic per topic (topicbasic.go), generated
+// from data/topics.json and written by Run, read through the normal paths.
 //
 // # Endpoint safety
 //

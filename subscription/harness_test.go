@@ -93,6 +93,13 @@ func fast(cfg *subscription.Config) {
 // its last observer, and the service's delivery loop until cleanup.
 func start(t testing.TB, b storage.Backend, ps map[string]*auth.Principal, mod func(*subscription.Config)) *server {
 	t.Helper()
+	return startObserved(t, b, ps, mod)
+}
+
+// startObserved is start with other observers (clinical rules) placed
+// before the subscription service, which hears of what they derive.
+func startObserved(t testing.TB, b storage.Backend, ps map[string]*auth.Principal, mod func(*subscription.Config), observers ...fhir.CommitObserver) *server {
+	t.Helper()
 	_, reg := parts(t)
 	sc := subscription.Config{Backend: b}
 	if ps != nil {
@@ -107,7 +114,7 @@ func start(t testing.TB, b storage.Backend, ps map[string]*auth.Principal, mod f
 		t.Fatal(err)
 	}
 	fs := env.Start(t, b, func(cfg *fhir.Config) {
-		cfg.Observers = []fhir.CommitObserver{svc}
+		cfg.Observers = append(append([]fhir.CommitObserver{}, observers...), svc)
 		if ps != nil {
 			cfg.Authorizer = sc.Authorizer
 			cfg.Middleware = asPrincipal(ps)

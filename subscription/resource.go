@@ -87,9 +87,12 @@ type sub struct {
 	// Timeout is backport-timeout: how long one notification attempt may
 	// take (0: Config.Timeout; never more than it).
 	Timeout time.Duration
-	Error   string    // Subscription.error
-	End     time.Time // zero: none
-	Owner   *owner    // nil: written with authorization off
+	// MaxCount is backport-max-count: the most events one notification
+	// may carry (0: absent, one per notification).
+	MaxCount int64
+	Error    string    // Subscription.error
+	End      time.Time // zero: none
+	Owner    *owner    // nil: written with authorization off
 	// Patient is the server's patient tag: a patient/ app's Subscription.
 	Patient string
 }
@@ -161,6 +164,13 @@ func parseSub(res map[string]any, version int64) (*sub, error) {
 			}
 			s.Timeout = time.Duration(n) * time.Second
 		}
+		if em, ok := e.(map[string]any); ok && em["url"] == maxCountURL {
+			n, err := jsonInt(em["valuePositiveInt"])
+			if err != nil || n < 1 {
+				return nil, fmt.Errorf("backport-max-count needs a valuePositiveInt of at least 1 (%v)", em["valuePositiveInt"])
+			}
+			s.MaxCount = n
+		}
 	}
 	s.Owner = ownerOf(res)
 	s.Patient = patientTagOf(res)
@@ -170,26 +180,36 @@ func parseSub(res map[string]any, version int64) (*sub, error) {
 // positiveInt reads a JSON integer (decoded with UseNumber) of at least 1
 // and at most a day of seconds.
 func positiveInt(v any) (int64, error) {
-	var n int64
+	if _, ok := v.(string); v == nil || ok {
+		return 0, fmt.Errorf("needs valueUnsignedInt")
+	}
+	n, err := jsonInt(v)
+	if err != nil {
+		return 0, err
+	}
+	if n < 1 || n > 86400 {
+		return 0, fmt.Errorf("%d is not 1 to 86400 seconds", n)
+	}
+	return n, nil
+}
+
+// jsonInt reads a JSON integer (decoded with UseNumber, or as float64).
+func jsonInt(v any) (int64, error) {
 	switch x := v.(type) {
 	case json.Number:
 		i, err := x.Int64()
 		if err != nil {
 			return 0, fmt.Errorf("%v is not an integer", x)
 		}
-		n = i
+		return i, nil
 	case float64:
-		n = int64(x)
+		n := int64(x)
 		if float64(n) != x {
 			return 0, fmt.Errorf("%v is not an integer", x)
 		}
-	default:
-		return 0, fmt.Errorf("needs valueUnsignedInt")
+		return n, nil
 	}
-	if n < 1 || n > 86400 {
-		return 0, fmt.Errorf("%d is not 1 to 86400 seconds", n)
-	}
-	return n, nil
+	return 0, fmt.Errorf("%v is not an integer", v)
 }
 
 func parseInstant(v string) (time.Time, error) {

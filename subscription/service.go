@@ -172,8 +172,13 @@ func (s *Service) server() (*fhir.Server, error) {
 // Subscription whose criteria and owner's access match a written version.
 func (s *Service) ObserveCommit(ctx context.Context, cs *fhir.CommitSet) error {
 	for i := 0; i < cs.Len(); i++ {
-		if cs.Write(i).Type == "Subscription" {
+		switch cs.Write(i).Type {
+		case "Subscription":
 			if err := s.observeSubscription(ctx, cs, i); err != nil {
+				return err
+			}
+		case "Basic":
+			if err := s.checkTopicWrite(ctx, cs.Write(i)); err != nil {
 				return err
 			}
 		}
