@@ -503,26 +503,34 @@ func (b *Backend) decidedCommits(ctx context.Context) (map[string]bool, bool, er
 // isolated runs a multi-document read so that it sees each commit record
 // either entirely or not at all: no record may be half-applied when it
 // starts, and none may be decided while it runs; otherwise it runs again.
+//
+// It waits for a record being applied as long as its writer may still be
+// alive (until the record is older than staleAfter, when recover rolls it
+// forward), not a fixed number of tries: on FerretDB a commit of a few
+// hundred resources takes seconds to apply, and an import's observers,
+// searching for the next batch, used to give up after about two.
 func isolated[T any](ctx context.Context, b *Backend, read func() (T, error)) (T, error) {
 	var zero T
 	if b.transactions {
 		return read()
 	}
-	const tries = 200
-	for attempt := 0; attempt < tries; attempt++ {
+	const minTries = 200
+	start, wait := time.Now(), 10*time.Millisecond
+	for attempt := 0; attempt < minTries || time.Since(start) < 2*b.staleAfter; attempt++ {
 		before, applying, err := b.decidedCommits(ctx)
 		if err != nil {
 			return zero, err
 		}
 		if applying {
-			if attempt == tries/2 {
+			if attempt > 0 && attempt%(minTries/2) == 0 {
 				if err := b.recover(ctx); err != nil {
 					return zero, err
 				}
 			}
-			if err := sleep(ctx, 10*time.Millisecond); err != nil {
+			if err := sleep(ctx, wait); err != nil {
 				return zero, err
 			}
+			wait = min(2*wait, 100*time.Millisecond)
 			continue
 		}
 		out, err := read()
@@ -541,7 +549,7 @@ func isolated[T any](ctx context.Context, b *Backend, read func() (T, error)) (T
 			return out, nil
 		}
 	}
-	return zero, fmt.Errorf("mongo: read kept overlapping commits after %d attempts", tries)
+	return zero, fmt.Errorf("mongo: read kept overlapping commits for %s", time.Since(start).Round(time.Millisecond))
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

@@ -61,3 +61,32 @@ func TestCommitRecordKVCrash(t *testing.T) {
 		})
 	}
 }
+
+// TestIsolatedWaitsForSlowApply: a commit record that another process is
+// still applying (state commit, fresh) holds an isolated read back for as
+// long as it takes, here three seconds, longer than the 200 short tries
+// that used to make an import's observer searches fail on FerretDB; the
+// read runs once the record is done.
+func TestIsolatedWaitsForSlowApply(t *testing.T) {
+	ctx := t.Context()
+	b := fresh(t)
+	if b.transactions {
+		t.Skip("the deployment has transactions: no commit records")
+	}
+	if _, err := b.commits().InsertOne(ctx, bson.D{{Key: "_id", Value: "slow"}, {Key: "st", Value: stCommitted}, {Key: "at", Value: time.Now()}}); err != nil {
+		t.Fatal(err)
+	}
+	const apply = 12 * time.Second
+	go func() {
+		time.Sleep(apply)
+		b.commits().UpdateOne(ctx, bson.D{{Key: "_id", Value: "slow"}}, bson.D{{Key: "$set", Value: bson.D{{Key: "st", Value: stDone}}}})
+	}()
+	start, reads := time.Now(), 0
+	got, err := isolated(ctx, b, func() (string, error) { reads++; return "read", nil })
+	if err != nil || got != "read" {
+		t.Fatalf("isolated = %q, %v after %s", got, err, time.Since(start))
+	}
+	if waited := time.Since(start); waited < apply || reads != 1 {
+		t.Fatalf("the read ran %d times, returned after %s: it should run once, after the record was done (%s)", reads, waited, apply)
+	}
+}
