@@ -1,14 +1,17 @@
 package deid
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"hash"
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/anodyne-fhir/anodyne/conformance/fhirpath"
@@ -40,6 +43,46 @@ type Deidentifier struct {
 	maxShift   int
 	minCell    int
 	now        func() time.Time
+
+	// plans caches, per FHIR type of a node, which rules can select it
+	// (type name -> *nodePlan); filled on first sight of each type.
+	plans sync.Map
+	// runs pools the per-call state of Apply (*run).
+	runs sync.Pool
+}
+
+// nodePlan lists the rules of the descendants().ofType(T)[.member] form
+// that select a node of one type, so that the walk sorts the nodes into
+// each rule's selection once instead of every rule testing every node.
+type nodePlan struct {
+	objects []int // rules selecting an object of this type (or its member)
+	fields  []int // rules selecting a primitive property of this type
+}
+
+// plan returns the rules that select a node of type typ: an object when
+// typ is a complex type or resource, a property when it is a primitive.
+func (d *Deidentifier) plan(typ string) *nodePlan {
+	if p, ok := d.plans.Load(typ); ok {
+		return p.(*nodePlan)
+	}
+	p := &nodePlan{}
+	for i := range d.rules {
+		ru := &d.rules[i]
+		if ru.fastType == "" {
+			continue
+		}
+		if ru.member == "" && d.model.IsPrimitive(ru.fastType) {
+			if typ == ru.fastType {
+				p.fields = append(p.fields, i)
+			}
+			continue
+		}
+		if typ != "" && d.model.IsA(typ, ru.fastType) {
+			p.objects = append(p.objects, i)
+		}
+	}
+	got, _ := d.plans.LoadOrStore(typ, p)
+	return got.(*nodePlan)
 }
 
 // Option configures New.
@@ -96,27 +139,37 @@ type Result struct {
 // Pseudonym is the pseudonym of Type/id under key: a keyed HMAC, so that
 // the same resource has one pseudonym per project and projects cannot link.
 func Pseudonym(key []byte, typ, id string) string {
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte("id\x00" + typ + "/" + id))
-	return hex.EncodeToString(m.Sum(nil)[:16])
+	return pseudonym(hmac.New(sha256.New, key), typ, id)
+}
+
+// pseudonym is Pseudonym with the key's HMAC already set up.
+func pseudonym(mac hash.Hash, typ, id string) string {
+	mac.Reset()
+	mac.Write([]byte("id\x00" + typ + "/" + id))
+	var sum [sha256.Size]byte
+	return hex.EncodeToString(mac.Sum(sum[:0])[:16])
 }
 
 // ShiftDays is the date shift of one patient under key: whole days back,
 // between 1 and max, so intervals and times of day are kept.
 func ShiftDays(key []byte, patient string, max int) int {
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte("shift\x00" + patient))
-	return -int(binary.BigEndian.Uint64(m.Sum(nil)[:8])%uint64(max)) - 1
+	return shiftDays(hmac.New(sha256.New, key), patient, max)
+}
+
+// shiftDays is ShiftDays with the key's HMAC already set up.
+func shiftDays(mac hash.Hash, patient string, max int) int {
+	mac.Reset()
+	mac.Write([]byte("shift\x00" + patient))
+	var sum [sha256.Size]byte
+	return -int(binary.BigEndian.Uint64(mac.Sum(sum[:0])[:8])%uint64(max)) - 1
 }
 
 // Apply de-identifies res in place under the project key and returns it.
 func (d *Deidentifier) Apply(res map[string]any, key []byte) (map[string]any, Result, error) {
-	typ, _ := res["resourceType"].(string)
-	r := &run{d: d, key: key, typ: typ, res: res, labels: map[string]bool{},
-		decidedMap: map[uintptr]bool{}, decidedField: map[fieldKey]bool{}, parent: map[uintptr]fieldKey{},
-		result: Result{Pseudonyms: map[string]string{}}}
-	r.shift = ShiftDays(key, patientOf(res), d.maxShift)
-	r.index(res, typ)
+	r := d.newRun(res, key)
+	defer d.release(r)
+	r.shift = shiftDays(r.mac, patientOf(res), d.maxShift)
+	r.index(res, r.typ)
 	for i := range d.rules {
 		if err := r.apply(&d.rules[i]); err != nil {
 			return nil, Result{}, fmt.Errorf("deid rule at line %d (%s): %w", d.rules[i].line, d.rules[i].spec.Path, err)
@@ -125,6 +178,42 @@ func (d *Deidentifier) Apply(res map[string]any, key []byte) (map[string]any, Re
 	cleanup(res)
 	r.label()
 	return res, r.result, nil
+}
+
+// newRun takes a run from the pool (its maps and selections empty, its
+// HMAC kept when the key is the same) and sets it up for res.
+func (d *Deidentifier) newRun(res map[string]any, key []byte) *run {
+	r, _ := d.runs.Get().(*run)
+	if r == nil {
+		r = &run{d: d, labels: map[string]bool{}, decidedMap: map[uintptr]bool{}, decidedField: map[fieldKey]bool{},
+			parent: map[uintptr]fieldKey{}, objects: make([][]typed, len(d.rules)), props: make([][]fieldKeyed, len(d.rules))}
+	}
+	if r.mac == nil || !bytes.Equal(r.key, key) {
+		r.key, r.mac = bytes.Clone(key), hmac.New(sha256.New, key)
+	}
+	r.typ, _ = res["resourceType"].(string)
+	r.res, r.shift = res, 0
+	r.result = Result{Pseudonyms: map[string]string{}}
+	return r
+}
+
+// release empties r (dropping every reference into the resource) and
+// returns it to the pool.
+func (d *Deidentifier) release(r *run) {
+	clear(r.labels)
+	clear(r.decidedMap)
+	clear(r.decidedField)
+	clear(r.parent)
+	for i := range r.objects {
+		clear(r.objects[i])
+		r.objects[i] = r.objects[i][:0]
+	}
+	for i := range r.props {
+		clear(r.props[i])
+		r.props[i] = r.props[i][:0]
+	}
+	r.res, r.result = nil, Result{}
+	d.runs.Put(r)
 }
 
 // patientOf is the patient whose date shift applies: the Patient itself,
@@ -186,15 +275,10 @@ type typed struct {
 	typ string
 }
 
-// typedField is one property found by the typed walk.
-type typedField struct {
-	m        map[string]any
-	key, typ string
-}
-
 type run struct {
 	d      *Deidentifier
 	key    []byte
+	mac    hash.Hash // HMAC-SHA256 under key, reset before each use
 	typ    string
 	res    map[string]any
 	shift  int
@@ -204,14 +288,20 @@ type run struct {
 	decidedMap   map[uintptr]bool
 	decidedField map[fieldKey]bool
 	parent       map[uintptr]fieldKey
-	maps         []typed
-	fields       []typedField
+	// objects and props are, per rule of the descendants().ofType(T) form,
+	// the nodes it selects in walk order: the objects of a type derived
+	// from T (their member is found when the rule runs) and the
+	// properties of primitive type T.
+	objects [][]typed
+	props   [][]fieldKeyed
 }
 
 // index walks the resource with the R4 model, recording each complex
 // node's type and parent and each property's type.
 func (r *run) index(m map[string]any, typ string) {
-	r.maps = append(r.maps, typed{m, typ})
+	for _, i := range r.d.plan(typ).objects {
+		r.objects[i] = append(r.objects[i], typed{m, typ})
+	}
 	for k, v := range m {
 		if k == "resourceType" || strings.HasPrefix(k, "_") {
 			continue
@@ -220,7 +310,9 @@ func (r *run) index(m map[string]any, typ string) {
 		if !ok {
 			continue
 		}
-		r.fields = append(r.fields, typedField{m, k, pt})
+		for _, i := range r.d.plan(pt).fields {
+			r.props[i] = append(r.props[i], fieldKeyed{m, k})
+		}
 		each(v, func(x any) {
 			if cm, ok := x.(map[string]any); ok {
 				ct := pt
@@ -274,20 +366,14 @@ func (r *run) apply(ru *rule) error {
 	}
 	var fields []fieldKeyed
 	var maps []map[string]any
+	i := ru.index
 	switch {
 	case ru.fastType != "":
 		if ru.member == "" && r.d.model.IsPrimitive(ru.fastType) {
-			for _, f := range r.fields {
-				if f.typ == ru.fastType {
-					fields = append(fields, fieldKeyed{f.m, f.key})
-				}
-			}
+			fields = r.props[i]
 			break
 		}
-		for _, t := range r.maps {
-			if t.typ == "" || !r.d.model.IsA(t.typ, ru.fastType) {
-				continue
-			}
+		for _, t := range r.objects[i] {
 			if ru.member == "" {
 				maps = append(maps, t.m)
 				continue
@@ -295,14 +381,21 @@ func (r *run) apply(ru *rule) error {
 			fields = append(fields, r.memberKeys(t.m, t.typ, ru.member)...)
 		}
 	case ru.parent != nil:
-		parents, err := ru.parent.Evaluate(r.res)
-		if err != nil {
-			return err
-		}
-		for _, n := range parents {
-			if m, ok := n.Value().(map[string]any); ok {
-				fields = append(fields, r.memberKeys(m, n.Type(), ru.member)...)
+		parents, ok := r.navigate(ru)
+		if !ok {
+			nodes, err := ru.parent.Evaluate(r.res)
+			if err != nil {
+				return err
 			}
+			parents = parents[:0]
+			for _, n := range nodes {
+				if m, ok := n.Value().(map[string]any); ok {
+					parents = append(parents, typed{m, n.Type()})
+				}
+			}
+		}
+		for _, p := range parents {
+			fields = append(fields, r.memberKeys(p.m, p.typ, ru.member)...)
 		}
 	default:
 		nodes, err := ru.expr.Evaluate(r.res)
@@ -339,6 +432,44 @@ func (r *run) apply(ru *rule) error {
 		}
 	}
 	return nil
+}
+
+// navigate answers a rule's parent path of the simple form Type.a.b (no
+// functions, no choice elements) by walking the JSON as the FHIRPath
+// engine would, without evaluating it: the leading type selects the
+// resource when it is of that type, each step its child objects typed by
+// the model (TestNavigateMatchesEvaluator holds the two to the same
+// answer). ok is false when the path or the data needs the evaluator.
+func (r *run) navigate(ru *rule) (_ []typed, ok bool) {
+	if ru.lead == "" {
+		return nil, false
+	}
+	if r.typ == "" || !r.d.model.IsA(r.typ, ru.lead) {
+		return nil, true
+	}
+	cur := []typed{{r.res, r.typ}}
+	for _, step := range ru.steps {
+		var next []typed
+		for _, t := range cur {
+			types, _, choice, ok := r.d.model.Element(t.typ, step)
+			if !ok || choice {
+				return nil, false
+			}
+			each(t.m[step], func(x any) {
+				cm, isMap := x.(map[string]any)
+				if !isMap {
+					return
+				}
+				ct := types[0]
+				if rt, ok := cm["resourceType"].(string); ok && (ct == "" || ct == "Resource" || ct == "DomainResource") {
+					ct = rt
+				}
+				next = append(next, typed{cm, ct})
+			})
+		}
+		cur = next
+	}
+	return cur, true
 }
 
 type fieldKeyed struct {

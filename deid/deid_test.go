@@ -191,13 +191,11 @@ func TestFastPathMatchesEvaluator(t *testing.T) {
 			if ru.fastType == "" || ru.member != "" || d.model.IsPrimitive(ru.fastType) {
 				continue
 			}
-			r := &run{d: d, parent: map[uintptr]fieldKey{}}
-			r.index(res, res["resourceType"].(string))
+			r := d.newRun(res, key)
+			r.index(res, r.typ)
 			fast := map[uintptr]bool{}
-			for _, tm := range r.maps {
-				if tm.typ != "" && d.model.IsA(tm.typ, ru.fastType) {
-					fast[ptr(tm.m)] = true
-				}
+			for _, tm := range r.objects[ru.index] {
+				fast[ptr(tm.m)] = true
 			}
 			nodes, err := ru.expr.Evaluate(res)
 			if err != nil {
@@ -215,6 +213,74 @@ func TestFastPathMatchesEvaluator(t *testing.T) {
 		}
 	}
 	_ = fhirpath.Parse
+}
+
+// TestNavigateMatchesEvaluator holds the walk that answers a rule's
+// parent path of the form Type.a.b to what the FHIRPath engine selects,
+// nodes and types, on every test resource, for the default rules and for
+// paths through nested, repeating and contained elements.
+func TestNavigateMatchesEvaluator(t *testing.T) {
+	extra := `{"path":"Observation.component.code.text","method":"redact"},{"path":"DomainResource.contained.meta.source","method":"redact"},` +
+		`{"path":"Patient.contact.name.family","method":"redact"},{"path":"Bundle.entry.resource.id","method":"keep"},{"path":"Observation.value.unit","method":"keep"}`
+	var rules []string
+	for _, ru := range mustDefault(t).rules {
+		raw, _ := json.Marshal(ru.spec)
+		rules = append(rules, string(raw))
+	}
+	d, err := New(rulesFile(strings.Join(rules, ",") + "," + extra))
+	if err != nil {
+		t.Fatal(err)
+	}
+	simple, found := 0, 0
+	for _, res := range goldenInputs(t) {
+		for i := range d.rules {
+			ru := &d.rules[i]
+			if ru.parent == nil || ru.fastType != "" {
+				continue
+			}
+			r := d.newRun(res, key)
+			fast, ok := r.navigate(ru)
+			if !ok {
+				if ru.lead != "" && ru.spec.Path != "Observation.value.unit" {
+					t.Fatalf("%s on %s: the walk gave up", ru.spec.Path, res["resourceType"])
+				}
+				continue
+			}
+			simple++
+			found += len(fast)
+			nodes, err := ru.parent.Evaluate(res)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var slow []typed
+			for _, n := range nodes {
+				if m, ok := n.Value().(map[string]any); ok {
+					slow = append(slow, typed{m, n.Type()})
+				}
+			}
+			if len(fast) != len(slow) {
+				t.Fatalf("%s on %s/%s: the walk found %d objects, the evaluator %d", ru.spec.Path, res["resourceType"], res["id"], len(fast), len(slow))
+			}
+			for j := range fast {
+				if ptr(fast[j].m) != ptr(slow[j].m) || fast[j].typ != slow[j].typ {
+					t.Fatalf("%s on %s/%s: object %d is %s, the evaluator's %s", ru.spec.Path, res["resourceType"], res["id"], j, fast[j].typ, slow[j].typ)
+				}
+			}
+		}
+	}
+	if simple < 1000 || found < 500 {
+		t.Fatalf("only %d walks compared, %d objects found", simple, found)
+	}
+	t.Logf("%d walks compared, %d objects found", simple, found)
+}
+
+func mustDefault(t *testing.T) *Deidentifier {
+	t.Helper()
+	d, err := New(DefaultRules())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
 
 func syntheaResources(t testing.TB) []map[string]any {

@@ -1,13 +1,13 @@
 package deid
 
 import (
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"hash"
 	"math"
 	"strconv"
 	"strings"
@@ -155,7 +155,7 @@ func (r *run) hashString(m map[string]any, key, s string) string {
 	switch {
 	case key == "id" && m["resourceType"] != nil:
 		typ, _ := m["resourceType"].(string)
-		p := Pseudonym(r.key, typ, s)
+		p := pseudonym(r.mac, typ, s)
 		r.result.Pseudonyms[typ+"/"+p] = typ + "/" + s
 		return p
 	case key == "reference":
@@ -163,24 +163,26 @@ func (r *run) hashString(m map[string]any, key, s string) string {
 			return s
 		}
 		if strings.HasPrefix(s, "urn:") {
-			return "urn:uuid:" + hashHex(r.key, s)
+			return "urn:uuid:" + hashHex(r.mac, s)
 		}
 		tail := refTail(s)
 		typ, id, ok := strings.Cut(tail, "/")
 		if !ok {
-			return hashHex(r.key, s)
+			return hashHex(r.mac, s)
 		}
-		p := Pseudonym(r.key, typ, id)
+		p := pseudonym(r.mac, typ, id)
 		r.result.Pseudonyms[typ+"/"+p] = tail
 		return typ + "/" + p
 	}
-	return hashHex(r.key, s)
+	return hashHex(r.mac, s)
 }
 
-func hashHex(key []byte, s string) string {
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte("value\x00" + s))
-	return hex.EncodeToString(m.Sum(nil)[:16])
+// hashHex is the keyed hash of a value, with the key's HMAC set up.
+func hashHex(mac hash.Hash, s string) string {
+	mac.Reset()
+	mac.Write([]byte("value\x00" + s))
+	var sum [sha256.Size]byte
+	return hex.EncodeToString(mac.Sum(sum[:0])[:16])
 }
 
 // dateLayouts are the FHIR date, dateTime and instant forms, with the

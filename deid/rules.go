@@ -83,13 +83,19 @@ type rule struct {
 	// [.member]: the typed walk answers it without the evaluator (the test
 	// TestFastPathMatchesEvaluator holds the two to the same answer).
 	fastType string
-	to       string // generalize target
+	// lead and steps, when lead is set, are the parent path of the form
+	// Type.step.step (see run.navigate).
+	lead  string
+	steps []string
+	index int    // position in the rule set
+	to    string // generalize target
 }
 
 var (
 	memberTail = regexp.MustCompile(`^(.*[^.\s])\s*\.\s*([A-Za-z][A-Za-z0-9_]*)$`)
 	fastForm   = regexp.MustCompile(`^descendants\(\)\.ofType\(([A-Za-z][A-Za-z0-9_]*)\)(?:\.([A-Za-z][A-Za-z0-9_]*))?$`)
 	leadType   = regexp.MustCompile(`^([A-Z][A-Za-z]*)(\.|$)`)
+	simplePath = regexp.MustCompile(`^[A-Z][A-Za-z]*(\.[a-z][A-Za-z0-9_]*)*$`)
 )
 
 // compile parses and checks a rules file; every error names its line.
@@ -122,7 +128,7 @@ func compile(data []byte, model *fhirpath.Model) (File, []rule, error) {
 		if err != nil {
 			return f, nil, &RuleError{Line: line, Reason: err.Error()}
 		}
-		r.line = line
+		r.line, r.index = line, i
 		out = append(out, r)
 	}
 	for _, z := range f.Parameters.RestrictedZip3 {
@@ -151,6 +157,12 @@ func compileRule(rs RuleSpec, model *fhirpath.Model) (rule, error) {
 	if m := memberTail.FindStringSubmatch(rs.Path); m != nil {
 		if p, err := fhirpath.Parse(m[1]); err == nil {
 			r.parent, r.member = p, m[2]
+			if simplePath.MatchString(m[1]) {
+				steps := strings.Split(m[1], ".")
+				if model.HasType(steps[0]) {
+					r.lead, r.steps = steps[0], steps[1:]
+				}
+			}
 		}
 	}
 	if m := leadType.FindStringSubmatch(rs.Path); m != nil && model.IsResource(m[1]) {

@@ -23,9 +23,11 @@ type AggregateQuery struct {
 	// Component, when set, also takes values recorded in composite index
 	// entries (the components of an Observation, R4 combo semantics).
 	Component *ComponentValues
-	// Subject is a reference parameter ("patient"): Summary.Subjects
-	// counts the distinct targets among the summarized resources, and a
-	// Sample carries the resource's (lowest) target.
+	// Subject is a reference parameter ("patient"). A resource belongs to
+	// one subject, its lowest target of Subject ("Type/id" order): a
+	// Sample carries it and Summary.Subjects counts the distinct ones
+	// among the summarized resources (never a resource's other targets,
+	// which would inflate small-cell counts).
 	Subject string
 	// Date is a date parameter ("date"): a Sample carries the lowest Low
 	// of the resource's entries (Samples only).
@@ -96,7 +98,7 @@ func SamplesOf(id string, entries []Entry, q AggregateQuery) ([]Sample, error) {
 type Summary struct {
 	System, Code string // the unit of the values
 	Count        int    // values
-	Subjects     int    // distinct Subject targets of the resources holding them
+	Subjects     int    // distinct subjects (lowest Subject targets) of the resources holding them
 	Sum          float64
 	Min, Max     float64
 	Mean         float64

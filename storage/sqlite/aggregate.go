@@ -63,7 +63,8 @@ func aggregateValues(q storage.AggregateQuery) (*sqlb, error) {
 // Summarize implements storage.Aggregator in one SQL statement over the
 // matching values, materialized once: counts, sums, extremes and the mean
 // grouped by unit; squared deviations from the unit's mean and distinct
-// subjects from the materialized rows; and the two ranks each quantile
+// subjects from the materialized rows (a resource counts as its lowest
+// Subject target only, as in Samples: it belongs to one subject); and the two ranks each quantile
 // interpolates between, computed from the unit's count in SQL and read
 // from one sorted pass, as rows of their own (kind 1) so that the values
 // come back as exact REALs.
@@ -91,8 +92,8 @@ k AS (SELECT system, code, num, ROW_NUMBER() OVER (PARTITION BY system, code ORD
 x(q) AS (VALUES ` + valuesList(len(qs)) + `)
 SELECT 0 AS kind, g.system, g.code, g.n, g.s, g.lo, g.hi, g.m,
  (SELECT SUM((v.num - g.m) * (v.num - g.m)) FROM v WHERE v.system = g.system AND v.code = g.code),
- (SELECT COUNT(DISTINCT p.ref_type || '/' || p.ref_id) FROM v JOIN idx_reference p ON p.res_pk = v.pk AND p.param = ? AND p.ref_id != ''
-   WHERE v.system = g.system AND v.code = g.code)
+ (SELECT COUNT(DISTINCT (SELECT MIN(p.ref_type || '/' || p.ref_id) FROM idx_reference p WHERE p.res_pk = v.pk AND +p.param = ? AND p.ref_id != ''))
+   FROM v WHERE v.system = g.system AND v.code = g.code)
 FROM g` + ranks + `
 ORDER BY 2, 3, 1`
 	args := append(append(append([]any{}, v.args...), qs...), q.Subject)

@@ -20,6 +20,7 @@ var aggregateCases = []testCase{
 	{"ValuesByFilter", aggregateValues},
 	{"Components", aggregateComponents},
 	{"Refused", aggregateRefused},
+	{"OneSubjectPerResource", aggregateOneSubject},
 }
 
 func (e *env) aggregator(t *testing.T) storage.Aggregator {
@@ -355,5 +356,43 @@ func aggregateRefused(t *testing.T, e *env) {
 	got, err := agg.Summarize(e.ctx, storage.AggregateQuery{Type: "Observation", Value: "value-quantity"})
 	if err != nil || len(got) != 0 {
 		t.Errorf("Summarize of an empty store: %+v, %v; want no summary", got, err)
+	}
+}
+
+// aggregateOneSubject: a resource belongs to one subject, its lowest
+// Subject target, in Summarize's distinct-subject count as in Samples
+// (storage.SamplesOf). Counting every target of a resource that carries
+// several would let a cell of few patients pass small-cell suppression as
+// one of many, so both backends must count the lowest one only.
+func aggregateOneSubject(t *testing.T, e *env) {
+	agg := e.aggregator(t)
+	val := func(n float64) storage.Entry {
+		return storage.Entry{Param: "value-quantity", Kind: storage.KindQuantity, Num: n, NumLow: n, NumHigh: n, System: ucum, Code: "{score}"}
+	}
+	// o1 and o2 each carry a second, higher target (Patient/zz); o3 one
+	// target; o4 none. Lowest targets: Patient/a, Patient/b, Patient/c.
+	e.commit(e.write("Observation", "o1", 0, val(1), ref("patient", "Patient", "a"), ref("patient", "Patient", "zz")))
+	e.commit(e.write("Observation", "o2", 0, val(2), ref("patient", "Patient", "zz"), ref("patient", "Patient", "b")))
+	e.commit(e.write("Observation", "o3", 0, val(3), ref("patient", "Patient", "c")))
+	e.commit(e.write("Observation", "o4", 0, val(4)))
+	q := storage.AggregateQuery{Type: "Observation", Value: "value-quantity", Subject: "patient", Quantiles: []float64{0.5}}
+	got, err := agg.Summarize(e.ctx, q)
+	if err != nil {
+		t.Fatalf("Summarize: %v", err)
+	}
+	if len(got) != 1 || got[0].Count != 4 || got[0].Subjects != 3 {
+		t.Fatalf("Summarize: %+v; want one unit, 4 values, 3 subjects (one per resource, its lowest target)", got)
+	}
+	samples, err := agg.Samples(e.ctx, q)
+	if err != nil {
+		t.Fatalf("Samples: %v", err)
+	}
+	subjects := map[string]string{}
+	for _, s := range samples {
+		subjects[s.ID] = s.Subject
+	}
+	want := map[string]string{"o1": "Patient/a", "o2": "Patient/b", "o3": "Patient/c", "o4": ""}
+	if fmt.Sprint(subjects) != fmt.Sprint(want) {
+		t.Errorf("Samples' subjects %v; want %v", subjects, want)
 	}
 }
