@@ -92,11 +92,11 @@ func bulkInsert(ctx context.Context, st *stmts, ws []storage.Write, out []storag
 	rows := make([][]any, len(ws))
 	for i := range ws {
 		w := &ws[i]
-		entries, err := encodeEntries(w.Index)
+		entries, err := encodeEntries(st.cd, w.Index)
 		if err != nil {
 			return err
 		}
-		rows[i] = []any{w.Type, w.ID, w.VersionID, w.LastUpdated.UnixMilli(), false, w.Method, w.JSON, entries}
+		rows[i] = []any{w.Type, w.ID, w.VersionID, w.LastUpdated.UnixMilli(), false, w.Method, st.cd.encodeJSON(w.JSON), entries}
 	}
 	if err := insertReturning(ctx, st, "versions (type, id, version, last_updated, deleted, method, json, entries)", "seq", rows, seqs); err != nil {
 		return fmt.Errorf("insert versions: %w", err)

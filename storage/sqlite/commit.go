@@ -81,6 +81,7 @@ const (
 // stmts are the statements of one Commit transaction, prepared on first use.
 type stmts struct {
 	tx    *sql.Tx
+	cd    *codec
 	cache map[string]*sql.Stmt
 }
 
@@ -195,7 +196,7 @@ func (b *Backend) writeAlone(ctx context.Context, fn applyFunc) ([]storage.Recor
 		return nil, fmt.Errorf("sqlite: commit: begin: %w", err)
 	}
 	defer tx.Rollback()
-	st := &stmts{tx: tx, cache: map[string]*sql.Stmt{}}
+	st := &stmts{tx: tx, cd: b.cd, cache: map[string]*sql.Stmt{}}
 	defer st.close()
 	out, err := fn(ctx, st)
 	if err != nil {
@@ -275,7 +276,7 @@ func (b *Backend) commitGroup(ctx context.Context, group []*commitReq) {
 		return
 	}
 	defer tx.Rollback()
-	st := &stmts{tx: tx, cache: map[string]*sql.Stmt{}}
+	st := &stmts{tx: tx, cd: b.cd, cache: map[string]*sql.Stmt{}}
 	defer st.close()
 	for i, r := range group {
 		if err := r.ctx.Err(); err != nil {
@@ -389,12 +390,12 @@ func apply(ctx context.Context, st *stmts, w *storage.Write) (storage.Record, er
 			VALUES (?, ?, ?, ?, ?, ?, NULL, (SELECT entries FROM versions WHERE seq = ?))`,
 			w.Type, w.ID, w.VersionID, w.LastUpdated.UnixMilli(), w.Deleted, w.Method, prevSeq)
 	} else {
-		entries, eerr := encodeEntries(w.Index)
+		entries, eerr := encodeEntries(st.cd, w.Index)
 		if eerr != nil {
 			return storage.Record{}, eerr
 		}
 		res, err = st.exec(ctx, `INSERT INTO versions (type, id, version, last_updated, deleted, method, json, entries) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-			w.Type, w.ID, w.VersionID, w.LastUpdated.UnixMilli(), w.Deleted, w.Method, w.JSON, entries)
+			w.Type, w.ID, w.VersionID, w.LastUpdated.UnixMilli(), w.Deleted, w.Method, st.cd.encodeJSON(w.JSON), entries)
 	}
 	if err != nil {
 		return storage.Record{}, fmt.Errorf("insert version: %w", err)
@@ -505,12 +506,18 @@ const recordColumns = `v.seq, v.type, v.id, v.version, v.last_updated, v.deleted
 
 type scanner interface{ Scan(dest ...any) error }
 
-func scanRecord(s scanner, extra ...any) (storage.Record, error) {
+// scanRecord scans a row of recordColumns (then extra) and decodes its
+// stored JSON.
+func scanRecord(cd *codec, s scanner, extra ...any) (storage.Record, error) {
 	var r storage.Record
 	var ms int64
 	var method sql.NullString
 	dest := append([]any{&r.Seq, &r.Type, &r.ID, &r.VersionID, &ms, &r.Deleted, &method, &r.JSON}, extra...)
 	if err := s.Scan(dest...); err != nil {
+		return storage.Record{}, err
+	}
+	var err error
+	if r.JSON, err = cd.decode(r.JSON); err != nil {
 		return storage.Record{}, err
 	}
 	r.LastUpdated = time.UnixMilli(ms).UTC()
@@ -521,7 +528,7 @@ func scanRecord(s scanner, extra ...any) (storage.Record, error) {
 // Read implements storage.Backend.
 func (b *Backend) Read(ctx context.Context, typ, id string) (storage.Record, error) {
 	row := b.r.QueryRowContext(ctx, `SELECT `+recordColumns+` FROM resources r JOIN versions v ON v.seq = r.seq WHERE r.type = ? AND r.id = ?`, typ, id)
-	r, err := scanRecord(row)
+	r, err := scanRecord(b.cd, row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return storage.Record{}, fmt.Errorf("sqlite: read %s/%s: %w", typ, id, storage.ErrNotFound)
 	}
@@ -534,7 +541,7 @@ func (b *Backend) Read(ctx context.Context, typ, id string) (storage.Record, err
 // ReadVersion implements storage.Backend.
 func (b *Backend) ReadVersion(ctx context.Context, typ, id string, version int64) (storage.Record, error) {
 	row := b.r.QueryRowContext(ctx, `SELECT `+recordColumns+` FROM versions v WHERE v.type = ? AND v.id = ? AND v.version = ?`, typ, id, version)
-	r, err := scanRecord(row)
+	r, err := scanRecord(b.cd, row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return storage.Record{}, fmt.Errorf("sqlite: read %s/%s/_history/%d: %w", typ, id, version, storage.ErrNotFound)
 	}

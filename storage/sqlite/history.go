@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -102,12 +103,12 @@ func (b *Backend) History(ctx context.Context, req storage.HistoryRequest) (stor
 	defer rows.Close()
 	for len(page.Records) <= h.count && rows.Next() {
 		var raw []byte
-		r, err := scanRecord(rows, &raw)
+		r, err := scanRecord(b.cd, rows, &raw)
 		if err != nil {
 			return storage.Page{}, fmt.Errorf("sqlite: history: %w", err)
 		}
 		if !h.exact {
-			ok, err := matchesAny(h.clauses, r, raw)
+			ok, err := matchesAny(b.cd, h.clauses, r, raw)
 			if err != nil {
 				return storage.Page{}, fmt.Errorf("sqlite: history %s/%s/%d: %w", r.Type, r.ID, r.VersionID, err)
 			}
@@ -241,8 +242,18 @@ func planHistory(req storage.HistoryRequest) (historyPlan, error) {
 	return h, nil
 }
 
-func matchesAny(clauses []storage.HistoryClause, r storage.Record, raw []byte) (bool, error) {
-	entries, err := decodeEntries(raw)
+func matchesAny(cd *codec, clauses []storage.HistoryClause, r storage.Record, stored []byte) (bool, error) {
+	raw, err := cd.decode(stored)
+	if err != nil {
+		return false, fmt.Errorf("decode index entries: %w", err)
+	}
+	// NULL (written before schema 3) stays nil: MatchesVersion decides.
+	if raw != nil && !slices.ContainsFunc(clauses, func(c storage.HistoryClause) bool {
+		return (c.Type == "" || c.Type == r.Type) && (c.Filter == nil || mayMatch(c.Filter, raw))
+	}) {
+		return false, nil
+	}
+	entries, err := decodeEntries(cd, raw)
 	if err != nil {
 		return false, err
 	}
@@ -295,7 +306,7 @@ func narrowTo(e storage.Expr) (narrowing, bool) {
 	case storage.Match:
 		id, ok := eqValue(x.Cond, storage.FieldRefID)
 		if x.Kind != storage.KindReference || !ok {
-			return containsEntry(x)
+			return narrowing{}, false // no index serves it: mayMatch in Go
 		}
 		n := narrowing{seqs: "SELECT seq FROM version_refs WHERE param = ? AND ref_id = ?", args: []any{x.Param, id}}
 		if typ, ok := eqValue(x.Cond, storage.FieldRefType); ok {
@@ -341,28 +352,47 @@ func narrowTo(e storage.Expr) (narrowing, bool) {
 	return narrowing{}, false
 }
 
-// containsEntry bounds a Match that no index serves by the bytes its
-// entry must contain in the stored JSON (see entries.go): the opening of
-// an entry of the parameter and kind, and the encoding of every string it
-// must equal. SQLite checks that with instr() on each row, which is far
-// cheaper than decoding the entries of every version in Go; the rows it
-// lets through are re-checked with storage.Matches.
-func containsEntry(m storage.Match) (narrowing, bool) {
+// entryNeedles are the bytes an entry matching m must contain in the
+// stored JSON (see entries.go): the opening of an entry of the parameter
+// and kind, and the encoding of every string it must equal. Since the
+// entries are stored compressed (schema 5), SQL cannot look for them;
+// History checks them on the decompressed JSON, which is far cheaper than
+// decoding the entries of every version, and re-checks what passes with
+// storage.Matches.
+func entryNeedles(m storage.Match) [][]byte {
 	head, err := json.Marshal(m.Param)
 	if err != nil || m.Param == "" {
-		return narrowing{}, false
+		return nil
 	}
-	conds := []string{"instr(v.entries, ?) > 0"}
-	args := []any{`{"p":` + string(head) + `,"k":` + strconv.Itoa(int(m.Kind))}
+	out := [][]byte{[]byte(`{"p":` + string(head) + `,"k":` + strconv.Itoa(int(m.Kind)))}
 	for _, v := range eqStrings(m.Cond) {
-		enc, err := json.Marshal(v)
-		if err != nil {
-			continue
+		if enc, err := json.Marshal(v); err == nil {
+			out = append(out, enc)
 		}
-		conds = append(conds, "instr(v.entries, ?) > 0")
-		args = append(args, string(enc))
 	}
-	return narrowing{where: "(" + strings.Join(conds, " AND ") + ")", args: args}, true
+	return out
+}
+
+// mayMatch reports whether entries (plain JSON) may satisfy e: false only
+// when a Match that e requires cannot be among them.
+func mayMatch(e storage.Expr, entries []byte) bool {
+	switch x := e.(type) {
+	case storage.Match:
+		for _, n := range entryNeedles(x) {
+			if !bytes.Contains(entries, n) {
+				return false
+			}
+		}
+	case storage.And:
+		for _, s := range x.Exprs {
+			if !mayMatch(s, entries) {
+				return false
+			}
+		}
+	case storage.Or:
+		return slices.ContainsFunc(x.Exprs, func(s storage.Expr) bool { return mayMatch(s, entries) })
+	}
+	return true
 }
 
 // eqStrings lists the non-empty strings an entry condition requires by Eq

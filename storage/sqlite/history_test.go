@@ -164,7 +164,7 @@ func TestFilteredHistoryPlan(t *testing.T) {
 	}
 }
 
-// TestFilteredHistoryContainsNarrowing: the instr() bound of a query-only
+// TestFilteredHistoryContainsNarrowing: the mayMatch bound of a query-only
 // filter never drops a version that matches, whatever the characters of
 // the value (quotes, HTML characters, non-ASCII, escapes), in plain and
 // composite entries.

@@ -23,7 +23,8 @@
 //
 //	schema_version(version)                    one row; the layout version for future migrations
 //	versions(seq PK AUTOINCREMENT, type, id, version, last_updated, deleted, method, json, entries)
-//	                                           every version ever written; seq is the global commit
+//	                                           every version ever written; json and entries compressed
+//	                                           (codec.go: a tag byte, zstd with a pinned dictionary); seq is the global commit
 //	                                           order (AUTOINCREMENT: never reused, even after deletes);
 //	                                           entries: the version's own index entries (see entries.go),
 //	                                           a delete's a copy of the deleted version's, NULL before schema 3
@@ -94,12 +95,17 @@ import (
 // res_pk, param and part to idx_composite_part (migrated on Open); version 3
 // added versions.entries and version_refs (versions written before have no
 // entries: a filtered history never shows them); version 4 added
-// idx_ref_date (filled from the index tables on Open).
-const schemaVersion = 4
+// idx_ref_date (filled from the index tables on Open); version 5 stores
+// versions.json and versions.entries compressed (codec.go; rows written
+// before stay plain JSON and read as they are, so the migration changes no
+// row: the version only keeps an older program from reading compressed
+// rows as JSON).
+const schemaVersion = 5
 
 // Backend is a storage.Backend over one SQLite database.
 type Backend struct {
 	w      *sql.DB // the single writer connection
+	cd     *codec  // the stored encoding of versions.json and versions.entries
 	r      *sql.DB // read-only pool
 	log    *slog.Logger
 	path   string
@@ -240,7 +246,13 @@ func Open(ctx context.Context, dir string, opts ...Option) (*Backend, error) {
 	}
 	r.SetMaxOpenConns(cfg.readers)
 	r.SetMaxIdleConns(cfg.readers)
-	b := &Backend{w: w, r: r, log: cfg.log, path: path}
+	cd, err := newCodec()
+	if err != nil {
+		w.Close()
+		r.Close()
+		return nil, err
+	}
+	b := &Backend{w: w, r: r, cd: cd, log: cfg.log, path: path}
 	if err := b.Ping(ctx); err != nil {
 		b.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
@@ -300,6 +312,7 @@ func (b *Backend) Close() error {
 			b.writer.Wait()
 		}
 		b.cerr = errors.Join(b.r.Close(), b.w.Close())
+		b.cd.close()
 		if b.cerr != nil {
 			b.cerr = fmt.Errorf("sqlite: close: %w", b.cerr)
 		}
