@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	_ "embed" // the zstd dictionaries
-	"errors"
 	"fmt"
 	"runtime"
 
@@ -11,13 +10,16 @@ import (
 
 // Stored encodings of versions.json and versions.entries (schema 5).
 //
-// A value whose first byte is '{' or '[' is plain JSON (every row written
-// before schema 5, read as it is). Otherwise the first byte is a tag naming
-// the encoding of the rest:
+// Every value written since is compressed, its first byte a tag naming the
+// encoding of the rest (the bytes stored are whatever the caller handed
+// over, JSON or not):
 //
 //	0x01  zstd frame compressed with dictionary zdict/json-1.dict (ID 1): a resource's JSON
 //	0x02  zstd frame compressed with dictionary zdict/entries-1.dict (ID 2): a version's entries
 //
+// A value with any other first byte is read as it is: the rows written
+// before schema 5 (JSON, which starts with '{' or '[', never a tag), and
+// the "[]" of a version without entries.
 // The dictionaries are part of the on-disk format: never change a
 // committed one (TestCodecPinned decodes committed samples and checks
 // their digests); a new dictionary gets a new tag and ID, and the old
@@ -80,23 +82,15 @@ func (c *codec) encode(e *zstd.Encoder, tag byte, raw []byte) []byte {
 	return e.EncodeAll(raw, out)
 }
 
-// decode returns the plain JSON of a stored value (nil for NULL).
+// decode returns the bytes of a stored value as they were handed over
+// (nil for NULL).
 func (c *codec) decode(stored []byte) ([]byte, error) {
-	if len(stored) == 0 {
+	if len(stored) == 0 || (stored[0] != tagJSON1 && stored[0] != tagEntries1) {
 		return stored, nil
 	}
-	switch stored[0] {
-	case '{', '[':
-		return stored, nil
-	case tagJSON1, tagEntries1:
-		out, err := c.dec.DecodeAll(stored[1:], nil)
-		if err != nil {
-			return nil, fmt.Errorf("sqlite: decode stored value (tag %d): %w", stored[0], err)
-		}
-		if len(out) == 0 || (out[0] != '{' && out[0] != '[') {
-			return nil, errors.New("sqlite: decoded stored value is not JSON")
-		}
-		return out, nil
+	out, err := c.dec.DecodeAll(stored[1:], nil)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: decode stored value (tag %#x): %w", stored[0], err)
 	}
-	return nil, fmt.Errorf("sqlite: stored value with unknown encoding tag %#x", stored[0])
+	return out, nil
 }
