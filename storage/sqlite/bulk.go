@@ -152,9 +152,8 @@ func bulkInsert(ctx context.Context, st *stmts, ws []storage.Write, out []storag
 		}
 		var parts [][]any
 		for k, e := range compositeOf {
-			for i, p := range e.Parts {
-				parts = append(parts, []any{cids[k], composites[k][0], e.Param, i, p.Text, p.Exact, p.System, p.Code, p.RefType, p.RefID, p.RefURL,
-					p.Low, p.High, p.NumLow, p.NumHigh, p.Num})
+			for i := range e.Parts {
+				parts = append(parts, append([]any{cids[k], composites[k][0], e.Param, i}, partValues(&e.Parts[i])...))
 			}
 		}
 		if err := insertRows(ctx, st, insertPartHead, parts); err != nil {

@@ -462,6 +462,29 @@ func apply(ctx context.Context, st *stmts, w *storage.Write) (storage.Record, er
 	return rec, nil
 }
 
+// partFields are the fields of a part row, in the order of its columns.
+var partFields = [...]storage.Field{storage.FieldText, storage.FieldExact, storage.FieldSystem, storage.FieldCode,
+	storage.FieldRefType, storage.FieldRefID, storage.FieldRefURL,
+	storage.FieldLow, storage.FieldHigh, storage.FieldNumLow, storage.FieldNumHigh, storage.FieldNum}
+
+// partValues are the column values of a composite part (partFields order):
+// NULL for the fields that the table of the part's kind has no column for
+// (a token part has no date, a quantity part no text), so that the
+// partial value indexes skip it; every field for a part of no known kind.
+func partValues(p *storage.Entry) []any {
+	t, ok := tableOf(p.Kind)
+	if !ok || p.Kind == storage.KindComposite {
+		t = partTable
+	}
+	vals := []any{p.Text, p.Exact, p.System, p.Code, p.RefType, p.RefID, p.RefURL, p.Low, p.High, p.NumLow, p.NumHigh, p.Num}
+	for i, f := range partFields {
+		if _, ok := t.cols[f]; !ok {
+			vals[i] = nil
+		}
+	}
+	return vals
+}
+
 func insertEntry(ctx context.Context, st *stmts, pk int64, e *storage.Entry) error {
 	var err error
 	switch e.Kind {
@@ -490,9 +513,8 @@ func insertEntry(ctx context.Context, st *stmts, pk int64, e *storage.Entry) err
 		if err != nil {
 			return err
 		}
-		for i, p := range e.Parts {
-			if _, err := st.exec(ctx, insertPart, cid, pk, e.Param, i, p.Text, p.Exact, p.System, p.Code, p.RefType, p.RefID, p.RefURL,
-				p.Low, p.High, p.NumLow, p.NumHigh, p.Num); err != nil {
+		for i := range e.Parts {
+			if _, err := st.exec(ctx, insertPart, append([]any{cid, pk, e.Param, i}, partValues(&e.Parts[i])...)...); err != nil {
 				return err
 			}
 		}
