@@ -133,3 +133,28 @@ func TestPartRowsNullOutsideKind(t *testing.T) {
 		}
 	}
 }
+
+// TestPartialPartIndexesServeQueries pins that a composite search is still
+// driven by the (now partial) value indexes of the parts: a condition on a
+// column implies it is not NULL.
+func TestPartialPartIndexesServeQueries(t *testing.T) {
+	b := openT(t, t.TempDir())
+	defer b.Close()
+	for i := range 50 {
+		put(t, b, "Observation", fmt.Sprint("o", i), 0, storage.Entry{Param: "ccq", Kind: storage.KindComposite, Parts: []storage.Entry{
+			{Kind: storage.KindToken, System: "urn:s", Code: fmt.Sprint("c", i%5)}, {Kind: storage.KindQuantity, Num: float64(i)}}})
+	}
+	for _, c := range []struct {
+		name, index string
+		cond        storage.Expr
+	}{
+		{"code", "idx_composite_part_code", storage.Part{Index: 0, Cond: storage.Cmp{Field: storage.FieldCode, Op: storage.OpEq, Value: "c1"}}},
+		{"num", "idx_composite_part_num", storage.Part{Index: 1, Cond: storage.Cmp{Field: storage.FieldNum, Op: storage.OpGt, Value: 48.0}}},
+	} {
+		q := storage.Query{Count: 10, Filter: storage.Match{Param: "ccq", Kind: storage.KindComposite, Cond: storage.And{Exprs: []storage.Expr{c.cond}}}}
+		plan := explainCollect(t, b, q)
+		if !strings.Contains(plan, "USING INDEX "+c.index) && !strings.Contains(plan, "USING COVERING INDEX "+c.index) {
+			t.Errorf("%s: plan does not use %s:\n%s", c.name, c.index, plan)
+		}
+	}
+}
