@@ -529,7 +529,7 @@ const recordColumns = `v.seq, v.type, v.id, v.version, v.last_updated, v.deleted
 type scanner interface{ Scan(dest ...any) error }
 
 // scanRecord scans a row of recordColumns (then extra) and decodes its
-// stored JSON.
+// stored JSON (with cd nil it leaves it stored, for the caller to decode).
 func scanRecord(cd *codec, s scanner, extra ...any) (storage.Record, error) {
 	var r storage.Record
 	var ms int64
@@ -539,8 +539,10 @@ func scanRecord(cd *codec, s scanner, extra ...any) (storage.Record, error) {
 		return storage.Record{}, err
 	}
 	var err error
-	if r.JSON, err = cd.decode(r.JSON); err != nil {
-		return storage.Record{}, err
+	if cd != nil {
+		if r.JSON, err = cd.decode(r.JSON); err != nil {
+			return storage.Record{}, err
+		}
 	}
 	r.LastUpdated = time.UnixMilli(ms).UTC()
 	r.Method = method.String

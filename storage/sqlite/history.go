@@ -103,18 +103,21 @@ func (b *Backend) History(ctx context.Context, req storage.HistoryRequest) (stor
 	defer rows.Close()
 	for len(page.Records) <= h.count && rows.Next() {
 		var raw []byte
-		r, err := scanRecord(b.cd, rows, &raw)
+		r, err := scanRecord(nil, rows, &raw) // JSON still stored: decoded once accepted
 		if err != nil {
 			return storage.Page{}, fmt.Errorf("sqlite: history: %w", err)
 		}
 		if !h.exact {
-			ok, err := matchesAny(b.cd, h.clauses, r, raw)
+			ok, err := matchesAny(b.cd, h.clauses, h.may, r, raw)
 			if err != nil {
 				return storage.Page{}, fmt.Errorf("sqlite: history %s/%s/%d: %w", r.Type, r.ID, r.VersionID, err)
 			}
 			if !ok {
 				continue
 			}
+		}
+		if r.JSON, err = b.cd.decode(r.JSON); err != nil {
+			return storage.Page{}, fmt.Errorf("sqlite: history %s/%s/%d: %w", r.Type, r.ID, r.VersionID, err)
 		}
 		page.Records = append(page.Records, r)
 	}
@@ -135,6 +138,7 @@ type historyPlan struct {
 	sql     string
 	args    []any
 	clauses []storage.HistoryClause
+	may     []func([]byte) bool // per clause: mayMatch of its filter
 	exact   bool // the statement selects exactly the page's versions (LIMITed)
 	none    bool // nothing can match: no statement
 	count   int
@@ -153,6 +157,9 @@ func planHistory(req storage.HistoryRequest) (historyPlan, error) {
 		return historyPlan{}, fmt.Errorf("sqlite: %w", err)
 	}
 	h := historyPlan{clauses: clauses, exact: true, count: req.Count}
+	for _, c := range clauses {
+		h.may = append(h.may, mayMatch(c.Filter)) // nil Filter: always true
+	}
 	if h.count == 0 {
 		h.count = defaultHistoryCount
 	}
@@ -242,16 +249,23 @@ func planHistory(req storage.HistoryRequest) (historyPlan, error) {
 	return h, nil
 }
 
-func matchesAny(cd *codec, clauses []storage.HistoryClause, r storage.Record, stored []byte) (bool, error) {
+func matchesAny(cd *codec, clauses []storage.HistoryClause, may []func([]byte) bool, r storage.Record, stored []byte) (bool, error) {
 	raw, err := cd.decode(stored)
 	if err != nil {
 		return false, fmt.Errorf("decode index entries: %w", err)
 	}
 	// NULL (written before schema 3) stays nil: MatchesVersion decides.
-	if raw != nil && !slices.ContainsFunc(clauses, func(c storage.HistoryClause) bool {
-		return (c.Type == "" || c.Type == r.Type) && (c.Filter == nil || mayMatch(c.Filter, raw))
-	}) {
-		return false, nil
+	if raw != nil {
+		possible := false
+		for i, c := range clauses {
+			if (c.Type == "" || c.Type == r.Type) && may[i](raw) {
+				possible = true
+				break
+			}
+		}
+		if !possible {
+			return false, nil
+		}
 	}
 	entries, err := decodeEntries(cd, raw)
 	if err != nil {
@@ -373,26 +387,43 @@ func entryNeedles(m storage.Match) [][]byte {
 	return out
 }
 
-// mayMatch reports whether entries (plain JSON) may satisfy e: false only
-// when a Match that e requires cannot be among them.
-func mayMatch(e storage.Expr, entries []byte) bool {
+// mayMatch compiles e into a check of entries (plain JSON) that is false
+// only when a Match that e requires cannot be among them.
+func mayMatch(e storage.Expr) func(entries []byte) bool {
 	switch x := e.(type) {
 	case storage.Match:
-		for _, n := range entryNeedles(x) {
-			if !bytes.Contains(entries, n) {
-				return false
+		needles := entryNeedles(x)
+		return func(entries []byte) bool {
+			for _, n := range needles {
+				if !bytes.Contains(entries, n) {
+					return false
+				}
 			}
+			return true
 		}
 	case storage.And:
-		for _, s := range x.Exprs {
-			if !mayMatch(s, entries) {
-				return false
+		subs := make([]func([]byte) bool, len(x.Exprs))
+		for i, s := range x.Exprs {
+			subs[i] = mayMatch(s)
+		}
+		return func(entries []byte) bool {
+			for _, f := range subs {
+				if !f(entries) {
+					return false
+				}
 			}
+			return true
 		}
 	case storage.Or:
-		return slices.ContainsFunc(x.Exprs, func(s storage.Expr) bool { return mayMatch(s, entries) })
+		subs := make([]func([]byte) bool, len(x.Exprs))
+		for i, s := range x.Exprs {
+			subs[i] = mayMatch(s)
+		}
+		return func(entries []byte) bool {
+			return slices.ContainsFunc(subs, func(f func([]byte) bool) bool { return f(entries) })
+		}
 	}
-	return true
+	return func([]byte) bool { return true }
 }
 
 // eqStrings lists the non-empty strings an entry condition requires by Eq
