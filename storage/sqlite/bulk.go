@@ -92,11 +92,11 @@ func bulkInsert(ctx context.Context, st *stmts, ws []storage.Write, out []storag
 	rows := make([][]any, len(ws))
 	for i := range ws {
 		w := &ws[i]
-		entries, err := encodeEntries(w.Index)
+		entries, err := encodeEntries(st.cd, w.Index)
 		if err != nil {
 			return err
 		}
-		rows[i] = []any{w.Type, w.ID, w.VersionID, w.LastUpdated.UnixMilli(), false, w.Method, w.JSON, entries}
+		rows[i] = []any{w.Type, w.ID, w.VersionID, w.LastUpdated.UnixMilli(), false, w.Method, st.cd.encodeJSON(w.JSON), entries}
 	}
 	if err := insertReturning(ctx, st, "versions (type, id, version, last_updated, deleted, method, json, entries)", "seq", rows, seqs); err != nil {
 		return fmt.Errorf("insert versions: %w", err)
@@ -152,9 +152,8 @@ func bulkInsert(ctx context.Context, st *stmts, ws []storage.Write, out []storag
 		}
 		var parts [][]any
 		for k, e := range compositeOf {
-			for i, p := range e.Parts {
-				parts = append(parts, []any{cids[k], composites[k][0], e.Param, i, p.Text, p.Exact, p.System, p.Code, p.RefType, p.RefID, p.RefURL,
-					p.Low, p.High, p.NumLow, p.NumHigh, p.Num})
+			for i := range e.Parts {
+				parts = append(parts, append([]any{cids[k], composites[k][0], e.Param, i}, partValues(&e.Parts[i])...))
 			}
 		}
 		if err := insertRows(ctx, st, insertPartHead, parts); err != nil {

@@ -81,6 +81,7 @@ const (
 // stmts are the statements of one Commit transaction, prepared on first use.
 type stmts struct {
 	tx    *sql.Tx
+	cd    *codec
 	cache map[string]*sql.Stmt
 }
 
@@ -195,7 +196,7 @@ func (b *Backend) writeAlone(ctx context.Context, fn applyFunc) ([]storage.Recor
 		return nil, fmt.Errorf("sqlite: commit: begin: %w", err)
 	}
 	defer tx.Rollback()
-	st := &stmts{tx: tx, cache: map[string]*sql.Stmt{}}
+	st := &stmts{tx: tx, cd: b.cd, cache: map[string]*sql.Stmt{}}
 	defer st.close()
 	out, err := fn(ctx, st)
 	if err != nil {
@@ -275,7 +276,7 @@ func (b *Backend) commitGroup(ctx context.Context, group []*commitReq) {
 		return
 	}
 	defer tx.Rollback()
-	st := &stmts{tx: tx, cache: map[string]*sql.Stmt{}}
+	st := &stmts{tx: tx, cd: b.cd, cache: map[string]*sql.Stmt{}}
 	defer st.close()
 	for i, r := range group {
 		if err := r.ctx.Err(); err != nil {
@@ -389,12 +390,12 @@ func apply(ctx context.Context, st *stmts, w *storage.Write) (storage.Record, er
 			VALUES (?, ?, ?, ?, ?, ?, NULL, (SELECT entries FROM versions WHERE seq = ?))`,
 			w.Type, w.ID, w.VersionID, w.LastUpdated.UnixMilli(), w.Deleted, w.Method, prevSeq)
 	} else {
-		entries, eerr := encodeEntries(w.Index)
+		entries, eerr := encodeEntries(st.cd, w.Index)
 		if eerr != nil {
 			return storage.Record{}, eerr
 		}
 		res, err = st.exec(ctx, `INSERT INTO versions (type, id, version, last_updated, deleted, method, json, entries) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-			w.Type, w.ID, w.VersionID, w.LastUpdated.UnixMilli(), w.Deleted, w.Method, w.JSON, entries)
+			w.Type, w.ID, w.VersionID, w.LastUpdated.UnixMilli(), w.Deleted, w.Method, st.cd.encodeJSON(w.JSON), entries)
 	}
 	if err != nil {
 		return storage.Record{}, fmt.Errorf("insert version: %w", err)
@@ -461,6 +462,29 @@ func apply(ctx context.Context, st *stmts, w *storage.Write) (storage.Record, er
 	return rec, nil
 }
 
+// partFields are the fields of a part row, in the order of its columns.
+var partFields = [...]storage.Field{storage.FieldText, storage.FieldExact, storage.FieldSystem, storage.FieldCode,
+	storage.FieldRefType, storage.FieldRefID, storage.FieldRefURL,
+	storage.FieldLow, storage.FieldHigh, storage.FieldNumLow, storage.FieldNumHigh, storage.FieldNum}
+
+// partValues are the column values of a composite part (partFields order):
+// NULL for the fields that the table of the part's kind has no column for
+// (a token part has no date, a quantity part no text), so that the
+// partial value indexes skip it; every field for a part of no known kind.
+func partValues(p *storage.Entry) []any {
+	t, ok := tableOf(p.Kind)
+	if !ok || p.Kind == storage.KindComposite {
+		t = partTable
+	}
+	vals := []any{p.Text, p.Exact, p.System, p.Code, p.RefType, p.RefID, p.RefURL, p.Low, p.High, p.NumLow, p.NumHigh, p.Num}
+	for i, f := range partFields {
+		if _, ok := t.cols[f]; !ok {
+			vals[i] = nil
+		}
+	}
+	return vals
+}
+
 func insertEntry(ctx context.Context, st *stmts, pk int64, e *storage.Entry) error {
 	var err error
 	switch e.Kind {
@@ -489,9 +513,8 @@ func insertEntry(ctx context.Context, st *stmts, pk int64, e *storage.Entry) err
 		if err != nil {
 			return err
 		}
-		for i, p := range e.Parts {
-			if _, err := st.exec(ctx, insertPart, cid, pk, e.Param, i, p.Text, p.Exact, p.System, p.Code, p.RefType, p.RefID, p.RefURL,
-				p.Low, p.High, p.NumLow, p.NumHigh, p.Num); err != nil {
+		for i := range e.Parts {
+			if _, err := st.exec(ctx, insertPart, append([]any{cid, pk, e.Param, i}, partValues(&e.Parts[i])...)...); err != nil {
 				return err
 			}
 		}
@@ -505,13 +528,21 @@ const recordColumns = `v.seq, v.type, v.id, v.version, v.last_updated, v.deleted
 
 type scanner interface{ Scan(dest ...any) error }
 
-func scanRecord(s scanner, extra ...any) (storage.Record, error) {
+// scanRecord scans a row of recordColumns (then extra) and decodes its
+// stored JSON (with cd nil it leaves it stored, for the caller to decode).
+func scanRecord(cd *codec, s scanner, extra ...any) (storage.Record, error) {
 	var r storage.Record
 	var ms int64
 	var method sql.NullString
 	dest := append([]any{&r.Seq, &r.Type, &r.ID, &r.VersionID, &ms, &r.Deleted, &method, &r.JSON}, extra...)
 	if err := s.Scan(dest...); err != nil {
 		return storage.Record{}, err
+	}
+	var err error
+	if cd != nil {
+		if r.JSON, err = cd.decode(r.JSON); err != nil {
+			return storage.Record{}, err
+		}
 	}
 	r.LastUpdated = time.UnixMilli(ms).UTC()
 	r.Method = method.String
@@ -521,7 +552,7 @@ func scanRecord(s scanner, extra ...any) (storage.Record, error) {
 // Read implements storage.Backend.
 func (b *Backend) Read(ctx context.Context, typ, id string) (storage.Record, error) {
 	row := b.r.QueryRowContext(ctx, `SELECT `+recordColumns+` FROM resources r JOIN versions v ON v.seq = r.seq WHERE r.type = ? AND r.id = ?`, typ, id)
-	r, err := scanRecord(row)
+	r, err := scanRecord(b.cd, row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return storage.Record{}, fmt.Errorf("sqlite: read %s/%s: %w", typ, id, storage.ErrNotFound)
 	}
@@ -534,7 +565,7 @@ func (b *Backend) Read(ctx context.Context, typ, id string) (storage.Record, err
 // ReadVersion implements storage.Backend.
 func (b *Backend) ReadVersion(ctx context.Context, typ, id string, version int64) (storage.Record, error) {
 	row := b.r.QueryRowContext(ctx, `SELECT `+recordColumns+` FROM versions v WHERE v.type = ? AND v.id = ? AND v.version = ?`, typ, id, version)
-	r, err := scanRecord(row)
+	r, err := scanRecord(b.cd, row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return storage.Record{}, fmt.Errorf("sqlite: read %s/%s/_history/%d: %w", typ, id, version, storage.ErrNotFound)
 	}

@@ -13,9 +13,10 @@ import (
 // rt, ri, ru, lo, hi, nl, nh, n, parts; zero values omitted, Kind as its
 // number). That encoding is on disk: TestEntriesEncodingPinned holds it.
 // A version without entries is "[]", never NULL: NULL means "written
-// before schema 3", which a filtered history treats as unknown.
+// before schema 3", which a filtered history treats as unknown. Since
+// schema 5 the JSON is stored compressed (codec.go); "[]" stays plain.
 
-func encodeEntries(es []storage.Entry) ([]byte, error) {
+func encodeEntries(cd *codec, es []storage.Entry) ([]byte, error) {
 	if len(es) == 0 {
 		return []byte("[]"), nil
 	}
@@ -23,13 +24,17 @@ func encodeEntries(es []storage.Entry) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode index entries: %w", err)
 	}
-	return b, nil
+	return cd.encodeEntries(b), nil
 }
 
 // decodeEntries returns nil for NULL (unknown) and a non-nil slice otherwise.
-func decodeEntries(raw []byte) ([]storage.Entry, error) {
-	if raw == nil {
+func decodeEntries(cd *codec, stored []byte) ([]storage.Entry, error) {
+	if stored == nil {
 		return nil, nil
+	}
+	raw, err := cd.decode(stored)
+	if err != nil {
+		return nil, fmt.Errorf("decode index entries: %w", err)
 	}
 	out := []storage.Entry{}
 	if err := json.Unmarshal(raw, &out); err != nil {

@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -102,18 +103,21 @@ func (b *Backend) History(ctx context.Context, req storage.HistoryRequest) (stor
 	defer rows.Close()
 	for len(page.Records) <= h.count && rows.Next() {
 		var raw []byte
-		r, err := scanRecord(rows, &raw)
+		r, err := scanRecord(nil, rows, &raw) // JSON still stored: decoded once accepted
 		if err != nil {
 			return storage.Page{}, fmt.Errorf("sqlite: history: %w", err)
 		}
 		if !h.exact {
-			ok, err := matchesAny(h.clauses, r, raw)
+			ok, err := matchesAny(b.cd, h.clauses, h.may, r, raw)
 			if err != nil {
 				return storage.Page{}, fmt.Errorf("sqlite: history %s/%s/%d: %w", r.Type, r.ID, r.VersionID, err)
 			}
 			if !ok {
 				continue
 			}
+		}
+		if r.JSON, err = b.cd.decode(r.JSON); err != nil {
+			return storage.Page{}, fmt.Errorf("sqlite: history %s/%s/%d: %w", r.Type, r.ID, r.VersionID, err)
 		}
 		page.Records = append(page.Records, r)
 	}
@@ -134,6 +138,7 @@ type historyPlan struct {
 	sql     string
 	args    []any
 	clauses []storage.HistoryClause
+	may     []func([]byte) bool // per clause: mayMatch of its filter
 	exact   bool // the statement selects exactly the page's versions (LIMITed)
 	none    bool // nothing can match: no statement
 	count   int
@@ -152,6 +157,9 @@ func planHistory(req storage.HistoryRequest) (historyPlan, error) {
 		return historyPlan{}, fmt.Errorf("sqlite: %w", err)
 	}
 	h := historyPlan{clauses: clauses, exact: true, count: req.Count}
+	for _, c := range clauses {
+		h.may = append(h.may, mayMatch(c.Filter)) // nil Filter: always true
+	}
 	if h.count == 0 {
 		h.count = defaultHistoryCount
 	}
@@ -241,8 +249,25 @@ func planHistory(req storage.HistoryRequest) (historyPlan, error) {
 	return h, nil
 }
 
-func matchesAny(clauses []storage.HistoryClause, r storage.Record, raw []byte) (bool, error) {
-	entries, err := decodeEntries(raw)
+func matchesAny(cd *codec, clauses []storage.HistoryClause, may []func([]byte) bool, r storage.Record, stored []byte) (bool, error) {
+	raw, err := cd.decode(stored)
+	if err != nil {
+		return false, fmt.Errorf("decode index entries: %w", err)
+	}
+	// NULL (written before schema 3) stays nil: MatchesVersion decides.
+	if raw != nil {
+		possible := false
+		for i, c := range clauses {
+			if (c.Type == "" || c.Type == r.Type) && may[i](raw) {
+				possible = true
+				break
+			}
+		}
+		if !possible {
+			return false, nil
+		}
+	}
+	entries, err := decodeEntries(cd, raw)
 	if err != nil {
 		return false, err
 	}
@@ -295,7 +320,7 @@ func narrowTo(e storage.Expr) (narrowing, bool) {
 	case storage.Match:
 		id, ok := eqValue(x.Cond, storage.FieldRefID)
 		if x.Kind != storage.KindReference || !ok {
-			return containsEntry(x)
+			return narrowing{}, false // no index serves it: mayMatch in Go
 		}
 		n := narrowing{seqs: "SELECT seq FROM version_refs WHERE param = ? AND ref_id = ?", args: []any{x.Param, id}}
 		if typ, ok := eqValue(x.Cond, storage.FieldRefType); ok {
@@ -341,28 +366,64 @@ func narrowTo(e storage.Expr) (narrowing, bool) {
 	return narrowing{}, false
 }
 
-// containsEntry bounds a Match that no index serves by the bytes its
-// entry must contain in the stored JSON (see entries.go): the opening of
-// an entry of the parameter and kind, and the encoding of every string it
-// must equal. SQLite checks that with instr() on each row, which is far
-// cheaper than decoding the entries of every version in Go; the rows it
-// lets through are re-checked with storage.Matches.
-func containsEntry(m storage.Match) (narrowing, bool) {
+// entryNeedles are the bytes an entry matching m must contain in the
+// stored JSON (see entries.go): the opening of an entry of the parameter
+// and kind, and the encoding of every string it must equal. Since the
+// entries are stored compressed (schema 5), SQL cannot look for them;
+// History checks them on the decompressed JSON, which is far cheaper than
+// decoding the entries of every version, and re-checks what passes with
+// storage.Matches.
+func entryNeedles(m storage.Match) [][]byte {
 	head, err := json.Marshal(m.Param)
 	if err != nil || m.Param == "" {
-		return narrowing{}, false
+		return nil
 	}
-	conds := []string{"instr(v.entries, ?) > 0"}
-	args := []any{`{"p":` + string(head) + `,"k":` + strconv.Itoa(int(m.Kind))}
+	out := [][]byte{[]byte(`{"p":` + string(head) + `,"k":` + strconv.Itoa(int(m.Kind)))}
 	for _, v := range eqStrings(m.Cond) {
-		enc, err := json.Marshal(v)
-		if err != nil {
-			continue
+		if enc, err := json.Marshal(v); err == nil {
+			out = append(out, enc)
 		}
-		conds = append(conds, "instr(v.entries, ?) > 0")
-		args = append(args, string(enc))
 	}
-	return narrowing{where: "(" + strings.Join(conds, " AND ") + ")", args: args}, true
+	return out
+}
+
+// mayMatch compiles e into a check of entries (plain JSON) that is false
+// only when a Match that e requires cannot be among them.
+func mayMatch(e storage.Expr) func(entries []byte) bool {
+	switch x := e.(type) {
+	case storage.Match:
+		needles := entryNeedles(x)
+		return func(entries []byte) bool {
+			for _, n := range needles {
+				if !bytes.Contains(entries, n) {
+					return false
+				}
+			}
+			return true
+		}
+	case storage.And:
+		subs := make([]func([]byte) bool, len(x.Exprs))
+		for i, s := range x.Exprs {
+			subs[i] = mayMatch(s)
+		}
+		return func(entries []byte) bool {
+			for _, f := range subs {
+				if !f(entries) {
+					return false
+				}
+			}
+			return true
+		}
+	case storage.Or:
+		subs := make([]func([]byte) bool, len(x.Exprs))
+		for i, s := range x.Exprs {
+			subs[i] = mayMatch(s)
+		}
+		return func(entries []byte) bool {
+			return slices.ContainsFunc(subs, func(f func([]byte) bool) bool { return f(entries) })
+		}
+	}
+	return func([]byte) bool { return true }
 }
 
 // eqStrings lists the non-empty strings an entry condition requires by Eq

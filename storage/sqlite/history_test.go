@@ -22,15 +22,23 @@ func del(t *testing.T, b *Backend, typ, id string, expect int64) storage.Record 
 
 func rawEntries(t *testing.T, b *Backend, seq int64) []byte {
 	t.Helper()
-	var raw []byte
-	if err := b.r.QueryRowContext(t.Context(), `SELECT entries FROM versions WHERE seq = ?`, seq).Scan(&raw); err != nil {
+	var stored []byte
+	if err := b.r.QueryRowContext(t.Context(), `SELECT entries FROM versions WHERE seq = ?`, seq).Scan(&stored); err != nil {
+		t.Fatalf("entries of seq %d: %v", seq, err)
+	}
+	if len(stored) > 0 && stored[0] != tagEntries1 && string(stored) != "[]" {
+		t.Fatalf("entries of seq %d stored with tag %#x, want %#x", seq, stored[0], tagEntries1)
+	}
+	raw, err := b.cd.decode(stored)
+	if err != nil {
 		t.Fatalf("entries of seq %d: %v", seq, err)
 	}
 	return raw
 }
 
-// TestEntriesEncodingPinned holds the on-disk form of versions.entries:
-// changing it would make stored versions unreadable to a filtered history.
+// TestEntriesEncodingPinned holds the on-disk form of versions.entries
+// (inside the codec of codec.go, held by TestCodecPinned): changing it
+// would make stored versions unreadable to a filtered history.
 func TestEntriesEncodingPinned(t *testing.T) {
 	b := openT(t, t.TempDir())
 	defer b.Close()
@@ -164,7 +172,7 @@ func TestFilteredHistoryPlan(t *testing.T) {
 	}
 }
 
-// TestFilteredHistoryContainsNarrowing: the instr() bound of a query-only
+// TestFilteredHistoryContainsNarrowing: the mayMatch bound of a query-only
 // filter never drops a version that matches, whatever the characters of
 // the value (quotes, HTML characters, non-ASCII, escapes), in plain and
 // composite entries.

@@ -69,14 +69,14 @@ func reindex(ctx context.Context, st *stmts, typ, id string, version int64, inde
 	if err := st.tx.QueryRowContext(ctx, `SELECT entries FROM versions WHERE seq = ?`, seq).Scan(&raw); err != nil {
 		return fmt.Errorf("read version entries: %w", err)
 	}
-	old, err := decodeEntries(raw)
+	old, err := decodeEntries(st.cd, raw)
 	if err != nil {
 		return err
 	}
 	if err := deleteVersionRefs(ctx, st, seq, old); err != nil {
 		return err
 	}
-	enc, err := encodeEntries(index)
+	enc, err := encodeEntries(st.cd, index)
 	if err != nil {
 		return err
 	}

@@ -86,13 +86,13 @@ func (b *Backend) Search(ctx context.Context, q storage.Query) (storage.Page, er
 	case planSortedWalk, planRefWalk:
 		// Short of a page the walk's finds are dropped and the collect
 		// plan starts over.
-		hits, done, err = walkSorted(ctx, tx, typ, q.Sort[0], q.Filter, cur, plan.window, limit, plan.ref)
+		hits, done, err = walkSorted(ctx, tx, b.cd, typ, q.Sort[0], q.Filter, cur, plan.window, limit, plan.ref)
 		if err != nil {
 			return storage.Page{}, fmt.Errorf("sqlite: search %v: %w", q.Filter, err)
 		}
 	case planWalk:
 		var end *cursor
-		hits, end, err = walk(ctx, tx, typ, q.Filter, cur, plan.window, limit)
+		hits, end, err = walk(ctx, tx, b.cd, typ, q.Filter, cur, plan.window, limit)
 		if err != nil {
 			return storage.Page{}, fmt.Errorf("sqlite: search %v: %w", q.Filter, err)
 		}
@@ -257,7 +257,7 @@ func (b *Backend) collect(ctx context.Context, tx *sql.Tx, q storage.Query, wher
 		for i := range vals {
 			ptrs[i] = &vals[i]
 		}
-		r, err := scanRecord(rows, ptrs...)
+		r, err := scanRecord(b.cd, rows, ptrs...)
 		if err != nil {
 			return nil, fmt.Errorf("sqlite: search: %w", err)
 		}

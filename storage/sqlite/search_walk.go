@@ -38,7 +38,7 @@ func countEntries(ctx context.Context, tx *sql.Tx, m storage.Match, n int) (int,
 // after the (type, id) position from, in that order, and returns the
 // matches, at most limit. end is the last resource examined, or nil when
 // the walk reached the end of the index (the result is then complete).
-func walk(ctx context.Context, tx *sql.Tx, typ string, f storage.Expr, from *cursor, window, limit int) (hits []hit, end *cursor, err error) {
+func walk(ctx context.Context, tx *sql.Tx, cd *codec, typ string, f storage.Expr, from *cursor, window, limit int) (hits []hit, end *cursor, err error) {
 	n := 0
 	s := newSQLB(&n)
 	s.w("SELECT r.type, r.id, r.seq, CASE WHEN ")
@@ -87,7 +87,7 @@ func walk(ctx context.Context, tx *sql.Tx, typ string, f storage.Expr, from *cur
 		return nil, end, nil
 	}
 	// The versions rows (JSON) are read only for the matches.
-	recs, err := readVersions(ctx, tx, seqs)
+	recs, err := readVersions(ctx, tx, cd, seqs)
 	if err != nil {
 		return nil, nil, fmt.Errorf("walk: %w", err)
 	}
@@ -109,7 +109,7 @@ func walk(ctx context.Context, tx *sql.Tx, typ string, f storage.Expr, from *cur
 // With ref set it steps instead the resources that refer to ref.id by
 // ref.param, in the same order (idx_ref_date): one patient's dates rather
 // than every resource's.
-func walkSorted(ctx context.Context, tx *sql.Tx, typ string, s storage.Sort, f storage.Expr, from *cursor, window, limit int, ref *refKey) (hits []hit, ok bool, err error) {
+func walkSorted(ctx context.Context, tx *sql.Tx, cd *codec, typ string, s storage.Sort, f storage.Expr, from *cursor, window, limit int, ref *refKey) (hits []hit, ok bool, err error) {
 	var after *walkAfter
 	if from != nil {
 		v, err := cursorValue(from.K[0], 'i')
@@ -184,7 +184,7 @@ func walkSorted(ctx context.Context, tx *sql.Tx, typ string, s storage.Sort, f s
 	for i, c := range cands {
 		seqs[i] = c.seq
 	}
-	recs, err := readVersions(ctx, tx, seqs)
+	recs, err := readVersions(ctx, tx, cd, seqs)
 	if err != nil {
 		return nil, false, fmt.Errorf("sorted walk: %w", err)
 	}
@@ -248,7 +248,7 @@ func cmpInt(a, b int64) int {
 }
 
 // readVersions reads the versions with the given seqs, in that order.
-func readVersions(ctx context.Context, tx *sql.Tx, seqs []any) ([]storage.Record, error) {
+func readVersions(ctx context.Context, tx *sql.Tx, cd *codec, seqs []any) ([]storage.Record, error) {
 	rows, err := tx.QueryContext(ctx, "SELECT "+recordColumns+" FROM versions v WHERE v.seq IN ("+placeholders(len(seqs))+")", seqs...)
 	if err != nil {
 		return nil, fmt.Errorf("read matches: %w", err)
@@ -256,7 +256,7 @@ func readVersions(ctx context.Context, tx *sql.Tx, seqs []any) ([]storage.Record
 	defer rows.Close()
 	bySeq := make(map[int64]storage.Record, len(seqs))
 	for rows.Next() {
-		r, err := scanRecord(rows)
+		r, err := scanRecord(cd, rows)
 		if err != nil {
 			return nil, fmt.Errorf("read matches: %w", err)
 		}

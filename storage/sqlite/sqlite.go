@@ -23,7 +23,8 @@
 //
 //	schema_version(version)                    one row; the layout version for future migrations
 //	versions(seq PK AUTOINCREMENT, type, id, version, last_updated, deleted, method, json, entries)
-//	                                           every version ever written; seq is the global commit
+//	                                           every version ever written; json and entries compressed
+//	                                           (codec.go: a tag byte, zstd with a pinned dictionary); seq is the global commit
 //	                                           order (AUTOINCREMENT: never reused, even after deletes);
 //	                                           entries: the version's own index entries (see entries.go),
 //	                                           a delete's a copy of the deleted version's, NULL before schema 3
@@ -94,12 +95,18 @@ import (
 // res_pk, param and part to idx_composite_part (migrated on Open); version 3
 // added versions.entries and version_refs (versions written before have no
 // entries: a filtered history never shows them); version 4 added
-// idx_ref_date (filled from the index tables on Open).
-const schemaVersion = 4
+// idx_ref_date (filled from the index tables on Open); version 5 stores
+// versions.json and versions.entries compressed (codec.go; rows written
+// before stay plain JSON and read as they are, so the migration changes no
+// row: the version only keeps an older program from reading compressed
+// rows as JSON); version 6 keeps NULL in the part columns a part's kind
+// lacks, under partial value indexes (partColumns).
+const schemaVersion = 6
 
 // Backend is a storage.Backend over one SQLite database.
 type Backend struct {
 	w      *sql.DB // the single writer connection
+	cd     *codec  // the stored encoding of versions.json and versions.entries
 	r      *sql.DB // read-only pool
 	log    *slog.Logger
 	path   string
@@ -240,7 +247,13 @@ func Open(ctx context.Context, dir string, opts ...Option) (*Backend, error) {
 	}
 	r.SetMaxOpenConns(cfg.readers)
 	r.SetMaxIdleConns(cfg.readers)
-	b := &Backend{w: w, r: r, log: cfg.log, path: path}
+	cd, err := newCodec()
+	if err != nil {
+		w.Close()
+		r.Close()
+		return nil, err
+	}
+	b := &Backend{w: w, r: r, cd: cd, log: cfg.log, path: path}
 	if err := b.Ping(ctx); err != nil {
 		b.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
@@ -300,6 +313,7 @@ func (b *Backend) Close() error {
 			b.writer.Wait()
 		}
 		b.cerr = errors.Join(b.r.Close(), b.w.Close())
+		b.cd.close()
 		if b.cerr != nil {
 			b.cerr = fmt.Errorf("sqlite: close: %w", b.cerr)
 		}
@@ -308,10 +322,25 @@ func (b *Backend) Close() error {
 }
 
 // partColumns are the field columns of a composite part row (every field,
-// since a part may be of any kind).
-const partColumns = `text TEXT NOT NULL, exact TEXT NOT NULL, system TEXT NOT NULL, code TEXT NOT NULL,
-	ref_type TEXT NOT NULL, ref_id TEXT NOT NULL, ref_url TEXT NOT NULL,
-	low INTEGER NOT NULL, high INTEGER NOT NULL, num_low REAL NOT NULL, num_high REAL NOT NULL, num REAL NOT NULL`
+// since a part may be of any kind). Since schema 6 a part row holds NULL in
+// the columns that its kind's own table lacks (partValues), and the value
+// indexes are partial (WHERE <column> IS NOT NULL), so that each holds the
+// parts of the kinds it serves only: a condition on a column implies it is
+// not NULL, which lets SQLite use them.
+const partColumns = `text TEXT, exact TEXT, system TEXT, code TEXT,
+	ref_type TEXT, ref_id TEXT, ref_url TEXT,
+	low INTEGER, high INTEGER, num_low REAL, num_high REAL, num REAL`
+
+// partIndexes are the indexes of idx_composite_part (dropped and made
+// again when the table is rebuilt by a migration).
+var partIndexes = []string{
+	`CREATE INDEX IF NOT EXISTS idx_composite_part_res ON idx_composite_part (res_pk)`,
+	`CREATE INDEX IF NOT EXISTS idx_composite_part_code ON idx_composite_part (param, part, code, system) WHERE code IS NOT NULL`,
+	`CREATE INDEX IF NOT EXISTS idx_composite_part_num ON idx_composite_part (param, part, num) WHERE num IS NOT NULL`,
+	`CREATE INDEX IF NOT EXISTS idx_composite_part_low ON idx_composite_part (param, part, low) WHERE low IS NOT NULL`,
+	`CREATE INDEX IF NOT EXISTS idx_composite_part_text ON idx_composite_part (param, part, text) WHERE text IS NOT NULL`,
+	`CREATE INDEX IF NOT EXISTS idx_composite_part_ref ON idx_composite_part (param, part, ref_id, ref_type) WHERE ref_id IS NOT NULL`,
+}
 
 var schema = []string{
 	`CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL) STRICT`,
@@ -379,17 +408,13 @@ var schema = []string{
 	// join from one part to the others of its entry is one lookup.
 	`CREATE TABLE IF NOT EXISTS idx_composite_part (cid INTEGER NOT NULL, part INTEGER NOT NULL, res_pk INTEGER NOT NULL, param TEXT NOT NULL, ` + partColumns + `,
 		PRIMARY KEY (cid, part)) STRICT, WITHOUT ROWID`,
-	`CREATE INDEX IF NOT EXISTS idx_composite_part_res ON idx_composite_part (res_pk)`,
-	`CREATE INDEX IF NOT EXISTS idx_composite_part_code ON idx_composite_part (param, part, code, system)`,
-	`CREATE INDEX IF NOT EXISTS idx_composite_part_num ON idx_composite_part (param, part, num)`,
-	`CREATE INDEX IF NOT EXISTS idx_composite_part_low ON idx_composite_part (param, part, low)`,
-	`CREATE INDEX IF NOT EXISTS idx_composite_part_text ON idx_composite_part (param, part, text)`,
-	`CREATE INDEX IF NOT EXISTS idx_composite_part_ref ON idx_composite_part (param, part, ref_id, ref_type)`,
 
 	// One row per (local reference entry, date entry) pair of a resource:
 	// one patient's Observations of a code, newest first, are a range scan
 	// of (param, ref_id, dparam, high) instead of every entry of the
 	// patient probed and sorted (refWalk in search_walk.go).
+	partIndexes[0], partIndexes[1], partIndexes[2], partIndexes[3], partIndexes[4], partIndexes[5],
+
 	`CREATE TABLE IF NOT EXISTS idx_ref_date (param TEXT NOT NULL, ref_id TEXT NOT NULL, dparam TEXT NOT NULL, high INTEGER NOT NULL, low INTEGER NOT NULL,
 		res_pk INTEGER NOT NULL, PRIMARY KEY (param, ref_id, dparam, high, res_pk, low)) STRICT, WITHOUT ROWID`,
 	`CREATE INDEX IF NOT EXISTS idx_ref_date_low ON idx_ref_date (param, ref_id, dparam, low)`,
@@ -433,6 +458,21 @@ func migrate(ctx context.Context, w *sql.DB) error {
 			}
 		}
 	}
+	if v >= 2 && v < 6 {
+		// Before version 6 the part columns were NOT NULL and the value
+		// indexes full: the table is made again (below) and filled from
+		// the old one, whose rows keep their empty values (their kinds are
+		// not recorded; a reindex or update writes NULLs).
+		for _, s := range partIndexes {
+			name := strings.Fields(s)[5]
+			if _, err := tx.ExecContext(ctx, `DROP INDEX IF EXISTS `+name); err != nil {
+				return fmt.Errorf("migrate schema %d to 6: %w", v, err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `ALTER TABLE idx_composite_part RENAME TO idx_composite_part_v5`); err != nil {
+			return fmt.Errorf("migrate schema %d to 6: %w", v, err)
+		}
+	}
 	if v == 1 || v == 2 {
 		var has int
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM pragma_table_info('versions') WHERE name = 'entries'`).Scan(&has); err != nil {
@@ -458,6 +498,16 @@ func migrate(ctx context.Context, w *sql.DB) error {
 		} {
 			if _, err := tx.ExecContext(ctx, s); err != nil {
 				return fmt.Errorf("migrate schema 1 to 2: %w", err)
+			}
+		}
+	}
+	if v >= 2 && v < 6 {
+		for _, s := range []string{
+			`INSERT INTO idx_composite_part SELECT * FROM idx_composite_part_v5`,
+			`DROP TABLE idx_composite_part_v5`,
+		} {
+			if _, err := tx.ExecContext(ctx, s); err != nil {
+				return fmt.Errorf("migrate schema %d to 6: %w", v, err)
 			}
 		}
 	}
