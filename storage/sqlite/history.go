@@ -139,8 +139,8 @@ type historyPlan struct {
 	args    []any
 	clauses []storage.HistoryClause
 	may     []func([]byte) bool // per clause: mayMatch of its filter
-	exact   bool // the statement selects exactly the page's versions (LIMITed)
-	none    bool // nothing can match: no statement
+	exact   bool                // the statement selects exactly the page's versions (LIMITed)
+	none    bool                // nothing can match: no statement
 	count   int
 	fp      string // the cursor binding
 }
