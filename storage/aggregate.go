@@ -27,7 +27,8 @@ type AggregateQuery struct {
 	// one subject, its lowest target of Subject ("Type/id" order): a
 	// Sample carries it and Summary.Subjects counts the distinct ones
 	// among the summarized resources (never a resource's other targets,
-	// which would inflate small-cell counts).
+	// which would inflate small-cell counts). Empty: no subjects (a
+	// caller that needs no count of patients saves their lookups).
 	Subject string
 	// Date is a date parameter ("date"): a Sample carries the lowest Low
 	// of the resource's entries (Samples only).

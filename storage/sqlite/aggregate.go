@@ -163,19 +163,10 @@ func valuesList(n int) string {
 
 // Samples implements storage.Aggregator: index rows only, no documents.
 func (b *Backend) Samples(ctx context.Context, q storage.AggregateQuery) ([]storage.Sample, error) {
-	v, err := aggregateValues(q)
+	sqlText, args, err := samplesSQL(q)
 	if err != nil {
 		return nil, err
 	}
-	// The lookups per sample go by resource (unary + keeps param out of
-	// index choice): by param alone, SQLite picked idx_date_low and
-	// scanned every date of the type for each sample, seconds over a few
-	// thousand samples (issue 11).
-	sqlText := v.String() + ` SELECT id, system, code, num,
- COALESCE((SELECT MIN(p.ref_type || '/' || p.ref_id) FROM idx_reference p WHERE p.res_pk = v.pk AND +p.param = ? AND p.ref_id != ''), ''),
- COALESCE((SELECT MIN(d.low) FROM idx_date d WHERE d.res_pk = v.pk AND +d.param = ?), ?)
-FROM v`
-	args := append(append([]any{}, v.args...), q.Subject, q.Date, storage.MinDate)
 	rows, err := b.r.QueryContext(ctx, sqlText, args...)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: aggregate samples: %w", err)
@@ -193,4 +184,23 @@ FROM v`
 		return nil, fmt.Errorf("sqlite: aggregate samples: %w", err)
 	}
 	return out, nil
+}
+
+// samplesSQL is the statement of Samples: each value with its resource's
+// lowest Subject target and lowest Date, read from idx_reference_res and
+// idx_date_res, which cover them.
+func samplesSQL(q storage.AggregateQuery) (string, []any, error) {
+	v, err := aggregateValues(q)
+	if err != nil {
+		return "", nil, err
+	}
+	// The lookups per sample go by resource (unary + keeps param out of
+	// index choice): by param alone, SQLite picked idx_date_low and
+	// scanned every date of the type for each sample, seconds over a few
+	// thousand samples (issue 11).
+	sqlText := v.String() + ` SELECT id, system, code, num,
+ COALESCE((SELECT MIN(p.ref_type || '/' || p.ref_id) FROM idx_reference p WHERE p.res_pk = v.pk AND +p.param = ? AND p.ref_id != ''), ''),
+ COALESCE((SELECT MIN(d.low) FROM idx_date d WHERE d.res_pk = v.pk AND +d.param = ?), ?)
+FROM v`
+	return sqlText, append(append([]any{}, v.args...), q.Subject, q.Date, storage.MinDate), nil
 }

@@ -8,8 +8,8 @@ import (
 )
 
 // TestCoveringIndexMigration: a schema 6 database (the narrow
-// idx_token_code and idx_quantity_res) gains the covering indexes of
-// schema 7 at Open, and the value collection of Summarize is then answered
+// idx_token_code, idx_quantity_res, idx_reference_res and idx_date_res)
+// gains the covering indexes of schemas 7 and 8 at Open, and the value collection of Summarize is then answered
 // from them without visiting the index tables' rows.
 func TestCoveringIndexMigration(t *testing.T) {
 	dir := t.TempDir()
@@ -21,6 +21,10 @@ func TestCoveringIndexMigration(t *testing.T) {
 		`CREATE INDEX idx_token_code ON idx_token (param, code, system)`,
 		`DROP INDEX idx_quantity_res`,
 		`CREATE INDEX idx_quantity_res ON idx_quantity (res_pk, param)`,
+		`DROP INDEX idx_reference_res`,
+		`CREATE INDEX idx_reference_res ON idx_reference (res_pk, param)`,
+		`DROP INDEX idx_date_res`,
+		`CREATE INDEX idx_date_res ON idx_date (res_pk, param)`,
 		`UPDATE schema_version SET version = 6`,
 	} {
 		if _, err := b.w.ExecContext(t.Context(), s); err != nil {
@@ -32,8 +36,8 @@ func TestCoveringIndexMigration(t *testing.T) {
 	b = openT(t, dir)
 	defer b.Close()
 	var v int
-	if err := b.r.QueryRowContext(t.Context(), `SELECT version FROM schema_version`).Scan(&v); err != nil || v != 7 {
-		t.Fatalf("schema version after migration = %d, %v; want 7", v, err)
+	if err := b.r.QueryRowContext(t.Context(), `SELECT version FROM schema_version`).Scan(&v); err != nil || v != 8 {
+		t.Fatalf("schema version after migration = %d, %v; want 8", v, err)
 	}
 	columns := func(index string) string {
 		rows, err := b.r.QueryContext(t.Context(), `SELECT name FROM pragma_index_info(?) ORDER BY seqno`, index)
@@ -57,6 +61,12 @@ func TestCoveringIndexMigration(t *testing.T) {
 	if got := columns("idx_quantity_res"); got != "res_pk,param,system,code,num" {
 		t.Errorf("idx_quantity_res columns %s", got)
 	}
+	if got := columns("idx_reference_res"); got != "res_pk,param,ref_type,ref_id" {
+		t.Errorf("idx_reference_res columns %s", got)
+	}
+	if got := columns("idx_date_res"); got != "res_pk,param,low" {
+		t.Errorf("idx_date_res columns %s", got)
+	}
 	q := storage.AggregateQuery{Type: "Observation", Value: "value-quantity",
 		Where: storage.Match{Param: "code", Kind: storage.KindToken, Cond: storage.And{Exprs: []storage.Expr{
 			storage.Cmp{Field: storage.FieldSystem, Op: storage.OpEq, Value: "s"},
@@ -65,24 +75,38 @@ func TestCoveringIndexMigration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rows, err := b.r.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+vals.String()+" SELECT num FROM v", vals.args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var plan []string
-	for rows.Next() {
-		var id, parent, notused int
-		var detail string
-		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+	plan := func(sqlText string, args []any) string {
+		rows, err := b.r.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+sqlText, args...)
+		if err != nil {
 			t.Fatal(err)
 		}
-		plan = append(plan, detail)
+		defer rows.Close()
+		var plan []string
+		for rows.Next() {
+			var id, parent, notused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		return strings.Join(plan, "\n")
 	}
-	joined := strings.Join(plan, "\n")
+	joined := plan(vals.String()+" SELECT num FROM v", vals.args)
 	for _, want := range []string{"COVERING INDEX idx_token_code", "COVERING INDEX idx_quantity_res"} {
 		if !strings.Contains(joined, want) {
 			t.Errorf("plan of the value collection has no %q:\n%s", want, joined)
+		}
+	}
+	q.Subject, q.Date = "patient", "date"
+	sqlText, args, err := samplesSQL(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined = plan(sqlText, args)
+	for _, want := range []string{"COVERING INDEX idx_reference_res", "COVERING INDEX idx_date_res"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("plan of Samples has no %q:\n%s", want, joined)
 		}
 	}
 	got, err := b.Summarize(t.Context(), q)

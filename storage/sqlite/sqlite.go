@@ -100,18 +100,21 @@ import (
 // before stay plain JSON and read as they are, so the migration changes no
 // row: the version only keeps an older program from reading compressed
 // rows as JSON); version 6 keeps NULL in the part columns a part's kind
-// lacks, under partial value indexes (partColumns); version 7 makes
-// idx_token_code and idx_quantity_res covering (coveringIndexes; no row
-// changes).
-const schemaVersion = 7
+// lacks, under partial value indexes (partColumns); version 7 made
+// idx_token_code and idx_quantity_res covering, version 8 idx_reference_res
+// and idx_date_res (coveringIndexes; no row changes).
+const schemaVersion = 8
 
-// coveringIndexes are the indexes schema 7 widened (dropped and made again
-// by the migration from an older schema), so that $stats collects the
-// values of a code from indexes alone (issue 11): the resources of a code
-// with their res_pk, and each one's quantity with its unit and value.
+// coveringIndexes are the indexes schemas 7 and 8 widened (dropped and
+// made again by the migration from an older schema), so that $stats
+// collects the values of a code from indexes alone (issue 11): the
+// resources of a code with their res_pk, each one's quantity with its unit
+// and value, and (research samples) its subject and date.
 var coveringIndexes = []string{
 	`CREATE INDEX IF NOT EXISTS idx_token_code ON idx_token (param, code, system, res_pk)`,
 	`CREATE INDEX IF NOT EXISTS idx_quantity_res ON idx_quantity (res_pk, param, system, code, num)`,
+	`CREATE INDEX IF NOT EXISTS idx_reference_res ON idx_reference (res_pk, param, ref_type, ref_id)`,
+	`CREATE INDEX IF NOT EXISTS idx_date_res ON idx_date (res_pk, param, low)`,
 }
 
 // Backend is a storage.Backend over one SQLite database.
@@ -389,12 +392,12 @@ var schema = []string{
 		ref_type TEXT NOT NULL, ref_id TEXT NOT NULL, ref_url TEXT NOT NULL, system TEXT NOT NULL, code TEXT NOT NULL) STRICT`,
 	`CREATE INDEX IF NOT EXISTS idx_reference_target ON idx_reference (param, ref_id, ref_type)`,
 	`CREATE INDEX IF NOT EXISTS idx_reference_url ON idx_reference (param, ref_url)`,
-	`CREATE INDEX IF NOT EXISTS idx_reference_res ON idx_reference (res_pk, param)`,
+	coveringIndexes[2],
 
 	`CREATE TABLE IF NOT EXISTS idx_date (res_pk INTEGER NOT NULL, param TEXT NOT NULL, low INTEGER NOT NULL, high INTEGER NOT NULL) STRICT`,
 	`CREATE INDEX IF NOT EXISTS idx_date_low ON idx_date (param, low)`,
 	`CREATE INDEX IF NOT EXISTS idx_date_high ON idx_date (param, high)`,
-	`CREATE INDEX IF NOT EXISTS idx_date_res ON idx_date (res_pk, param)`,
+	coveringIndexes[3],
 
 	`CREATE TABLE IF NOT EXISTS idx_number (res_pk INTEGER NOT NULL, param TEXT NOT NULL, num_low REAL NOT NULL, num_high REAL NOT NULL, num REAL NOT NULL) STRICT`,
 	`CREATE INDEX IF NOT EXISTS idx_number_num ON idx_number (param, num)`,
@@ -484,12 +487,12 @@ func migrate(ctx context.Context, w *sql.DB) error {
 			return fmt.Errorf("migrate schema %d to 6: %w", v, err)
 		}
 	}
-	if v >= 1 && v < 7 {
+	if v >= 1 && v < 8 {
 		// The narrower indexes of the same names; the schema below makes
 		// the covering ones.
 		for _, s := range coveringIndexes {
 			if _, err := tx.ExecContext(ctx, `DROP INDEX IF EXISTS `+strings.Fields(s)[5]); err != nil {
-				return fmt.Errorf("migrate schema %d to 7: %w", v, err)
+				return fmt.Errorf("migrate schema %d to 8: %w", v, err)
 			}
 		}
 	}
