@@ -69,7 +69,7 @@ func (r *Registry) compile(resourceType string, p *Param, modifier string, value
 		alts := splitEscaped(v, ',')
 		// Alternatives in convertible units apply to the canonical
 		// companion parameter, the others to the values as written.
-		var conds, canonConds []storage.Expr
+		var conds, canonConds, joins []storage.Expr
 		for _, alt := range alts {
 			c, canonical, err := r.cond(p, p.Type, modifier, alt)
 			if err != nil {
@@ -80,6 +80,9 @@ func (r *Registry) compile(resourceType string, p *Param, modifier string, value
 			} else {
 				conds = append(conds, c)
 			}
+			if p.atRoot {
+				joins = append(joins, compositeJoin(p, c, canonical))
+			}
 		}
 		var ms []storage.Expr
 		if len(conds) > 0 {
@@ -87,6 +90,9 @@ func (r *Registry) compile(resourceType string, p *Param, modifier string, value
 		}
 		if len(canonConds) > 0 {
 			ms = append(ms, storage.Match{Param: param + canonicalSuffix, Kind: p.Type, Cond: one(canonConds, false)})
+		}
+		if len(joins) > 0 {
+			ms = append(ms, storage.And{Exprs: []storage.Expr{rootMarked(p), one(joins, false)}})
 		}
 		m := one(ms, false)
 		if modifier == "not" {
@@ -166,7 +172,11 @@ func (r *Registry) cond(p *Param, kind storage.Kind, modifier, v string) (c stor
 func compileMissing(p *Param, values []string) (storage.Expr, error) {
 	ands := make([]storage.Expr, 0, len(values))
 	for _, v := range values {
-		m := storage.Match{Param: p.Code, Kind: p.Type}
+		var m storage.Expr = storage.Match{Param: p.Code, Kind: p.Type}
+		if p.atRoot {
+			// A marker stands only for combinations that exist.
+			m = storage.Or{Exprs: []storage.Expr{m, rootMarked(p)}}
+		}
 		switch v {
 		case "true":
 			ands = append(ands, storage.Not{Expr: m})
