@@ -92,7 +92,7 @@ func (r *Registry) compile(resourceType string, p *Param, modifier string, value
 			ms = append(ms, storage.Match{Param: param + canonicalSuffix, Kind: p.Type, Cond: one(canonConds, false)})
 		}
 		if len(joins) > 0 {
-			ms = append(ms, storage.And{Exprs: []storage.Expr{rootMarked(p), one(joins, false)}})
+			ms = append(ms, storage.And{Exprs: []storage.Expr{one(joins, false), rootMarked(p)}})
 		}
 		m := one(ms, false)
 		if modifier == "not" {

@@ -68,9 +68,9 @@ func TestCompileCompositeGolden(t *testing.T) {
 	code := `(And (Cmp System Eq "http://loinc.org") (Cmp Code Eq "8480-6"))`
 	value := `(And (Cmp Num Gt ` + pa + `) (Cmp Code Eq "Pa") (Cmp System Eq "http://unitsofmeasure.org"))`
 	// The combinations, or (an Observation's code-value-quantity is at its
-	// root) the marker and the components' own entries.
+	// root) the components' own entries and the marker.
 	want := `(Or (Match code-value-quantity:canonical composite (And (Part 0 ` + code + `) (Part 1 ` + value + `))) ` +
-		`(And (Match code-value-quantity token (Cmp Code Eq "root")) (And (Match code token ` + code + `) (Match value-quantity:canonical quantity ` + value + `))))`
+		`(And (And (Match code token ` + code + `) (Match value-quantity:canonical quantity ` + value + `)) (Match code-value-quantity token (Cmp Code Eq "root"))))`
 	if e.String() != want {
 		t.Errorf("composite = %s\nwant        %s", e, want)
 	}
