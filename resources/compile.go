@@ -2,6 +2,7 @@ package resources
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/anodyne-fhir/anodyne/storage"
 )
@@ -92,7 +93,15 @@ func (r *Registry) compile(resourceType string, p *Param, modifier string, value
 			ms = append(ms, storage.Match{Param: param + canonicalSuffix, Kind: p.Type, Cond: one(canonConds, false)})
 		}
 		if len(joins) > 0 {
-			ms = append(ms, storage.And{Exprs: []storage.Expr{one(joins, false), rootMarked(p)}})
+			// One flat conjunction, the components first: a backend
+			// driving it from one conjunct picks the code, not the
+			// marker every such resource has.
+			j := one(joins, false)
+			if a, ok := j.(storage.And); ok {
+				ms = append(ms, storage.And{Exprs: append(slices.Clip(a.Exprs), rootMarked(p))})
+			} else {
+				ms = append(ms, storage.And{Exprs: []storage.Expr{j, rootMarked(p)}})
+			}
 		}
 		m := one(ms, false)
 		if modifier == "not" {

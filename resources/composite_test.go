@@ -70,7 +70,7 @@ func TestCompileCompositeGolden(t *testing.T) {
 	// The combinations, or (an Observation's code-value-quantity is at its
 	// root) the components' own entries and the marker.
 	want := `(Or (Match code-value-quantity:canonical composite (And (Part 0 ` + code + `) (Part 1 ` + value + `))) ` +
-		`(And (And (Match code token ` + code + `) (Match value-quantity:canonical quantity ` + value + `)) (Match code-value-quantity token (Cmp Code Eq "root"))))`
+		`(And (Match code token ` + code + `) (Match value-quantity:canonical quantity ` + value + `) (Match code-value-quantity token (Cmp Code Eq "root"))))`
 	if e.String() != want {
 		t.Errorf("composite = %s\nwant        %s", e, want)
 	}
