@@ -2,6 +2,7 @@ package resources
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/anodyne-fhir/anodyne/storage"
 )
@@ -69,7 +70,7 @@ func (r *Registry) compile(resourceType string, p *Param, modifier string, value
 		alts := splitEscaped(v, ',')
 		// Alternatives in convertible units apply to the canonical
 		// companion parameter, the others to the values as written.
-		var conds, canonConds []storage.Expr
+		var conds, canonConds, joins []storage.Expr
 		for _, alt := range alts {
 			c, canonical, err := r.cond(p, p.Type, modifier, alt)
 			if err != nil {
@@ -80,6 +81,9 @@ func (r *Registry) compile(resourceType string, p *Param, modifier string, value
 			} else {
 				conds = append(conds, c)
 			}
+			if p.atRoot {
+				joins = append(joins, compositeJoin(p, c, canonical))
+			}
 		}
 		var ms []storage.Expr
 		if len(conds) > 0 {
@@ -87,6 +91,17 @@ func (r *Registry) compile(resourceType string, p *Param, modifier string, value
 		}
 		if len(canonConds) > 0 {
 			ms = append(ms, storage.Match{Param: param + canonicalSuffix, Kind: p.Type, Cond: one(canonConds, false)})
+		}
+		if len(joins) > 0 {
+			// One flat conjunction, the components first: a backend
+			// driving it from one conjunct picks the code, not the
+			// marker every such resource has.
+			j := one(joins, false)
+			if a, ok := j.(storage.And); ok {
+				ms = append(ms, storage.And{Exprs: append(slices.Clip(a.Exprs), rootMarked(p))})
+			} else {
+				ms = append(ms, storage.And{Exprs: []storage.Expr{j, rootMarked(p)}})
+			}
 		}
 		m := one(ms, false)
 		if modifier == "not" {
@@ -166,7 +181,11 @@ func (r *Registry) cond(p *Param, kind storage.Kind, modifier, v string) (c stor
 func compileMissing(p *Param, values []string) (storage.Expr, error) {
 	ands := make([]storage.Expr, 0, len(values))
 	for _, v := range values {
-		m := storage.Match{Param: p.Code, Kind: p.Type}
+		var m storage.Expr = storage.Match{Param: p.Code, Kind: p.Type}
+		if p.atRoot {
+			// A marker stands only for combinations that exist.
+			m = storage.Or{Exprs: []storage.Expr{m, rootMarked(p)}}
+		}
 		switch v {
 		case "true":
 			ands = append(ands, storage.Not{Expr: m})

@@ -65,7 +65,12 @@ func TestCompileCompositeGolden(t *testing.T) {
 	// mm[Hg] is converted to the canonical Pa: 100 * 133.322387415.
 	hundred := 100.0 // a variable, so the product is rounded at run time like the compiler's
 	pa := strconv.FormatFloat(hundred*ucumFactor["mm[Hg]"].factor, 'g', -1, 64)
-	want := `(Match code-value-quantity:canonical composite (And (Part 0 (And (Cmp System Eq "http://loinc.org") (Cmp Code Eq "8480-6"))) (Part 1 (And (Cmp Num Gt ` + pa + `) (Cmp Code Eq "Pa") (Cmp System Eq "http://unitsofmeasure.org")))))`
+	code := `(And (Cmp System Eq "http://loinc.org") (Cmp Code Eq "8480-6"))`
+	value := `(And (Cmp Num Gt ` + pa + `) (Cmp Code Eq "Pa") (Cmp System Eq "http://unitsofmeasure.org"))`
+	// The combinations, or (an Observation's code-value-quantity is at its
+	// root) the components' own entries and the marker.
+	want := `(Or (Match code-value-quantity:canonical composite (And (Part 0 ` + code + `) (Part 1 ` + value + `))) ` +
+		`(And (Match code token ` + code + `) (Match value-quantity:canonical quantity ` + value + `) (Match code-value-quantity token (Cmp Code Eq "root"))))`
 	if e.String() != want {
 		t.Errorf("composite = %s\nwant        %s", e, want)
 	}

@@ -80,10 +80,11 @@ func (r *Registry) IndexParams(resourceType string, res map[string]any, codes []
 // them when only is nil.
 func (r *Registry) index(resourceType string, res map[string]any, only []string) ([]storage.Entry, error) {
 	params := r.params(resourceType)
+	run := &indexRun{r: r, typ: resourceType, res: res}
 	var out []storage.Entry
 	var errs []error
 	for _, p := range params {
-		if p.compiled == nil || only != nil && !slices.Contains(only, p.Code) {
+		if p.compiled == nil || only != nil && !slices.Contains(only, p.Code) && !slices.Contains(only, p.Code+canonicalSuffix) {
 			continue
 		}
 		col, err := p.compiled.Evaluate(res)
@@ -92,7 +93,7 @@ func (r *Registry) index(resourceType string, res map[string]any, only []string)
 			continue
 		}
 		for _, n := range col {
-			if out, err = r.appendEntries(out, p, n); err != nil {
+			if out, err = r.appendEntries(out, p, n, run); err != nil {
 				errs = append(errs, fmt.Errorf("index %s.%s: %w", resourceType, p.Code, err))
 			}
 		}
@@ -103,7 +104,7 @@ func (r *Registry) index(resourceType string, res map[string]any, only []string)
 	return out, nil
 }
 
-func (r *Registry) appendEntries(out []storage.Entry, p *Param, fn fhirpath.Node) ([]storage.Entry, error) {
+func (r *Registry) appendEntries(out []storage.Entry, p *Param, fn fhirpath.Node, run *indexRun) ([]storage.Entry, error) {
 	n := node{v: fn.Value(), typ: fn.Type()}
 	if n.v == nil {
 		return out, nil
@@ -127,14 +128,17 @@ func (r *Registry) appendEntries(out []storage.Entry, p *Param, fn fhirpath.Node
 	case storage.KindURI:
 		return append(out, indexURI(p, n)...), nil
 	case storage.KindComposite:
-		parts, err := r.indexComposite(p, fn)
+		parts, err := r.indexComposite(p, fn, run)
 		return append(out, parts...), err
 	}
 	return out, nil
 }
 
 // indexComposite evaluates each component relative to the composite's node.
-func (r *Registry) indexComposite(p *Param, fn fhirpath.Node) ([]storage.Entry, error) {
+// At the resource's root, the combinations are left out when the
+// component values equal the resource's own entries of the components'
+// parameters (rootImplied): a marker entry says so instead.
+func (r *Registry) indexComposite(p *Param, fn fhirpath.Node, run *indexRun) ([]storage.Entry, error) {
 	parts := make([][]storage.Entry, len(p.Components))
 	for i, c := range p.Components {
 		if c.compiled == nil || c.param == nil {
@@ -145,9 +149,23 @@ func (r *Registry) indexComposite(p *Param, fn fhirpath.Node) ([]storage.Entry, 
 			return nil, fmt.Errorf("component %s: %w", c.Definition, err)
 		}
 		for _, cn := range col {
-			if parts[i], err = r.appendEntries(parts[i], c.param, cn); err != nil {
+			if parts[i], err = r.appendEntries(parts[i], c.param, cn, nil); err != nil {
 				return nil, err
 			}
+		}
+	}
+	if p.atRoot && run != nil && run.isRoot(fn) {
+		implied, err := run.rootImplied(p, parts)
+		if err != nil {
+			return nil, err
+		}
+		if implied {
+			for _, vals := range parts {
+				if len(vals) == 0 {
+					return nil, nil // no combination, as compositeEntries
+				}
+			}
+			return []storage.Entry{rootMarker(p)}, nil
 		}
 	}
 	return compositeEntries(p, parts), nil

@@ -48,6 +48,11 @@ type Param struct {
 	Custom bool
 
 	compiled evaluator
+	// atRoot marks a composite whose expression for this type has a
+	// branch that is the resource itself ("Observation"): its combinations
+	// at the root may be left to the components' own entries (see
+	// rootImplied in composite.go).
+	atRoot bool
 }
 
 // Component is one part of a composite parameter.
@@ -433,6 +438,13 @@ func (def *Param) forType(typ string) (*Param, error) {
 	p := *def
 	p.Expression = expr
 	p.compiled = c
+	if def.Type == storage.KindComposite {
+		for _, part := range splitTopLevel(expr) {
+			if strings.TrimSpace(part) == typ {
+				p.atRoot = true
+			}
+		}
+	}
 	return &p, nil
 }
 
