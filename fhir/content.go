@@ -129,7 +129,7 @@ func pretty(c echo.Context) bool {
 // writeResource encodes a resource held as a map (json.Number values kept
 // as written) and sends it.
 func writeResource(c echo.Context, status int, res map[string]any) error {
-	raw, err := encodeResource(res)
+	raw, err := EncodeResource(res)
 	if err != nil {
 		return fmt.Errorf("encoding response: %w", err)
 	}

@@ -13,7 +13,7 @@ import (
 // restFiles are the REST layer of the package: the router and server
 // (server.go), content negotiation and encoding (content.go) and the
 // adapters (rest_*.go). Every other non-test file is the engine, which
-// speaks in Go values (readRequest/readResult, writeRequest/writeResult,
+// speaks in Go values (ReadRequest/ReadResult, WriteRequest/WriteResult,
 // *Error) and never sees an HTTP request.
 func isRESTFile(name string) bool {
 	return name == "server.go" || name == "content.go" || strings.HasPrefix(name, "rest_")

@@ -181,9 +181,9 @@ func (s *Server) settle(ctx context.Context) {
 
 // replayed rebuilds the result of one stored interaction from the version
 // it wrote or matched.
-func (s *Server) replayed(ctx context.Context, method string, r idemResult) (writeResult, error) {
-	out := writeResult{method: method, status: r.Status, wrote: r.Wrote, minimal: r.Minimal,
-		diagnostics: fmt.Sprintf("replayed the answer to an earlier request with this %s", IdempotencyHeader)}
+func (s *Server) replayed(ctx context.Context, method string, r idemResult) (WriteResult, error) {
+	out := WriteResult{Method: method, Status: r.Status, Wrote: r.Wrote, Minimal: r.Minimal,
+		Diagnostics: fmt.Sprintf("replayed the answer to an earlier request with this %s", IdempotencyHeader)}
 	if r.ID == "" || r.Version == 0 {
 		return out, nil
 	}
@@ -191,7 +191,7 @@ func (s *Server) replayed(ctx context.Context, method string, r idemResult) (wri
 	if err != nil {
 		return out, fmt.Errorf("reading %s/%s version %d for an %s replay: %w", r.Type, r.ID, r.Version, IdempotencyHeader, err)
 	}
-	out.rec = rec
+	out.Rec = rec
 	return out, nil
 }
 
@@ -267,7 +267,7 @@ func (s *Server) batchEntry(ctx context.Context, i int, e *txEntry, ret string) 
 	} else if we, err := s.writeEntry(actx, wr, ret); err != nil {
 		res, status = s.failed(actx, entryError(e, err))
 	} else {
-		res, status = entryResult{entry: we}, wr.status
+		res, status = entryResult{entry: we}, wr.Status
 	}
 	audited(status)
 	return res

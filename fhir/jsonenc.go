@@ -9,11 +9,11 @@ import (
 	"strconv"
 )
 
-// encodeResource serializes decoded FHIR JSON compactly with "resourceType"
+// EncodeResource serializes decoded FHIR JSON compactly with "resourceType"
 // first in every object (readers and humans expect it there; encoding/json
 // would sort it among the other keys). Numbers are json.Number and are
 // written exactly as they were read, so 1.50 stays 1.50.
-func encodeResource(v any) ([]byte, error) {
+func EncodeResource(v any) ([]byte, error) {
 	var b bytes.Buffer
 	b.Grow(1024)
 	if err := encodeValue(&b, v); err != nil {
@@ -154,8 +154,8 @@ func encodeString(b *bytes.Buffer, s string) {
 	b.WriteByte('"')
 }
 
-// decodeJSON decodes one JSON value keeping numbers as json.Number.
-func decodeJSON(raw []byte) (any, error) {
+// DecodeJSON decodes one JSON value keeping numbers as json.Number.
+func DecodeJSON(raw []byte) (any, error) {
 	d := json.NewDecoder(bytes.NewReader(raw))
 	d.UseNumber()
 	var v any

@@ -110,7 +110,7 @@ func (s *Server) emit(ctx context.Context, v View, shape shaping, rec storage.Re
 		}
 		id, _ = res["id"].(string)
 	}
-	raw, err := encodeResource(res)
+	raw, err := EncodeResource(res)
 	if err != nil {
 		return nil, "", err
 	}

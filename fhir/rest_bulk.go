@@ -84,7 +84,7 @@ func (s *Server) kickOff(c echo.Context, scope string, cohort []string) error {
 	}
 	s.bulk.poke()
 	s.jobEvent("export", "accepted")
-	s.log.InfoContext(ctx, "bulk export queued", "job", job.ID, "scope", scope, "queries", len(job.Groups), "request_id", requestID(ctx))
+	s.log.InfoContext(ctx, "bulk export queued", "job", job.ID, "scope", scope, "queries", len(job.Groups), "request_id", RequestID(ctx))
 	c.Response().Header().Set("Content-Location", s.base+"/$export-status/"+job.ID)
 	return writeResource(c, http.StatusAccepted, outcome([]conformance.Issue{{
 		Severity: "information", Code: codeInfo, Diagnostics: "export job " + job.ID + " accepted",
@@ -126,7 +126,7 @@ func (s *Server) ownJob(c echo.Context) (exportJob, error) {
 		return exportJob{}, err
 	}
 	id := c.Param("job")
-	if !validID(id) {
+	if !ValidID(id) {
 		return exportJob{}, errNotFound("no export job %q", id)
 	}
 	job, _, err := s.bulk.load(ctx, id)
@@ -210,7 +210,7 @@ func (s *Server) exportFile(c echo.Context) error {
 		return err
 	}
 	defer f.Close()
-	c.Response().Header().Set(echo.HeaderContentType, mimeNDJSON)
+	c.Response().Header().Set(echo.HeaderContentType, MimeNDJSON)
 	// The file never changes once listed: the job's end is its time.
 	http.ServeContent(c.Response(), c.Request(), "", job.Finished, f)
 	return nil
@@ -222,7 +222,7 @@ func (s *Server) exportFile(c echo.Context) error {
 // update permission. The answer is an OperationOutcome with the counts and
 // one issue per failed line.
 func (s *Server) importNDJSON(c echo.Context) error {
-	body, err := s.readBody(c, mimeNDJSON, "application/ndjson", "application/x-ndjson")
+	body, err := s.readBody(c, MimeNDJSON, "application/ndjson", "application/x-ndjson")
 	if err != nil {
 		return err
 	}

@@ -37,17 +37,17 @@ func asError(ctx context.Context, log *slog.Logger, err error) *Error {
 	case errors.Is(err, storage.ErrUnsupported):
 		return newError(http.StatusNotImplemented, codeNotSupp, "this request is not supported by the configured database: %v", err)
 	case errors.Is(err, storage.ErrUnavailable):
-		log.WarnContext(ctx, "database unavailable", "request_id", requestID(ctx), "err", err)
+		log.WarnContext(ctx, "database unavailable", "request_id", RequestID(ctx), "err", err)
 		e := newError(http.StatusServiceUnavailable, codeTransient, "the database is unavailable; nothing was changed; retry shortly")
 		e.Header = http.Header{"Retry-After": {"5"}}
 		return e
 	case errors.Is(err, storage.ErrFull):
-		log.ErrorContext(ctx, "database full", "request_id", requestID(ctx), "err", err)
+		log.ErrorContext(ctx, "database full", "request_id", RequestID(ctx), "err", err)
 		return newError(http.StatusInsufficientStorage, codeNoStore, "the database has no room for this change; nothing was changed")
 	case errors.Is(err, context.DeadlineExceeded):
 		return newError(http.StatusServiceUnavailable, codeTooCostly, "the request took too long")
 	}
-	log.ErrorContext(ctx, "request failed", "request_id", requestID(ctx), "err", err)
+	log.ErrorContext(ctx, "request failed", "request_id", RequestID(ctx), "err", err)
 	return &Error{Status: http.StatusInternalServerError, cause: err, Issues: []conformance.Issue{{
 		Severity: "fatal", Code: codeException, Diagnostics: "internal server error",
 	}}}

@@ -37,7 +37,7 @@ func resourceType(c echo.Context) (string, error) {
 // stored resource, so reads answer 404 and writes 400.
 func pathID(c echo.Context, status int) (string, error) {
 	id := c.Param("id")
-	if !validID(id) {
+	if !ValidID(id) {
 		return "", newError(status, codeInvalid, "invalid resource id %q: R4 ids are 1-64 of [A-Za-z0-9-.]", id)
 	}
 	return id, nil
@@ -78,7 +78,7 @@ func ifMatch(c echo.Context) (int64, error) {
 	if h == "" {
 		return 0, nil
 	}
-	n, ok := parseETag(h)
+	n, ok := ParseETag(h)
 	if !ok {
 		return 0, errBadRequest("If-Match %q is not a version ETag such as W/\"3\"", h)
 	}
@@ -88,10 +88,10 @@ func ifMatch(c echo.Context) (int64, error) {
 // setVersionHeaders sets ETag, Last-Modified and, for writes, Location.
 func (s *Server) setVersionHeaders(c echo.Context, rec storage.Record, location bool) {
 	h := c.Response().Header()
-	h.Set("ETag", etag(rec.VersionID))
+	h.Set("ETag", ETag(rec.VersionID))
 	h.Set(echo.HeaderLastModified, rec.LastUpdated.UTC().Format(http.TimeFormat))
 	if location {
-		h.Set(echo.HeaderLocation, s.versionURL(rec))
+		h.Set(echo.HeaderLocation, s.VersionURL(rec))
 	}
 }
 
@@ -146,18 +146,18 @@ func preferToken(c echo.Context, name string) string {
 }
 
 // respondResult answers a write over HTTP, according to Prefer: return=.
-func (s *Server) respondResult(c echo.Context, r writeResult) error {
+func (s *Server) respondResult(c echo.Context, r WriteResult) error {
 	switch {
-	case r.method == http.MethodDelete:
-		if r.wrote {
-			c.Response().Header().Set("ETag", etag(r.rec.VersionID))
+	case r.Method == http.MethodDelete:
+		if r.Wrote {
+			c.Response().Header().Set("ETag", ETag(r.Rec.VersionID))
 		}
-		return s.respondDelete(c, r.diagnostics)
-	case r.minimal:
-		s.setVersionHeaders(c, r.rec, true)
-		return c.NoContent(r.status)
+		return s.respondDelete(c, r.Diagnostics)
+	case r.Minimal:
+		s.setVersionHeaders(c, r.Rec, true)
+		return c.NoContent(r.Status)
 	}
-	return s.respondWrite(c, r.status, r.rec, r.diagnostics)
+	return s.respondWrite(c, r.Status, r.Rec, r.Diagnostics)
 }
 
 // create handles POST [base]/[type]: the server assigns a new id (any id in
@@ -172,10 +172,10 @@ func (s *Server) create(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.keyedWrite(c, body, http.MethodPost, func(ctx context.Context) (writeResult, error) {
-		return s.write(ctx, writeRequest{
-			method: http.MethodPost, typ: typ, body: body,
-			ifNoneExist: c.Request().Header.Get("If-None-Exist"),
+	return s.keyedWrite(c, body, http.MethodPost, func(ctx context.Context) (WriteResult, error) {
+		return s.Write(ctx, WriteRequest{
+			Method: http.MethodPost, Type: typ, Body: body,
+			IfNoneExist: c.Request().Header.Get("If-None-Exist"),
 		})
 	})
 }
@@ -192,7 +192,7 @@ func (s *Server) update(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.keyedWrite(c, body, http.MethodPut, func(ctx context.Context) (writeResult, error) {
+	return s.keyedWrite(c, body, http.MethodPut, func(ctx context.Context) (WriteResult, error) {
 		return s.updateResource(ctx, typ, id, want, body)
 	})
 }
@@ -219,7 +219,7 @@ func (s *Server) patch(c echo.Context) error {
 	if err != nil {
 		return newError(http.StatusBadRequest, codeStructure, "invalid JSON Patch document: %v", err)
 	}
-	return s.keyedWrite(c, body, http.MethodPatch, func(ctx context.Context) (writeResult, error) {
+	return s.keyedWrite(c, body, http.MethodPatch, func(ctx context.Context) (WriteResult, error) {
 		return s.patchResource(ctx, typ, id, want, ops)
 	})
 }
@@ -233,7 +233,7 @@ func (s *Server) delete(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.keyedWrite(c, nil, http.MethodDelete, func(ctx context.Context) (writeResult, error) {
+	return s.keyedWrite(c, nil, http.MethodDelete, func(ctx context.Context) (WriteResult, error) {
 		return s.deleteResource(ctx, typ, id, want)
 	})
 }
@@ -250,7 +250,7 @@ func (s *Server) respondDelete(c echo.Context, diagnostics string) error {
 // conditionalQuery returns the query of a request to a type endpoint
 // without the formatting parameters.
 func conditionalQuery(c echo.Context, typ string) (url.Values, error) {
-	return conditionalParams(typ, c.Request().URL.RawQuery)
+	return ConditionalParams(typ, c.Request().URL.RawQuery)
 }
 
 // requireCriteria answers PUT or DELETE on a type without criteria as the
@@ -295,8 +295,8 @@ func (s *Server) conditionalUpdate(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.keyedWrite(c, body, http.MethodPut, func(ctx context.Context) (writeResult, error) {
-		return s.write(ctx, writeRequest{method: http.MethodPut, typ: typ, query: q, body: body, ifMatch: want})
+	return s.keyedWrite(c, body, http.MethodPut, func(ctx context.Context) (WriteResult, error) {
+		return s.Write(ctx, WriteRequest{Method: http.MethodPut, Type: typ, Query: q, Body: body, IfMatch: want})
 	})
 }
 
@@ -308,8 +308,8 @@ func (s *Server) conditionalDelete(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.keyedWrite(c, nil, http.MethodDelete, func(ctx context.Context) (writeResult, error) {
-		return s.write(ctx, writeRequest{method: http.MethodDelete, typ: typ, query: q, ifMatch: want})
+	return s.keyedWrite(c, nil, http.MethodDelete, func(ctx context.Context) (WriteResult, error) {
+		return s.Write(ctx, WriteRequest{Method: http.MethodDelete, Type: typ, Query: q, IfMatch: want})
 	})
 }
 
@@ -414,13 +414,13 @@ func requestTarget(r *http.Request) string {
 // Idempotency-Key: a copy of a request whose change is recorded gets the
 // first answer and writes nothing; any other request runs, its record
 // going into the Commit of its change. body is what the request sent.
-func (s *Server) keyedWrite(c echo.Context, body []byte, method string, run func(context.Context) (writeResult, error)) error {
+func (s *Server) keyedWrite(c echo.Context, body []byte, method string, run func(context.Context) (WriteResult, error)) error {
 	ctx, release, err := s.beginIdempotent(c, body)
 	if err != nil {
 		return err
 	}
 	defer release()
-	var r writeResult
+	var r WriteResult
 	if rec, ok := idemFrom(ctx).replay(); ok && len(rec.Results) == 1 {
 		r, err = s.replayed(ctx, method, rec.Results[0])
 	} else {
