@@ -99,7 +99,7 @@ func (s *Server) failedEntry(ctx context.Context, err error) entryResult {
 
 // failed is failedEntry with the failure's status.
 func (s *Server) failed(ctx context.Context, err error) (entryResult, int) {
-	fe := asError(ctx, s.log, err)
+	fe := s.AsError(ctx, err)
 	return entryResult{err: fe, entry: map[string]any{"response": map[string]any{
 		"status":  statusLine(fe.Status),
 		"outcome": outcome(fe.Issues),

@@ -53,7 +53,7 @@ func (s *Server) Read(ctx context.Context, r ReadRequest) (ReadResult, error) {
 		}
 		return ReadResult{}, err
 	}
-	return s.recordResult(ctx, r, d, v, rec)
+	return s.RecordResult(ctx, r, d, v, rec)
 }
 
 // VRead is the vread interaction.
@@ -85,15 +85,15 @@ func (s *Server) VRead(ctx context.Context, r ReadRequest) (ReadResult, error) {
 		}
 		return ReadResult{}, err
 	}
-	return s.recordResult(ctx, r, d, v, rec)
+	return s.RecordResult(ctx, r, d, v, rec)
 }
 
-// recordResult is the answer of a read of one stored version the caller
+// RecordResult is the answer of a read of one stored version the caller
 // is allowed to read (d), through its view v, honouring conditional-read
 // headers. Under a view the stored lastUpdated is never disclosed nor
 // compared: no Last-Modified, and If-Modified-Since is ignored (it would
 // be an oracle on the real timeline); the ETag (a version number) stays.
-func (s *Server) recordResult(ctx context.Context, r ReadRequest, d Decision, v View, rec storage.Record) (ReadResult, error) {
+func (s *Server) RecordResult(ctx context.Context, r ReadRequest, d Decision, v View, rec storage.Record) (ReadResult, error) {
 	if rec.Deleted {
 		// A deleted version has no content of its own: under a filter it is
 		// judged by the last version that had content, so a deleted

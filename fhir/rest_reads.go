@@ -10,12 +10,9 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
-	"slices"
-	"strings"
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/anodyne-fhir/anodyne/conformance"
 	"github.com/anodyne-fhir/anodyne/storage"
 )
 
@@ -76,7 +73,7 @@ func (s *Server) vread(c echo.Context) error { return s.serveRead(c, (*Server).V
 // serveRecord answers with one stored version the caller is allowed to
 // read (d), through its view v, honouring conditional-read headers.
 func (s *Server) serveRecord(c echo.Context, d Decision, v View, rec storage.Record) error {
-	r, err := s.recordResult(c.Request().Context(), readRequestOf(c), d, v, rec)
+	r, err := s.RecordResult(c.Request().Context(), readRequestOf(c), d, v, rec)
 	if err != nil {
 		return err
 	}
@@ -100,58 +97,27 @@ func (s *Server) historySystem(c echo.Context) error {
 
 // searchType handles GET [base]/[type]?params and POST [base]/[type]/_search.
 func (s *Server) searchType(c echo.Context) error {
-	typ, err := resourceType(c)
-	if err != nil {
+	if _, err := resourceType(c); err != nil {
 		return err
 	}
-	return s.search(c, searchScope{path: "/" + typ, types: []string{typ}})
+	return s.search(c, (*Server).SearchType)
 }
 
 // searchSystem handles GET [base]?_type=… and POST [base]/_search.
 func (s *Server) searchSystem(c echo.Context) error {
+	return s.search(c, (*Server).SearchSystem)
+}
+
+// search answers a search over HTTP, with the parameters of the query
+// and, for POST _search, of the form body.
+func (s *Server) search(c echo.Context, fn ReadFunc) error {
 	params, err := s.searchParams(c)
 	if err != nil {
 		return err
 	}
-	var types []string
-	for _, v := range params["_type"] {
-		for _, t := range strings.Split(v, ",") {
-			t = strings.TrimSpace(t)
-			if !slices.Contains(conformance.ResourceTypes(), t) {
-				return errBadRequest("_type: %q is not a resource type", t)
-			}
-			if !slices.Contains(types, t) {
-				types = append(types, t)
-			}
-		}
-	}
-	if len(types) == 0 {
-		// Every type that can carry index entries: Parameters and other
-		// types the registry does not know are never searchable.
-		for _, t := range s.registry.ResourceTypes() {
-			if isResourceType(t) {
-				types = append(types, t)
-			}
-		}
-	}
-	return s.searchWith(c, searchScope{path: "", types: types}, params)
-}
-
-func (s *Server) search(c echo.Context, sc searchScope) error {
-	params, err := s.searchParams(c)
-	if err != nil {
-		return err
-	}
-	return s.searchWith(c, sc, params)
-}
-
-// searchWith answers a search over HTTP.
-func (s *Server) searchWith(c echo.Context, sc searchScope, params url.Values) error {
-	b, err := s.searchBundle(c.Request().Context(), sc, params, preferToken(c, "handling") == "strict")
-	if err != nil {
-		return err
-	}
-	return writeResource(c, http.StatusOK, b)
+	r := readRequestOf(c)
+	r.Query = params
+	return s.serveReadRequest(c, fn, r)
 }
 
 // searchParams returns the query parameters, plus for POST _search the
@@ -164,16 +130,16 @@ func (s *Server) searchParams(c echo.Context) (url.Values, error) {
 	}
 	if ct := r.Header.Get(echo.HeaderContentType); ct != "" {
 		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != mimeForm {
-			return nil, newError(http.StatusUnsupportedMediaType, codeNotSupp, "POST _search takes %s, not %q", mimeForm, ct)
+			return nil, NewError(http.StatusUnsupportedMediaType, CodeNotSupported, "POST _search takes %s, not %q", mimeForm, ct)
 		}
 	}
-	r.Body = http.MaxBytesReader(c.Response(), r.Body, s.maxBody)
+	r.Body = http.MaxBytesReader(c.Response(), r.Body, s.MaxBodyBytes())
 	if err := r.ParseForm(); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, newError(http.StatusRequestEntityTooLarge, codeTooCostly, "request body exceeds %d bytes", s.maxBody)
+			return nil, NewError(http.StatusRequestEntityTooLarge, CodeTooCostly, "request body exceeds %d bytes", s.MaxBodyBytes())
 		}
-		return nil, errBadRequest("unreadable form body: %v", err)
+		return nil, BadRequest("unreadable form body: %v", err)
 	}
 	out := url.Values{}
 	for k, vs := range params {
@@ -237,19 +203,19 @@ func (s *Server) operationParams(c echo.Context, op string) (url.Values, error) 
 		return s.searchParams(c)
 	}
 	if mt != "application/fhir+json" && mt != "application/json" {
-		return nil, newError(http.StatusUnsupportedMediaType, codeNotSupp, "POST %s takes a Parameters resource (application/fhir+json) or %s, not %q", op, mimeForm, mt)
+		return nil, NewError(http.StatusUnsupportedMediaType, CodeNotSupported, "POST %s takes a Parameters resource (application/fhir+json) or %s, not %q", op, mimeForm, mt)
 	}
-	raw, err := io.ReadAll(http.MaxBytesReader(c.Response(), r.Body, s.maxBody))
+	raw, err := io.ReadAll(http.MaxBytesReader(c.Response(), r.Body, s.MaxBodyBytes()))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, newError(http.StatusRequestEntityTooLarge, codeTooCostly, "request body exceeds %d bytes", s.maxBody)
+			return nil, NewError(http.StatusRequestEntityTooLarge, CodeTooCostly, "request body exceeds %d bytes", s.MaxBodyBytes())
 		}
-		return nil, errBadRequest("unreadable body: %v", err)
+		return nil, BadRequest("unreadable body: %v", err)
 	}
 	doc, err := DecodeJSON(raw)
 	if err != nil {
-		return nil, errBadRequest("%s body: %v", op, err)
+		return nil, BadRequest("%s body: %v", op, err)
 	}
 	res, _ := doc.(map[string]any)
 	return ParametersQuery(op, c.QueryParams(), res)
