@@ -13,9 +13,12 @@ import (
 // first in every object (readers and humans expect it there; encoding/json
 // would sort it among the other keys). Numbers are json.Number and are
 // written exactly as they were read, so 1.50 stays 1.50.
-func EncodeResource(v any) ([]byte, error) {
+func EncodeResource(v any) ([]byte, error) { return encodeResourceSized(v, 1024) }
+
+// encodeResourceSized is EncodeResource with room for size bytes first.
+func encodeResourceSized(v any, size int) ([]byte, error) {
 	var b bytes.Buffer
-	b.Grow(1024)
+	b.Grow(size)
 	if err := encodeValue(&b, v); err != nil {
 		return nil, err
 	}
@@ -31,7 +34,7 @@ func encodeValue(b *bytes.Buffer, v any) error {
 	case string:
 		encodeString(b, x)
 	case json.Number:
-		if !json.Valid([]byte(x)) {
+		if !plainNumber(string(x)) && !json.Valid([]byte(x)) {
 			return fmt.Errorf("invalid number %q", string(x))
 		}
 		b.WriteString(string(x))
@@ -60,7 +63,10 @@ func encodeValue(b *bytes.Buffer, v any) error {
 		}
 		b.WriteByte(']')
 	case map[string]any:
-		keys := make([]string, 0, len(x))
+		// resourceType, id and meta lead, as in the specification's own
+		// examples; the rest follow in a stable order.
+		var small [32]string
+		keys := small[:0]
 		for k, val := range x {
 			// FHIR JSON has no empty arrays or objects (json.html): an
 			// element without content is left out, so a Bundle with no
@@ -70,13 +76,6 @@ func encodeValue(b *bytes.Buffer, v any) error {
 			}
 		}
 		slices.Sort(keys)
-		// resourceType, id and meta lead, as in the specification's own
-		// examples; the rest follow in a stable order.
-		for _, k := range [...]string{"meta", "id"} {
-			if val, ok := x[k]; ok && !isEmptyJSON(val) {
-				keys = slices.Insert(keys, 0, k)
-			}
-		}
 		b.WriteByte('{')
 		first := true
 		if rt, ok := x["resourceType"]; ok {
@@ -86,15 +85,16 @@ func encodeValue(b *bytes.Buffer, v any) error {
 			}
 			first = false
 		}
-		for _, k := range keys {
-			if !first {
-				b.WriteByte(',')
+		for _, k := range [...]string{"id", "meta"} {
+			if val, ok := x[k]; ok && !isEmptyJSON(val) {
+				if err := encodeMember(b, &first, k, val); err != nil {
+					return err
+				}
 			}
-			first = false
-			encodeString(b, k)
-			b.WriteByte(':')
-			if err := encodeValue(b, x[k]); err != nil {
-				return fmt.Errorf("%s: %w", k, err)
+		}
+		for _, k := range keys {
+			if err := encodeMember(b, &first, k, x[k]); err != nil {
+				return err
 			}
 		}
 		b.WriteByte('}')
@@ -108,6 +108,60 @@ func encodeValue(b *bytes.Buffer, v any) error {
 		b.Write(raw)
 	}
 	return nil
+}
+
+// encodeMember writes "k":v, after a comma unless it is the first.
+func encodeMember(b *bytes.Buffer, first *bool, k string, v any) error {
+	if !*first {
+		b.WriteByte(',')
+	}
+	*first = false
+	encodeString(b, k)
+	b.WriteByte(':')
+	if err := encodeValue(b, v); err != nil {
+		return fmt.Errorf("%s: %w", k, err)
+	}
+	return nil
+}
+
+// plainNumber reports whether s is a JSON number as RFC 8259 writes one
+// (no blanks): the common case of the json.Valid check, without it.
+func plainNumber(s string) bool {
+	i := 0
+	if i < len(s) && s[i] == '-' {
+		i++
+	}
+	digits := func() int {
+		n := 0
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i, n = i+1, n+1
+		}
+		return n
+	}
+	switch {
+	case i < len(s) && s[i] == '0':
+		i++
+	case i < len(s) && s[i] >= '1' && s[i] <= '9':
+		digits()
+	default:
+		return false
+	}
+	if i < len(s) && s[i] == '.' {
+		i++
+		if digits() == 0 {
+			return false
+		}
+	}
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return i == len(s)
 }
 
 func isEmptyJSON(v any) bool {

@@ -89,7 +89,7 @@ func (s *Server) emit(ctx context.Context, v View, shape shaping, rec storage.Re
 	if v == nil && shape == nil && redact == nil {
 		return rec.JSON, rec.ID, nil
 	}
-	res, err := decodeRecord(rec)
+	res, err := decodeStored(rec)
 	if err != nil {
 		return nil, "", err
 	}
@@ -110,7 +110,7 @@ func (s *Server) emit(ctx context.Context, v View, shape shaping, rec storage.Re
 		}
 		id, _ = res["id"].(string)
 	}
-	raw, err := EncodeResource(res)
+	raw, err := encodeResourceSized(res, len(rec.JSON)+len(rec.JSON)/4)
 	if err != nil {
 		return nil, "", err
 	}

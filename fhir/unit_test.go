@@ -97,7 +97,7 @@ func TestParseETag(t *testing.T) {
 	for _, tc := range cases {
 		got, ok := ParseETag(tc.in)
 		if ok != tc.ok || (ok && got != tc.want) {
-			t.Errorf("parseETag(%q) = %d, %v; want %d, %v", tc.in, got, ok, tc.want, tc.ok)
+			t.Errorf("ParseETag(%q) = %d, %v; want %d, %v", tc.in, got, ok, tc.want, tc.ok)
 		}
 	}
 }
@@ -146,7 +146,7 @@ func TestValidID(t *testing.T) {
 	cases[long] = true
 	for id, want := range cases {
 		if got := ValidID(id); got != want {
-			t.Errorf("validID(%q) = %v, want %v", id, got, want)
+			t.Errorf("ValidID(%q) = %v, want %v", id, got, want)
 		}
 	}
 }

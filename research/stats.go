@@ -58,15 +58,27 @@ func (v *view) Samples(ctx context.Context, code string, samples []storage.Sampl
 		return false, err
 	}
 	max := v.f.deid.MaxShiftDays()
+	// A patient has many samples: its pseudonym and shift (two HMACs)
+	// are computed once.
+	type viewed struct {
+		subject string
+		shift   int64
+	}
+	seen := map[string]viewed{}
 	for i := range samples {
 		s := &samples[i]
-		shift := deid.ShiftDays(v.key, s.Subject, max)
-		if s.Subject != "" {
-			typ, id, _ := cut(s.Subject, '/')
-			s.Subject = typ + "/" + deid.Pseudonym(v.key, typ, id)
+		w, ok := seen[s.Subject]
+		if !ok {
+			w = viewed{subject: s.Subject, shift: int64(deid.ShiftDays(v.key, s.Subject, max)) * dayMillis}
+			if s.Subject != "" {
+				typ, id, _ := cut(s.Subject, '/')
+				w.subject = typ + "/" + deid.Pseudonym(v.key, typ, id)
+			}
+			seen[s.Subject] = w
 		}
+		s.Subject = w.subject
 		if s.Date != storage.MinDate {
-			s.Date += int64(shift) * dayMillis
+			s.Date += w.shift
 		}
 	}
 	return true, nil

@@ -27,10 +27,23 @@ import (
 // run; the data go straight to storage with real index entries.
 //
 //	go test ./research -run '^$' -bench Stats100k -benchtime 20x
+//
+// ANODYNE_BENCH_DIR keeps the generated and loaded data between runs (a
+// pure function of the seed; "done" marks a finished load).
 func BenchmarkStats100k(b *testing.B) {
 	ctx := context.Background()
-	dir := b.TempDir()
-	m, err := synth.Write(filepath.Join(dir, "ndjson"), synth.Config{Seed: 1, Resources: 118_000})
+	dir, keep := os.LookupEnv("ANODYNE_BENCH_DIR")
+	if !keep {
+		dir = b.TempDir()
+	}
+	_, loaded := os.Stat(filepath.Join(dir, "done"))
+	var m synth.Manifest
+	var err error
+	if loaded == nil {
+		m, err = synth.ReadManifest(filepath.Join(dir, "ndjson"))
+	} else {
+		m, err = synth.Write(filepath.Join(dir, "ndjson"), synth.Config{Seed: 1, Resources: 118_000})
+	}
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -39,7 +52,12 @@ func BenchmarkStats100k(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { be.Close() })
-	loadNDJSON(b, be, m.Files)
+	if loaded != nil {
+		loadNDJSON(b, be, m.Files)
+		if err := os.WriteFile(filepath.Join(dir, "done"), nil, 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
 	e := startWith(b, be, nil)
 	const pain = "72514-3"
 	b.Logf("%d Observations of %d patients; %d of code %s", m.Observations, len(m.Patients), m.CodeCounts[pain], pain)

@@ -161,9 +161,11 @@ func TestWebsocketAcrossProcesses(t *testing.T) {
 					break
 				}
 			}
-			msg, err := read(time.Second)
-			for ; err == nil; msg, err = read(time.Second) {
-				// Earlier probes may still arrive; they are pings of id.
+			// Earlier probes' pings may still arrive, late under load: drain
+			// until 3 s pass without one, so that none of them is taken
+			// for a second ping of the write below.
+			msg, err := read(3 * time.Second)
+			for ; err == nil; msg, err = read(3 * time.Second) {
 				if msg != "ping "+id {
 					t.Fatalf("message %q, want %q", msg, "ping "+id)
 				}

@@ -307,6 +307,9 @@ func scenarios(m synth.Manifest) []scenario {
 		fixed("system-code-sorted", "/fhir/Observation?code="+loinc+"72514-3&_sort=-date&_count=20"),
 		pager("paging-heaviest", func(*rand.Rand) string { return "/fhir/Observation?patient=Patient/" + heavy.ID + "&_count=50" }, 10),
 		fixed("everything-heaviest", "/fhir/Patient/"+heavy.ID+"/$everything?_count=1000"),
+		// $lastn (issue 11): the latest reading of every vital sign of the
+		// largest history.
+		fixed("lastn-vitals-heaviest", "/fhir/Observation/$lastn?patient=Patient/"+heavy.ID+"&category=vital-signs&max=1"),
 		// Research access (issue 11): population $stats of the commonest
 		// code over every patient, and a search answering 1,000
 		// Observations, each for the system client and de-identified for

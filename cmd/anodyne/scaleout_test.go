@@ -221,57 +221,6 @@ func TestScaleOutProcesses(t *testing.T) {
 	})
 }
 
-// BenchmarkScaleOutRead measures reads (GET Patient/{id}, and a search by
-// family) from 8 concurrent clients spread over one or two "anodyne
-// serve" processes on one FerretDB database. FerretDB answers from one
-// embedded SQLite file, so the figure says how much the server processes
-// themselves limit throughput, not how a MongoDB cluster scales.
-func BenchmarkScaleOutRead(b *testing.B) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	uri, db := ownFerretDB(ctx, b)
-	roots := []string{serveMongoChild(b, uri, db), serveMongoChild(b, uri, db)}
-	const patients = 20
-	for i := range patients {
-		body := fmt.Sprintf(`{"resourceType":"Patient","id":"p%d","name":[{"family":"F%d"}]}`, i, i%4)
-		if code, _, raw := httpCall(b, "PUT", fmt.Sprintf("%s/fhir/Patient/p%d", roots[0], i), body); code != http.StatusCreated {
-			b.Fatalf("PUT: %d %s", code, raw)
-		}
-	}
-	for _, kind := range []string{"read", "search"} {
-		for _, procs := range []int{1, 2} {
-			b.Run(fmt.Sprintf("%s/processes=%d", kind, procs), func(b *testing.B) {
-				var next sync.Mutex
-				n := 0
-				b.SetParallelism(4) // 8 clients on 2 cores
-				b.RunParallel(func(pb *testing.PB) {
-					for pb.Next() {
-						next.Lock()
-						i := n
-						n++
-						next.Unlock()
-						u := fmt.Sprintf("%s/fhir/Patient/p%d", roots[i%procs], i%patients)
-						if kind == "search" {
-							u = fmt.Sprintf("%s/fhir/Patient?family=F%d", roots[i%procs], i%4)
-						}
-						resp, err := http.Get(u)
-						if err != nil {
-							b.Error(err)
-							return
-						}
-						io.Copy(io.Discard, resp.Body)
-						resp.Body.Close()
-						if resp.StatusCode != http.StatusOK {
-							b.Errorf("GET %s: %d", u, resp.StatusCode)
-							return
-						}
-					}
-				})
-			})
-		}
-	}
-}
-
 // ownFerretDB starts an embedded FerretDB for one test or benchmark,
 // stopped at its end, and returns its URI and a fresh database name
 // (whatever ANODYNE_TEST_MONGODB_URI says, as mongotest.StartFerretDB).

@@ -94,7 +94,7 @@ func startServe(t *testing.T, args ...string) *running {
 }
 
 // cli runs one anodyne subcommand and returns its standard output.
-func cli(t *testing.T, args ...string) string {
+func cli(t testing.TB, args ...string) string {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	if err := run(context.Background(), args, &out, &errOut, func(string) string { return "" }, nil); err != nil {
@@ -287,7 +287,7 @@ func (b *browser) submit(p page, extra url.Values) page {
 }
 
 // es384 is a backend-services key with its public JWKS.
-func es384(t *testing.T) (*ecdsa.PrivateKey, []byte) {
+func es384(t testing.TB) (*ecdsa.PrivateKey, []byte) {
 	k, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -301,7 +301,15 @@ func es384(t *testing.T) (*ecdsa.PrivateKey, []byte) {
 
 // backendToken runs SMART backend services (client_credentials with a
 // private_key_jwt assertion) and returns the access token.
-func backendToken(t *testing.T, base, clientID string, key *ecdsa.PrivateKey, scope string) string {
+func backendToken(t testing.TB, base, clientID string, key *ecdsa.PrivateKey, scope string) string {
+	t.Helper()
+	return backendTokenAt(t, base+"/auth/token", base+"/auth/token", clientID, key, scope)
+}
+
+// backendTokenAt is backendToken posting to endpoint an assertion whose
+// audience is aud: the token endpoint's URL under the server's base URL,
+// which differs from the address posted to behind a balancer.
+func backendTokenAt(t testing.TB, endpoint, aud, clientID string, key *ecdsa.PrivateKey, scope string) string {
 	t.Helper()
 	sg, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES384, Key: key}, (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "k1"))
 	if err != nil {
@@ -310,13 +318,13 @@ func backendToken(t *testing.T, base, clientID string, key *ecdsa.PrivateKey, sc
 	now := time.Now()
 	jti := make([]byte, 8)
 	_, _ = rand.Read(jti)
-	claims, _ := json.Marshal(map[string]any{"iss": clientID, "sub": clientID, "aud": base + "/auth/token", "exp": now.Add(4 * time.Minute).Unix(), "iat": now.Unix(), "jti": fmt.Sprintf("%x", jti)})
+	claims, _ := json.Marshal(map[string]any{"iss": clientID, "sub": clientID, "aud": aud, "exp": now.Add(4 * time.Minute).Unix(), "iat": now.Unix(), "jti": fmt.Sprintf("%x", jti)})
 	jws, err := sg.Sign(claims)
 	if err != nil {
 		t.Fatal(err)
 	}
 	assertion, _ := jws.CompactSerialize()
-	res, err := http.PostForm(base+"/auth/token", url.Values{
+	res, err := http.PostForm(endpoint, url.Values{
 		"grant_type": {"client_credentials"}, "scope": {scope},
 		"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"},
 		"client_assertion":      {assertion},

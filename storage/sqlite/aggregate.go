@@ -62,12 +62,16 @@ func aggregateValues(q storage.AggregateQuery) (*sqlb, error) {
 
 // Summarize implements storage.Aggregator in one SQL statement over the
 // matching values, materialized once: counts, sums, extremes and the mean
-// grouped by unit; squared deviations from the unit's mean and distinct
-// subjects from the materialized rows (a resource counts as its lowest
-// Subject target only, as in Samples: it belongs to one subject); and the two ranks each quantile
-// interpolates between, computed from the unit's count in SQL and read
-// from one sorted pass, as rows of their own (kind 1) so that the values
-// come back as exact REALs.
+// grouped by unit; a histogram of each unit (one row per distinct value,
+// its count and the running count up to it), from which come the squared
+// deviations from the unit's mean and the quantiles; and, when Subject is
+// set, the distinct subjects from the materialized rows (a resource counts
+// as its lowest Subject target only, as in Samples: it belongs to one
+// subject). The two ranks each quantile interpolates between are computed
+// from the unit's count in SQL, and the value at zero-based rank r is the
+// least value whose running count exceeds r: one probe of the histogram
+// instead of numbering every value. They come back as rows of their own
+// (kind 1) so that the values are exact REALs.
 func (b *Backend) Summarize(ctx context.Context, q storage.AggregateQuery) ([]storage.Summary, error) {
 	v, err := aggregateValues(q)
 	if err != nil {
@@ -83,22 +87,31 @@ func (b *Backend) Summarize(ctx context.Context, q storage.AggregateQuery) ([]st
 		// cast to INTEGER truncates), hi = min(lo+1, n-1).
 		ranks = `
 UNION ALL
-SELECT 1, k.system, k.code, k.rn, k.num, 0, 0, 0, 0, 0 FROM k JOIN g ON g.system = k.system AND g.code = k.code
- WHERE k.rn IN (SELECT CAST((g.n - 1) * x.q AS INTEGER) FROM x UNION ALL SELECT MIN(CAST((g.n - 1) * x.q AS INTEGER) + 1, g.n - 1) FROM x)`
+SELECT 1, k.system, k.code, k.r, (SELECT MIN(h.num) FROM h WHERE h.system = k.system AND h.code = k.code AND h.cum > k.r), 0, 0, 0, 0, 0
+ FROM (SELECT DISTINCT g.system, g.code, MIN(CAST((g.n - 1) * x.q AS INTEGER) + o.d, g.n - 1) AS r FROM g, x, (SELECT 0 AS d UNION ALL SELECT 1) o) k`
+	}
+	subjects := "0"
+	if q.Subject != "" {
+		subjects = `(SELECT COUNT(DISTINCT (SELECT MIN(p.ref_type || '/' || p.ref_id) FROM idx_reference p WHERE p.res_pk = v.pk AND +p.param = ? AND p.ref_id != ''))
+   FROM v WHERE v.system = g.system AND v.code = g.code)`
 	}
 	sqlText := strings.Replace(v.String(), "WITH v AS (", "WITH v AS MATERIALIZED (", 1) + `,
 g AS MATERIALIZED (SELECT system, code, COUNT(*) AS n, SUM(num) AS s, MIN(num) AS lo, MAX(num) AS hi, AVG(num) AS m FROM v GROUP BY system, code),
-k AS (SELECT system, code, num, ROW_NUMBER() OVER (PARTITION BY system, code ORDER BY num) - 1 AS rn FROM v),
+h AS MATERIALIZED (SELECT system, code, num, c, SUM(c) OVER (PARTITION BY system, code ORDER BY num) AS cum
+ FROM (SELECT system, code, num, COUNT(*) AS c FROM v GROUP BY system, code, num)),
 x(q) AS (VALUES ` + valuesList(len(qs)) + `)
 SELECT 0 AS kind, g.system, g.code, g.n, g.s, g.lo, g.hi, g.m,
- (SELECT SUM((v.num - g.m) * (v.num - g.m)) FROM v WHERE v.system = g.system AND v.code = g.code),
- (SELECT COUNT(DISTINCT (SELECT MIN(p.ref_type || '/' || p.ref_id) FROM idx_reference p WHERE p.res_pk = v.pk AND +p.param = ? AND p.ref_id != ''))
-   FROM v WHERE v.system = g.system AND v.code = g.code)
+ (SELECT SUM(h.c * (h.num - g.m) * (h.num - g.m)) FROM h WHERE h.system = g.system AND h.code = g.code),
+ ` + subjects + `
 FROM g` + ranks + `
 ORDER BY 2, 3, 1`
-	args := append(append(append([]any{}, v.args...), qs...), q.Subject)
+	args := append([]any{}, v.args...)
 	if len(qs) == 0 {
-		args = append(append(append([]any{}, v.args...), nil), q.Subject)
+		args = append(args, nil)
+	}
+	args = append(args, qs...)
+	if q.Subject != "" {
+		args = append(args, q.Subject)
 	}
 	rows, err := b.r.QueryContext(ctx, sqlText, args...)
 	if err != nil {

@@ -34,7 +34,7 @@
 //	                                           one row per logical resource: its current version
 //	claims(claim PK, res_pk)                   conditional-create keys held by live resources
 //	idx_string(res_pk, param, text, exact)
-//	idx_token(res_pk, param, system, code, text)
+//	idx_token(res_pk, param, system, code, text)   idx_token_code covers (param, code, system, res_pk)
 //	idx_reference(res_pk, param, ref_type, ref_id, ref_url, system, code)
 //	idx_date(res_pk, param, low, high)         Unix milliseconds, both inclusive
 //	idx_number(res_pk, param, num_low, num_high, num)
@@ -100,8 +100,19 @@ import (
 // before stay plain JSON and read as they are, so the migration changes no
 // row: the version only keeps an older program from reading compressed
 // rows as JSON); version 6 keeps NULL in the part columns a part's kind
-// lacks, under partial value indexes (partColumns).
-const schemaVersion = 6
+// lacks, under partial value indexes (partColumns); version 7 makes
+// idx_token_code and idx_quantity_res covering (coveringIndexes; no row
+// changes).
+const schemaVersion = 7
+
+// coveringIndexes are the indexes schema 7 widened (dropped and made again
+// by the migration from an older schema), so that $stats collects the
+// values of a code from indexes alone (issue 11): the resources of a code
+// with their res_pk, and each one's quantity with its unit and value.
+var coveringIndexes = []string{
+	`CREATE INDEX IF NOT EXISTS idx_token_code ON idx_token (param, code, system, res_pk)`,
+	`CREATE INDEX IF NOT EXISTS idx_quantity_res ON idx_quantity (res_pk, param, system, code, num)`,
+}
 
 // Backend is a storage.Backend over one SQLite database.
 type Backend struct {
@@ -371,7 +382,7 @@ var schema = []string{
 	`CREATE INDEX IF NOT EXISTS idx_string_res ON idx_string (res_pk, param)`,
 
 	`CREATE TABLE IF NOT EXISTS idx_token (res_pk INTEGER NOT NULL, param TEXT NOT NULL, system TEXT NOT NULL, code TEXT NOT NULL, text TEXT NOT NULL) STRICT`,
-	`CREATE INDEX IF NOT EXISTS idx_token_code ON idx_token (param, code, system)`,
+	coveringIndexes[0],
 	`CREATE INDEX IF NOT EXISTS idx_token_res ON idx_token (res_pk, param)`,
 
 	`CREATE TABLE IF NOT EXISTS idx_reference (res_pk INTEGER NOT NULL, param TEXT NOT NULL,
@@ -392,7 +403,7 @@ var schema = []string{
 	`CREATE TABLE IF NOT EXISTS idx_quantity (res_pk INTEGER NOT NULL, param TEXT NOT NULL, num_low REAL NOT NULL, num_high REAL NOT NULL, num REAL NOT NULL,
 		system TEXT NOT NULL, code TEXT NOT NULL) STRICT`,
 	`CREATE INDEX IF NOT EXISTS idx_quantity_num ON idx_quantity (param, num)`,
-	`CREATE INDEX IF NOT EXISTS idx_quantity_res ON idx_quantity (res_pk, param)`,
+	coveringIndexes[1],
 
 	`CREATE TABLE IF NOT EXISTS idx_uri (res_pk INTEGER NOT NULL, param TEXT NOT NULL, exact TEXT NOT NULL) STRICT`,
 	`CREATE INDEX IF NOT EXISTS idx_uri_exact ON idx_uri (param, exact)`,
@@ -471,6 +482,15 @@ func migrate(ctx context.Context, w *sql.DB) error {
 		}
 		if _, err := tx.ExecContext(ctx, `ALTER TABLE idx_composite_part RENAME TO idx_composite_part_v5`); err != nil {
 			return fmt.Errorf("migrate schema %d to 6: %w", v, err)
+		}
+	}
+	if v >= 1 && v < 7 {
+		// The narrower indexes of the same names; the schema below makes
+		// the covering ones.
+		for _, s := range coveringIndexes {
+			if _, err := tx.ExecContext(ctx, `DROP INDEX IF EXISTS `+strings.Fields(s)[5]); err != nil {
+				return fmt.Errorf("migrate schema %d to 7: %w", v, err)
+			}
 		}
 	}
 	if v == 1 || v == 2 {

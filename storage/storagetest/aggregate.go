@@ -21,6 +21,8 @@ var aggregateCases = []testCase{
 	{"Components", aggregateComponents},
 	{"Refused", aggregateRefused},
 	{"OneSubjectPerResource", aggregateOneSubject},
+	{"TiedValues", aggregateTied},
+	{"NoSubject", aggregateNoSubject},
 }
 
 func (e *env) aggregator(t *testing.T) storage.Aggregator {
@@ -395,4 +397,64 @@ func aggregateOneSubject(t *testing.T, e *env) {
 	if fmt.Sprint(subjects) != fmt.Sprint(want) {
 		t.Errorf("Samples' subjects %v; want %v", subjects, want)
 	}
+}
+
+// aggregateTied: repeated values (a pain score is one of eleven) count
+// once per value in every statistic. Values 2, 2, 3, 5: mean 3, squared
+// deviations 1+1+0+4 = 6; R-7 quantiles by hand, h = 3q on the sorted
+// values 2, 2, 3, 5: q 0 → 2; 0.2 (h 0.6) → 2; 0.25 (h 0.75) → 2;
+// 0.4 (h 1.2) → 2 + 0.2·1 = 2.2; 0.5 (h 1.5) → 2.5; 0.75 (h 2.25) →
+// 3 + 0.25·2 = 3.5; 0.8 (h 2.4) → 3.8; 1 → 5. A second unit with one
+// value repeated three times has every quantile 7 and no spread.
+func aggregateTied(t *testing.T, e *env) {
+	agg := e.aggregator(t)
+	val := func(n float64, unit string) storage.Entry {
+		return storage.Entry{Param: "value-quantity", Kind: storage.KindQuantity, Num: n, NumLow: n, NumHigh: n, System: ucum, Code: unit}
+	}
+	for i, n := range []float64{5, 2, 3, 2} {
+		e.commit(e.write("Observation", fmt.Sprintf("t%d", i), 0, val(n, "{score}"), ref("patient", "Patient", fmt.Sprintf("p%d", i%3))))
+	}
+	for i := range 3 {
+		e.commit(e.write("Observation", fmt.Sprintf("u%d", i), 0, val(7, "/min"), ref("patient", "Patient", "p9")))
+	}
+	qs := []float64{0, 0.2, 0.25, 0.4, 0.5, 0.75, 0.8, 1}
+	got, err := agg.Summarize(e.ctx, storage.AggregateQuery{Type: "Observation", Value: "value-quantity", Subject: "patient", Quantiles: qs})
+	if err != nil {
+		t.Fatalf("Summarize: %v", err)
+	}
+	checkSummaries(t, got, []aggWant{
+		{unit: ucum + "|/min", n: 3, subjects: 1, sum: 21, min: 7, max: 7, mean: 7, sq: 0, quantiles: []float64{7, 7, 7, 7, 7, 7, 7, 7}},
+		{unit: ucum + "|{score}", n: 4, subjects: 3, sum: 12, min: 2, max: 5, mean: 3, sq: 6, quantiles: []float64{2, 2, 2, 2.2, 2.5, 3.5, 3.8, 5}},
+	})
+}
+
+// aggregateNoSubject: without Subject (a caller that needs no distinct
+// patients) nothing is counted as a subject and samples carry none, while
+// every other figure is the same; without Date samples carry MinDate.
+func aggregateNoSubject(t *testing.T, e *env) {
+	agg := e.aggregator(t)
+	val := func(n float64) storage.Entry {
+		return storage.Entry{Param: "value-quantity", Kind: storage.KindQuantity, Num: n, NumLow: n, NumHigh: n, System: ucum, Code: "{score}"}
+	}
+	at := ms("2024-01-01T00:00:00Z")
+	for i, n := range []float64{4, 1, 4} {
+		e.commit(e.write("Observation", fmt.Sprintf("n%d", i), 0, val(n), ref("patient", "Patient", fmt.Sprintf("p%d", i)),
+			storage.Entry{Param: "date", Kind: storage.KindDate, Low: at, High: at + 999}))
+	}
+	q := storage.AggregateQuery{Type: "Observation", Value: "value-quantity", Quantiles: []float64{0.5}}
+	got, err := agg.Summarize(e.ctx, q)
+	if err != nil {
+		t.Fatalf("Summarize: %v", err)
+	}
+	// 1, 4, 4: mean 3, squared deviations 4+1+1 = 6, median 4.
+	checkSummaries(t, got, []aggWant{{unit: ucum + "|{score}", n: 3, subjects: 0, sum: 9, min: 1, max: 4, mean: 3, sq: 6, quantiles: []float64{4}}})
+	samples, err := agg.Samples(e.ctx, q)
+	if err != nil {
+		t.Fatalf("Samples: %v", err)
+	}
+	var want []storage.Sample
+	for i, n := range []float64{4, 1, 4} {
+		want = append(want, storage.Sample{ID: fmt.Sprintf("n%d", i), System: ucum, Code: "{score}", Num: n, Date: storage.MinDate})
+	}
+	wantList(t, sampleKeys(samples), sampleKeys(want), "samples")
 }
