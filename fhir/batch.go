@@ -71,16 +71,16 @@ func (s *Server) batchWrite(ctx context.Context, e *txEntry, ret string) entryRe
 }
 
 func (s *Server) batchWriteResult(ctx context.Context, e *txEntry, ret string) (entryResult, int) {
-	req := writeRequest{method: e.method, typ: e.typ, id: e.id, query: e.query,
-		ifNoneExist: e.ifNoneExist, ifMatch: e.ifMatch, body: e.raw}
+	req := WriteRequest{Method: e.method, Type: e.typ, ID: e.id, Query: e.query,
+		IfNoneExist: e.ifNoneExist, IfMatch: e.ifMatch, Body: e.raw}
 	if e.method == http.MethodPatch {
 		ops, _, err := binaryPatch(e.raw)
 		if err != nil {
 			return s.failed(ctx, entryError(e, err))
 		}
-		req.patch = ops
+		req.Patch = ops
 	}
-	r, err := s.write(ctx, req)
+	r, err := s.Write(ctx, req)
 	if err != nil {
 		return s.failed(ctx, entryError(e, err))
 	}
@@ -88,7 +88,7 @@ func (s *Server) batchWriteResult(ctx context.Context, e *txEntry, ret string) (
 	if err != nil {
 		return s.failed(ctx, entryError(e, err))
 	}
-	return entryResult{entry: entry}, r.status
+	return entryResult{entry: entry}, r.Status
 }
 
 // failedEntry is the answer to an entry that failed.
@@ -99,7 +99,7 @@ func (s *Server) failedEntry(ctx context.Context, err error) entryResult {
 
 // failed is failedEntry with the failure's status.
 func (s *Server) failed(ctx context.Context, err error) (entryResult, int) {
-	fe := asError(ctx, s.log, err)
+	fe := s.AsError(ctx, err)
 	return entryResult{err: fe, entry: map[string]any{"response": map[string]any{
 		"status":  statusLine(fe.Status),
 		"outcome": outcome(fe.Issues),
@@ -121,12 +121,12 @@ func (s *Server) readEntryResult(ctx context.Context, e *txEntry) (entryResult, 
 	if err != nil {
 		return s.failed(ctx, entryError(e, errBadRequest("request.url %q: the query is not valid: %v", e.url, err)))
 	}
-	rq := readRequest{query: q, ifNoneMatch: e.ifNoneMatch, ifModifiedSince: e.ifModifiedSince}
-	var fn readFunc
+	rq := ReadRequest{Query: q, IfNoneMatch: e.ifNoneMatch, IfModifiedSince: e.ifModifiedSince}
+	var fn ReadFunc
 	if e.op {
 		fn, err = s.opEntryRequest(strings.Split(path, "/"), e.raw, &rq)
 	} else {
-		fn, rq.path, err = s.readRoute(strings.Split(path, "/"))
+		fn, rq.Path, err = s.readRoute(strings.Split(path, "/"))
 	}
 	if err != nil {
 		return s.failed(ctx, entryError(e, err))
@@ -135,16 +135,16 @@ func (s *Server) readEntryResult(ctx context.Context, e *txEntry) (entryResult, 
 	if err != nil {
 		return s.failed(ctx, entryError(e, err))
 	}
-	resp := map[string]any{"status": statusLine(r.status)}
+	resp := map[string]any{"status": statusLine(r.Status)}
 	out := map[string]any{"response": resp}
-	if r.rec != nil {
-		resp["etag"] = etag(r.rec.VersionID)
-		if !r.hideModified {
-			resp["lastModified"] = formatInstant(r.rec.LastUpdated)
+	if r.Rec != nil {
+		resp["etag"] = ETag(r.Rec.VersionID)
+		if !r.HideModified {
+			resp["lastModified"] = formatInstant(r.Rec.LastUpdated)
 		}
 	}
-	if len(r.raw) > 0 && e.method != http.MethodHead {
-		out["resource"] = json.RawMessage(r.raw)
+	if len(r.Raw) > 0 && e.method != http.MethodHead {
+		out["resource"] = json.RawMessage(r.Raw)
 	}
-	return entryResult{entry: out}, r.status
+	return entryResult{entry: out}, r.Status
 }

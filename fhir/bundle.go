@@ -69,7 +69,7 @@ func (s *Server) historyEntry(ctx context.Context, v View, rec storage.Record) (
 	e["request"] = map[string]any{"method": method, "url": url}
 	resp := map[string]any{
 		"status":   status,
-		"etag":     etag(rec.VersionID),
+		"etag":     ETag(rec.VersionID),
 		"location": rec.Type + "/" + id + "/_history/" + strconv.FormatInt(rec.VersionID, 10),
 	}
 	if lastModified != "" {

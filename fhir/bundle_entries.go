@@ -82,7 +82,7 @@ func (s *Server) runBundle(ctx context.Context, body []byte, ret string) (bundle
 		e.method, e.url = strings.ToUpper(r.Method), r.URL
 		e.ifNoneExist, e.ifNoneMatch, e.ifModifiedSince = r.IfNoneExist, r.IfNoneMatch, r.IfModifiedSince
 		if r.IfMatch != "" {
-			v, ok := parseETag(r.IfMatch)
+			v, ok := ParseETag(r.IfMatch)
 			if !ok {
 				errs[i] = entryError(e, errBadRequest("ifMatch %q is not a version ETag such as W/\"3\"", r.IfMatch))
 				continue
@@ -143,7 +143,7 @@ func (s *Server) parseEntryURL(e *txEntry) error {
 		if err != nil {
 			return errBadRequest("request.url %q: the query is not valid: %v", e.url, err)
 		}
-		if _, err := s.opEntryRequest(seg, e.raw, &readRequest{query: q}); err != nil {
+		if _, err := s.opEntryRequest(seg, e.raw, &ReadRequest{Query: q}); err != nil {
 			return err
 		}
 		e.op, e.target = true, u
@@ -156,13 +156,13 @@ func (s *Server) parseEntryURL(e *txEntry) error {
 	switch {
 	case e.method == http.MethodPost && len(seg) == 1 && !hasQuery:
 	case (e.method == http.MethodPut || e.method == http.MethodDelete) && len(seg) == 1 && hasQuery:
-		q, err := conditionalParams(e.typ, rawQuery)
+		q, err := ConditionalParams(e.typ, rawQuery)
 		if err != nil {
 			return err
 		}
 		e.query = q
 	case e.method != http.MethodPost && len(seg) == 2 && !hasQuery:
-		if !validID(seg[1]) {
+		if !ValidID(seg[1]) {
 			return errBadRequest("invalid resource id %q: R4 ids are 1-64 of [A-Za-z0-9-.]", seg[1])
 		}
 		e.id = seg[1]
@@ -230,34 +230,34 @@ func binaryPatch(raw []byte) (jsonpatch.Patch, []byte, error) {
 
 // writeEntry is the response entry of a write entry of a transaction or
 // a batch after its commit.
-func (s *Server) writeEntry(ctx context.Context, r writeResult, ret string) (map[string]any, error) {
-	resp := map[string]any{"status": statusLine(r.status)}
+func (s *Server) writeEntry(ctx context.Context, r WriteResult, ret string) (map[string]any, error) {
+	resp := map[string]any{"status": statusLine(r.Status)}
 	out := map[string]any{"response": resp}
-	if r.rec.ID != "" && r.rec.VersionID > 0 {
+	if r.Rec.ID != "" && r.Rec.VersionID > 0 {
 		v, err := s.view(ctx)
 		if err != nil {
 			return nil, err
 		}
-		resp["location"] = s.versionURL(r.rec)
-		resp["etag"] = etag(r.rec.VersionID)
-		resp["lastModified"] = formatInstant(r.rec.LastUpdated)
-		if !r.rec.Deleted {
-			out["fullUrl"] = s.resourceURL(r.rec.Type, r.rec.ID)
-			representation := ret == "representation" && !r.minimal
-			if representation && len(r.rec.JSON) > 0 {
+		resp["location"] = s.VersionURL(r.Rec)
+		resp["etag"] = ETag(r.Rec.VersionID)
+		resp["lastModified"] = formatInstant(r.Rec.LastUpdated)
+		if !r.Rec.Deleted {
+			out["fullUrl"] = s.resourceURL(r.Rec.Type, r.Rec.ID)
+			representation := ret == "representation" && !r.Minimal
+			if representation && len(r.Rec.JSON) > 0 {
 				// As respondWrite: a caller who may write but not read the
 				// result (u or c without r) gets no resource back.
-				representation = s.recordReadable(ctx, r.rec)
+				representation = s.recordReadable(ctx, r.Rec)
 			}
 			if representation || v != nil {
 				// Under a view the entry names the resource as the view does.
-				raw, id, err := s.emit(ctx, v, nil, r.rec)
+				raw, id, err := s.emit(ctx, v, nil, r.Rec)
 				if err != nil {
 					return nil, err
 				}
 				if v != nil {
-					out["fullUrl"] = s.resourceURL(r.rec.Type, id)
-					resp["location"] = s.resourceURL(r.rec.Type, id) + "/_history/" + strconv.FormatInt(r.rec.VersionID, 10)
+					out["fullUrl"] = s.resourceURL(r.Rec.Type, id)
+					resp["location"] = s.resourceURL(r.Rec.Type, id) + "/_history/" + strconv.FormatInt(r.Rec.VersionID, 10)
 					delete(resp, "lastModified")
 				}
 				if representation {
@@ -267,10 +267,10 @@ func (s *Server) writeEntry(ctx context.Context, r writeResult, ret string) (map
 		}
 	}
 	if ret == "OperationOutcome" {
-		msg := r.diagnostics
+		msg := r.Diagnostics
 		switch {
 		case msg != "":
-		case r.wrote:
+		case r.Wrote:
 			msg = "stored"
 		default:
 			msg = "nothing written"

@@ -11,19 +11,19 @@ import (
 	"github.com/anodyne-fhir/anodyne/storage"
 )
 
-// capabilitiesRead is the capabilities interaction.
-func (s *Server) capabilitiesRead(context.Context, readRequest) (readResult, error) {
+// Capabilities is the capabilities interaction.
+func (s *Server) Capabilities(context.Context, ReadRequest) (ReadResult, error) {
 	// Custom SearchParameters change the registry while the server runs:
 	// once there are any, the statement is rebuilt so that it lists them
 	// (a few milliseconds, for a document clients fetch once).
 	if !s.hasCustomParams() {
-		return readResult{status: http.StatusOK, raw: s.capability}, nil
+		return ReadResult{Status: http.StatusOK, Raw: s.capability}, nil
 	}
 	raw, err := s.capabilityStatement()
 	if err != nil {
-		return readResult{}, fmt.Errorf("building CapabilityStatement: %w", err)
+		return ReadResult{}, fmt.Errorf("building CapabilityStatement: %w", err)
 	}
-	return readResult{status: http.StatusOK, raw: raw}, nil
+	return ReadResult{Status: http.StatusOK, Raw: raw}, nil
 }
 
 // hasCustomParams reports whether any parameter was added at runtime.
@@ -203,7 +203,7 @@ func (s *Server) capabilityStatement() ([]byte, error) {
 	if s.capHook != nil {
 		s.capHook(cs)
 	}
-	return encodeResource(cs)
+	return EncodeResource(cs)
 }
 
 // operationDefinition is the canonical URL of the OperationDefinition a

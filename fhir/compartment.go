@@ -11,25 +11,25 @@ import (
 // compartmentTypes are the R4 CompartmentDefinitions (compartmentdefinition.html).
 var compartmentTypes = []string{"Patient", "Encounter", "RelatedPerson", "Practitioner", "Device"}
 
-// compartmentSearch is the compartment search interaction.
-func (s *Server) compartmentSearch(ctx context.Context, r readRequest) (readResult, error) {
-	comp := r.param("type")
+// SearchCompartment is the compartment search interaction.
+func (s *Server) SearchCompartment(ctx context.Context, r ReadRequest) (ReadResult, error) {
+	comp := r.Param("type")
 	if !slices.Contains(compartmentTypes, comp) {
-		return readResult{}, errNotFound("%q is not a compartment type", comp)
+		return ReadResult{}, errNotFound("%q is not a compartment type", comp)
 	}
-	id := r.param("id")
-	if !validID(id) {
-		return readResult{}, newError(http.StatusNotFound, codeInvalid, "invalid resource id %q: R4 ids are 1-64 of [A-Za-z0-9-.]", id)
+	id := r.Param("id")
+	if !ValidID(id) {
+		return ReadResult{}, newError(http.StatusNotFound, codeInvalid, "invalid resource id %q: R4 ids are 1-64 of [A-Za-z0-9-.]", id)
 	}
 	spoken := id
 	v, err := s.view(ctx)
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	if id, err = s.storedID(ctx, v, comp, id); err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
-	typ := r.param("comp")
+	typ := r.Param("comp")
 	var types []string
 	if typ == "*" {
 		for _, t := range s.registry.ResourceTypes() {
@@ -39,7 +39,7 @@ func (s *Server) compartmentSearch(ctx context.Context, r readRequest) (readResu
 		}
 	} else {
 		if !isResourceType(typ) {
-			return readResult{}, errNotFound("%q is not a resource type", typ)
+			return ReadResult{}, errNotFound("%q is not a resource type", typ)
 		}
 		types = []string{typ}
 	}
@@ -52,11 +52,11 @@ func (s *Server) compartmentSearch(ctx context.Context, r readRequest) (readResu
 		}
 	}
 	if len(inScope) == 0 {
-		return readResult{}, errBadRequest("%s is not in the %s compartment", typ, comp)
+		return ReadResult{}, errBadRequest("%s is not in the %s compartment", typ, comp)
 	}
-	b, err := s.searchBundle(ctx, searchScope{path: "/" + comp + "/" + spoken + "/" + typ, types: inScope, restrict: restrict}, r.query, r.strict)
+	b, err := s.searchBundle(ctx, searchScope{path: "/" + comp + "/" + spoken + "/" + typ, types: inScope, restrict: restrict}, r.Query, r.Strict)
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	return resourceResult(b)
 }

@@ -32,10 +32,10 @@ import (
 // deleted, even if an update later changes what it matches (see
 // createKeyed for how such a stale claim is tolerated).
 
-// conditionalParams parses conditional criteria ("identifier=a|1", with or
+// ConditionalParams parses conditional criteria ("identifier=a|1", with or
 // without a leading "Type?" or "?") and drops the formatting parameters,
 // which do not select anything.
-func conditionalParams(typ, criteria string) (url.Values, error) {
+func ConditionalParams(typ, criteria string) (url.Values, error) {
 	criteria = strings.TrimPrefix(criteria, typ)
 	criteria = strings.TrimPrefix(criteria, "?")
 	q, err := url.ParseQuery(criteria)

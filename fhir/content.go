@@ -41,13 +41,13 @@ func negotiate(next echo.HandlerFunc) echo.HandlerFunc {
 		if f := q.Get("_format"); f != "" {
 			m, ok := formatParam(f)
 			if !ok {
-				return newError(http.StatusNotAcceptable, codeNotSupp, "_format %q is not supported; this server produces %s", f, mimeFHIRJSON)
+				return NewError(http.StatusNotAcceptable, CodeNotSupported, "_format %q is not supported; this server produces %s", f, mimeFHIRJSON)
 			}
 			mt = m
 		} else if a := c.Request().Header.Get(echo.HeaderAccept); a != "" {
 			m, ok := acceptable(a)
 			if !ok {
-				return newError(http.StatusNotAcceptable, codeNotSupp, "Accept %q is not supported; this server produces %s", a, mimeFHIRJSON)
+				return NewError(http.StatusNotAcceptable, CodeNotSupported, "Accept %q is not supported; this server produces %s", a, mimeFHIRJSON)
 			}
 			mt = m
 		}
@@ -96,20 +96,20 @@ func (s *Server) readBody(c echo.Context, allowed ...string) ([]byte, error) {
 	if ct := r.Header.Get(echo.HeaderContentType); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || !slices.Contains(allowed, mt) {
-			return nil, newError(http.StatusUnsupportedMediaType, codeNotSupp,
+			return nil, NewError(http.StatusUnsupportedMediaType, CodeNotSupported,
 				"Content-Type %q is not accepted here; use %s", ct, strings.Join(allowed, " or "))
 		}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), r.Body, s.maxBody))
+	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), r.Body, s.MaxBodyBytes()))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, newError(http.StatusRequestEntityTooLarge, codeTooCostly, "request body exceeds %d bytes", s.maxBody)
+			return nil, NewError(http.StatusRequestEntityTooLarge, CodeTooCostly, "request body exceeds %d bytes", s.MaxBodyBytes())
 		}
 		return nil, fmt.Errorf("reading request body: %w", err)
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
-		return nil, newError(http.StatusBadRequest, codeStructure, "the request body is empty")
+		return nil, NewError(http.StatusBadRequest, CodeStructure, "the request body is empty")
 	}
 	return body, nil
 }
@@ -129,7 +129,7 @@ func pretty(c echo.Context) bool {
 // writeResource encodes a resource held as a map (json.Number values kept
 // as written) and sends it.
 func writeResource(c echo.Context, status int, res map[string]any) error {
-	raw, err := encodeResource(res)
+	raw, err := EncodeResource(res)
 	if err != nil {
 		return fmt.Errorf("encoding response: %w", err)
 	}

@@ -102,7 +102,7 @@ func CriteriaOutcome(err *CriteriaError, expression string) *Error {
 func (s *Server) PutOwned(ctx context.Context, res map[string]any, expect int64) (storage.Record, error) {
 	typ, _ := res["resourceType"].(string)
 	id, _ := res["id"].(string)
-	if typ == "" || !validID(id) {
+	if typ == "" || !ValidID(id) {
 		return storage.Record{}, fmt.Errorf("put owned: resource without type or valid id (%q/%q)", typ, id)
 	}
 	w, err := s.prepare(typ, id, res, expect, time.Now().UTC(), http.MethodPut)

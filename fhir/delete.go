@@ -10,7 +10,7 @@ import (
 
 // deleteResource deletes typ/id (want: the version If-Match requires, 0
 // for any).
-func (s *Server) deleteResource(ctx context.Context, typ, id string, want int64) (writeResult, error) {
+func (s *Server) deleteResource(ctx context.Context, typ, id string, want int64) (WriteResult, error) {
 	rec, wrote, err := s.writeWithRetry(ctx, "delete", typ, id, want, func(cur storage.Record, exists bool) (*storage.Write, error) {
 		if !exists || cur.Deleted {
 			if _, err := s.decide(ctx, ActionDelete, typ); err != nil {
@@ -37,12 +37,12 @@ func (s *Server) deleteResource(ctx context.Context, typ, id string, want int64)
 		return idemResult{N: -1, Status: http.StatusNoContent, Type: typ, ID: id, Version: w.VersionID, Wrote: true}
 	})
 	if err != nil {
-		return writeResult{}, err
+		return WriteResult{}, err
 	}
-	r := writeResult{method: http.MethodDelete, status: http.StatusNoContent, diagnostics: "nothing to delete"}
+	r := WriteResult{Method: http.MethodDelete, Status: http.StatusNoContent, Diagnostics: "nothing to delete"}
 	if wrote {
-		r.rec, r.wrote = rec, true
-		r.diagnostics = fmt.Sprintf("deleted %s/%s (version %d)", typ, id, rec.VersionID)
+		r.Rec, r.Wrote = rec, true
+		r.Diagnostics = fmt.Sprintf("deleted %s/%s (version %d)", typ, id, rec.VersionID)
 	}
 	return r, nil
 }

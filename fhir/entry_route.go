@@ -12,8 +12,8 @@ import (
 // HTTP. Asynchronous and file-serving operations ($export, its status and
 // files, $import) are not Bundle entries. A POST entry naming an
 // operation is opRoute's.
-func (s *Server) readRoute(seg []string) (readFunc, map[string]string, error) {
-	notEntry := func() (readFunc, map[string]string, error) {
+func (s *Server) readRoute(seg []string) (ReadFunc, map[string]string, error) {
+	notEntry := func() (ReadFunc, map[string]string, error) {
 		return nil, nil, newError(http.StatusBadRequest, codeNotSupp, "GET %s cannot be an entry of a batch or transaction", strings.Join(seg, "/"))
 	}
 	op := func(i int) bool { return len(seg) > i && strings.HasPrefix(seg[i], "$") }
@@ -25,27 +25,27 @@ func (s *Server) readRoute(seg []string) (readFunc, map[string]string, error) {
 	case 1:
 		switch seg[0] {
 		case "metadata":
-			return (*Server).capabilitiesRead, nil, nil
+			return (*Server).Capabilities, nil, nil
 		case "_history":
-			return (*Server).historySystemRead, nil, nil
+			return (*Server).HistorySystem, nil, nil
 		}
-		return (*Server).searchTypeRead, map[string]string{"type": seg[0]}, nil
+		return (*Server).SearchType, map[string]string{"type": seg[0]}, nil
 	case 2:
 		p := map[string]string{"type": seg[0]}
 		switch {
 		case seg[1] == "_history":
-			return (*Server).historyTypeRead, p, nil
+			return (*Server).HistoryType, p, nil
 		case seg[1] == "$everything":
-			return (*Server).everythingAll, p, nil
+			return (*Server).EverythingType, p, nil
 		case seg[0] == "Observation" && seg[1] == "$lastn":
-			return (*Server).lastnRead, nil, nil
+			return (*Server).LastN, nil, nil
 		case seg[0] == "Observation" && seg[1] == "$stats":
-			return (*Server).statsRead, nil, nil
+			return (*Server).Stats, nil, nil
 		case op(1):
 			for _, ro := range s.resOps {
 				if ro.RunType != nil && seg[0] == ro.Type && seg[1] == "$"+ro.Name {
-					return func(s *Server, ctx context.Context, r readRequest) (readResult, error) {
-						return s.resourceTypeOperationRead(ctx, ro, r)
+					return func(s *Server, ctx context.Context, r ReadRequest) (ReadResult, error) {
+						return s.RunResourceTypeOperation(ctx, ro, r)
 					}, nil, nil
 				}
 			}
@@ -55,23 +55,23 @@ func (s *Server) readRoute(seg []string) (readFunc, map[string]string, error) {
 		}
 		p["id"] = seg[1]
 		if seg[0] == "OperationDefinition" {
-			return (*Server).operationDefinitionInstance, p, nil
+			return (*Server).ReadOperationDefinition, p, nil
 		}
-		return (*Server).readInstance, p, nil
+		return (*Server).Read, p, nil
 	case 3:
 		p := map[string]string{"type": seg[0], "id": seg[1]}
 		switch {
 		case seg[2] == "_history":
-			return (*Server).historyInstanceRead, p, nil
+			return (*Server).HistoryInstance, p, nil
 		case seg[2] == "$everything":
-			return (*Server).everythingInstance, p, nil
+			return (*Server).Everything, p, nil
 		case seg[2] == "$reindex-status":
-			return (*Server).reindexStatusRead, p, nil
+			return (*Server).ReindexStatus, p, nil
 		case op(2) && seg[0] == "Patient":
 			for _, po := range s.patientOps {
 				if seg[2] == "$"+po.Name {
-					return func(s *Server, ctx context.Context, r readRequest) (readResult, error) {
-						return s.patientOperationRead(ctx, po, r)
+					return func(s *Server, ctx context.Context, r ReadRequest) (ReadResult, error) {
+						return s.RunPatientOperation(ctx, po, r)
 					}, p, nil
 				}
 			}
@@ -79,18 +79,18 @@ func (s *Server) readRoute(seg []string) (readFunc, map[string]string, error) {
 		case op(2):
 			for _, ro := range s.resOps {
 				if seg[0] == ro.Type && seg[2] == "$"+ro.Name {
-					return func(s *Server, ctx context.Context, r readRequest) (readResult, error) {
-						return s.resourceOperationRead(ctx, ro, r)
+					return func(s *Server, ctx context.Context, r ReadRequest) (ReadResult, error) {
+						return s.RunResourceOperation(ctx, ro, r)
 					}, p, nil
 				}
 			}
 			return notEntry()
 		}
 		p["comp"] = seg[2]
-		return (*Server).compartmentSearch, p, nil
+		return (*Server).SearchCompartment, p, nil
 	case 4:
 		if seg[2] == "_history" {
-			return (*Server).vreadInstance, map[string]string{"type": seg[0], "id": seg[1], "vid": seg[3]}, nil
+			return (*Server).VRead, map[string]string{"type": seg[0], "id": seg[1], "vid": seg[3]}, nil
 		}
 	}
 	return nil, nil, errNotFound("%s is not a FHIR interaction of this server", strings.Join(seg, "/"))
@@ -98,7 +98,7 @@ func (s *Server) readRoute(seg []string) (readFunc, map[string]string, error) {
 
 // entryOp is the operation a POST entry of a batch or transaction names.
 type entryOp struct {
-	fn   readFunc
+	fn   ReadFunc
 	path map[string]string
 	// resourceIn: entry.resource is the resource the operation works on
 	// ($validate), not a Parameters resource of its parameters.
@@ -117,28 +117,28 @@ func (s *Server) opRoute(seg []string) (entryOp, error) {
 		p := map[string]string{"type": seg[0]}
 		switch {
 		case seg[0] == "Observation" && name == "$lastn":
-			return entryOp{fn: (*Server).lastnRead, name: name}, nil
+			return entryOp{fn: (*Server).LastN, name: name}, nil
 		case seg[0] == "Observation" && name == "$stats":
-			return entryOp{fn: (*Server).statsRead, name: name}, nil
+			return entryOp{fn: (*Server).Stats, name: name}, nil
 		case name == "$validate":
-			return entryOp{fn: (*Server).validateTypeRead, path: p, resourceIn: true, name: name}, nil
+			return entryOp{fn: (*Server).ValidateType, path: p, resourceIn: true, name: name}, nil
 		}
 		for _, ro := range s.resOps {
 			if ro.RunType != nil && seg[0] == ro.Type && name == "$"+ro.Name {
-				return entryOp{fn: func(s *Server, ctx context.Context, r readRequest) (readResult, error) {
-					return s.resourceTypeOperationRead(ctx, ro, r)
+				return entryOp{fn: func(s *Server, ctx context.Context, r ReadRequest) (ReadResult, error) {
+					return s.RunResourceTypeOperation(ctx, ro, r)
 				}, path: p, name: name}, nil
 			}
 		}
 	case 3:
 		p := map[string]string{"type": seg[0], "id": seg[1]}
 		if name == "$validate" {
-			return entryOp{fn: (*Server).validateInstanceRead, path: p, resourceIn: true, name: name}, nil
+			return entryOp{fn: (*Server).ValidateInstance, path: p, resourceIn: true, name: name}, nil
 		}
 		for _, ro := range s.resOps {
 			if seg[0] == ro.Type && name == "$"+ro.Name {
-				return entryOp{fn: func(s *Server, ctx context.Context, r readRequest) (readResult, error) {
-					return s.resourceOperationRead(ctx, ro, r)
+				return entryOp{fn: func(s *Server, ctx context.Context, r ReadRequest) (ReadResult, error) {
+					return s.RunResourceOperation(ctx, ro, r)
 				}, path: p, name: name}, nil
 			}
 		}
@@ -150,12 +150,12 @@ func (s *Server) opRoute(seg []string) (entryOp, error) {
 // whose resource is raw, and returns the operation to run: the resource
 // is the operation's input ($validate), or its Parameters, added to the
 // query as a POSTed Parameters body is.
-func (s *Server) opEntryRequest(seg []string, raw []byte, rq *readRequest) (readFunc, error) {
+func (s *Server) opEntryRequest(seg []string, raw []byte, rq *ReadRequest) (ReadFunc, error) {
 	op, err := s.opRoute(seg)
 	if err != nil {
 		return nil, err
 	}
-	rq.path = op.path
+	rq.Path = op.path
 	switch {
 	case op.resourceIn:
 		if len(raw) == 0 {
@@ -164,14 +164,14 @@ func (s *Server) opEntryRequest(seg []string, raw []byte, rq *readRequest) (read
 			}
 			return op.fn, nil // the stored version
 		}
-		rq.body = raw
+		rq.Body = raw
 	case len(raw) > 0:
-		doc, err := decodeJSON(raw)
+		doc, err := DecodeJSON(raw)
 		if err != nil {
 			return nil, errBadRequest("%s entry resource: %v", op.name, err)
 		}
 		res, _ := doc.(map[string]any)
-		if rq.query, err = parametersQuery(op.name, rq.query, res); err != nil {
+		if rq.Query, err = ParametersQuery(op.name, rq.Query, res); err != nil {
 			return nil, err
 		}
 	}

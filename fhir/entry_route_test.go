@@ -19,25 +19,25 @@ import (
 // operation by opRoute, a write by the write path), or to be stated here
 // as not an entry. A route added without either fails.
 func TestEntryRouteCoversRouteTable(t *testing.T) {
-	reads := map[string]readFunc{
-		"GET /metadata":                  (*Server).capabilitiesRead,
-		"GET /_history":                  (*Server).historySystemRead,
-		"GET /:type":                     (*Server).searchTypeRead,
-		"GET /:type/_history":            (*Server).historyTypeRead,
-		"GET /:type/$everything":         (*Server).everythingAll,
-		"GET /:type/:id":                 (*Server).readInstance,
-		"GET /:type/:id/_history":        (*Server).historyInstanceRead,
-		"GET /:type/:id/$everything":     (*Server).everythingInstance,
-		"GET /:type/:id/$reindex-status": (*Server).reindexStatusRead,
-		"GET /:type/:id/:comp":           (*Server).compartmentSearch,
-		"GET /:type/:id/_history/:vid":   (*Server).vreadInstance,
-		"GET /Observation/$lastn":        (*Server).lastnRead,
-		"GET /Observation/$stats":        (*Server).statsRead,
-		"GET /OperationDefinition/:id":   (*Server).operationDefinitionInstance,
-		"POST /Observation/$lastn":       (*Server).lastnRead,
-		"POST /Observation/$stats":       (*Server).statsRead,
-		"POST /:type/$validate":          (*Server).validateTypeRead,
-		"POST /:type/:id/$validate":      (*Server).validateInstanceRead,
+	reads := map[string]ReadFunc{
+		"GET /metadata":                  (*Server).Capabilities,
+		"GET /_history":                  (*Server).HistorySystem,
+		"GET /:type":                     (*Server).SearchType,
+		"GET /:type/_history":            (*Server).HistoryType,
+		"GET /:type/$everything":         (*Server).EverythingType,
+		"GET /:type/:id":                 (*Server).Read,
+		"GET /:type/:id/_history":        (*Server).HistoryInstance,
+		"GET /:type/:id/$everything":     (*Server).Everything,
+		"GET /:type/:id/$reindex-status": (*Server).ReindexStatus,
+		"GET /:type/:id/:comp":           (*Server).SearchCompartment,
+		"GET /:type/:id/_history/:vid":   (*Server).VRead,
+		"GET /Observation/$lastn":        (*Server).LastN,
+		"GET /Observation/$stats":        (*Server).Stats,
+		"GET /OperationDefinition/:id":   (*Server).ReadOperationDefinition,
+		"POST /Observation/$lastn":       (*Server).LastN,
+		"POST /Observation/$stats":       (*Server).Stats,
+		"POST /:type/$validate":          (*Server).ValidateType,
+		"POST /:type/:id/$validate":      (*Server).ValidateInstance,
 	}
 	// A patient or resource operation's entry runs a closure over the
 	// operation; it must carry the instance's id.
@@ -96,7 +96,7 @@ func TestEntryRouteCoversRouteTable(t *testing.T) {
 			}
 		}
 		err := s.parseEntryURL(e)
-		var fn readFunc
+		var fn ReadFunc
 		var params map[string]string
 		switch {
 		case err != nil:

@@ -38,97 +38,97 @@ type everythingOpts struct {
 	types             []string // empty: every type
 }
 
-// everythingInstance is Patient/[id]/$everything.
-func (s *Server) everythingInstance(ctx context.Context, r readRequest) (readResult, error) {
+// Everything is Patient/[id]/$everything.
+func (s *Server) Everything(ctx context.Context, r ReadRequest) (ReadResult, error) {
 	typ, id, err := instanceOf(r)
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	if typ != "Patient" {
-		return readResult{}, errNotFound("$everything is defined on Patient, not %s", typ)
+		return ReadResult{}, errNotFound("$everything is defined on Patient, not %s", typ)
 	}
 	d, err := s.decide(ctx, ActionRead, typ)
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	spoken := id
 	v, err := s.view(ctx)
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	if id, err = s.storedID(ctx, v, typ, id); err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	rec, err := s.backend.Read(ctx, typ, id)
 	if errors.Is(err, storage.ErrNotFound) {
-		return readResult{}, errNotFound("Patient/%s is not known", spoken)
+		return ReadResult{}, errNotFound("Patient/%s is not known", spoken)
 	}
 	if err != nil {
-		return readResult{}, fmt.Errorf("reading Patient/%s: %w", spoken, err)
+		return ReadResult{}, fmt.Errorf("reading Patient/%s: %w", spoken, err)
 	}
 	if rec.Deleted {
 		if err := s.deletedWithin(ctx, d, ActionRead, rec); err != nil {
-			return readResult{}, err
+			return ReadResult{}, err
 		}
-		return readResult{}, newError(http.StatusGone, codeDeleted, "Patient/%s was deleted", spoken)
+		return ReadResult{}, newError(http.StatusGone, codeDeleted, "Patient/%s was deleted", spoken)
 	}
 	res, err := decodeRecord(rec)
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	if err := s.within(d, ActionRead, typ, id, res); err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	return s.serveEverything(ctx, r, "/Patient/"+spoken+"/$everything", []storage.Record{rec})
 }
 
-// everythingAll is Patient/$everything.
-func (s *Server) everythingAll(ctx context.Context, r readRequest) (readResult, error) {
-	typ := r.param("type")
+// EverythingType is Patient/$everything.
+func (s *Server) EverythingType(ctx context.Context, r ReadRequest) (ReadResult, error) {
+	typ := r.Param("type")
 	if !conformance.IsResourceType(typ) {
-		return readResult{}, errNotFound("unknown resource type %q", typ)
+		return ReadResult{}, errNotFound("unknown resource type %q", typ)
 	}
 	if typ != "Patient" {
-		return readResult{}, errNotFound("$everything is defined on Patient, not %s", typ)
+		return ReadResult{}, errNotFound("$everything is defined on Patient, not %s", typ)
 	}
 	d, err := s.decide(ctx, ActionSearch, typ)
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	page, err := s.backend.Search(ctx, storage.Query{Types: []string{typ}, Filter: d.Filter, Count: maxEverythingPatients + 1})
 	if err != nil {
-		return readResult{}, fmt.Errorf("$everything: listing patients: %w", err)
+		return ReadResult{}, fmt.Errorf("$everything: listing patients: %w", err)
 	}
 	if len(page.Records) > maxEverythingPatients {
-		return readResult{}, newError(http.StatusRequestEntityTooLarge, codeTooCostly,
+		return ReadResult{}, newError(http.StatusRequestEntityTooLarge, codeTooCostly,
 			"$everything over more than %d patients: use Bulk Data $export", maxEverythingPatients)
 	}
 	return s.serveEverything(ctx, r, "/Patient/$everything", page.Records)
 }
 
-func (s *Server) serveEverything(ctx context.Context, r readRequest, path string, patients []storage.Record) (readResult, error) {
-	q := r.query
+func (s *Server) serveEverything(ctx context.Context, r ReadRequest, path string, patients []storage.Record) (ReadResult, error) {
+	q := r.Query
 	var o everythingOpts
 	for k := range q {
 		switch k {
 		case "start", "end", "_since":
 			v := q.Get(k)
 			if _, err := parseDateTime(v); err != nil {
-				return readResult{}, errBadRequest("%s: %q is not a FHIR date or instant", k, v)
+				return ReadResult{}, errBadRequest("%s: %q is not a FHIR date or instant", k, v)
 			}
 		case "_type":
 			for _, v := range q[k] {
 				for _, t := range strings.Split(v, ",") {
 					if !slices.Contains(s.registry.ResourceTypes(), t) {
-						return readResult{}, errBadRequest("_type: %q is not a resource type", t)
+						return ReadResult{}, errBadRequest("_type: %q is not a resource type", t)
 					}
 					o.types = append(o.types, t)
 				}
 			}
 		case "_count", cursorParam, "_format", "_pretty":
 		default:
-			if r.strict {
-				return readResult{}, errBadRequest("unknown $everything parameter %q", k)
+			if r.Strict {
+				return ReadResult{}, errBadRequest("unknown $everything parameter %q", k)
 			}
 			delete(q, k)
 		}
@@ -136,7 +136,7 @@ func (s *Server) serveEverything(ctx context.Context, r readRequest, path string
 	o.start, o.end, o.since = q.Get("start"), q.Get("end"), q.Get("_since")
 	count, err := countParam(q)
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	if count == 0 {
 		count = defaultCount
@@ -147,15 +147,15 @@ func (s *Server) serveEverything(ctx context.Context, r readRequest, path string
 	if tok := q.Get(cursorParam); tok != "" {
 		raw, err := s.openCursor(binding, tok)
 		if err != nil {
-			return readResult{}, err
+			return ReadResult{}, err
 		}
 		if offset, err = strconv.Atoi(raw); err != nil || offset < 0 {
-			return readResult{}, errBadRequest("invalid paging cursor")
+			return ReadResult{}, errBadRequest("invalid paging cursor")
 		}
 	}
 	all, err := s.collectEverything(ctx, patients, o)
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	next := ""
 	end := min(offset+count, len(all))
@@ -166,10 +166,10 @@ func (s *Server) serveEverything(ctx context.Context, r readRequest, path string
 	b["total"] = len(all)
 	v, err := s.view(ctx)
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	if err := s.addSearchEntries(ctx, v, nil, b, all[min(offset, len(all)):end], nil); err != nil {
-		return readResult{}, fmt.Errorf("$everything: %w", err)
+		return ReadResult{}, fmt.Errorf("$everything: %w", err)
 	}
 	return resourceResult(b)
 }
@@ -405,7 +405,7 @@ func (s *Server) localRefs(v any, out []string) []string {
 		for k, val := range x {
 			if str, ok := val.(string); ok && k == "reference" {
 				ref := strings.TrimPrefix(str, s.base+"/")
-				if typ, id, ok := strings.Cut(ref, "/"); ok && validID(id) && conformance.IsResourceType(typ) {
+				if typ, id, ok := strings.Cut(ref, "/"); ok && ValidID(id) && conformance.IsResourceType(typ) {
 					out = append(out, ref)
 				}
 				continue

@@ -16,7 +16,7 @@ import (
 	"github.com/anodyne-fhir/anodyne/storage"
 )
 
-const mimeNDJSON = "application/fhir+ndjson"
+const MimeNDJSON = "application/fhir+ndjson"
 
 // Close stops the background bulk export workers. Jobs they were running
 // resume at the next start.
@@ -66,7 +66,7 @@ func groupPatients(group map[string]any, base string) []string {
 		ent, _ := mm["entity"].(map[string]any)
 		ref, _ := ent["reference"].(string)
 		ref = strings.TrimPrefix(ref, base+"/")
-		if id, ok := strings.CutPrefix(ref, "Patient/"); ok && validID(id) && !slices.Contains(ids, id) {
+		if id, ok := strings.CutPrefix(ref, "Patient/"); ok && ValidID(id) && !slices.Contains(ids, id) {
 			ids = append(ids, id)
 		}
 	}
@@ -87,9 +87,9 @@ func (s *Server) planExport(ctx context.Context, scope string, cohort []string, 
 	}
 	if f := q.Get("_outputFormat"); f != "" {
 		switch strings.ReplaceAll(f, " ", "+") {
-		case mimeNDJSON, "application/ndjson", "ndjson":
+		case MimeNDJSON, "application/ndjson", "ndjson":
 		default:
-			return exportJob{}, errBadRequest("_outputFormat %q is not supported; use %s", f, mimeNDJSON)
+			return exportJob{}, errBadRequest("_outputFormat %q is not supported; use %s", f, MimeNDJSON)
 		}
 	}
 	since, err := timeParam(q, "_since")
@@ -351,7 +351,7 @@ func (s *Server) Export(ctx context.Context, q url.Values, patients bool, group,
 	var cohort []string
 	switch {
 	case group != "":
-		if !validID(group) {
+		if !ValidID(group) {
 			return nil, fmt.Errorf("invalid Group id %q", group)
 		}
 		var err error

@@ -28,62 +28,62 @@ const (
 	maxCount     = 1000
 )
 
-// historyInstanceRead is the history-instance interaction.
-func (s *Server) historyInstanceRead(ctx context.Context, r readRequest) (readResult, error) {
+// HistoryInstance is the history-instance interaction.
+func (s *Server) HistoryInstance(ctx context.Context, r ReadRequest) (ReadResult, error) {
 	typ, id, err := instanceOf(r)
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	d, err := s.decide(ctx, ActionRead, typ)
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	spoken := id
 	v, err := s.view(ctx)
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	if id, err = s.storedID(ctx, v, typ, id); err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	// An instance that was never written has no history: 404, not an
 	// empty Bundle that a client would read as "nothing changed".
 	cur, exists, err := s.current(ctx, typ, id)
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	} else if !exists {
-		return readResult{}, errNotFound("%s/%s is not known", typ, spoken)
+		return ReadResult{}, errNotFound("%s/%s is not known", typ, spoken)
 	}
 	// One rule for every single-resource path: a resource outside the
 	// grant answers 403, as a read does, not an empty Bundle; a deleted
 	// one is judged by its last content, as read judges it.
 	if cur.Deleted {
 		if err := s.deletedWithin(ctx, d, ActionRead, cur); err != nil {
-			return readResult{}, err
+			return ReadResult{}, err
 		}
 	} else {
 		res, err := decodeRecord(cur)
 		if err != nil {
-			return readResult{}, err
+			return ReadResult{}, err
 		}
 		if err := s.within(d, ActionRead, typ, id, res); err != nil {
-			return readResult{}, err
+			return ReadResult{}, err
 		}
 	}
 	return s.history(ctx, r, storage.HistoryRequest{Type: typ, ID: id}, ActionRead, "/"+typ+"/"+spoken+"/_history")
 }
 
-// historyTypeRead is the history-type interaction.
-func (s *Server) historyTypeRead(ctx context.Context, r readRequest) (readResult, error) {
-	typ := r.param("type")
+// HistoryType is the history-type interaction.
+func (s *Server) HistoryType(ctx context.Context, r ReadRequest) (ReadResult, error) {
+	typ := r.Param("type")
 	if !conformance.IsResourceType(typ) {
-		return readResult{}, errNotFound("unknown resource type %q", typ)
+		return ReadResult{}, errNotFound("unknown resource type %q", typ)
 	}
 	return s.history(ctx, r, storage.HistoryRequest{Type: typ}, ActionSearch, "/"+typ+"/_history")
 }
 
-// historySystemRead is the history-system interaction.
-func (s *Server) historySystemRead(ctx context.Context, r readRequest) (readResult, error) {
+// HistorySystem is the history-system interaction.
+func (s *Server) HistorySystem(ctx context.Context, r ReadRequest) (ReadResult, error) {
 	return s.history(ctx, r, storage.HistoryRequest{}, ActionSearch, "/_history")
 }
 
@@ -93,27 +93,27 @@ func (s *Server) historySystemRead(ctx context.Context, r readRequest) (readResu
 // versions the caller may see and nothing else: each version is judged by
 // its own content, a delete by the content it deleted. Every version is
 // checked again on the way out (guard), in case a backend lets one through.
-func (s *Server) history(ctx context.Context, r readRequest, req storage.HistoryRequest, action, path string) (readResult, error) {
-	q := r.query
+func (s *Server) history(ctx context.Context, r ReadRequest, req storage.HistoryRequest, action, path string) (ReadResult, error) {
+	q := r.Query
 	for k := range q {
 		switch k {
 		case "_since", "_at", "_count", cursorParam, "_format", "_pretty":
 		default:
-			if r.strict {
-				return readResult{}, errBadRequest("unknown history parameter %q", k)
+			if r.Strict {
+				return ReadResult{}, errBadRequest("unknown history parameter %q", k)
 			}
 			delete(q, k)
 		}
 	}
 	var err error
 	if req.Since, err = timeParam(q, "_since"); err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	if req.At, err = timeParam(q, "_at"); err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	if req.Count, err = countParam(q); err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	if req.Count == 0 {
 		req.Count = 1 // history has no total-only form; _count=0 still pages
@@ -130,12 +130,12 @@ func (s *Server) history(ctx context.Context, r readRequest, req storage.History
 	if tok := q.Get(cursorParam); tok != "" {
 		payload, err := s.openCursor(binding, tok)
 		if err != nil {
-			return readResult{}, err
+			return ReadResult{}, err
 		}
 		pin, backendCursor, ok := strings.Cut(payload, "|")
 		ms, perr := strconv.ParseInt(pin, 10, 64)
 		if !ok || perr != nil {
-			return readResult{}, errBadRequest("invalid paging cursor")
+			return ReadResult{}, errBadRequest("invalid paging cursor")
 		}
 		req.Before, req.Cursor = time.UnixMilli(ms).UTC(), backendCursor
 	}
@@ -143,21 +143,21 @@ func (s *Server) history(ctx context.Context, r readRequest, req storage.History
 	if req.Type != "" {
 		d, err := s.decide(ctx, action, req.Type)
 		if err != nil {
-			return readResult{}, err
+			return ReadResult{}, err
 		}
 		req.Filter = d.Filter
 	} else if req.TypeFilters, err = s.systemFilters(ctx, action); err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	page, err := s.backend.History(ctx, req)
 	if errors.Is(err, storage.ErrUnsupported) && (req.Filter != nil || req.TypeFilters != nil) {
 		// A grant the backend cannot apply to old versions (Chain or Has;
 		// the policy compiles no scope query into one today): refusing
 		// is the only answer that reveals nothing.
-		return readResult{}, newError(http.StatusForbidden, codeForbidden, "history is not available under the granted access: %v", err)
+		return ReadResult{}, newError(http.StatusForbidden, codeForbidden, "history is not available under the granted access: %v", err)
 	}
 	if err != nil {
-		return readResult{}, fmt.Errorf("history %s: %w", path, err)
+		return ReadResult{}, fmt.Errorf("history %s: %w", path, err)
 	}
 	next := ""
 	if page.Next != "" {
@@ -173,19 +173,19 @@ func (s *Server) history(ctx context.Context, r readRequest, req storage.History
 	guard := s.newGuard(action)
 	v, err := s.view(ctx)
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	for _, rec := range page.Records {
 		ok, err := guard.allows(ctx, rec)
 		if err != nil {
-			return readResult{}, err
+			return ReadResult{}, err
 		}
 		if !ok {
 			continue
 		}
 		e, err := s.historyEntry(ctx, v, rec)
 		if err != nil {
-			return readResult{}, err
+			return ReadResult{}, err
 		}
 		if e != nil {
 			addEntry(b, e)

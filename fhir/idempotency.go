@@ -2,6 +2,9 @@ package fhir
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -181,9 +184,9 @@ func (s *Server) settle(ctx context.Context) {
 
 // replayed rebuilds the result of one stored interaction from the version
 // it wrote or matched.
-func (s *Server) replayed(ctx context.Context, method string, r idemResult) (writeResult, error) {
-	out := writeResult{method: method, status: r.Status, wrote: r.Wrote, minimal: r.Minimal,
-		diagnostics: fmt.Sprintf("replayed the answer to an earlier request with this %s", IdempotencyHeader)}
+func (s *Server) replayed(ctx context.Context, method string, r idemResult) (WriteResult, error) {
+	out := WriteResult{Method: method, Status: r.Status, Wrote: r.Wrote, Minimal: r.Minimal,
+		Diagnostics: fmt.Sprintf("replayed the answer to an earlier request with this %s", IdempotencyHeader)}
 	if r.ID == "" || r.Version == 0 {
 		return out, nil
 	}
@@ -191,7 +194,7 @@ func (s *Server) replayed(ctx context.Context, method string, r idemResult) (wri
 	if err != nil {
 		return out, fmt.Errorf("reading %s/%s version %d for an %s replay: %w", r.Type, r.ID, r.Version, IdempotencyHeader, err)
 	}
-	out.rec = rec
+	out.Rec = rec
 	return out, nil
 }
 
@@ -267,8 +270,97 @@ func (s *Server) batchEntry(ctx context.Context, i int, e *txEntry, ret string) 
 	} else if we, err := s.writeEntry(actx, wr, ret); err != nil {
 		res, status = s.failed(actx, entryError(e, err))
 	} else {
-		res, status = entryResult{entry: we}, wr.status
+		res, status = entryResult{entry: we}, wr.Status
 	}
 	audited(status)
 	return res
+}
+
+// IdempotencyRequest is what an Idempotency-Key covers of one request:
+// the key, and what identifies the request (a key reused with another
+// request is refused).
+type IdempotencyRequest struct {
+	Key    string // the Idempotency-Key header; "" for none
+	Method string
+	// Target is the request's path with its query when it has one (the
+	// criteria of a conditional update or delete), so that one key cannot
+	// replay the answer of other criteria.
+	Target      string
+	IfNoneExist string
+	IfMatch     string
+	Body        []byte
+}
+
+// BeginIdempotent, when the request has a key, takes the key's lock and
+// loads what an earlier copy of the request stored, into the returned
+// context; release frees the lock. Without a key it returns ctx unchanged
+// and a no-op release. A key reused with another request is a 422; a copy
+// still running is a 409 with Retry-After.
+func (s *Server) BeginIdempotent(ctx context.Context, r IdempotencyRequest) (context.Context, func(), error) {
+	key := r.Key
+	if key == "" {
+		return ctx, func() {}, nil
+	}
+	if len(key) > maxIdemKey || strings.ContainsFunc(key, func(r rune) bool { return r < 0x20 || r > 0x7e }) {
+		return ctx, nil, errBadRequest("the %s header must be 1 to %d printable ASCII characters", IdempotencyHeader, maxIdemKey)
+	}
+	var who string
+	if p := auth.FromContext(ctx); p != nil {
+		who = p.Issuer + "\x00" + p.ClientID + "\x00" + p.Subject
+	}
+	scope := sha256.Sum256([]byte(who + "\x00" + key))
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00", r.Method, r.Target, r.IfNoneExist)
+	if m := r.IfMatch; m != "" {
+		// Only when present, so that the hash of a request without it is
+		// the one earlier versions stored.
+		fmt.Fprintf(h, "if-match\x00%s\x00", m)
+	}
+	h.Write(r.Body)
+	sc := &idemScope{
+		kv: s.backend.KV(), key: idemPrefix + hex.EncodeToString(scope[:]),
+		hash: hex.EncodeToString(h.Sum(nil)), stored: map[string]idemRecord{},
+	}
+	var tok [16]byte
+	_, _ = rand.Read(tok[:])
+	lock, owner := idemLockPrefix+hex.EncodeToString(scope[:]), []byte(hex.EncodeToString(tok[:]))
+	got, err := sc.kv.PutIfAbsent(ctx, lock, owner, idemLockTTL)
+	if err != nil {
+		return ctx, nil, fmt.Errorf("taking the %s lock: %w", IdempotencyHeader, err)
+	}
+	if !got {
+		e := newError(http.StatusConflict, codeConflict, "a request with this %s is still being processed; retry shortly", IdempotencyHeader)
+		e.Header = http.Header{"Retry-After": {"1"}}
+		return ctx, nil, e
+	}
+	release := func() {
+		// The request's own context may be cancelled (client gone): the
+		// lock is released all the same.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, err := sc.kv.CompareAndDelete(rctx, lock, owner); err != nil {
+			s.log.WarnContext(rctx, "releasing the Idempotency-Key lock (it expires by itself)", "err", err)
+		}
+	}
+	if err := sc.load(ctx); err != nil {
+		release()
+		return ctx, nil, err
+	}
+	return context.WithValue(ctx, idemKey{}, sc), release, nil
+}
+
+// KeyedWrite runs one write interaction (create, update, patch, delete,
+// conditional forms) under the key BeginIdempotent put on ctx: a copy of a
+// request whose change is recorded gets the first answer and writes
+// nothing; any other request runs, its record going into the Commit of
+// its change.
+func (s *Server) KeyedWrite(ctx context.Context, method string, run func(context.Context) (WriteResult, error)) (WriteResult, error) {
+	if rec, ok := idemFrom(ctx).replay(); ok && len(rec.Results) == 1 {
+		return s.replayed(ctx, method, rec.Results[0])
+	}
+	r, err := run(ctx)
+	if err == nil {
+		s.settle(ctx)
+	}
+	return r, err
 }

@@ -57,7 +57,7 @@ func (im *Importer) importTransaction(ctx context.Context, path string, raw []by
 		return false, n, false, errDeferred
 	}
 	if err != nil {
-		fe := asError(ctx, im.s.log, err)
+		fe := im.s.AsError(ctx, err)
 		rep.Failed += int64(n) - 1
 		im.fail(rep, ImportFailure{File: path, Entry: -1, Reason: fmt.Sprintf("%s rejected (%d entries not imported): %s", probe.Type, n, issuesText(fe.Issues))})
 		return true, n, stored, nil

@@ -272,7 +272,7 @@ func (im *Importer) prepareUnit(ctx context.Context, u unit, at time.Time) prepa
 		p.err = errors.New("not a FHIR resource")
 		return p
 	}
-	if !validID(parsed.ID) {
+	if !ValidID(parsed.ID) {
 		p.err = fmt.Errorf("resource id %q is missing or invalid: imported resources keep their ids", parsed.ID)
 		return p
 	}
@@ -351,8 +351,8 @@ func sameVersionContent(cur storage.Record, w storage.Write) bool {
 	if cur.ID == "" || cur.Deleted || w.Deleted {
 		return false
 	}
-	a, err1 := decodeJSON(cur.JSON)
-	b, err2 := decodeJSON(w.JSON)
+	a, err1 := DecodeJSON(cur.JSON)
+	b, err2 := DecodeJSON(w.JSON)
 	if err1 != nil || err2 != nil {
 		return false
 	}

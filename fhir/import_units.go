@@ -151,7 +151,7 @@ func bundleUnits(r io.Reader) unitReader {
 // transaction does (http.html#trules). Entries without a resource (DELETE,
 // GET) are not imports and are rejected.
 func FlattenBundle(raw []byte) ([][]byte, error) {
-	v, err := decodeJSON(raw)
+	v, err := DecodeJSON(raw)
 	if err != nil {
 		return nil, fmt.Errorf("decoding Bundle: %w", err)
 	}
@@ -176,13 +176,13 @@ func FlattenBundle(raw []byte) ([][]byte, error) {
 		req, _ := em["request"].(map[string]any)
 		reqURL, _ := req["url"].(string)
 		id := ""
-		if t, rid, ok := strings.Cut(reqURL, "/"); ok && t == typ && validID(rid) {
+		if t, rid, ok := strings.Cut(reqURL, "/"); ok && t == typ && ValidID(rid) {
 			id = rid
-		} else if rid, _ := res["id"].(string); validID(rid) {
+		} else if rid, _ := res["id"].(string); ValidID(rid) {
 			id = rid
-		} else if u, ok := strings.CutPrefix(fullURL, "urn:uuid:"); ok && validID(u) {
+		} else if u, ok := strings.CutPrefix(fullURL, "urn:uuid:"); ok && ValidID(u) {
 			id = u
-		} else if i := strings.LastIndex(fullURL, "/"+typ+"/"); i >= 0 && validID(fullURL[i+len(typ)+2:]) {
+		} else if i := strings.LastIndex(fullURL, "/"+typ+"/"); i >= 0 && ValidID(fullURL[i+len(typ)+2:]) {
 			id = fullURL[i+len(typ)+2:]
 		} else {
 			id = randomID()
@@ -196,7 +196,7 @@ func FlattenBundle(raw []byte) ([][]byte, error) {
 	out := make([][]byte, 0, len(list))
 	for _, e := range list {
 		rewriteRefs(e.res, refs)
-		enc, err := encodeResource(e.res)
+		enc, err := EncodeResource(e.res)
 		if err != nil {
 			return nil, fmt.Errorf("encoding %v/%v: %w", e.res["resourceType"], e.res["id"], err)
 		}

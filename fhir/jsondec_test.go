@@ -45,7 +45,7 @@ func storedSamples(t testing.TB) [][]byte {
 			t.Fatal(err)
 		}
 		out = append(out, raw)
-		v, err := decodeJSON(raw)
+		v, err := DecodeJSON(raw)
 		if err != nil {
 			t.Fatalf("%s: %v", f, err)
 		}
@@ -56,7 +56,7 @@ func storedSamples(t testing.TB) [][]byte {
 			}
 		}
 		for _, r := range resources {
-			stored, err := encodeResource(r)
+			stored, err := EncodeResource(r)
 			if err != nil {
 				t.Fatalf("%s: %v", f, err)
 			}
@@ -186,7 +186,7 @@ func TestEncodeResourceUnchanged(t *testing.T) {
 	samples := storedSamples(t)
 	var values []any
 	for _, raw := range samples {
-		if v, err := decodeJSON(raw); err == nil {
+		if v, err := DecodeJSON(raw); err == nil {
 			values = append(values, v)
 		}
 	}
@@ -204,7 +204,7 @@ func TestEncodeResourceUnchanged(t *testing.T) {
 		map[string]any{"n": nil, "f": 1.5, "i": 3, "meta": []any{}})
 	for _, v := range values {
 		want, wantErr := encodeResourceBefore(v)
-		got, err := encodeResource(v)
+		got, err := EncodeResource(v)
 		if (err != nil) != (wantErr != nil) || (err != nil && err.Error() != wantErr.Error()) {
 			t.Fatalf("error %v, before %v", err, wantErr)
 		}

@@ -9,13 +9,13 @@ import (
 	"strconv"
 )
 
-// encodeResource serializes decoded FHIR JSON compactly with "resourceType"
+// EncodeResource serializes decoded FHIR JSON compactly with "resourceType"
 // first in every object (readers and humans expect it there; encoding/json
 // would sort it among the other keys). Numbers are json.Number and are
 // written exactly as they were read, so 1.50 stays 1.50.
-func encodeResource(v any) ([]byte, error) { return encodeResourceSized(v, 1024) }
+func EncodeResource(v any) ([]byte, error) { return encodeResourceSized(v, 1024) }
 
-// encodeResourceSized is encodeResource with room for size bytes first.
+// encodeResourceSized is EncodeResource with room for size bytes first.
 func encodeResourceSized(v any, size int) ([]byte, error) {
 	var b bytes.Buffer
 	b.Grow(size)
@@ -208,8 +208,8 @@ func encodeString(b *bytes.Buffer, s string) {
 	b.WriteByte('"')
 }
 
-// decodeJSON decodes one JSON value keeping numbers as json.Number.
-func decodeJSON(raw []byte) (any, error) {
+// DecodeJSON decodes one JSON value keeping numbers as json.Number.
+func DecodeJSON(raw []byte) (any, error) {
 	d := json.NewDecoder(bytes.NewReader(raw))
 	d.UseNumber()
 	var v any

@@ -76,12 +76,12 @@ var (
 		"combo-code", "combo-code-value-concept", "combo-code-value-quantity"}
 )
 
-// lastnRead is the $lastn interaction over the parameters in r.query, as
+// LastN is the $lastn interaction over the parameters in r.Query, as
 // the REST handler and a batch or transaction GET entry run it.
-func (s *Server) lastnRead(ctx context.Context, r readRequest) (readResult, error) {
-	b, err := s.lastnBundle(ctx, r.query, r.strict)
+func (s *Server) LastN(ctx context.Context, r ReadRequest) (ReadResult, error) {
+	b, err := s.lastnBundle(ctx, r.Query, r.Strict)
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	return resourceResult(b)
 }
@@ -170,10 +170,10 @@ func hasParam(params url.Values, names []string) bool {
 	return false
 }
 
-// parametersQuery is the query string query plus the parameters of
+// ParametersQuery is the query string query plus the parameters of
 // Parameters resource res (a POSTed operation's body, or a batch entry's
 // resource), in the forms operationParams describes.
-func parametersQuery(op string, query url.Values, res map[string]any) (url.Values, error) {
+func ParametersQuery(op string, query url.Values, res map[string]any) (url.Values, error) {
 	if res["resourceType"] != "Parameters" {
 		return nil, errBadRequest("%s body must be a Parameters resource", op)
 	}

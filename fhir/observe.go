@@ -93,7 +93,7 @@ func (cs *CommitSet) Replace(i int, res map[string]any) error {
 func (cs *CommitSet) Put(res map[string]any, current int64) error {
 	typ, _ := res["resourceType"].(string)
 	id, _ := res["id"].(string)
-	if typ == "" || !validID(id) {
+	if typ == "" || !ValidID(id) {
 		return fmt.Errorf("observer wrote a resource without type or valid id (%q/%q)", typ, id)
 	}
 	method := http.MethodPut

@@ -14,7 +14,7 @@ import (
 
 // patchResource applies ops to typ/id (want: the version If-Match
 // requires, 0 for any).
-func (s *Server) patchResource(ctx context.Context, typ, id string, want int64, ops jsonpatch.Patch) (writeResult, error) {
+func (s *Server) patchResource(ctx context.Context, typ, id string, want int64, ops jsonpatch.Patch) (WriteResult, error) {
 	var (
 		unchanged storage.Record
 		canRead   bool
@@ -51,13 +51,13 @@ func (s *Server) patchResource(ctx context.Context, typ, id string, want int64, 
 		return idemResult{N: -1, Status: http.StatusOK, Type: typ, ID: id, Version: w.VersionID, Wrote: true, Minimal: !canRead}
 	})
 	if err != nil {
-		return writeResult{}, err
+		return WriteResult{}, err
 	}
-	r := writeResult{method: http.MethodPatch, status: http.StatusOK, rec: rec, wrote: wrote, minimal: !canRead,
-		diagnostics: fmt.Sprintf("patched %s/%s to version %d", typ, id, rec.VersionID)}
+	r := WriteResult{Method: http.MethodPatch, Status: http.StatusOK, Rec: rec, Wrote: wrote, Minimal: !canRead,
+		Diagnostics: fmt.Sprintf("patched %s/%s to version %d", typ, id, rec.VersionID)}
 	if !wrote {
-		r.rec = unchanged
-		r.diagnostics = fmt.Sprintf("the patch left %s/%s unchanged at version %d", typ, id, unchanged.VersionID)
+		r.Rec = unchanged
+		r.Diagnostics = fmt.Sprintf("the patch left %s/%s unchanged at version %d", typ, id, unchanged.VersionID)
 	}
 	return r, nil
 }
@@ -151,11 +151,11 @@ func hasTestOp(ops jsonpatch.Patch) bool {
 // sameContent compares two resources in canonical JSON, ignoring the
 // meta elements every new version sets (versionId, lastUpdated).
 func sameContent(a, b map[string]any) (bool, error) {
-	ea, err := encodeResource(withoutVersionMeta(a))
+	ea, err := EncodeResource(withoutVersionMeta(a))
 	if err != nil {
 		return false, fmt.Errorf("encoding for comparison: %w", err)
 	}
-	eb, err := encodeResource(withoutVersionMeta(b))
+	eb, err := EncodeResource(withoutVersionMeta(b))
 	if err != nil {
 		return false, fmt.Errorf("encoding for comparison: %w", err)
 	}

@@ -44,7 +44,7 @@ type PatientReader struct {
 // ctx (403 outside the grant or under a View, 404 unknown, 410 deleted)
 // and returns a reader of that patient's resources.
 func (s *Server) PatientReader(ctx context.Context, id string) (*PatientReader, error) {
-	if !validID(id) {
+	if !ValidID(id) {
 		return nil, errNotFound("%q is not a valid id", id)
 	}
 	// An operation computes from the stored resources and answers in its
@@ -151,7 +151,7 @@ func (r *PatientReader) Search(ctx context.Context, typ string, params url.Value
 func (r *PatientReader) Read(ctx context.Context, ref string) (map[string]any, error) {
 	ref = strings.TrimPrefix(ref, r.s.base+"/")
 	typ, id, ok := strings.Cut(ref, "/")
-	if !ok || !isResourceType(typ) || !validID(id) {
+	if !ok || !isResourceType(typ) || !ValidID(id) {
 		return nil, nil
 	}
 	rec, err := r.s.backend.Read(ctx, typ, id)
@@ -171,18 +171,18 @@ func (r *PatientReader) Read(ctx context.Context, ref string) (map[string]any, e
 	return decodeRecord(rec)
 }
 
-// patientOperationRead runs a patient operation.
-func (s *Server) patientOperationRead(ctx context.Context, op PatientOperation, rq readRequest) (readResult, error) {
-	id := rq.param("id")
-	if !validID(id) {
-		return readResult{}, newError(http.StatusNotFound, codeInvalid, "invalid resource id %q: R4 ids are 1-64 of [A-Za-z0-9-.]", id)
+// RunPatientOperation runs a patient operation.
+func (s *Server) RunPatientOperation(ctx context.Context, op PatientOperation, rq ReadRequest) (ReadResult, error) {
+	id := rq.Param("id")
+	if !ValidID(id) {
+		return ReadResult{}, newError(http.StatusNotFound, codeInvalid, "invalid resource id %q: R4 ids are 1-64 of [A-Za-z0-9-.]", id)
 	}
 	r, err := s.PatientReader(ctx, id)
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	q := url.Values{}
-	for k, v := range rq.query {
+	for k, v := range rq.Query {
 		if k != "_format" && k != "_pretty" {
 			q[k] = v
 		}
@@ -191,26 +191,26 @@ func (s *Server) patientOperationRead(ctx context.Context, op PatientOperation, 
 	if err != nil {
 		var fe *Error
 		if errors.As(err, &fe) {
-			return readResult{}, fe
+			return ReadResult{}, fe
 		}
-		return readResult{}, fmt.Errorf("$%s on Patient/%s: %w", op.Name, id, err)
+		return ReadResult{}, fmt.Errorf("$%s on Patient/%s: %w", op.Name, id, err)
 	}
 	return resourceResult(res)
 }
 
-// operationDefinitionInstance is the read of OperationDefinition/{id}, as
+// ReadOperationDefinition is the read of OperationDefinition/{id}, as
 // the REST handler and a batch or transaction GET entry run it: the
 // definitions the server declares, else the stored resource.
-func (s *Server) operationDefinitionInstance(ctx context.Context, r readRequest) (readResult, error) {
+func (s *Server) ReadOperationDefinition(ctx context.Context, r ReadRequest) (ReadResult, error) {
 	builtin := map[string]func() (map[string]any, error){
 		"Observation-lastn": lastnDefinition,
 		"observation-stats": statsDefinition,
 	}
-	id := r.param("id")
+	id := r.Param("id")
 	if load, ok := builtin[id]; ok {
 		def, err := load()
 		if err != nil {
-			return readResult{}, err
+			return ReadResult{}, err
 		}
 		return resourceResult(def)
 	}
@@ -224,7 +224,7 @@ func (s *Server) operationDefinitionInstance(ctx context.Context, r readRequest)
 			return resourceResult(op.Definition)
 		}
 	}
-	return s.readInstance(ctx, r)
+	return s.Read(ctx, r)
 }
 
 // OperationError is a failure an operation reports to the client: the

@@ -102,7 +102,7 @@ func (s *Server) PublishProfiles(ctx context.Context) error {
 	}
 	for _, def := range defs {
 		id, _ := def["id"].(string)
-		if !validID(id) {
+		if !ValidID(id) {
 			return fmt.Errorf("fhir: published profile %v has no valid id", def["url"])
 		}
 		cur, exists, err := s.current(ctx, "StructureDefinition", id)
@@ -150,7 +150,7 @@ func (s *Server) referenceTarget(ctx context.Context, ref string) (map[string]an
 	}
 	ref, version, _ := strings.Cut(ref, "/_history/")
 	typ, id, ok := strings.Cut(ref, "/")
-	if !ok || !conformance.IsResourceType(typ) || !validID(id) {
+	if !ok || !conformance.IsResourceType(typ) || !ValidID(id) {
 		return nil, nil
 	}
 	if v, err := s.view(ctx); err != nil {

@@ -15,85 +15,85 @@ import (
 
 // instanceOf checks the type and id of an instance read; a malformed id
 // cannot name a stored resource: 404.
-func instanceOf(r readRequest) (typ, id string, err error) {
-	typ, id = r.param("type"), r.param("id")
+func instanceOf(r ReadRequest) (typ, id string, err error) {
+	typ, id = r.Param("type"), r.Param("id")
 	if !conformance.IsResourceType(typ) {
 		return "", "", errNotFound("unknown resource type %q", typ)
 	}
-	if !validID(id) {
+	if !ValidID(id) {
 		return "", "", newError(http.StatusNotFound, codeInvalid, "invalid resource id %q: R4 ids are 1-64 of [A-Za-z0-9-.]", id)
 	}
 	return typ, id, nil
 }
 
-// readInstance is the read interaction.
-func (s *Server) readInstance(ctx context.Context, r readRequest) (readResult, error) {
+// Read is the read interaction.
+func (s *Server) Read(ctx context.Context, r ReadRequest) (ReadResult, error) {
 	typ, id, err := instanceOf(r)
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	// Decide before touching storage, so that a caller without access to
 	// the type cannot even learn which ids exist.
 	d, err := s.decide(ctx, ActionRead, typ)
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	v, err := s.view(ctx)
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	stored, err := s.storedID(ctx, v, typ, id)
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	rec, err := s.backend.Read(ctx, typ, stored)
 	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
-			return readResult{}, errNotFound("%s/%s is not known", typ, id)
+			return ReadResult{}, errNotFound("%s/%s is not known", typ, id)
 		}
-		return readResult{}, err
+		return ReadResult{}, err
 	}
-	return s.recordResult(ctx, r, d, v, rec)
+	return s.RecordResult(ctx, r, d, v, rec)
 }
 
-// vreadInstance is the vread interaction.
-func (s *Server) vreadInstance(ctx context.Context, r readRequest) (readResult, error) {
+// VRead is the vread interaction.
+func (s *Server) VRead(ctx context.Context, r ReadRequest) (ReadResult, error) {
 	typ, id, err := instanceOf(r)
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
-	vid, err := strconv.ParseInt(r.param("vid"), 10, 64)
+	vid, err := strconv.ParseInt(r.Param("vid"), 10, 64)
 	if err != nil || vid < 1 {
-		return readResult{}, errNotFound("%s/%s has no version %q", typ, id, r.param("vid"))
+		return ReadResult{}, errNotFound("%s/%s has no version %q", typ, id, r.Param("vid"))
 	}
 	d, err := s.decide(ctx, ActionRead, typ)
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	v, err := s.view(ctx)
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	stored, err := s.storedID(ctx, v, typ, id)
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	rec, err := s.backend.ReadVersion(ctx, typ, stored, vid)
 	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
-			return readResult{}, errNotFound("%s/%s has no version %d", typ, id, vid)
+			return ReadResult{}, errNotFound("%s/%s has no version %d", typ, id, vid)
 		}
-		return readResult{}, err
+		return ReadResult{}, err
 	}
-	return s.recordResult(ctx, r, d, v, rec)
+	return s.RecordResult(ctx, r, d, v, rec)
 }
 
-// recordResult is the answer of a read of one stored version the caller
+// RecordResult is the answer of a read of one stored version the caller
 // is allowed to read (d), through its view v, honouring conditional-read
 // headers. Under a view the stored lastUpdated is never disclosed nor
 // compared: no Last-Modified, and If-Modified-Since is ignored (it would
 // be an oracle on the real timeline); the ETag (a version number) stays.
-func (s *Server) recordResult(ctx context.Context, r readRequest, d Decision, v View, rec storage.Record) (readResult, error) {
+func (s *Server) RecordResult(ctx context.Context, r ReadRequest, d Decision, v View, rec storage.Record) (ReadResult, error) {
 	if rec.Deleted {
 		// A deleted version has no content of its own: under a filter it is
 		// judged by the last version that had content, so a deleted
@@ -101,38 +101,38 @@ func (s *Server) recordResult(ctx context.Context, r readRequest, d Decision, v 
 		// it (403), and 410 never tells a caller that an id it may not see
 		// once existed.
 		if err := s.deletedWithin(ctx, d, ActionRead, rec); err != nil {
-			return readResult{}, err
+			return ReadResult{}, err
 		}
 		e := newError(http.StatusGone, codeDeleted, "%s/%s was deleted (version %d)", rec.Type, rec.ID, rec.VersionID)
 		if v != nil {
-			e = newError(http.StatusGone, codeDeleted, "%s/%s was deleted (version %d)", rec.Type, r.param("id"), rec.VersionID)
+			e = newError(http.StatusGone, codeDeleted, "%s/%s was deleted (version %d)", rec.Type, r.Param("id"), rec.VersionID)
 		}
-		e.Header = http.Header{"Etag": {etag(rec.VersionID)}}
-		return readResult{}, e
+		e.Header = http.Header{"Etag": {ETag(rec.VersionID)}}
+		return ReadResult{}, e
 	}
 	if d.Filter != nil {
 		res, err := decodeRecord(rec)
 		if err != nil {
-			return readResult{}, err
+			return ReadResult{}, err
 		}
 		if err := s.within(d, ActionRead, rec.Type, rec.ID, res); err != nil {
-			return readResult{}, err
+			return ReadResult{}, err
 		}
 	}
-	out := readResult{status: http.StatusOK, rec: &rec, hideModified: v != nil}
-	ims := r.ifModifiedSince
+	out := ReadResult{Status: http.StatusOK, Rec: &rec, HideModified: v != nil}
+	ims := r.IfModifiedSince
 	if v != nil {
 		ims = ""
 	}
-	if notModified(r.ifNoneMatch, ims, rec) {
-		out.status = http.StatusNotModified
+	if notModified(r.IfNoneMatch, ims, rec) {
+		out.Status = http.StatusNotModified
 		return out, nil
 	}
 	raw, _, err := s.emit(ctx, v, nil, rec)
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
-	out.raw = raw
+	out.Raw = raw
 	return out, nil
 }
 
@@ -185,7 +185,7 @@ func notModified(inm, ims string, rec storage.Record) bool {
 			if strings.TrimSpace(tag) == "*" {
 				return true
 			}
-			if v, ok := parseETag(tag); ok && v == rec.VersionID {
+			if v, ok := ParseETag(tag); ok && v == rec.VersionID {
 				return true
 			}
 		}

@@ -17,8 +17,8 @@ import (
 // Helpers shared by the interactions: path checks, the write pipeline
 // (validate, set meta, index, commit) and version headers.
 
-// validID checks the R4 id rule: [A-Za-z0-9\-\.]{1,64}.
-func validID(id string) bool {
+// ValidID checks the R4 id rule: [A-Za-z0-9\-\.]{1,64}.
+func ValidID(id string) bool {
 	if len(id) == 0 || len(id) > 64 {
 		return false
 	}
@@ -72,7 +72,7 @@ func (s *Server) prepare(typ, id string, res map[string]any, expect int64, at ti
 	meta["versionId"] = strconv.FormatInt(expect+1, 10)
 	meta["lastUpdated"] = formatInstant(at)
 	res["meta"] = meta
-	raw, err := encodeResource(res)
+	raw, err := EncodeResource(res)
 	if err != nil {
 		return storage.Write{}, fmt.Errorf("encoding %s/%s: %w", typ, id, err)
 	}
@@ -202,7 +202,7 @@ func (s *Server) current(ctx context.Context, typ, id string) (storage.Record, b
 // decodeRecord decodes stored JSON for a check that needs the resource
 // (authorization filter, patch).
 func decodeRecord(rec storage.Record) (map[string]any, error) {
-	v, err := decodeJSON(rec.JSON)
+	v, err := DecodeJSON(rec.JSON)
 	if err != nil {
 		return nil, fmt.Errorf("decoding stored %s/%s version %d: %w", rec.Type, rec.ID, rec.VersionID, err)
 	}
@@ -213,10 +213,10 @@ func decodeRecord(rec storage.Record) (map[string]any, error) {
 	return m, nil
 }
 
-func etag(version int64) string { return `W/"` + strconv.FormatInt(version, 10) + `"` }
+func ETag(version int64) string { return `W/"` + strconv.FormatInt(version, 10) + `"` }
 
-// parseETag reads W/"3", "3" or 3 as version 3.
-func parseETag(v string) (int64, bool) {
+// ParseETag reads W/"3", "3" or 3 as version 3.
+func ParseETag(v string) (int64, bool) {
 	v = strings.TrimSpace(v)
 	v = strings.TrimPrefix(v, "W/")
 	v = strings.Trim(v, `"`)
@@ -228,7 +228,7 @@ func preconditionFailed(want int64, cur storage.Record, exists bool) *Error {
 	e := newError(http.StatusPreconditionFailed, codeConflict, "If-Match requires version %d", want)
 	if exists {
 		e.Issues[0].Diagnostics += fmt.Sprintf(", the current version is %d", cur.VersionID)
-		e.Header = http.Header{"Etag": {etag(cur.VersionID)}}
+		e.Header = http.Header{"Etag": {ETag(cur.VersionID)}}
 	} else {
 		e.Issues[0].Diagnostics += ", and the resource does not exist"
 	}
@@ -237,7 +237,8 @@ func preconditionFailed(want int64, cur storage.Record, exists bool) *Error {
 
 func (s *Server) resourceURL(typ, id string) string { return s.base + "/" + typ + "/" + id }
 
-func (s *Server) versionURL(rec storage.Record) string {
+// VersionURL is the absolute URL of one version of a resource ([base]/Type/id/_history/vid).
+func (s *Server) VersionURL(rec storage.Record) string {
 	return s.resourceURL(rec.Type, rec.ID) + "/_history/" + strconv.FormatInt(rec.VersionID, 10)
 }
 

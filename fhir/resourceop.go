@@ -43,48 +43,48 @@ type ResourceOperation struct {
 // is handed.
 const MaxTypeOperation = 1000
 
-// resourceOperationRead authorizes the instance as a read and runs op.
-func (s *Server) resourceOperationRead(ctx context.Context, op ResourceOperation, rq readRequest) (readResult, error) {
-	id := rq.param("id")
-	if !validID(id) {
-		return readResult{}, newError(http.StatusNotFound, codeInvalid, "invalid resource id %q: R4 ids are 1-64 of [A-Za-z0-9-.]", id)
+// RunResourceOperation authorizes the instance as a read and runs op.
+func (s *Server) RunResourceOperation(ctx context.Context, op ResourceOperation, rq ReadRequest) (ReadResult, error) {
+	id := rq.Param("id")
+	if !ValidID(id) {
+		return ReadResult{}, newError(http.StatusNotFound, codeInvalid, "invalid resource id %q: R4 ids are 1-64 of [A-Za-z0-9-.]", id)
 	}
 	d, err := s.decide(ctx, ActionRead, op.Type)
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	v, err := s.view(ctx)
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	stored, err := s.storedID(ctx, v, op.Type, id)
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	rec, err := s.backend.Read(ctx, op.Type, stored)
 	if errors.Is(err, storage.ErrNotFound) {
-		return readResult{}, errNotFound("%s/%s is not known", op.Type, id)
+		return ReadResult{}, errNotFound("%s/%s is not known", op.Type, id)
 	}
 	if err != nil {
-		return readResult{}, fmt.Errorf("reading %s/%s: %w", op.Type, id, err)
+		return ReadResult{}, fmt.Errorf("reading %s/%s: %w", op.Type, id, err)
 	}
 	if rec.Deleted {
 		if err := s.deletedWithin(ctx, d, ActionRead, rec); err != nil {
-			return readResult{}, err
+			return ReadResult{}, err
 		}
-		return readResult{}, newError(http.StatusGone, codeDeleted, "%s/%s was deleted", op.Type, id)
+		return ReadResult{}, newError(http.StatusGone, codeDeleted, "%s/%s was deleted", op.Type, id)
 	}
 	if d.Filter != nil {
 		res, err := decodeRecord(rec)
 		if err != nil {
-			return readResult{}, err
+			return ReadResult{}, err
 		}
 		if err := s.within(d, ActionRead, op.Type, rec.ID, res); err != nil {
-			return readResult{}, err
+			return ReadResult{}, err
 		}
 	}
 	q := url.Values{}
-	for k, vs := range rq.query {
+	for k, vs := range rq.Query {
 		if k != "_format" && k != "_pretty" {
 			q[k] = vs
 		}
@@ -93,28 +93,28 @@ func (s *Server) resourceOperationRead(ctx context.Context, op ResourceOperation
 	if err != nil {
 		var fe *Error
 		if errors.As(err, &fe) {
-			return readResult{}, fe
+			return ReadResult{}, fe
 		}
-		return readResult{}, fmt.Errorf("$%s on %s/%s: %w", op.Name, op.Type, id, err)
+		return ReadResult{}, fmt.Errorf("$%s on %s/%s: %w", op.Name, op.Type, id, err)
 	}
 	return resourceResult(res)
 }
 
-// resourceTypeOperationRead finds the instances the caller may read, as a
+// RunResourceTypeOperation finds the instances the caller may read, as a
 // search of the type would, and runs op.RunType on them.
-func (s *Server) resourceTypeOperationRead(ctx context.Context, op ResourceOperation, rq readRequest) (readResult, error) {
+func (s *Server) RunResourceTypeOperation(ctx context.Context, op ResourceOperation, rq ReadRequest) (ReadResult, error) {
 	d, err := s.decide(ctx, ActionSearch, op.Type)
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	v, err := s.view(ctx)
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	q := url.Values{}
 	var ids []string
 	idGiven := false
-	for k, vs := range rq.query {
+	for k, vs := range rq.Query {
 		switch k {
 		case "_format", "_pretty":
 		case "id":
@@ -123,8 +123,8 @@ func (s *Server) resourceTypeOperationRead(ctx context.Context, op ResourceOpera
 					if id = strings.TrimSpace(id); id == "" {
 						continue
 					}
-					if !validID(id) {
-						return readResult{}, newError(http.StatusBadRequest, codeInvalid, "id: %q is not a FHIR id", id)
+					if !ValidID(id) {
+						return ReadResult{}, newError(http.StatusBadRequest, codeInvalid, "id: %q is not a FHIR id", id)
 					}
 					stored, err := s.storedID(ctx, v, op.Type, id)
 					var fe *Error
@@ -132,7 +132,7 @@ func (s *Server) resourceTypeOperationRead(ctx context.Context, op ResourceOpera
 						continue
 					}
 					if err != nil {
-						return readResult{}, err
+						return ReadResult{}, err
 					}
 					ids = append(ids, stored)
 				}
@@ -158,12 +158,12 @@ func (s *Server) resourceTypeOperationRead(ctx context.Context, op ResourceOpera
 	}
 	page, err := s.backend.Search(ctx, sq)
 	if err != nil {
-		return readResult{}, fmt.Errorf("$%s on %s: finding the instances: %w", op.Name, op.Type, err)
+		return ReadResult{}, fmt.Errorf("$%s on %s: finding the instances: %w", op.Name, op.Type, err)
 	}
 	return s.runType(ctx, op, page.Records, q)
 }
 
-func (s *Server) runType(ctx context.Context, op ResourceOperation, recs []storage.Record, q url.Values) (readResult, error) {
+func (s *Server) runType(ctx context.Context, op ResourceOperation, recs []storage.Record, q url.Values) (ReadResult, error) {
 	if recs == nil {
 		recs = []storage.Record{}
 	}
@@ -171,9 +171,9 @@ func (s *Server) runType(ctx context.Context, op ResourceOperation, recs []stora
 	if err != nil {
 		var fe *Error
 		if errors.As(err, &fe) {
-			return readResult{}, fe
+			return ReadResult{}, fe
 		}
-		return readResult{}, fmt.Errorf("$%s on %s: %w", op.Name, op.Type, err)
+		return ReadResult{}, fmt.Errorf("$%s on %s: %w", op.Name, op.Type, err)
 	}
 	return resourceResult(res)
 }

@@ -10,17 +10,14 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
-	"slices"
-	"strings"
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/anodyne-fhir/anodyne/conformance"
 	"github.com/anodyne-fhir/anodyne/storage"
 )
 
-// readRequestOf is the readRequest of an HTTP request.
-func readRequestOf(c echo.Context) readRequest {
+// readRequestOf is the ReadRequest of an HTTP request.
+func readRequestOf(c echo.Context) ReadRequest {
 	names, values := c.ParamNames(), c.ParamValues()
 	path := make(map[string]string, len(names))
 	for i, n := range names {
@@ -29,20 +26,20 @@ func readRequestOf(c echo.Context) readRequest {
 		}
 	}
 	h := c.Request().Header
-	return readRequest{
-		path: path, query: c.QueryParams(), strict: preferToken(c, "handling") == "strict",
-		ifNoneMatch: h.Get("If-None-Match"), ifModifiedSince: h.Get("If-Modified-Since"),
+	return ReadRequest{
+		Path: path, Query: c.QueryParams(), Strict: preferToken(c, "handling") == "strict",
+		IfNoneMatch: h.Get("If-None-Match"), IfModifiedSince: h.Get("If-Modified-Since"),
 	}
 }
 
 // serveRead is the REST adapter of a read interaction.
-func (s *Server) serveRead(c echo.Context, fn readFunc) error {
+func (s *Server) serveRead(c echo.Context, fn ReadFunc) error {
 	return s.serveReadRequest(c, fn, readRequestOf(c))
 }
 
 // serveReadRequest is serveRead of a request the handler completed (a
 // POSTed operation's parameters or body).
-func (s *Server) serveReadRequest(c echo.Context, fn readFunc, rq readRequest) error {
+func (s *Server) serveReadRequest(c echo.Context, fn ReadFunc, rq ReadRequest) error {
 	r, err := fn(s, c.Request().Context(), rq)
 	if err != nil {
 		return err
@@ -50,33 +47,33 @@ func (s *Server) serveReadRequest(c echo.Context, fn readFunc, rq readRequest) e
 	return respondRead(c, r)
 }
 
-// respondRead answers a readResult over HTTP.
-func respondRead(c echo.Context, r readResult) error {
-	if r.rec != nil {
+// respondRead answers a ReadResult over HTTP.
+func respondRead(c echo.Context, r ReadResult) error {
+	if r.Rec != nil {
 		h := c.Response().Header()
-		h.Set("ETag", etag(r.rec.VersionID))
-		if !r.hideModified {
-			h.Set(echo.HeaderLastModified, r.rec.LastUpdated.UTC().Format(http.TimeFormat))
+		h.Set("ETag", ETag(r.Rec.VersionID))
+		if !r.HideModified {
+			h.Set(echo.HeaderLastModified, r.Rec.LastUpdated.UTC().Format(http.TimeFormat))
 		}
 	}
-	if r.status == http.StatusNotModified {
+	if r.Status == http.StatusNotModified {
 		return c.NoContent(http.StatusNotModified)
 	}
-	return writeRaw(c, r.status, r.raw)
+	return writeRaw(c, r.Status, r.Raw)
 }
 
 // read handles GET [base]/[type]/[id]: the current version, 410 when it is
 // deleted, 304 when the client's copy is current (If-None-Match,
 // If-Modified-Since).
-func (s *Server) read(c echo.Context) error { return s.serveRead(c, (*Server).readInstance) }
+func (s *Server) read(c echo.Context) error { return s.serveRead(c, (*Server).Read) }
 
 // vread handles GET [base]/[type]/[id]/_history/[vid].
-func (s *Server) vread(c echo.Context) error { return s.serveRead(c, (*Server).vreadInstance) }
+func (s *Server) vread(c echo.Context) error { return s.serveRead(c, (*Server).VRead) }
 
 // serveRecord answers with one stored version the caller is allowed to
 // read (d), through its view v, honouring conditional-read headers.
 func (s *Server) serveRecord(c echo.Context, d Decision, v View, rec storage.Record) error {
-	r, err := s.recordResult(c.Request().Context(), readRequestOf(c), d, v, rec)
+	r, err := s.RecordResult(c.Request().Context(), readRequestOf(c), d, v, rec)
 	if err != nil {
 		return err
 	}
@@ -85,73 +82,42 @@ func (s *Server) serveRecord(c echo.Context, d Decision, v View, rec storage.Rec
 
 // historyInstance handles GET [base]/[type]/[id]/_history.
 func (s *Server) historyInstance(c echo.Context) error {
-	return s.serveRead(c, (*Server).historyInstanceRead)
+	return s.serveRead(c, (*Server).HistoryInstance)
 }
 
 // historyType handles GET [base]/[type]/_history.
 func (s *Server) historyType(c echo.Context) error {
-	return s.serveRead(c, (*Server).historyTypeRead)
+	return s.serveRead(c, (*Server).HistoryType)
 }
 
 // historySystem handles GET [base]/_history.
 func (s *Server) historySystem(c echo.Context) error {
-	return s.serveRead(c, (*Server).historySystemRead)
+	return s.serveRead(c, (*Server).HistorySystem)
 }
 
 // searchType handles GET [base]/[type]?params and POST [base]/[type]/_search.
 func (s *Server) searchType(c echo.Context) error {
-	typ, err := resourceType(c)
-	if err != nil {
+	if _, err := resourceType(c); err != nil {
 		return err
 	}
-	return s.search(c, searchScope{path: "/" + typ, types: []string{typ}})
+	return s.search(c, (*Server).SearchType)
 }
 
 // searchSystem handles GET [base]?_type=… and POST [base]/_search.
 func (s *Server) searchSystem(c echo.Context) error {
+	return s.search(c, (*Server).SearchSystem)
+}
+
+// search answers a search over HTTP, with the parameters of the query
+// and, for POST _search, of the form body.
+func (s *Server) search(c echo.Context, fn ReadFunc) error {
 	params, err := s.searchParams(c)
 	if err != nil {
 		return err
 	}
-	var types []string
-	for _, v := range params["_type"] {
-		for _, t := range strings.Split(v, ",") {
-			t = strings.TrimSpace(t)
-			if !slices.Contains(conformance.ResourceTypes(), t) {
-				return errBadRequest("_type: %q is not a resource type", t)
-			}
-			if !slices.Contains(types, t) {
-				types = append(types, t)
-			}
-		}
-	}
-	if len(types) == 0 {
-		// Every type that can carry index entries: Parameters and other
-		// types the registry does not know are never searchable.
-		for _, t := range s.registry.ResourceTypes() {
-			if isResourceType(t) {
-				types = append(types, t)
-			}
-		}
-	}
-	return s.searchWith(c, searchScope{path: "", types: types}, params)
-}
-
-func (s *Server) search(c echo.Context, sc searchScope) error {
-	params, err := s.searchParams(c)
-	if err != nil {
-		return err
-	}
-	return s.searchWith(c, sc, params)
-}
-
-// searchWith answers a search over HTTP.
-func (s *Server) searchWith(c echo.Context, sc searchScope, params url.Values) error {
-	b, err := s.searchBundle(c.Request().Context(), sc, params, preferToken(c, "handling") == "strict")
-	if err != nil {
-		return err
-	}
-	return writeResource(c, http.StatusOK, b)
+	r := readRequestOf(c)
+	r.Query = params
+	return s.serveReadRequest(c, fn, r)
 }
 
 // searchParams returns the query parameters, plus for POST _search the
@@ -164,16 +130,16 @@ func (s *Server) searchParams(c echo.Context) (url.Values, error) {
 	}
 	if ct := r.Header.Get(echo.HeaderContentType); ct != "" {
 		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != mimeForm {
-			return nil, newError(http.StatusUnsupportedMediaType, codeNotSupp, "POST _search takes %s, not %q", mimeForm, ct)
+			return nil, NewError(http.StatusUnsupportedMediaType, CodeNotSupported, "POST _search takes %s, not %q", mimeForm, ct)
 		}
 	}
-	r.Body = http.MaxBytesReader(c.Response(), r.Body, s.maxBody)
+	r.Body = http.MaxBytesReader(c.Response(), r.Body, s.MaxBodyBytes())
 	if err := r.ParseForm(); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, newError(http.StatusRequestEntityTooLarge, codeTooCostly, "request body exceeds %d bytes", s.maxBody)
+			return nil, NewError(http.StatusRequestEntityTooLarge, CodeTooCostly, "request body exceeds %d bytes", s.MaxBodyBytes())
 		}
-		return nil, errBadRequest("unreadable form body: %v", err)
+		return nil, BadRequest("unreadable form body: %v", err)
 	}
 	out := url.Values{}
 	for k, vs := range params {
@@ -189,18 +155,18 @@ func (s *Server) searchParams(c echo.Context) (url.Values, error) {
 // [type] = "*" (http.html#vsearch): a search restricted, per type, to the
 // resources that the compartment definition links to the focal resource.
 func (s *Server) searchCompartment(c echo.Context) error {
-	return s.serveRead(c, (*Server).compartmentSearch)
+	return s.serveRead(c, (*Server).SearchCompartment)
 }
 
 // everything handles GET [base]/Patient/[id]/$everything.
 func (s *Server) everything(c echo.Context) error {
-	return s.serveRead(c, (*Server).everythingInstance)
+	return s.serveRead(c, (*Server).Everything)
 }
 
 // everythingType handles GET [base]/Patient/$everything: the same for
 // every patient the caller may see.
 func (s *Server) everythingType(c echo.Context) error {
-	return s.serveRead(c, (*Server).everythingAll)
+	return s.serveRead(c, (*Server).EverythingType)
 }
 
 // lastn handles GET and POST [base]/Observation/$lastn: the REST adapter
@@ -211,8 +177,8 @@ func (s *Server) lastn(c echo.Context) error {
 		return err
 	}
 	r := readRequestOf(c)
-	r.query = params
-	res, err := s.lastnRead(c.Request().Context(), r)
+	r.Query = params
+	res, err := s.LastN(c.Request().Context(), r)
 	if err != nil {
 		return err
 	}
@@ -237,22 +203,22 @@ func (s *Server) operationParams(c echo.Context, op string) (url.Values, error) 
 		return s.searchParams(c)
 	}
 	if mt != "application/fhir+json" && mt != "application/json" {
-		return nil, newError(http.StatusUnsupportedMediaType, codeNotSupp, "POST %s takes a Parameters resource (application/fhir+json) or %s, not %q", op, mimeForm, mt)
+		return nil, NewError(http.StatusUnsupportedMediaType, CodeNotSupported, "POST %s takes a Parameters resource (application/fhir+json) or %s, not %q", op, mimeForm, mt)
 	}
-	raw, err := io.ReadAll(http.MaxBytesReader(c.Response(), r.Body, s.maxBody))
+	raw, err := io.ReadAll(http.MaxBytesReader(c.Response(), r.Body, s.MaxBodyBytes()))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, newError(http.StatusRequestEntityTooLarge, codeTooCostly, "request body exceeds %d bytes", s.maxBody)
+			return nil, NewError(http.StatusRequestEntityTooLarge, CodeTooCostly, "request body exceeds %d bytes", s.MaxBodyBytes())
 		}
-		return nil, errBadRequest("unreadable body: %v", err)
+		return nil, BadRequest("unreadable body: %v", err)
 	}
-	doc, err := decodeJSON(raw)
+	doc, err := DecodeJSON(raw)
 	if err != nil {
-		return nil, errBadRequest("%s body: %v", op, err)
+		return nil, BadRequest("%s body: %v", op, err)
 	}
 	res, _ := doc.(map[string]any)
-	return parametersQuery(op, c.QueryParams(), res)
+	return ParametersQuery(op, c.QueryParams(), res)
 }
 
 // stats handles GET and POST [base]/Observation/$stats.
@@ -262,8 +228,8 @@ func (s *Server) stats(c echo.Context) error {
 		return err
 	}
 	r := readRequestOf(c)
-	r.query = params
-	res, err := s.statsRead(c.Request().Context(), r)
+	r.Query = params
+	res, err := s.Stats(c.Request().Context(), r)
 	if err != nil {
 		return err
 	}
@@ -273,7 +239,7 @@ func (s *Server) stats(c echo.Context) error {
 // patientOperation handles GET [base]/Patient/{id}/$name.
 func (s *Server) patientOperation(op PatientOperation) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		r, err := s.patientOperationRead(c.Request().Context(), op, readRequestOf(c))
+		r, err := s.RunPatientOperation(c.Request().Context(), op, readRequestOf(c))
 		if err != nil {
 			return err
 		}
@@ -286,8 +252,8 @@ func (s *Server) patientOperation(op PatientOperation) echo.HandlerFunc {
 // stored resources.
 func (s *Server) operationDefinitionRead(c echo.Context) error {
 	r := readRequestOf(c)
-	r.path["type"] = "OperationDefinition"
-	res, err := s.operationDefinitionInstance(c.Request().Context(), r)
+	r.Path["type"] = "OperationDefinition"
+	res, err := s.ReadOperationDefinition(c.Request().Context(), r)
 	if err != nil {
 		return err
 	}
@@ -302,8 +268,8 @@ func (s *Server) resourceOperation(op ResourceOperation) echo.HandlerFunc {
 			return err
 		}
 		rq := readRequestOf(c)
-		rq.query = params
-		r, err := s.resourceOperationRead(c.Request().Context(), op, rq)
+		rq.Query = params
+		r, err := s.RunResourceOperation(c.Request().Context(), op, rq)
 		if err != nil {
 			return err
 		}
@@ -313,7 +279,7 @@ func (s *Server) resourceOperation(op ResourceOperation) echo.HandlerFunc {
 
 // capabilities handles GET [base]/metadata.
 func (s *Server) capabilities(c echo.Context) error {
-	return s.serveRead(c, (*Server).capabilitiesRead)
+	return s.serveRead(c, (*Server).Capabilities)
 }
 
 // validateType handles POST [base]/[type]/$validate.
@@ -326,8 +292,8 @@ func (s *Server) validateType(c echo.Context) error {
 		return err
 	}
 	r := readRequestOf(c)
-	r.body = body
-	return s.serveReadRequest(c, (*Server).validateTypeRead, r)
+	r.Body = body
+	return s.serveReadRequest(c, (*Server).ValidateType, r)
 }
 
 // validateInstance handles POST [base]/[type]/[id]/$validate: the body
@@ -345,14 +311,14 @@ func (s *Server) validateInstance(c echo.Context) error {
 		if body == nil {
 			body = []byte{}
 		}
-		r.body = body
+		r.Body = body
 	}
-	return s.serveReadRequest(c, (*Server).validateInstanceRead, r)
+	return s.serveReadRequest(c, (*Server).ValidateInstance, r)
 }
 
 // reindexStatus handles GET [base]/SearchParameter/[id]/$reindex-status.
 func (s *Server) reindexStatus(c echo.Context) error {
-	return s.serveRead(c, (*Server).reindexStatusRead)
+	return s.serveRead(c, (*Server).ReindexStatus)
 }
 
 // resourceTypeOperation handles GET and POST [base]/Type/$name.
@@ -363,8 +329,8 @@ func (s *Server) resourceTypeOperation(op ResourceOperation) echo.HandlerFunc {
 			return err
 		}
 		rq := readRequestOf(c)
-		rq.query = params
-		r, err := s.resourceTypeOperationRead(c.Request().Context(), op, rq)
+		rq.Query = params
+		r, err := s.RunResourceTypeOperation(c.Request().Context(), op, rq)
 		if err != nil {
 			return err
 		}

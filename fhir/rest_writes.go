@@ -6,19 +6,13 @@ package fhir
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
-	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	"github.com/labstack/echo/v4"
 
-	"github.com/anodyne-fhir/anodyne/auth"
 	"github.com/anodyne-fhir/anodyne/conformance"
 	"github.com/anodyne-fhir/anodyne/storage"
 )
@@ -28,7 +22,7 @@ import (
 func resourceType(c echo.Context) (string, error) {
 	t := c.Param("type")
 	if !conformance.IsResourceType(t) {
-		return "", errNotFound("unknown resource type %q", t)
+		return "", NotFound("unknown resource type %q", t)
 	}
 	return t, nil
 }
@@ -37,8 +31,8 @@ func resourceType(c echo.Context) (string, error) {
 // stored resource, so reads answer 404 and writes 400.
 func pathID(c echo.Context, status int) (string, error) {
 	id := c.Param("id")
-	if !validID(id) {
-		return "", newError(status, codeInvalid, "invalid resource id %q: R4 ids are 1-64 of [A-Za-z0-9-.]", id)
+	if !ValidID(id) {
+		return "", NewError(status, CodeInvalid, "invalid resource id %q: R4 ids are 1-64 of [A-Za-z0-9-.]", id)
 	}
 	return id, nil
 }
@@ -78,9 +72,9 @@ func ifMatch(c echo.Context) (int64, error) {
 	if h == "" {
 		return 0, nil
 	}
-	n, ok := parseETag(h)
+	n, ok := ParseETag(h)
 	if !ok {
-		return 0, errBadRequest("If-Match %q is not a version ETag such as W/\"3\"", h)
+		return 0, BadRequest("If-Match %q is not a version ETag such as W/\"3\"", h)
 	}
 	return n, nil
 }
@@ -88,10 +82,10 @@ func ifMatch(c echo.Context) (int64, error) {
 // setVersionHeaders sets ETag, Last-Modified and, for writes, Location.
 func (s *Server) setVersionHeaders(c echo.Context, rec storage.Record, location bool) {
 	h := c.Response().Header()
-	h.Set("ETag", etag(rec.VersionID))
+	h.Set("ETag", ETag(rec.VersionID))
 	h.Set(echo.HeaderLastModified, rec.LastUpdated.UTC().Format(http.TimeFormat))
 	if location {
-		h.Set(echo.HeaderLocation, s.versionURL(rec))
+		h.Set(echo.HeaderLocation, s.VersionURL(rec))
 	}
 }
 
@@ -104,24 +98,23 @@ func (s *Server) setVersionHeaders(c echo.Context, rec storage.Record, location 
 func (s *Server) respondWrite(c echo.Context, status int, rec storage.Record, diagnostics string) error {
 	s.setVersionHeaders(c, rec, true)
 	ret := preferReturn(c)
-	if ret != "minimal" && ret != "OperationOutcome" && !s.recordReadable(c.Request().Context(), rec) {
-		ret = "minimal"
+	var raw []byte
+	if ret != "minimal" && ret != "OperationOutcome" {
+		var readable bool
+		var err error
+		if raw, readable, err = s.Representation(c.Request().Context(), rec); err != nil {
+			return err
+		} else if !readable {
+			ret = "minimal"
+		}
 	}
 	switch ret {
 	case "minimal":
 		return c.NoContent(status)
 	case "OperationOutcome":
-		return writeResource(c, status, outcome([]conformance.Issue{{
-			Severity: "information", Code: codeInfo, Diagnostics: diagnostics,
+		return writeResource(c, status, Outcome([]conformance.Issue{{
+			Severity: "information", Code: CodeInformational, Diagnostics: diagnostics,
 		}}))
-	}
-	v, err := s.view(c.Request().Context())
-	if err != nil {
-		return err
-	}
-	raw, _, err := s.emit(c.Request().Context(), v, nil, rec)
-	if err != nil {
-		return err
 	}
 	return writeRaw(c, status, raw)
 }
@@ -146,18 +139,18 @@ func preferToken(c echo.Context, name string) string {
 }
 
 // respondResult answers a write over HTTP, according to Prefer: return=.
-func (s *Server) respondResult(c echo.Context, r writeResult) error {
+func (s *Server) respondResult(c echo.Context, r WriteResult) error {
 	switch {
-	case r.method == http.MethodDelete:
-		if r.wrote {
-			c.Response().Header().Set("ETag", etag(r.rec.VersionID))
+	case r.Method == http.MethodDelete:
+		if r.Wrote {
+			c.Response().Header().Set("ETag", ETag(r.Rec.VersionID))
 		}
-		return s.respondDelete(c, r.diagnostics)
-	case r.minimal:
-		s.setVersionHeaders(c, r.rec, true)
-		return c.NoContent(r.status)
+		return s.respondDelete(c, r.Diagnostics)
+	case r.Minimal:
+		s.setVersionHeaders(c, r.Rec, true)
+		return c.NoContent(r.Status)
 	}
-	return s.respondWrite(c, r.status, r.rec, r.diagnostics)
+	return s.respondWrite(c, r.Status, r.Rec, r.Diagnostics)
 }
 
 // create handles POST [base]/[type]: the server assigns a new id (any id in
@@ -172,10 +165,10 @@ func (s *Server) create(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.keyedWrite(c, body, http.MethodPost, func(ctx context.Context) (writeResult, error) {
-		return s.write(ctx, writeRequest{
-			method: http.MethodPost, typ: typ, body: body,
-			ifNoneExist: c.Request().Header.Get("If-None-Exist"),
+	return s.keyedWrite(c, body, http.MethodPost, func(ctx context.Context) (WriteResult, error) {
+		return s.Write(ctx, WriteRequest{
+			Method: http.MethodPost, Type: typ, Body: body,
+			IfNoneExist: c.Request().Header.Get("If-None-Exist"),
 		})
 	})
 }
@@ -192,8 +185,8 @@ func (s *Server) update(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.keyedWrite(c, body, http.MethodPut, func(ctx context.Context) (writeResult, error) {
-		return s.updateResource(ctx, typ, id, want, body)
+	return s.keyedWrite(c, body, http.MethodPut, func(ctx context.Context) (WriteResult, error) {
+		return s.Write(ctx, WriteRequest{Method: http.MethodPut, Type: typ, ID: id, IfMatch: want, Body: body})
 	})
 }
 
@@ -217,10 +210,10 @@ func (s *Server) patch(c echo.Context) error {
 	}
 	ops, err := jsonpatch.DecodePatch(body)
 	if err != nil {
-		return newError(http.StatusBadRequest, codeStructure, "invalid JSON Patch document: %v", err)
+		return NewError(http.StatusBadRequest, CodeStructure, "invalid JSON Patch document: %v", err)
 	}
-	return s.keyedWrite(c, body, http.MethodPatch, func(ctx context.Context) (writeResult, error) {
-		return s.patchResource(ctx, typ, id, want, ops)
+	return s.keyedWrite(c, body, http.MethodPatch, func(ctx context.Context) (WriteResult, error) {
+		return s.Write(ctx, WriteRequest{Method: http.MethodPatch, Type: typ, ID: id, IfMatch: want, Patch: ops})
 	})
 }
 
@@ -233,15 +226,15 @@ func (s *Server) delete(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.keyedWrite(c, nil, http.MethodDelete, func(ctx context.Context) (writeResult, error) {
-		return s.deleteResource(ctx, typ, id, want)
+	return s.keyedWrite(c, nil, http.MethodDelete, func(ctx context.Context) (WriteResult, error) {
+		return s.Write(ctx, WriteRequest{Method: http.MethodDelete, Type: typ, ID: id, IfMatch: want})
 	})
 }
 
 func (s *Server) respondDelete(c echo.Context, diagnostics string) error {
 	if preferReturn(c) == "OperationOutcome" {
-		return writeResource(c, http.StatusOK, outcome([]conformance.Issue{{
-			Severity: "information", Code: codeInfo, Diagnostics: diagnostics,
+		return writeResource(c, http.StatusOK, Outcome([]conformance.Issue{{
+			Severity: "information", Code: CodeInformational, Diagnostics: diagnostics,
 		}}))
 	}
 	return c.NoContent(http.StatusNoContent)
@@ -250,7 +243,7 @@ func (s *Server) respondDelete(c echo.Context, diagnostics string) error {
 // conditionalQuery returns the query of a request to a type endpoint
 // without the formatting parameters.
 func conditionalQuery(c echo.Context, typ string) (url.Values, error) {
-	return conditionalParams(typ, c.Request().URL.RawQuery)
+	return ConditionalParams(typ, c.Request().URL.RawQuery)
 }
 
 // requireCriteria answers PUT or DELETE on a type without criteria as the
@@ -258,7 +251,7 @@ func conditionalQuery(c echo.Context, typ string) (url.Values, error) {
 func requireCriteria(c echo.Context) error {
 	if c.Request().URL.RawQuery == "" {
 		r := c.Request()
-		return newError(http.StatusMethodNotAllowed, codeNotSupp, "%s %s needs search criteria (a conditional %s)", r.Method, r.URL.Path, strings.ToLower(r.Method))
+		return NewError(http.StatusMethodNotAllowed, CodeNotSupported, "%s %s needs search criteria (a conditional %s)", r.Method, r.URL.Path, strings.ToLower(r.Method))
 	}
 	return nil
 }
@@ -295,8 +288,8 @@ func (s *Server) conditionalUpdate(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.keyedWrite(c, body, http.MethodPut, func(ctx context.Context) (writeResult, error) {
-		return s.write(ctx, writeRequest{method: http.MethodPut, typ: typ, query: q, body: body, ifMatch: want})
+	return s.keyedWrite(c, body, http.MethodPut, func(ctx context.Context) (WriteResult, error) {
+		return s.Write(ctx, WriteRequest{Method: http.MethodPut, Type: typ, Query: q, Body: body, IfMatch: want})
 	})
 }
 
@@ -308,8 +301,8 @@ func (s *Server) conditionalDelete(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.keyedWrite(c, nil, http.MethodDelete, func(ctx context.Context) (writeResult, error) {
-		return s.write(ctx, writeRequest{method: http.MethodDelete, typ: typ, query: q, ifMatch: want})
+	return s.keyedWrite(c, nil, http.MethodDelete, func(ctx context.Context) (WriteResult, error) {
+		return s.Write(ctx, WriteRequest{Method: http.MethodDelete, Type: typ, Query: q, IfMatch: want})
 	})
 }
 
@@ -324,12 +317,11 @@ func (s *Server) bundle(c echo.Context) error {
 		return err
 	}
 	defer release()
-	r, err := s.runBundle(ctx, body, bundleReturn(c))
+	b, err := s.Bundle(ctx, body, bundleReturn(c))
 	if err != nil {
 		return err
 	}
-	s.settle(ctx)
-	return writeResource(c, http.StatusOK, r.bundle())
+	return writeResource(c, http.StatusOK, b)
 }
 
 // bundleReturn is the Prefer return= of a batch or transaction: the
@@ -340,63 +332,14 @@ func bundleReturn(c echo.Context) string {
 	return preferReturn(c)
 }
 
-// beginIdempotent reads the Idempotency-Key of a request and, when there
-// is one, takes the key's lock and loads what an earlier copy of the
-// request stored. It returns the request's context unchanged and a no-op
-// release without a key. A key reused with another request is a 422; a
-// copy still running is a 409 with Retry-After.
+// beginIdempotent is BeginIdempotent of an HTTP request: its
+// Idempotency-Key and what identifies the request.
 func (s *Server) beginIdempotent(c echo.Context, body []byte) (context.Context, func(), error) {
-	ctx := c.Request().Context()
-	key := c.Request().Header.Get(IdempotencyHeader)
-	if key == "" {
-		return ctx, func() {}, nil
-	}
-	if len(key) > maxIdemKey || strings.ContainsFunc(key, func(r rune) bool { return r < 0x20 || r > 0x7e }) {
-		return ctx, nil, errBadRequest("the %s header must be 1 to %d printable ASCII characters", IdempotencyHeader, maxIdemKey)
-	}
-	var who string
-	if p := auth.FromContext(ctx); p != nil {
-		who = p.Issuer + "\x00" + p.ClientID + "\x00" + p.Subject
-	}
-	scope := sha256.Sum256([]byte(who + "\x00" + key))
-	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%s\x00", c.Request().Method, requestTarget(c.Request()), c.Request().Header.Get("If-None-Exist"))
-	if m := c.Request().Header.Get("If-Match"); m != "" {
-		// Only when present, so that the hash of a request without it is
-		// the one earlier versions stored.
-		fmt.Fprintf(h, "if-match\x00%s\x00", m)
-	}
-	h.Write(body)
-	sc := &idemScope{
-		kv: s.backend.KV(), key: idemPrefix + hex.EncodeToString(scope[:]),
-		hash: hex.EncodeToString(h.Sum(nil)), stored: map[string]idemRecord{},
-	}
-	var tok [16]byte
-	_, _ = rand.Read(tok[:])
-	lock, owner := idemLockPrefix+hex.EncodeToString(scope[:]), []byte(hex.EncodeToString(tok[:]))
-	got, err := sc.kv.PutIfAbsent(ctx, lock, owner, idemLockTTL)
-	if err != nil {
-		return ctx, nil, fmt.Errorf("taking the %s lock: %w", IdempotencyHeader, err)
-	}
-	if !got {
-		e := newError(http.StatusConflict, codeConflict, "a request with this %s is still being processed; retry shortly", IdempotencyHeader)
-		e.Header = http.Header{"Retry-After": {"1"}}
-		return ctx, nil, e
-	}
-	release := func() {
-		// The request's own context may be cancelled (client gone): the
-		// lock is released all the same.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if _, err := sc.kv.CompareAndDelete(rctx, lock, owner); err != nil {
-			s.log.WarnContext(rctx, "releasing the Idempotency-Key lock (it expires by itself)", "err", err)
-		}
-	}
-	if err := sc.load(ctx); err != nil {
-		release()
-		return ctx, nil, err
-	}
-	return context.WithValue(ctx, idemKey{}, sc), release, nil
+	r := c.Request()
+	return s.BeginIdempotent(r.Context(), IdempotencyRequest{
+		Key: r.Header.Get(IdempotencyHeader), Method: r.Method, Target: requestTarget(r),
+		IfNoneExist: r.Header.Get("If-None-Exist"), IfMatch: r.Header.Get("If-Match"), Body: body,
+	})
 }
 
 // requestTarget is the path of a request with its query when it has one
@@ -414,21 +357,13 @@ func requestTarget(r *http.Request) string {
 // Idempotency-Key: a copy of a request whose change is recorded gets the
 // first answer and writes nothing; any other request runs, its record
 // going into the Commit of its change. body is what the request sent.
-func (s *Server) keyedWrite(c echo.Context, body []byte, method string, run func(context.Context) (writeResult, error)) error {
+func (s *Server) keyedWrite(c echo.Context, body []byte, method string, run func(context.Context) (WriteResult, error)) error {
 	ctx, release, err := s.beginIdempotent(c, body)
 	if err != nil {
 		return err
 	}
 	defer release()
-	var r writeResult
-	if rec, ok := idemFrom(ctx).replay(); ok && len(rec.Results) == 1 {
-		r, err = s.replayed(ctx, method, rec.Results[0])
-	} else {
-		r, err = run(ctx)
-		if err == nil {
-			s.settle(ctx)
-		}
-	}
+	r, err := s.KeyedWrite(ctx, method, run)
 	if err != nil {
 		return err
 	}

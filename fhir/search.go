@@ -102,15 +102,15 @@ func (d *searchDecisions) require(ctx context.Context, typ string) (storage.Expr
 	return td.filter, nil
 }
 
-// searchTypeRead is the search-type interaction (GET [type]?params).
-func (s *Server) searchTypeRead(ctx context.Context, r readRequest) (readResult, error) {
-	typ := r.param("type")
+// SearchType is the search-type interaction (GET [type]?params).
+func (s *Server) SearchType(ctx context.Context, r ReadRequest) (ReadResult, error) {
+	typ := r.Param("type")
 	if !conformance.IsResourceType(typ) {
-		return readResult{}, errNotFound("unknown resource type %q", typ)
+		return ReadResult{}, errNotFound("unknown resource type %q", typ)
 	}
-	b, err := s.searchBundle(ctx, searchScope{path: "/" + typ, types: []string{typ}}, r.query, r.strict)
+	b, err := s.searchBundle(ctx, searchScope{path: "/" + typ, types: []string{typ}}, r.Query, r.Strict)
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	return resourceResult(b)
 }

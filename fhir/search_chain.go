@@ -174,7 +174,7 @@ func (s *Server) compileValueSet(ctx context.Context, vse *resources.ValueSetErr
 // findValueSet reads a ValueSet stored on this server, by canonical url or
 // by a "ValueSet/id" reference.
 func (s *Server) findValueSet(ctx context.Context, ref string) (map[string]any, error) {
-	if id, ok := strings.CutPrefix(ref, "ValueSet/"); ok && validID(id) {
+	if id, ok := strings.CutPrefix(ref, "ValueSet/"); ok && ValidID(id) {
 		rec, found, err := s.current(ctx, "ValueSet", id)
 		if err != nil {
 			return nil, err
@@ -271,7 +271,7 @@ func (s *Server) compileList(ctx context.Context, typ, modifier string, values [
 	}
 	var ands []storage.Expr
 	for _, v := range values {
-		if !validID(v) {
+		if !ValidID(v) {
 			return nil, errBadRequest("_list: %q is not a List id (functional lists such as $current-problems are not supported)", v)
 		}
 		rec, found, err := s.current(ctx, "List", v)
@@ -291,7 +291,7 @@ func (s *Server) compileList(ctx context.Context, typ, modifier string, values [
 			for _, e := range entries {
 				ref, _ := jsonAt(e, "item", "reference").(string)
 				ref = strings.TrimPrefix(ref, s.base+"/")
-				if t, id, ok := strings.Cut(ref, "/"); ok && t == typ && validID(id) {
+				if t, id, ok := strings.Cut(ref, "/"); ok && t == typ && ValidID(id) {
 					ids = append(ids, id)
 				}
 			}

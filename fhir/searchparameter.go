@@ -191,33 +191,33 @@ func (s *Server) reindexSearchParameter(ctx context.Context, rec storage.Record,
 	return final, nil
 }
 
-// reindexStatusRead is $reindex-status, as the REST handler and a batch
+// ReindexStatus is $reindex-status, as the REST handler and a batch
 // or transaction GET entry run it.
-func (s *Server) reindexStatusRead(ctx context.Context, r readRequest) (readResult, error) {
-	if r.param("type") != "SearchParameter" {
-		return readResult{}, errNotFound("$reindex-status applies to SearchParameter only")
+func (s *Server) ReindexStatus(ctx context.Context, r ReadRequest) (ReadResult, error) {
+	if r.Param("type") != "SearchParameter" {
+		return ReadResult{}, errNotFound("$reindex-status applies to SearchParameter only")
 	}
-	id := r.param("id")
-	if !validID(id) {
-		return readResult{}, newError(http.StatusNotFound, codeInvalid, "invalid resource id %q: R4 ids are 1-64 of [A-Za-z0-9-.]", id)
+	id := r.Param("id")
+	if !ValidID(id) {
+		return ReadResult{}, newError(http.StatusNotFound, codeInvalid, "invalid resource id %q: R4 ids are 1-64 of [A-Za-z0-9-.]", id)
 	}
 	if _, err := s.decide(ctx, ActionRead, "SearchParameter"); err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	raw, err := s.backend.KV().Get(ctx, spStatusKey+id)
 	st := spStatus{State: "pending"}
 	switch {
 	case errors.Is(err, storage.ErrNotFound):
 		if _, found, err := s.current(ctx, "SearchParameter", id); err != nil {
-			return readResult{}, err
+			return ReadResult{}, err
 		} else if !found {
-			return readResult{}, errNotFound("SearchParameter/%s is not known", id)
+			return ReadResult{}, errNotFound("SearchParameter/%s is not known", id)
 		}
 	case err != nil:
-		return readResult{}, fmt.Errorf("reading reindex status: %w", err)
+		return ReadResult{}, fmt.Errorf("reading reindex status: %w", err)
 	default:
 		if err := json.Unmarshal(raw, &st); err != nil {
-			return readResult{}, fmt.Errorf("decoding reindex status: %w", err)
+			return ReadResult{}, fmt.Errorf("decoding reindex status: %w", err)
 		}
 	}
 	params := []any{

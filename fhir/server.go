@@ -217,7 +217,7 @@ func New(cfg Config) (*Server, error) {
 		if op.Name == "" || op.Run == nil {
 			return nil, errors.New("fhir: a PatientOperation needs a Name and a Run")
 		}
-		if id, _ := op.Definition["id"].(string); !validID(id) {
+		if id, _ := op.Definition["id"].(string); !ValidID(id) {
 			return nil, fmt.Errorf("fhir: the OperationDefinition of $%s needs a valid id", op.Name)
 		}
 		s.patientOps = append(s.patientOps, op)
@@ -226,7 +226,7 @@ func New(cfg Config) (*Server, error) {
 		if !isResourceType(op.Type) || op.Name == "" || op.Run == nil {
 			return nil, errors.New("fhir: a ResourceOperation needs a resource Type, a Name and a Run")
 		}
-		if id, _ := op.Definition["id"].(string); !validID(id) {
+		if id, _ := op.Definition["id"].(string); !ValidID(id) {
 			return nil, fmt.Errorf("fhir: the OperationDefinition of %s/$%s needs a valid id", op.Type, op.Name)
 		}
 		s.resOps = append(s.resOps, op)
@@ -483,8 +483,8 @@ func requestInfo(c echo.Context, status int, took time.Duration) RequestInfo {
 	return ri
 }
 
-// requestID returns the id logRequests gave the request, for fault logs.
-func requestID(ctx context.Context) string {
+// RequestID returns the id logRequests gave the request, for fault logs.
+func RequestID(ctx context.Context) string {
 	id, _ := ctx.Value(requestIDKey{}).(string)
 	return id
 }
@@ -510,7 +510,7 @@ func (s *Server) recoverPanic(next echo.HandlerFunc) echo.HandlerFunc {
 				if r == http.ErrAbortHandler {
 					panic(r)
 				}
-				s.log.ErrorContext(c.Request().Context(), "panic in handler", "request_id", requestID(c.Request().Context()), "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+				s.log.ErrorContext(c.Request().Context(), "panic in handler", "request_id", RequestID(c.Request().Context()), "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 				err = &Error{Status: http.StatusInternalServerError, Issues: []conformance.Issue{{
 					Severity: "fatal", Code: codeException, Diagnostics: "internal server error",
 				}}}

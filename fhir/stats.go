@@ -250,7 +250,7 @@ func (s *Server) statsCohort(ctx context.Context, v View, spoken string) (cohort
 		return nil, nil
 	}
 	typ, id, ok := strings.Cut(tailRef(spoken), "/")
-	if !ok || !validID(id) || (typ != "Patient" && typ != "Group") {
+	if !ok || !ValidID(id) || (typ != "Patient" && typ != "Group") {
 		return nil, errBadRequest("$stats: subject %q is not Patient/id or Group/id", spoken)
 	}
 	if typ == "Patient" {
@@ -318,12 +318,12 @@ type statsCell struct {
 	shown             bool
 }
 
-// statsRead is the $stats interaction over the parameters in r.query, as
+// Stats is the $stats interaction over the parameters in r.Query, as
 // the REST handler and a batch or transaction GET entry run it.
-func (s *Server) statsRead(ctx context.Context, r readRequest) (readResult, error) {
-	p, err := s.statsParameters(ctx, r.query)
+func (s *Server) Stats(ctx context.Context, r ReadRequest) (ReadResult, error) {
+	p, err := s.statsParameters(ctx, r.Query)
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	return resourceResult(p)
 }

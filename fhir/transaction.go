@@ -131,7 +131,7 @@ func (s *Server) transaction(ctx context.Context, entries []*txEntry, ret string
 			out.entries[i] = s.readEntry(ctx, e)
 			continue
 		}
-		we, err := s.writeEntry(ctx, writeResult{method: e.method, status: e.status, rec: e.rec, wrote: e.wrote, minimal: e.minimal}, ret)
+		we, err := s.writeEntry(ctx, WriteResult{Method: e.method, Status: e.status, Rec: e.rec, Wrote: e.wrote, Minimal: e.minimal}, ret)
 		if err != nil {
 			return bundleResult{}, err
 		}
@@ -281,7 +281,7 @@ func (s *Server) plan(ctx context.Context, entries []*txEntry, useClaims bool) (
 
 // redecode restores an entry's resource as posted before a retry.
 func (s *Server) redecode(e *txEntry) error {
-	v, err := decodeJSON(e.raw)
+	v, err := DecodeJSON(e.raw)
 	if err != nil {
 		return entryError(e, fmt.Errorf("decoding the resource again: %w", err))
 	}
@@ -299,7 +299,7 @@ func (s *Server) resolveIdentity(ctx context.Context, e *txEntry, useClaims bool
 	switch e.method {
 	case http.MethodPost:
 		if e.ifNoneExist != "" {
-			q, err := conditionalParams(e.typ, e.ifNoneExist)
+			q, err := ConditionalParams(e.typ, e.ifNoneExist)
 			if err != nil {
 				return err
 			}
@@ -519,7 +519,7 @@ func (s *Server) resolveRef(ctx context.Context, ref string, refs, cond map[stri
 	if to, ok := cond[ref]; ok {
 		return to, nil
 	}
-	q, err := conditionalParams(typ, query)
+	q, err := ConditionalParams(typ, query)
 	if err != nil {
 		return "", err
 	}

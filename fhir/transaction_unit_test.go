@@ -57,7 +57,7 @@ func TestParseEntryURL(t *testing.T) {
 
 func TestClaimKey(t *testing.T) {
 	q := func(s string) url.Values {
-		v, err := conditionalParams("Observation", s)
+		v, err := ConditionalParams("Observation", s)
 		if err != nil {
 			t.Fatalf("%s: %v", s, err)
 		}
@@ -82,7 +82,7 @@ func TestClaimKey(t *testing.T) {
 		t.Error("the key does not depend on the type")
 	}
 	for _, bad := range []string{"", "_format=json", "a=%zz"} {
-		if _, err := conditionalParams("Observation", bad); err == nil {
+		if _, err := ConditionalParams("Observation", bad); err == nil {
 			t.Errorf("%q accepted as criteria", bad)
 		}
 	}

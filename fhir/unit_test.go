@@ -25,11 +25,11 @@ func TestEncodeResource(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			v, err := decodeJSON([]byte(tc.in))
+			v, err := DecodeJSON([]byte(tc.in))
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := encodeResource(v)
+			got, err := EncodeResource(v)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -38,7 +38,7 @@ func TestEncodeResource(t *testing.T) {
 			}
 		})
 	}
-	if _, err := decodeJSON([]byte(`{} {}`)); err == nil {
+	if _, err := DecodeJSON([]byte(`{} {}`)); err == nil {
 		t.Error("trailing data accepted")
 	}
 }
@@ -95,9 +95,9 @@ func TestParseETag(t *testing.T) {
 		{`W/"0"`, 0, false}, {`W/"-1"`, 0, false}, {`W/"abc"`, 0, false}, {``, 0, false},
 	}
 	for _, tc := range cases {
-		got, ok := parseETag(tc.in)
+		got, ok := ParseETag(tc.in)
 		if ok != tc.ok || (ok && got != tc.want) {
-			t.Errorf("parseETag(%q) = %d, %v; want %d, %v", tc.in, got, ok, tc.want, tc.ok)
+			t.Errorf("ParseETag(%q) = %d, %v; want %d, %v", tc.in, got, ok, tc.want, tc.ok)
 		}
 	}
 }
@@ -145,8 +145,8 @@ func TestValidID(t *testing.T) {
 	}
 	cases[long] = true
 	for id, want := range cases {
-		if got := validID(id); got != want {
-			t.Errorf("validID(%q) = %v, want %v", id, got, want)
+		if got := ValidID(id); got != want {
+			t.Errorf("ValidID(%q) = %v, want %v", id, got, want)
 		}
 	}
 }
@@ -177,7 +177,7 @@ func TestRandomID(t *testing.T) {
 	seen := map[string]bool{}
 	for i := 0; i < 100; i++ {
 		id := randomID()
-		if !validID(id) || len(id) != 36 || id[14] != '4' {
+		if !ValidID(id) || len(id) != 36 || id[14] != '4' {
 			t.Fatalf("randomID %q is not a v4 UUID usable as an R4 id", id)
 		}
 		if seen[id] {

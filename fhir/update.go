@@ -80,17 +80,17 @@ func (s *Server) writeWithRetry(ctx context.Context, op, typ, id string, want in
 
 // updateResource stores body as the next version of typ/id (want: the
 // version If-Match requires, 0 for any).
-func (s *Server) updateResource(ctx context.Context, typ, id string, want int64, body []byte) (writeResult, error) {
+func (s *Server) updateResource(ctx context.Context, typ, id string, want int64, body []byte) (WriteResult, error) {
 	parsed, err := s.parseResource(ctx, typ, body)
 	if err != nil {
-		return writeResult{}, err
+		return WriteResult{}, err
 	}
 	switch parsed.ID {
 	case id:
 	case "":
-		return writeResult{}, errBadRequest("the resource has no id; update requires it to equal the URL id %q", id)
+		return WriteResult{}, errBadRequest("the resource has no id; update requires it to equal the URL id %q", id)
 	default:
-		return writeResult{}, errBadRequest("the resource id %q does not match the URL id %q", parsed.ID, id)
+		return WriteResult{}, errBadRequest("the resource id %q does not match the URL id %q", parsed.ID, id)
 	}
 	// live is set by each attempt, so after the loop it describes the
 	// version the committed write replaced: 200 for an update, 201 for a
@@ -127,12 +127,12 @@ func (s *Server) updateResource(ctx context.Context, typ, id string, want int64,
 		return idemResult{N: -1, Status: status, Type: typ, ID: id, Version: w.VersionID, Wrote: true}
 	})
 	if err != nil {
-		return writeResult{}, err
+		return WriteResult{}, err
 	}
 	status := http.StatusOK
 	if !live {
 		status = http.StatusCreated
 	}
-	return writeResult{method: http.MethodPut, status: status, rec: rec, wrote: true,
-		diagnostics: fmt.Sprintf("stored %s/%s version %d", typ, id, rec.VersionID)}, nil
+	return WriteResult{Method: http.MethodPut, Status: status, Rec: rec, Wrote: true,
+		Diagnostics: fmt.Sprintf("stored %s/%s version %d", typ, id, rec.VersionID)}, nil
 }

@@ -15,55 +15,55 @@ import (
 // OperationOutcome whatever the verdict, as the operation definition says:
 // invalid content is a result, not a failed request.
 
-// validateTypeRead is $validate of the resource in r.body, as the REST
+// ValidateType is $validate of the resource in r.Body, as the REST
 // handler and a batch or transaction POST entry run it. It reads nothing
 // stored, so it needs no decision.
-func (s *Server) validateTypeRead(ctx context.Context, r readRequest) (readResult, error) {
-	typ := r.param("type")
+func (s *Server) ValidateType(ctx context.Context, r ReadRequest) (ReadResult, error) {
+	typ := r.Param("type")
 	if !conformance.IsResourceType(typ) {
-		return readResult{}, errNotFound("unknown resource type %q", typ)
+		return ReadResult{}, errNotFound("unknown resource type %q", typ)
 	}
-	return resourceResult(outcome(s.validateBody(ctx, typ, "", r.body, r.query.Get("profile"))))
+	return resourceResult(outcome(s.validateBody(ctx, typ, "", r.Body, r.Query.Get("profile"))))
 }
 
-// validateInstanceRead is $validate of [type]/[id]: of r.body when it is
+// ValidateInstance is $validate of [type]/[id]: of r.Body when it is
 // not nil, else of the stored version, which is read as the caller may.
-func (s *Server) validateInstanceRead(ctx context.Context, r readRequest) (readResult, error) {
-	typ, id := r.param("type"), r.param("id")
+func (s *Server) ValidateInstance(ctx context.Context, r ReadRequest) (ReadResult, error) {
+	typ, id := r.Param("type"), r.Param("id")
 	if !conformance.IsResourceType(typ) {
-		return readResult{}, errNotFound("unknown resource type %q", typ)
+		return ReadResult{}, errNotFound("unknown resource type %q", typ)
 	}
-	if !validID(id) {
-		return readResult{}, newError(http.StatusNotFound, codeInvalid, "invalid resource id %q: R4 ids are 1-64 of [A-Za-z0-9-.]", id)
+	if !ValidID(id) {
+		return ReadResult{}, newError(http.StatusNotFound, codeInvalid, "invalid resource id %q: R4 ids are 1-64 of [A-Za-z0-9-.]", id)
 	}
-	if r.body != nil {
-		return resourceResult(outcome(s.validateBody(ctx, typ, id, r.body, r.query.Get("profile"))))
+	if r.Body != nil {
+		return resourceResult(outcome(s.validateBody(ctx, typ, id, r.Body, r.Query.Get("profile"))))
 	}
 	// The outcome of validating a stored resource quotes its content,
 	// which a view would have shaped: a filtered caller cannot ask it.
 	if v, err := s.view(ctx); err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	} else if v != nil {
-		return readResult{}, errViewRefuses("$validate of a stored resource")
+		return ReadResult{}, errViewRefuses("$validate of a stored resource")
 	}
 	rec, err := s.backend.Read(ctx, typ, id)
 	if errors.Is(err, storage.ErrNotFound) {
-		return readResult{}, errNotFound("%s/%s is not known", typ, id)
+		return ReadResult{}, errNotFound("%s/%s is not known", typ, id)
 	}
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	if rec.Deleted {
-		return readResult{}, s.gone(ctx, ActionRead, rec)
+		return ReadResult{}, s.gone(ctx, ActionRead, rec)
 	}
 	res, err := decodeRecord(rec)
 	if err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
 	if err := s.checkResource(ctx, ActionRead, typ, id, res); err != nil {
-		return readResult{}, err
+		return ReadResult{}, err
 	}
-	return resourceResult(outcome(s.validateBody(ctx, typ, id, rec.JSON, r.query.Get("profile"))))
+	return resourceResult(outcome(s.validateBody(ctx, typ, id, rec.JSON, r.Query.Get("profile"))))
 }
 
 // validateBody validates a $validate input and returns every issue found:
@@ -75,7 +75,7 @@ func (s *Server) validateBody(ctx context.Context, typ, id string, body []byte, 
 		profileURL = p
 	}
 	if inner, ok := parametersResource(body); ok {
-		raw, err := encodeResource(inner)
+		raw, err := EncodeResource(inner)
 		if err != nil {
 			return []conformance.Issue{{Severity: "error", Code: codeStructure, Diagnostics: err.Error(), Expression: "Parameters.parameter.resource"}}
 		}
@@ -108,7 +108,7 @@ func (s *Server) validateBody(ctx context.Context, typ, id string, body []byte, 
 
 // parametersProfile returns the "profile" parameter of a Parameters body.
 func parametersProfile(body []byte) string {
-	v, err := decodeJSON(body)
+	v, err := DecodeJSON(body)
 	if err != nil {
 		return ""
 	}
@@ -134,7 +134,7 @@ func parametersProfile(body []byte) string {
 // parametersResource returns the "resource" parameter of a Parameters
 // body. A body that is not such a Parameters is validated as it is.
 func parametersResource(body []byte) (map[string]any, bool) {
-	v, err := decodeJSON(body)
+	v, err := DecodeJSON(body)
 	if err != nil {
 		return nil, false
 	}
